@@ -1,0 +1,1 @@
+//! Sans-IO call state machine (work in progress).

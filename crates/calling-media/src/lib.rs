@@ -1,0 +1,1 @@
+//! WebRTC media engine (work in progress).

@@ -1,0 +1,3 @@
+//! The calling signaling server (work in progress).
+
+fn main() {}

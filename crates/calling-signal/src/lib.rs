@@ -1,0 +1,1 @@
+//! Wire protocol and client transport (work in progress).

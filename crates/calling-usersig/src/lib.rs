@@ -1,0 +1,1 @@
+//! TLS-Sig-API v2 compatible UserSig (work in progress).
