@@ -159,11 +159,14 @@ impl fmt::Display for RoomId {
     }
 }
 
-/// One participation of a user in a call (Matrix's `party_id`): fresh each
-/// time the user rings for, places or joins a call, so late messages from an
-/// earlier participation can be told apart from a rejoin.
+/// One participation of a user in a call (Matrix's `party_id`), fresh each
+/// time the user rings for, places or joins a call. A user's party ids only
+/// grow (see [`crate::CallMachine::with_party_base`]), so "participation
+/// `q` is over" also retires every earlier one, and a message naming a lower
+/// party than the one known is recognised as late. Kept below 2^53 so that
+/// JavaScript reads it exactly.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
-pub struct PartyId(pub u32);
+pub struct PartyId(pub u64);
 
 /// Media type of a call, numbered as in TRTCCalling.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]

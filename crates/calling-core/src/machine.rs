@@ -169,8 +169,9 @@ struct Call {
     accepted: Option<InviteId>,
     connected: BTreeMap<UserId, Peer>,
     ringing: BTreeMap<UserId, Invitee>,
-    /// Participations that left: their late messages are ignored.
-    left: HashSet<(UserId, PartyId)>,
+    /// Per user, the highest participation known to be over: messages of
+    /// that one or earlier ones are late and ignored.
+    ended: BTreeMap<UserId, PartyId>,
     /// Invitations that were answered, withdrawn or timed out.
     closed: HashSet<(UserId, InviteId)>,
     /// When the local user first talked to someone in this call.
@@ -198,6 +199,7 @@ struct Ctx {
     out: VecDeque<Output>,
     audio: bool,
     video: bool,
+    next_party: PartyId,
 }
 
 impl Ctx {
@@ -252,7 +254,9 @@ impl Ctx {
     }
 
     fn party(&mut self) -> PartyId {
-        PartyId(self.rng.random_range(1..=u32::MAX))
+        let party = self.next_party;
+        self.next_party = PartyId(party.0 + 1);
+        party
     }
 
     fn request_id(&mut self) -> u32 {
@@ -277,12 +281,24 @@ fn unreachable_id() -> ! {
 }
 
 impl Call {
+    /// Everyone the local party knows in the call, including the members a
+    /// joiner is still waiting on.
     fn known(&self) -> Vec<UserId> {
-        self.connected
-            .keys()
-            .chain(self.ringing.keys())
-            .cloned()
-            .collect()
+        let mut known: BTreeSet<&UserId> =
+            self.connected.keys().chain(self.ringing.keys()).collect();
+        if let Me::Joining { waiting, .. } = &self.me {
+            known.extend(waiting);
+        }
+        known.into_iter().cloned().collect()
+    }
+
+    fn is_over(&self, user: &UserId, party: PartyId) -> bool {
+        self.ended.get(user).is_some_and(|e| party <= *e)
+    }
+
+    fn mark_over(&mut self, user: &UserId, party: PartyId) {
+        let e = self.ended.entry(user.clone()).or_insert(party);
+        *e = (*e).max(party);
     }
 
     fn in_call(&self) -> bool {
@@ -386,10 +402,11 @@ impl Call {
 
     /// A connected party is gone (hung up, gone, unreachable).
     fn remove_connected(&mut self, ctx: &mut Ctx, user: &UserId, party: PartyId) -> Step {
-        self.left.insert((user.clone(), party));
-        if self.connected.remove(user).is_none() {
+        self.mark_over(user, party);
+        if self.connected.get(user).is_none_or(|p| p.party > party) {
             return Step::Continue;
         }
+        self.connected.remove(user);
         if let Some(sw) = &mut self.switch_out {
             sw.waiting.remove(user);
         }
@@ -483,12 +500,25 @@ impl Call {
         audio: bool,
         video: bool,
     ) {
-        if self.left.contains(&(from.clone(), party)) {
+        if self.is_over(from, party) {
             return;
         }
         if let Some(peer) = self.connected.get_mut(from) {
-            // A duplicate, or a rejoin whose leave we never saw.
+            if peer.party >= party {
+                return; // a duplicate, or late
+            }
+            // A new participation whose earlier leave we never saw (e.g. a
+            // join by id): it waits for our roster.
             peer.party = party;
+            peer.audio = audio;
+            peer.video = video;
+            if self.in_call() {
+                let body = Body::Roster {
+                    info: self.info.clone(),
+                    roster: self.roster(ctx),
+                };
+                self.send(ctx, vec![from.clone()], body);
+            }
             return;
         }
         let was_ringing = self.ringing.remove(from).is_some();
@@ -520,10 +550,18 @@ impl Call {
         let in_call = self.in_call();
         let mut invitees_changed = false;
         for m in &roster.connected {
-            if m.user == ctx.me
-                || self.connected.contains_key(&m.user)
-                || self.left.contains(&(m.user.clone(), m.party))
-            {
+            if m.user == ctx.me || self.is_over(&m.user, m.party) {
+                continue;
+            }
+            if let Some(peer) = self.connected.get_mut(&m.user) {
+                // A later participation replaces an earlier one silently.
+                if peer.party < m.party {
+                    *peer = Peer {
+                        party: m.party,
+                        audio: m.audio,
+                        video: m.video,
+                    };
+                }
                 continue;
             }
             invitees_changed |= self.ringing.remove(&m.user).is_some();
@@ -695,7 +733,7 @@ pub struct CallMachine {
     ctx: Ctx,
     call: Option<Call>,
     answered: Recent<InviteId, StaleReason>,
-    past_calls: Recent<CallId, PartyId>,
+    past_calls: Recent<CallId, ()>,
 }
 
 impl std::fmt::Debug for CallMachine {
@@ -720,11 +758,23 @@ impl CallMachine {
                 out: VecDeque::new(),
                 audio: true,
                 video: true,
+                next_party: PartyId(1),
             },
             call: None,
             answered: Recent::new(),
             past_calls: Recent::new(),
         }
+    }
+
+    /// Sets the first party id this machine hands out (default 1). Party ids
+    /// must keep growing across restarts of the same user's machine, so that
+    /// peers recognise the new participations as newer: a driver passes the
+    /// wall clock, e.g. Unix time in milliseconds times 1024, which stays
+    /// below 2^53 and ahead of any earlier machine of the same user.
+    #[must_use]
+    pub fn with_party_base(mut self, base: u64) -> Self {
+        self.ctx.next_party = PartyId(base.max(1));
+        self
     }
 
     // ---- getters ----
@@ -871,7 +921,7 @@ impl CallMachine {
             accepted: None,
             connected: BTreeMap::new(),
             ringing: BTreeMap::new(),
-            left: HashSet::new(),
+            ended: BTreeMap::new(),
             closed: HashSet::new(),
             since: None,
             cause: EndReason::NoResponse,
@@ -1014,8 +1064,8 @@ impl CallMachine {
                 // reject() cannot fail: the invite is the ringing one.
                 let _ = self.reject(now, &invite_id);
             }
-            Me::Joining { waiting, .. } => {
-                call.send(ctx, waiting.iter().cloned().collect(), Body::Leave);
+            Me::Joining { .. } => {
+                call.send(ctx, call.known(), Body::Leave);
                 self.finish(now, EndReason::Hangup, StaleReason::CallEnded);
             }
             Me::InCall if call.connected.is_empty() => {
@@ -1088,7 +1138,7 @@ impl CallMachine {
             accepted: None,
             connected: BTreeMap::new(),
             ringing: BTreeMap::new(),
-            left: HashSet::new(),
+            ended: BTreeMap::new(),
             closed: HashSet::new(),
             since: None,
             cause: EndReason::NotFound,
@@ -1372,6 +1422,8 @@ impl CallMachine {
                 return;
             }
             Me::Joining { deadline, .. } if *deadline <= now => {
+                // Our enter may still arrive: the leave retires it.
+                call.send(ctx, call.known(), Body::Leave);
                 self.finish(now, EndReason::NotFound, StaleReason::CallEnded);
                 return;
             }
@@ -1443,7 +1495,7 @@ impl CallMachine {
                 call_id: call.id.clone(),
             });
         }
-        self.past_calls.put(call.id.clone(), call.party);
+        self.past_calls.put(call.id.clone(), ());
         let duration = call
             .since
             .map(|s| now.saturating_duration_since(s))
@@ -1462,6 +1514,9 @@ impl CallMachine {
         let ctx = &mut self.ctx;
         if let Some(call) = self.call.as_mut() {
             if call.id == inv.call_id {
+                // Already part of this call: the invite must never ring later.
+                self.answered
+                    .put(inv.invite_id.clone(), StaleReason::CallEnded);
                 if call.in_call() {
                     // A stale re-invite: tell the inviter we are already here.
                     let body = Body::Enter {
@@ -1514,7 +1569,7 @@ impl CallMachine {
         ctx.media(MediaInstruction::LeaveRoom {
             call_id: old.id.clone(),
         });
-        self.past_calls.put(old.id.clone(), old.party);
+        self.past_calls.put(old.id.clone(), ());
         let invite_id = inv.invite_id.clone();
         let mut call = ringing_call_quiet(ctx, now, from, inv);
         call.me = Me::InCall;
@@ -1564,14 +1619,9 @@ impl CallMachine {
             | Body::SwitchRequest { .. }
             | Body::SwitchAnswer { .. } => {
                 // The sender thinks we are in this call: say we are not.
-                let last_party = self.past_calls.get(call_id);
-                let party = last_party.unwrap_or(PartyId(0));
-                self.ctx.send(
-                    vec![from.clone()],
-                    call_id,
-                    party,
-                    Body::Gone { last_party },
-                );
+                let upto = self.ctx.next_party;
+                self.ctx
+                    .send(vec![from.clone()], call_id, upto, Body::Gone { upto });
             }
             Body::Invite { .. }
             | Body::Reject { .. }
@@ -1586,6 +1636,15 @@ impl CallMachine {
         let Some(call) = self.call.as_mut() else {
             return;
         };
+        if matches!(call.me, Me::Ringing { .. })
+            && matches!(body, Body::Enter { .. } | Body::Roster { .. })
+            && self.past_calls.get(&call.id).is_some()
+        {
+            // Ringing again for a call we were in: whoever still counts our
+            // earlier participation as connected must drop it.
+            let gone = Body::Gone { upto: call.party };
+            ctx.send(vec![from.clone()], &call.id, call.party, gone);
+        }
         let step = match body {
             Body::Invite { .. } => Step::Continue,
             Body::Cancel { invite_id } => match &call.me {
@@ -1646,30 +1705,33 @@ impl CallMachine {
                 }
             }
             Body::Leave => {
-                let known_party = call.connected.get(from).map(|p| p.party);
-                match known_party {
-                    Some(p) if p == party => call.remove_connected(ctx, from, party),
-                    _ => {
-                        // A leave that overtook the sender's enter: remember
-                        // the participation so the enter is ignored.
-                        call.left.insert((from.clone(), party));
-                        match call.ringing.get(from).map(|i| i.invite_id.clone()) {
-                            Some(invite_id) => call.remove_ringing(
-                                ctx,
-                                std::slice::from_ref(from),
-                                &invite_id,
-                                Removal::Gone,
-                            ),
-                            None => Step::Continue,
-                        }
+                if call.connected.get(from).is_some_and(|p| p.party <= party) {
+                    call.remove_connected(ctx, from, party)
+                } else {
+                    // A leave that overtook the sender's enter: remember the
+                    // participation so the enter is ignored.
+                    call.mark_over(from, party);
+                    match call.ringing.get(from).map(|i| i.invite_id.clone()) {
+                        Some(invite_id) => call.remove_ringing(
+                            ctx,
+                            std::slice::from_ref(from),
+                            &invite_id,
+                            Removal::Gone,
+                        ),
+                        None => Step::Continue,
                     }
                 }
             }
-            Body::Gone { last_party } => {
+            Body::Gone { upto } => {
                 let known_party = call.connected.get(from).map(|p| p.party);
-                if let Some(p) = known_party {
-                    if last_party.is_none_or(|lp| lp == p) {
-                        call.remove_connected(ctx, from, p)
+                let over = PartyId(upto.0.saturating_sub(1));
+                if upto.0 == 0 {
+                    Step::Continue
+                } else if let Some(p) = known_party {
+                    // A gone sent before this participation began names a
+                    // lower bound and changes nothing.
+                    if p <= over {
+                        call.remove_connected(ctx, from, over)
                     } else {
                         Step::Continue
                     }
@@ -1691,7 +1753,7 @@ impl CallMachine {
                 }
             }
             Body::Roster { info, roster } => {
-                if call.left.contains(&(from.clone(), party)) {
+                if call.is_over(from, party) {
                     Step::Continue
                 } else {
                     on_roster(ctx, call, now, from, party, info, &roster);
@@ -1887,7 +1949,7 @@ fn ringing_call_quiet(ctx: &mut Ctx, now: Instant, from: &UserId, inv: IncomingI
         accepted: None,
         connected,
         ringing,
-        left: HashSet::new(),
+        ended: BTreeMap::new(),
         closed: HashSet::new(),
         since: None,
         cause: EndReason::Cancelled,
@@ -1979,4 +2041,13 @@ fn on_roster(
         call.send(ctx, others, body);
     }
     call.merge_roster(ctx, now, roster);
+    if call.in_call() && !roster.connected.iter().any(|m| m.user == ctx.me) {
+        // The sender does not count us as connected yet: tell it.
+        let body = Body::Enter {
+            invite_id: None,
+            audio: ctx.audio,
+            video: ctx.video,
+        };
+        call.send(ctx, vec![from.clone()], body);
+    }
 }

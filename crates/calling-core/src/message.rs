@@ -154,11 +154,11 @@ pub enum Body {
         /// Who is in it.
         roster: Roster,
     },
-    /// The sender is not in this call (an answer to a message about it).
+    /// The sender is not in this call (an answer to a message about it):
+    /// every participation of the sender below `upto` is over.
     Gone {
-        /// The sender's last participation in the call, if it had one.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        last_party: Option<PartyId>,
+        /// The sender's next party id when it answered.
+        upto: PartyId,
     },
     /// The sender's microphone or camera changed.
     MediaState {
