@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use calling_usersig::{
-    Claims, DEFAULT_EXPIRE_SECS, PrivateMapKey, Privileges, Room, generate,
+    Claims, DEFAULT_EXPIRE_SECS, MAX_SIG_LEN, PrivateMapKey, Privileges, Room, generate,
     generate_private_map_key, generate_with_userbuf, now_unix, verify, verify_with_userbuf,
 };
 use clap::{Args, Parser, Subcommand};
@@ -162,7 +162,9 @@ fn main() -> ExitCode {
         } => {
             let sig = if sig == "-" {
                 let mut s = String::new();
-                if let Err(e) = std::io::stdin().read_to_string(&mut s) {
+                // One byte over the limit is enough for verify to report `too_long`.
+                let limit = u64::try_from(MAX_SIG_LEN + 1).unwrap_or(u64::MAX);
+                if let Err(e) = std::io::stdin().take(limit).read_to_string(&mut s) {
                     eprintln!("usersig: cannot read the UserSig from standard input: {e}");
                     return ExitCode::from(2);
                 }
