@@ -37,13 +37,14 @@
 mod error;
 mod privmap;
 
+use std::cell::RefCell;
 use std::io::Write as _;
 
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::general_purpose::STANDARD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use flate2::{Compression, Decompress, FlushDecompress, Status};
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
 use sha2::Sha256;
@@ -230,18 +231,48 @@ fn generate_inner(
         userbuf: userbuf_b64.as_deref(),
         sig: &sig,
     };
-    // Serialising plain strings and integers into memory, and compressing
-    // into a Vec, cannot fail.
+    // Serialising plain strings and integers into memory cannot fail.
     #[allow(clippy::expect_used)]
     let json = serde_json::to_vec(&token).expect("serialising a plain struct cannot fail");
-    let mut z =
-        flate2::write::ZlibEncoder::new(Vec::with_capacity(json.len()), Compression::default());
-    #[allow(clippy::expect_used)]
-    let compressed = z
-        .write_all(&json)
-        .and_then(|()| z.finish())
-        .expect("compressing into a Vec cannot fail");
-    to_url_alphabet(STANDARD.encode(compressed))
+    to_url_alphabet(STANDARD.encode(zlib_compress(&json)))
+}
+
+thread_local! {
+    /// A deflate state kept per thread: building one allocates a few hundred
+    /// KiB, which dominated the cost of `generate` when done per call.
+    static DEFLATE: RefCell<Compress> = RefCell::new(Compress::new(Compression::default(), true));
+}
+
+fn zlib_compress(data: &[u8]) -> Vec<u8> {
+    let reused = DEFLATE.try_with(|cell| {
+        let mut z = cell.try_borrow_mut().ok()?;
+        z.reset();
+        let mut out = Vec::with_capacity(data.len() + 128);
+        loop {
+            let consumed = usize::try_from(z.total_in()).ok()?;
+            let status = z
+                .compress_vec(data.get(consumed..)?, &mut out, FlushCompress::Finish)
+                .ok()?;
+            match status {
+                Status::StreamEnd => return Some(out),
+                // Deflate never needs much more than its input; a runaway
+                // loop falls back to the one-shot encoder.
+                Status::Ok | Status::BufError if out.capacity() > 2 * data.len() + 4096 => {
+                    return None;
+                }
+                Status::Ok | Status::BufError => out.reserve(out.capacity().max(128)),
+            }
+        }
+    });
+    reused.ok().flatten().unwrap_or_else(|| {
+        // Only reached if the thread-local state is unavailable (e.g. during
+        // thread teardown); compressing into a Vec cannot fail.
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), Compression::default());
+        #[allow(clippy::expect_used)]
+        z.write_all(data)
+            .and_then(|()| z.finish())
+            .expect("compressing into a Vec cannot fail")
+    })
 }
 
 fn to_url_alphabet(b64: String) -> String {
@@ -635,6 +666,29 @@ mod tests {
                 .kind(),
             "userbuf_mismatch"
         );
+    }
+
+    #[test]
+    fn reused_deflate_state_is_reset_between_calls() {
+        let inputs: [&[u8]; 4] = [b"first", &[7u8; 100_000], b"", b"first"];
+        let outputs: Vec<Vec<u8>> = inputs.iter().map(|i| zlib_compress(i)).collect();
+        for (input, out) in inputs.iter().zip(&outputs) {
+            assert_eq!(inflate_unbounded(out), *input);
+        }
+        assert_eq!(outputs[0], outputs[3]);
+        assert_eq!(
+            generate(1, KEY, "u", 10, 100),
+            generate(1, KEY, "u", 10, 100)
+        );
+    }
+
+    fn inflate_unbounded(z: &[u8]) -> Vec<u8> {
+        use std::io::Read as _;
+        let mut out = Vec::new();
+        flate2::read::ZlibDecoder::new(z)
+            .read_to_end(&mut out)
+            .unwrap();
+        out
     }
 
     #[test]
