@@ -39,6 +39,10 @@ fn verify_official_token_prints_claims_and_exits_0() {
         PY_PLAIN,
     ]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        out.stdout
+            .starts_with(br#"{"valid":true,"identifier":"xiaojun""#)
+    );
     let v = stdout_json(&out);
     assert_eq!(v["valid"], true);
     assert_eq!(v["identifier"], "xiaojun");
@@ -63,6 +67,10 @@ fn verify_failure_prints_kind_and_exits_1() {
         PY_PLAIN,
     ]);
     assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stdout
+            .starts_with(br#"{"valid":false,"error":"expired""#)
+    );
     let v = stdout_json(&out);
     assert_eq!(v["valid"], false);
     assert_eq!(v["error"], "expired");

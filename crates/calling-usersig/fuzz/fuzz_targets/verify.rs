@@ -11,11 +11,17 @@ use std::io::Write as _;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use calling_usersig::{PrivateMapKey, decode_unverified, verify, verify_private_map_key, verify_with_userbuf};
+use calling_usersig::{
+    PrivateMapKey, decode_unverified, verify, verify_private_map_key, verify_with_userbuf,
+};
 use libfuzzer_sys::fuzz_target;
 
 fn url_b64(bytes: &[u8]) -> String {
-    STANDARD.encode(bytes).replace('+', "*").replace('/', "-").replace('=', "_")
+    STANDARD
+        .encode(bytes)
+        .replace('+', "*")
+        .replace('/', "-")
+        .replace('=', "_")
 }
 
 fn exercise(sig: &str) {
@@ -42,7 +48,11 @@ fuzz_target!(|data: &[u8]| {
         }
         _ => {
             if let Ok(key) = PrivateMapKey::from_userbuf(rest) {
-                assert_eq!(key.to_userbuf().ok().as_deref(), Some(rest), "parse/serialise round trip");
+                assert_eq!(
+                    key.to_userbuf().ok().as_deref(),
+                    Some(rest),
+                    "parse/serialise round trip"
+                );
             }
         }
     }

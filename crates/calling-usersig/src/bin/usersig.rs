@@ -10,6 +10,7 @@ use calling_usersig::{
     generate_private_map_key, generate_with_userbuf, now_unix, verify, verify_with_userbuf,
 };
 use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 /// Generate and verify TLS-Sig-API v2 UserSigs (compatible with the official
@@ -191,8 +192,12 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    let out = json!({"valid": false, "error": e.kind(), "message": e.to_string()});
-                    println!("{out}");
+                    let out = InvalidOut {
+                        valid: false,
+                        error: e.kind(),
+                        message: e.to_string(),
+                    };
+                    println!("{}", to_line(&out));
                     ExitCode::from(1)
                 }
             }
@@ -200,34 +205,66 @@ fn main() -> ExitCode {
     }
 }
 
-fn valid_json(claims: &Claims) -> Value {
-    let mut out = json!({
-        "valid": true,
-        "identifier": claims.identifier,
-        "sdk_app_id": claims.sdk_app_id,
-        "issued_at": claims.issued_at,
-        "expire_secs": claims.expire_secs,
-        "expires_at": claims.expires_at(),
-        "userbuf": claims.userbuf.as_ref().map(|b| STANDARD.encode(b)),
-    });
-    if let Some(buf) = &claims.userbuf {
-        if let Ok(text) = std::str::from_utf8(buf) {
-            out["userbuf_text"] = json!(text);
-        }
-        if let Ok(key) = PrivateMapKey::from_userbuf(buf) {
+/// `verify` output on success; fields in this order, `valid` first.
+#[derive(Serialize)]
+struct ValidOut<'a> {
+    valid: bool,
+    identifier: &'a str,
+    sdk_app_id: u64,
+    issued_at: u64,
+    expire_secs: u64,
+    expires_at: u64,
+    /// Standard base64 of the userbuf, or null.
+    userbuf: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    userbuf_text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    private_map_key: Option<Value>,
+}
+
+/// `verify` output on failure.
+#[derive(Serialize)]
+struct InvalidOut<'a> {
+    valid: bool,
+    error: &'a str,
+    message: String,
+}
+
+fn valid_json(claims: &Claims) -> String {
+    let buf = claims.userbuf.as_deref();
+    let private_map_key = buf
+        .and_then(|b| PrivateMapKey::from_userbuf(b).ok())
+        .map(|key| {
             let room = match key.room() {
                 Room::Id(id) => json!(id),
                 Room::Name(name) => json!(name),
             };
-            out["private_map_key"] = json!({
+            json!({
                 "user_id": key.user_id,
                 "sdk_app_id": key.sdk_app_id,
                 "room": room,
                 "expires_at": key.expires_at,
                 "privileges": key.privileges.bits(),
                 "account_type": key.account_type,
-            });
-        }
-    }
-    out
+            })
+        });
+    let out = ValidOut {
+        valid: true,
+        identifier: &claims.identifier,
+        sdk_app_id: claims.sdk_app_id,
+        issued_at: claims.issued_at,
+        expire_secs: claims.expire_secs,
+        expires_at: claims.expires_at(),
+        userbuf: buf.map(|b| STANDARD.encode(b)),
+        userbuf_text: buf.and_then(|b| std::str::from_utf8(b).ok()),
+        private_map_key,
+    };
+    to_line(&out)
+}
+
+fn to_line<T: Serialize>(value: &T) -> String {
+    // Plain structs of strings and numbers always serialise.
+    serde_json::to_string(value).unwrap_or_else(|_| {
+        r#"{"valid":false,"error":"internal","message":"cannot serialise the result"}"#.to_owned()
+    })
 }
