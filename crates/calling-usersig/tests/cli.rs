@@ -226,6 +226,7 @@ fn privmap_output_is_decoded_by_verify() {
     assert_eq!(v["private_map_key"]["room"], "lobby");
     assert_eq!(v["private_map_key"]["privileges"], 42);
     assert_eq!(v["private_map_key"]["expires_at"], 400);
+    assert!(v.get("userbuf_text").is_none(), "{v}");
 }
 
 #[test]

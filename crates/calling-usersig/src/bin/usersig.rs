@@ -256,7 +256,11 @@ fn valid_json(claims: &Claims) -> String {
         expire_secs: claims.expire_secs,
         expires_at: claims.expires_at(),
         userbuf: buf.map(|b| STANDARD.encode(b)),
-        userbuf_text: buf.and_then(|b| std::str::from_utf8(b).ok()),
+        // Only when it reads as text: binary userbufs (PrivateMapKeys) are
+        // often valid UTF-8 full of control characters.
+        userbuf_text: buf
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .filter(|t| !t.chars().any(char::is_control)),
         private_map_key,
     };
     to_line(&out)
