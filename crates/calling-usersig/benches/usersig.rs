@@ -27,14 +27,21 @@ fn bench(c: &mut Criterion) {
         })
     });
     let sig = generate(APP, KEY, "xiaojun", 86_400, NOW);
+    assert!(verify(APP, KEY, "xiaojun", &sig, NOW + 1).is_ok());
     g.bench_function("verify", |b| {
         b.iter(|| verify(APP, KEY, "xiaojun", black_box(&sig), NOW + 1))
     });
     let sig_buf = generate_with_userbuf(APP, KEY, "xiaojun", 86_400, b"abc", NOW);
+    assert!(verify_with_userbuf(APP, KEY, "xiaojun", &sig_buf, b"abc", NOW + 1).is_ok());
     g.bench_function("verify_with_userbuf", |b| {
         b.iter(|| verify_with_userbuf(APP, KEY, "xiaojun", black_box(&sig_buf), b"abc", NOW + 1))
     });
+    // Same claims, wrong key: measures the full path down to the HMAC check.
     let forged = generate(APP, "wrong key", "xiaojun", 86_400, NOW);
+    assert!(matches!(
+        verify(APP, KEY, "xiaojun", &forged, NOW + 1),
+        Err(calling_usersig::VerifyError::SignatureMismatch)
+    ));
     g.bench_function("verify_forged", |b| {
         b.iter(|| verify(APP, KEY, "xiaojun", black_box(&forged), NOW + 1))
     });
