@@ -196,6 +196,14 @@ pub enum Event {
     },
     /// The same user logged in elsewhere (TRTCCalling `KICKED_OUT`).
     KickedOut,
+    /// The UserSig expired or was refused when logging in again (TUICallKit
+    /// `onUserSigExpired`): log in again with a fresh one. Raised by the SDK.
+    LoginExpired,
+    /// The connection to the signaling server dropped; the SDK is
+    /// reconnecting. A call in progress goes on peer to peer. Raised by the SDK.
+    Disconnected,
+    /// The SDK reconnected and logged in again. Raised by the SDK.
+    Reconnected,
     /// A party turned its camera on or off (TRTCCalling `USER_VIDEO_AVAILABLE`).
     UserVideoAvailable {
         /// The call.
