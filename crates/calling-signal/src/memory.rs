@@ -257,10 +257,7 @@ impl Transport for MemoryTransport {
     }
 
     fn take_events(&self) -> Option<mpsc::Receiver<TransportEvent>> {
-        self.events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 

@@ -515,7 +515,8 @@ mod tests {
 
     #[test]
     fn send_round_trips_payload_bytes_exactly() {
-        let text = r#"{"type":"send","id":"m1","to":["bob","carol"],"payload":{"a": [1, 2.50, "x"]}}"#;
+        let text =
+            r#"{"type":"send","id":"m1","to":["bob","carol"],"payload":{"a": [1, 2.50, "x"]}}"#;
         let f = ClientFrame::parse(text).unwrap();
         match &f {
             ClientFrame::Send { id, to, payload } => {
@@ -579,17 +580,21 @@ mod tests {
         ));
         assert!(matches!(
             ClientFrame::parse(r#"{"type":"send","id":"1","to":["a"]}"#),
-            Err(FrameError::MissingField { field: "payload", .. })
+            Err(FrameError::MissingField {
+                field: "payload",
+                ..
+            })
         ));
-        assert_eq!(
-            peek_id(r#"{"type":"send","id":"q"}"#).as_deref(),
-            Some("q")
-        );
+        assert_eq!(peek_id(r#"{"type":"send","id":"q"}"#).as_deref(), Some("q"));
     }
 
     #[test]
     fn error_code_strings_match_serde() {
-        for code in [ErrorCode::BadFrame, ErrorCode::TooManyRooms, ErrorCode::SigExpired] {
+        for code in [
+            ErrorCode::BadFrame,
+            ErrorCode::TooManyRooms,
+            ErrorCode::SigExpired,
+        ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
         }
