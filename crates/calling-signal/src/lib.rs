@@ -3,7 +3,7 @@
 //! the SDK uses to carry call-layer payloads between users.
 //!
 //! Two [`Transport`] implementations ship here:
-//! - `WsTransport`: a WebSocket client for `calling-server`, with login,
+//! - [`WsTransport`]: a WebSocket client for `calling-server`, with login,
 //!   heartbeats and automatic reconnect (jittered backoff, re-login,
 //!   re-joining rooms);
 //! - [`MemoryTransport`]: an in-process hub with the same semantics, for
@@ -36,6 +36,8 @@
 pub mod memory;
 pub mod protocol;
 mod transport;
+mod ws;
 
 pub use memory::{MemoryHub, MemoryTransport};
 pub use transport::{MessageId, Transport, TransportError, TransportEvent};
+pub use ws::{WsConfig, WsTransport};
