@@ -59,8 +59,25 @@ fn flag<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result
     }
 }
 
+/// User + system CPU time of a process, in seconds.
+fn cpu_secs(pid: u32) -> Result<f64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 12th and 13th of those.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or("bad stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64, String> {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or_else(|| "bad stat".to_string())
+    };
+    // USER_HZ is 100 on Linux.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
 fn rss_kib(pid: u32) -> Result<u64, String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -100,7 +117,14 @@ fn run(args: &[String]) -> Result<(), String> {
     let listen = format!("127.0.0.1:{port}");
     let mut children = Children(Vec::new());
     let server = Command::new(&server_bin)
-        .args(["--listen", &listen, "--sdk-app-id", &APP.to_string(), "--secret-key", KEY])
+        .args([
+            "--listen",
+            &listen,
+            "--sdk-app-id",
+            &APP.to_string(),
+            "--secret-key",
+            KEY,
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -119,7 +143,6 @@ fn run(args: &[String]) -> Result<(), String> {
     let rss_before = rss_kib(server_pid)?;
 
     let per = users / workers;
-    let t0 = Instant::now();
     let mut procs = Vec::new();
     for w in 0..workers {
         let mut child = Command::new(&exe)
@@ -145,18 +168,37 @@ fn run(args: &[String]) -> Result<(), String> {
         procs.push((stdin, stdout));
         children.0.push(child);
     }
+    for (input, out) in &mut procs {
+        let mut line = String::new();
+        out.read_line(&mut line).map_err(|e| e.to_string())?;
+        if line.trim() != "SIGS" {
+            return Err(format!("worker said {line:?}"));
+        }
+        let _ = input;
+    }
+    let login_cpu_before = cpu_secs(server_pid)?;
+    let t0 = Instant::now();
+    for (input, _) in &mut procs {
+        input.write_all(b"LOGIN\n").map_err(|e| e.to_string())?;
+        input.flush().map_err(|e| e.to_string())?;
+    }
     let mut login_rates = Vec::new();
     for (_, out) in &mut procs {
         let mut line = String::new();
         out.read_line(&mut line).map_err(|e| e.to_string())?;
-        let ready = line.strip_prefix("READY ").ok_or(format!("worker said {line:?}"))?;
+        let ready = line
+            .strip_prefix("READY ")
+            .ok_or(format!("worker said {line:?}"))?;
         login_rates.push(ready.trim().to_string());
     }
     let login_wall = t0.elapsed();
+    let login_cpu = cpu_secs(server_pid)? - login_cpu_before;
     // Let the server settle, then sample RSS with every user idle.
     std::thread::sleep(Duration::from_secs(2));
     let rss_idle = rss_kib(server_pid)?;
 
+    let cpu_before = cpu_secs(server_pid)?;
+    let t_go = Instant::now();
     for (input, _) in &mut procs {
         input.write_all(b"GO\n").map_err(|e| e.to_string())?;
         input.flush().map_err(|e| e.to_string())?;
@@ -166,6 +208,7 @@ fn run(args: &[String]) -> Result<(), String> {
     let mut undeliverable = 0u64;
     let mut errors = 0u64;
     let mut lat: Vec<u32> = Vec::new();
+    let mut worker_cpu = 0.0;
     for (_, out) in &mut procs {
         let mut line = String::new();
         out.read_line(&mut line).map_err(|e| e.to_string())?;
@@ -175,11 +218,17 @@ fn run(args: &[String]) -> Result<(), String> {
         received += v["received"].as_u64().unwrap_or(0);
         undeliverable += v["undeliverable"].as_u64().unwrap_or(0);
         errors += v["errors"].as_u64().unwrap_or(0);
+        worker_cpu += v["cpu_s"].as_f64().unwrap_or(0.0);
+        if std::env::var_os("LOADGEN_SLOW").is_some() {
+            eprintln!("traffic start {} slow {}", v["traffic_start_ms"], v["slow"]);
+        }
         if let Some(a) = v["lat_us"].as_array() {
             lat.extend(a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32));
         }
     }
     let rss_after = rss_kib(server_pid)?;
+    let server_cpu = cpu_secs(server_pid)? - cpu_before;
+    let traffic_wall = t_go.elapsed().as_secs_f64();
     lat.sort_unstable();
     let pct = |p: f64| -> f64 {
         if lat.is_empty() {
@@ -198,6 +247,10 @@ fn run(args: &[String]) -> Result<(), String> {
         login_rates.join("; ")
     );
     println!(
+        "server CPU in logins   : {login_cpu:.2} s ({:.1} us per login: TCP accept, WebSocket upgrade, UserSig check, login_ok)",
+        1e6 * login_cpu / online as f64
+    );
+    println!(
         "server RSS             : {rss_before} KiB before, {rss_idle} KiB with all idle, {rss_after} KiB after traffic"
     );
     println!(
@@ -212,6 +265,12 @@ fn run(args: &[String]) -> Result<(), String> {
         "throughput             : {:.0} invites/s delivered",
         received as f64 / secs as f64
     );
+    println!(
+        "server CPU in traffic  : {server_cpu:.2} s over {traffic_wall:.1} s wall ({:.0}% of one core; {:.1} us per routed invite, heartbeats included)",
+        100.0 * server_cpu / traffic_wall,
+        1e6 * server_cpu / received.max(1) as f64
+    );
+    println!("load generator CPU     : {worker_cpu:.2} s in total (all phases, all workers)");
     println!(
         "delivery latency       : p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms ({} samples)",
         pct(0.50),
@@ -250,16 +309,21 @@ struct Stats {
     undeliverable: AtomicU64,
     errors: AtomicU64,
     lat_us: Mutex<Vec<u32>>,
+    /// (send time ms since base, latency us) of deliveries slower than 20 ms.
+    slow: Mutex<Vec<(u64, u32)>>,
 }
 
 async fn login_one(
     addr: SocketAddr,
     src: IpAddr,
     user: String,
+    sig: String,
     stats: Arc<Stats>,
 ) -> Result<mpsc::Sender<String>, String> {
     let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
-    socket.bind(SocketAddr::new(src, 0)).map_err(|e| e.to_string())?;
+    socket
+        .bind(SocketAddr::new(src, 0))
+        .map_err(|e| e.to_string())?;
     let tcp = socket.connect(addr).await.map_err(|e| e.to_string())?;
     let _ = tcp.set_nodelay(true);
     let config = WebSocketConfig::default()
@@ -269,10 +333,10 @@ async fn login_one(
         tokio_tungstenite::client_async_with_config(format!("ws://{addr}/ws"), tcp, Some(config))
             .await
             .map_err(|e| e.to_string())?;
-    let now = calling_usersig::now_unix();
-    let sig = calling_usersig::generate(APP, KEY, &user, 86_400, now);
     let login = serde_json::json!({"type":"login","sdk_app_id":APP,"user_id":user,"user_sig":sig});
-    ws.send(Message::text(login.to_string())).await.map_err(|e| e.to_string())?;
+    ws.send(Message::text(login.to_string()))
+        .await
+        .map_err(|e| e.to_string())?;
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(t))) if t.contains("\"login_ok\"") => break,
@@ -309,23 +373,48 @@ async fn login_one(
     Ok(tx)
 }
 
+/// Only the fields the load generator looks at; serde skips the rest.
+#[derive(serde::Deserialize)]
+struct Incoming<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    payload: Option<Stamp>,
+}
+
+#[derive(serde::Deserialize)]
+struct Stamp {
+    t: Option<u64>,
+}
+
 fn on_text(text: &str, stats: &Stats) {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+    let Ok(v) = serde_json::from_str::<Incoming<'_>>(text) else {
         stats.errors.fetch_add(1, Ordering::Relaxed);
         return;
     };
-    match v["type"].as_str() {
-        Some("message") => {
-            let sent_ns = v["payload"]["t"].as_u64().unwrap_or(0);
+    match v.kind {
+        "message" => {
+            let sent_ns = v.payload.and_then(|p| p.t).unwrap_or(0);
             let now_ns = base().elapsed().as_nanos() as u64;
             let us = (now_ns.saturating_sub(sent_ns) / 1000) as u32;
             stats.received.fetch_add(1, Ordering::Relaxed);
-            stats.lat_us.lock().unwrap_or_else(|p| p.into_inner()).push(us);
+            stats
+                .lat_us
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(us);
+            if us > 20_000 {
+                let at = sent_ns / 1_000_000;
+                stats
+                    .slow
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((at, us));
+            }
         }
-        Some("undeliverable") => {
+        "undeliverable" => {
             stats.undeliverable.fetch_add(1, Ordering::Relaxed);
         }
-        Some("error") => {
+        "error" => {
             stats.errors.fetch_add(1, Ordering::Relaxed);
         }
         _ => {}
@@ -341,6 +430,24 @@ async fn worker_main(
 ) -> Result<(), String> {
     base();
     let stats = Arc::new(Stats::default());
+    // UserSigs are made before the clock starts: issuing them is the app
+    // backend's job, not part of a login.
+    let now = calling_usersig::now_unix();
+    let mut sigs: Vec<Option<String>> = (0..users)
+        .map(|i| {
+            Some(calling_usersig::generate(
+                APP,
+                KEY,
+                &format!("w{index}u{i}"),
+                86_400,
+                now,
+            ))
+        })
+        .collect();
+    println!("SIGS");
+    let _ = std::io::stdout().flush();
+    let mut go_line = String::new();
+    let _ = std::io::stdin().read_line(&mut go_line);
     let t0 = Instant::now();
     // Bounded concurrency keeps the connect burst within the listen backlog.
     let in_flight = 256;
@@ -356,12 +463,18 @@ async fn worker_main(
             started += 1;
             // Spread sources over 127.<index+1>.x.y so no (source, server)
             // pair runs out of ephemeral ports.
-            let src = IpAddr::V4(Ipv4Addr::new(127, (index + 1) as u8, (i / 250) as u8, (i % 250 + 2) as u8));
+            let src = IpAddr::V4(Ipv4Addr::new(
+                127,
+                (index + 1) as u8,
+                (i / 250) as u8,
+                (i % 250 + 2) as u8,
+            ));
             let user = format!("w{index}u{i}");
+            let sig = sigs[i].take().unwrap_or_default();
             let stats = stats.clone();
             let done = done_tx.clone();
             tokio::spawn(async move {
-                let r = login_one(addr, src, user, stats).await;
+                let r = login_one(addr, src, user, sig, stats).await;
                 let _ = done.send((i, r)).await;
             });
         }
@@ -400,6 +513,7 @@ async fn worker_main(
 
     let n = conns.len();
     let mut sent = 0u64;
+    let traffic_start_ms = base().elapsed().as_millis() as u64;
     if n >= 2 && rate > 0 {
         let mut tick = tokio::time::interval(Duration::from_millis(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -430,7 +544,8 @@ async fn worker_main(
     }
     // Drain: wait until everything arrived or 5 s passed.
     let drain_end = Instant::now() + Duration::from_secs(5);
-    while stats.received.load(Ordering::Relaxed) + stats.undeliverable.load(Ordering::Relaxed) < sent
+    while stats.received.load(Ordering::Relaxed) + stats.undeliverable.load(Ordering::Relaxed)
+        < sent
         && Instant::now() < drain_end
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -442,6 +557,9 @@ async fn worker_main(
         "undeliverable": stats.undeliverable.load(Ordering::Relaxed),
         "errors": stats.errors.load(Ordering::Relaxed),
         "lat_us": lat,
+        "cpu_s": cpu_secs(std::process::id()).unwrap_or(0.0),
+        "traffic_start_ms": traffic_start_ms,
+        "slow": std::mem::take(&mut *stats.slow.lock().unwrap_or_else(|p| p.into_inner())),
     });
     println!("{out}");
     let _ = std::io::stdout().flush();

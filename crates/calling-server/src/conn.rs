@@ -181,7 +181,10 @@ impl Conn<'_> {
                 None => login_deadline,
                 Some(s) => (last_seen + cfg.heartbeat_timeout).min(s.expires),
             };
-            if timer.deadline() != next {
+            // Deadlines only move later while frames arrive, so the timer is
+            // left to fire early and re-armed then: one timer-wheel update per
+            // heartbeat period instead of one per frame.
+            if timer.is_elapsed() || next < timer.deadline() {
                 timer.as_mut().reset(next);
             }
         };
