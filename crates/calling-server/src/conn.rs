@@ -17,7 +17,7 @@ use calling_signal::protocol::{
 use futures_util::{SinkExt, StreamExt};
 use serde_json::value::RawValue;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -112,6 +112,7 @@ pub(crate) async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shar
         peer,
         ws,
         tx,
+        kick: Arc::new(Notify::new()),
         session: None,
         bucket: Bucket::new(cfg.limits.rate_per_sec, cfg.limits.rate_burst),
     };
@@ -133,6 +134,7 @@ struct Conn<'a> {
     peer: SocketAddr,
     ws: Ws,
     tx: mpsc::Sender<Outbound>,
+    kick: Arc<Notify>,
     session: Option<Session>,
     bucket: Bucket,
 }
@@ -154,6 +156,7 @@ impl Conn<'_> {
         let timer = tokio::time::sleep_until(login_deadline);
         tokio::pin!(timer);
         let mut stop = self.shared.shutdown.clone();
+        let kick = self.kick.clone();
         if *stop.borrow() {
             self.close(close_code::GOING_AWAY, "server shutting down")
                 .await;
@@ -163,6 +166,7 @@ impl Conn<'_> {
             let flow = tokio::select! {
                 biased;
                 _ = stop.changed() => Flow::Close(close_code::GOING_AWAY, "server shutting down"),
+                () = kick.notified() => self.on_kick().await,
                 out = rx.recv() => match out {
                     Some(first) => self.on_outbound(first, &mut rx).await,
                     None => Flow::Gone,
@@ -241,6 +245,23 @@ impl Conn<'_> {
         }
     }
 
+    async fn on_kick(&mut self) -> Flow {
+        Metrics::inc(&self.shared.metrics.kicks);
+        if let Some(s) = &self.session {
+            info!(peer = %self.peer, user = %s.user, "kicked out by a newer login");
+        }
+        // The hub has already replaced this session; do not unregister the
+        // newer one on the way out.
+        self.session = None;
+        let kicked = ServerFrame::KickedOut {
+            reason: "logged in elsewhere".into(),
+        };
+        if !self.write(&kicked).await {
+            return Flow::Gone;
+        }
+        Flow::Close(close_code::KICKED_OUT, "kicked out")
+    }
+
     async fn on_outbound(&mut self, first: Outbound, rx: &mut mpsc::Receiver<Outbound>) -> Flow {
         let mut next = Some(first);
         // Batch whatever is queued into one flush.
@@ -250,22 +271,6 @@ impl Conn<'_> {
                     if self.ws.feed(Message::Text(bytes)).await.is_err() {
                         return Flow::Gone;
                     }
-                }
-                Outbound::Kick => {
-                    Metrics::inc(&self.shared.metrics.kicks);
-                    if let Some(s) = &self.session {
-                        info!(peer = %self.peer, user = %s.user, "kicked out by a newer login");
-                    }
-                    // The hub has already replaced this session; do not
-                    // unregister the newer one on the way out.
-                    self.session = None;
-                    let kicked = ServerFrame::KickedOut {
-                        reason: "logged in elsewhere".into(),
-                    };
-                    if !self.write(&kicked).await {
-                        return Flow::Gone;
-                    }
-                    return Flow::Close(close_code::KICKED_OUT, "kicked out");
                 }
             }
             next = rx.try_recv().ok();
@@ -440,6 +445,7 @@ impl Conn<'_> {
                 SessionHandle {
                     id: sid,
                     tx: self.tx.clone(),
+                    kick: self.kick.clone(),
                 },
             )
             .await;

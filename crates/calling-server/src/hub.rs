@@ -6,11 +6,11 @@
 //! trait and plugs in through [`crate::Config::hub`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use calling_signal::protocol::{ErrorCode, ServerFrame};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Identifies one logged-in connection, unique for the server's lifetime.
@@ -18,11 +18,10 @@ pub type SessionId = u64;
 
 /// What the hub asks a connection to do.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Outbound {
     /// Write this already-encoded frame to the client.
     Frame(Utf8Bytes),
-    /// The same user logged in elsewhere: send `kicked_out` and close (4002).
-    Kick,
 }
 
 /// How the hub reaches one connection.
@@ -32,6 +31,10 @@ pub struct SessionHandle {
     pub id: SessionId,
     /// The connection's outbound queue.
     pub tx: mpsc::Sender<Outbound>,
+    /// Signalled when a newer login of the same user replaces this session:
+    /// the connection then sends `kicked_out` and closes (4002). Separate
+    /// from the queue so that a full queue cannot swallow the kick.
+    pub kick: Arc<Notify>,
 }
 
 /// Room limits the hub enforces on `join`.
@@ -47,7 +50,7 @@ pub struct RoomLimits {
 #[async_trait]
 pub trait Hub: Send + Sync + 'static {
     /// Makes `session` the one session of `user`. A previous session of the
-    /// same user is sent [`Outbound::Kick`] and loses its rooms (with leave
+    /// same user is kicked ([`SessionHandle::kick`]) and loses its rooms (with leave
     /// notices to their members) before this returns.
     async fn register(&self, user: &str, session: SessionHandle);
 
@@ -159,9 +162,8 @@ impl Hub for LocalHub {
             for room in &old.rooms {
                 drop_member(&mut st, room, user);
             }
-            // The old connection may be gone already; then there is no one
-            // left to tell.
-            let _ = old.session.tx.try_send(Outbound::Kick);
+            // notify_one keeps a permit if the connection is busy right now.
+            old.session.kick.notify_one();
         }
     }
 

@@ -119,6 +119,15 @@ async fn run(args: Args) -> Result<(), calling_server::ServerError> {
         max_rooms_per_user: args.max_rooms_per_user,
         max_room_members: args.max_room_members,
     };
+    match raise_nofile_limit() {
+        Some((soft, hard)) => info!(
+            soft,
+            hard,
+            "open-file limit: at most about {} connections",
+            soft.saturating_sub(64)
+        ),
+        None => tracing::warn!("cannot read the open-file limit"),
+    }
     let server = calling_server::Server::bind(config).await?;
     let addr = server.local_addr();
     info!(%addr, sdk_app_id, "WebSocket at ws://{addr}/ws, health at /healthz, metrics at /metrics");
@@ -139,6 +148,38 @@ async fn run(args: Args) -> Result<(), calling_server::ServerError> {
     info!("shutting down");
     server.shutdown().await;
     Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one (each connection is a
+/// file descriptor); returns (soft, hard) as now in force.
+#[cfg(unix)]
+fn raise_nofile_limit() -> Option<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return None;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let want = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            lim = want;
+        }
+    }
+    // rlim_t is u64 on Linux but not on every unix.
+    #[allow(clippy::unnecessary_cast)]
+    Some((lim.rlim_cur as u64, lim.rlim_max as u64))
+}
+
+#[cfg(not(unix))]
+fn raise_nofile_limit() -> Option<(u64, u64)> {
+    None
 }
 
 fn random_key() -> String {
