@@ -209,6 +209,8 @@ fn run(args: &[String]) -> Result<(), String> {
     let mut errors = 0u64;
     let mut lat: Vec<u32> = Vec::new();
     let mut worker_cpu = 0.0;
+    let mut kick_us: Vec<u64> = Vec::new();
+    let mut kicks_tried = 0;
     for (_, out) in &mut procs {
         let mut line = String::new();
         out.read_line(&mut line).map_err(|e| e.to_string())?;
@@ -219,6 +221,10 @@ fn run(args: &[String]) -> Result<(), String> {
         undeliverable += v["undeliverable"].as_u64().unwrap_or(0);
         errors += v["errors"].as_u64().unwrap_or(0);
         worker_cpu += v["cpu_s"].as_f64().unwrap_or(0.0);
+        kicks_tried += v["kicks_tried"].as_u64().unwrap_or(0);
+        if let Some(a) = v["kick_us"].as_array() {
+            kick_us.extend(a.iter().filter_map(|x| x.as_u64()));
+        }
         if std::env::var_os("LOADGEN_SLOW").is_some() {
             eprintln!("traffic start {} slow {}", v["traffic_start_ms"], v["slow"]);
         }
@@ -270,6 +276,18 @@ fn run(args: &[String]) -> Result<(), String> {
         100.0 * server_cpu / traffic_wall,
         1e6 * server_cpu / received.max(1) as f64
     );
+    kick_us.sort_unstable();
+    if !kick_us.is_empty() {
+        let at =
+            |p: f64| kick_us[((kick_us.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0;
+        println!(
+            "kick latency           : {} of {kicks_tried} kicks seen; new login sent -> old session's kicked_out: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+            kick_us.len(),
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        );
+    }
     println!("load generator CPU     : {worker_cpu:.2} s in total (all phases, all workers)");
     println!(
         "delivery latency       : p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms ({} samples)",
@@ -311,6 +329,8 @@ struct Stats {
     lat_us: Mutex<Vec<u32>>,
     /// (send time ms since base, latency us) of deliveries slower than 20 ms.
     slow: Mutex<Vec<(u64, u32)>>,
+    /// When (ns since base) old sessions received `kicked_out`.
+    kicked_ns: Mutex<Vec<u64>>,
 }
 
 async fn login_one(
@@ -319,7 +339,7 @@ async fn login_one(
     user: String,
     sig: String,
     stats: Arc<Stats>,
-) -> Result<mpsc::Sender<String>, String> {
+) -> Result<(mpsc::Sender<String>, u64), String> {
     let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
     socket
         .bind(SocketAddr::new(src, 0))
@@ -334,6 +354,7 @@ async fn login_one(
             .await
             .map_err(|e| e.to_string())?;
     let login = serde_json::json!({"type":"login","sdk_app_id":APP,"user_id":user,"user_sig":sig});
+    let login_sent_ns = base().elapsed().as_nanos() as u64;
     ws.send(Message::text(login.to_string()))
         .await
         .map_err(|e| e.to_string())?;
@@ -370,7 +391,7 @@ async fn login_one(
             }
         }
     });
-    Ok(tx)
+    Ok((tx, login_sent_ns))
 }
 
 /// Only the fields the load generator looks at; serde skips the rest.
@@ -410,6 +431,14 @@ fn on_text(text: &str, stats: &Stats) {
                     .unwrap_or_else(|p| p.into_inner())
                     .push((at, us));
             }
+        }
+        "kicked_out" => {
+            let now_ns = base().elapsed().as_nanos() as u64;
+            stats
+                .kicked_ns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(now_ns);
         }
         "undeliverable" => {
             stats.undeliverable.fetch_add(1, Ordering::Relaxed);
@@ -484,7 +513,7 @@ async fn worker_main(
         let Some((i, r)) = next else { break };
         finished += 1;
         match r {
-            Ok(tx) => conns[i] = Some(tx),
+            Ok((tx, _)) => conns[i] = Some(tx),
             Err(e) => {
                 failed += 1;
                 if failed <= 3 {
@@ -550,6 +579,48 @@ async fn worker_main(
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Kick latency: log in again as existing users, one at a time, and time
+    // from the new login frame to the old session's kicked_out.
+    let mut kick_us: Vec<u64> = Vec::new();
+    let kicks = n.min(100);
+    let mut kept = Vec::new();
+    for k in 0..kicks {
+        let before = stats
+            .kicked_ns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        let now = calling_usersig::now_unix();
+        let user = format!("w{index}u{k}");
+        let sig = calling_usersig::generate(APP, KEY, &user, 86_400, now);
+        let src = IpAddr::V4(Ipv4Addr::new(
+            127,
+            (index + 1) as u8,
+            200,
+            (k % 250 + 2) as u8,
+        ));
+        let Ok((tx, sent_ns)) = login_one(addr, src, user, sig, stats.clone()).await else {
+            continue;
+        };
+        kept.push(tx);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let got = stats
+                .kicked_ns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(before)
+                .copied();
+            if let Some(at) = got {
+                kick_us.push(at.saturating_sub(sent_ns) / 1000);
+                break;
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
     let lat = std::mem::take(&mut *stats.lat_us.lock().unwrap_or_else(|p| p.into_inner()));
     let out = serde_json::json!({
         "sent": sent,
@@ -557,6 +628,8 @@ async fn worker_main(
         "undeliverable": stats.undeliverable.load(Ordering::Relaxed),
         "errors": stats.errors.load(Ordering::Relaxed),
         "lat_us": lat,
+        "kick_us": kick_us,
+        "kicks_tried": kicks,
         "cpu_s": cpu_secs(std::process::id()).unwrap_or(0.0),
         "traffic_start_ms": traffic_start_ms,
         "slow": std::mem::take(&mut *stats.slow.lock().unwrap_or_else(|p| p.into_inner())),
