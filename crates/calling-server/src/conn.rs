@@ -284,10 +284,21 @@ impl Conn<'_> {
     async fn on_ws(&mut self, msg: Option<Result<Message, WsError>>) -> Flow {
         let bytes = match msg {
             None => return Flow::Gone,
+            // After these two the read side is unusable (tungstenite fuses
+            // the stream), so answer with a typed error, then close.
             Some(Err(WsError::Capacity(e))) => {
-                Metrics::inc(&self.shared.metrics.frame_errors);
-                debug!(peer = %self.peer, error = %e, "frame over the hard limit");
+                let message = format!("frame over the hard limit: {e}");
+                if let Flow::Gone = self.refuse(None, ErrorCode::TooLarge, message).await {
+                    return Flow::Gone;
+                }
                 return Flow::Close(close_code::MESSAGE_TOO_BIG, "frame too large");
+            }
+            Some(Err(WsError::Utf8(e))) => {
+                let message = format!("text frame is not valid UTF-8: {e}");
+                if let Flow::Gone = self.refuse(None, ErrorCode::BadFrame, message).await {
+                    return Flow::Gone;
+                }
+                return Flow::Close(close_code::INVALID_PAYLOAD, "invalid UTF-8");
             }
             Some(Err(e)) => {
                 debug!(peer = %self.peer, error = %e, "websocket error");

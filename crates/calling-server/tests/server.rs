@@ -428,6 +428,7 @@ async fn malformed_unknown_and_oversized_frames_get_errors_and_lose_nothing() {
     // server keeps serving others.
     let huge = "y".repeat(2 * 1024 * 1024);
     send_raw(&mut alice, Message::text(huge)).await;
+    assert_eq!(recv(&mut alice).await["code"], "too_large");
     assert_eq!(expect_close(&mut alice).await, 1009);
     send(&mut bob, json!({"type":"ping","id":"still"})).await;
     assert_eq!(recv(&mut bob).await["id"], "still");
@@ -506,4 +507,29 @@ async fn shutdown_closes_sessions_with_going_away() {
     let stop = tokio::spawn(server.shutdown());
     assert_eq!(expect_close(&mut alice).await, 1001);
     tokio::time::timeout(WAIT, stop).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn invalid_utf8_text_gets_an_error_then_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let server = start().await;
+    let addr = server.local_addr();
+    let mut alice = login_as(addr, "alice").await;
+    let bad = Frame::message(
+        Bytes::from_static(&[b'{', 0xc3, 0x28, b'}']),
+        OpCode::Data(Data::Text),
+        true,
+    );
+    send_raw(&mut alice, Message::Frame(bad)).await;
+    let e = recv(&mut alice).await;
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_str()),
+        (Some("error"), Some("bad_frame"))
+    );
+    assert_eq!(expect_close(&mut alice).await, 1007);
+    // The server is fine and alice can come back.
+    login_as(addr, "alice").await;
+    assert_eq!(metric(addr, "calling_frame_errors_total").await, 1);
+    server.shutdown().await;
 }

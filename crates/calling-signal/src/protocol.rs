@@ -19,7 +19,10 @@ pub mod close_code {
     pub const NORMAL: u16 = 1000;
     /// The server is shutting down.
     pub const GOING_AWAY: u16 = 1001;
-    /// A frame exceeded the hard size limit and could not even be read.
+    /// A text frame was not valid UTF-8 (after an `error` `bad_frame`).
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// A frame exceeded the hard size limit and could not even be read
+    /// (after an `error` `too_large`).
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// Login was refused (see the preceding `error` frame for the reason).
     pub const LOGIN_FAILED: u16 = 4001;
