@@ -228,11 +228,15 @@ impl Conn<'_> {
     }
 
     /// Writes one frame now.
+    /// Writes one frame now. A peer that stops reading would block this
+    /// task (and its timers) forever, so the write is bounded by the
+    /// heartbeat timeout; past it the connection is given up.
     async fn write(&mut self, frame: &ServerFrame) -> bool {
-        self.ws
-            .send(Message::Text(Utf8Bytes::from(frame.to_json())))
-            .await
-            .is_ok()
+        let limit = self.shared.config.heartbeat_timeout;
+        let send = self
+            .ws
+            .send(Message::Text(Utf8Bytes::from(frame.to_json())));
+        matches!(tokio::time::timeout(limit, send).await, Ok(Ok(())))
     }
 
     async fn refuse(&mut self, id: Option<String>, code: ErrorCode, message: String) -> Flow {
@@ -263,22 +267,27 @@ impl Conn<'_> {
     }
 
     async fn on_outbound(&mut self, first: Outbound, rx: &mut mpsc::Receiver<Outbound>) -> Flow {
-        let mut next = Some(first);
-        // Batch whatever is queued into one flush.
-        while let Some(out) = next.take() {
-            match out {
-                Outbound::Frame(bytes) => {
-                    if self.ws.feed(Message::Text(bytes)).await.is_err() {
-                        return Flow::Gone;
-                    }
+        let limit = self.shared.config.heartbeat_timeout;
+        let ws = &mut self.ws;
+        // Batch whatever is queued into one flush, bounded like write().
+        let batch = async move {
+            let mut next = Some(first);
+            while let Some(out) = next.take() {
+                match out {
+                    Outbound::Frame(bytes) => ws.feed(Message::Text(bytes)).await?,
                 }
+                next = rx.try_recv().ok();
             }
-            next = rx.try_recv().ok();
+            ws.flush().await
+        };
+        match tokio::time::timeout(limit, batch).await {
+            Ok(Ok(())) => Flow::Continue,
+            Ok(Err(_)) => Flow::Gone,
+            Err(_) => {
+                info!(peer = %self.peer, "client stopped reading; dropping it");
+                Flow::Gone
+            }
         }
-        if self.ws.flush().await.is_err() {
-            return Flow::Gone;
-        }
-        Flow::Continue
     }
 
     async fn on_ws(&mut self, msg: Option<Result<Message, WsError>>) -> Flow {

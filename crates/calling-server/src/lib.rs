@@ -241,6 +241,14 @@ impl std::fmt::Debug for dyn Hub {
     }
 }
 
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        // Dropped without shutdown(): still stop accepting and close the
+        // connections rather than leave a server running unowned.
+        let _ = self.stop.send(true);
+    }
+}
+
 impl RunningServer {
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {

@@ -533,3 +533,40 @@ async fn invalid_utf8_text_gets_an_error_then_1007() {
     assert_eq!(metric(addr, "calling_frame_errors_total").await, 1);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped() {
+    let server = start_with(|c| {
+        c.heartbeat_timeout = Duration::from_millis(300);
+        c.limits.rate_per_sec = 100_000;
+        c.limits.rate_burst = 100_000;
+    })
+    .await;
+    let addr = server.local_addr();
+    let _alice = login_as(addr, "alice").await; // never reads again
+    let mut bob = login_as(addr, "bob").await;
+    let chunk = "z".repeat(60 * 1024);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut i = 0u32;
+    // Keep bob busy (and alive) until the server gives up on alice, whose
+    // socket buffers fill up.
+    while server.online() == 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alice was never dropped"
+        );
+        send(
+            &mut bob,
+            json!({"type":"send","id":i.to_string(),"to":["alice"],"payload":chunk}),
+        )
+        .await;
+        i += 1;
+        if i % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    assert_eq!(server.online(), 1);
+    send(&mut bob, json!({"type":"ping","id":"alive"})).await;
+    assert_eq!(recv_type(&mut bob, "pong").await["id"], "alive");
+    server.shutdown().await;
+}

@@ -119,7 +119,9 @@ pub trait Transport: Send + Sync {
 
     /// Sends `payload` to every user in `to`. Returns once the payload is
     /// handed to the wire; recipients that turn out offline are reported by
-    /// [`TransportEvent::Undeliverable`] carrying the returned id.
+    /// [`TransportEvent::Undeliverable`] carrying the returned id, and a
+    /// refusal by the server (rate limit, too many recipients, too large)
+    /// by [`TransportEvent::Error`] carrying it.
     async fn send(&self, to: &[String], payload: Value) -> Result<MessageId, TransportError>;
 
     /// Joins `room` and returns its members (this user included).
