@@ -5,12 +5,23 @@
 //! Run it with `cargo run --release -p calling-server -- --listen
 //! 127.0.0.1:8080 --sdk-app-id N --secret-key K`, or embed it:
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), calling_server::ServerError> {
-//! let mut config = calling_server::Config::new(1_400_000_000, "secret");
-//! config.listen = "127.0.0.1:0".parse().expect("literal address");
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use calling_signal::{Transport, WsConfig, WsTransport};
+//!
+//! let (app, key) = (1_400_000_000, "my-secret-key");
+//! let mut config = calling_server::Config::new(app, key);
+//! config.listen = "127.0.0.1:0".parse()?;
 //! let server = calling_server::Server::bind(config).await?;
-//! println!("ws://{}/ws", server.local_addr());
+//!
+//! // A client logs in with a UserSig made from the same key.
+//! let sig = calling_usersig::generate(app, key, "alice", 3600, calling_usersig::now_unix());
+//! let url = format!("ws://{}/ws", server.local_addr());
+//! let alice = WsTransport::connect(WsConfig::new(url, app, "alice", sig)).await?;
+//! assert_eq!(server.online(), 1);
+//!
+//! alice.close().await;
 //! server.shutdown().await;
 //! # Ok(())
 //! # }

@@ -353,9 +353,9 @@ async fn heartbeat_silence_closes_the_connection() {
 async fn login_expiry_ends_the_session() {
     let server = start().await;
     let mut ws = connect(server.local_addr()).await;
-    // Valid for one more second.
+    // Valid for one to two more seconds.
     let now = calling_usersig::now_unix();
-    let s = calling_usersig::generate(APP, KEY, "alice", 11, now - 10);
+    let s = calling_usersig::generate(APP, KEY, "alice", 12, now - 10);
     login_frame(&mut ws, APP, "alice", &s).await;
     assert_eq!(recv(&mut ws).await["type"], "login_ok");
     assert_eq!(recv(&mut ws).await["type"], "login_expired");
