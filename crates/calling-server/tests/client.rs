@@ -253,3 +253,33 @@ async fn server_error_frames_surface_as_events() {
     ));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn client_heartbeats_keep_an_idle_session_alive() {
+    // Pings every 20 ms against a 2 s timeout: a 100x margin. Without the
+    // client's pings the server would drop the session after 2 s.
+    let server = start_with(|c| {
+        c.heartbeat_interval = Duration::from_millis(20);
+        c.heartbeat_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let addr = server.local_addr();
+    let (alice, mut ae) = ws_user(addr, "alice").await;
+    let (_bob, mut be) = ws_user(addr, "bob").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(ae.try_recv().is_err(), "alice saw an event while idle");
+    let id = alice
+        .send(&["bob".into()], json!("still here"))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut be).await,
+        TransportEvent::Message {
+            from: "alice".into(),
+            id,
+            payload: json!("still here")
+        }
+    );
+    assert_eq!(metric(addr, "calling_heartbeat_timeouts_total").await, 0);
+    server.shutdown().await;
+}
