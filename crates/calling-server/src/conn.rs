@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use calling_signal::protocol::{
     ClientFrame, ErrorCode, PROTOCOL_VERSION, ServerFrame, close_code, peek_id, valid_room,
@@ -440,7 +440,7 @@ impl Conn<'_> {
             ))
         } else {
             cfg.verifier
-                .verify(sdk_app_id, &user_id, &user_sig, now_unix())
+                .verify(sdk_app_id, &user_id, &user_sig, calling_usersig::now_unix())
                 .map_err(|r| (r.code, r.message))
         };
         let verified = match check {
@@ -456,7 +456,11 @@ impl Conn<'_> {
             }
         };
         let sid = self.shared.next_session.fetch_add(1, Ordering::Relaxed);
-        let valid_for = Duration::from_secs(verified.expires_at.saturating_sub(now_unix()));
+        let valid_for = Duration::from_secs(
+            verified
+                .expires_at
+                .saturating_sub(calling_usersig::now_unix()),
+        );
         // Cap far-future expiries so Instant arithmetic cannot overflow.
         let expires = Instant::now() + valid_for.min(Duration::from_secs(10 * 365 * 86_400));
         cfg.hub
@@ -587,13 +591,6 @@ fn dedup_in_order(v: &mut Vec<String>) {
 
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-pub(crate) fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Token bucket for the per-connection frame rate.

@@ -134,6 +134,24 @@ impl std::fmt::Debug for MemoryTransport {
 }
 
 impl MemoryTransport {
+    /// Unregisters this session (if a newer one has not replaced it) and
+    /// leaves its rooms. Idempotent.
+    fn go_offline(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut st = self.hub.lock();
+        let mine = st
+            .users
+            .get(&self.user)
+            .is_some_and(|m| m.session == self.session);
+        if mine {
+            if let Some(me) = st.users.remove(&self.user) {
+                remove_from_rooms(&mut st, &self.user, &me.rooms);
+            }
+        }
+    }
+
     /// Runs `f` on the hub state if this transport is still the registered
     /// session of its user.
     fn with_live<T>(
@@ -241,19 +259,7 @@ impl Transport for MemoryTransport {
     }
 
     async fn close(&self) {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let mut st = self.hub.lock();
-        let mine = st
-            .users
-            .get(&self.user)
-            .is_some_and(|m| m.session == self.session);
-        if mine {
-            if let Some(me) = st.users.remove(&self.user) {
-                remove_from_rooms(&mut st, &self.user, &me.rooms);
-            }
-        }
+        self.go_offline();
     }
 
     fn take_events(&self) -> Option<mpsc::Receiver<TransportEvent>> {
@@ -263,20 +269,8 @@ impl Transport for MemoryTransport {
 
 impl Drop for MemoryTransport {
     fn drop(&mut self) {
-        // Same as close(), minus the async: a dropped endpoint goes offline.
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let mut st = self.hub.lock();
-        let mine = st
-            .users
-            .get(&self.user)
-            .is_some_and(|m| m.session == self.session);
-        if mine {
-            if let Some(me) = st.users.remove(&self.user) {
-                remove_from_rooms(&mut st, &self.user, &me.rooms);
-            }
-        }
+        // A dropped endpoint goes offline, as after close().
+        self.go_offline();
     }
 }
 
