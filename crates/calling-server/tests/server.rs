@@ -570,3 +570,22 @@ async fn a_client_that_stops_reading_is_dropped() {
     assert_eq!(recv_type(&mut bob, "pong").await["id"], "alive");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn payloads_are_forwarded_byte_for_byte() {
+    let server = start().await;
+    let addr = server.local_addr();
+    let mut alice = login_as(addr, "alice").await;
+    let mut bob = login_as(addr, "bob").await;
+    // Key order, spacing, number spelling and a null payload survive as sent.
+    for payload in [r#"{"z":1,  "a":[1.0e3, -0.0]}"#, "null", r#""\u00e9""#] {
+        let frame = format!(r#"{{"type":"send","id":"p","to":["bob"],"payload":{payload}}}"#);
+        send_raw(&mut alice, Message::text(frame)).await;
+        let got = recv_text(&mut bob).await;
+        assert_eq!(
+            got,
+            format!(r#"{{"type":"message","from":"alice","id":"p","payload":{payload}}}"#)
+        );
+    }
+    server.shutdown().await;
+}

@@ -326,6 +326,7 @@ struct WireClient {
     user_sig: Option<String>,
     protocol: Option<u32>,
     to: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present_raw")]
     payload: Option<Box<RawValue>>,
     room: Option<String>,
 }
@@ -343,6 +344,7 @@ struct WireServer {
     expires_at: Option<u64>,
     limits: Option<Limits>,
     from: Option<String>,
+    #[serde(default, deserialize_with = "present_raw")]
     payload: Option<Box<RawValue>>,
     users: Option<Vec<String>>,
     room: Option<String>,
@@ -351,6 +353,15 @@ struct WireServer {
     reason: Option<String>,
     code: Option<ErrorCode>,
     message: Option<String>,
+}
+
+/// A payload that is present, `null` included, is `Some`; plain
+/// `Option<Box<RawValue>>` would turn `null` into `None`, i.e. "missing".
+fn present_raw<'de, D>(d: D) -> Result<Option<Box<RawValue>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Box::<RawValue>::deserialize(d).map(Some)
 }
 
 fn need<T>(v: Option<T>, kind: &'static str, field: &'static str) -> Result<T, FrameError> {
@@ -531,6 +542,16 @@ mod tests {
         }
         let again = ClientFrame::parse(&f.to_json()).unwrap();
         assert!(matches!(again, ClientFrame::Send { .. }));
+    }
+
+    #[test]
+    fn null_payload_is_a_payload() {
+        let f =
+            ClientFrame::parse(r#"{"type":"send","id":"1","to":["b"],"payload":null}"#).unwrap();
+        assert!(matches!(f, ClientFrame::Send { payload, .. } if payload.get() == "null"));
+        let f =
+            ServerFrame::parse(r#"{"type":"message","from":"a","id":"1","payload":null}"#).unwrap();
+        assert!(matches!(f, ServerFrame::Message { payload, .. } if payload.get() == "null"));
     }
 
     #[test]

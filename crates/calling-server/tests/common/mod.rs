@@ -142,3 +142,19 @@ pub async fn metric(addr: SocketAddr, name: &str) -> u64 {
         .parse()
         .unwrap()
 }
+
+/// Next text frame, unparsed.
+pub async fn recv_text(ws: &mut Ws) -> String {
+    loop {
+        let m = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("timed out waiting for a frame")
+            .expect("stream ended")
+            .expect("websocket error");
+        match m {
+            Message::Text(t) => return t.to_string(),
+            Message::Close(c) => panic!("closed while waiting for a frame: {c:?}"),
+            _ => continue,
+        }
+    }
+}
