@@ -347,46 +347,52 @@ impl Conn<'_> {
     }
 
     async fn on_frame(&mut self, frame: ClientFrame) -> Flow {
-        let session = self.session.as_ref().map(|s| (s.user.clone(), s.id));
-        match (frame, session) {
-            (ClientFrame::Ping { id }, _) => {
-                if self.write(&ServerFrame::Pong { id }).await {
-                    Flow::Continue
-                } else {
-                    Flow::Gone
-                }
-            }
-            (
+        // Before login only `login` itself is served.
+        let Some(session) = &self.session else {
+            return match frame {
                 ClientFrame::Login {
                     id,
                     sdk_app_id,
                     user_id,
                     user_sig,
                     protocol,
-                },
-                None,
-            ) => {
-                self.login(id, sdk_app_id, user_id, user_sig, protocol)
-                    .await
+                } => {
+                    self.login(id, sdk_app_id, user_id, user_sig, protocol)
+                        .await
+                }
+                ClientFrame::Send { id, .. } => self.not_logged_in(Some(id)).await,
+                ClientFrame::Ping { id }
+                | ClientFrame::Join { id, .. }
+                | ClientFrame::Leave { id, .. }
+                | ClientFrame::Logout { id } => self.not_logged_in(id).await,
+                _ => self.not_logged_in(None).await,
+            };
+        };
+        let sid = session.id;
+        match frame {
+            ClientFrame::Ping { id } => {
+                if self.write(&ServerFrame::Pong { id }).await {
+                    Flow::Continue
+                } else {
+                    Flow::Gone
+                }
             }
-            (ClientFrame::Login { id, .. }, Some(_)) => {
+            ClientFrame::Login { id, .. } => {
                 self.refuse(id, ErrorCode::AlreadyLoggedIn, "already logged in".into())
                     .await
             }
-            (ClientFrame::Logout { .. }, _) => Flow::Close(close_code::NORMAL, "logout"),
-            (ClientFrame::Send { id, .. }, None) => self.not_logged_in(Some(id)).await,
-            (ClientFrame::Join { id, .. } | ClientFrame::Leave { id, .. }, None) => {
-                self.not_logged_in(id).await
+            ClientFrame::Logout { .. } => Flow::Close(close_code::NORMAL, "logout"),
+            ClientFrame::Send { id, to, payload } => {
+                let from = session.user.clone();
+                self.route(from, id, to, payload).await
             }
-            (ClientFrame::Send { id, to, payload }, Some((user, _))) => {
-                self.route(user, id, to, payload).await
-            }
-            (ClientFrame::Join { id, room }, Some((user, sid))) => {
+            ClientFrame::Join { id, room } => {
+                let user = session.user.clone();
                 self.join(user, sid, id, room).await
             }
-            (ClientFrame::Leave { id, room }, Some((user, sid))) => {
+            ClientFrame::Leave { id, room } => {
                 let hub = &self.shared.config.hub;
-                match hub.leave(&room, &user, sid).await {
+                match hub.leave(&room, &session.user, sid).await {
                     Ok(()) => {
                         if self.write(&ServerFrame::Left { id, room }).await {
                             Flow::Continue
@@ -401,7 +407,7 @@ impl Conn<'_> {
                 }
             }
             // A frame type added to the protocol crate but not yet served.
-            (_, _) => {
+            _ => {
                 self.refuse(None, ErrorCode::UnknownType, "frame type not served".into())
                     .await
             }

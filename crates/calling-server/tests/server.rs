@@ -140,9 +140,11 @@ async fn nothing_but_login_before_login() {
     send(&mut ws, json!({"type":"join","id":"j1","room":"r"})).await;
     let e = recv(&mut ws).await;
     assert_eq!(e["code"], "not_logged_in");
-    // Ping is allowed and the connection stays usable for a login.
     send(&mut ws, json!({"type":"ping","id":"p"})).await;
-    assert_eq!(recv(&mut ws).await, json!({"type":"pong","id":"p"}));
+    assert_eq!(recv(&mut ws).await["code"], "not_logged_in");
+    send(&mut ws, json!({"type":"logout","id":"o"})).await;
+    assert_eq!(recv(&mut ws).await["id"], "o");
+    // The connection stays usable for a login.
     login_frame(&mut ws, APP, "alice", &sig("alice")).await;
     assert_eq!(recv(&mut ws).await["type"], "login_ok");
     // A second login on the same connection is refused without closing.
