@@ -1,3 +1,212 @@
-//! The calling signaling server (work in progress).
+//! `calling-server`: the signaling server binary.
 
-fn main() {}
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use tracing::{error, info};
+
+/// The calling signaling server: UserSig login, presence, routing, rooms.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "CALLING_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The application id whose UserSigs are accepted.
+    #[arg(long, env = "CALLING_SDK_APP_ID", required_unless_present = "demo")]
+    sdk_app_id: Option<u64>,
+    /// The secret key UserSigs are signed with.
+    #[arg(
+        long,
+        env = "CALLING_SECRET_KEY",
+        hide_env_values = true,
+        required_unless_present = "demo"
+    )]
+    secret_key: Option<String>,
+    /// Demo mode: make up an app id / key where not given and print
+    /// ready-to-use UserSigs for --demo-user (default alice and bob).
+    #[arg(long, env = "CALLING_DEMO")]
+    demo: bool,
+    /// Users to print demo UserSigs for.
+    #[arg(long = "demo-user", value_name = "USER")]
+    demo_users: Vec<String>,
+    /// Heartbeat interval announced to clients, in milliseconds.
+    #[arg(long, env = "CALLING_HEARTBEAT_INTERVAL_MS", default_value_t = 3000)]
+    heartbeat_interval_ms: u64,
+    /// Silence after which a connection is dropped, in milliseconds.
+    #[arg(long, env = "CALLING_HEARTBEAT_TIMEOUT_MS", default_value_t = 10_000)]
+    heartbeat_timeout_ms: u64,
+    /// Time a new connection has to log in, in milliseconds.
+    #[arg(long, env = "CALLING_LOGIN_TIMEOUT_MS", default_value_t = 10_000)]
+    login_timeout_ms: u64,
+    /// Largest frame processed, in bytes; larger ones get a too_large error.
+    #[arg(long, env = "CALLING_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    max_frame_bytes: usize,
+    /// Frames over this many bytes close the connection (1009).
+    #[arg(long, env = "CALLING_HARD_FRAME_BYTES", default_value_t = 1024 * 1024)]
+    hard_frame_bytes: usize,
+    /// Most recipients of one send frame.
+    #[arg(long, env = "CALLING_MAX_RECIPIENTS", default_value_t = 64)]
+    max_recipients: usize,
+    /// Sustained frames per second per connection.
+    #[arg(long, env = "CALLING_RATE_PER_SEC", default_value_t = 50)]
+    rate_per_sec: u32,
+    /// Frames allowed in a burst above the sustained rate.
+    #[arg(long, env = "CALLING_RATE_BURST", default_value_t = 100)]
+    rate_burst: u32,
+    /// Most rooms one user may be in.
+    #[arg(long, env = "CALLING_MAX_ROOMS_PER_USER", default_value_t = 16)]
+    max_rooms_per_user: usize,
+    /// Most members one room may hold.
+    #[arg(long, env = "CALLING_MAX_ROOM_MEMBERS", default_value_t = 64)]
+    max_room_members: usize,
+    /// Listen backlog.
+    #[arg(long, env = "CALLING_BACKLOG", default_value_t = 4096)]
+    backlog: u32,
+    /// Worker threads (default: one per core).
+    #[arg(long, env = "CALLING_WORKERS")]
+    workers: Option<usize>,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = args.workers {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = match rt.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the runtime");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "server failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), calling_server::ServerError> {
+    let sdk_app_id = args.sdk_app_id.unwrap_or(1_400_000_000);
+    let secret_key = match args.secret_key {
+        Some(k) => k,
+        None => random_key(),
+    };
+    let mut config = calling_server::Config::new(sdk_app_id, &secret_key);
+    config.listen = args.listen;
+    config.heartbeat_interval = Duration::from_millis(args.heartbeat_interval_ms);
+    config.heartbeat_timeout = Duration::from_millis(args.heartbeat_timeout_ms);
+    config.login_timeout = Duration::from_millis(args.login_timeout_ms);
+    config.hard_frame_bytes = args.hard_frame_bytes;
+    config.backlog = args.backlog;
+    config.limits = calling_server::Limits {
+        max_frame_bytes: args.max_frame_bytes,
+        max_recipients: args.max_recipients,
+        rate_per_sec: args.rate_per_sec,
+        rate_burst: args.rate_burst,
+        max_rooms_per_user: args.max_rooms_per_user,
+        max_room_members: args.max_room_members,
+    };
+    match raise_nofile_limit() {
+        Some((soft, hard)) => info!(
+            soft,
+            hard,
+            "open-file limit: at most about {} connections",
+            soft.saturating_sub(64)
+        ),
+        None => tracing::warn!("cannot read the open-file limit"),
+    }
+    let server = calling_server::Server::bind(config).await?;
+    let addr = server.local_addr();
+    info!(%addr, sdk_app_id, "WebSocket at ws://{addr}/ws, health at /healthz, metrics at /metrics");
+    if args.demo {
+        let users = if args.demo_users.is_empty() {
+            vec!["alice".to_string(), "bob".to_string()]
+        } else {
+            args.demo_users
+        };
+        let now = calling_usersig::now_unix();
+        println!("demo mode: sdk_app_id={sdk_app_id} secret_key={secret_key}");
+        for user in users {
+            let sig = calling_usersig::generate(sdk_app_id, &secret_key, &user, 86_400, now);
+            println!("user_id={user} user_sig={sig}");
+        }
+    }
+    wait_for_signal().await;
+    info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one (each connection is a
+/// file descriptor); returns (soft, hard) as now in force.
+#[cfg(unix)]
+fn raise_nofile_limit() -> Option<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return None;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let want = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            lim = want;
+        }
+    }
+    // rlim_t is u64 on Linux but not on every unix.
+    #[allow(clippy::unnecessary_cast)]
+    Some((lim.rlim_cur as u64, lim.rlim_max as u64))
+}
+
+#[cfg(not(unix))]
+fn raise_nofile_limit() -> Option<(u64, u64)> {
+    None
+}
+
+fn random_key() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..32)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect()
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

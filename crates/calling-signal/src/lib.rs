@@ -1,1 +1,43 @@
-//! Wire protocol and client transport (work in progress).
+//! The signaling layer of calling: the session-layer wire protocol
+//! ([`protocol`], specified in `docs/PROTOCOL.md`) and the client transports
+//! the SDK uses to carry call-layer payloads between users.
+//!
+//! Two [`Transport`] implementations ship here:
+//! - [`WsTransport`]: a WebSocket client for `calling-server`, with login,
+//!   heartbeats and automatic reconnect (jittered backoff, re-login,
+//!   re-joining rooms);
+//! - [`MemoryTransport`]: an in-process hub with the same semantics, for
+//!   tests and for applications that bring their own channel.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), calling_signal::TransportError> {
+//! use calling_signal::{MemoryHub, Transport, TransportEvent};
+//!
+//! let hub = MemoryHub::new();
+//! let alice = hub.register("alice")?;
+//! let bob = hub.register("bob")?;
+//! let mut bob_events = bob.take_events().expect("taken once");
+//!
+//! alice.send(&["bob".to_string()], serde_json::json!({"cmd": "invite"})).await?;
+//! match bob_events.recv().await {
+//!     Some(TransportEvent::Message { from, payload, .. }) => {
+//!         assert_eq!(from, "alice");
+//!         assert_eq!(payload["cmd"], "invite");
+//!     }
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod memory;
+pub mod protocol;
+mod transport;
+mod ws;
+
+pub use memory::{MemoryHub, MemoryTransport};
+pub use transport::{MessageId, Transport, TransportError, TransportEvent};
+pub use ws::{WsConfig, WsTransport};

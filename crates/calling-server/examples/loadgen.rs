@@ -1,0 +1,640 @@
+//! Load generator for the signaling server (a benchmark, not a test).
+//!
+//! `loadgen run` starts the release `calling-server` binary as a child
+//! process, then spreads the users over several worker processes (the
+//! open-file limit is per process), each binding its client sockets to its
+//! own 127.0.0.x source addresses. It reports:
+//! - logins per second while all workers log their users in at once,
+//! - server RSS per idle logged-in connection (from /proc/<pid>/status),
+//! - invites routed per second at a fixed offered rate, with p50/p99/max
+//!   delivery latency and how many were lost.
+//!
+//! ```text
+//! cargo build --release -p calling-server --bin calling-server --example loadgen
+//! target/release/examples/loadgen run --users 19000 --workers 2 --rate 10000 --secs 10
+//! ```
+//!
+//! Every address used is on 127.0.0.0/8; every phase has a deadline.
+
+#![allow(clippy::print_stdout)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use rand::Rng;
+use tokio::net::TcpSocket;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+const APP: u64 = 1_400_000_000;
+const KEY: &str = "loadgen-secret-key-0123456789abcdef";
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let result = match args.get(1).map(String::as_str) {
+        Some("run") => run(&args[2..]),
+        Some("worker") => worker(&args[2..]),
+        _ => Err("usage: loadgen run [--users N] [--workers P] [--rate R] [--secs S] [--server-bin PATH]".into()),
+    };
+    if let Err(e) = result {
+        eprintln!("loadgen: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn flag<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T, String> {
+    match args.iter().position(|a| a == name) {
+        None => Ok(default),
+        Some(i) => args
+            .get(i + 1)
+            .ok_or(format!("{name} needs a value"))?
+            .parse()
+            .map_err(|_| format!("bad value for {name}")),
+    }
+}
+
+/// User + system CPU time of a process, in seconds.
+fn cpu_secs(pid: u32) -> Result<f64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 12th and 13th of those.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or("bad stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64, String> {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or_else(|| "bad stat".to_string())
+    };
+    // USER_HZ is 100 on Linux.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+fn rss_kib(pid: u32) -> Result<u64, String> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| "no VmRSS".to_string())
+}
+
+/// Kills the child processes we started if we bail out early.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let users: usize = flag(args, "--users", 19_000)?;
+    let workers: usize = flag(args, "--workers", 2)?;
+    let rate: u64 = flag(args, "--rate", 10_000)?;
+    let secs: u64 = flag(args, "--secs", 10)?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let default_bin = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("calling-server"))
+        .ok_or("cannot locate calling-server")?;
+    let server_bin: String = flag(args, "--server-bin", default_bin.display().to_string())?;
+
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        l.local_addr().map_err(|e| e.to_string())?.port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let mut children = Children(Vec::new());
+    let server = Command::new(&server_bin)
+        .args([
+            "--listen",
+            &listen,
+            "--sdk-app-id",
+            &APP.to_string(),
+            "--secret-key",
+            KEY,
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {server_bin}: {e}"))?;
+    let server_pid = server.id();
+    children.0.push(server);
+    // Wait for the port to answer (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&listen).is_err() {
+        if Instant::now() > deadline {
+            return Err("server did not come up".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let rss_before = rss_kib(server_pid)?;
+
+    let per = users / workers;
+    let mut procs = Vec::new();
+    for w in 0..workers {
+        let mut child = Command::new(&exe)
+            .args([
+                "worker",
+                "--addr",
+                &listen,
+                "--index",
+                &w.to_string(),
+                "--users",
+                &per.to_string(),
+                "--rate",
+                &(rate / workers as u64).to_string(),
+                "--secs",
+                &secs.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        procs.push((stdin, stdout));
+        children.0.push(child);
+    }
+    for (input, out) in &mut procs {
+        let mut line = String::new();
+        out.read_line(&mut line).map_err(|e| e.to_string())?;
+        if line.trim() != "SIGS" {
+            return Err(format!("worker said {line:?}"));
+        }
+        let _ = input;
+    }
+    let login_cpu_before = cpu_secs(server_pid)?;
+    let t0 = Instant::now();
+    for (input, _) in &mut procs {
+        input.write_all(b"LOGIN\n").map_err(|e| e.to_string())?;
+        input.flush().map_err(|e| e.to_string())?;
+    }
+    let mut login_rates = Vec::new();
+    for (_, out) in &mut procs {
+        let mut line = String::new();
+        out.read_line(&mut line).map_err(|e| e.to_string())?;
+        let ready = line
+            .strip_prefix("READY ")
+            .ok_or(format!("worker said {line:?}"))?;
+        login_rates.push(ready.trim().to_string());
+    }
+    let login_wall = t0.elapsed();
+    let login_cpu = cpu_secs(server_pid)? - login_cpu_before;
+    // Let the server settle, then sample RSS with every user idle.
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_idle = rss_kib(server_pid)?;
+
+    let cpu_before = cpu_secs(server_pid)?;
+    let t_go = Instant::now();
+    for (input, _) in &mut procs {
+        input.write_all(b"GO\n").map_err(|e| e.to_string())?;
+        input.flush().map_err(|e| e.to_string())?;
+    }
+    let mut sent = 0u64;
+    let mut received = 0u64;
+    let mut undeliverable = 0u64;
+    let mut errors = 0u64;
+    let mut lat: Vec<u32> = Vec::new();
+    let mut worker_cpu = 0.0;
+    let mut kick_us: Vec<u64> = Vec::new();
+    let mut kicks_tried = 0;
+    for (_, out) in &mut procs {
+        let mut line = String::new();
+        out.read_line(&mut line).map_err(|e| e.to_string())?;
+        let v: serde_json::Value =
+            serde_json::from_str(line.trim()).map_err(|e| format!("worker result: {e}: {line}"))?;
+        sent += v["sent"].as_u64().unwrap_or(0);
+        received += v["received"].as_u64().unwrap_or(0);
+        undeliverable += v["undeliverable"].as_u64().unwrap_or(0);
+        errors += v["errors"].as_u64().unwrap_or(0);
+        worker_cpu += v["cpu_s"].as_f64().unwrap_or(0.0);
+        kicks_tried += v["kicks_tried"].as_u64().unwrap_or(0);
+        if let Some(a) = v["kick_us"].as_array() {
+            kick_us.extend(a.iter().filter_map(|x| x.as_u64()));
+        }
+        if std::env::var_os("LOADGEN_SLOW").is_some() {
+            eprintln!("traffic start {} slow {}", v["traffic_start_ms"], v["slow"]);
+        }
+        if let Some(a) = v["lat_us"].as_array() {
+            lat.extend(a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32));
+        }
+    }
+    let rss_after = rss_kib(server_pid)?;
+    let server_cpu = cpu_secs(server_pid)? - cpu_before;
+    let traffic_wall = t_go.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
+        f64::from(lat[i]) / 1000.0
+    };
+    let online = users - users % workers;
+    println!("## loadgen results");
+    println!("users logged in        : {online} over {workers} worker processes");
+    println!(
+        "login phase            : {:.2} s wall -> {:.0} logins/s (per worker: {})",
+        login_wall.as_secs_f64(),
+        online as f64 / login_wall.as_secs_f64(),
+        login_rates.join("; ")
+    );
+    println!(
+        "server CPU in logins   : {login_cpu:.2} s ({:.1} us per login: TCP accept, WebSocket upgrade, UserSig check, login_ok)",
+        1e6 * login_cpu / online as f64
+    );
+    println!(
+        "server RSS             : {rss_before} KiB before, {rss_idle} KiB with all idle, {rss_after} KiB after traffic"
+    );
+    println!(
+        "RSS per idle session   : {:.1} KiB",
+        (rss_idle.saturating_sub(rss_before)) as f64 / online as f64
+    );
+    println!(
+        "traffic                : offered {rate}/s for {secs} s: sent {sent}, delivered {received}, lost {}, undeliverable {undeliverable}, errors {errors}",
+        sent.saturating_sub(received)
+    );
+    println!(
+        "throughput             : {:.0} invites/s delivered",
+        received as f64 / secs as f64
+    );
+    println!(
+        "server CPU in traffic  : {server_cpu:.2} s over {traffic_wall:.1} s wall ({:.0}% of one core; {:.1} us per routed invite, heartbeats included)",
+        100.0 * server_cpu / traffic_wall,
+        1e6 * server_cpu / received.max(1) as f64
+    );
+    kick_us.sort_unstable();
+    if !kick_us.is_empty() {
+        let at =
+            |p: f64| kick_us[((kick_us.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0;
+        println!(
+            "kick latency           : {} of {kicks_tried} kicks seen; new login sent -> old session's kicked_out: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+            kick_us.len(),
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        );
+    }
+    println!("load generator CPU     : {worker_cpu:.2} s in total (all phases, all workers)");
+    println!(
+        "delivery latency       : p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms ({} samples)",
+        pct(0.50),
+        pct(0.99),
+        pct(0.999),
+        pct(1.0),
+        lat.len()
+    );
+    Ok(())
+}
+
+fn base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+fn worker(args: &[String]) -> Result<(), String> {
+    let addr: SocketAddr = flag(args, "--addr", SocketAddr::from(([127, 0, 0, 1], 8080)))?;
+    if !addr.ip().is_loopback() {
+        return Err("loadgen only targets loopback addresses".into());
+    }
+    let index: usize = flag(args, "--index", 0)?;
+    let users: usize = flag(args, "--users", 1000)?;
+    let rate: u64 = flag(args, "--rate", 1000)?;
+    let secs: u64 = flag(args, "--secs", 10)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(worker_main(addr, index, users, rate, secs))
+}
+
+#[derive(Default)]
+struct Stats {
+    received: AtomicU64,
+    undeliverable: AtomicU64,
+    errors: AtomicU64,
+    lat_us: Mutex<Vec<u32>>,
+    /// (send time ms since base, latency us) of deliveries slower than 20 ms.
+    slow: Mutex<Vec<(u64, u32)>>,
+    /// When (ns since base) old sessions received `kicked_out`.
+    kicked_ns: Mutex<Vec<u64>>,
+}
+
+async fn login_one(
+    addr: SocketAddr,
+    src: IpAddr,
+    user: String,
+    sig: String,
+    stats: Arc<Stats>,
+) -> Result<(mpsc::Sender<String>, u64), String> {
+    let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    socket
+        .bind(SocketAddr::new(src, 0))
+        .map_err(|e| e.to_string())?;
+    let tcp = socket.connect(addr).await.map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(format!("ws://{addr}/ws"), tcp, Some(config))
+            .await
+            .map_err(|e| e.to_string())?;
+    let login = serde_json::json!({"type":"login","sdk_app_id":APP,"user_id":user,"user_sig":sig});
+    let login_sent_ns = base().elapsed().as_nanos() as u64;
+    ws.send(Message::text(login.to_string()))
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) if t.contains("\"login_ok\"") => break,
+            Some(Ok(Message::Text(t))) => return Err(format!("login refused: {t}")),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err("closed".into()),
+        }
+    }
+    let (tx, mut rx) = mpsc::channel::<String>(64);
+    tokio::spawn(async move {
+        let mut ping = tokio::time::interval_at(
+            tokio::time::Instant::now()
+                + Duration::from_millis(rand::rng().random_range(500..3000)),
+            Duration::from_secs(3),
+        );
+        loop {
+            tokio::select! {
+                out = rx.recv() => match out {
+                    Some(text) => if ws.send(Message::text(text)).await.is_err() { break },
+                    None => break,
+                },
+                _ = ping.tick() => {
+                    if ws.send(Message::text(r#"{"type":"ping"}"#)).await.is_err() { break }
+                }
+                msg = ws.next() => match msg {
+                    Some(Ok(Message::Text(t))) => on_text(&t, &stats),
+                    Some(Ok(_)) => {}
+                    _ => break,
+                },
+            }
+        }
+    });
+    Ok((tx, login_sent_ns))
+}
+
+/// Only the fields the load generator looks at; serde skips the rest.
+#[derive(serde::Deserialize)]
+struct Incoming<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    payload: Option<Stamp>,
+}
+
+#[derive(serde::Deserialize)]
+struct Stamp {
+    t: Option<u64>,
+}
+
+fn on_text(text: &str, stats: &Stats) {
+    let Ok(v) = serde_json::from_str::<Incoming<'_>>(text) else {
+        stats.errors.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    match v.kind {
+        "message" => {
+            let sent_ns = v.payload.and_then(|p| p.t).unwrap_or(0);
+            let now_ns = base().elapsed().as_nanos() as u64;
+            let us = (now_ns.saturating_sub(sent_ns) / 1000) as u32;
+            stats.received.fetch_add(1, Ordering::Relaxed);
+            stats
+                .lat_us
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(us);
+            if us > 20_000 {
+                let at = sent_ns / 1_000_000;
+                stats
+                    .slow
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((at, us));
+            }
+        }
+        "kicked_out" => {
+            let now_ns = base().elapsed().as_nanos() as u64;
+            stats
+                .kicked_ns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(now_ns);
+        }
+        "undeliverable" => {
+            stats.undeliverable.fetch_add(1, Ordering::Relaxed);
+        }
+        "error" => {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        _ => {}
+    }
+}
+
+async fn worker_main(
+    addr: SocketAddr,
+    index: usize,
+    users: usize,
+    rate: u64,
+    secs: u64,
+) -> Result<(), String> {
+    base();
+    let stats = Arc::new(Stats::default());
+    // UserSigs are made before the clock starts: issuing them is the app
+    // backend's job, not part of a login.
+    let now = calling_usersig::now_unix();
+    let mut sigs: Vec<Option<String>> = (0..users)
+        .map(|i| {
+            Some(calling_usersig::generate(
+                APP,
+                KEY,
+                &format!("w{index}u{i}"),
+                86_400,
+                now,
+            ))
+        })
+        .collect();
+    println!("SIGS");
+    let _ = std::io::stdout().flush();
+    let mut go_line = String::new();
+    let _ = std::io::stdin().read_line(&mut go_line);
+    let t0 = Instant::now();
+    // Bounded concurrency keeps the connect burst within the listen backlog.
+    let in_flight = 256;
+    let (done_tx, mut done_rx) = mpsc::channel(in_flight);
+    let mut conns: Vec<Option<mpsc::Sender<String>>> = vec![None; users];
+    let mut started = 0usize;
+    let mut finished = 0usize;
+    let mut failed = 0usize;
+    let login_deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    while finished < users {
+        while started < users && started - finished < in_flight {
+            let i = started;
+            started += 1;
+            // Spread sources over 127.<index+1>.x.y so no (source, server)
+            // pair runs out of ephemeral ports.
+            let src = IpAddr::V4(Ipv4Addr::new(
+                127,
+                (index + 1) as u8,
+                (i / 250) as u8,
+                (i % 250 + 2) as u8,
+            ));
+            let user = format!("w{index}u{i}");
+            let sig = sigs[i].take().unwrap_or_default();
+            let stats = stats.clone();
+            let done = done_tx.clone();
+            tokio::spawn(async move {
+                let r = login_one(addr, src, user, sig, stats).await;
+                let _ = done.send((i, r)).await;
+            });
+        }
+        let next = tokio::time::timeout_at(login_deadline, done_rx.recv())
+            .await
+            .map_err(|_| "login phase deadline passed")?;
+        let Some((i, r)) = next else { break };
+        finished += 1;
+        match r {
+            Ok((tx, _)) => conns[i] = Some(tx),
+            Err(e) => {
+                failed += 1;
+                if failed <= 3 {
+                    eprintln!("worker {index}: login {i} failed: {e}");
+                }
+            }
+        }
+    }
+    let login_secs = t0.elapsed().as_secs_f64();
+    let conns: Vec<mpsc::Sender<String>> = conns.into_iter().flatten().collect();
+    println!(
+        "READY {} ok, {failed} failed, {:.0} logins/s",
+        conns.len(),
+        conns.len() as f64 / login_secs
+    );
+    let _ = std::io::stdout().flush();
+
+    // Wait for GO (blocking read on a plain thread).
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        let _ = go_tx.send(());
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(600), go_rx).await;
+
+    let n = conns.len();
+    let mut sent = 0u64;
+    let traffic_start_ms = base().elapsed().as_millis() as u64;
+    if n >= 2 && rate > 0 {
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let start = Instant::now();
+        let end = start + Duration::from_secs(secs);
+        let mut rng = rand::rng();
+        while Instant::now() < end {
+            tick.tick().await;
+            let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+            while sent < due {
+                let from = rng.random_range(0..n);
+                let mut to = rng.random_range(0..n - 1);
+                if to >= from {
+                    to += 1;
+                }
+                let t = base().elapsed().as_nanos() as u64;
+                let frame = format!(
+                    r#"{{"type":"send","id":"{sent}","to":["w{index}u{to}"],"payload":{{"cmd":"invite","version":1,"call_id":"c{index}-{sent}","media":"video","timeout":30,"t":{t}}}}}"#
+                );
+                if conns[from].try_send(frame).is_ok() {
+                    sent += 1;
+                } else {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    sent += 1;
+                }
+            }
+        }
+    }
+    // Drain: wait until everything arrived or 5 s passed.
+    let drain_end = Instant::now() + Duration::from_secs(5);
+    while stats.received.load(Ordering::Relaxed) + stats.undeliverable.load(Ordering::Relaxed)
+        < sent
+        && Instant::now() < drain_end
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Kick latency: log in again as existing users, one at a time, and time
+    // from the new login frame to the old session's kicked_out.
+    let mut kick_us: Vec<u64> = Vec::new();
+    let kicks = n.min(100);
+    let mut kept = Vec::new();
+    for k in 0..kicks {
+        let before = stats
+            .kicked_ns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        let now = calling_usersig::now_unix();
+        let user = format!("w{index}u{k}");
+        let sig = calling_usersig::generate(APP, KEY, &user, 86_400, now);
+        let src = IpAddr::V4(Ipv4Addr::new(
+            127,
+            (index + 1) as u8,
+            200,
+            (k % 250 + 2) as u8,
+        ));
+        let Ok((tx, sent_ns)) = login_one(addr, src, user, sig, stats.clone()).await else {
+            continue;
+        };
+        kept.push(tx);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let got = stats
+                .kicked_ns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(before)
+                .copied();
+            if let Some(at) = got {
+                kick_us.push(at.saturating_sub(sent_ns) / 1000);
+                break;
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+    let lat = std::mem::take(&mut *stats.lat_us.lock().unwrap_or_else(|p| p.into_inner()));
+    let out = serde_json::json!({
+        "sent": sent,
+        "received": stats.received.load(Ordering::Relaxed),
+        "undeliverable": stats.undeliverable.load(Ordering::Relaxed),
+        "errors": stats.errors.load(Ordering::Relaxed),
+        "lat_us": lat,
+        "kick_us": kick_us,
+        "kicks_tried": kicks,
+        "cpu_s": cpu_secs(std::process::id()).unwrap_or(0.0),
+        "traffic_start_ms": traffic_start_ms,
+        "slow": std::mem::take(&mut *stats.slow.lock().unwrap_or_else(|p| p.into_inner())),
+    });
+    println!("{out}");
+    let _ = std::io::stdout().flush();
+    Ok(())
+}

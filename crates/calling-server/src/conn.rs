@@ -1,0 +1,658 @@
+//! One client connection: handshake, login, then frames until it closes.
+//!
+//! Each connection is one task that owns its WebSocket and selects over the
+//! socket, its outbound queue (fed by the hub), one deadline timer and the
+//! shutdown signal. Keeping it to a single task and a small queue is what
+//! keeps an idle logged-in connection within a few KiB.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use calling_signal::protocol::{
+    ClientFrame, ErrorCode, PROTOCOL_VERSION, ServerFrame, close_code, peek_id, valid_room,
+    valid_user_id,
+};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::value::RawValue;
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tracing::{debug, info, warn};
+
+use crate::Shared;
+use crate::http::{self, Route};
+use crate::hub::{Outbound, RoomLimits, SessionHandle, SessionId};
+use crate::metrics::Metrics;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Decrements the open-connections gauge however the task ends.
+struct OpenGuard<'a>(&'a Metrics);
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let cfg = &shared.config;
+    let m = &shared.metrics;
+    let http_deadline = cfg.login_timeout;
+    match http::route(&stream, http_deadline).await {
+        None => return,
+        Some(Route::WebSocket) => {}
+        Some(Route::Health) => {
+            Metrics::inc(&m.http_requests);
+            http::respond(stream, "200 OK", "text/plain", "ok\n", http_deadline).await;
+            return;
+        }
+        Some(Route::Metrics) => {
+            Metrics::inc(&m.http_requests);
+            let body = m.render(cfg.hub.online(), cfg.hub.rooms());
+            http::respond(
+                stream,
+                "200 OK",
+                "text/plain; version=0.0.4",
+                &body,
+                http_deadline,
+            )
+            .await;
+            return;
+        }
+        Some(Route::NotFound) => {
+            Metrics::inc(&m.http_requests);
+            http::respond(
+                stream,
+                "404 Not Found",
+                "text/plain",
+                "not found\n",
+                http_deadline,
+            )
+            .await;
+            return;
+        }
+    }
+
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(cfg.read_buffer_bytes)
+        .write_buffer_size(0)
+        .max_write_buffer_size(cfg.hard_frame_bytes.saturating_mul(4))
+        .max_message_size(Some(cfg.hard_frame_bytes))
+        .max_frame_size(Some(cfg.hard_frame_bytes));
+    let ws = match tokio::time::timeout(
+        http_deadline,
+        tokio_tungstenite::accept_async_with_config(stream, Some(ws_config)),
+    )
+    .await
+    {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            debug!(%peer, error = %e, "websocket handshake failed");
+            return;
+        }
+        Err(_) => {
+            debug!(%peer, "websocket handshake timed out");
+            return;
+        }
+    };
+    Metrics::inc(&m.connections_total);
+    m.connections_open.fetch_add(1, Ordering::Relaxed);
+    let _open = OpenGuard(m);
+
+    let (tx, rx) = mpsc::channel(cfg.outbound_queue.max(1));
+    let mut conn = Conn {
+        shared: &shared,
+        peer,
+        ws,
+        tx,
+        kick: Arc::new(Notify::new()),
+        session: None,
+        bucket: Bucket::new(cfg.limits.rate_per_sec, cfg.limits.rate_burst),
+    };
+    conn.run(rx).await;
+    if let Some(s) = conn.session.take() {
+        cfg.hub.unregister(&s.user, s.id).await;
+        debug!(%peer, user = %s.user, "session ended");
+    }
+}
+
+struct Session {
+    user: String,
+    id: SessionId,
+    expires: Instant,
+}
+
+struct Conn<'a> {
+    shared: &'a Shared,
+    peer: SocketAddr,
+    ws: Ws,
+    tx: mpsc::Sender<Outbound>,
+    kick: Arc<Notify>,
+    session: Option<Session>,
+    bucket: Bucket,
+}
+
+/// What to do after handling an input.
+enum Flow {
+    Continue,
+    /// Close with this code and reason.
+    Close(u16, &'static str),
+    /// The socket is gone; nothing more to write.
+    Gone,
+}
+
+impl Conn<'_> {
+    async fn run(&mut self, mut rx: mpsc::Receiver<Outbound>) {
+        let cfg = &self.shared.config;
+        let login_deadline = Instant::now() + cfg.login_timeout;
+        let mut last_seen = Instant::now();
+        let timer = tokio::time::sleep_until(login_deadline);
+        tokio::pin!(timer);
+        let mut stop = self.shared.shutdown.clone();
+        let kick = self.kick.clone();
+        if *stop.borrow() {
+            self.close(close_code::GOING_AWAY, "server shutting down")
+                .await;
+            return;
+        }
+        let flow = loop {
+            let flow = tokio::select! {
+                biased;
+                _ = stop.changed() => Flow::Close(close_code::GOING_AWAY, "server shutting down"),
+                () = kick.notified() => self.on_kick().await,
+                out = rx.recv() => match out {
+                    Some(first) => self.on_outbound(first, &mut rx).await,
+                    None => Flow::Gone,
+                },
+                msg = self.ws.next() => {
+                    last_seen = Instant::now();
+                    self.on_ws(msg).await
+                }
+                () = &mut timer => self.on_timer(last_seen),
+            };
+            match flow {
+                Flow::Continue => {}
+                other => break other,
+            }
+            let next = match &self.session {
+                None => login_deadline,
+                Some(s) => (last_seen + cfg.heartbeat_timeout).min(s.expires),
+            };
+            // Deadlines only move later while frames arrive, so the timer is
+            // left to fire early and re-armed then: one timer-wheel update per
+            // heartbeat period instead of one per frame.
+            if timer.is_elapsed() || next < timer.deadline() {
+                timer.as_mut().reset(next);
+            }
+        };
+        match flow {
+            Flow::Close(code, reason) => self.close(code, reason).await,
+            Flow::Continue | Flow::Gone => {}
+        }
+    }
+
+    async fn close(&mut self, code: u16, reason: &'static str) {
+        if code == close_code::LOGIN_EXPIRED {
+            let _ = self.write(&ServerFrame::LoginExpired {}).await;
+        }
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: Utf8Bytes::from_static(reason),
+        };
+        // Bounded: a peer that stops reading must not hold the task.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(Some(frame))).await;
+    }
+
+    fn on_timer(&mut self, last_seen: Instant) -> Flow {
+        let now = Instant::now();
+        match &self.session {
+            None => {
+                debug!(peer = %self.peer, "no login in time");
+                Flow::Close(close_code::LOGIN_TIMEOUT, "login timeout")
+            }
+            Some(s) if now >= s.expires => Flow::Close(close_code::LOGIN_EXPIRED, "login expired"),
+            Some(s) if now >= last_seen + self.shared.config.heartbeat_timeout => {
+                Metrics::inc(&self.shared.metrics.heartbeat_timeouts);
+                info!(peer = %self.peer, user = %s.user, "heartbeat timeout");
+                Flow::Close(close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout")
+            }
+            Some(_) => Flow::Continue,
+        }
+    }
+
+    /// Writes one frame now.
+    /// Writes one frame now. A peer that stops reading would block this
+    /// task (and its timers) forever, so the write is bounded by the
+    /// heartbeat timeout; past it the connection is given up.
+    async fn write(&mut self, frame: &ServerFrame) -> bool {
+        let limit = self.shared.config.heartbeat_timeout;
+        let send = self
+            .ws
+            .send(Message::Text(Utf8Bytes::from(frame.to_json())));
+        matches!(tokio::time::timeout(limit, send).await, Ok(Ok(())))
+    }
+
+    async fn refuse(&mut self, id: Option<String>, code: ErrorCode, message: String) -> Flow {
+        Metrics::inc(&self.shared.metrics.frame_errors);
+        debug!(peer = %self.peer, %code, %message, "frame refused");
+        if self.write(&ServerFrame::error(id, code, message)).await {
+            Flow::Continue
+        } else {
+            Flow::Gone
+        }
+    }
+
+    async fn on_kick(&mut self) -> Flow {
+        Metrics::inc(&self.shared.metrics.kicks);
+        if let Some(s) = &self.session {
+            info!(peer = %self.peer, user = %s.user, "kicked out by a newer login");
+        }
+        // The hub has already replaced this session; do not unregister the
+        // newer one on the way out.
+        self.session = None;
+        let kicked = ServerFrame::KickedOut {
+            reason: "logged in elsewhere".into(),
+        };
+        if !self.write(&kicked).await {
+            return Flow::Gone;
+        }
+        Flow::Close(close_code::KICKED_OUT, "kicked out")
+    }
+
+    async fn on_outbound(&mut self, first: Outbound, rx: &mut mpsc::Receiver<Outbound>) -> Flow {
+        let limit = self.shared.config.heartbeat_timeout;
+        let ws = &mut self.ws;
+        // Batch whatever is queued into one flush, bounded like write().
+        let batch = async move {
+            let mut next = Some(first);
+            while let Some(out) = next.take() {
+                match out {
+                    Outbound::Frame(bytes) => ws.feed(Message::Text(bytes)).await?,
+                }
+                next = rx.try_recv().ok();
+            }
+            ws.flush().await
+        };
+        match tokio::time::timeout(limit, batch).await {
+            Ok(Ok(())) => Flow::Continue,
+            Ok(Err(_)) => Flow::Gone,
+            Err(_) => {
+                info!(peer = %self.peer, "client stopped reading; dropping it");
+                Flow::Gone
+            }
+        }
+    }
+
+    async fn on_ws(&mut self, msg: Option<Result<Message, WsError>>) -> Flow {
+        let bytes = match msg {
+            None => return Flow::Gone,
+            // After these two the read side is unusable (tungstenite fuses
+            // the stream), so answer with a typed error, then close.
+            Some(Err(WsError::Capacity(e))) => {
+                let message = format!("frame over the hard limit: {e}");
+                if let Flow::Gone = self.refuse(None, ErrorCode::TooLarge, message).await {
+                    return Flow::Gone;
+                }
+                return Flow::Close(close_code::MESSAGE_TOO_BIG, "frame too large");
+            }
+            Some(Err(WsError::Utf8(e))) => {
+                let message = format!("text frame is not valid UTF-8: {e}");
+                if let Flow::Gone = self.refuse(None, ErrorCode::BadFrame, message).await {
+                    return Flow::Gone;
+                }
+                return Flow::Close(close_code::INVALID_PAYLOAD, "invalid UTF-8");
+            }
+            Some(Err(e)) => {
+                debug!(peer = %self.peer, error = %e, "websocket error");
+                return Flow::Gone;
+            }
+            Some(Ok(Message::Text(t))) => t.into(),
+            Some(Ok(Message::Binary(b))) => b,
+            Some(Ok(Message::Close(_))) => return Flow::Gone,
+            // WebSocket pings are answered by tungstenite and count as
+            // liveness (the caller already noted the time).
+            Some(Ok(_)) => return Flow::Continue,
+        };
+        let limits = &self.shared.config.limits;
+        if bytes.len() > limits.max_frame_bytes {
+            let message = format!(
+                "frame of {} bytes exceeds max_frame_bytes {}",
+                bytes.len(),
+                limits.max_frame_bytes
+            );
+            return self.refuse(None, ErrorCode::TooLarge, message).await;
+        }
+        if !self.bucket.take(Instant::now()) {
+            Metrics::inc(&self.shared.metrics.rate_limited);
+            let id = std::str::from_utf8(&bytes).ok().and_then(peek_id);
+            return self
+                .refuse(id, ErrorCode::RateLimited, "rate limit exceeded".into())
+                .await;
+        }
+        let frame = match ClientFrame::decode(&bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                let id = std::str::from_utf8(&bytes).ok().and_then(peek_id);
+                return self.refuse(id, e.code(), e.to_string()).await;
+            }
+        };
+        self.on_frame(frame).await
+    }
+
+    async fn on_frame(&mut self, frame: ClientFrame) -> Flow {
+        // Before login only `login` itself is served.
+        let Some(session) = &self.session else {
+            return match frame {
+                ClientFrame::Login {
+                    id,
+                    sdk_app_id,
+                    user_id,
+                    user_sig,
+                    protocol,
+                } => {
+                    self.login(id, sdk_app_id, user_id, user_sig, protocol)
+                        .await
+                }
+                ClientFrame::Send { id, .. } => self.not_logged_in(Some(id)).await,
+                ClientFrame::Ping { id }
+                | ClientFrame::Join { id, .. }
+                | ClientFrame::Leave { id, .. }
+                | ClientFrame::Logout { id } => self.not_logged_in(id).await,
+                _ => self.not_logged_in(None).await,
+            };
+        };
+        let sid = session.id;
+        match frame {
+            ClientFrame::Ping { id } => {
+                if self.write(&ServerFrame::Pong { id }).await {
+                    Flow::Continue
+                } else {
+                    Flow::Gone
+                }
+            }
+            ClientFrame::Login { id, .. } => {
+                self.refuse(id, ErrorCode::AlreadyLoggedIn, "already logged in".into())
+                    .await
+            }
+            ClientFrame::Logout { .. } => Flow::Close(close_code::NORMAL, "logout"),
+            ClientFrame::Send { id, to, payload } => {
+                let from = session.user.clone();
+                self.route(from, id, to, payload).await
+            }
+            ClientFrame::Join { id, room } => {
+                let user = session.user.clone();
+                self.join(user, sid, id, room).await
+            }
+            ClientFrame::Leave { id, room } => {
+                let hub = &self.shared.config.hub;
+                match hub.leave(&room, &session.user, sid).await {
+                    Ok(()) => {
+                        if self.write(&ServerFrame::Left { id, room }).await {
+                            Flow::Continue
+                        } else {
+                            Flow::Gone
+                        }
+                    }
+                    Err(code) => {
+                        let message = format!("cannot leave room {room:?}");
+                        self.refuse(id, code, message).await
+                    }
+                }
+            }
+            // A frame type added to the protocol crate but not yet served.
+            _ => {
+                self.refuse(None, ErrorCode::UnknownType, "frame type not served".into())
+                    .await
+            }
+        }
+    }
+
+    async fn not_logged_in(&mut self, id: Option<String>) -> Flow {
+        self.refuse(id, ErrorCode::NotLoggedIn, "log in first".into())
+            .await
+    }
+
+    async fn login(
+        &mut self,
+        id: Option<String>,
+        sdk_app_id: u64,
+        user_id: String,
+        user_sig: String,
+        protocol: u32,
+    ) -> Flow {
+        let cfg = &self.shared.config;
+        let m = &self.shared.metrics;
+        let check = if protocol != PROTOCOL_VERSION {
+            Err((
+                ErrorCode::UnsupportedVersion,
+                format!("protocol {protocol} not supported; this server speaks {PROTOCOL_VERSION}"),
+            ))
+        } else if sdk_app_id != cfg.sdk_app_id {
+            Err((
+                ErrorCode::WrongApp,
+                format!("this server serves sdk_app_id {}", cfg.sdk_app_id),
+            ))
+        } else if !valid_user_id(&user_id) {
+            Err((
+                ErrorCode::InvalidUserId,
+                "user id must be 1-64 bytes of A-Z a-z 0-9 - _".to_string(),
+            ))
+        } else {
+            cfg.verifier
+                .verify(sdk_app_id, &user_id, &user_sig, calling_usersig::now_unix())
+                .map_err(|r| (r.code, r.message))
+        };
+        let verified = match check {
+            Ok(v) => v,
+            Err((code, message)) => {
+                Metrics::inc(&m.logins_failed);
+                Metrics::inc(&m.frame_errors);
+                info!(peer = %self.peer, user = %user_id, %code, "login refused");
+                if !self.write(&ServerFrame::error(id, code, message)).await {
+                    return Flow::Gone;
+                }
+                return Flow::Close(close_code::LOGIN_FAILED, "login failed");
+            }
+        };
+        let sid = self.shared.next_session.fetch_add(1, Ordering::Relaxed);
+        let valid_for = Duration::from_secs(
+            verified
+                .expires_at
+                .saturating_sub(calling_usersig::now_unix()),
+        );
+        // Cap far-future expiries so Instant arithmetic cannot overflow.
+        let expires = Instant::now() + valid_for.min(Duration::from_secs(10 * 365 * 86_400));
+        cfg.hub
+            .register(
+                &user_id,
+                SessionHandle {
+                    id: sid,
+                    tx: self.tx.clone(),
+                    kick: self.kick.clone(),
+                },
+            )
+            .await;
+        Metrics::inc(&m.logins_ok);
+        debug!(peer = %self.peer, user = %user_id, session = sid, "logged in");
+        let ok = ServerFrame::LoginOk {
+            id,
+            user_id: user_id.clone(),
+            protocol: PROTOCOL_VERSION,
+            heartbeat_interval_ms: duration_ms(cfg.heartbeat_interval),
+            heartbeat_timeout_ms: duration_ms(cfg.heartbeat_timeout),
+            expires_at: verified.expires_at,
+            limits: cfg.limits.clone(),
+        };
+        self.session = Some(Session {
+            user: user_id,
+            id: sid,
+            expires,
+        });
+        if self.write(&ok).await {
+            Flow::Continue
+        } else {
+            Flow::Gone
+        }
+    }
+
+    async fn route(
+        &mut self,
+        from: String,
+        id: String,
+        mut to: Vec<String>,
+        payload: Box<RawValue>,
+    ) -> Flow {
+        let limits = &self.shared.config.limits;
+        if to.is_empty() || to.len() > limits.max_recipients {
+            let message = format!(
+                "a send needs 1 to {} recipients, got {}",
+                limits.max_recipients,
+                to.len()
+            );
+            return self
+                .refuse(Some(id), ErrorCode::BadRecipients, message)
+                .await;
+        }
+        dedup_in_order(&mut to);
+        let frame = ServerFrame::Message {
+            from,
+            id: id.clone(),
+            payload,
+        };
+        let bytes = Utf8Bytes::from(frame.to_json());
+        let offline = self.shared.config.hub.deliver(&to, bytes).await;
+        let m = &self.shared.metrics;
+        m.messages_routed
+            .fetch_add((to.len() - offline.len()) as u64, Ordering::Relaxed);
+        if offline.is_empty() {
+            return Flow::Continue;
+        }
+        m.undeliverable
+            .fetch_add(offline.len() as u64, Ordering::Relaxed);
+        if self
+            .write(&ServerFrame::Undeliverable { id, users: offline })
+            .await
+        {
+            Flow::Continue
+        } else {
+            Flow::Gone
+        }
+    }
+
+    async fn join(
+        &mut self,
+        user: String,
+        sid: SessionId,
+        id: Option<String>,
+        room: String,
+    ) -> Flow {
+        if !valid_room(&room) {
+            let message = "room must be 1-128 bytes without control characters".to_string();
+            return self.refuse(id, ErrorCode::InvalidRoom, message).await;
+        }
+        let limits = &self.shared.config.limits;
+        let room_limits = RoomLimits {
+            max_rooms_per_user: limits.max_rooms_per_user,
+            max_room_members: limits.max_room_members,
+        };
+        match self
+            .shared
+            .config
+            .hub
+            .join(&room, &user, sid, room_limits)
+            .await
+        {
+            Ok(members) => {
+                if self.write(&ServerFrame::Joined { id, room, members }).await {
+                    Flow::Continue
+                } else {
+                    Flow::Gone
+                }
+            }
+            Err(code) => {
+                let message = format!("cannot join room {room:?}");
+                self.refuse(id, code, message).await
+            }
+        }
+    }
+}
+
+fn dedup_in_order(v: &mut Vec<String>) {
+    let mut i = 1;
+    while i < v.len() {
+        if v[..i].contains(&v[i]) {
+            v.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Token bucket for the per-connection frame rate.
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate_per_sec: u32, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        Bucket {
+            tokens: burst,
+            rate: f64::from(rate_per_sec),
+            burst,
+            at: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            if self.rate == 0.0 {
+                warn!("rate_per_sec is 0: every frame past the burst is refused");
+            }
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedup_keeps_first_occurrences_in_order() {
+        let mut v: Vec<String> = ["b", "a", "b", "c", "a"].map(String::from).to_vec();
+        dedup_in_order(&mut v);
+        assert_eq!(v, ["b", "a", "c"]);
+    }
+
+    #[test]
+    fn bucket_allows_burst_then_refills() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(10, 3);
+        b.at = t0;
+        assert!(b.take(t0) && b.take(t0) && b.take(t0));
+        assert!(!b.take(t0));
+        assert!(b.take(t0 + Duration::from_millis(100)));
+        assert!(!b.take(t0 + Duration::from_millis(100)));
+    }
+}

@@ -1,0 +1,269 @@
+//! Presence, routing and rooms behind one small interface.
+//!
+//! The connection handler talks only to [`Hub`]; [`LocalHub`] is the
+//! embedded in-memory default. A cluster mode (several server processes
+//! sharing presence and routing through Redis pub/sub) implements the same
+//! trait and plugs in through [`crate::Config::hub`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use calling_signal::protocol::{ErrorCode, ServerFrame};
+use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Identifies one logged-in connection, unique for the server's lifetime.
+pub type SessionId = u64;
+
+/// What the hub asks a connection to do.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Outbound {
+    /// Write this already-encoded frame to the client.
+    Frame(Utf8Bytes),
+}
+
+/// How the hub reaches one connection.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    /// The session's id.
+    pub id: SessionId,
+    /// The connection's outbound queue.
+    pub tx: mpsc::Sender<Outbound>,
+    /// Signalled when a newer login of the same user replaces this session:
+    /// the connection then sends `kicked_out` and closes (4002). Separate
+    /// from the queue so that a full queue cannot swallow the kick.
+    pub kick: Arc<Notify>,
+}
+
+/// Room limits the hub enforces on `join`.
+#[derive(Debug, Clone, Copy)]
+pub struct RoomLimits {
+    /// Most rooms one user may be in.
+    pub max_rooms_per_user: usize,
+    /// Most members one room may hold.
+    pub max_room_members: usize,
+}
+
+/// Presence, routing and rooms.
+#[async_trait]
+pub trait Hub: Send + Sync + 'static {
+    /// Makes `session` the one session of `user`. A previous session of the
+    /// same user is kicked ([`SessionHandle::kick`]) and loses its rooms (with leave
+    /// notices to their members) before this returns.
+    async fn register(&self, user: &str, session: SessionHandle);
+
+    /// Removes `user`'s session `session` (a no-op if a newer session has
+    /// replaced it) and leaves its rooms, notifying their members.
+    async fn unregister(&self, user: &str, session: SessionId);
+
+    /// Queues `frame` for every user in `to`; returns those that are offline
+    /// (or whose queue is full), in the order given.
+    async fn deliver(&self, to: &[String], frame: Utf8Bytes) -> Vec<String>;
+
+    /// Adds `user` (session `session`) to `room` and returns the members,
+    /// the joiner included, sorted. Other members get `room_enter`.
+    async fn join(
+        &self,
+        room: &str,
+        user: &str,
+        session: SessionId,
+        limits: RoomLimits,
+    ) -> Result<Vec<String>, ErrorCode>;
+
+    /// Removes `user` from `room`; other members get `room_leave`.
+    async fn leave(&self, room: &str, user: &str, session: SessionId) -> Result<(), ErrorCode>;
+
+    /// Users online on this hub right now.
+    fn online(&self) -> usize;
+
+    /// Rooms that exist right now.
+    fn rooms(&self) -> usize;
+}
+
+struct UserEntry {
+    session: SessionHandle,
+    rooms: Vec<String>,
+}
+
+#[derive(Default)]
+struct State {
+    users: HashMap<String, UserEntry>,
+    rooms: HashMap<String, BTreeMap<String, SessionId>>,
+}
+
+/// The embedded in-memory [`Hub`]: one process, one map.
+#[derive(Default)]
+pub struct LocalHub {
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for LocalHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalHub")
+            .field("online", &self.online())
+            .finish()
+    }
+}
+
+impl LocalHub {
+    /// An empty hub.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The maps stay consistent between statements, so a poisoned lock
+        // is still safe to use.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn encode(frame: &ServerFrame) -> Utf8Bytes {
+    Utf8Bytes::from(frame.to_json())
+}
+
+/// Removes `user` from `room` and tells the remaining members.
+fn drop_member(st: &mut State, room: &str, user: &str) {
+    let Some(members) = st.rooms.get_mut(room) else {
+        return;
+    };
+    if members.remove(user).is_none() {
+        return;
+    }
+    if members.is_empty() {
+        st.rooms.remove(room);
+        return;
+    }
+    let note = encode(&ServerFrame::RoomLeave {
+        room: room.to_owned(),
+        user: user.to_owned(),
+    });
+    for m in members.keys() {
+        if let Some(e) = st.users.get(m) {
+            let _ = e.session.tx.try_send(Outbound::Frame(note.clone()));
+        }
+    }
+}
+
+#[async_trait]
+impl Hub for LocalHub {
+    async fn register(&self, user: &str, session: SessionHandle) {
+        let mut st = self.lock();
+        let old = st.users.insert(
+            user.to_owned(),
+            UserEntry {
+                session,
+                rooms: Vec::new(),
+            },
+        );
+        if let Some(old) = old {
+            for room in &old.rooms {
+                drop_member(&mut st, room, user);
+            }
+            // notify_one keeps a permit if the connection is busy right now.
+            old.session.kick.notify_one();
+        }
+    }
+
+    async fn unregister(&self, user: &str, session: SessionId) {
+        let mut st = self.lock();
+        let mine = st.users.get(user).is_some_and(|e| e.session.id == session);
+        if !mine {
+            return;
+        }
+        if let Some(entry) = st.users.remove(user) {
+            for room in &entry.rooms {
+                drop_member(&mut st, room, user);
+            }
+        }
+    }
+
+    async fn deliver(&self, to: &[String], frame: Utf8Bytes) -> Vec<String> {
+        let st = self.lock();
+        let mut offline = Vec::new();
+        for user in to {
+            let ok = st.users.get(user).is_some_and(|e| {
+                e.session
+                    .tx
+                    .try_send(Outbound::Frame(frame.clone()))
+                    .is_ok()
+            });
+            if !ok {
+                offline.push(user.clone());
+            }
+        }
+        offline
+    }
+
+    async fn join(
+        &self,
+        room: &str,
+        user: &str,
+        session: SessionId,
+        limits: RoomLimits,
+    ) -> Result<Vec<String>, ErrorCode> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let Some(entry) = st.users.get_mut(user) else {
+            return Err(ErrorCode::NotLoggedIn);
+        };
+        if entry.session.id != session {
+            return Err(ErrorCode::NotLoggedIn);
+        }
+        let already = entry.rooms.iter().any(|r| r == room);
+        if !already && entry.rooms.len() >= limits.max_rooms_per_user {
+            return Err(ErrorCode::TooManyRooms);
+        }
+        let members = st.rooms.entry(room.to_owned()).or_default();
+        if !already && members.len() >= limits.max_room_members {
+            if members.is_empty() {
+                st.rooms.remove(room);
+            }
+            return Err(ErrorCode::RoomFull);
+        }
+        members.insert(user.to_owned(), session);
+        let list: Vec<String> = members.keys().cloned().collect();
+        if !already {
+            entry.rooms.push(room.to_owned());
+            let note = encode(&ServerFrame::RoomEnter {
+                room: room.to_owned(),
+                user: user.to_owned(),
+            });
+            for m in &list {
+                if m == user {
+                    continue;
+                }
+                if let Some(e) = st.users.get(m) {
+                    let _ = e.session.tx.try_send(Outbound::Frame(note.clone()));
+                }
+            }
+        }
+        Ok(list)
+    }
+
+    async fn leave(&self, room: &str, user: &str, session: SessionId) -> Result<(), ErrorCode> {
+        let mut st = self.lock();
+        let Some(entry) = st.users.get_mut(user) else {
+            return Err(ErrorCode::NotLoggedIn);
+        };
+        if entry.session.id != session {
+            return Err(ErrorCode::NotLoggedIn);
+        }
+        let Some(pos) = entry.rooms.iter().position(|r| r == room) else {
+            return Err(ErrorCode::NotInRoom);
+        };
+        entry.rooms.swap_remove(pos);
+        drop_member(&mut st, room, user);
+        Ok(())
+    }
+
+    fn online(&self) -> usize {
+        self.lock().users.len()
+    }
+
+    fn rooms(&self) -> usize {
+        self.lock().rooms.len()
+    }
+}

@@ -1,0 +1,294 @@
+//! The calling signaling server: UserSig login, one session per user,
+//! heartbeats, routing of opaque call-layer payloads, rooms, `/healthz` and
+//! `/metrics`. The wire format is `docs/PROTOCOL.md`.
+//!
+//! Run it with `cargo run --release -p calling-server -- --listen
+//! 127.0.0.1:8080 --sdk-app-id N --secret-key K`, or embed it:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use calling_signal::{Transport, WsConfig, WsTransport};
+//!
+//! let (app, key) = (1_400_000_000, "my-secret-key");
+//! let mut config = calling_server::Config::new(app, key);
+//! config.listen = "127.0.0.1:0".parse()?;
+//! let server = calling_server::Server::bind(config).await?;
+//!
+//! // A client logs in with a UserSig made from the same key.
+//! let sig = calling_usersig::generate(app, key, "alice", 3600, calling_usersig::now_unix());
+//! let url = format!("ws://{}/ws", server.local_addr());
+//! let alice = WsTransport::connect(WsConfig::new(url, app, "alice", sig)).await?;
+//! assert_eq!(server.online(), 1);
+//!
+//! alice.close().await;
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+pub mod auth;
+mod conn;
+mod http;
+pub mod hub;
+pub mod metrics;
+
+pub use auth::{LoginRefused, LoginVerifier, VerifiedLogin};
+pub use calling_signal::protocol::Limits;
+pub use hub::{Hub, LocalHub};
+pub use metrics::Metrics;
+
+/// Everything the server can be told. [`Config::new`] gives the documented
+/// defaults.
+#[derive(Clone)]
+pub struct Config {
+    /// Address to listen on (binary default 127.0.0.1:8080).
+    pub listen: SocketAddr,
+    /// The one application id this server serves.
+    pub sdk_app_id: u64,
+    /// How logins are verified.
+    pub verifier: Arc<dyn LoginVerifier>,
+    /// Presence, routing and rooms.
+    pub hub: Arc<dyn Hub>,
+    /// Heartbeat interval announced to clients (default 3 s).
+    pub heartbeat_interval: Duration,
+    /// Silence after which a connection is dropped (default 10 s).
+    pub heartbeat_timeout: Duration,
+    /// Time a new connection has to log in (default 10 s).
+    pub login_timeout: Duration,
+    /// Limits announced to and enforced on clients.
+    pub limits: Limits,
+    /// Frames larger than this cannot even be read: the connection is
+    /// closed with 1009 (default 1 MiB). Frames between
+    /// `limits.max_frame_bytes` and this get a `too_large` error frame.
+    pub hard_frame_bytes: usize,
+    /// Frames queued towards one connection before further ones count as
+    /// undeliverable (default 256).
+    pub outbound_queue: usize,
+    /// Listen backlog (default 4096; the kernel may cap it).
+    pub backlog: u32,
+    /// Initial WebSocket read buffer per connection (default 4 KiB; it
+    /// grows for larger frames).
+    pub read_buffer_bytes: usize,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("sdk_app_id", &self.sdk_app_id)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("heartbeat_timeout", &self.heartbeat_timeout)
+            .field("login_timeout", &self.login_timeout)
+            .field("limits", &self.limits)
+            .field("hard_frame_bytes", &self.hard_frame_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Defaults for an app id and its secret key, verifying UserSigs with
+    /// `calling-usersig`, listening on 127.0.0.1:8080.
+    pub fn new(sdk_app_id: u64, secret_key: &str) -> Self {
+        Self::with_verifier(sdk_app_id, Arc::new(auth::UserSigVerifier::new(secret_key)))
+    }
+
+    /// Defaults with a custom login verifier.
+    pub fn with_verifier(sdk_app_id: u64, verifier: Arc<dyn LoginVerifier>) -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            sdk_app_id,
+            verifier,
+            hub: Arc::new(LocalHub::new()),
+            heartbeat_interval: Duration::from_secs(3),
+            heartbeat_timeout: Duration::from_secs(10),
+            login_timeout: Duration::from_secs(10),
+            limits: Limits {
+                max_frame_bytes: 64 * 1024,
+                max_recipients: 64,
+                rate_per_sec: 50,
+                rate_burst: 100,
+                max_rooms_per_user: 16,
+                max_room_members: 64,
+            },
+            hard_frame_bytes: 1024 * 1024,
+            outbound_queue: 256,
+            backlog: 4096,
+            read_buffer_bytes: 4096,
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Binding the listen address failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The configuration is inconsistent.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Shared by every connection task.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) next_session: std::sync::atomic::AtomicU64,
+    /// Dropped by each connection task when it ends; shutdown waits for all.
+    pub(crate) _alive: mpsc::Sender<()>,
+}
+
+/// Entry point: [`Server::bind`].
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// Binds `config.listen` and starts serving in the background.
+    pub async fn bind(config: Config) -> Result<RunningServer, ServerError> {
+        if config.limits.max_frame_bytes > config.hard_frame_bytes {
+            return Err(ServerError::Config(
+                "limits.max_frame_bytes exceeds hard_frame_bytes".into(),
+            ));
+        }
+        if config.heartbeat_timeout.is_zero() || config.login_timeout.is_zero() {
+            return Err(ServerError::Config("timeouts must be positive".into()));
+        }
+        let addr = config.listen;
+        let bind_err = |source| ServerError::Bind { addr, source };
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(bind_err)?;
+        // A restarted server must get its port back while old sockets sit
+        // in TIME_WAIT.
+        socket.set_reuseaddr(true).map_err(bind_err)?;
+        socket.bind(addr).map_err(bind_err)?;
+        let listener = socket.listen(config.backlog).map_err(bind_err)?;
+        let local_addr = listener.local_addr().map_err(bind_err)?;
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (alive_tx, alive_rx) = mpsc::channel(1);
+        let metrics = Arc::new(Metrics::default());
+        let shared = Arc::new(Shared {
+            config,
+            metrics: metrics.clone(),
+            shutdown: stop_rx,
+            next_session: std::sync::atomic::AtomicU64::new(1),
+            _alive: alive_tx,
+        });
+        info!(%local_addr, "signaling server listening");
+        let hub = shared.config.hub.clone();
+        let accept = tokio::spawn(accept_loop(listener, shared));
+        Ok(RunningServer {
+            local_addr,
+            stop: stop_tx,
+            accept,
+            alive: alive_rx,
+            metrics,
+            hub,
+        })
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut stop = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            res = listener.accept() => match res {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let shared = shared.clone();
+                    tokio::spawn(conn::handle(stream, peer, shared));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off a
+                    // little instead of spinning, keep serving.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+    debug!("accept loop stopped");
+}
+
+/// A server running in the background.
+#[derive(Debug)]
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    accept: tokio::task::JoinHandle<()>,
+    alive: mpsc::Receiver<()>,
+    metrics: Arc<Metrics>,
+    hub: Arc<dyn Hub>,
+}
+
+impl std::fmt::Debug for dyn Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("online", &self.online())
+            .finish()
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        // Dropped without shutdown(): still stop accepting and close the
+        // connections rather than leave a server running unowned.
+        let _ = self.stop.send(true);
+    }
+}
+
+impl RunningServer {
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The server's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Users logged in right now.
+    pub fn online(&self) -> usize {
+        self.hub.online()
+    }
+
+    /// Stops accepting, closes every connection with 1001 and waits (at
+    /// most 5 s) for them to finish.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        let _ = (&mut self.accept).await;
+        // Every connection task holds a clone of the sender; recv() yields
+        // None once the last one is gone.
+        if tokio::time::timeout(Duration::from_secs(5), self.alive.recv())
+            .await
+            .is_err()
+        {
+            warn!("connections still open after 5 s; abandoning them");
+        }
+        info!("signaling server stopped");
+    }
+}

@@ -1,0 +1,136 @@
+//! Counters exported at `/metrics` in the Prometheus text format.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Server-wide counters and gauges. All fields are plain atomics so the hot
+/// path pays one relaxed add.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// WebSocket connections open right now.
+    pub connections_open: AtomicU64,
+    /// WebSocket connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// Successful logins.
+    pub logins_ok: AtomicU64,
+    /// Refused logins.
+    pub logins_failed: AtomicU64,
+    /// Payload copies queued to an online recipient.
+    pub messages_routed: AtomicU64,
+    /// Recipients reported undeliverable.
+    pub undeliverable: AtomicU64,
+    /// Sessions kicked out by a newer login of the same user.
+    pub kicks: AtomicU64,
+    /// Frames refused with an `error` frame.
+    pub frame_errors: AtomicU64,
+    /// Frames dropped by the rate limiter (also counted in `frame_errors`).
+    pub rate_limited: AtomicU64,
+    /// Connections closed for heartbeat silence.
+    pub heartbeat_timeouts: AtomicU64,
+    /// HTTP requests served (`/healthz`, `/metrics`, 404s).
+    pub http_requests: AtomicU64,
+}
+
+impl Metrics {
+    /// Adds one to `counter`.
+    pub(crate) fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Renders every metric, plus the hub's gauges, in the Prometheus text
+    /// exposition format.
+    pub fn render(&self, online: usize, rooms: usize) -> String {
+        let rows: [(&str, &str, &str, u64); 13] = [
+            (
+                "calling_connections",
+                "gauge",
+                "WebSocket connections open",
+                g(&self.connections_open),
+            ),
+            (
+                "calling_connections_total",
+                "counter",
+                "WebSocket connections accepted",
+                g(&self.connections_total),
+            ),
+            (
+                "calling_users_online",
+                "gauge",
+                "Logged-in users",
+                online as u64,
+            ),
+            (
+                "calling_rooms",
+                "gauge",
+                "Rooms with at least one member",
+                rooms as u64,
+            ),
+            (
+                "calling_logins_ok_total",
+                "counter",
+                "Successful logins",
+                g(&self.logins_ok),
+            ),
+            (
+                "calling_logins_failed_total",
+                "counter",
+                "Refused logins",
+                g(&self.logins_failed),
+            ),
+            (
+                "calling_messages_routed_total",
+                "counter",
+                "Payload copies delivered to online recipients",
+                g(&self.messages_routed),
+            ),
+            (
+                "calling_undeliverable_total",
+                "counter",
+                "Recipients reported undeliverable",
+                g(&self.undeliverable),
+            ),
+            (
+                "calling_kicks_total",
+                "counter",
+                "Sessions kicked out by a newer login",
+                g(&self.kicks),
+            ),
+            (
+                "calling_frame_errors_total",
+                "counter",
+                "Frames answered with an error frame",
+                g(&self.frame_errors),
+            ),
+            (
+                "calling_rate_limited_total",
+                "counter",
+                "Frames dropped by the rate limiter",
+                g(&self.rate_limited),
+            ),
+            (
+                "calling_heartbeat_timeouts_total",
+                "counter",
+                "Connections closed for heartbeat silence",
+                g(&self.heartbeat_timeouts),
+            ),
+            (
+                "calling_http_requests_total",
+                "counter",
+                "Plain HTTP requests served",
+                g(&self.http_requests),
+            ),
+        ];
+        let mut out = String::with_capacity(2048);
+        for (name, kind, help, value) in rows {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}.\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        out
+    }
+}
+
+fn g(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}

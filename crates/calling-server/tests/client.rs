@@ -1,0 +1,285 @@
+//! The calling-signal client transports against the real server.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use calling_signal::protocol::ErrorCode;
+use calling_signal::{MemoryHub, Transport, TransportError, TransportEvent, WsConfig, WsTransport};
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::sync::mpsc::Receiver;
+use tokio_tungstenite::tungstenite::Message;
+
+fn ws_config(addr: SocketAddr, user: &str) -> WsConfig {
+    let mut c = WsConfig::new(format!("ws://{addr}/ws"), APP, user, sig(user));
+    c.backoff_min = Duration::from_millis(20);
+    c.backoff_max = Duration::from_millis(200);
+    c
+}
+
+async fn ws_user(addr: SocketAddr, user: &str) -> (WsTransport, Receiver<TransportEvent>) {
+    let t = WsTransport::connect(ws_config(addr, user)).await.unwrap();
+    let rx = t.take_events().unwrap();
+    (t, rx)
+}
+
+async fn next(rx: &mut Receiver<TransportEvent>) -> TransportEvent {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("timed out waiting for an event")
+        .expect("event stream ended")
+}
+
+/// The same exchange over any transport: what the facade relies on.
+async fn exchange(
+    alice: &dyn Transport,
+    alice_ev: &mut Receiver<TransportEvent>,
+    bob: &dyn Transport,
+    bob_ev: &mut Receiver<TransportEvent>,
+) {
+    assert_eq!(alice.local_user(), "alice");
+    let id = alice
+        .send(&["bob".into()], json!({"cmd":"invite","call_id":"c1"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(bob_ev).await,
+        TransportEvent::Message {
+            from: "alice".into(),
+            id: id.clone(),
+            payload: json!({"cmd":"invite","call_id":"c1"})
+        }
+    );
+    let id2 = alice
+        .send(&["bob".into(), "nobody".into()], json!(2))
+        .await
+        .unwrap();
+    assert_ne!(id, id2);
+    assert!(matches!(next(bob_ev).await, TransportEvent::Message { .. }));
+    assert_eq!(
+        next(alice_ev).await,
+        TransportEvent::Undeliverable {
+            id: id2,
+            users: vec!["nobody".into()]
+        }
+    );
+    assert_eq!(alice.join_room("room-1").await.unwrap(), vec!["alice"]);
+    assert_eq!(bob.join_room("room-1").await.unwrap(), vec!["alice", "bob"]);
+    assert_eq!(
+        next(alice_ev).await,
+        TransportEvent::RoomEnter {
+            room: "room-1".into(),
+            user: "bob".into()
+        }
+    );
+    bob.leave_room("room-1").await.unwrap();
+    assert_eq!(
+        next(alice_ev).await,
+        TransportEvent::RoomLeave {
+            room: "room-1".into(),
+            user: "bob".into()
+        }
+    );
+    assert!(matches!(
+        bob.leave_room("room-1").await,
+        Err(TransportError::Refused {
+            code: ErrorCode::NotInRoom,
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn ws_and_memory_transports_behave_alike() {
+    let server = start().await;
+    let addr = server.local_addr();
+    let (alice, mut ae) = ws_user(addr, "alice").await;
+    let (bob, mut be) = ws_user(addr, "bob").await;
+    exchange(&alice, &mut ae, &bob, &mut be).await;
+
+    let hub = MemoryHub::new();
+    let malice: Box<dyn Transport> = Box::new(hub.register("alice").unwrap());
+    let mbob: Box<dyn Transport> = Box::new(hub.register("bob").unwrap());
+    let (mut mae, mut mbe) = (malice.take_events().unwrap(), mbob.take_events().unwrap());
+    exchange(&*malice, &mut mae, &*mbob, &mut mbe).await;
+
+    alice.close().await;
+    assert_eq!(
+        alice.send(&["bob".into()], json!(1)).await,
+        Err(TransportError::Closed)
+    );
+    alice.close().await; // idempotent
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn refused_login_is_a_typed_error() {
+    let server = start().await;
+    let addr = server.local_addr();
+    let mut c = ws_config(addr, "alice");
+    c.user_sig = sig("bob");
+    match WsTransport::connect(c).await {
+        Err(TransportError::LoginRefused { code, .. }) => assert_eq!(code, ErrorCode::BadSignature),
+        other => panic!("unexpected {other:?}"),
+    }
+    let mut c = ws_config(addr, "alice");
+    c.sdk_app_id = APP + 1;
+    match WsTransport::connect(c).await {
+        Err(TransportError::LoginRefused { code, .. }) => assert_eq!(code, ErrorCode::WrongApp),
+        other => panic!("unexpected {other:?}"),
+    }
+    server.shutdown().await;
+    // Nothing listens there any more.
+    assert!(matches!(
+        WsTransport::connect(ws_config(addr, "alice")).await,
+        Err(TransportError::Connect(_))
+    ));
+}
+
+#[tokio::test]
+async fn second_login_kicks_the_first_client() {
+    let server = start().await;
+    let addr = server.local_addr();
+    let (first, mut fe) = ws_user(addr, "alice").await;
+    let (_second, _se) = ws_user(addr, "alice").await;
+    assert_eq!(next(&mut fe).await, TransportEvent::KickedOut);
+    // Kicked means closed for good: no reconnect, sends fail.
+    assert_eq!(
+        first.send(&["bob".into()], json!(1)).await,
+        Err(TransportError::Closed)
+    );
+    assert!(
+        tokio::time::timeout(WAIT, fe.recv())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(server.online(), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_reconnects_after_server_restart_and_can_send_again() {
+    let server = start().await;
+    let addr = server.local_addr();
+    let (alice, mut ae) = ws_user(addr, "alice").await;
+    let (_bob, mut be) = ws_user(addr, "bob").await;
+    alice.join_room("r").await.unwrap();
+    server.shutdown().await;
+    assert_eq!(next(&mut ae).await, TransportEvent::Disconnected);
+    assert_eq!(next(&mut be).await, TransportEvent::Disconnected);
+    // While down, sends fail fast instead of vanishing.
+    assert!(matches!(
+        alice.send(&["bob".into()], json!(0)).await,
+        Err(TransportError::NotConnected)
+    ));
+
+    let server = start_with(|c| c.listen = addr).await;
+    assert_eq!(next(&mut ae).await, TransportEvent::Reconnected);
+    assert_eq!(next(&mut be).await, TransportEvent::Reconnected);
+    // The room was re-joined on the new server: leaving it succeeds (the
+    // leave follows the re-join on the same connection).
+    alice.leave_room("r").await.unwrap();
+    let id = alice
+        .send(&["bob".into()], json!({"after":"restart"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut be).await,
+        TransportEvent::Message {
+            from: "alice".into(),
+            id,
+            payload: json!({"after":"restart"})
+        }
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_detects_a_silent_server() {
+    // A fake server that logs the client in, announces a short heartbeat
+    // timeout, then never says anything again.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fake = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let _login = ws.next().await;
+        let ok = json!({"type":"login_ok","user_id":"alice","protocol":1,
+            "heartbeat_interval_ms":50,"heartbeat_timeout_ms":200,"expires_at":0,
+            "limits":{"max_frame_bytes":65536,"max_recipients":64,"rate_per_sec":50,
+                      "rate_burst":100,"max_rooms_per_user":16,"max_room_members":64}});
+        ws.send(Message::text(ok.to_string())).await.unwrap();
+        // Read (and ignore) pings until the client gives up on us.
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+    let mut c = ws_config(addr, "alice");
+    c.reconnect = false;
+    let t = WsTransport::connect(c).await.unwrap();
+    let mut ev = t.take_events().unwrap();
+    assert_eq!(next(&mut ev).await, TransportEvent::Disconnected);
+    tokio::time::timeout(WAIT, fake).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn server_error_frames_surface_as_events() {
+    let server = start().await;
+    let addr = server.local_addr();
+    let (alice, mut ae) = ws_user(addr, "alice").await;
+    let too_many: Vec<String> = (0..65).map(|i| format!("u{i}")).collect();
+    let id = alice.send(&too_many, json!(1)).await.unwrap();
+    match next(&mut ae).await {
+        TransportEvent::Error {
+            id: Some(eid),
+            code,
+            ..
+        } => {
+            assert_eq!(eid, id.0);
+            assert_eq!(code, ErrorCode::BadRecipients);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(matches!(
+        alice.join_room("bad\nroom").await,
+        Err(TransportError::Refused {
+            code: ErrorCode::InvalidRoom,
+            ..
+        })
+    ));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_heartbeats_keep_an_idle_session_alive() {
+    // Pings every 20 ms against a 2 s timeout: a 100x margin. Without the
+    // client's pings the server would drop the session after 2 s.
+    let server = start_with(|c| {
+        c.heartbeat_interval = Duration::from_millis(20);
+        c.heartbeat_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let addr = server.local_addr();
+    let (alice, mut ae) = ws_user(addr, "alice").await;
+    let (_bob, mut be) = ws_user(addr, "bob").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(ae.try_recv().is_err(), "alice saw an event while idle");
+    let id = alice
+        .send(&["bob".into()], json!("still here"))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut be).await,
+        TransportEvent::Message {
+            from: "alice".into(),
+            id,
+            payload: json!("still here")
+        }
+    );
+    assert_eq!(metric(addr, "calling_heartbeat_timeouts_total").await, 0);
+    server.shutdown().await;
+}

@@ -1,0 +1,368 @@
+//! An in-process [`Transport`]: several users register with one
+//! [`MemoryHub`] and exchange payloads with the same semantics as over the
+//! signaling server (offline recipients are reported undeliverable, rooms
+//! announce enter/leave, a second registration of a user kicks the first).
+//!
+//! Useful for tests, and for applications that carry the call layer over a
+//! channel of their own.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::protocol::{ErrorCode, valid_room, valid_user_id};
+use crate::transport::{MessageId, Transport, TransportError, TransportEvent};
+
+/// Events buffered per registered user before further ones are dropped.
+const EVENT_CAPACITY: usize = 4096;
+
+struct Member {
+    session: u64,
+    events: mpsc::Sender<TransportEvent>,
+    rooms: BTreeSet<String>,
+}
+
+#[derive(Default)]
+struct HubState {
+    users: HashMap<String, Member>,
+    rooms: HashMap<String, BTreeSet<String>>,
+}
+
+/// A shared switchboard for [`MemoryTransport`]s. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct MemoryHub {
+    state: Arc<Mutex<HubState>>,
+    next_session: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for MemoryHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryHub").finish_non_exhaustive()
+    }
+}
+
+impl MemoryHub {
+    /// An empty hub.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        // A panic while holding the lock leaves plain maps behind, still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers `user` and returns its transport. A transport already
+    /// registered for the same user receives [`TransportEvent::KickedOut`]
+    /// and is closed.
+    pub fn register(&self, user: &str) -> Result<MemoryTransport, TransportError> {
+        if !valid_user_id(user) {
+            return Err(TransportError::Invalid(format!("invalid user id {user:?}")));
+        }
+        let session = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(EVENT_CAPACITY);
+        let mut st = self.lock();
+        if let Some(old) = st.users.remove(user) {
+            remove_from_rooms(&mut st, user, &old.rooms);
+            let _ = old.events.try_send(TransportEvent::KickedOut);
+        }
+        st.users.insert(
+            user.to_owned(),
+            Member {
+                session,
+                events: tx,
+                rooms: BTreeSet::new(),
+            },
+        );
+        Ok(MemoryTransport {
+            hub: self.clone(),
+            user: user.to_owned(),
+            session,
+            events: Mutex::new(Some(rx)),
+            closed: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// Whether `user` is registered right now.
+    pub fn is_online(&self, user: &str) -> bool {
+        self.lock().users.contains_key(user)
+    }
+}
+
+fn remove_from_rooms(st: &mut HubState, user: &str, rooms: &BTreeSet<String>) {
+    for room in rooms {
+        let Some(members) = st.rooms.get_mut(room) else {
+            continue;
+        };
+        members.remove(user);
+        if members.is_empty() {
+            st.rooms.remove(room);
+            continue;
+        }
+        for m in members.iter() {
+            if let Some(member) = st.users.get(m) {
+                let _ = member.events.try_send(TransportEvent::RoomLeave {
+                    room: room.clone(),
+                    user: user.to_owned(),
+                });
+            }
+        }
+    }
+}
+
+/// One user's endpoint on a [`MemoryHub`].
+pub struct MemoryTransport {
+    hub: MemoryHub,
+    user: String,
+    session: u64,
+    events: Mutex<Option<mpsc::Receiver<TransportEvent>>>,
+    closed: AtomicBool,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for MemoryTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryTransport")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryTransport {
+    /// Unregisters this session (if a newer one has not replaced it) and
+    /// leaves its rooms. Idempotent.
+    fn go_offline(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut st = self.hub.lock();
+        let mine = st
+            .users
+            .get(&self.user)
+            .is_some_and(|m| m.session == self.session);
+        if mine {
+            if let Some(me) = st.users.remove(&self.user) {
+                remove_from_rooms(&mut st, &self.user, &me.rooms);
+            }
+        }
+    }
+
+    /// Runs `f` on the hub state if this transport is still the registered
+    /// session of its user.
+    fn with_live<T>(
+        &self,
+        f: impl FnOnce(&mut HubState) -> Result<T, TransportError>,
+    ) -> Result<T, TransportError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(TransportError::Closed);
+        }
+        let mut st = self.hub.lock();
+        match st.users.get(&self.user) {
+            Some(m) if m.session == self.session => f(&mut st),
+            _ => Err(TransportError::Closed),
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for MemoryTransport {
+    fn local_user(&self) -> &str {
+        &self.user
+    }
+
+    async fn send(&self, to: &[String], payload: Value) -> Result<MessageId, TransportError> {
+        if to.is_empty() {
+            return Err(TransportError::Invalid("no recipient".into()));
+        }
+        let id = MessageId(format!("m{}", self.next_id.fetch_add(1, Ordering::Relaxed)));
+        self.with_live(|st| {
+            let mut offline = Vec::new();
+            for user in to {
+                let delivered = st.users.get(user).is_some_and(|m| {
+                    m.events
+                        .try_send(TransportEvent::Message {
+                            from: self.user.clone(),
+                            id: id.clone(),
+                            payload: payload.clone(),
+                        })
+                        .is_ok()
+                });
+                if !delivered {
+                    offline.push(user.clone());
+                }
+            }
+            if !offline.is_empty() {
+                if let Some(me) = st.users.get(&self.user) {
+                    let _ = me.events.try_send(TransportEvent::Undeliverable {
+                        id: id.clone(),
+                        users: offline,
+                    });
+                }
+            }
+            Ok(())
+        })?;
+        Ok(id)
+    }
+
+    async fn join_room(&self, room: &str) -> Result<Vec<String>, TransportError> {
+        if !valid_room(room) {
+            return Err(TransportError::Refused {
+                code: ErrorCode::InvalidRoom,
+                message: format!("invalid room {room:?}"),
+            });
+        }
+        self.with_live(|st| {
+            let members = st.rooms.entry(room.to_owned()).or_default();
+            let newly = members.insert(self.user.clone());
+            let list: Vec<String> = members.iter().cloned().collect();
+            if newly {
+                for m in &list {
+                    if m == &self.user {
+                        continue;
+                    }
+                    if let Some(member) = st.users.get(m) {
+                        let _ = member.events.try_send(TransportEvent::RoomEnter {
+                            room: room.to_owned(),
+                            user: self.user.clone(),
+                        });
+                    }
+                }
+            }
+            if let Some(me) = st.users.get_mut(&self.user) {
+                me.rooms.insert(room.to_owned());
+            }
+            Ok(list)
+        })
+    }
+
+    async fn leave_room(&self, room: &str) -> Result<(), TransportError> {
+        self.with_live(|st| {
+            let was_in = st
+                .users
+                .get_mut(&self.user)
+                .is_some_and(|me| me.rooms.remove(room));
+            if !was_in {
+                return Err(TransportError::Refused {
+                    code: ErrorCode::NotInRoom,
+                    message: format!("not in room {room:?}"),
+                });
+            }
+            let one = BTreeSet::from([room.to_owned()]);
+            remove_from_rooms(st, &self.user, &one);
+            Ok(())
+        })
+    }
+
+    async fn close(&self) {
+        self.go_offline();
+    }
+
+    fn take_events(&self) -> Option<mpsc::Receiver<TransportEvent>> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl Drop for MemoryTransport {
+    fn drop(&mut self) {
+        // A dropped endpoint goes offline, as after close().
+        self.go_offline();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    async fn next(rx: &mut mpsc::Receiver<TransportEvent>) -> TransportEvent {
+        tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn delivers_and_reports_offline() {
+        let hub = MemoryHub::new();
+        let a = hub.register("alice").unwrap();
+        let b = hub.register("bob").unwrap();
+        let mut ea = a.take_events().unwrap();
+        let mut eb = b.take_events().unwrap();
+        assert!(a.take_events().is_none());
+        let id = a
+            .send(&["bob".into(), "carol".into()], json!({"k": 1}))
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&mut eb).await,
+            TransportEvent::Message {
+                from: "alice".into(),
+                id: id.clone(),
+                payload: json!({"k": 1})
+            }
+        );
+        assert_eq!(
+            next(&mut ea).await,
+            TransportEvent::Undeliverable {
+                id,
+                users: vec!["carol".into()]
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn second_registration_kicks_first() {
+        let hub = MemoryHub::new();
+        let a1 = hub.register("alice").unwrap();
+        let mut e1 = a1.take_events().unwrap();
+        let a2 = hub.register("alice").unwrap();
+        assert_eq!(next(&mut e1).await, TransportEvent::KickedOut);
+        assert_eq!(
+            a1.send(&["x".into()], json!(1)).await,
+            Err(TransportError::Closed)
+        );
+        // Dropping the kicked one must not unregister the new session.
+        drop(a1);
+        assert!(hub.is_online("alice"));
+        a2.close().await;
+        assert!(!hub.is_online("alice"));
+    }
+
+    #[tokio::test]
+    async fn rooms_announce_enter_and_leave() {
+        let hub = MemoryHub::new();
+        let a = hub.register("alice").unwrap();
+        let b = hub.register("bob").unwrap();
+        let mut ea = a.take_events().unwrap();
+        assert_eq!(a.join_room("r1").await.unwrap(), vec!["alice"]);
+        assert_eq!(b.join_room("r1").await.unwrap(), vec!["alice", "bob"]);
+        assert_eq!(
+            next(&mut ea).await,
+            TransportEvent::RoomEnter {
+                room: "r1".into(),
+                user: "bob".into()
+            }
+        );
+        drop(b);
+        assert_eq!(
+            next(&mut ea).await,
+            TransportEvent::RoomLeave {
+                room: "r1".into(),
+                user: "bob".into()
+            }
+        );
+        assert!(matches!(
+            a.leave_room("nope").await,
+            Err(TransportError::Refused {
+                code: ErrorCode::NotInRoom,
+                ..
+            })
+        ));
+        a.leave_room("r1").await.unwrap();
+    }
+}

@@ -1,0 +1,637 @@
+//! The session layer's wire format: every frame a client and the server
+//! exchange, as described in `docs/PROTOCOL.md`.
+//!
+//! Every frame is one JSON object in one WebSocket text message, with a
+//! `"type"` field naming the frame. Unknown fields are ignored so that newer
+//! peers can add fields without breaking older ones; an unknown `"type"` is
+//! an error. Call-layer payloads ride inside `send` / `message` frames as an
+//! arbitrary JSON value that the server forwards byte for byte.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// The session-layer protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// WebSocket close codes the server uses (`docs/PROTOCOL.md`, "Close codes").
+pub mod close_code {
+    /// Normal closure: logout, or the client closed.
+    pub const NORMAL: u16 = 1000;
+    /// The server is shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// A text frame was not valid UTF-8 (after an `error` `bad_frame`).
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// A frame exceeded the hard size limit and could not even be read
+    /// (after an `error` `too_large`).
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// Login was refused (see the preceding `error` frame for the reason).
+    pub const LOGIN_FAILED: u16 = 4001;
+    /// The same user logged in on another connection.
+    pub const KICKED_OUT: u16 = 4002;
+    /// The UserSig expired while the session was open.
+    pub const LOGIN_EXPIRED: u16 = 4003;
+    /// Nothing arrived from the client within the heartbeat timeout.
+    pub const HEARTBEAT_TIMEOUT: u16 = 4004;
+    /// No successful login within the login deadline.
+    pub const LOGIN_TIMEOUT: u16 = 4005;
+}
+
+/// Machine-readable reason carried by an `error` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The frame is not valid JSON, not UTF-8, or misses / mistypes a field.
+    BadFrame,
+    /// The frame's `type` is not one this protocol version knows.
+    UnknownType,
+    /// The frame is larger than the negotiated `max_frame_bytes`.
+    TooLarge,
+    /// A frame other than `login` (or `ping`) arrived before login.
+    NotLoggedIn,
+    /// `login` arrived on a connection that is already logged in.
+    AlreadyLoggedIn,
+    /// The UserSig is malformed, forged, or was issued for another user.
+    BadSignature,
+    /// The UserSig has expired.
+    SigExpired,
+    /// The `sdk_app_id` is not the one this server serves.
+    WrongApp,
+    /// The client asked for a protocol version the server does not speak.
+    UnsupportedVersion,
+    /// The user id is empty, too long, or has characters outside `[A-Za-z0-9_-]`.
+    InvalidUserId,
+    /// The connection sent frames faster than its rate limit allows; the
+    /// frame was dropped.
+    RateLimited,
+    /// A `send` frame named no recipient or more than `max_recipients`.
+    BadRecipients,
+    /// The room name is empty, too long, or contains control characters.
+    InvalidRoom,
+    /// The user is already in `max_rooms_per_user` rooms.
+    TooManyRooms,
+    /// The room already holds `max_room_members` members.
+    RoomFull,
+    /// `leave` named a room the user is not in.
+    NotInRoom,
+    /// The server failed internally; the frame was not processed.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire (`"bad_frame"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadFrame => "bad_frame",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::NotLoggedIn => "not_logged_in",
+            ErrorCode::AlreadyLoggedIn => "already_logged_in",
+            ErrorCode::BadSignature => "bad_signature",
+            ErrorCode::SigExpired => "sig_expired",
+            ErrorCode::WrongApp => "wrong_app",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::InvalidUserId => "invalid_user_id",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::BadRecipients => "bad_recipients",
+            ErrorCode::InvalidRoom => "invalid_room",
+            ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::RoomFull => "room_full",
+            ErrorCode::NotInRoom => "not_in_room",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Limits the server enforces, announced in `login_ok`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Largest frame (bytes of the WebSocket message) the server processes.
+    pub max_frame_bytes: usize,
+    /// Most recipients one `send` frame may name.
+    pub max_recipients: usize,
+    /// Sustained frames per second per connection.
+    pub rate_per_sec: u32,
+    /// Burst of frames allowed above the sustained rate.
+    pub rate_burst: u32,
+    /// Most rooms one user may be in at once.
+    pub max_rooms_per_user: usize,
+    /// Most members one room may hold.
+    pub max_room_members: usize,
+}
+
+/// A frame sent by a client to the server.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ClientFrame {
+    /// Authenticate the connection. Must be the first frame.
+    Login {
+        /// Optional request id echoed in the answer.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The application id the UserSig was issued for.
+        sdk_app_id: u64,
+        /// The user logging in.
+        user_id: String,
+        /// The TLS-Sig-API v2 UserSig.
+        user_sig: String,
+        /// Session protocol version the client speaks.
+        protocol: u32,
+    },
+    /// Heartbeat; answered with `pong`.
+    Ping {
+        /// Optional request id echoed in the `pong`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// Deliver `payload` to every user in `to`.
+    Send {
+        /// Client-chosen id, echoed in `undeliverable` answers and in the
+        /// delivered `message` frames.
+        id: String,
+        /// Recipients (user ids).
+        to: Vec<String>,
+        /// Opaque call-layer payload (any JSON value).
+        payload: Box<RawValue>,
+    },
+    /// Join a room.
+    Join {
+        /// Optional request id echoed in the answer.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// Room name.
+        room: String,
+    },
+    /// Leave a room.
+    Leave {
+        /// Optional request id echoed in the answer.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// Room name.
+        room: String,
+    },
+    /// End the session; the server closes with code 1000.
+    Logout {
+        /// Optional request id.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+}
+
+/// A frame sent by the server to a client.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ServerFrame {
+    /// Login succeeded.
+    LoginOk {
+        /// The request id of the `login` frame, if it had one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The verified user id of this session.
+        user_id: String,
+        /// Session protocol version in use.
+        protocol: u32,
+        /// How often the client should send `ping`, in milliseconds.
+        heartbeat_interval_ms: u64,
+        /// Silence after which the server drops the connection, in milliseconds.
+        heartbeat_timeout_ms: u64,
+        /// Unix time (seconds) at which the UserSig expires.
+        expires_at: u64,
+        /// The limits in force.
+        limits: Limits,
+    },
+    /// Answer to `ping`.
+    Pong {
+        /// The request id of the `ping`, if it had one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// A payload from another user.
+    Message {
+        /// The verified sender, stamped by the server.
+        from: String,
+        /// The sender's `send` id.
+        id: String,
+        /// The payload exactly as the sender sent it.
+        payload: Box<RawValue>,
+    },
+    /// Some recipients of a `send` were offline; sent at once.
+    Undeliverable {
+        /// The `send` frame's id.
+        id: String,
+        /// The recipients that did not get the payload.
+        users: Vec<String>,
+    },
+    /// `join` succeeded.
+    Joined {
+        /// The request id of the `join`, if it had one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// Room name.
+        room: String,
+        /// Every member now in the room, the joiner included.
+        members: Vec<String>,
+    },
+    /// `leave` succeeded.
+    Left {
+        /// The request id of the `leave`, if it had one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// Room name.
+        room: String,
+    },
+    /// Another user entered a room this session is in.
+    RoomEnter {
+        /// Room name.
+        room: String,
+        /// The user who entered.
+        user: String,
+    },
+    /// Another user left a room this session is in (or its connection died).
+    RoomLeave {
+        /// Room name.
+        room: String,
+        /// The user who left.
+        user: String,
+    },
+    /// The same user logged in elsewhere; the server closes with 4002 next.
+    KickedOut {
+        /// Human-readable reason.
+        reason: String,
+    },
+    /// The UserSig expired; the server closes with 4003 next.
+    LoginExpired {},
+    /// A frame was refused.
+    Error {
+        /// The id of the refused frame, if it had one and it could be read.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// Machine-readable reason.
+        code: ErrorCode,
+        /// Human-readable detail.
+        message: String,
+    },
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The bytes are not UTF-8.
+    #[error("frame is not valid UTF-8")]
+    NotUtf8,
+    /// The text is not a JSON object of the expected shape.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// The `type` field names no known frame.
+    #[error("unknown frame type {0:?}")]
+    UnknownType(String),
+    /// A field the frame type needs is absent.
+    #[error("frame type {kind:?} needs field {field:?}")]
+    MissingField {
+        /// The frame type.
+        kind: &'static str,
+        /// The missing field.
+        field: &'static str,
+    },
+}
+
+impl FrameError {
+    /// The error code the server answers with for this decoding failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            FrameError::UnknownType(_) => ErrorCode::UnknownType,
+            _ => ErrorCode::BadFrame,
+        }
+    }
+}
+
+/// Every field any client frame may carry; decoding goes through this flat
+/// shape because serde's tagged enums cannot hold a borrowed [`RawValue`].
+#[derive(Deserialize)]
+struct WireClient {
+    #[serde(rename = "type")]
+    kind: String,
+    id: Option<String>,
+    sdk_app_id: Option<u64>,
+    user_id: Option<String>,
+    user_sig: Option<String>,
+    protocol: Option<u32>,
+    to: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present_raw")]
+    payload: Option<Box<RawValue>>,
+    room: Option<String>,
+}
+
+/// Same trick for server frames.
+#[derive(Deserialize)]
+struct WireServer {
+    #[serde(rename = "type")]
+    kind: String,
+    id: Option<String>,
+    user_id: Option<String>,
+    protocol: Option<u32>,
+    heartbeat_interval_ms: Option<u64>,
+    heartbeat_timeout_ms: Option<u64>,
+    expires_at: Option<u64>,
+    limits: Option<Limits>,
+    from: Option<String>,
+    #[serde(default, deserialize_with = "present_raw")]
+    payload: Option<Box<RawValue>>,
+    users: Option<Vec<String>>,
+    room: Option<String>,
+    members: Option<Vec<String>>,
+    user: Option<String>,
+    reason: Option<String>,
+    code: Option<ErrorCode>,
+    message: Option<String>,
+}
+
+/// A payload that is present, `null` included, is `Some`; plain
+/// `Option<Box<RawValue>>` would turn `null` into `None`, i.e. "missing".
+fn present_raw<'de, D>(d: D) -> Result<Option<Box<RawValue>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Box::<RawValue>::deserialize(d).map(Some)
+}
+
+fn need<T>(v: Option<T>, kind: &'static str, field: &'static str) -> Result<T, FrameError> {
+    v.ok_or(FrameError::MissingField { kind, field })
+}
+
+/// Best-effort extraction of the `id` of a frame that failed to decode, so
+/// that the error answer can still name it.
+pub fn peek_id(text: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct OnlyId {
+        id: Option<String>,
+    }
+    serde_json::from_str::<OnlyId>(text).ok().and_then(|f| f.id)
+}
+
+impl ClientFrame {
+    /// Decodes a client frame from the bytes of one WebSocket message.
+    pub fn decode(bytes: &[u8]) -> Result<Self, FrameError> {
+        let text = std::str::from_utf8(bytes).map_err(|_| FrameError::NotUtf8)?;
+        Self::parse(text)
+    }
+
+    /// Decodes a client frame from JSON text.
+    pub fn parse(text: &str) -> Result<Self, FrameError> {
+        let w: WireClient =
+            serde_json::from_str(text).map_err(|e| FrameError::Malformed(e.to_string()))?;
+        Ok(match w.kind.as_str() {
+            "login" => ClientFrame::Login {
+                id: w.id,
+                sdk_app_id: need(w.sdk_app_id, "login", "sdk_app_id")?,
+                user_id: need(w.user_id, "login", "user_id")?,
+                user_sig: need(w.user_sig, "login", "user_sig")?,
+                protocol: w.protocol.unwrap_or(PROTOCOL_VERSION),
+            },
+            "ping" => ClientFrame::Ping { id: w.id },
+            "send" => ClientFrame::Send {
+                id: need(w.id, "send", "id")?,
+                to: need(w.to, "send", "to")?,
+                payload: need(w.payload, "send", "payload")?,
+            },
+            "join" => ClientFrame::Join {
+                id: w.id,
+                room: need(w.room, "join", "room")?,
+            },
+            "leave" => ClientFrame::Leave {
+                id: w.id,
+                room: need(w.room, "leave", "room")?,
+            },
+            "logout" => ClientFrame::Logout { id: w.id },
+            _ => return Err(FrameError::UnknownType(w.kind)),
+        })
+    }
+
+    /// Encodes the frame as JSON text.
+    pub fn to_json(&self) -> String {
+        // Serializing these types cannot fail: every map key is a string and
+        // raw payloads are already valid JSON.
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
+impl ServerFrame {
+    /// Decodes a server frame from JSON text.
+    pub fn parse(text: &str) -> Result<Self, FrameError> {
+        let w: WireServer =
+            serde_json::from_str(text).map_err(|e| FrameError::Malformed(e.to_string()))?;
+        Ok(match w.kind.as_str() {
+            "login_ok" => ServerFrame::LoginOk {
+                id: w.id,
+                user_id: need(w.user_id, "login_ok", "user_id")?,
+                protocol: w.protocol.unwrap_or(PROTOCOL_VERSION),
+                heartbeat_interval_ms: need(
+                    w.heartbeat_interval_ms,
+                    "login_ok",
+                    "heartbeat_interval_ms",
+                )?,
+                heartbeat_timeout_ms: need(
+                    w.heartbeat_timeout_ms,
+                    "login_ok",
+                    "heartbeat_timeout_ms",
+                )?,
+                expires_at: w.expires_at.unwrap_or(0),
+                limits: need(w.limits, "login_ok", "limits")?,
+            },
+            "pong" => ServerFrame::Pong { id: w.id },
+            "message" => ServerFrame::Message {
+                from: need(w.from, "message", "from")?,
+                id: need(w.id, "message", "id")?,
+                payload: need(w.payload, "message", "payload")?,
+            },
+            "undeliverable" => ServerFrame::Undeliverable {
+                id: need(w.id, "undeliverable", "id")?,
+                users: need(w.users, "undeliverable", "users")?,
+            },
+            "joined" => ServerFrame::Joined {
+                id: w.id,
+                room: need(w.room, "joined", "room")?,
+                members: need(w.members, "joined", "members")?,
+            },
+            "left" => ServerFrame::Left {
+                id: w.id,
+                room: need(w.room, "left", "room")?,
+            },
+            "room_enter" => ServerFrame::RoomEnter {
+                room: need(w.room, "room_enter", "room")?,
+                user: need(w.user, "room_enter", "user")?,
+            },
+            "room_leave" => ServerFrame::RoomLeave {
+                room: need(w.room, "room_leave", "room")?,
+                user: need(w.user, "room_leave", "user")?,
+            },
+            "kicked_out" => ServerFrame::KickedOut {
+                reason: w.reason.unwrap_or_default(),
+            },
+            "login_expired" => ServerFrame::LoginExpired {},
+            "error" => ServerFrame::Error {
+                id: w.id,
+                code: need(w.code, "error", "code")?,
+                message: w.message.unwrap_or_default(),
+            },
+            _ => return Err(FrameError::UnknownType(w.kind)),
+        })
+    }
+
+    /// Encodes the frame as JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+
+    /// Shorthand for an `error` frame.
+    pub fn error(id: Option<String>, code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerFrame::Error {
+            id,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Whether `user_id` is acceptable: 1 to [`MAX_USER_ID_BYTES`] bytes of
+/// ASCII letters, digits, `-` and `_`.
+pub fn valid_user_id(user_id: &str) -> bool {
+    !user_id.is_empty()
+        && user_id.len() <= MAX_USER_ID_BYTES
+        && user_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Whether `room` is acceptable: 1 to [`MAX_ROOM_BYTES`] bytes, no control
+/// characters.
+pub fn valid_room(room: &str) -> bool {
+    !room.is_empty() && room.len() <= MAX_ROOM_BYTES && !room.chars().any(char::is_control)
+}
+
+/// Longest user id, in bytes.
+pub const MAX_USER_ID_BYTES: usize = 64;
+/// Longest room name, in bytes.
+pub const MAX_ROOM_BYTES: usize = 128;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_round_trips_payload_bytes_exactly() {
+        let text =
+            r#"{"type":"send","id":"m1","to":["bob","carol"],"payload":{"a": [1, 2.50, "x"]}}"#;
+        let f = ClientFrame::parse(text).unwrap();
+        match &f {
+            ClientFrame::Send { id, to, payload } => {
+                assert_eq!(id, "m1");
+                assert_eq!(to, &["bob", "carol"]);
+                assert_eq!(payload.get(), r#"{"a": [1, 2.50, "x"]}"#);
+            }
+            other => panic!("decoded as {other:?}"),
+        }
+        let again = ClientFrame::parse(&f.to_json()).unwrap();
+        assert!(matches!(again, ClientFrame::Send { .. }));
+    }
+
+    #[test]
+    fn null_payload_is_a_payload() {
+        let f =
+            ClientFrame::parse(r#"{"type":"send","id":"1","to":["b"],"payload":null}"#).unwrap();
+        assert!(matches!(f, ClientFrame::Send { payload, .. } if payload.get() == "null"));
+        let f =
+            ServerFrame::parse(r#"{"type":"message","from":"a","id":"1","payload":null}"#).unwrap();
+        assert!(matches!(f, ServerFrame::Message { payload, .. } if payload.get() == "null"));
+    }
+
+    #[test]
+    fn server_frames_round_trip() {
+        let frames = vec![
+            ServerFrame::Message {
+                from: "alice".into(),
+                id: "7".into(),
+                payload: RawValue::from_string("[1,2]".into()).unwrap(),
+            },
+            ServerFrame::Undeliverable {
+                id: "7".into(),
+                users: vec!["bob".into()],
+            },
+            ServerFrame::error(Some("x".into()), ErrorCode::RateLimited, "slow down"),
+            ServerFrame::LoginExpired {},
+            ServerFrame::KickedOut {
+                reason: "other login".into(),
+            },
+        ];
+        for f in frames {
+            let json = f.to_json();
+            let back = ServerFrame::parse(&json).unwrap();
+            assert_eq!(back.to_json(), json);
+        }
+    }
+
+    #[test]
+    fn error_json_is_as_documented() {
+        let f = ServerFrame::error(None, ErrorCode::NotLoggedIn, "login first");
+        assert_eq!(
+            f.to_json(),
+            r#"{"type":"error","code":"not_logged_in","message":"login first"}"#
+        );
+    }
+
+    #[test]
+    fn decoding_failures_are_typed() {
+        assert!(matches!(
+            ClientFrame::decode(&[0xff, 0xfe]),
+            Err(FrameError::NotUtf8)
+        ));
+        assert!(matches!(
+            ClientFrame::parse("{not json"),
+            Err(FrameError::Malformed(_))
+        ));
+        assert!(matches!(
+            ClientFrame::parse(r#"{"type":"dance"}"#),
+            Err(FrameError::UnknownType(t)) if t == "dance"
+        ));
+        assert!(matches!(
+            ClientFrame::parse(r#"{"type":"send","id":"1","to":["a"]}"#),
+            Err(FrameError::MissingField {
+                field: "payload",
+                ..
+            })
+        ));
+        assert_eq!(peek_id(r#"{"type":"send","id":"q"}"#).as_deref(), Some("q"));
+    }
+
+    #[test]
+    fn error_code_strings_match_serde() {
+        for code in [
+            ErrorCode::BadFrame,
+            ErrorCode::TooManyRooms,
+            ErrorCode::SigExpired,
+        ] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+
+    #[test]
+    fn id_and_room_validation() {
+        assert!(valid_user_id("alice_01-x"));
+        assert!(!valid_user_id(""));
+        assert!(!valid_user_id("al ice"));
+        assert!(!valid_user_id(&"a".repeat(65)));
+        assert!(valid_room("12345"));
+        assert!(!valid_room("a\nb"));
+        assert!(!valid_room(""));
+    }
+}

@@ -1,0 +1,139 @@
+//! The [`Transport`] trait the SDK drives, and the events it yields.
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::protocol::ErrorCode;
+
+/// Identifies one sent payload; echoed in [`TransportEvent::Undeliverable`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(pub String);
+
+impl std::fmt::Display for MessageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a transport reports to the application, in order.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum TransportEvent {
+    /// A call-layer payload from another user.
+    Message {
+        /// The sender, as verified by the server (or the hub).
+        from: String,
+        /// The sender's message id.
+        id: MessageId,
+        /// The payload as sent.
+        payload: Value,
+    },
+    /// Some recipients of a message were offline and did not get it.
+    Undeliverable {
+        /// The id returned by [`Transport::send`].
+        id: MessageId,
+        /// The recipients that did not get it.
+        users: Vec<String>,
+    },
+    /// A user entered a room this transport is in.
+    RoomEnter {
+        /// Room name.
+        room: String,
+        /// The user who entered.
+        user: String,
+    },
+    /// A user left a room this transport is in, or their connection died.
+    RoomLeave {
+        /// Room name.
+        room: String,
+        /// The user who left.
+        user: String,
+    },
+    /// The same user logged in elsewhere; this transport is closed for good.
+    KickedOut,
+    /// The UserSig expired or was refused on re-login; the transport is
+    /// closed for good and needs a fresh UserSig.
+    LoginExpired,
+    /// The connection dropped; the transport is reconnecting.
+    Disconnected,
+    /// The transport reconnected, logged in again and re-joined its rooms.
+    Reconnected,
+    /// The server refused a frame this transport sent.
+    Error {
+        /// The refused frame's id, when it had one.
+        id: Option<String>,
+        /// Machine-readable reason.
+        code: ErrorCode,
+        /// Human-readable detail.
+        message: String,
+    },
+}
+
+/// Why a transport operation failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The transport is not connected right now (it may be reconnecting).
+    #[error("not connected")]
+    NotConnected,
+    /// The transport was closed, kicked out or its login expired.
+    #[error("transport closed")]
+    Closed,
+    /// Connecting to the server failed.
+    #[error("connect failed: {0}")]
+    Connect(String),
+    /// The server refused the login.
+    #[error("login refused: {code}: {message}")]
+    LoginRefused {
+        /// Machine-readable reason.
+        code: ErrorCode,
+        /// Human-readable detail.
+        message: String,
+    },
+    /// The server refused the request.
+    #[error("refused: {code}: {message}")]
+    Refused {
+        /// Machine-readable reason.
+        code: ErrorCode,
+        /// Human-readable detail.
+        message: String,
+    },
+    /// The server did not answer in time.
+    #[error("timed out waiting for the server")]
+    Timeout,
+    /// The payload could not be encoded or was rejected locally.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+/// Carries call-layer payloads between users.
+///
+/// Implemented by [`crate::WsTransport`] (our signaling server) and
+/// [`crate::MemoryTransport`] (in-process hub); the SDK facade is written
+/// against this trait only, so an application can also bring its own.
+#[async_trait]
+pub trait Transport: Send + Sync {
+    /// The logged-in user this transport speaks for.
+    fn local_user(&self) -> &str;
+
+    /// Sends `payload` to every user in `to`. Returns once the payload is
+    /// handed to the wire; recipients that turn out offline are reported by
+    /// [`TransportEvent::Undeliverable`] carrying the returned id, and a
+    /// refusal by the server (rate limit, too many recipients, too large)
+    /// by [`TransportEvent::Error`] carrying it.
+    async fn send(&self, to: &[String], payload: Value) -> Result<MessageId, TransportError>;
+
+    /// Joins `room` and returns its members (this user included).
+    async fn join_room(&self, room: &str) -> Result<Vec<String>, TransportError>;
+
+    /// Leaves `room`.
+    async fn leave_room(&self, room: &str) -> Result<(), TransportError>;
+
+    /// Closes the transport; later operations fail with
+    /// [`TransportError::Closed`]. Idempotent.
+    async fn close(&self);
+
+    /// Takes the event stream. Returns `Some` exactly once.
+    fn take_events(&self) -> Option<mpsc::Receiver<TransportEvent>>;
+}

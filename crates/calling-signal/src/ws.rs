@@ -1,0 +1,587 @@
+//! The WebSocket [`Transport`] for `calling-server`.
+//!
+//! [`WsTransport::connect`] connects and logs in before it returns, so a bad
+//! address or a refused UserSig surfaces as an error right there. After that
+//! one background task owns the socket: it writes frames, sends heartbeats,
+//! turns server frames into [`TransportEvent`]s and, when the connection
+//! drops, reconnects with jittered exponential backoff, logs in again and
+//! re-joins the rooms it was in.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::{SinkExt, StreamExt};
+use rand::Rng;
+use serde_json::Value;
+use serde_json::value::RawValue;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tracing::{debug, info, warn};
+
+use crate::protocol::{ClientFrame, ErrorCode, PROTOCOL_VERSION, ServerFrame, close_code};
+use crate::transport::{MessageId, Transport, TransportError, TransportEvent};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How a [`WsTransport`] connects and behaves.
+#[derive(Debug, Clone)]
+pub struct WsConfig {
+    /// Server URL, e.g. `ws://127.0.0.1:8080/ws`.
+    pub url: String,
+    /// Application id.
+    pub sdk_app_id: u64,
+    /// The user to log in as.
+    pub user_id: String,
+    /// That user's UserSig.
+    pub user_sig: String,
+    /// Limit for one connect + login attempt (default 5 s).
+    pub connect_timeout: Duration,
+    /// How long `join_room` / `leave_room` wait for the answer (default 5 s).
+    pub request_timeout: Duration,
+    /// Reconnect after a lost connection (default true).
+    pub reconnect: bool,
+    /// First reconnect delay (default 100 ms); doubles per failed attempt.
+    pub backoff_min: Duration,
+    /// Largest reconnect delay (default 5 s). Each delay is drawn uniformly
+    /// from [delay/2, delay] so that many clients do not return in step.
+    pub backoff_max: Duration,
+    /// Override of the heartbeat interval the server announces.
+    pub heartbeat_interval: Option<Duration>,
+    /// Events buffered for the application; when it falls this far behind,
+    /// further events are dropped with a warning (default 1024).
+    pub event_capacity: usize,
+}
+
+impl WsConfig {
+    /// Defaults for one user on one server.
+    pub fn new(
+        url: impl Into<String>,
+        sdk_app_id: u64,
+        user_id: impl Into<String>,
+        user_sig: impl Into<String>,
+    ) -> Self {
+        WsConfig {
+            url: url.into(),
+            sdk_app_id,
+            user_id: user_id.into(),
+            user_sig: user_sig.into(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+            reconnect: true,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            heartbeat_interval: None,
+            event_capacity: 1024,
+        }
+    }
+}
+
+enum Command {
+    Send {
+        text: String,
+        reply: oneshot::Sender<Result<(), TransportError>>,
+    },
+    Join {
+        room: String,
+        reply: oneshot::Sender<Result<Vec<String>, TransportError>>,
+    },
+    Leave {
+        room: String,
+        reply: oneshot::Sender<Result<(), TransportError>>,
+    },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// A [`Transport`] over a WebSocket to `calling-server`.
+pub struct WsTransport {
+    user: String,
+    cmd: mpsc::Sender<Command>,
+    events: Mutex<Option<mpsc::Receiver<TransportEvent>>>,
+    next_id: AtomicU64,
+    request_timeout: Duration,
+}
+
+impl std::fmt::Debug for WsTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsTransport")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What login_ok told us.
+struct SessionParams {
+    heartbeat_interval: Duration,
+    heartbeat_timeout: Duration,
+}
+
+impl WsTransport {
+    /// Connects to `config.url`, logs in, and starts the background task.
+    pub async fn connect(config: WsConfig) -> Result<Self, TransportError> {
+        let (ws, params) = connect_and_login(&config).await?;
+        let (cmd_tx, cmd_rx) = mpsc::channel(256);
+        let (ev_tx, ev_rx) = mpsc::channel(config.event_capacity.max(1));
+        let user = config.user_id.clone();
+        let request_timeout = config.request_timeout;
+        let driver = Driver {
+            config,
+            events: ev_tx,
+            rooms: BTreeSet::new(),
+            pending_join: HashMap::new(),
+            pending_leave: HashMap::new(),
+            next_req: 0,
+        };
+        tokio::spawn(driver.run(ws, params, cmd_rx));
+        Ok(WsTransport {
+            user,
+            cmd: cmd_tx,
+            events: Mutex::new(Some(ev_rx)),
+            next_id: AtomicU64::new(1),
+            request_timeout,
+        })
+    }
+
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, TransportError>>) -> Command,
+    ) -> Result<T, TransportError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(make(tx))
+            .await
+            .map_err(|_| TransportError::Closed)?;
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(TransportError::Closed),
+            Err(_) => Err(TransportError::Timeout),
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for WsTransport {
+    fn local_user(&self) -> &str {
+        &self.user
+    }
+
+    async fn send(&self, to: &[String], payload: Value) -> Result<MessageId, TransportError> {
+        if to.is_empty() {
+            return Err(TransportError::Invalid("no recipient".into()));
+        }
+        let id = MessageId(format!("m{}", self.next_id.fetch_add(1, Ordering::Relaxed)));
+        let payload: Box<RawValue> = serde_json::value::to_raw_value(&payload)
+            .map_err(|e| TransportError::Invalid(e.to_string()))?;
+        let text = ClientFrame::Send {
+            id: id.0.clone(),
+            to: to.to_vec(),
+            payload,
+        }
+        .to_json();
+        self.request(|reply| Command::Send { text, reply }).await?;
+        Ok(id)
+    }
+
+    async fn join_room(&self, room: &str) -> Result<Vec<String>, TransportError> {
+        let room = room.to_owned();
+        self.request(|reply| Command::Join { room, reply }).await
+    }
+
+    async fn leave_room(&self, room: &str) -> Result<(), TransportError> {
+        let room = room.to_owned();
+        self.request(|reply| Command::Leave { room, reply }).await
+    }
+
+    async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Command::Close { reply: tx }).await.is_ok() {
+            let _ = tokio::time::timeout(self.request_timeout, rx).await;
+        }
+    }
+
+    fn take_events(&self) -> Option<mpsc::Receiver<TransportEvent>> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+fn ws_config() -> WebSocketConfig {
+    // Small buffers: a client holds one socket, but load generators hold
+    // thousands.
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(Some(1 << 20))
+        .max_frame_size(Some(1 << 20))
+}
+
+/// One connect + login attempt, bounded by `connect_timeout`.
+async fn connect_and_login(config: &WsConfig) -> Result<(Ws, SessionParams), TransportError> {
+    tokio::time::timeout(config.connect_timeout, async {
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async_with_config(&config.url, Some(ws_config()), true)
+                .await
+                .map_err(|e| TransportError::Connect(e.to_string()))?;
+        let login = ClientFrame::Login {
+            id: Some("login".into()),
+            sdk_app_id: config.sdk_app_id,
+            user_id: config.user_id.clone(),
+            user_sig: config.user_sig.clone(),
+            protocol: PROTOCOL_VERSION,
+        };
+        ws.send(Message::text(login.to_json()))
+            .await
+            .map_err(|e| TransportError::Connect(e.to_string()))?;
+        loop {
+            let msg = ws
+                .next()
+                .await
+                .ok_or_else(|| TransportError::Connect("closed during login".into()))?
+                .map_err(|e| TransportError::Connect(e.to_string()))?;
+            let text = match msg {
+                Message::Text(t) => t,
+                Message::Close(c) => {
+                    return Err(TransportError::Connect(format!(
+                        "closed during login: {c:?}"
+                    )));
+                }
+                _ => continue,
+            };
+            match ServerFrame::parse(&text) {
+                Ok(ServerFrame::LoginOk {
+                    heartbeat_interval_ms,
+                    heartbeat_timeout_ms,
+                    ..
+                }) => {
+                    let params = SessionParams {
+                        heartbeat_interval: config
+                            .heartbeat_interval
+                            .unwrap_or(Duration::from_millis(heartbeat_interval_ms.max(10))),
+                        heartbeat_timeout: Duration::from_millis(heartbeat_timeout_ms.max(20)),
+                    };
+                    return Ok((ws, params));
+                }
+                Ok(ServerFrame::Error { code, message, .. }) => {
+                    return Err(TransportError::LoginRefused { code, message });
+                }
+                Ok(other) => debug!(?other, "frame before login_ok ignored"),
+                Err(e) => warn!(error = %e, "undecodable frame during login"),
+            }
+        }
+    })
+    .await
+    .map_err(|_| TransportError::Timeout)?
+}
+
+type Reply<T> = oneshot::Sender<Result<T, TransportError>>;
+
+/// How a connected session ended.
+enum End {
+    /// The application closed the transport.
+    Closed,
+    /// Kicked out by another login.
+    Kicked,
+    /// The UserSig expired.
+    Expired,
+    /// The connection was lost; reconnect.
+    Lost,
+}
+
+struct Driver {
+    config: WsConfig,
+    events: mpsc::Sender<TransportEvent>,
+    rooms: BTreeSet<String>,
+    pending_join: HashMap<String, (String, Reply<Vec<String>>)>,
+    pending_leave: HashMap<String, (String, Reply<()>)>,
+    next_req: u64,
+}
+
+impl Driver {
+    fn emit(&self, ev: TransportEvent) {
+        if let Err(e) = self.events.try_send(ev) {
+            match e {
+                mpsc::error::TrySendError::Full(ev) => {
+                    warn!(?ev, "event queue full; event dropped")
+                }
+                mpsc::error::TrySendError::Closed(_) => {}
+            }
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut ws: Ws,
+        mut params: SessionParams,
+        mut cmds: mpsc::Receiver<Command>,
+    ) {
+        loop {
+            let end = self.session(&mut ws, &params, &mut cmds).await;
+            self.fail_pending();
+            match end {
+                End::Closed => return,
+                End::Kicked => {
+                    info!(user = %self.config.user_id, "kicked out");
+                    self.emit(TransportEvent::KickedOut);
+                    return;
+                }
+                End::Expired => {
+                    self.emit(TransportEvent::LoginExpired);
+                    return;
+                }
+                End::Lost => {
+                    self.emit(TransportEvent::Disconnected);
+                    if !self.config.reconnect {
+                        return;
+                    }
+                }
+            }
+            match self.reconnect(&mut cmds).await {
+                Some((new_ws, new_params)) => {
+                    ws = new_ws;
+                    params = new_params;
+                    // Re-join rooms; answers arrive as ordinary frames.
+                    let rooms: Vec<String> = self.rooms.iter().cloned().collect();
+                    for room in rooms {
+                        self.next_req += 1;
+                        let frame = ClientFrame::Join {
+                            id: Some(format!("rejoin{}", self.next_req)),
+                            room,
+                        };
+                        if ws.send(Message::text(frame.to_json())).await.is_err() {
+                            break;
+                        }
+                    }
+                    info!(user = %self.config.user_id, "reconnected");
+                    self.emit(TransportEvent::Reconnected);
+                }
+                None => return,
+            }
+        }
+    }
+
+    fn fail_pending(&mut self) {
+        for (_, (_, reply)) in self.pending_join.drain() {
+            let _ = reply.send(Err(TransportError::NotConnected));
+        }
+        for (_, (_, reply)) in self.pending_leave.drain() {
+            let _ = reply.send(Err(TransportError::NotConnected));
+        }
+    }
+
+    /// Retries connect + login with jittered backoff, answering commands
+    /// meanwhile. `None` when the transport should stop.
+    async fn reconnect(
+        &mut self,
+        cmds: &mut mpsc::Receiver<Command>,
+    ) -> Option<(Ws, SessionParams)> {
+        let mut delay = self.config.backoff_min;
+        loop {
+            let wait = {
+                let lo = delay / 2;
+                let span = delay.saturating_sub(lo).as_millis() as u64;
+                lo + Duration::from_millis(rand::rng().random_range(0..=span))
+            };
+            let until = Instant::now() + wait;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(until) => break,
+                    cmd = cmds.recv() => match cmd {
+                        None => return None,
+                        Some(Command::Close { reply }) => {
+                            let _ = reply.send(());
+                            return None;
+                        }
+                        Some(Command::Send { reply, .. }) => {
+                            let _ = reply.send(Err(TransportError::NotConnected));
+                        }
+                        Some(Command::Join { reply, .. }) => {
+                            let _ = reply.send(Err(TransportError::NotConnected));
+                        }
+                        Some(Command::Leave { reply, .. }) => {
+                            let _ = reply.send(Err(TransportError::NotConnected));
+                        }
+                    }
+                }
+            }
+            match connect_and_login(&self.config).await {
+                Ok(ok) => return Some(ok),
+                Err(TransportError::LoginRefused { code, message }) => {
+                    warn!(%code, %message, "re-login refused");
+                    match code {
+                        ErrorCode::SigExpired
+                        | ErrorCode::BadSignature
+                        | ErrorCode::WrongApp
+                        | ErrorCode::InvalidUserId
+                        | ErrorCode::UnsupportedVersion => {
+                            self.emit(TransportEvent::LoginExpired);
+                            return None;
+                        }
+                        _ => {}
+                    }
+                }
+                Err(e) => debug!(error = %e, "reconnect attempt failed"),
+            }
+            delay = (delay * 2).min(self.config.backoff_max);
+        }
+    }
+
+    async fn session(
+        &mut self,
+        ws: &mut Ws,
+        params: &SessionParams,
+        cmds: &mut mpsc::Receiver<Command>,
+    ) -> End {
+        let mut heartbeat = tokio::time::interval(params.heartbeat_interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.tick().await;
+        let mut last_seen = Instant::now();
+        loop {
+            let dead_at = last_seen + params.heartbeat_timeout;
+            tokio::select! {
+                _ = heartbeat.tick() => {
+                    let ping = ClientFrame::Ping { id: None }.to_json();
+                    if ws.send(Message::text(ping)).await.is_err() {
+                        return End::Lost;
+                    }
+                }
+                () = tokio::time::sleep_until(dead_at) => {
+                    info!(user = %self.config.user_id, "server silent past the heartbeat timeout");
+                    return End::Lost;
+                }
+                cmd = cmds.recv() => {
+                    let Some(cmd) = cmd else {
+                        // Every handle is gone: log out quietly.
+                        let _ = self.logout(ws).await;
+                        return End::Closed;
+                    };
+                    match cmd {
+                        Command::Close { reply } => {
+                            let _ = self.logout(ws).await;
+                            let _ = reply.send(());
+                            return End::Closed;
+                        }
+                        Command::Send { text, reply } => {
+                            let ok = ws.send(Message::text(text)).await.is_ok();
+                            let _ = reply.send(if ok { Ok(()) } else { Err(TransportError::NotConnected) });
+                            if !ok {
+                                return End::Lost;
+                            }
+                        }
+                        Command::Join { room, reply } => {
+                            self.next_req += 1;
+                            let id = format!("j{}", self.next_req);
+                            let frame = ClientFrame::Join { id: Some(id.clone()), room: room.clone() };
+                            self.pending_join.insert(id, (room, reply));
+                            if ws.send(Message::text(frame.to_json())).await.is_err() {
+                                return End::Lost;
+                            }
+                        }
+                        Command::Leave { room, reply } => {
+                            self.next_req += 1;
+                            let id = format!("l{}", self.next_req);
+                            let frame = ClientFrame::Leave { id: Some(id.clone()), room: room.clone() };
+                            self.pending_leave.insert(id, (room, reply));
+                            if ws.send(Message::text(frame.to_json())).await.is_err() {
+                                return End::Lost;
+                            }
+                        }
+                    }
+                }
+                msg = ws.next() => {
+                    last_seen = Instant::now();
+                    let text = match msg {
+                        None | Some(Err(_)) => return End::Lost,
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Close(frame))) => {
+                            let code = frame.map(|f| u16::from(f.code));
+                            return match code {
+                                Some(close_code::KICKED_OUT) => End::Kicked,
+                                Some(close_code::LOGIN_EXPIRED) => End::Expired,
+                                _ => End::Lost,
+                            };
+                        }
+                        Some(Ok(_)) => continue,
+                    };
+                    if let Some(end) = self.on_frame(&text) {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn logout(&mut self, ws: &mut Ws) -> Result<(), ()> {
+        let frame = ClientFrame::Logout { id: None }.to_json();
+        let bounded = tokio::time::timeout(Duration::from_secs(1), async {
+            ws.send(Message::text(frame)).await.map_err(|_| ())?;
+            ws.close(None).await.map_err(|_| ())
+        });
+        bounded.await.map_err(|_| ())?
+    }
+
+    fn on_frame(&mut self, text: &Utf8Bytes) -> Option<End> {
+        let frame = match ServerFrame::parse(text) {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(error = %e, "undecodable server frame ignored");
+                return None;
+            }
+        };
+        match frame {
+            ServerFrame::Message { from, id, payload } => {
+                match serde_json::from_str::<Value>(payload.get()) {
+                    Ok(payload) => self.emit(TransportEvent::Message {
+                        from,
+                        id: MessageId(id),
+                        payload,
+                    }),
+                    Err(e) => warn!(error = %e, "payload not JSON; dropped"),
+                }
+            }
+            ServerFrame::Undeliverable { id, users } => self.emit(TransportEvent::Undeliverable {
+                id: MessageId(id),
+                users,
+            }),
+            ServerFrame::Joined { id, room, members } => {
+                self.rooms.insert(room.clone());
+                if let Some((_, reply)) = id.and_then(|id| self.pending_join.remove(&id)) {
+                    let _ = reply.send(Ok(members));
+                }
+            }
+            ServerFrame::Left { id, room } => {
+                self.rooms.remove(&room);
+                if let Some((_, reply)) = id.and_then(|id| self.pending_leave.remove(&id)) {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            ServerFrame::RoomEnter { room, user } => {
+                self.emit(TransportEvent::RoomEnter { room, user })
+            }
+            ServerFrame::RoomLeave { room, user } => {
+                self.emit(TransportEvent::RoomLeave { room, user })
+            }
+            ServerFrame::KickedOut { .. } => return Some(End::Kicked),
+            ServerFrame::LoginExpired {} => return Some(End::Expired),
+            ServerFrame::Error { id, code, message } => {
+                let join = id.as_ref().and_then(|i| self.pending_join.remove(i));
+                let leave = id.as_ref().and_then(|i| self.pending_leave.remove(i));
+                if let Some((_, reply)) = join {
+                    let _ = reply.send(Err(TransportError::Refused { code, message }));
+                } else if let Some((_, reply)) = leave {
+                    let _ = reply.send(Err(TransportError::Refused { code, message }));
+                } else {
+                    self.emit(TransportEvent::Error { id, code, message });
+                }
+            }
+            ServerFrame::Pong { .. } | ServerFrame::LoginOk { .. } => {}
+        }
+        None
+    }
+}
