@@ -257,7 +257,7 @@ fn h264_encoder(quality: VideoQuality) -> Result<Encoder, MediaError> {
         .max_frame_rate(FrameRate::from_hz(fps as f32))
         .rate_control_mode(RateControlMode::Bitrate)
         .profile(Profile::Baseline)
-        .skip_frames(false)
+        .skip_frames(true)
         .intra_frame_period(IntraFramePeriod::from_num_frames(fps * 2));
     Encoder::with_api_config(OpenH264API::from_source(), config)
         .map_err(|e| MediaError::Encoder(e.to_string()))
