@@ -80,6 +80,7 @@ pub fn level_to_volume(level: u8) -> u8 {
 /// webrtc-rs sample builder preallocates 65,536 slots). A gap in sequence
 /// numbers drops the frame it falls into.
 pub(crate) struct FrameAssembler {
+    codec: Codec,
     depacketizer: Box<dyn Depacketizer + Send>,
     buf: BytesMut,
     timestamp: Option<u32>,
@@ -90,18 +91,22 @@ pub(crate) struct FrameAssembler {
 
 impl FrameAssembler {
     pub(crate) fn new(codec: Codec) -> Self {
-        let depacketizer: Box<dyn Depacketizer + Send> = match codec {
-            Codec::Opus => Box::new(OpusPacket),
-            Codec::H264 => Box::new(H264Packet::default()),
-            Codec::Vp8 => Box::new(Vp8Packet::default()),
-        };
         FrameAssembler {
-            depacketizer,
+            codec,
+            depacketizer: Self::depacketizer(codec),
             buf: BytesMut::new(),
             timestamp: None,
             last_seq: None,
             broken: false,
             last_frame_ts: None,
+        }
+    }
+
+    fn depacketizer(codec: Codec) -> Box<dyn Depacketizer + Send> {
+        match codec {
+            Codec::Opus => Box::new(OpusPacket),
+            Codec::H264 => Box::new(H264Packet::default()),
+            Codec::Vp8 => Box::new(Vp8Packet::default()),
         }
     }
 
@@ -120,6 +125,8 @@ impl FrameAssembler {
         }
         if self.timestamp != Some(pkt.header.timestamp) {
             self.buf.clear();
+            // A fresh depacketizer forgets fragments of a frame that never ended.
+            self.depacketizer = Self::depacketizer(self.codec);
             self.timestamp = Some(pkt.header.timestamp);
             self.broken = !self.depacketizer.is_partition_head(&pkt.payload);
         }
@@ -204,7 +211,7 @@ mod tests {
         assert!(a.push(&packet(3, 200, false, &[0x7c, 0x85, 1])).is_none());
         assert!(a.push(&packet(5, 200, true, &[0x7c, 0x45, 3])).is_none());
         // Third frame arrives whole and reports the gap since the last one.
-        let (_, _, gap) = a.push(&packet(6, 300, true, &[0x65, 7])).unwrap();
+        let (_, _, gap) = a.push(&packet(6, 300, true, &[0x65, 7, 8])).unwrap();
         assert_eq!(gap, Some(200));
     }
 }
