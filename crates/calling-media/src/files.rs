@@ -299,9 +299,16 @@ pub fn read_ivf(path: impl AsRef<Path>) -> Result<Vec<EncodedFrame>, MediaError>
     Ok(frames)
 }
 
+/// The readers report the end of the file as an I/O `UnexpectedEof`; a
+/// file cut inside its last frame reads the same way, and that frame is
+/// dropped.
 fn is_eof(e: &rtc::shared::error::Error) -> bool {
-    let text = e.to_string().to_lowercase();
-    text.contains("eof") || text.contains("end of file") || text.contains("unexpected end")
+    use rtc::shared::error::Error;
+    match e {
+        Error::ErrIoEOF => true,
+        Error::Io(io) => io.0.kind() == std::io::ErrorKind::UnexpectedEof,
+        _ => false,
+    }
 }
 
 /// Reads the Opus packets of an Ogg file, one per page, with durations from
@@ -338,8 +345,11 @@ pub fn read_ogg_opus(path: impl AsRef<Path>) -> Result<Vec<EncodedFrame>, MediaE
     Ok(frames)
 }
 
-/// Reads an H.264 Annex B file into access units: each ends with a slice
-/// (NAL type 1 or 5) and carries the SPS/PPS/SEI units before it.
+/// Reads an H.264 Annex B file into access units. A unit ends before the
+/// next parameter set, SEI or delimiter that follows a slice, or before a
+/// slice whose `first_mb_in_slice` is 0 (the start of the next picture).
+/// SEI units are dropped (the webrtc-rs reader skips them); decoders do not
+/// need them.
 pub fn read_annexb(path: impl AsRef<Path>, fps: u32) -> Result<Vec<EncodedFrame>, MediaError> {
     let path = path.as_ref();
     let mut file = File::open(path).map_err(io_err(path))?;
@@ -353,6 +363,7 @@ pub fn read_annexb(path: impl AsRef<Path>, fps: u32) -> Result<Vec<EncodedFrame>
     let mut reader = H26xReader::new(BufReader::new(file), 1 << 20, false);
     let mut frames = Vec::new();
     let mut au = BytesMut::new();
+    let mut au_has_slice = false;
     loop {
         let nal = match reader.next_nal() {
             Ok(H26xNAL::H264(nal)) => nal,
@@ -366,16 +377,27 @@ pub fn read_annexb(path: impl AsRef<Path>, fps: u32) -> Result<Vec<EncodedFrame>
         };
         let data = &nal.data;
         let Some(first) = data.first() else { continue };
-        au.put_slice(&[0, 0, 0, 1]);
-        au.put_slice(data);
         let typ = first & 0x1f;
-        if typ == 1 || typ == 5 {
+        let is_slice = typ == 1 || typ == 5;
+        let starts_picture = if is_slice {
+            data.get(1).is_some_and(|b| b & 0x80 != 0)
+        } else {
+            matches!(typ, 6..=9)
+        };
+        if au_has_slice && starts_picture {
             frames.push(EncodedFrame::new(
                 Codec::H264,
                 au.split().freeze(),
                 duration,
             ));
+            au_has_slice = false;
         }
+        au.put_slice(&[0, 0, 0, 1]);
+        au.put_slice(data);
+        au_has_slice |= is_slice;
+    }
+    if au_has_slice {
+        frames.push(EncodedFrame::new(Codec::H264, au.freeze(), duration));
     }
     Ok(frames)
 }

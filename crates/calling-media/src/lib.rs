@@ -48,6 +48,8 @@
 //! # }
 //! ```
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod error;
 pub mod files;
 pub mod frame;

@@ -375,17 +375,16 @@ async fn receive(track: Arc<dyn TrackRemote>, shared: Arc<PeerShared>, session: 
         _ => return,
     };
     let user = shared.remote.clone();
-    let (volume_interval, sink) = match session.upgrade() {
+    let volume_interval = match session.upgrade() {
         Some(s) => {
             s.emit(MediaEvent::RemoteTrack {
                 user: user.clone(),
                 kind,
             });
-            (s.config.volume_interval, ())
+            s.config.volume_interval
         }
         None => return,
     };
-    let _ = sink;
     let mut assembler: Option<(FrameAssembler, Codec, u32)> = None;
     let mut first = true;
     let mut loudest: Option<u8> = None;

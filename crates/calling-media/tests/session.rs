@@ -1,5 +1,7 @@
 //! Real WebRTC between sessions in one process, on loopback.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use calling_media::frame::h264_nal_types;
