@@ -67,6 +67,20 @@ async fn audio_and_video_flow_both_ways_and_decode() {
         }
     }
 
+    for (me, other) in [("bob", "alice"), ("alice", "bob")] {
+        let node = m.node(me);
+        node.event(|e| matches!(e, MediaEvent::PeerState { user, state: PeerState::Connected } if user == other)).await;
+        let mut kinds = Vec::new();
+        node.event(|e| {
+            if let MediaEvent::RemoteTrack { user, kind } = e {
+                assert_eq!(user, other);
+                kinds.push(*kind);
+            }
+            kinds.contains(&MediaKind::Audio) && kinds.contains(&MediaKind::Video)
+        })
+        .await;
+    }
+
     // Exactly one offer, from the lower id.
     assert_eq!(m.offers(), vec![("alice".to_string(), "bob".to_string())]);
 
