@@ -52,6 +52,12 @@ pub enum MediaError {
         /// The limit.
         max: usize,
     },
+    /// A [`MediaConfig`](crate::MediaConfig) setting is out of range.
+    #[error("invalid media config: {0}")]
+    InvalidConfig(String),
+    /// The session was created outside a tokio runtime.
+    #[error("no tokio runtime: create the session from within one")]
+    NoRuntime,
     /// The session was closed.
     #[error("media session is closed")]
     Closed,

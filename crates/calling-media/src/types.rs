@@ -174,6 +174,10 @@ pub struct MediaConfig {
     pub volume_interval: Duration,
     /// Largest SDP accepted from a peer, in bytes. Default 64 KiB.
     pub max_sdp_len: usize,
+    /// Sent video packets kept per peer for answering NACKs (a power of two,
+    /// 1 to 32768). The buffer is allocated up front per peer; 256 packets
+    /// cover about a second of 1080p video. Default 256 (webrtc-rs: 1024).
+    pub nack_history: u16,
 }
 
 impl Default for MediaConfig {
@@ -188,6 +192,7 @@ impl Default for MediaConfig {
             video_quality: VideoQuality::P480,
             volume_interval: Duration::from_millis(300),
             max_sdp_len: 64 * 1024,
+            nack_history: 256,
         }
     }
 }
