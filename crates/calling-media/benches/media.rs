@@ -9,7 +9,8 @@
 //!    seconds; process CPU time over wall time.
 //!
 //! `cargo bench -p calling-media --bench media [-- setup|memory|cpu]`
-//! Environment: SETUP_RUNS (50), IDLE_PEERS (50), CPU_SECS (10).
+//! Environment: SETUP_RUNS (50), IDLE_PEERS (50), CPU_SECS (10), ICE_CHECK_MS
+//! (the session default, 5).
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
@@ -61,6 +62,12 @@ async fn session(
 ) -> (MediaSession, mpsc::UnboundedReceiver<MediaEvent>) {
     let mut cfg = MediaConfig::new(name);
     cfg.video_quality = quality;
+    if let Some(ms) = std::env::var("ICE_CHECK_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        cfg.ice_check_interval = Duration::from_millis(ms);
+    }
     let (s, rx) = MediaSession::new(cfg).await.unwrap();
     dir.lock().await.insert(name.to_owned(), s.clone());
     let events = route(name.to_owned(), rx, dir.clone());

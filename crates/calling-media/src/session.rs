@@ -531,6 +531,13 @@ fn vp8_codec() -> RTCRtpCodec {
     }
 }
 
+/// Connectivity checks per candidate pair that span `window` at `interval`.
+fn binding_attempts(interval: Duration, window: Duration) -> u16 {
+    let interval = interval.max(Duration::from_millis(1));
+    let n = window.as_micros().div_ceil(interval.as_micros()).max(7);
+    u16::try_from(n).unwrap_or(u16::MAX)
+}
+
 /// webrtc-rs's default interceptors (NACK both ways, RTCP reports, TWCC
 /// feedback), except that the NACK send history keeps `nack_history` packets
 /// per video stream instead of 1024: the history is allocated up front, and at
@@ -711,7 +718,13 @@ impl MediaSession {
             .map_err(MediaError::webrtc)?;
         let registry = interceptors(&mut engine, cfg.nack_history)?;
         let settings = SettingEngineBuilder::new()
-            .with_ice_connection_attempts(Some(cfg.ice_check_interval), None)
+            .with_ice_connection_attempts(
+                Some(cfg.ice_check_interval),
+                Some(binding_attempts(
+                    cfg.ice_check_interval,
+                    cfg.ice_check_window,
+                )),
+            )
             .with_prflx_acceptance_min_wait(Some(cfg.prflx_acceptance_min_wait))
             .with_host_acceptance_min_wait(Some(Duration::ZERO))
             .with_include_loopback_candidate(cfg.udp_addrs.iter().any(|a| a.ip().is_loopback()))
@@ -1359,6 +1372,21 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn check_attempts_cover_the_window() {
+        let ms = Duration::from_millis;
+        assert_eq!(binding_attempts(ms(5), ms(2000)), 400);
+        assert_eq!(
+            binding_attempts(ms(200), ms(1000)),
+            7,
+            "never below webrtc-rs's 7"
+        );
+        assert_eq!(
+            binding_attempts(Duration::ZERO, Duration::from_secs(3600)),
+            u16::MAX
+        );
     }
 
     #[test]

@@ -158,8 +158,16 @@ pub struct MediaConfig {
     /// loopback candidates.
     pub udp_addrs: Vec<SocketAddr>,
     /// ICE connectivity-check interval. webrtc-rs defaults to 200 ms, which
-    /// dominates call setup; default here 10 ms.
+    /// dominates call setup; default here 5 ms (setup on loopback: p50 about
+    /// 12 ms at 5 ms, 18 ms at 10 ms, 28 ms at 20 ms). Checks stop once a
+    /// pair is nominated, so the cost is confined to connection setup.
     pub ice_check_interval: Duration,
+    /// How long a candidate pair is checked before it counts as failed.
+    /// webrtc-rs counts attempts (7) rather than time, so a short check
+    /// interval alone would fail every path whose round trip exceeds 7
+    /// intervals (35 ms at 5 ms); the attempt limit is derived from this
+    /// window instead. Default 2 s.
+    pub ice_check_window: Duration,
     /// How long ICE waits before accepting a peer-reflexive pair. Browsers
     /// answering our offer check before their candidates arrive, which
     /// webrtc-rs would otherwise hold for 1 s. Default zero.
@@ -185,7 +193,8 @@ impl Default for MediaConfig {
         MediaConfig {
             local_user: String::new(),
             udp_addrs: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
-            ice_check_interval: Duration::from_millis(10),
+            ice_check_interval: Duration::from_millis(5),
+            ice_check_window: Duration::from_secs(2),
             prflx_acceptance_min_wait: Duration::ZERO,
             ice_servers: Vec::new(),
             video_codec: VideoCodec::H264,
