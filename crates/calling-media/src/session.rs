@@ -104,6 +104,8 @@ struct Inner {
     pumps: Mutex<[Option<JoinHandle<()>>; 2]>,
     closed: AtomicBool,
     runtime: tokio::runtime::Handle,
+    /// Peer states still allocated; shared with each `PeerShared`.
+    live: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Inner {
@@ -162,6 +164,13 @@ struct PeerShared {
     /// so the remote always sees the description first.
     local_candidates: Mutex<(bool, Vec<MediaSignal>)>,
     counters: Counters,
+    live: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for PeerShared {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl PeerShared {
@@ -629,6 +638,7 @@ impl MediaSession {
             pumps: Mutex::new([None, None]),
             closed: AtomicBool::new(false),
             runtime,
+            live: Arc::default(),
         });
         Ok((MediaSession { inner }, rx))
     }
@@ -648,6 +658,14 @@ impl MediaSession {
             .collect();
         v.sort();
         v
+    }
+
+    /// Peer connections of this session whose state is still allocated:
+    /// those in [`peers`](Self::peers) plus closed ones webrtc-rs has not
+    /// released yet. Drops to zero after [`close`](Self::close) once the
+    /// connections' background tasks end; a count that stays up is a leak.
+    pub fn live_peer_connections(&self) -> usize {
+        self.inner.live.load(Ordering::Acquire)
     }
 
     fn check_remote(&self, remote: &str) -> Result<(), MediaError> {
@@ -748,7 +766,9 @@ impl MediaSession {
             audio_level_id: AtomicU8::new(0),
             local_candidates: Mutex::new((false, Vec::new())),
             counters: Counters::default(),
+            live: self.inner.live.clone(),
         });
+        self.inner.live.fetch_add(1, Ordering::AcqRel);
         let handler = Arc::new(Handler {
             shared: shared.clone(),
             session: Arc::downgrade(&self.inner),

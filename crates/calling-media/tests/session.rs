@@ -399,6 +399,7 @@ async fn disconnect_and_close_release_peers() {
     m.node("alice").collect("carol", MediaKind::Audio, 2).await;
 
     let alice = m.session("alice");
+    assert_eq!(alice.live_peer_connections(), 2);
     alice.disconnect("bob").await;
     m.node("alice")
         .event(|e| {
