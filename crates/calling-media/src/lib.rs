@@ -1,1 +1,67 @@
-//! WebRTC media engine (work in progress).
+//! The media engine of `calling`: WebRTC audio and video between the users
+//! of a call, on webrtc-rs.
+//!
+//! One [`MediaSession`] per call holds one peer connection per remote user
+//! (a mesh, so group calls work the same as 1v1). Both sides call
+//! [`MediaSession::connect`]; the side with the byte-wise lower user id makes
+//! the offer, so two offers never cross. Offers, answers and trickled ICE
+//! candidates come out as [`MediaEvent::Signal`] for the call layer to carry,
+//! and go back in through [`MediaSession::handle_signal`].
+//!
+//! Outgoing media comes from a source: a generated tone and moving test
+//! pattern (real Opus and H.264 that a browser plays), Ogg/Opus, IVF (VP8)
+//! or H.264 Annex B files, or frames the app encodes itself. Remote media
+//! comes out as depacketized frames per user through a [`FrameSink`]
+//! ([`ChannelSink`] for a channel, [`RecorderSink`] for files).
+//!
+//! ```no_run
+//! use calling_media::{
+//!     AudioSource, ChannelSink, MediaConfig, MediaEvent, MediaSession, VideoSource,
+//! };
+//!
+//! # async fn run() -> Result<(), calling_media::MediaError> {
+//! let (alice, mut alice_events) = MediaSession::new(MediaConfig::new("alice")).await?;
+//! let (bob, mut bob_events) = MediaSession::new(MediaConfig::new("bob")).await?;
+//! alice.set_audio_source(Some(AudioSource::Tone { frequency_hz: 440.0, amplitude: 0.5 }))?;
+//! alice.set_video_source(Some(VideoSource::TestPattern))?;
+//! let (sink, mut frames) = ChannelSink::new(256);
+//! bob.set_frame_sink(Some(sink));
+//!
+//! alice.connect("bob").await?; // alice < bob: alice offers
+//! bob.connect("alice").await?;
+//! // The call layer carries the signals; here, directly.
+//! loop {
+//!     tokio::select! {
+//!         Some(MediaEvent::Signal { signal, .. }) = alice_events.recv() => {
+//!             bob.handle_signal("alice", signal).await?
+//!         }
+//!         Some(MediaEvent::Signal { signal, .. }) = bob_events.recv() => {
+//!             alice.handle_signal("bob", signal).await?
+//!         }
+//!         Some(frame) = frames.recv() => {
+//!             println!("{} sent a {:?} frame", frame.user, frame.frame.codec);
+//!             break;
+//!         }
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod error;
+pub mod files;
+pub mod frame;
+mod session;
+mod sink;
+mod source;
+mod types;
+
+pub use error::MediaError;
+pub use session::{AUDIO_LEVEL_URI, MediaSession, is_offerer, validate_user_id};
+pub use sink::{ChannelSink, FrameSink, RecorderSink, RemoteFrame};
+pub use types::{
+    AudioSource, Codec, EncodedFrame, MediaConfig, MediaEvent, MediaKind, MediaSignal, PeerState,
+    PeerStats, VideoCodec, VideoQuality, VideoSource,
+};

@@ -1,0 +1,101 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+
+/// Everything a media operation can fail with. Each error leaves the session
+/// usable: a bad signal from one peer never affects another.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MediaError {
+    /// A user id is empty, too long (over 128 bytes) or holds characters
+    /// other than ASCII letters, digits, `-`, `_`, `.` and `@`.
+    #[error("invalid user id {0:?}")]
+    InvalidUserId(String),
+    /// `connect` or a signal named our own user id.
+    #[error("cannot connect to ourselves")]
+    SelfConnect,
+    /// No peer connection exists for this user.
+    #[error("no peer connection for user {0:?}")]
+    UnknownPeer(String),
+    /// An SDP from a peer could not be parsed or applied.
+    #[error("invalid SDP from {from:?}: {reason}")]
+    InvalidSdp {
+        /// The remote user.
+        from: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// An ICE candidate from a peer could not be parsed or applied.
+    #[error("invalid ICE candidate from {from:?}: {reason}")]
+    InvalidCandidate {
+        /// The remote user.
+        from: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A signal arrived out of order: an answer we did not ask for, or an
+    /// offer while our own offer to that user is pending.
+    #[error("unexpected {what} from {from:?}")]
+    UnexpectedSignal {
+        /// The remote user.
+        from: String,
+        /// Which signal.
+        what: &'static str,
+    },
+    /// A signal is larger than we accept.
+    #[error("{what} of {len} bytes exceeds the {max}-byte limit")]
+    Oversized {
+        /// Which signal.
+        what: &'static str,
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A [`MediaConfig`](crate::MediaConfig) setting is out of range.
+    #[error("invalid media config: {0}")]
+    InvalidConfig(String),
+    /// The session was created outside a tokio runtime.
+    #[error("no tokio runtime: create the session from within one")]
+    NoRuntime,
+    /// The session was closed.
+    #[error("media session is closed")]
+    Closed,
+    /// A source needs a different video codec than the session sends.
+    #[error("source needs video codec {needed:?}, session sends {configured:?}")]
+    CodecMismatch {
+        /// What the source produces.
+        needed: crate::VideoCodec,
+        /// What the session was configured with.
+        configured: crate::VideoCodec,
+    },
+    /// A media file could not be opened, read or written.
+    #[error("media file {path:?}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A media file's content is not what its format requires.
+    #[error("malformed media file {path:?}: {reason}")]
+    MalformedFile {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// An encoder could not be created or failed.
+    #[error("encoder: {0}")]
+    Encoder(String),
+    /// webrtc-rs reported an error creating or driving a peer connection.
+    #[error("webrtc: {0}")]
+    WebRtc(String),
+}
+
+impl MediaError {
+    pub(crate) fn webrtc(e: impl std::fmt::Display) -> Self {
+        MediaError::WebRtc(e.to_string())
+    }
+}

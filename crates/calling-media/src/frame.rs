@@ -1,0 +1,217 @@
+//! Frame-level helpers: reassembling RTP packets into frames, H.264 NAL
+//! inspection, and audio levels.
+
+use bytes::{Bytes, BytesMut};
+use rtc::rtp;
+use rtc::rtp::codec::h264::H264Packet;
+use rtc::rtp::codec::opus::OpusPacket;
+use rtc::rtp::codec::vp8::Vp8Packet;
+use rtc::rtp::packetizer::Depacketizer;
+
+use crate::types::Codec;
+
+/// Splits an Annex B byte stream into NAL units (without start codes).
+pub fn annexb_nal_units(data: &[u8]) -> Vec<&[u8]> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= data.len() {
+        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+            starts.push((i, i + 3));
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let mut out = Vec::with_capacity(starts.len());
+    for (n, &(_, body)) in starts.iter().enumerate() {
+        let mut end = starts.get(n + 1).map_or(data.len(), |&(sc, _)| sc);
+        // A four-byte start code leaves its leading zero on the previous unit.
+        while end > body && data[end - 1] == 0 && n + 1 < starts.len() {
+            end -= 1;
+        }
+        if end > body {
+            out.push(&data[body..end]);
+        }
+    }
+    out
+}
+
+/// The `nal_unit_type` (low 5 bits of the first byte) of each NAL unit in an
+/// Annex B access unit.
+pub fn h264_nal_types(data: &[u8]) -> Vec<u8> {
+    annexb_nal_units(data)
+        .iter()
+        .filter_map(|n| n.first().map(|b| b & 0x1f))
+        .collect()
+}
+
+/// Whether an Annex B access unit holds an IDR slice (type 5).
+pub fn h264_is_keyframe(data: &[u8]) -> bool {
+    h264_nal_types(data).contains(&5)
+}
+
+/// RFC 6464 level (0 = 0 dBov, 127 = -127 dBov) of 16-bit PCM, from its RMS.
+pub fn audio_level_i16(pcm: &[i16]) -> u8 {
+    if pcm.is_empty() {
+        return 127;
+    }
+    let sum: f64 = pcm.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
+    let rms = (sum / pcm.len() as f64).sqrt() / 32768.0;
+    if rms <= 0.0 {
+        return 127;
+    }
+    let dbov = 20.0 * rms.log10();
+    (-dbov).round().clamp(0.0, 127.0) as u8
+}
+
+/// Maps an RFC 6464 level to a 0..=100 volume, linear in decibels between
+/// -90 dBov (0) and 0 dBov (100).
+pub fn level_to_volume(level: u8) -> u8 {
+    let level = u32::from(level.min(127));
+    if level >= 90 {
+        0
+    } else {
+        (100 - level * 100 / 90) as u8
+    }
+}
+
+/// Reassembles the RTP packets of one stream into frames. Keeps only the
+/// frame under construction, so it costs a few kilobytes per track (the
+/// webrtc-rs sample builder preallocates 65,536 slots). A gap in sequence
+/// numbers drops the frame it falls into.
+pub(crate) struct FrameAssembler {
+    codec: Codec,
+    depacketizer: Box<dyn Depacketizer + Send>,
+    buf: BytesMut,
+    timestamp: Option<u32>,
+    last_seq: Option<u16>,
+    broken: bool,
+    last_frame_ts: Option<u32>,
+}
+
+impl FrameAssembler {
+    pub(crate) fn new(codec: Codec) -> Self {
+        FrameAssembler {
+            codec,
+            depacketizer: Self::depacketizer(codec),
+            buf: BytesMut::new(),
+            timestamp: None,
+            last_seq: None,
+            broken: false,
+            last_frame_ts: None,
+        }
+    }
+
+    fn depacketizer(codec: Codec) -> Box<dyn Depacketizer + Send> {
+        match codec {
+            Codec::Opus => Box::new(OpusPacket),
+            Codec::H264 => Box::new(H264Packet::default()),
+            Codec::Vp8 => Box::new(Vp8Packet::default()),
+        }
+    }
+
+    /// Feeds one packet; returns a complete frame and its RTP timestamp, and
+    /// the timestamp gap to the previous frame.
+    pub(crate) fn push(&mut self, pkt: &rtp::Packet) -> Option<(Bytes, u32, Option<u32>)> {
+        let seq = pkt.header.sequence_number;
+        if let Some(last) = self.last_seq {
+            if seq != last.wrapping_add(1) {
+                self.broken = true;
+            }
+        }
+        self.last_seq = Some(seq);
+        if pkt.payload.is_empty() {
+            return None;
+        }
+        if self.timestamp != Some(pkt.header.timestamp) {
+            self.buf.clear();
+            // A fresh depacketizer forgets fragments of a frame that never ended.
+            self.depacketizer = Self::depacketizer(self.codec);
+            self.timestamp = Some(pkt.header.timestamp);
+            self.broken = !self.depacketizer.is_partition_head(&pkt.payload);
+        }
+        match self.depacketizer.depacketize(&pkt.payload) {
+            Ok(b) => self.buf.extend_from_slice(&b),
+            Err(_) => self.broken = true,
+        }
+        if !self
+            .depacketizer
+            .is_partition_tail(pkt.header.marker, &pkt.payload)
+        {
+            return None;
+        }
+        let ts = pkt.header.timestamp;
+        self.timestamp = None;
+        if self.broken || self.buf.is_empty() {
+            self.buf.clear();
+            self.broken = false;
+            return None;
+        }
+        let gap = self.last_frame_ts.map(|prev| ts.wrapping_sub(prev));
+        self.last_frame_ts = Some(ts);
+        Some((self.buf.split().freeze(), ts, gap))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_annexb_with_three_and_four_byte_start_codes() {
+        let data = [
+            0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4, 5,
+        ];
+        let nals = annexb_nal_units(&data);
+        assert_eq!(
+            nals,
+            vec![&[0x67, 1, 2][..], &[0x68, 3][..], &[0x65, 4, 5][..]]
+        );
+        assert_eq!(h264_nal_types(&data), vec![7, 8, 5]);
+        assert!(h264_is_keyframe(&data));
+        assert!(!h264_is_keyframe(&[0, 0, 0, 1, 0x41, 9]));
+    }
+
+    #[test]
+    fn audio_levels_follow_rms() {
+        assert_eq!(audio_level_i16(&[0; 960]), 127);
+        let full: Vec<i16> = (0..960)
+            .map(|i| if i % 2 == 0 { 32767 } else { -32767 })
+            .collect();
+        assert_eq!(audio_level_i16(&full), 0);
+        let tenth: Vec<i16> = full.iter().map(|s| s / 10).collect();
+        assert_eq!(audio_level_i16(&tenth), 20);
+        assert_eq!(level_to_volume(0), 100);
+        assert_eq!(level_to_volume(127), 0);
+        assert!(level_to_volume(20) > level_to_volume(40));
+    }
+
+    fn packet(seq: u16, ts: u32, marker: bool, payload: &[u8]) -> rtp::Packet {
+        let mut p = rtp::Packet::default();
+        p.header.sequence_number = seq;
+        p.header.timestamp = ts;
+        p.header.marker = marker;
+        p.payload = Bytes::copy_from_slice(payload);
+        p
+    }
+
+    #[test]
+    fn assembles_fu_a_and_drops_frames_with_gaps() {
+        let mut a = FrameAssembler::new(Codec::H264);
+        // FU-A of an IDR slice: indicator type 28 (nri 3), header S/E bits.
+        assert!(
+            a.push(&packet(1, 100, false, &[0x7c, 0x85, 1, 2]))
+                .is_none()
+        );
+        let (frame, ts, gap) = a.push(&packet(2, 100, true, &[0x7c, 0x45, 3])).unwrap();
+        assert_eq!(ts, 100);
+        assert_eq!(gap, None);
+        assert_eq!(h264_nal_types(&frame), vec![5]);
+        // Second frame loses its middle packet: dropped.
+        assert!(a.push(&packet(3, 200, false, &[0x7c, 0x85, 1])).is_none());
+        assert!(a.push(&packet(5, 200, true, &[0x7c, 0x45, 3])).is_none());
+        // Third frame arrives whole and reports the gap since the last one.
+        let (_, _, gap) = a.push(&packet(6, 300, true, &[0x65, 7, 8])).unwrap();
+        assert_eq!(gap, Some(200));
+    }
+}

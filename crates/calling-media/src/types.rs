@@ -1,0 +1,390 @@
+//! Plain data types shared by the session, the sources and the sinks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    /// An audio track (Opus).
+    Audio,
+    /// A video track (H.264 or VP8).
+    Video,
+}
+
+/// The encoding of one [`EncodedFrame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Codec {
+    /// One Opus packet (RFC 6716), 48 kHz clock.
+    Opus,
+    /// One H.264 access unit as an Annex B byte stream (NAL units behind
+    /// `00 00 00 01` start codes), 90 kHz clock.
+    H264,
+    /// One VP8 frame, 90 kHz clock.
+    Vp8,
+}
+
+impl Codec {
+    /// Whether this codec carries audio or video.
+    pub fn kind(self) -> MediaKind {
+        match self {
+            Codec::Opus => MediaKind::Audio,
+            Codec::H264 | Codec::Vp8 => MediaKind::Video,
+        }
+    }
+}
+
+/// The video codec a session sends. Every session can receive both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VideoCodec {
+    /// H.264 constrained baseline, packetization mode 1 (what browsers
+    /// decode everywhere). Required by the generated test pattern.
+    #[default]
+    H264,
+    /// VP8. Required by an IVF file source.
+    Vp8,
+}
+
+impl VideoCodec {
+    /// The frame codec this video codec produces.
+    pub fn codec(self) -> Codec {
+        match self {
+            VideoCodec::H264 => Codec::H264,
+            VideoCodec::Vp8 => Codec::Vp8,
+        }
+    }
+}
+
+/// One encoded media frame, going out or coming in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedFrame {
+    /// How `data` is encoded.
+    pub codec: Codec,
+    /// The frame: an Opus packet, an H.264 access unit (Annex B) or a VP8 frame.
+    pub data: Bytes,
+    /// How much media time the frame covers (20 ms for our Opus frames,
+    /// 1/fps for video). Received frames carry the gap to the previous
+    /// frame's RTP timestamp, or zero for the first.
+    pub duration: Duration,
+    /// RFC 6464 audio level of an audio frame: 0 (0 dBov, loudest) to
+    /// 127 (-127 dBov, silence). Outgoing: `None` means "do not send the
+    /// extension". Incoming: the value the sender put on the packet.
+    pub audio_level: Option<u8>,
+    /// Whether the frame can be decoded on its own (an IDR access unit or a
+    /// VP8 key frame). Always `true` for audio.
+    pub keyframe: bool,
+    /// The RTP timestamp of a received frame; 0 on frames we send.
+    pub rtp_timestamp: u32,
+}
+
+impl EncodedFrame {
+    /// A frame to send, with `keyframe` computed from the data.
+    pub fn new(codec: Codec, data: Bytes, duration: Duration) -> Self {
+        let keyframe = match codec {
+            Codec::Opus => true,
+            Codec::H264 => crate::frame::h264_is_keyframe(&data),
+            Codec::Vp8 => data.first().is_some_and(|b| b & 0x01 == 0),
+        };
+        EncodedFrame {
+            codec,
+            data,
+            duration,
+            audio_level: None,
+            keyframe,
+            rtp_timestamp: 0,
+        }
+    }
+
+    /// Whether the frame is audio or video.
+    pub fn kind(&self) -> MediaKind {
+        self.codec.kind()
+    }
+}
+
+/// Video quality profile, applied to the generated source's encoder
+/// (TRTCCalling's `setVideoQuality`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum VideoQuality {
+    /// 640x480, 800 kbit/s.
+    #[default]
+    P480,
+    /// 1280x720, 1.5 Mbit/s.
+    P720,
+    /// 1920x1080, 3 Mbit/s.
+    P1080,
+}
+
+impl VideoQuality {
+    /// Width and height in pixels.
+    pub fn resolution(self) -> (u32, u32) {
+        match self {
+            VideoQuality::P480 => (640, 480),
+            VideoQuality::P720 => (1280, 720),
+            VideoQuality::P1080 => (1920, 1080),
+        }
+    }
+
+    /// Target encoder bitrate in bits per second.
+    pub fn bitrate_bps(self) -> u32 {
+        match self {
+            VideoQuality::P480 => 800_000,
+            VideoQuality::P720 => 1_500_000,
+            VideoQuality::P1080 => 3_000_000,
+        }
+    }
+
+    /// Frames per second of the generated source.
+    pub fn frame_rate(self) -> u32 {
+        15
+    }
+}
+
+/// Everything a [`MediaSession`](crate::MediaSession) needs at creation.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// Our own user id; compared byte-wise with a remote's to decide who
+    /// makes the offer (the lower one does).
+    pub local_user: String,
+    /// Local UDP addresses each peer connection binds (one socket per
+    /// address per peer). Default `127.0.0.1:0`. Binding `0.0.0.0` skips
+    /// loopback candidates.
+    pub udp_addrs: Vec<SocketAddr>,
+    /// ICE connectivity-check interval. webrtc-rs defaults to 200 ms, which
+    /// dominates call setup; default here 5 ms (setup on loopback: p50 about
+    /// 12 ms at 5 ms, 18 ms at 10 ms, 28 ms at 20 ms). Checks stop once a
+    /// pair is nominated, so the cost is confined to connection setup.
+    pub ice_check_interval: Duration,
+    /// How long a candidate pair is checked before it counts as failed.
+    /// webrtc-rs counts attempts (7) rather than time, so a short check
+    /// interval alone would fail every path whose round trip exceeds 7
+    /// intervals (35 ms at 5 ms); the attempt limit is derived from this
+    /// window instead. Default 2 s.
+    pub ice_check_window: Duration,
+    /// How long ICE waits before accepting a peer-reflexive pair. Browsers
+    /// answering our offer check before their candidates arrive, which
+    /// webrtc-rs would otherwise hold for 1 s. Default zero.
+    pub prflx_acceptance_min_wait: Duration,
+    /// STUN/TURN server URLs (`stun:host:port`). Default none.
+    pub ice_servers: Vec<String>,
+    /// Video codec we send. Default H.264.
+    pub video_codec: VideoCodec,
+    /// Profile of the generated video source. Default 480p.
+    pub video_quality: VideoQuality,
+    /// Interval between voice-volume events per user. Default 300 ms.
+    pub volume_interval: Duration,
+    /// Largest SDP accepted from a peer, in bytes. Default 64 KiB.
+    pub max_sdp_len: usize,
+    /// Sent video packets kept per peer for answering NACKs (a power of two,
+    /// 1 to 32768). The buffer is allocated up front per peer; 256 packets
+    /// cover about a second of 1080p video. Default 256 (webrtc-rs: 1024).
+    pub nack_history: u16,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            local_user: String::new(),
+            udp_addrs: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            ice_check_interval: Duration::from_millis(5),
+            ice_check_window: Duration::from_secs(2),
+            prflx_acceptance_min_wait: Duration::ZERO,
+            ice_servers: Vec::new(),
+            video_codec: VideoCodec::H264,
+            video_quality: VideoQuality::P480,
+            volume_interval: Duration::from_millis(300),
+            max_sdp_len: 64 * 1024,
+            nack_history: 256,
+        }
+    }
+}
+
+impl MediaConfig {
+    /// The default configuration for `local_user`.
+    pub fn new(local_user: impl Into<String>) -> Self {
+        MediaConfig {
+            local_user: local_user.into(),
+            ..MediaConfig::default()
+        }
+    }
+}
+
+/// What feeds our outgoing audio track.
+#[derive(Debug)]
+pub enum AudioSource {
+    /// A generated sine tone, Opus-encoded in 20 ms frames, with the RFC 6464
+    /// level computed from the PCM. `amplitude` 0.0 gives digital silence.
+    Tone {
+        /// Tone frequency in hertz.
+        frequency_hz: f32,
+        /// Peak amplitude, 0.0..=1.0 of full scale.
+        amplitude: f32,
+    },
+    /// An Ogg/Opus file, one Opus packet per page (as [`OggOpusWriter`](crate::files::OggOpusWriter) writes).
+    OggFile {
+        /// The file.
+        path: PathBuf,
+        /// Start again at the end instead of stopping.
+        looped: bool,
+    },
+    /// Frames the app encodes itself. Each must be [`Codec::Opus`].
+    Frames(mpsc::Receiver<EncodedFrame>),
+}
+
+/// What feeds our outgoing video track.
+#[derive(Debug)]
+pub enum VideoSource {
+    /// A moving test pattern encoded with OpenH264 at the session's
+    /// [`VideoQuality`]. Needs [`VideoCodec::H264`].
+    TestPattern,
+    /// An H.264 Annex B file, sent one access unit per frame at `fps`.
+    /// Needs [`VideoCodec::H264`].
+    H264File {
+        /// The file.
+        path: PathBuf,
+        /// Frames per second to pace the file at.
+        fps: u32,
+        /// Start again at the end instead of stopping.
+        looped: bool,
+    },
+    /// A VP8 IVF file, paced by its header's time base. Needs [`VideoCodec::Vp8`].
+    IvfFile {
+        /// The file.
+        path: PathBuf,
+        /// Start again at the end instead of stopping.
+        looped: bool,
+    },
+    /// Frames the app encodes itself, in the session's video codec.
+    Frames(mpsc::Receiver<EncodedFrame>),
+}
+
+/// A peer connection's state, as the app sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerState {
+    /// Created, nothing exchanged yet.
+    New,
+    /// Offer/answer or ICE/DTLS under way.
+    Connecting,
+    /// Media can flow.
+    Connected,
+    /// Connectivity lost; may come back.
+    Disconnected,
+    /// ICE or DTLS failed; the peer must be disconnected and connected again.
+    Failed,
+    /// Closed by [`MediaSession::disconnect`](crate::MediaSession::disconnect) or `close`.
+    Closed,
+}
+
+/// Media negotiation messages between two sessions. The facade carries them
+/// inside the call layer; serialized as JSON with a `type` tag
+/// (`{"type":"offer","sdp":"v=0..."}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MediaSignal {
+    /// An SDP offer (RFC 8829), sent by the party whose user id is byte-wise lower.
+    Offer {
+        /// The full SDP text.
+        sdp: String,
+    },
+    /// The SDP answer to an offer.
+    Answer {
+        /// The full SDP text.
+        sdp: String,
+    },
+    /// One trickled ICE candidate (RFC 8838), as a browser's `RTCIceCandidateInit`.
+    Candidate {
+        /// The candidate attribute, e.g. `candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host`.
+        candidate: String,
+        /// The `a=mid` of the media section it belongs to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sdp_mid: Option<String>,
+        /// The index of that media section.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sdp_mline_index: Option<u16>,
+        /// The ICE username fragment of the generation it belongs to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        username_fragment: Option<String>,
+    },
+}
+
+/// What a session reports to the app (and the facade).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum MediaEvent {
+    /// Send `signal` to user `to` over the call layer.
+    Signal {
+        /// The remote user.
+        to: String,
+        /// The message.
+        signal: MediaSignal,
+    },
+    /// A peer connection changed state.
+    PeerState {
+        /// The remote user.
+        user: String,
+        /// Its new state.
+        state: PeerState,
+    },
+    /// The remote's first RTP packet of a track arrived.
+    RemoteTrack {
+        /// The remote user.
+        user: String,
+        /// Audio or video.
+        kind: MediaKind,
+    },
+    /// The first complete frame of a remote track was assembled.
+    FirstFrame {
+        /// The remote user.
+        user: String,
+        /// Audio or video.
+        kind: MediaKind,
+    },
+    /// Voice volume of a user, 0..=100, about every
+    /// [`MediaConfig::volume_interval`]. Remote users: from the RFC 6464
+    /// level on their packets. Our own user id: from the PCM we encode.
+    VoiceVolume {
+        /// The user (remote, or our own id).
+        user: String,
+        /// 0 (silence) to 100 (full scale).
+        volume: u8,
+    },
+}
+
+/// Counters and transport figures of one peer connection.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PeerStats {
+    /// The remote user.
+    pub user: String,
+    /// Current state.
+    pub state: Option<PeerState>,
+    /// RTP packets sent, all tracks.
+    pub packets_sent: u64,
+    /// RTP payload bytes sent, all tracks.
+    pub bytes_sent: u64,
+    /// RTP packets received, all tracks.
+    pub packets_received: u64,
+    /// RTP payload bytes received, all tracks.
+    pub bytes_received: u64,
+    /// Audio frames sent.
+    pub audio_frames_sent: u64,
+    /// Video frames sent.
+    pub video_frames_sent: u64,
+    /// Complete audio frames received.
+    pub audio_frames_received: u64,
+    /// Complete video frames received.
+    pub video_frames_received: u64,
+    /// Round-trip time on the selected ICE pair, if measured yet.
+    pub rtt: Option<Duration>,
+    /// Packets lost on the inbound streams (from sequence numbers).
+    pub packets_lost: i64,
+    /// Largest inbound interarrival jitter, in seconds.
+    pub jitter: f64,
+}

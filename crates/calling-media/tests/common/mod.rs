@@ -1,0 +1,232 @@
+//! A harness that runs several sessions in one process and carries their
+//! signals to each other, the way the call layer will.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use calling_media::{
+    ChannelSink, EncodedFrame, FrameSink, MediaConfig, MediaEvent, MediaKind, MediaSession,
+    MediaSignal, RemoteFrame,
+};
+use tokio::sync::mpsc;
+
+/// Upper bound for any wait in a test.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Every signal the router carried: (from, to, signal).
+pub type SignalLog = Arc<Mutex<Vec<(String, String, MediaSignal)>>>;
+
+pub struct Node {
+    pub name: String,
+    pub session: MediaSession,
+    /// Non-signal events of this session.
+    pub events: mpsc::UnboundedReceiver<MediaEvent>,
+    pub frames: mpsc::Receiver<RemoteFrame>,
+    pub sink: Arc<ChannelSink>,
+}
+
+pub struct Mesh {
+    pub nodes: Vec<Node>,
+    pub log: SignalLog,
+}
+
+/// Builds sessions for `names` and routes their signals. When `hold` names a
+/// user, signals *to* that user are held back until `release` is called.
+pub async fn mesh(names: &[&str]) -> Mesh {
+    mesh_with(names, |c| c).await
+}
+
+pub async fn mesh_with(names: &[&str], tweak: impl Fn(MediaConfig) -> MediaConfig) -> Mesh {
+    let log: SignalLog = Arc::new(Mutex::new(Vec::new()));
+    let mut sessions = HashMap::new();
+    let mut raw = Vec::new();
+    for name in names {
+        let (s, rx) = MediaSession::new(tweak(MediaConfig::new(*name)))
+            .await
+            .unwrap();
+        sessions.insert(name.to_string(), s.clone());
+        raw.push((name.to_string(), s, rx));
+    }
+    let mut nodes = Vec::new();
+    for (name, session, mut rx) in raw {
+        let (tx, events) = mpsc::unbounded_channel();
+        let peers = sessions.clone();
+        let log = log.clone();
+        let from = name.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                match ev {
+                    MediaEvent::Signal { to, signal } => {
+                        log.lock()
+                            .unwrap()
+                            .push((from.clone(), to.clone(), signal.clone()));
+                        if let Some(peer) = peers.get(&to) {
+                            if let Err(e) = peer.handle_signal(&from, signal).await {
+                                panic!("{to} rejected a signal from {from}: {e}");
+                            }
+                        }
+                    }
+                    other => {
+                        let _ = tx.send(other);
+                    }
+                }
+            }
+        });
+        let (sink, frames) = ChannelSink::new(4096);
+        session.set_frame_sink(Some(sink.clone() as Arc<dyn FrameSink>));
+        nodes.push(Node {
+            name,
+            session,
+            events,
+            frames,
+            sink,
+        });
+    }
+    Mesh { nodes, log }
+}
+
+impl Mesh {
+    pub fn node(&mut self, name: &str) -> &mut Node {
+        self.nodes.iter_mut().find(|n| n.name == name).unwrap()
+    }
+
+    pub fn session(&self, name: &str) -> MediaSession {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap()
+            .session
+            .clone()
+    }
+
+    /// Every pair connects, all at once.
+    pub async fn connect_all(&self) {
+        let mut tasks = Vec::new();
+        for a in &self.nodes {
+            for b in &self.nodes {
+                if a.name != b.name {
+                    let s = a.session.clone();
+                    let remote = b.name.clone();
+                    tasks.push(tokio::spawn(async move { s.connect(&remote).await }));
+                }
+            }
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+    }
+
+    pub fn offers(&self) -> Vec<(String, String)> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, _, s)| matches!(s, MediaSignal::Offer { .. }))
+            .map(|(f, t, _)| (f.clone(), t.clone()))
+            .collect()
+    }
+
+    pub async fn close(self) {
+        for n in &self.nodes {
+            n.session.close().await;
+        }
+    }
+}
+
+impl Node {
+    /// Waits for a frame matching `pred`, collecting everything received
+    /// on the way (including the match).
+    pub async fn frames_until(
+        &mut self,
+        mut pred: impl FnMut(&RemoteFrame) -> bool,
+    ) -> Vec<RemoteFrame> {
+        let mut seen = Vec::new();
+        let res = tokio::time::timeout(WAIT, async {
+            while let Some(f) = self.frames.recv().await {
+                let done = pred(&f);
+                seen.push(f);
+                if done {
+                    return;
+                }
+            }
+            panic!("frame channel closed");
+        })
+        .await;
+        if res.is_err() {
+            let summary: Vec<_> = seen
+                .iter()
+                .map(|f| (f.user.clone(), f.frame.codec))
+                .collect();
+            panic!(
+                "{}: timed out waiting for a frame; got {} frames: {:?}",
+                self.name,
+                seen.len(),
+                &summary[summary.len().saturating_sub(10)..]
+            );
+        }
+        seen
+    }
+
+    /// Waits until `n` frames of `kind` from `user` arrived; returns all
+    /// frames seen meanwhile.
+    pub async fn collect(&mut self, user: &str, kind: MediaKind, n: usize) -> Vec<RemoteFrame> {
+        let mut count = 0;
+        self.frames_until(|f| {
+            if f.user == user && f.frame.kind() == kind {
+                count += 1;
+            }
+            count >= n
+        })
+        .await
+    }
+
+    /// Waits for an event matching `pred`.
+    pub async fn event(&mut self, mut pred: impl FnMut(&MediaEvent) -> bool) -> MediaEvent {
+        tokio::time::timeout(WAIT, async {
+            while let Some(e) = self.events.recv().await {
+                if pred(&e) {
+                    return e;
+                }
+            }
+            panic!("event channel closed");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{}: timed out waiting for an event", self.name))
+    }
+}
+
+pub fn of<'a>(
+    frames: &'a [RemoteFrame],
+    user: &'a str,
+    kind: MediaKind,
+) -> impl Iterator<Item = &'a EncodedFrame> + 'a {
+    frames
+        .iter()
+        .filter(move |f| f.user == user && f.frame.kind() == kind)
+        .map(|f| &f.frame)
+}
+
+/// Checks an Opus packet's TOC byte (RFC 6716 §3.1) and decodes it.
+pub fn assert_opus_decodes(packet: &[u8]) {
+    assert!(packet.len() >= 2, "Opus packet too short: {}", packet.len());
+    let config = packet[0] >> 3;
+    assert!(config < 32);
+    let mut dec = opus_rs::OpusDecoder::new(48_000, 1).unwrap();
+    let mut pcm = vec![0f32; 5760];
+    let n = dec.decode(packet, 5760, &mut pcm).unwrap();
+    assert_eq!(n, 960, "20 ms frames expected");
+}
+
+/// Decodes an H.264 key frame and returns its picture size.
+pub fn decode_h264(au: &[u8]) -> (usize, usize) {
+    use openh264::formats::YUVSource;
+    let mut dec = openh264::decoder::Decoder::new().unwrap();
+    let pic = dec
+        .decode(au)
+        .unwrap()
+        .expect("a key frame decodes to a picture");
+    pic.dimensions()
+}
