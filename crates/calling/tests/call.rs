@@ -1,0 +1,285 @@
+//! End to end, through the real stack: `calling-server` on 127.0.0.1:0, the
+//! WebSocket transport, the call rules and WebRTC media on loopback.
+
+mod support;
+
+use std::time::Duration;
+
+use calling::{EndReason, Event, MediaKind, MediaType, NoAnswer};
+use support::*;
+
+const RING: Duration = Duration::from_secs(30);
+
+fn is_end(e: &Event) -> bool {
+    matches!(e, Event::CallEnd { .. })
+}
+
+fn end_reason(e: &Event) -> EndReason {
+    match e {
+        Event::CallEnd { reason, .. } => *reason,
+        other => panic!("not a CallEnd: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_call_flows_both_ways_then_hangs_up() {
+    let net = start().await;
+    let (alice, mut alice_events) = login(&net, "alice").await;
+    let (bob, mut bob_events) = login(&net, "bob").await;
+
+    let call_id = alice.call("bob", MediaType::Video, RING).await.unwrap();
+    let invite = invited(&mut bob_events).await;
+    bob.accept(&invite).await.unwrap();
+    expect(&mut alice_events, "alice sees bob enter", |e| {
+        matches!(e, Event::UserEnter { user, call_id: c } if user.as_str() == "bob" && *c == call_id)
+    })
+    .await;
+    expect(
+        &mut bob_events,
+        "bob sees alice enter",
+        |e| matches!(e, Event::UserEnter { user, .. } if user.as_str() == "alice"),
+    )
+    .await;
+
+    for (client, from) in [(&alice, "bob"), (&bob, "alice")] {
+        wait_frames(client, from, MediaKind::Video, 10).await;
+        wait_frames(client, from, MediaKind::Audio, 10).await;
+    }
+    // Voice volumes come from the tone both send.
+    expect(&mut alice_events, "a voice volume for bob", |e| {
+        matches!(e, Event::UserVoiceVolume { user, volume } if user.as_str() == "bob" && *volume > 0)
+    })
+    .await;
+    let snapshot = alice.current_call().await.unwrap().unwrap();
+    assert_eq!(snapshot.call_id, call_id);
+    assert_eq!(
+        snapshot.connected,
+        vec![calling::UserId::new("bob").unwrap()]
+    );
+
+    bob.hangup().await.unwrap();
+    let end = expect(&mut alice_events, "alice's call end", is_end).await;
+    assert_eq!(end_reason(&end), EndReason::Hangup);
+    let end = expect(&mut bob_events, "bob's call end", is_end).await;
+    assert_eq!(end_reason(&end), EndReason::Hangup);
+    assert!(
+        alice.stats().await.unwrap().is_empty(),
+        "media is closed after the call"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_call_sends_no_video() {
+    let net = start().await;
+    let (alice, mut alice_events) = login(&net, "alice").await;
+    let (bob, mut bob_events) = login(&net, "bob").await;
+    alice.call("bob", MediaType::Audio, RING).await.unwrap();
+    let invite = invited(&mut bob_events).await;
+    bob.accept(&invite).await.unwrap();
+    expect(&mut alice_events, "bob enters", |e| {
+        matches!(e, Event::UserEnter { .. })
+    })
+    .await;
+    wait_frames(&alice, "bob", MediaKind::Audio, 20).await;
+    wait_frames(&bob, "alice", MediaKind::Audio, 20).await;
+    assert_eq!(frames_from(&alice, "bob", MediaKind::Video).await, 0);
+    assert_eq!(frames_from(&bob, "alice", MediaKind::Video).await, 0);
+    alice.hangup().await.unwrap();
+    expect(&mut bob_events, "bob's call end", is_end).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_busy_and_cancel() {
+    let net = start().await;
+    let (alice, mut alice_events) = login(&net, "alice").await;
+    let (bob, mut bob_events) = login(&net, "bob").await;
+    let (carol, mut carol_events) = login(&net, "carol").await;
+
+    // Reject.
+    alice.call("bob", MediaType::Video, RING).await.unwrap();
+    let invite = invited(&mut bob_events).await;
+    bob.reject(&invite).await.unwrap();
+    expect(
+        &mut alice_events,
+        "Rejected",
+        |e| matches!(e, Event::Rejected { user, .. } if user.as_str() == "bob"),
+    )
+    .await;
+    let end = expect(&mut alice_events, "call end after reject", is_end).await;
+    assert_eq!(end_reason(&end), EndReason::Rejected);
+    // A second reject of the same invite is a no-op, not an error.
+    bob.reject(&invite).await.unwrap();
+
+    // Busy: bob is in a call with carol; alice's call gets line busy.
+    carol.call("bob", MediaType::Audio, RING).await.unwrap();
+    let invite = invited(&mut bob_events).await;
+    bob.accept(&invite).await.unwrap();
+    expect(&mut carol_events, "bob enters", |e| {
+        matches!(e, Event::UserEnter { .. })
+    })
+    .await;
+    alice.call("bob", MediaType::Video, RING).await.unwrap();
+    expect(
+        &mut alice_events,
+        "LineBusy",
+        |e| matches!(e, Event::LineBusy { user, .. } if user.as_str() == "bob"),
+    )
+    .await;
+    let end = expect(&mut alice_events, "call end after busy", is_end).await;
+    assert_eq!(end_reason(&end), EndReason::LineBusy);
+    carol.hangup().await.unwrap();
+    expect(&mut bob_events, "bob's call with carol ends", is_end).await;
+
+    // Cancel: alice hangs up while bob rings.
+    alice.call("bob", MediaType::Video, RING).await.unwrap();
+    invited(&mut bob_events).await;
+    alice.hangup().await.unwrap();
+    expect(&mut bob_events, "CallingCancel", |e| {
+        matches!(e, Event::CallingCancel { .. })
+    })
+    .await;
+    let end = expect(&mut bob_events, "bob's end after cancel", is_end).await;
+    assert_eq!(end_reason(&end), EndReason::Cancelled);
+    let end = expect(&mut alice_events, "alice's end after cancel", is_end).await;
+    assert_eq!(end_reason(&end), EndReason::Cancelled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_response_and_callee_timeout() {
+    let net = start().await;
+    let (alice, mut alice_events) = login(&net, "alice").await;
+    let (_bob, mut bob_events) = login(&net, "bob").await;
+    alice
+        .call("bob", MediaType::Audio, Duration::from_secs(1))
+        .await
+        .unwrap();
+    invited(&mut bob_events).await;
+    expect(&mut bob_events, "CallingTimeout", |e| {
+        matches!(e, Event::CallingTimeout { .. })
+    })
+    .await;
+    let end = expect(&mut bob_events, "bob's end", is_end).await;
+    assert_eq!(end_reason(&end), EndReason::TimedOut);
+    expect(&mut alice_events, "NoResponse", |e| {
+        matches!(e, Event::NoResponse { users, reason: NoAnswer::Timeout, .. } if users[0].as_str() == "bob")
+    })
+    .await;
+    let end = expect(&mut alice_events, "alice's end", is_end).await;
+    assert_eq!(end_reason(&end), EndReason::NoResponse);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_callee_is_reported_at_once() {
+    let net = start().await;
+    let (alice, mut alice_events) = login(&net, "alice").await;
+    alice.call("nobody", MediaType::Video, RING).await.unwrap();
+    expect(&mut alice_events, "NoResponse offline", |e| {
+        matches!(
+            e,
+            Event::NoResponse {
+                reason: NoAnswer::Offline,
+                ..
+            }
+        )
+    })
+    .await;
+    let end = expect(&mut alice_events, "alice's end", is_end).await;
+    assert_eq!(end_reason(&end), EndReason::Offline);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mute_and_camera_off_reach_the_peer() {
+    let net = start().await;
+    let (alice, mut alice_events) = login(&net, "alice").await;
+    let (bob, mut bob_events) = login(&net, "bob").await;
+    alice.call("bob", MediaType::Video, RING).await.unwrap();
+    let invite = invited(&mut bob_events).await;
+    bob.accept(&invite).await.unwrap();
+    expect(&mut alice_events, "bob enters", |e| {
+        matches!(e, Event::UserEnter { .. })
+    })
+    .await;
+    bob.set_mic_mute(true).await.unwrap();
+    expect(&mut alice_events, "bob's audio off", |e| {
+        matches!(e, Event::UserAudioAvailable { user, available: false, .. } if user.as_str() == "bob")
+    })
+    .await;
+    bob.close_camera().await.unwrap();
+    expect(&mut alice_events, "bob's video off", |e| {
+        matches!(e, Event::UserVideoAvailable { user, available: false, .. } if user.as_str() == "bob")
+    })
+    .await;
+    bob.set_mic_mute(false).await.unwrap();
+    expect(&mut alice_events, "bob's audio on", |e| {
+        matches!(e, Event::UserAudioAvailable { user, available: true, .. } if user.as_str() == "bob")
+    })
+    .await;
+    alice.hangup().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kicked_out_during_a_call() {
+    let net = start().await;
+    let (alice, mut alice_events) = login(&net, "alice").await;
+    let (bob, mut bob_events) = login(&net, "bob").await;
+    alice.call("bob", MediaType::Audio, RING).await.unwrap();
+    let invite = invited(&mut bob_events).await;
+    bob.accept(&invite).await.unwrap();
+    expect(&mut alice_events, "bob enters", |e| {
+        matches!(e, Event::UserEnter { .. })
+    })
+    .await;
+
+    // Bob logs in again elsewhere: the first bob is kicked out.
+    let (_bob2, _bob2_events) = login(&net, "bob").await;
+    expect(&mut bob_events, "KickedOut", |e| {
+        matches!(e, Event::KickedOut)
+    })
+    .await;
+    let end = expect(&mut bob_events, "bob's end", is_end).await;
+    assert_eq!(end_reason(&end), EndReason::KickedOut);
+    expect(
+        &mut alice_events,
+        "bob leaves",
+        |e| matches!(e, Event::UserLeave { user, .. } if user.as_str() == "bob"),
+    )
+    .await;
+    let end = expect(&mut alice_events, "alice's end", is_end).await;
+    assert_eq!(end_reason(&end), EndReason::Hangup);
+    // The kicked client refuses further commands with a typed error.
+    assert!(matches!(
+        bob.call("alice", MediaType::Audio, RING).await,
+        Err(calling::CallingError::NotLoggedIn)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hangup_twice_and_a_new_call_right_after() {
+    let net = start().await;
+    let (alice, mut alice_events) = login(&net, "alice").await;
+    let (bob, mut bob_events) = login(&net, "bob").await;
+    for round in 0..2 {
+        alice.call("bob", MediaType::Audio, RING).await.unwrap();
+        let invite = invited(&mut bob_events).await;
+        bob.accept(&invite).await.unwrap();
+        expect(&mut alice_events, "bob enters", |e| {
+            matches!(e, Event::UserEnter { .. })
+        })
+        .await;
+        wait_frames(&alice, "bob", MediaKind::Audio, 5).await;
+        alice.hangup().await.unwrap();
+        alice.hangup().await.unwrap();
+        expect(&mut bob_events, "bob's end", is_end).await;
+        expect(&mut alice_events, "alice's end", is_end).await;
+        assert!(
+            alice.current_call().await.unwrap().is_none(),
+            "round {round}"
+        );
+    }
+    // Accepting the old invite again is a typed, stale-invite error.
+    let unknown = calling::InviteId::new("not-an-invite").unwrap();
+    assert!(matches!(
+        bob.accept(&unknown).await,
+        Err(calling::CallingError::Answer(_))
+    ));
+}
