@@ -890,7 +890,10 @@ impl MediaSession {
     }
 
     /// Applies a signal from `from`. An offer may arrive before
-    /// [`connect`](Self::connect) and creates the peer connection.
+    /// [`connect`](Self::connect) and creates the peer connection. An offer
+    /// on a connection that already finished its negotiation replaces it
+    /// (the offerer disconnected and connected again); to restart media the
+    /// other way, both sides disconnect and connect.
     ///
     /// # Errors
     ///
@@ -943,7 +946,14 @@ impl MediaSession {
         };
         let level_id = audio_level_id(&sdp);
         let desc = RTCSessionDescription::offer(sdp).map_err(|e| invalid(&e))?;
-        let peer = self.ensure_peer(from).await?;
+        let mut peer = self.ensure_peer(from).await?;
+        if peer.negotiation.lock().await.remote_set && !peer.offerer {
+            // A fresh offer after a finished negotiation means the remote
+            // dropped its side and starts over: so do we.
+            tracing::debug!(user = %from, "new offer on a negotiated connection; replacing it");
+            self.disconnect(from).await;
+            peer = self.ensure_peer(from).await?;
+        }
         let mut neg = peer.negotiation.lock().await;
         if neg.offered && !neg.remote_set {
             return Err(MediaError::UnexpectedSignal {
