@@ -53,6 +53,7 @@
 mod error;
 pub mod files;
 pub mod frame;
+mod keyframe;
 mod session;
 mod sink;
 mod source;

@@ -347,6 +347,13 @@ pub enum MediaEvent {
         /// Audio or video.
         kind: MediaKind,
     },
+    /// A remote asked for a key frame (RTCP PLI or FIR), e.g. after loss.
+    /// The generated test pattern answers by itself; an app feeding its own
+    /// video frames should send a key frame next.
+    KeyframeRequested {
+        /// The remote user.
+        user: String,
+    },
     /// Voice volume of a user, 0..=100, about every
     /// [`MediaConfig::volume_interval`]. Remote users: from the RFC 6464
     /// level on their packets. Our own user id: from the PCM we encode.

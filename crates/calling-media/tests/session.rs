@@ -468,3 +468,29 @@ async fn the_offerer_can_reconnect_without_the_answerer_noticing() {
     assert_eq!(m.offers().len(), 2);
     m.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_frame_requests_reach_the_sender() {
+    let mut m = mesh(&["alice", "bob"]).await;
+    let alice = m.session("alice");
+    alice
+        .set_video_source(Some(VideoSource::TestPattern))
+        .unwrap();
+    let bob = m.session("bob");
+    assert!(matches!(
+        bob.request_keyframe("alice").await,
+        Err(MediaError::UnknownPeer(_))
+    ));
+    m.connect_all().await;
+    m.node("bob").collect("alice", MediaKind::Video, 2).await;
+    // bob sends no video, so alice has nothing to ask a key frame of.
+    assert!(matches!(
+        alice.request_keyframe("bob").await,
+        Err(MediaError::NoRemoteVideo(_))
+    ));
+    bob.request_keyframe("alice").await.unwrap();
+    m.node("alice")
+        .event(|e| matches!(e, MediaEvent::KeyframeRequested { user } if user == "bob"))
+        .await;
+    m.close().await;
+}
