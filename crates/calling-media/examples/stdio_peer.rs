@@ -63,6 +63,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut volumes = Vec::new();
     let mut states = Vec::new();
     let mut first_h264_types = None;
+    let mut keyframe_requests = 0u32;
     let deadline = tokio::time::sleep(Duration::from_secs(secs));
     tokio::pin!(deadline);
     let mut connected = false;
@@ -82,6 +83,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     }
                 }
                 MediaEvent::VoiceVolume { user, volume } if user == remote => volumes.push(volume),
+                MediaEvent::KeyframeRequested { .. } => keyframe_requests += 1,
                 _ => {}
             },
             Some(f) = frames.recv() => {
@@ -103,6 +105,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "frames_from_remote": counts,
             "remote_volumes": volumes,
             "first_h264_nal_types": first_h264_types,
+            "keyframe_requests": keyframe_requests,
             "packets_sent": s.map(|s| s.packets_sent),
             "video_frames_sent": s.map(|s| s.video_frames_sent),
             "audio_frames_sent": s.map(|s| s.audio_frames_sent),
