@@ -33,6 +33,10 @@ pub enum MediaError {
         /// What was wrong.
         reason: String,
     },
+    /// No video has arrived from this user yet, so there is no stream to
+    /// ask a key frame of.
+    #[error("no remote video from user {0:?}")]
+    NoRemoteVideo(String),
     /// A signal arrived out of order: an answer we did not ask for, or an
     /// offer while our own offer to that user is pending.
     #[error("unexpected {what} from {from:?}")]

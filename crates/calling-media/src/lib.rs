@@ -53,11 +53,14 @@
 mod error;
 pub mod files;
 pub mod frame;
+mod keyframe;
 mod session;
 mod sink;
 mod source;
 mod types;
 
+/// The byte buffer type of [`EncodedFrame::data`].
+pub use bytes::Bytes;
 pub use error::MediaError;
 pub use session::{AUDIO_LEVEL_URI, MediaSession, is_offerer, validate_user_id};
 pub use sink::{ChannelSink, FrameSink, RecorderSink, RemoteFrame};

@@ -17,8 +17,8 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
-use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
@@ -165,6 +165,10 @@ struct PeerShared {
     local_candidates: Mutex<(bool, Vec<MediaSignal>)>,
     counters: Counters,
     live: Arc<std::sync::atomic::AtomicUsize>,
+    /// The remote's video track and SSRC, to send key-frame requests to.
+    remote_video: Mutex<Option<(Weak<dyn TrackRemote>, u32)>>,
+    /// Whether the task reading feedback on our video track was started.
+    feedback_started: AtomicBool,
 }
 
 impl Drop for PeerShared {
@@ -348,6 +352,19 @@ impl PeerConnectionEventHandler for Handler {
         }
         if state == PeerState::Connected {
             self.nudge.notify_one();
+            if !self.shared.feedback_started.swap(true, Ordering::AcqRel) {
+                if let Some(peer) = self
+                    .session
+                    .upgrade()
+                    .and_then(|s| s.peer(&self.shared.remote))
+                {
+                    tokio::spawn(read_feedback(
+                        peer.video.clone(),
+                        self.shared.clone(),
+                        self.session.clone(),
+                    ));
+                }
+            }
         }
         if let Some(session) = self.session.upgrade() {
             session.emit(MediaEvent::PeerState {
@@ -362,6 +379,34 @@ impl PeerConnectionEventHandler for Handler {
         let shared = self.shared.clone();
         let session = self.session.clone();
         tokio::spawn(receive(track, shared, session));
+    }
+}
+
+/// Reads the RTCP that webrtc-rs hands up for our video track: key-frame
+/// requests from the remote.
+async fn read_feedback(
+    track: Arc<TrackLocalStaticSample>,
+    shared: Arc<PeerShared>,
+    session: Weak<Inner>,
+) {
+    while let Some(event) = track.poll().await {
+        let TrackLocalEvent::OnRtcpPacket(packets) = event else {
+            continue;
+        };
+        if !packets
+            .iter()
+            .any(|p| crate::keyframe::is_keyframe_request(p.as_ref()))
+        {
+            continue;
+        }
+        let Some(inner) = session.upgrade() else {
+            break;
+        };
+        tracing::debug!(user = %shared.remote, "key frame requested");
+        inner.request_keyframe();
+        inner.emit(MediaEvent::KeyframeRequested {
+            user: shared.remote.clone(),
+        });
     }
 }
 
@@ -412,6 +457,11 @@ async fn receive(track: Arc<dyn TrackRemote>, shared: Arc<PeerShared>, session: 
         c.bytes_received
             .fetch_add(pkt.payload.len() as u64, Ordering::Relaxed);
         if assembler.is_none() {
+            if kind == MediaKind::Video {
+                if let Ok(mut rv) = shared.remote_video.lock() {
+                    *rv = Some((Arc::downgrade(&track), pkt.header.ssrc));
+                }
+            }
             let codec = track.codec(pkt.header.ssrc).await;
             match codec.as_ref().and_then(|c| codec_of(&c.mime_type)) {
                 Some(fc) => {
@@ -570,7 +620,10 @@ fn interceptors(engine: &mut MediaEngine, nack_history: u16) -> Result<Registry,
         .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
     configure_simulcast_extension_headers(engine).map_err(MediaError::webrtc)?;
     let registry = configure_twcc_receiver_only(registry, engine).map_err(MediaError::webrtc)?;
-    Ok(configure_rtcp_reports(registry))
+    Ok(configure_rtcp_reports(registry).with(
+        Slot::from(crate::keyframe::SLOT),
+        crate::keyframe::KeyframeRequests::default(),
+    ))
 }
 
 fn local_track(
@@ -767,6 +820,8 @@ impl MediaSession {
             local_candidates: Mutex::new((false, Vec::new())),
             counters: Counters::default(),
             live: self.inner.live.clone(),
+            remote_video: Mutex::new(None),
+            feedback_started: AtomicBool::new(false),
         });
         self.inner.live.fetch_add(1, Ordering::AcqRel);
         let handler = Arc::new(Handler {
@@ -890,7 +945,10 @@ impl MediaSession {
     }
 
     /// Applies a signal from `from`. An offer may arrive before
-    /// [`connect`](Self::connect) and creates the peer connection.
+    /// [`connect`](Self::connect) and creates the peer connection. An offer
+    /// on a connection that already finished its negotiation replaces it
+    /// (the offerer disconnected and connected again); to restart media the
+    /// other way, both sides disconnect and connect.
     ///
     /// # Errors
     ///
@@ -943,7 +1001,14 @@ impl MediaSession {
         };
         let level_id = audio_level_id(&sdp);
         let desc = RTCSessionDescription::offer(sdp).map_err(|e| invalid(&e))?;
-        let peer = self.ensure_peer(from).await?;
+        let mut peer = self.ensure_peer(from).await?;
+        if peer.negotiation.lock().await.remote_set && !peer.offerer {
+            // A fresh offer after a finished negotiation means the remote
+            // dropped its side and starts over: so do we.
+            tracing::debug!(user = %from, "new offer on a negotiated connection; replacing it");
+            self.disconnect(from).await;
+            peer = self.ensure_peer(from).await?;
+        }
         let mut neg = peer.negotiation.lock().await;
         if neg.offered && !neg.remote_set {
             return Err(MediaError::UnexpectedSignal {
@@ -1167,6 +1232,33 @@ impl MediaSession {
                 old.abort();
             }
         }
+    }
+
+    /// Asks `remote` for a key frame of its video (sends an RTCP PLI), e.g.
+    /// after the app's decoder lost its reference.
+    ///
+    /// # Errors
+    ///
+    /// [`MediaError::UnknownPeer`], or [`MediaError::NoRemoteVideo`] before
+    /// any video from that user arrived.
+    pub async fn request_keyframe(&self, remote: &str) -> Result<(), MediaError> {
+        let peer = self
+            .inner
+            .peer(remote)
+            .ok_or_else(|| MediaError::UnknownPeer(remote.to_owned()))?;
+        let target = peer.shared.remote_video.lock().ok().and_then(|g| g.clone());
+        let Some((track, ssrc)) = target.and_then(|(t, ssrc)| t.upgrade().map(|t| (t, ssrc)))
+        else {
+            return Err(MediaError::NoRemoteVideo(remote.to_owned()));
+        };
+        let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+            sender_ssrc: peer.video_ssrc,
+            media_ssrc: ssrc,
+        };
+        track
+            .write_rtcp(vec![Box::new(pli)])
+            .await
+            .map_err(MediaError::webrtc)
     }
 
     /// Mutes the microphone: no audio frames are sent while muted.

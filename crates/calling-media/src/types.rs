@@ -347,6 +347,13 @@ pub enum MediaEvent {
         /// Audio or video.
         kind: MediaKind,
     },
+    /// A remote asked for a key frame (RTCP PLI or FIR), e.g. after loss.
+    /// The generated test pattern answers by itself; an app feeding its own
+    /// video frames should send a key frame next.
+    KeyframeRequested {
+        /// The remote user.
+        user: String,
+    },
     /// Voice volume of a user, 0..=100, about every
     /// [`MediaConfig::volume_interval`]. Remote users: from the RFC 6464
     /// level on their packets. Our own user id: from the PCM we encode.
@@ -387,4 +394,51 @@ pub struct PeerStats {
     pub packets_lost: i64,
     /// Largest inbound interarrival jitter, in seconds.
     pub jitter: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_have_the_documented_json_shape() {
+        let offer = MediaSignal::Offer { sdp: "v=0".into() };
+        assert_eq!(
+            serde_json::to_string(&offer).unwrap(),
+            r#"{"type":"offer","sdp":"v=0"}"#
+        );
+        let cand = MediaSignal::Candidate {
+            candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host".into(),
+            sdp_mid: Some("0".into()),
+            sdp_mline_index: None,
+            username_fragment: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&cand).unwrap(),
+            r#"{"type":"candidate","candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdp_mid":"0"}"#
+        );
+        let back: MediaSignal = serde_json::from_str(
+            r#"{"type":"candidate","candidate":"","sdp_mline_index":0,"username_fragment":"u"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            back,
+            MediaSignal::Candidate {
+                candidate: String::new(),
+                sdp_mid: None,
+                sdp_mline_index: Some(0),
+                username_fragment: Some("u".into()),
+            }
+        );
+        assert!(serde_json::from_str::<MediaSignal>(r#"{"type":"bye"}"#).is_err());
+    }
+
+    #[test]
+    fn quality_profiles_map_to_resolution_and_bitrate() {
+        assert_eq!(VideoQuality::P480.resolution(), (640, 480));
+        assert_eq!(VideoQuality::P720.resolution(), (1280, 720));
+        assert_eq!(VideoQuality::P1080.resolution(), (1920, 1080));
+        assert!(VideoQuality::P480.bitrate_bps() < VideoQuality::P720.bitrate_bps());
+        assert!(VideoQuality::P720.bitrate_bps() < VideoQuality::P1080.bitrate_bps());
+    }
 }

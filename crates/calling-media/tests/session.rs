@@ -430,3 +430,67 @@ async fn disconnect_and_close_release_peers() {
     ));
     m.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offerer_can_reconnect_without_the_answerer_noticing() {
+    let mut m = mesh(&["alice", "bob"]).await;
+    m.session("alice").set_audio_source(Some(tone())).unwrap();
+    m.connect_all().await;
+    m.node("bob").collect("alice", MediaKind::Audio, 3).await;
+
+    // alice drops and redials; bob still holds the old connection.
+    m.session("alice").disconnect("bob").await;
+    m.session("alice").connect("bob").await.unwrap();
+    m.node("bob")
+        .event(|e| {
+            matches!(e, MediaEvent::PeerState { user, state: PeerState::Closed } if user == "alice")
+        })
+        .await;
+    m.node("bob")
+        .event(|e| {
+            matches!(e, MediaEvent::PeerState { user, state: PeerState::Connected } if user == "alice")
+        })
+        .await;
+    // Counted on bob's new connection, so frames still queued from the old
+    // one cannot satisfy it.
+    let bob = m.session("bob");
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let s = bob.stats().await;
+            if s.len() == 1 && s[0].audio_frames_received >= 3 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("audio on the new connection");
+    assert_eq!(m.offers().len(), 2);
+    m.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_frame_requests_reach_the_sender() {
+    let mut m = mesh(&["alice", "bob"]).await;
+    let alice = m.session("alice");
+    alice
+        .set_video_source(Some(VideoSource::TestPattern))
+        .unwrap();
+    let bob = m.session("bob");
+    assert!(matches!(
+        bob.request_keyframe("alice").await,
+        Err(MediaError::UnknownPeer(_))
+    ));
+    m.connect_all().await;
+    m.node("bob").collect("alice", MediaKind::Video, 2).await;
+    // bob sends no video, so alice has nothing to ask a key frame of.
+    assert!(matches!(
+        alice.request_keyframe("bob").await,
+        Err(MediaError::NoRemoteVideo(_))
+    ));
+    bob.request_keyframe("alice").await.unwrap();
+    m.node("alice")
+        .event(|e| matches!(e, MediaEvent::KeyframeRequested { user } if user == "bob"))
+        .await;
+    m.close().await;
+}
