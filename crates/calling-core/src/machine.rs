@@ -336,7 +336,12 @@ impl Call {
         self.ringing.keys().cloned().collect()
     }
 
+    /// TRTCCalling's `GROUP_CALL_INVITEE_LIST_UPDATE`: group calls only (a
+    /// 1v1 call becomes one when someone invites more).
     fn emit_invitees(&self, ctx: &mut Ctx) {
+        if !self.info.is_group {
+            return;
+        }
         ctx.emit(Event::InviteeListUpdated {
             call_id: self.id.clone(),
             invitees: self.invitees(),
@@ -959,6 +964,7 @@ impl CallMachine {
         };
         let others = call.known();
         let invite_id = ctx.invite_id();
+        call.info.is_group = true;
         send_invites(ctx, call, now, &users, invite_id.clone(), timeout);
         let body = Body::Roster {
             info: call.info.clone(),
@@ -1995,6 +2001,7 @@ fn on_roster(
     roster: &Roster,
 ) {
     let joined = matches!(call.me, Me::Joining { .. });
+    let is_group = info.is_group;
     if joined {
         call.info = info;
         call.me = Me::InCall;
@@ -2004,6 +2011,10 @@ fn on_roster(
             room_id: call.info.room_id,
             media_type: call.info.media_type,
         });
+    }
+    if is_group {
+        // Someone invited more: it is a group call now.
+        call.info.is_group = true;
     }
     // The sender is connected, whatever its roster says.
     if !call.connected.contains_key(from) {

@@ -937,3 +937,17 @@ fn room_ids_are_in_range_and_ids_differ_per_call() {
         s.hangup("alice");
     }
 }
+
+#[test]
+fn invitee_list_updates_are_for_group_calls_only() {
+    let mut s = Sim::new(&["alice", "bob"]);
+    s.call("alice", "bob", MediaType::Video, 30);
+    s.accept("bob");
+    for u in ["alice", "bob"] {
+        assert_eq!(
+            s.count(u, |e| matches!(e, Event::InviteeListUpdated { .. })),
+            0,
+            "{u}"
+        );
+    }
+}
