@@ -283,3 +283,30 @@ async fn client_heartbeats_keep_an_idle_session_alive() {
     assert_eq!(metric(addr, "calling_heartbeat_timeouts_total").await, 0);
     server.shutdown().await;
 }
+
+/// A burst far above the server's rate limit is paced by the client, not
+/// dropped by the server: every payload arrives, in order, and no
+/// `rate_limited` error comes back.
+#[tokio::test]
+async fn client_paces_bursts_within_the_announced_rate_limit() {
+    let server = start_with(|c| {
+        c.limits.rate_per_sec = 40;
+        c.limits.rate_burst = 5;
+    })
+    .await;
+    let addr = server.local_addr();
+    let (alice, mut alice_events) = ws_user(addr, "alice").await;
+    let (_bob, mut bob_events) = ws_user(addr, "bob").await;
+    let to = ["bob".to_string()];
+    for n in 0..30 {
+        alice.send(&to, json!({ "n": n })).await.unwrap();
+    }
+    for n in 0..30 {
+        match next(&mut bob_events).await {
+            TransportEvent::Message { payload, .. } => assert_eq!(payload["n"], n),
+            other => panic!("expected message {n}, got {other:?}"),
+        }
+    }
+    // Nothing was refused on the sender's side.
+    assert!(alice_events.try_recv().is_err(), "no error event for alice");
+}

@@ -122,6 +122,51 @@ impl std::fmt::Debug for WsTransport {
 struct SessionParams {
     heartbeat_interval: Duration,
     heartbeat_timeout: Duration,
+    rate_per_sec: u32,
+    rate_burst: u32,
+}
+
+/// Keeps the frames we send within the rate the server announced (a token
+/// bucket like the server's), so that bursts, e.g. ICE candidates of several
+/// calls, are delayed a little instead of dropped with `rate_limited`.
+struct Pacer {
+    tokens: f64,
+    burst: f64,
+    rate: f64,
+    last: Instant,
+}
+
+impl Pacer {
+    fn new(params: &SessionParams) -> Self {
+        // Never ahead of the server's bucket: it started full and our login
+        // took one token, so start one lower still and refill a little slower.
+        let burst = f64::from(params.rate_burst.max(2));
+        Pacer {
+            tokens: burst - 2.0,
+            burst: burst - 1.0,
+            rate: f64::from(params.rate_per_sec.max(1)) * 0.9,
+            last: Instant::now(),
+        }
+    }
+
+    /// Waits until one more frame may be sent, and takes its token.
+    async fn take(&mut self) {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens < 1.0 {
+            let wait = Duration::from_secs_f64((1.0 - self.tokens) / self.rate);
+            debug!(
+                ?wait,
+                "pacing a frame to stay within the server's rate limit"
+            );
+            tokio::time::sleep(wait).await;
+            self.tokens = 1.0;
+            self.last = Instant::now();
+        }
+        self.tokens -= 1.0;
+    }
 }
 
 impl WsTransport {
@@ -258,6 +303,7 @@ async fn connect_and_login(config: &WsConfig) -> Result<(Ws, SessionParams), Tra
                 Ok(ServerFrame::LoginOk {
                     heartbeat_interval_ms,
                     heartbeat_timeout_ms,
+                    limits,
                     ..
                 }) => {
                     let params = SessionParams {
@@ -265,6 +311,8 @@ async fn connect_and_login(config: &WsConfig) -> Result<(Ws, SessionParams), Tra
                             .heartbeat_interval
                             .unwrap_or(Duration::from_millis(heartbeat_interval_ms.max(10))),
                         heartbeat_timeout: Duration::from_millis(heartbeat_timeout_ms.max(20)),
+                        rate_per_sec: limits.rate_per_sec,
+                        rate_burst: limits.rate_burst,
                     };
                     return Ok((ws, params));
                 }
@@ -442,10 +490,12 @@ impl Driver {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.tick().await;
         let mut last_seen = Instant::now();
+        let mut pacer = Pacer::new(params);
         loop {
             let dead_at = last_seen + params.heartbeat_timeout;
             tokio::select! {
                 _ = heartbeat.tick() => {
+                    pacer.take().await;
                     let ping = ClientFrame::Ping { id: None }.to_json();
                     if ws.send(Message::text(ping)).await.is_err() {
                         return End::Lost;
@@ -468,6 +518,7 @@ impl Driver {
                             return End::Closed;
                         }
                         Command::Send { text, reply } => {
+                            pacer.take().await;
                             let ok = ws.send(Message::text(text)).await.is_ok();
                             let _ = reply.send(if ok { Ok(()) } else { Err(TransportError::NotConnected) });
                             if !ok {
@@ -479,6 +530,7 @@ impl Driver {
                             let id = format!("j{}", self.next_req);
                             let frame = ClientFrame::Join { id: Some(id.clone()), room: room.clone() };
                             self.pending_join.insert(id, (room, reply));
+                            pacer.take().await;
                             if ws.send(Message::text(frame.to_json())).await.is_err() {
                                 return End::Lost;
                             }
@@ -488,6 +540,7 @@ impl Driver {
                             let id = format!("l{}", self.next_req);
                             let frame = ClientFrame::Leave { id: Some(id.clone()), room: room.clone() };
                             self.pending_leave.insert(id, (room, reply));
+                            pacer.take().await;
                             if ws.send(Message::text(frame.to_json())).await.is_err() {
                                 return End::Lost;
                             }

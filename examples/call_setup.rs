@@ -1,0 +1,168 @@
+//! Call setup through the whole stack, repeated: the in-process signaling
+//! server on loopback, two `Calling` clients, WebRTC with the generated
+//! H.264 test pattern.
+//!
+//! ```sh
+//! cargo run --release --example call_setup [-- --calls 50]
+//! ```
+//!
+//! For each call it measures, at the caller: accept -> first remote video
+//! frame, and call() -> first remote video frame; then prints p50 / p95 /
+//! max over all calls. The server's rate limit is raised for the run: calls
+//! follow each other with no pause, which real users never do.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use calling::{
+    Calling, CallingConfig, EncodedFrame, Event, Events, FrameSink, MediaKind, MediaType,
+};
+
+const APP: u64 = 1_400_000_000;
+const KEY: &str = "bench-secret-key";
+
+/// Remembers when the first remote video frame of the current call came.
+#[derive(Default)]
+struct FirstFrame {
+    at: Mutex<Option<Instant>>,
+    wake: tokio::sync::Notify,
+}
+
+impl FrameSink for FirstFrame {
+    fn on_frame(&self, _user: &str, frame: &EncodedFrame) {
+        if frame.kind() != MediaKind::Video {
+            return;
+        }
+        if let Ok(mut at) = self.at.lock()
+            && at.is_none()
+        {
+            *at = Some(Instant::now());
+            self.wake.notify_one();
+        }
+    }
+}
+
+async fn until(
+    events: &mut Events,
+    what: &str,
+    pred: impl Fn(&Event) -> bool,
+) -> Result<Event, String> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(e) = events.recv().await {
+            if pred(&e) {
+                return Ok(e);
+            }
+        }
+        Err("event stream ended".to_string())
+    })
+    .await
+    .map_err(|_| format!("timed out waiting for {what}"))?
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() -> Result<(), String> {
+    let calls: usize = std::env::args()
+        .skip_while(|a| a != "--calls")
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50);
+    let mut config = calling_server::Config::new(APP, KEY);
+    config.listen = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
+    // Calls follow each other with no pause: at the default 50 frames/s the
+    // client's pacing (which keeps it under the server's rate limit) would
+    // be measured instead of call setup.
+    config.limits.rate_per_sec = 5000;
+    config.limits.rate_burst = 10_000;
+    let server = calling_server::Server::bind(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let url = format!("ws://{}/ws", server.local_addr());
+    let login = |user: &'static str| {
+        let url = url.clone();
+        async move {
+            let sig = calling_usersig::generate(APP, KEY, user, 3600, calling_usersig::now_unix());
+            Calling::login(&url, APP, user, &sig, CallingConfig::default())
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    let (alice, mut alice_events) = login("alice").await?;
+    let (bob, mut bob_events) = login("bob").await?;
+    let first = Arc::new(FirstFrame::default());
+    alice
+        .set_frame_sink(Some(first.clone()))
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let (mut from_accept, mut from_call) = (Vec::new(), Vec::new());
+    for n in 0..calls {
+        let step = |what: &str, e: String| format!("call {n}: {what}: {e}");
+        if let Ok(mut at) = first.at.lock() {
+            *at = None;
+        }
+        let placed = Instant::now();
+        alice
+            .call("bob", MediaType::Video, Duration::from_secs(30))
+            .await
+            .map_err(|e| e.to_string())?;
+        let invite = match until(&mut bob_events, "the invite", |e| {
+            matches!(e, Event::Invited { .. })
+        })
+        .await
+        .map_err(|e| step("ring", e))?
+        {
+            Event::Invited { invite_id, .. } => invite_id,
+            _ => return Err("no invite".into()),
+        };
+        let accepted = Instant::now();
+        bob.accept(&invite).await.map_err(|e| e.to_string())?;
+        let got = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let notified = first.wake.notified();
+                if let Ok(at) = first.at.lock()
+                    && let Some(at) = *at
+                {
+                    return at;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .map_err(|_| format!("call {n}: no video frame within 10 s"))?;
+        from_accept.push(got.duration_since(accepted).as_secs_f64() * 1e3);
+        from_call.push(got.duration_since(placed).as_secs_f64() * 1e3);
+        alice.hangup().await.map_err(|e| e.to_string())?;
+        until(&mut alice_events, "alice's call end", |e| {
+            matches!(e, Event::CallEnd { .. })
+        })
+        .await
+        .map_err(|e| step("hangup", e))?;
+        until(&mut bob_events, "bob's call end", |e| {
+            matches!(e, Event::CallEnd { .. })
+        })
+        .await
+        .map_err(|e| step("hangup", e))?;
+    }
+    for (name, v) in [
+        ("accept -> first frame", &mut from_accept),
+        ("call() -> first frame", &mut from_call),
+    ] {
+        v.sort_by(f64::total_cmp);
+        println!(
+            "{name:24} calls {:3}  p50 {:6.1} ms  p95 {:6.1} ms  max {:6.1} ms",
+            v.len(),
+            percentile(v, 0.5),
+            percentile(v, 0.95),
+            v[v.len() - 1]
+        );
+    }
+    alice.logout().await.ok();
+    bob.logout().await.ok();
+    server.shutdown().await;
+    Ok(())
+}
