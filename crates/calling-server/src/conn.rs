@@ -11,8 +11,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use calling_signal::protocol::{
-    ClientFrame, ErrorCode, PROTOCOL_VERSION, ServerFrame, close_code, peek_id, valid_room,
-    valid_user_id,
+    ClientFrame, ErrorCode, MAX_USER_ID_BYTES, PROTOCOL_VERSION, ServerFrame, close_code, peek_id,
+    valid_room, valid_user_id,
 };
 use futures_util::{SinkExt, StreamExt};
 use serde_json::value::RawValue;
@@ -442,7 +442,7 @@ impl Conn<'_> {
         } else if !valid_user_id(&user_id) {
             Err((
                 ErrorCode::InvalidUserId,
-                "user id must be 1-64 bytes of A-Z a-z 0-9 - _".to_string(),
+                format!("user id must be 1-{MAX_USER_ID_BYTES} bytes of A-Z a-z 0-9 - _"),
             ))
         } else {
             cfg.verifier

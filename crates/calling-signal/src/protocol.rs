@@ -519,7 +519,9 @@ pub fn valid_room(room: &str) -> bool {
 }
 
 /// Longest user id, in bytes.
-pub const MAX_USER_ID_BYTES: usize = 64;
+/// TRTCCalling's limit, the same as the call layer's (`calling_core::MAX_USER_ID_LEN`):
+/// a user the call layer would refuse cannot log in either.
+pub const MAX_USER_ID_BYTES: usize = 32;
 /// Longest room name, in bytes.
 pub const MAX_ROOM_BYTES: usize = 128;
 
@@ -629,7 +631,8 @@ mod tests {
         assert!(valid_user_id("alice_01-x"));
         assert!(!valid_user_id(""));
         assert!(!valid_user_id("al ice"));
-        assert!(!valid_user_id(&"a".repeat(65)));
+        assert!(valid_user_id(&"a".repeat(32)));
+        assert!(!valid_user_id(&"a".repeat(33)));
         assert!(valid_room("12345"));
         assert!(!valid_room("a\nb"));
         assert!(!valid_room(""));
