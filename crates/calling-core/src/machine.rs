@@ -625,6 +625,23 @@ impl Call {
         }
     }
 
+    /// A member a joiner asked cannot answer (gone or unreachable): the
+    /// join fails once nobody is left to ask and nobody introduced itself.
+    fn join_refused(&mut self, user: &UserId) -> Step {
+        let Me::Joining { waiting, .. } = &mut self.me else {
+            return Step::Continue;
+        };
+        waiting.remove(user);
+        if waiting.is_empty() && self.connected.is_empty() {
+            Step::End {
+                reason: EndReason::NotFound,
+                stale: StaleReason::CallEnded,
+            }
+        } else {
+            Step::Continue
+        }
+    }
+
     fn maybe_finish_switch(&mut self, ctx: &mut Ctx) {
         let done = self
             .switch_out
@@ -1385,18 +1402,8 @@ impl CallMachine {
                 call.send(ctx, call.known(), body);
             }
             step
-        } else if let Me::Joining { waiting, .. } = &mut call.me {
-            waiting.remove(user);
-            if waiting.is_empty() {
-                Step::End {
-                    reason: EndReason::NotFound,
-                    stale: StaleReason::CallEnded,
-                }
-            } else {
-                Step::Continue
-            }
         } else {
-            Step::Continue
+            call.join_refused(user)
         };
         self.apply(now, step);
     }
@@ -1744,18 +1751,8 @@ impl CallMachine {
                 } else if let Some(inv) = call.ringing.get(from) {
                     let invite_id = inv.invite_id.clone();
                     call.remove_ringing(ctx, std::slice::from_ref(from), &invite_id, Removal::Gone)
-                } else if let Me::Joining { waiting, .. } = &mut call.me {
-                    waiting.remove(from);
-                    if waiting.is_empty() && call.connected.is_empty() {
-                        Step::End {
-                            reason: EndReason::NotFound,
-                            stale: StaleReason::CallEnded,
-                        }
-                    } else {
-                        Step::Continue
-                    }
                 } else {
-                    Step::Continue
+                    call.join_refused(from)
                 }
             }
             Body::Roster { info, roster } => {

@@ -1,17 +1,39 @@
 //! End to end, through the real stack: `calling-server` on 127.0.0.1:0, the
 //! WebSocket transport, the call rules and WebRTC media on loopback.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 mod support;
 
 use std::time::Duration;
 
-use calling::{EndReason, Event, MediaKind, MediaType, NoAnswer};
+use calling::{Calling, EndReason, Event, Events, MediaKind, MediaType, NoAnswer};
 use support::*;
 
 const RING: Duration = Duration::from_secs(30);
 
 fn is_end(e: &Event) -> bool {
     matches!(e, Event::CallEnd { .. })
+}
+
+/// alice calls bob, bob accepts, and both see each other enter.
+async fn connect(
+    (alice, alice_events): (&Calling, &mut Events),
+    (bob, bob_events): (&Calling, &mut Events),
+    media: MediaType,
+) -> calling::CallId {
+    let call_id = alice.call(bob.user().as_str(), media, RING).await.unwrap();
+    let invite = invited(bob_events).await;
+    bob.accept(&invite).await.unwrap();
+    for (events, who) in [(alice_events, bob.user()), (bob_events, alice.user())] {
+        expect(
+            events,
+            "the peer enters",
+            |e| matches!(e, Event::UserEnter { user, call_id: c } if user == who && *c == call_id),
+        )
+        .await;
+    }
+    call_id
 }
 
 fn end_reason(e: &Event) -> EndReason {
@@ -27,17 +49,10 @@ async fn video_call_flows_both_ways_then_hangs_up() {
     let (alice, mut alice_events) = login(&net, "alice").await;
     let (bob, mut bob_events) = login(&net, "bob").await;
 
-    let call_id = alice.call("bob", MediaType::Video, RING).await.unwrap();
-    let invite = invited(&mut bob_events).await;
-    bob.accept(&invite).await.unwrap();
-    expect(&mut alice_events, "alice sees bob enter", |e| {
-        matches!(e, Event::UserEnter { user, call_id: c } if user.as_str() == "bob" && *c == call_id)
-    })
-    .await;
-    expect(
-        &mut bob_events,
-        "bob sees alice enter",
-        |e| matches!(e, Event::UserEnter { user, .. } if user.as_str() == "alice"),
+    let call_id = connect(
+        (&alice, &mut alice_events),
+        (&bob, &mut bob_events),
+        MediaType::Video,
     )
     .await;
 
@@ -73,12 +88,11 @@ async fn audio_call_sends_no_video() {
     let net = start().await;
     let (alice, mut alice_events) = login(&net, "alice").await;
     let (bob, mut bob_events) = login(&net, "bob").await;
-    alice.call("bob", MediaType::Audio, RING).await.unwrap();
-    let invite = invited(&mut bob_events).await;
-    bob.accept(&invite).await.unwrap();
-    expect(&mut alice_events, "bob enters", |e| {
-        matches!(e, Event::UserEnter { .. })
-    })
+    connect(
+        (&alice, &mut alice_events),
+        (&bob, &mut bob_events),
+        MediaType::Audio,
+    )
     .await;
     wait_frames(&alice, "bob", MediaKind::Audio, 20).await;
     wait_frames(&bob, "alice", MediaKind::Audio, 20).await;
@@ -192,12 +206,11 @@ async fn mute_and_camera_off_reach_the_peer() {
     let net = start().await;
     let (alice, mut alice_events) = login(&net, "alice").await;
     let (bob, mut bob_events) = login(&net, "bob").await;
-    alice.call("bob", MediaType::Video, RING).await.unwrap();
-    let invite = invited(&mut bob_events).await;
-    bob.accept(&invite).await.unwrap();
-    expect(&mut alice_events, "bob enters", |e| {
-        matches!(e, Event::UserEnter { .. })
-    })
+    connect(
+        (&alice, &mut alice_events),
+        (&bob, &mut bob_events),
+        MediaType::Video,
+    )
     .await;
     bob.set_mic_mute(true).await.unwrap();
     expect(&mut alice_events, "bob's audio off", |e| {
@@ -222,12 +235,11 @@ async fn kicked_out_during_a_call() {
     let net = start().await;
     let (alice, mut alice_events) = login(&net, "alice").await;
     let (bob, mut bob_events) = login(&net, "bob").await;
-    alice.call("bob", MediaType::Audio, RING).await.unwrap();
-    let invite = invited(&mut bob_events).await;
-    bob.accept(&invite).await.unwrap();
-    expect(&mut alice_events, "bob enters", |e| {
-        matches!(e, Event::UserEnter { .. })
-    })
+    connect(
+        (&alice, &mut alice_events),
+        (&bob, &mut bob_events),
+        MediaType::Audio,
+    )
     .await;
 
     // Bob logs in again elsewhere: the first bob is kicked out.
@@ -259,12 +271,11 @@ async fn hangup_twice_and_a_new_call_right_after() {
     let (alice, mut alice_events) = login(&net, "alice").await;
     let (bob, mut bob_events) = login(&net, "bob").await;
     for round in 0..2 {
-        alice.call("bob", MediaType::Audio, RING).await.unwrap();
-        let invite = invited(&mut bob_events).await;
-        bob.accept(&invite).await.unwrap();
-        expect(&mut alice_events, "bob enters", |e| {
-            matches!(e, Event::UserEnter { .. })
-        })
+        connect(
+            (&alice, &mut alice_events),
+            (&bob, &mut bob_events),
+            MediaType::Audio,
+        )
         .await;
         wait_frames(&alice, "bob", MediaKind::Audio, 5).await;
         alice.hangup().await.unwrap();
