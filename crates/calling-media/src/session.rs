@@ -95,6 +95,8 @@ struct Inner {
     peers: RwLock<HashMap<String, Arc<Peer>>>,
     creating: tokio::sync::Mutex<()>,
     sink: RwLock<Option<Arc<dyn FrameSink>>>,
+    /// Where our own encoded frames go too (a local preview).
+    local_sink: RwLock<Option<Arc<dyn FrameSink>>>,
     mic_muted: AtomicBool,
     camera_on: AtomicBool,
     hands_free: AtomicBool,
@@ -682,6 +684,7 @@ impl MediaSession {
             peers: RwLock::new(HashMap::new()),
             creating: tokio::sync::Mutex::new(()),
             sink: RwLock::new(None),
+            local_sink: RwLock::new(None),
             mic_muted: AtomicBool::new(false),
             camera_on: AtomicBool::new(true),
             hands_free: AtomicBool::new(false),
@@ -1167,6 +1170,15 @@ impl MediaSession {
         }
     }
 
+    /// Where our own outgoing frames also go, as the peers get them (a local
+    /// preview: TRTCCalling's `startLocalView`); called with our own user id.
+    /// Nothing arrives while the microphone is muted or the camera is off.
+    pub fn set_local_sink(&self, sink: Option<Arc<dyn FrameSink>>) {
+        if let Ok(mut g) = self.inner.local_sink.write() {
+            *g = sink;
+        }
+    }
+
     /// Where remote frames go; `None` drops them. See [`FrameSink`].
     pub fn set_frame_sink(&self, sink: Option<Arc<dyn FrameSink>>) {
         if let Ok(mut g) = self.inner.sink.write() {
@@ -1357,6 +1369,15 @@ async fn close_peer(inner: &Inner, peer: &Peer) {
     }
 }
 
+impl Inner {
+    fn show_local(&self, frame: &EncodedFrame) {
+        let sink = self.local_sink.read().ok().and_then(|g| g.clone());
+        if let Some(sink) = sink {
+            sink.on_frame(&self.config.local_user, frame);
+        }
+    }
+}
+
 async fn audio_pump(session: Weak<Inner>, mut running: source::Running) {
     let mut loudest: Option<u8> = None;
     let mut window_start = Instant::now();
@@ -1385,6 +1406,7 @@ async fn audio_pump(session: Weak<Inner>, mut running: source::Running) {
         if muted {
             continue;
         }
+        inner.show_local(&frame);
         for peer in inner.peers() {
             if peer.shared.ready(MediaKind::Audio) {
                 peer.send(&frame).await;
@@ -1442,6 +1464,7 @@ async fn video_pump(session: Weak<Inner>, nudge: Arc<Notify>, mut running: sourc
         if !camera_on {
             continue;
         }
+        inner.show_local(&frame);
         for peer in inner.peers() {
             if !peer.shared.ready(MediaKind::Video) {
                 continue;

@@ -351,6 +351,16 @@ impl Calling {
         self.ask(|reply| Command::Sink { sink, reply }).await
     }
 
+    /// Where the local user's own outgoing frames also go (TRTCCalling
+    /// `startLocalView`): a local preview of exactly what the peers get,
+    /// delivered with the local user id.
+    pub async fn set_local_sink(
+        &self,
+        sink: Option<Arc<dyn FrameSink>>,
+    ) -> Result<(), CallingError> {
+        self.ask(|reply| Command::LocalSink { sink, reply }).await
+    }
+
     /// Per-peer media figures of the current call (empty outside a call).
     pub async fn stats(&self) -> Result<Vec<PeerStats>, CallingError> {
         self.ask(|reply| Command::Stats { reply }).await

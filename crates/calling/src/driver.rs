@@ -86,6 +86,10 @@ pub(crate) enum Command {
         sink: Option<Arc<dyn FrameSink>>,
         reply: Reply<()>,
     },
+    LocalSink {
+        sink: Option<Arc<dyn FrameSink>>,
+        reply: Reply<()>,
+    },
     Stats {
         reply: Reply<Vec<PeerStats>>,
     },
@@ -144,6 +148,7 @@ pub(crate) struct Driver {
     hands_free: bool,
     quality: VideoQuality,
     sink: Option<Arc<dyn FrameSink>>,
+    local_sink: Option<Arc<dyn FrameSink>>,
     /// Set when the transport is gone for good: the driver stops.
     closed: bool,
 }
@@ -181,6 +186,7 @@ impl Driver {
             hands_free: false,
             quality,
             sink: None,
+            local_sink: None,
             closed: false,
         }
     }
@@ -322,6 +328,13 @@ impl Driver {
                     m.session.set_frame_sink(sink.clone());
                 }
                 self.sink = sink;
+                let _ = reply.send(Ok(()));
+            }
+            Command::LocalSink { sink, reply } => {
+                if let Some(m) = &self.media {
+                    m.session.set_local_sink(sink.clone());
+                }
+                self.local_sink = sink;
                 let _ = reply.send(Ok(()));
             }
             Command::Stats { reply } => {
@@ -547,6 +560,7 @@ impl Driver {
         session.set_mic_mute(self.mic_muted);
         session.set_hands_free(self.hands_free);
         session.set_frame_sink(self.sink.clone());
+        session.set_local_sink(self.local_sink.clone());
         session.set_audio_source(Some(audio_source(&self.config.audio)))?;
         self.media = Some(Media {
             call_id,

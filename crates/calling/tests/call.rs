@@ -48,6 +48,8 @@ async fn video_call_flows_both_ways_then_hangs_up() {
     let net = start().await;
     let (alice, mut alice_events) = login(&net, "alice").await;
     let (bob, mut bob_events) = login(&net, "bob").await;
+    let (preview, mut local_frames) = calling::ChannelSink::new(64);
+    alice.set_local_sink(Some(preview)).await.unwrap();
 
     let call_id = connect(
         (&alice, &mut alice_events),
@@ -60,6 +62,19 @@ async fn video_call_flows_both_ways_then_hangs_up() {
         wait_frames(client, from, MediaKind::Video, 10).await;
         wait_frames(client, from, MediaKind::Audio, 10).await;
     }
+    // Alice's local preview shows her own outgoing video.
+    let own = tokio::time::timeout(WAIT, async {
+        loop {
+            match local_frames.recv().await {
+                Some(f) if f.frame.kind() == MediaKind::Video => return f,
+                Some(_) => {}
+                None => panic!("local preview closed"),
+            }
+        }
+    })
+    .await
+    .expect("a local video frame");
+    assert_eq!(own.user, "alice");
     // Voice volumes come from the tone both send.
     expect(&mut alice_events, "a voice volume for bob", |e| {
         matches!(e, Event::UserVoiceVolume { user, volume } if user.as_str() == "bob" && *volume > 0)
