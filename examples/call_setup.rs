@@ -99,7 +99,7 @@ async fn main() -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
 
-    let (mut from_accept, mut from_call) = (Vec::new(), Vec::new());
+    let (mut from_accept, mut from_call, mut enter) = (Vec::new(), Vec::new(), Vec::new());
     for n in 0..calls {
         let step = |what: &str, e: String| format!("call {n}: {what}: {e}");
         if let Ok(mut at) = first.at.lock() {
@@ -121,6 +121,12 @@ async fn main() -> Result<(), String> {
         };
         let accepted = Instant::now();
         bob.accept(&invite).await.map_err(|e| e.to_string())?;
+        until(&mut alice_events, "bob's enter", |e| {
+            matches!(e, Event::UserEnter { .. })
+        })
+        .await
+        .map_err(|e| step("accept", e))?;
+        enter.push(accepted.elapsed().as_secs_f64() * 1e3);
         let got = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 let notified = first.wake.notified();
@@ -151,6 +157,7 @@ async fn main() -> Result<(), String> {
     for (name, v) in [
         ("accept -> first frame", &mut from_accept),
         ("call() -> first frame", &mut from_call),
+        ("accept -> caller's enter", &mut enter),
     ] {
         v.sort_by(f64::total_cmp);
         println!(

@@ -465,8 +465,13 @@ impl Driver {
         }
     }
 
-    /// Carries out everything the machine asked for.
+    /// Carries out everything the machine asked for. Messages go out (and
+    /// events up) before media instructions of the same batch are carried
+    /// out: setting up media (a session, encoders, the server room) takes
+    /// milliseconds, and the peer's side of the call setup waits on our
+    /// messages, not on our media.
     async fn drain(&mut self) {
+        let mut media = Vec::new();
         while let Some(out) = self.machine.poll_output() {
             match out {
                 Output::Send { to, message } => {
@@ -475,8 +480,11 @@ impl Driver {
                     self.send(to, wire::control(&message), call).await;
                 }
                 Output::Event(e) => self.emit(e).await,
-                Output::Media(m) => self.on_instruction(m).await,
+                Output::Media(m) => media.push(m),
             }
+        }
+        for m in media {
+            self.on_instruction(m).await;
         }
     }
 
