@@ -309,3 +309,59 @@ async fn hangup_twice_and_a_new_call_right_after() {
         Err(calling::CallingError::Answer(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_with_a_forged_or_mismatched_usersig_is_a_typed_error() {
+    let net = start().await;
+    let forged = calling_usersig::generate(
+        APP,
+        "not-the-key",
+        "alice",
+        3600,
+        calling_usersig::now_unix(),
+    );
+    let err = calling::Calling::login(
+        &net.url,
+        APP,
+        "alice",
+        &forged,
+        calling::CallingConfig::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            calling::CallingError::Transport(calling_signal::TransportError::LoginRefused { .. })
+        ),
+        "{err:?}"
+    );
+    // A sig made for bob does not log alice in.
+    let err = calling::Calling::login(
+        &net.url,
+        APP,
+        "alice",
+        &sig("bob"),
+        calling::CallingConfig::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, calling::CallingError::Transport(_)),
+        "{err:?}"
+    );
+    // An invalid user id never reaches the server.
+    let err = calling::Calling::login(
+        &net.url,
+        APP,
+        "bad id",
+        &sig("alice"),
+        calling::CallingConfig::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, calling::CallingError::InvalidId(_)),
+        "{err:?}"
+    );
+}
