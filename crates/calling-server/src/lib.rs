@@ -42,11 +42,13 @@ mod conn;
 mod http;
 pub mod hub;
 pub mod metrics;
+pub mod web;
 
 pub use auth::{LoginRefused, LoginVerifier, VerifiedLogin};
 pub use calling_signal::protocol::Limits;
 pub use hub::{Hub, LocalHub};
 pub use metrics::Metrics;
+pub use web::DemoMode;
 
 /// Everything the server can be told. [`Config::new`] gives the documented
 /// defaults.
@@ -80,6 +82,10 @@ pub struct Config {
     /// Initial WebSocket read buffer per connection (default 4 KiB; it
     /// grows for larger frames).
     pub read_buffer_bytes: usize,
+    /// Demo mode: hand out UserSigs at `GET /demo/usersig` (default off;
+    /// **never** on outside local development). The demo page itself is
+    /// always served at `/`.
+    pub demo: Option<DemoMode>,
 }
 
 impl std::fmt::Debug for Config {
@@ -92,6 +98,7 @@ impl std::fmt::Debug for Config {
             .field("login_timeout", &self.login_timeout)
             .field("limits", &self.limits)
             .field("hard_frame_bytes", &self.hard_frame_bytes)
+            .field("demo", &self.demo)
             .finish_non_exhaustive()
     }
 }
@@ -125,6 +132,7 @@ impl Config {
             outbound_queue: 256,
             backlog: 4096,
             read_buffer_bytes: 4096,
+            demo: None,
         }
     }
 }
