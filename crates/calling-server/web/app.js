@@ -119,7 +119,7 @@ client.addEventListener('remoteStream', (e) => {
   if (!tile.dataset.watching && video.requestVideoFrameCallback) {
     tile.dataset.watching = '1';
     video.requestVideoFrameCallback(() => {
-      const call = client.call;
+      const call = client.active;
       if (call && call.answeredAt !== null && demo.setupMs[user] === undefined) {
         demo.setupMs[user] = performance.now() - call.answeredAt;
         log(`first video frame from ${user} ${demo.setupMs[user].toFixed(0)} ms after the answer`);

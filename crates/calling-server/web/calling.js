@@ -59,7 +59,7 @@ export class CallingClient extends EventTarget {
     this.overMark = new Map(); // user -> highest party known to be over
     this.answered = new Set(); // invite ids answered, cancelled or timed out
     this.earlyCancels = new Set(); // cancels that overtook their invite
-    this.call = null;
+    this.active = null;
     this.media = { audio: true, video: true };
     this.mediaConstraints = options.mediaConstraints || null;
     this.iceServers = options.iceServers || [];
@@ -129,7 +129,7 @@ export class CallingClient extends EventTarget {
 
   /** Hangs up any call, logs out and closes the socket. */
   async logout() {
-    if (this.call) await this.hangup();
+    if (this.active) await this.hangup();
     this.sendFrame({ type: 'logout' });
     this.closeSocket();
   }
@@ -149,7 +149,7 @@ export class CallingClient extends EventTarget {
     clearInterval(this.heartbeat);
     this.heartbeat = null;
     this.ws = null;
-    if (this.call) this.endCall('disconnected');
+    if (this.active) this.endCall('disconnected');
     if (code === 4002) this.emit('kickedOut', {});
     else if (code === 4003) this.emit('loginExpired', {});
     this.emit('disconnected', { code, reason });
@@ -211,7 +211,7 @@ export class CallingClient extends EventTarget {
         this.onUndeliverable(frame.id, frame.users || []);
         break;
       case 'room_leave':
-        if (this.call && frame.room === this.call.callId) this.partyGone(frame.user, 'left');
+        if (this.active && frame.room === this.active.callId) this.partyGone(frame.user, 'left');
         break;
       case 'room_enter':
       case 'kicked_out':
@@ -246,7 +246,7 @@ export class CallingClient extends EventTarget {
     return this.lastPartyMs * 1024 + this.partySeq;
   }
 
-  envelope(kind, fields = {}, call = this.call) {
+  envelope(kind, fields = {}, call = this.active) {
     return { version: CALL_VERSION, call_id: call.callId, party: call.party, kind, ...fields };
   }
 
@@ -269,7 +269,7 @@ export class CallingClient extends EventTarget {
     return { connected, ringing };
   }
 
-  everyone(call = this.call) {
+  everyone(call = this.active) {
     return [...call.connected.keys(), ...call.ringing.keys()];
   }
 
@@ -299,7 +299,7 @@ export class CallingClient extends EventTarget {
   /** Calls `users` (one: a 1v1 call; several: a group call). Resolves with the call id. */
   async call(users, mediaType = 'video', timeoutS = 30) {
     if (!this.userId) throw this.fail('not_logged_in', 'log in first');
-    if (this.call) throw this.fail('busy', 'already in a call');
+    if (this.active) throw this.fail('busy', 'already in a call');
     users = [...new Set(users)].filter((u) => u && u !== this.userId);
     if (users.length === 0) throw this.fail('invalid_user_id', 'name at least one other user');
     const bad = users.find((u) => !CALL_USER_RE.test(u));
@@ -309,10 +309,10 @@ export class CallingClient extends EventTarget {
       callId: uuid(), roomId: 1 + Math.floor(Math.random() * 0x7ffffffe), mediaType,
       sponsor: this.userId, isGroup: users.length > 1, state: 'connected', timeout: timeoutS,
     });
-    this.call = call;
+    this.active = call;
     for (const u of users) call.ringing.set(u, { invite_id: uuid(), inviter: this.userId });
     await this.openLocalMedia(call);
-    if (this.call !== call) return call.callId;
+    if (this.active !== call) return call.callId;
     this.joinCallRoom(call);
     const roster = this.roster(call);
     for (const u of users) {
@@ -330,7 +330,7 @@ export class CallingClient extends EventTarget {
 
   /** Accepts the invite this client is ringing for. */
   async accept() {
-    const call = this.call;
+    const call = this.active;
     if (!call || call.state !== 'ringing') throw this.fail('no_invite', 'nothing is ringing');
     clearTimeout(call.timers.get('ringing'));
     call.timers.delete('ringing');
@@ -338,7 +338,7 @@ export class CallingClient extends EventTarget {
     call.state = 'connected';
     call.answeredAt = performance.now();
     await this.openLocalMedia(call);
-    if (this.call !== call) return;
+    if (this.active !== call) return;
     this.sendPayload(this.everyone(call), this.envelope('enter', {
       invite_id: call.inviteId, audio: this.media.audio, video: this.media.video && call.mediaType === 'video',
     }));
@@ -352,7 +352,7 @@ export class CallingClient extends EventTarget {
 
   /** Declines the invite this client is ringing for. */
   async reject() {
-    const call = this.call;
+    const call = this.active;
     if (!call || call.state !== 'ringing') throw this.fail('no_invite', 'nothing is ringing');
     this.answered.add(call.inviteId);
     this.sendPayload(this.everyone(call), this.envelope('reject', { invite_id: call.inviteId, busy: false }));
@@ -361,7 +361,7 @@ export class CallingClient extends EventTarget {
 
   /** Leaves the call, or cancels it if nobody answered yet; rejects a ringing invite. */
   async hangup() {
-    const call = this.call;
+    const call = this.active;
     if (!call) return;
     if (call.state === 'ringing') return this.reject();
     if (call.connected.size === 0) {
@@ -388,7 +388,7 @@ export class CallingClient extends EventTarget {
   }
 
   applyLocalMedia() {
-    const call = this.call;
+    const call = this.active;
     if (!call) return;
     if (call.localStream) {
       for (const t of call.localStream.getAudioTracks()) t.enabled = this.media.audio;
@@ -425,7 +425,7 @@ export class CallingClient extends EventTarget {
       return;
     }
     if (this.isLate(from, p.party) && p.kind !== 'gone') return;
-    const call = this.call && this.call.callId === p.call_id ? this.call : null;
+    const call = this.active && this.active.callId === p.call_id ? this.active : null;
     switch (p.kind) {
       case 'invite': return this.onInvite(from, p);
       case 'cancel':
@@ -502,7 +502,7 @@ export class CallingClient extends EventTarget {
     const roster = p.roster && typeof p.roster === 'object' ? p.roster : { connected: [], ringing: [] };
     const connected = Array.isArray(roster.connected) ? roster.connected : [];
     const ringing = Array.isArray(roster.ringing) ? roster.ringing : [];
-    const cur = this.call;
+    const cur = this.active;
     if (cur && cur.callId === p.call_id) return; // a duplicate
     if (cur) {
       // Glare: both sides call each other 1v1 before either answered.
@@ -514,9 +514,9 @@ export class CallingClient extends EventTarget {
         this.closePeers(cur);
         this.leaveCallRoom(cur);
         const keep = cur.localStream;
-        this.call = null;
+        this.active = null;
         this.startRinging(from, p, connected, ringing);
-        this.call.localStream = keep;
+        this.active.localStream = keep;
         this.accept();
         return;
       }
@@ -530,7 +530,7 @@ export class CallingClient extends EventTarget {
     this.startRinging(from, p, connected, ringing);
     this.emit('invited', {
       sponsor: p.sponsor, inviter: from, inviteId: p.invite_id, callId: p.call_id,
-      mediaType: p.media_type, isGroup: !!p.is_group, users: [...this.call.connected.keys(), ...this.call.ringing.keys()],
+      mediaType: p.media_type, isGroup: !!p.is_group, users: [...this.active.connected.keys(), ...this.active.ringing.keys()],
     });
   }
 
@@ -548,11 +548,11 @@ export class CallingClient extends EventTarget {
     for (const r of ringing) {
       if (r && r.user !== this.userId && typeof r.user === 'string') call.ringing.set(r.user, { invite_id: r.invite_id, inviter: r.inviter });
     }
-    this.call = call;
+    this.active = call;
     const secs = Number(p.timeout) || 0;
     if (secs > 0) {
       call.timers.set('ringing', setTimeout(() => {
-        if (this.call !== call || call.state !== 'ringing') return;
+        if (this.active !== call || call.state !== 'ringing') return;
         this.answered.add(call.inviteId);
         this.sendPayload(this.everyone(call), this.envelope('timeout', { invite_id: call.inviteId, users: [this.userId], reason: 'timeout' }));
         this.emit('callingTimeout', { callId: call.callId });
@@ -612,7 +612,7 @@ export class CallingClient extends EventTarget {
 
   onUndeliverable(id, users) {
     const target = this.sendTargets.get(id);
-    const call = this.call;
+    const call = this.active;
     if (!target || !call || target.callId !== call.callId) return;
     if (target.kind === 'invite') {
       this.inviteeTimedOut(call, users, 'offline');
@@ -622,7 +622,7 @@ export class CallingClient extends EventTarget {
   }
 
   inviteeTimedOut(call, users, reason) {
-    if (this.call !== call) return;
+    if (this.active !== call) return;
     const gone = users.filter((u) => call.ringing.has(u));
     if (gone.length === 0) return;
     for (const u of gone) {
@@ -637,7 +637,7 @@ export class CallingClient extends EventTarget {
   }
 
   partyGone(user, why) {
-    const call = this.call;
+    const call = this.active;
     if (!call) return;
     const was = call.connected.get(user);
     if (was) {
@@ -661,7 +661,7 @@ export class CallingClient extends EventTarget {
   }
 
   checkEnd(call, reason) {
-    if (this.call !== call) return;
+    if (this.active !== call) return;
     if (call.state === 'ringing') {
       if (call.connected.size === 0) {
         this.emit('callingCancel', { callId: call.callId });
@@ -673,9 +673,9 @@ export class CallingClient extends EventTarget {
   }
 
   endCall(reason) {
-    const call = this.call;
+    const call = this.active;
     if (!call) return;
-    this.call = null;
+    this.active = null;
     this.clearTimers(call);
     this.closePeers(call);
     this.leaveCallRoom(call);
@@ -762,12 +762,12 @@ export class CallingClient extends EventTarget {
   }
 
   sendMedia(call, user, signal) {
-    if (this.call !== call) return;
+    if (this.active !== call) return;
     this.sendPayload([user], { version: CALL_VERSION, call_id: call.callId, kind: 'media', signal });
   }
 
   async onMedia(from, p) {
-    const call = this.call;
+    const call = this.active;
     if (!call || call.callId !== p.call_id || call.state !== 'connected' || !call.connected.has(from)) return;
     const s = p.signal;
     if (!s || typeof s !== 'object') return;
@@ -819,7 +819,7 @@ export class CallingClient extends EventTarget {
   /** Per remote user: video frames decoded, audio energy and packets, from getStats. */
   async mediaStats() {
     const out = {};
-    const call = this.call;
+    const call = this.active;
     if (!call) return out;
     for (const [user, peer] of call.peers) {
       const r = { framesDecoded: 0, audioEnergy: 0, audioPackets: 0, videoPackets: 0, state: peer.pc.connectionState };
@@ -841,7 +841,7 @@ export class CallingClient extends EventTarget {
 
   /** A summary of the current call for the UI (null outside a call). */
   snapshot() {
-    const call = this.call;
+    const call = this.active;
     if (!call) return null;
     return {
       callId: call.callId, state: call.state, mediaType: call.mediaType, sponsor: call.sponsor,
