@@ -11,7 +11,8 @@
 //   place               log in as user=, video-call peer=, check media, print
 //                       MEDIA_OK, hang up, see the call end
 //   bench               log in as user=, accept count= calls in a row, print
-//                       SETUP <ms> (answer -> first decoded frame) for each
+//                       SETUP <caller> <connect ms> <first frame ms> for each
+//                       (answer -> ICE+DTLS connected, answer -> first decoded frame)
 //
 // Lines on stdout are for the Rust test that runs this; progress goes to stderr.
 import { chromium } from 'playwright-core';
@@ -204,14 +205,14 @@ const scenarios = {
     say('READY');
     const count = Number(opts.count || 10);
     for (let i = 0; i < count; i += 1) {
-      await page.waitForSelector('#incoming:not([hidden])');
-      const caller = await page.evaluate(() => window.demo.client.active.inviter);
+      // Counted, not polled for state: the next call may ring before a
+      // poll would see this one gone.
+      await page.waitForFunction((n) => window.demo.events.filter((e) => e.type === 'invited').length > n, i);
       await page.click('#accept-btn');
-      await page.waitForFunction((u) => window.demo.setupMs[u] !== undefined, caller);
-      const ms = await page.evaluate((u) => window.demo.setupMs[u], caller);
-      say(`SETUP ${caller} ${ms.toFixed(1)}`);
-      await page.waitForFunction(() => window.demo.client.active === null);
-      await page.evaluate(() => { window.demo.setupMs = {}; });
+      await page.waitForFunction((n) => window.demo.setups.length > n, i);
+      const { user, ms, connectMs } = await page.evaluate((n) => window.demo.setups[n], i);
+      say(`SETUP ${user} ${connectMs === null ? 'NaN' : connectMs.toFixed(1)} ${ms.toFixed(1)}`);
+      await page.waitForFunction((n) => window.demo.events.filter((e) => e.type === 'callEnd').length > n, i);
     }
   },
 };

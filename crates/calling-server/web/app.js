@@ -5,7 +5,9 @@ import { CallingClient } from './calling.js';
 
 const $ = (id) => document.getElementById(id);
 const client = new CallingClient();
-const demo = { client, events: [], setupMs: {}, errors: [] };
+// setups: one {user, callId, ms, connectMs} per remote video, ms from the answer to
+// its first decoded frame.
+const demo = { client, events: [], setups: [], errors: [] };
 window.demo = demo;
 
 function show(id, on) { $(id).hidden = !on; }
@@ -120,9 +122,14 @@ client.addEventListener('remoteStream', (e) => {
     tile.dataset.watching = '1';
     video.requestVideoFrameCallback(() => {
       const call = client.active;
-      if (call && call.answeredAt !== null && demo.setupMs[user] === undefined) {
-        demo.setupMs[user] = performance.now() - call.answeredAt;
-        log(`first video frame from ${user} ${demo.setupMs[user].toFixed(0)} ms after the answer`);
+      if (call && call.answeredAt !== null) {
+        const now = performance.now();
+        const ms = now - call.answeredAt;
+        const peer = call.peers.get(user);
+        // connectMs: answer -> ICE and DTLS connected, part of ms.
+        const connectMs = peer && peer.connectedAt !== undefined ? peer.connectedAt - call.answeredAt : null;
+        demo.setups.push({ user, callId: call.callId, ms, connectMs });
+        log(`first video frame from ${user} ${ms.toFixed(0)} ms after the answer`);
       }
     });
   }

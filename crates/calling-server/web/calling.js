@@ -743,6 +743,7 @@ export class CallingClient extends EventTarget {
       this.emit('remoteStream', { user, stream: peer.stream, callId: call.callId });
     };
     pc.onconnectionstatechange = () => {
+      if (pc.connectionState === 'connected' && peer.connectedAt === undefined) peer.connectedAt = performance.now();
       this.log(`media with ${user}: ${pc.connectionState}`);
       if (pc.connectionState === 'failed') this.fail('media_failed', `media connection with ${user} failed`);
     };

@@ -396,6 +396,22 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
+fn summary(mut v: Vec<f64>) -> String {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return "n=0".into();
+    }
+    v.sort_by(f64::total_cmp);
+    format!(
+        "n={} p50={:.0} ms p90={:.0} ms min={:.0} ms max={:.0} ms",
+        v.len(),
+        percentile(&v, 0.5),
+        percentile(&v, 0.9),
+        v[0],
+        v[v.len() - 1]
+    )
+}
+
 /// Setup time, answer → Chrome's first decoded frame, in both offer
 /// directions: "a-rust" < "web-bench" (Rust offers) and "z-rust" >
 /// "web-bench" (the browser offers). `BENCH_CALLS` calls per direction
@@ -417,8 +433,9 @@ async fn browser_setup_bench() {
     let count = format!("count={}", calls * 2);
     let mut driver = Driver::spawn("bench", &base, &["user=web-bench", &count]);
     driver.expect("READY").await;
-    let mut rust_offers = Vec::new();
-    let mut browser_offers = Vec::new();
+    // Per direction: (answer -> connected, answer -> first decoded frame).
+    let mut rust_offers = (Vec::new(), Vec::new());
+    let mut browser_offers = (Vec::new(), Vec::new());
     for i in 0..calls * 2 {
         let (caller, events, out) = if i % 2 == 0 {
             (&a, &mut a_events, &mut rust_offers)
@@ -430,27 +447,26 @@ async fn browser_setup_bench() {
             .await
             .unwrap();
         let line = driver.expect("SETUP").await;
-        let ms: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-        out.push(ms);
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields.len(), 4, "bad line {line}");
+        assert_eq!(fields[1], caller.user().as_str());
+        let connect: f64 = fields[2].parse().unwrap();
+        let frame: f64 = fields[3].parse().unwrap();
+        assert!(frame > 0.0, "{line}");
+        out.0.push(connect);
+        out.1.push(frame);
         caller.hangup().await.unwrap();
         expect_event(events, "call end", |e| matches!(e, Event::CallEnd { .. })).await;
     }
     driver.finish().await;
-    for (name, mut v) in [
-        ("Rust offers (Rust calls, browser answers)", rust_offers),
-        (
-            "browser offers (Rust calls, browser answers)",
-            browser_offers,
-        ),
+    for (name, (connect, frame)) in [
+        ("Rust offers   ", rust_offers),
+        ("browser offers", browser_offers),
     ] {
-        v.sort_by(f64::total_cmp);
         println!(
-            "{name}: n={} p50={:.0} ms p90={:.0} ms min={:.0} ms max={:.0} ms",
-            v.len(),
-            percentile(&v, 0.5),
-            percentile(&v, 0.9),
-            v[0],
-            v[v.len() - 1]
+            "{name}: answer -> connected {}; answer -> first decoded frame {}",
+            summary(connect),
+            summary(frame)
         );
     }
     server.shutdown().await;
