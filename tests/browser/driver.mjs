@@ -210,7 +210,8 @@ const scenarios = {
       await page.waitForFunction((n) => window.demo.events.filter((e) => e.type === 'invited').length > n, i);
       await page.click('#accept-btn');
       await page.waitForFunction((n) => window.demo.setups.length > n, i);
-      const { user, ms, connectMs } = await page.evaluate((n) => window.demo.setups[n], i);
+      const { user, ms, connectMs, peerMs, timeline } = await page.evaluate((n) => window.demo.setups[n], i);
+      note(`${user}: first frame ${ms.toFixed(0)} ms after the answer, ${peerMs.toFixed(0)} ms after the peer connection was made: ${timeline} frame@${peerMs.toFixed(0)}`);
       say(`SETUP ${user} ${connectMs === null ? 'NaN' : connectMs.toFixed(1)} ${ms.toFixed(1)}`);
       await page.waitForFunction((n) => window.demo.events.filter((e) => e.type === 'callEnd').length > n, i);
     }

@@ -128,7 +128,9 @@ client.addEventListener('remoteStream', (e) => {
         const peer = call.peers.get(user);
         // connectMs: answer -> ICE and DTLS connected, part of ms.
         const connectMs = peer && peer.connectedAt !== undefined ? peer.connectedAt - call.answeredAt : null;
-        demo.setups.push({ user, callId: call.callId, ms, connectMs });
+        const peerMs = peer ? now - peer.createdAt : null;
+        const timeline = peer ? peer.timeline.map(([w, t]) => `${w}@${t}`).join(' ') : '';
+        demo.setups.push({ user, callId: call.callId, ms, connectMs, peerMs, timeline });
         log(`first video frame from ${user} ${ms.toFixed(0)} ms after the answer`);
       }
     });

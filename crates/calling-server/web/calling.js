@@ -717,7 +717,12 @@ export class CallingClient extends EventTarget {
     const existing = call.peers.get(user);
     if (existing) return existing;
     const pc = new RTCPeerConnection({ iceServers: this.iceServers });
-    const peer = { pc, user, queued: [], stream: null, createdAt: performance.now() };
+    // timeline: [what, ms since the peer was created], for setup analysis.
+    const peer = { pc, user, queued: [], stream: null, createdAt: performance.now(), timeline: [] };
+    const mark = (what) => peer.timeline.push([what, Math.round(performance.now() - peer.createdAt)]);
+    peer.mark = mark;
+    pc.oniceconnectionstatechange = () => mark(`ice:${pc.iceConnectionState}`);
+    pc.onicegatheringstatechange = () => mark(`gathering:${pc.iceGatheringState}`);
     call.peers.set(user, peer);
     const video = call.mediaType === 'video';
     if (call.localStream) {
@@ -730,6 +735,7 @@ export class CallingClient extends EventTarget {
     }
     pc.onicecandidate = (ev) => {
       if (!ev.candidate || !ev.candidate.candidate) return;
+      mark('local-candidate');
       const c = ev.candidate;
       const signal = { type: 'candidate', candidate: c.candidate };
       if (c.sdpMid !== null && c.sdpMid !== undefined) signal.sdp_mid = c.sdpMid;
@@ -743,6 +749,7 @@ export class CallingClient extends EventTarget {
       this.emit('remoteStream', { user, stream: peer.stream, callId: call.callId });
     };
     pc.onconnectionstatechange = () => {
+      mark(`pc:${pc.connectionState}`);
       if (pc.connectionState === 'connected' && peer.connectedAt === undefined) peer.connectedAt = performance.now();
       this.log(`media with ${user}: ${pc.connectionState}`);
       if (pc.connectionState === 'failed') this.fail('media_failed', `media connection with ${user} failed`);
@@ -757,6 +764,7 @@ export class CallingClient extends EventTarget {
       const offer = await peer.pc.createOffer();
       await peer.pc.setLocalDescription(offer);
       this.sendMedia(call, peer.user, { type: 'offer', sdp: peer.pc.localDescription.sdp });
+      peer.mark('offer-sent');
     } catch (e) {
       this.fail('media_failed', `cannot make an offer for ${peer.user}: ${e.message}`);
     }
@@ -775,18 +783,22 @@ export class CallingClient extends EventTarget {
     try {
       if (s.type === 'offer' && typeof s.sdp === 'string') {
         const peer = this.ensurePeer(call, from);
+        peer.mark('offer-received');
         await peer.pc.setRemoteDescription({ type: 'offer', sdp: s.sdp });
         const answer = await peer.pc.createAnswer();
         await peer.pc.setLocalDescription(answer);
         this.sendMedia(call, from, { type: 'answer', sdp: peer.pc.localDescription.sdp });
+        peer.mark('answer-sent');
         await this.flushCandidates(peer);
       } else if (s.type === 'answer' && typeof s.sdp === 'string') {
         const peer = call.peers.get(from);
         if (!peer) return;
+        peer.mark('answer-received');
         await peer.pc.setRemoteDescription({ type: 'answer', sdp: s.sdp });
         await this.flushCandidates(peer);
       } else if (s.type === 'candidate' && typeof s.candidate === 'string') {
         const peer = this.ensurePeer(call, from);
+        peer.mark('remote-candidate');
         const init = { candidate: s.candidate };
         if (s.sdp_mid !== undefined && s.sdp_mid !== null) init.sdpMid = s.sdp_mid;
         if (typeof s.sdp_mline_index === 'number') init.sdpMLineIndex = s.sdp_mline_index;

@@ -458,6 +458,8 @@ async fn browser_setup_bench() {
         caller.hangup().await.unwrap();
         expect_event(events, "call end", |e| matches!(e, Event::CallEnd { .. })).await;
     }
+    // Per call: the browser's timeline of the setup.
+    eprintln!("{}", driver.log());
     driver.finish().await;
     for (name, (connect, frame)) in [
         ("Rust offers   ", rust_offers),
