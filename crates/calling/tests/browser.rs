@@ -78,12 +78,15 @@ fn prerequisites(test: &str) -> Result<(), ()> {
             "browser test {test} cannot run under CI: missing {what}; scripts/setup.sh installs them"
         );
     }
-    eprintln!(
+    // Straight to stderr: libtest captures eprintln! of passing tests, and
+    // this must be seen.
+    let banner = format!(
         "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
          !!! SKIPPED browser test {test}: missing {what}.\n\
          !!! Run scripts/setup.sh (as root) to install them. This test did NOT run.\n\
          !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
     );
+    let _ = std::io::stderr().write_all(banner.as_bytes());
     Err(())
 }
 
