@@ -5,6 +5,7 @@
 //
 // Scenarios (each exits 0 on success, 1 with a reason on stderr):
 //   browser-to-browser  web-a video-calls web-b, both see and hear each other, hang up
+//   group               web-a calls web-b and web-c; all three see and hear each other
 //   reject-busy-cancel  reject, line busy and cancel as the page shows them
 //   answer              log in as user=, print READY, accept the next call,
 //                       check media from peer=, print MEDIA_OK, wait for the call end
@@ -126,6 +127,36 @@ const scenarios = {
     for (const p of [a, b]) {
       if (!(await p.isHidden('#in-call'))) fail('the in-call panel is still shown after the call ended');
     }
+    say('MEDIA_OK');
+  },
+
+  async group(browser) {
+    const a = await openTab(browser, 'web-a');
+    const b = await openTab(browser, 'web-b');
+    const c = await openTab(browser, 'web-c');
+    await a.fill('#callee', 'web-b, web-c');
+    await a.click('#video-call-btn');
+    for (const p of [b, c]) await p.waitForSelector('#incoming:not([hidden])');
+    await b.click('#accept-btn');
+    await waitEvent(a, 'userEnter', { user: 'web-b' });
+    await c.click('#accept-btn');
+    // Everyone meets everyone (web-b and web-c through the roster / enter
+    // exchange) and decodes everyone's video and audio.
+    for (const [p, others] of [[a, ['web-b', 'web-c']], [b, ['web-a', 'web-c']], [c, ['web-a', 'web-b']]]) {
+      for (const o of others) {
+        await waitEvent(p, 'userEnter', { user: o });
+        await waitMedia(p, o);
+      }
+    }
+    await screenshot(c, 'group-call.png');
+    // web-a leaves; the call goes on between web-b and web-c.
+    await a.click('#hangup-btn');
+    await waitEvent(a, 'callEnd');
+    await waitEvent(b, 'userLeave', { user: 'web-a' });
+    await waitEvent(c, 'userLeave', { user: 'web-a' });
+    if (await b.evaluate(() => window.demo.events.some((e) => e.type === 'callEnd'))) fail('web-b\'s call ended when web-a left');
+    await b.click('#hangup-btn');
+    await waitEvent(c, 'callEnd', { reason: 'hangup' });
     say('MEDIA_OK');
   },
 

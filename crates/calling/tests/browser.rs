@@ -298,6 +298,19 @@ async fn browser_calls_browser_with_video_and_audio() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_hold_a_three_party_group_call() {
+    if prerequisites("browsers_hold_a_three_party_group_call").is_err() {
+        return;
+    }
+    let _one = BROWSER.lock().await;
+    let (server, base) = start().await;
+    let mut driver = Driver::spawn("group", &base, &[]);
+    driver.expect("MEDIA_OK").await;
+    driver.finish().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_shows_reject_busy_and_cancel() {
     if prerequisites("browser_shows_reject_busy_and_cancel").is_err() {
         return;
