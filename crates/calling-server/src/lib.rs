@@ -3,7 +3,9 @@
 //! `/metrics`. The wire format is `docs/PROTOCOL.md`.
 //!
 //! Run it with `cargo run --release -p calling-server -- --listen
-//! 127.0.0.1:8080 --sdk-app-id N --secret-key K`, or embed it:
+//! 127.0.0.1:8080 --sdk-app-id N --secret-key K`, or with `--demo` for the
+//! web demo at `/` (module [`web`]; demo mode hands out UserSigs, local
+//! development only), or embed it:
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
