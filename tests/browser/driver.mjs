@@ -6,7 +6,7 @@
 // Scenarios (each exits 0 on success, 1 with a reason on stderr):
 //   browser-to-browser  web-a video-calls web-b, both see and hear each other, hang up
 //   group               web-a calls web-b and web-c; all three see and hear each other
-//   reject-busy-cancel  reject, line busy and cancel as the page shows them
+//   reject-busy-cancel  reject, line busy, cancel and an offline callee as the page shows them
 //   answer              log in as user=, print READY, accept the next call,
 //                       check media from peer=, print MEDIA_OK, wait for the call end
 //   place               log in as user=, video-call peer=, check media, print
@@ -198,6 +198,12 @@ const scenarios = {
     await waitEvent(b, 'callEnd', { reason: 'cancelled' });
     if (!(await b.isHidden('#incoming'))) fail('web-b still shows the incoming call after the cancel');
     note('cancel seen');
+    // Offline: the server answers undeliverable, the page says so at once.
+    await a.fill('#callee', 'web-offline');
+    await a.click('#audio-call-btn');
+    await waitEvent(a, 'noResp', { user: 'web-offline', reason: 'offline' });
+    await waitEvent(a, 'callEnd', { reason: 'no_answer' });
+    note('offline seen');
     say('MEDIA_OK');
   },
 
