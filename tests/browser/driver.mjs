@@ -11,6 +11,7 @@
 //                       check media from peer=, print MEDIA_OK, wait for the call end
 //   place               log in as user=, video-call peer=, check media, print
 //                       MEDIA_OK, hang up, see the call end
+//   bench-b2b           web-a calls web-b count= times; web-b's setup figures
 //   bench               log in as user=, accept count= calls in a row, print
 //                       SETUP <caller> <connect ms> <first frame ms> for each
 //                       (answer -> ICE+DTLS connected, answer -> first decoded frame)
@@ -235,6 +236,29 @@ const scenarios = {
     await page.click('#hangup-btn');
     await waitEvent(page, 'callEnd');
     say('ENDED');
+  },
+
+  async 'bench-b2b'(browser) {
+    // The same figure between two Chromium tabs, for comparison: web-a
+    // calls web-b, which answers; web-b's first frame from web-a.
+    const a = await openTab(browser, 'web-a');
+    const b = await openTab(browser, 'web-b');
+    const count = Number(opts.count || 10);
+    const all = [];
+    for (let i = 0; i < count; i += 1) {
+      await a.fill('#callee', 'web-b');
+      await a.click('#video-call-btn');
+      await b.waitForFunction((n) => window.demo.events.filter((e) => e.type === 'invited').length > n, i);
+      await b.click('#accept-btn');
+      await b.waitForFunction((n) => window.demo.setups.length > n, i);
+      const { ms, connectMs } = await b.evaluate((n) => window.demo.setups[n], i);
+      all.push(ms);
+      say(`SETUP web-a ${connectMs === null ? 'NaN' : connectMs.toFixed(1)} ${ms.toFixed(1)}`);
+      await a.click('#hangup-btn');
+      for (const p of [a, b]) await p.waitForFunction((n) => window.demo.events.filter((e) => e.type === 'callEnd').length > n, i);
+    }
+    all.sort((x, y) => x - y);
+    say(`browser <-> browser: n=${all.length} p50=${all[Math.round((all.length - 1) / 2)].toFixed(0)} ms min=${all[0].toFixed(0)} ms max=${all[all.length - 1].toFixed(0)} ms`);
   },
 
   async bench(browser) {
