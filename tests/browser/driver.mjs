@@ -61,7 +61,8 @@ async function openTab(browser, user) {
   page.on('pageerror', (e) => note(`${user}: page error: ${e.message}`));
   page.on('console', (m) => { if (m.type() === 'error') note(`${user}: console: ${m.text()}`); });
   pages.push([user, page]);
-  await page.goto(`${base}/?user=${encodeURIComponent(user)}`);
+  const dtls = process.env.DTLS_ROLE ? `&dtls=${encodeURIComponent(process.env.DTLS_ROLE)}` : '';
+  await page.goto(`${base}/?user=${encodeURIComponent(user)}${dtls}`);
   await page.click('#login-btn');
   await page.waitForFunction(() => window.demo && window.demo.client.userId);
   note(`${user} logged in`);

@@ -4,7 +4,9 @@
 import { CallingClient } from './calling.js';
 
 const $ = (id) => document.getElementById(id);
-const client = new CallingClient();
+const params = new URLSearchParams(location.search);
+// ?dtls=active keeps Chrome's own DTLS role when answering (for comparison).
+const client = new CallingClient({ passiveDtls: params.get('dtls') !== 'active' });
 // setups: one {user, callId, ms, connectMs} per remote video, ms from the answer to
 // its first decoded frame.
 const demo = { client, events: [], setups: [], errors: [] };
@@ -186,6 +188,5 @@ $('mute-btn').addEventListener('click', () => { client.setMicMute(client.media.a
 $('camera-btn').addEventListener('click', () => { client.setCamera(!client.media.video); refresh(); });
 $('logout-btn').addEventListener('click', async () => { await client.logout(); refresh(); });
 
-const params = new URLSearchParams(location.search);
 if (params.get('user')) $('user-id').value = params.get('user');
 refresh();

@@ -63,6 +63,12 @@ export class CallingClient extends EventTarget {
     this.media = { audio: true, video: true };
     this.mediaConstraints = options.mediaConstraints || null;
     this.iceServers = options.iceServers || [];
+    // Answer offers with a=setup:passive (RFC 5763 lets the answerer pick),
+    // so the offerer starts DTLS once its own ICE is ready. With Chrome's
+    // default (active) Chrome's first ClientHello reaches a webrtc-rs
+    // offerer before its DTLS listens and waits for a retransmit: about
+    // 50 ms more setup (docs/BENCHMARKS.md, Browser).
+    this.passiveDtls = options.passiveDtls !== false;
   }
 
   // ---- logging and events ------------------------------------------------
@@ -786,6 +792,7 @@ export class CallingClient extends EventTarget {
         peer.mark('offer-received');
         await peer.pc.setRemoteDescription({ type: 'offer', sdp: s.sdp });
         const answer = await peer.pc.createAnswer();
+        if (this.passiveDtls) answer.sdp = answer.sdp.replace(/a=setup:active/g, 'a=setup:passive');
         await peer.pc.setLocalDescription(answer);
         this.sendMedia(call, from, { type: 'answer', sdp: peer.pc.localDescription.sdp });
         peer.mark('answer-sent');
