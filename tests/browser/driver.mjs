@@ -216,6 +216,7 @@ const scenarios = {
     await page.click('#accept-btn');
     const got = await waitMedia(page, opts.peer, opts.video !== '0');
     note(`media from ${opts.peer}: ${JSON.stringify(got)}`);
+    await screenshot(page, 'rust-call.png');
     say('MEDIA_OK');
     await waitEvent(page, 'callEnd');
     say('ENDED');
