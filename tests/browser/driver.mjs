@@ -7,6 +7,7 @@
 //   browser-to-browser  web-a video-calls web-b, both see and hear each other, hang up
 //   group               web-a calls web-b and web-c; all three see and hear each other
 //   reject-busy-cancel  reject, line busy, cancel and an offline callee as the page shows them
+//   server-loss         log in, print READY, show the server going away, print SEEN
 //   answer              log in as user=, print READY, accept the next call,
 //                       check media from peer=, print MEDIA_OK, wait for the call end
 //   place               log in as user=, video-call peer=, check media, print
@@ -207,6 +208,15 @@ const scenarios = {
     await waitEvent(a, 'callEnd', { reason: 'no_answer' });
     note('offline seen');
     say('MEDIA_OK');
+  },
+
+  async 'server-loss'(browser) {
+    const page = await openTab(browser, 'web-a');
+    say('READY');
+    await waitEvent(page, 'disconnected');
+    const shown = await page.textContent('#error');
+    if (!shown.includes('disconnected from the server')) fail(`the page does not show the lost server: ${shown}`);
+    say('SEEN');
   },
 
   async answer(browser) {

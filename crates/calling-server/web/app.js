@@ -94,7 +94,7 @@ for (const type of Object.keys(messages)) {
   client.addEventListener(type, (e) => {
     record(type, e.detail);
     log(messages[type](e.detail));
-    if (type === 'lineBusy' || type === 'kickedOut' || type === 'loginExpired') showError(messages[type](e.detail));
+    if (['lineBusy', 'kickedOut', 'loginExpired', 'disconnected'].includes(type)) showError(messages[type](e.detail));
     if (type === 'userLeave') dropTile(e.detail.user);
     if (type === 'callEnd') {
       for (const t of document.querySelectorAll('.tile.remote')) t.remove();

@@ -54,6 +54,7 @@ export class CallingClient extends EventTarget {
     this.pending = new Map(); // frame id -> {resolve, reject, what}
     this.sendTargets = new Map(); // send id -> {kind, users}
     this.heartbeat = null;
+    this.lastHeard = 0;
     this.lastPartyMs = 0;
     this.partySeq = 0;
     this.overMark = new Map(); // user -> highest party known to be over
@@ -109,7 +110,20 @@ export class CallingClient extends EventTarget {
             settled = true;
             this.userId = frame.user_id;
             const every = Math.max(500, Number(frame.heartbeat_interval_ms) || 3000);
-            this.heartbeat = setInterval(() => this.sendFrame({ type: 'ping' }), every);
+            const deadAfter = Math.max(every, Number(frame.heartbeat_timeout_ms) || 10000);
+            this.heartbeat = setInterval(() => {
+              // PROTOCOL "Heartbeats": nothing (a pong included) for
+              // heartbeat_timeout_ms means the server is gone.
+              if (performance.now() - this.lastHeard > deadAfter && this.ws) {
+                this.log('the server went silent');
+                const ws = this.ws;
+                ws.onclose = null;
+                ws.close();
+                this.onClosed(4004, 'server silent');
+                return;
+              }
+              this.sendFrame({ type: 'ping' });
+            }, every);
             this.log(`logged in as ${frame.user_id}`);
             this.emit('login', { userId: frame.user_id });
             resolve(frame);
@@ -182,6 +196,7 @@ export class CallingClient extends EventTarget {
   }
 
   onFrame(data) {
+    this.lastHeard = performance.now();
     let frame;
     try {
       frame = JSON.parse(data);

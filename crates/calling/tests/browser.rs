@@ -323,6 +323,20 @@ async fn browser_shows_reject_busy_and_cancel() {
     server.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_shows_the_server_going_away() {
+    if prerequisites("browser_shows_the_server_going_away").is_err() {
+        return;
+    }
+    let _one = BROWSER.lock().await;
+    let (server, base) = start().await;
+    let mut driver = Driver::spawn("server-loss", &base, &[]);
+    driver.expect("READY").await;
+    server.shutdown().await;
+    driver.expect("SEEN").await;
+    driver.finish().await;
+}
+
 /// Rust calls the browser; "rust" < "web-r", so Rust makes the offer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_calls_browser_and_media_flows_both_ways() {
