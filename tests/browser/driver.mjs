@@ -7,6 +7,7 @@
 //   browser-to-browser  web-a video-calls web-b, both see and hear each other, hang up
 //   group               web-a calls web-b and web-c; all three see and hear each other
 //   reject-busy-cancel  reject, line busy, cancel and an offline callee as the page shows them
+//   mixed-group         web-a calls web-b and the Rust client peer= (a group call)
 //   server-loss         log in, print READY, show the server going away, print SEEN
 //   answer              log in as user=, print READY, accept the next call,
 //                       check media from peer=, print MEDIA_OK, wait for the call end
@@ -94,6 +95,14 @@ async function waitMedia(page, peer, video = true) {
     await new Promise((r) => setTimeout(r, 100));
   }
   fail(`no media from ${peer}: ${JSON.stringify(last)}`);
+}
+
+// Waits (bounded) for the Rust test to write a line on stdin.
+function waitStdin() {
+  return new Promise((resolve) => {
+    process.stdin.once('data', resolve);
+    setTimeout(resolve, STEP_MS);
+  });
 }
 
 async function screenshot(page, name) {
@@ -210,6 +219,31 @@ const scenarios = {
     say('MEDIA_OK');
   },
 
+  async 'mixed-group'(browser) {
+    // web-a calls web-b and the Rust client peer= in one group call.
+    const a = await openTab(browser, 'web-a');
+    const b = await openTab(browser, 'web-b');
+    await a.fill('#callee', `web-b, ${opts.peer}`);
+    await a.click('#video-call-btn');
+    await b.waitForSelector('#incoming:not([hidden])');
+    await b.click('#accept-btn');
+    for (const [p, others] of [[a, ['web-b', opts.peer]], [b, ['web-a', opts.peer]]]) {
+      for (const o of others) {
+        await waitEvent(p, 'userEnter', { user: o });
+        await waitMedia(p, o);
+      }
+    }
+    say('MEDIA_OK');
+    await waitStdin();
+    await a.click('#hangup-btn');
+    await waitEvent(a, 'callEnd');
+    await waitEvent(b, 'userLeave', { user: 'web-a' });
+    say('A_LEFT');
+    await waitEvent(b, 'userLeave', { user: opts.peer });
+    await waitEvent(b, 'callEnd', { reason: 'hangup' });
+    say('ENDED');
+  },
+
   async 'server-loss'(browser) {
     const page = await openTab(browser, 'web-a');
     say('READY');
@@ -241,10 +275,7 @@ const scenarios = {
     note(`media from ${opts.peer}: ${JSON.stringify(got)}`);
     say('MEDIA_OK');
     // Stay in the call until the Rust side has checked its own media.
-    await new Promise((resolve) => {
-      process.stdin.once('data', resolve);
-      setTimeout(resolve, STEP_MS);
-    });
+    await waitStdin();
     await page.click('#hangup-btn');
     await waitEvent(page, 'callEnd');
     say('ENDED');

@@ -323,6 +323,50 @@ async fn browser_shows_reject_busy_and_cancel() {
     server.shutdown().await;
 }
 
+/// A group call of two browsers and a Rust client: the roster / enter
+/// exchange between the JS client and calling-core makes a full mesh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_and_rust_in_one_group_call() {
+    if prerequisites("two_browsers_and_rust_in_one_group_call").is_err() {
+        return;
+    }
+    let _one = BROWSER.lock().await;
+    let (server, base) = start().await;
+    let (rust, mut events) = login(&server, "rust").await;
+    let mut driver = Driver::spawn("mixed-group", &base, &["peer=rust"]);
+    let invite = match expect_event(&mut events, "the group invite", |e| {
+        matches!(e, Event::Invited { .. })
+    })
+    .await
+    {
+        Event::Invited { invite_id, .. } => invite_id,
+        _ => unreachable!(),
+    };
+    rust.accept(&invite).await.unwrap();
+    for user in ["web-a", "web-b"] {
+        wait_frames(&rust, user, MediaKind::Video, 10).await;
+        wait_frames(&rust, user, MediaKind::Audio, 10).await;
+    }
+    driver.expect("MEDIA_OK").await;
+    driver.poke();
+    driver.expect("A_LEFT").await;
+    expect_event(
+        &mut events,
+        "web-a leaves",
+        |e| matches!(e, Event::UserLeave { user, .. } if user.as_str() == "web-a"),
+    )
+    .await;
+    let snapshot = rust.current_call().await.unwrap().unwrap();
+    assert_eq!(
+        snapshot.connected,
+        vec![calling::UserId::new("web-b").unwrap()]
+    );
+    rust.hangup().await.unwrap();
+    driver.expect("ENDED").await;
+    driver.finish().await;
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_shows_the_server_going_away() {
     if prerequisites("browser_shows_the_server_going_away").is_err() {
