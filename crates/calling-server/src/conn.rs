@@ -66,6 +66,24 @@ pub(crate) async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shar
             .await;
             return;
         }
+        Some(Route::Asset(asset)) => {
+            Metrics::inc(&m.http_requests);
+            http::respond(
+                stream,
+                "200 OK",
+                asset.content_type,
+                asset.body,
+                http_deadline,
+            )
+            .await;
+            return;
+        }
+        Some(Route::DemoUserSig(query)) => {
+            Metrics::inc(&m.http_requests);
+            let (status, body) = crate::web::demo_usersig(cfg, &query);
+            http::respond(stream, status, "application/json", &body, http_deadline).await;
+            return;
+        }
         Some(Route::NotFound) => {
             Metrics::inc(&m.http_requests);
             http::respond(

@@ -2,7 +2,8 @@
 //!
 //! The request line is peeked (not consumed) so that `/ws` requests go to
 //! tungstenite's handshake untouched; anything else gets a small HTTP/1.1
-//! answer written here. Hand-rolled on purpose: two fixed GET paths do not
+//! answer written here. Hand-rolled on purpose: a few fixed GET paths (two
+//! endpoints, the demo page's embedded files, the demo UserSig) do not
 //! justify an HTTP framework in front of every WebSocket.
 
 use std::time::Duration;
@@ -21,6 +22,10 @@ pub(crate) enum Route {
     Health,
     /// `GET /metrics`.
     Metrics,
+    /// `GET` of one of the demo page's files.
+    Asset(&'static crate::web::Asset),
+    /// `GET /demo/usersig?…`, with the raw query string.
+    DemoUserSig(String),
     /// Anything else: 404.
     NotFound,
 }
@@ -28,7 +33,7 @@ pub(crate) enum Route {
 /// Peeks at the request line and decides the route. `None` when the peer
 /// sent nothing usable within `deadline`.
 pub(crate) async fn route(stream: &TcpStream, deadline: Duration) -> Option<Route> {
-    let mut buf = [0u8; 256];
+    let mut buf = [0u8; 512];
     let line = tokio::time::timeout(deadline, async {
         loop {
             let n = stream.peek(&mut buf).await.ok()?;
@@ -53,11 +58,16 @@ pub(crate) async fn route(stream: &TcpStream, deadline: Duration) -> Option<Rout
     let mut parts = text.split(' ');
     let method = parts.next().unwrap_or("");
     let target = parts.next().unwrap_or("");
-    let path = target.split('?').next().unwrap_or("");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     Some(match (method, path) {
         ("GET", "/ws") => Route::WebSocket,
         ("GET", "/healthz") => Route::Health,
         ("GET", "/metrics") => Route::Metrics,
+        ("GET", "/demo/usersig") => Route::DemoUserSig(query.to_owned()),
+        ("GET", path) => match crate::web::asset(path) {
+            Some(asset) => Route::Asset(asset),
+            None => Route::NotFound,
+        },
         _ => Route::NotFound,
     })
 }
@@ -82,7 +92,7 @@ pub(crate) async fn respond(
             }
         }
         let response = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
         let _ = stream.write_all(response.as_bytes()).await;

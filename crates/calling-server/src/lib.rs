@@ -3,7 +3,9 @@
 //! `/metrics`. The wire format is `docs/PROTOCOL.md`.
 //!
 //! Run it with `cargo run --release -p calling-server -- --listen
-//! 127.0.0.1:8080 --sdk-app-id N --secret-key K`, or embed it:
+//! 127.0.0.1:8080 --sdk-app-id N --secret-key K`, or with `--demo` for the
+//! web demo at `/` (module [`web`]; demo mode hands out UserSigs, local
+//! development only), or embed it:
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -42,11 +44,13 @@ mod conn;
 mod http;
 pub mod hub;
 pub mod metrics;
+pub mod web;
 
 pub use auth::{LoginRefused, LoginVerifier, VerifiedLogin};
 pub use calling_signal::protocol::Limits;
 pub use hub::{Hub, LocalHub};
 pub use metrics::Metrics;
+pub use web::DemoMode;
 
 /// Everything the server can be told. [`Config::new`] gives the documented
 /// defaults.
@@ -80,6 +84,10 @@ pub struct Config {
     /// Initial WebSocket read buffer per connection (default 4 KiB; it
     /// grows for larger frames).
     pub read_buffer_bytes: usize,
+    /// Demo mode: hand out UserSigs at `GET /demo/usersig` (default off;
+    /// **never** on outside local development). The demo page itself is
+    /// always served at `/`.
+    pub demo: Option<DemoMode>,
 }
 
 impl std::fmt::Debug for Config {
@@ -92,6 +100,7 @@ impl std::fmt::Debug for Config {
             .field("login_timeout", &self.login_timeout)
             .field("limits", &self.limits)
             .field("hard_frame_bytes", &self.hard_frame_bytes)
+            .field("demo", &self.demo)
             .finish_non_exhaustive()
     }
 }
@@ -125,6 +134,7 @@ impl Config {
             outbound_queue: 256,
             backlog: 4096,
             read_buffer_bytes: 4096,
+            demo: None,
         }
     }
 }

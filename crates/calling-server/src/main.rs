@@ -24,8 +24,9 @@ struct Args {
         required_unless_present = "demo"
     )]
     secret_key: Option<String>,
-    /// Demo mode: make up an app id / key where not given and print
-    /// ready-to-use UserSigs for --demo-user (default alice and bob).
+    /// Demo mode, for local development only: make up an app id / key where
+    /// not given, print ready-to-use UserSigs for --demo-user (default alice
+    /// and bob), and hand UserSigs to the web demo at /demo/usersig.
     #[arg(long, env = "CALLING_DEMO")]
     demo: bool,
     /// Users to print demo UserSigs for.
@@ -106,6 +107,9 @@ async fn run(args: Args) -> Result<(), calling_server::ServerError> {
     };
     let mut config = calling_server::Config::new(sdk_app_id, &secret_key);
     config.listen = args.listen;
+    if args.demo {
+        config.demo = Some(calling_server::DemoMode::new(secret_key.clone()));
+    }
     config.heartbeat_interval = Duration::from_millis(args.heartbeat_interval_ms);
     config.heartbeat_timeout = Duration::from_millis(args.heartbeat_timeout_ms);
     config.login_timeout = Duration::from_millis(args.login_timeout_ms);
@@ -139,6 +143,9 @@ async fn run(args: Args) -> Result<(), calling_server::ServerError> {
         };
         let now = calling_usersig::now_unix();
         println!("demo mode: sdk_app_id={sdk_app_id} secret_key={secret_key}");
+        println!(
+            "demo mode: open http://{addr}/ in two tabs; the page gets UserSigs from /demo/usersig (unsafe outside development)"
+        );
         for user in users {
             let sig = calling_usersig::generate(sdk_app_id, &secret_key, &user, 86_400, now);
             println!("user_id={user} user_sig={sig}");

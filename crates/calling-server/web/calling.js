@@ -1,0 +1,887 @@
+// calling.js: a small browser client for calling-server, written against
+// docs/PROTOCOL.md (session layer + call layer) with the browser's own
+// WebSocket and RTCPeerConnection. It implements the subset of the call
+// rules the web demo needs: 1v1 and group ringing, accept, reject, busy
+// auto-reply, cancel, timeout, hang-up, mute / camera (media_state), enter /
+// roster / leave / gone, and media negotiation (kind "media").
+//
+// Usage:
+//   const client = new CallingClient();
+//   client.addEventListener('invited', (e) => client.accept());
+//   await client.login('ws://127.0.0.1:8080/ws', sdkAppId, 'alice', userSig);
+//   await client.call(['bob'], 'video', 30);
+//
+// Events (CustomEvent, data in `detail`): login, invited, userEnter,
+// userLeave, reject, lineBusy, noResp, callingCancel, callingTimeout,
+// callEnd, userAudioAvailable, userVideoAvailable, remoteStream,
+// localStream, kickedOut, loginExpired, disconnected, error, log.
+
+const CALL_VERSION = 1;
+const SESSION_VERSION = 1;
+const KINDS = new Set([
+  'invite', 'cancel', 'enter', 'reject', 'timeout', 'leave', 'roster', 'gone',
+  'media_state', 'media_type', 'switch_request', 'switch_answer', 'media',
+]);
+const INVITER_GRACE_S = 5;
+// Call-layer user ids (TRTCCalling's rule).
+const CALL_USER_RE = /^[A-Za-z0-9_-]{1,32}$/;
+
+/** A typed error: `code` is a stable string, `message` is for people. */
+export class CallingError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = 'CallingError';
+    this.code = code;
+  }
+}
+
+function uuid() {
+  if (globalThis.crypto && crypto.randomUUID) return crypto.randomUUID();
+  const b = new Uint8Array(16);
+  crypto.getRandomValues(b);
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+export class CallingClient extends EventTarget {
+  constructor(options = {}) {
+    super();
+    this.ws = null;
+    this.userId = null;
+    this.nextFrameId = 1;
+    this.pending = new Map(); // frame id -> {resolve, reject, what}
+    this.sendTargets = new Map(); // send id -> {kind, users}
+    this.heartbeat = null;
+    this.lastHeard = 0;
+    this.lastPartyMs = 0;
+    this.partySeq = 0;
+    this.overMark = new Map(); // user -> highest party known to be over
+    this.answered = new Set(); // invite ids answered, cancelled or timed out
+    this.earlyCancels = new Set(); // cancels that overtook their invite
+    this.active = null;
+    this.media = { audio: true, video: true };
+    this.mediaConstraints = options.mediaConstraints || null;
+    this.iceServers = options.iceServers || [];
+    // Answer offers with a=setup:passive (RFC 5763 lets the answerer pick),
+    // so the offerer starts DTLS once its own ICE is ready. With Chrome's
+    // default (active) Chrome's first ClientHello reaches a webrtc-rs
+    // offerer before its DTLS listens and waits for a retransmit: about
+    // 50 ms more setup (docs/BENCHMARKS.md, Browser).
+    this.passiveDtls = options.passiveDtls !== false;
+  }
+
+  // ---- logging and events ------------------------------------------------
+
+  emit(type, detail = {}) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  log(text) {
+    this.emit('log', { text });
+  }
+
+  fail(code, message) {
+    this.emit('error', { code, message });
+    return new CallingError(code, message);
+  }
+
+  // ---- session layer -----------------------------------------------------
+
+  /** Connects to `url` (ws://host:port/ws) and logs in. Resolves with login_ok. */
+  login(url, sdkAppId, userId, userSig) {
+    if (this.ws) return Promise.reject(new CallingError('already_logged_in', 'already logged in'));
+    return new Promise((resolve, reject) => {
+      let ws;
+      try {
+        ws = new WebSocket(url);
+      } catch (e) {
+        reject(this.fail('connect', `cannot open ${url}: ${e.message}`));
+        return;
+      }
+      this.ws = ws;
+      let settled = false;
+      ws.onopen = () => {
+        const id = String(this.nextFrameId++);
+        this.pending.set(id, {
+          what: 'login',
+          resolve: (frame) => {
+            settled = true;
+            this.userId = frame.user_id;
+            const every = Math.max(500, Number(frame.heartbeat_interval_ms) || 3000);
+            const deadAfter = Math.max(every, Number(frame.heartbeat_timeout_ms) || 10000);
+            this.heartbeat = setInterval(() => {
+              // PROTOCOL "Heartbeats": nothing (a pong included) for
+              // heartbeat_timeout_ms means the server is gone.
+              if (performance.now() - this.lastHeard > deadAfter && this.ws) {
+                this.log('the server went silent');
+                const ws = this.ws;
+                ws.onclose = null;
+                ws.close();
+                this.onClosed(4004, 'server silent');
+                return;
+              }
+              this.sendFrame({ type: 'ping' });
+            }, every);
+            this.log(`logged in as ${frame.user_id}`);
+            this.emit('login', { userId: frame.user_id });
+            resolve(frame);
+          },
+          reject: (err) => {
+            settled = true;
+            reject(err);
+          },
+        });
+        this.sendFrame({
+          type: 'login', id, sdk_app_id: Number(sdkAppId), user_id: userId,
+          user_sig: userSig, protocol: SESSION_VERSION,
+        });
+      };
+      ws.onmessage = (ev) => this.onFrame(ev.data);
+      ws.onerror = () => this.log('websocket error');
+      ws.onclose = (ev) => {
+        this.onClosed(ev.code, ev.reason);
+        if (!settled) reject(this.fail('connect', `connection closed (${ev.code}) before login`));
+      };
+    });
+  }
+
+  /** Hangs up any call, logs out and closes the socket. */
+  async logout() {
+    if (this.active) await this.hangup();
+    this.sendFrame({ type: 'logout' });
+    this.closeSocket();
+  }
+
+  closeSocket() {
+    clearInterval(this.heartbeat);
+    this.heartbeat = null;
+    if (this.ws) {
+      const ws = this.ws;
+      this.ws = null;
+      ws.onclose = null;
+      ws.close();
+    }
+  }
+
+  onClosed(code, reason) {
+    clearInterval(this.heartbeat);
+    this.heartbeat = null;
+    this.ws = null;
+    if (this.active) this.endCall('disconnected');
+    if (code === 4002) this.emit('kickedOut', {});
+    else if (code === 4003) this.emit('loginExpired', {});
+    this.emit('disconnected', { code, reason });
+    this.log(`disconnected (${code}${reason ? ` ${reason}` : ''})`);
+  }
+
+  sendFrame(frame) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  /** Sends a call-layer payload to `users`; returns the send id. */
+  sendPayload(users, payload) {
+    const to = [...new Set(users)].filter((u) => u !== this.userId);
+    if (to.length === 0) return null;
+    const id = `m${this.nextFrameId++}`;
+    this.sendTargets.set(id, { kind: payload.kind, callId: payload.call_id, users: to });
+    if (this.sendTargets.size > 256) {
+      this.sendTargets.delete(this.sendTargets.keys().next().value);
+    }
+    this.sendFrame({ type: 'send', id, to, payload });
+    return id;
+  }
+
+  onFrame(data) {
+    this.lastHeard = performance.now();
+    let frame;
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      this.log('dropped a frame that is not JSON');
+      return;
+    }
+    if (!frame || typeof frame !== 'object') return;
+    const waiter = frame.id !== undefined ? this.pending.get(frame.id) : undefined;
+    switch (frame.type) {
+      case 'login_ok':
+      case 'joined':
+      case 'left':
+        if (waiter) {
+          this.pending.delete(frame.id);
+          waiter.resolve(frame);
+        }
+        break;
+      case 'pong':
+        break;
+      case 'error':
+        if (waiter) {
+          this.pending.delete(frame.id);
+          waiter.reject(this.fail(frame.code, frame.message || frame.code));
+        } else {
+          this.fail(frame.code, `server: ${frame.message || frame.code}`);
+        }
+        break;
+      case 'message':
+        this.onPayload(frame.from, frame.payload);
+        break;
+      case 'undeliverable':
+        this.onUndeliverable(frame.id, frame.users || []);
+        break;
+      case 'room_leave':
+        if (this.active && frame.room === this.active.callId) this.partyGone(frame.user, 'left');
+        break;
+      case 'room_enter':
+      case 'kicked_out':
+      case 'login_expired':
+        break;
+      default:
+        this.log(`ignored frame type ${frame.type}`);
+    }
+  }
+
+  roomRequest(type, room) {
+    const id = `r${this.nextFrameId++}`;
+    this.pending.set(id, { what: type, resolve: () => {}, reject: () => {} });
+    this.sendFrame({ type, id, room });
+  }
+
+  // ---- call layer: helpers -----------------------------------------------
+
+  newParty() {
+    // Unix time in ms x 1024, only growing (see PROTOCOL "Parties").
+    const now = Date.now();
+    if (now > this.lastPartyMs) {
+      this.lastPartyMs = now;
+      this.partySeq = 0;
+    } else {
+      this.partySeq += 1;
+      if (this.partySeq >= 1024) {
+        this.lastPartyMs += 1;
+        this.partySeq = 0;
+      }
+    }
+    return this.lastPartyMs * 1024 + this.partySeq;
+  }
+
+  envelope(kind, fields = {}, call = this.active) {
+    return { version: CALL_VERSION, call_id: call.callId, party: call.party, kind, ...fields };
+  }
+
+  info(call) {
+    const info = {
+      room_id: call.roomId, media_type: call.mediaType, sponsor: call.sponsor, is_group: call.isGroup,
+    };
+    if (call.groupId) info.group_id = call.groupId;
+    return info;
+  }
+
+  roster(call) {
+    const connected = [];
+    if (call.state === 'connected') {
+      connected.push({ user: this.userId, party: call.party, audio: this.media.audio, video: this.media.video && call.mediaType === 'video' });
+    }
+    for (const [user, m] of call.connected) connected.push({ user, party: m.party, audio: m.audio, video: m.video });
+    const ringing = [];
+    for (const [user, p] of call.ringing) ringing.push({ user, invite_id: p.invite_id, inviter: p.inviter });
+    return { connected, ringing };
+  }
+
+  everyone(call = this.active) {
+    return [...call.connected.keys(), ...call.ringing.keys()];
+  }
+
+  isLate(from, party) {
+    return typeof party === 'number' && party <= (this.overMark.get(from) || 0);
+  }
+
+  markOver(user, party) {
+    if (party > (this.overMark.get(user) || 0)) this.overMark.set(user, party);
+  }
+
+  clearTimers(call) {
+    for (const t of call.timers.values()) clearTimeout(t);
+    call.timers.clear();
+  }
+
+  newCall(fields) {
+    return {
+      state: 'calling', party: this.newParty(), connected: new Map(), ringing: new Map(),
+      peers: new Map(), timers: new Map(), inviteId: null, inviter: null, groupId: null,
+      localStream: null, joinedRoom: false, answeredAt: null, ...fields,
+    };
+  }
+
+  // ---- call layer: the app's commands ------------------------------------
+
+  /** Calls `users` (one: a 1v1 call; several: a group call). Resolves with the call id. */
+  async call(users, mediaType = 'video', timeoutS = 30) {
+    if (!this.userId) throw this.fail('not_logged_in', 'log in first');
+    if (this.active) throw this.fail('busy', 'already in a call');
+    users = [...new Set(users)].filter((u) => u && u !== this.userId);
+    if (users.length === 0) throw this.fail('invalid_user_id', 'name at least one other user');
+    const bad = users.find((u) => !CALL_USER_RE.test(u));
+    if (bad !== undefined) throw this.fail('invalid_user_id', `invalid user id: ${JSON.stringify(bad)}`);
+    if (mediaType !== 'audio' && mediaType !== 'video') throw this.fail('invalid_media_type', 'media type is audio or video');
+    const call = this.newCall({
+      callId: uuid(), roomId: 1 + Math.floor(Math.random() * 0x7ffffffe), mediaType,
+      sponsor: this.userId, isGroup: users.length > 1, state: 'connected', timeout: timeoutS,
+    });
+    this.active = call;
+    for (const u of users) call.ringing.set(u, { invite_id: uuid(), inviter: this.userId });
+    await this.openLocalMedia(call);
+    if (this.active !== call) return call.callId;
+    this.joinCallRoom(call);
+    const roster = this.roster(call);
+    for (const u of users) {
+      const inviteId = call.ringing.get(u).invite_id;
+      this.sendPayload([u], this.envelope('invite', {
+        invite_id: inviteId, ...this.info(call), timeout: timeoutS, roster,
+      }, call));
+      if (timeoutS > 0) {
+        call.timers.set(`ring:${u}`, setTimeout(() => this.inviteeTimedOut(call, [u], 'timeout'), (timeoutS + INVITER_GRACE_S) * 1000));
+      }
+    }
+    this.log(`calling ${users.join(', ')} (${mediaType})`);
+    return call.callId;
+  }
+
+  /** Accepts the invite this client is ringing for. */
+  async accept() {
+    const call = this.active;
+    if (!call || call.state !== 'ringing') throw this.fail('no_invite', 'nothing is ringing');
+    clearTimeout(call.timers.get('ringing'));
+    call.timers.delete('ringing');
+    this.answered.add(call.inviteId);
+    call.state = 'connected';
+    call.answeredAt = performance.now();
+    await this.openLocalMedia(call);
+    if (this.active !== call) return;
+    this.sendPayload(this.everyone(call), this.envelope('enter', {
+      invite_id: call.inviteId, audio: this.media.audio, video: this.media.video && call.mediaType === 'video',
+    }));
+    this.joinCallRoom(call);
+    for (const user of call.connected.keys()) {
+      this.emit('userEnter', { user, callId: call.callId });
+      this.ensurePeer(call, user);
+    }
+    this.log(`accepted the call from ${call.inviter}`);
+  }
+
+  /** Declines the invite this client is ringing for. */
+  async reject() {
+    const call = this.active;
+    if (!call || call.state !== 'ringing') throw this.fail('no_invite', 'nothing is ringing');
+    this.answered.add(call.inviteId);
+    this.sendPayload(this.everyone(call), this.envelope('reject', { invite_id: call.inviteId, busy: false }));
+    this.endCall('rejected');
+  }
+
+  /** Leaves the call, or cancels it if nobody answered yet; rejects a ringing invite. */
+  async hangup() {
+    const call = this.active;
+    if (!call) return;
+    if (call.state === 'ringing') return this.reject();
+    if (call.connected.size === 0) {
+      for (const [user, p] of call.ringing) {
+        this.answered.add(p.invite_id);
+        if (p.inviter === this.userId) this.sendPayload([user], this.envelope('cancel', { invite_id: p.invite_id }));
+      }
+    } else {
+      this.sendPayload(this.everyone(call), this.envelope('leave'));
+    }
+    this.endCall('hangup');
+  }
+
+  /** Mutes or unmutes the microphone; the others get media_state. */
+  setMicMute(muted) {
+    this.media.audio = !muted;
+    this.applyLocalMedia();
+  }
+
+  /** Turns the camera on or off; the others get media_state. */
+  setCamera(on) {
+    this.media.video = !!on;
+    this.applyLocalMedia();
+  }
+
+  applyLocalMedia() {
+    const call = this.active;
+    if (!call) return;
+    if (call.localStream) {
+      for (const t of call.localStream.getAudioTracks()) t.enabled = this.media.audio;
+      for (const t of call.localStream.getVideoTracks()) t.enabled = this.media.video;
+    }
+    if (call.state === 'connected') {
+      this.sendPayload([...call.connected.keys()], this.envelope('media_state', {
+        audio: this.media.audio, video: this.media.video && call.mediaType === 'video',
+      }));
+    }
+  }
+
+  // ---- call layer: inbound -----------------------------------------------
+
+  onPayload(from, p) {
+    if (typeof from !== 'string' || !p || typeof p !== 'object' || Array.isArray(p)) {
+      this.log(`dropped a payload from ${from} that is not an object`);
+      return;
+    }
+    if (p.version !== CALL_VERSION) {
+      this.log(`dropped a payload from ${from}: unsupported protocol version ${p.version}`);
+      return;
+    }
+    if (typeof p.call_id !== 'string' || !KINDS.has(p.kind)) {
+      this.log(`dropped a payload from ${from}: unknown message kind ${p.kind}`);
+      return;
+    }
+    if (p.kind === 'media') {
+      this.onMedia(from, p);
+      return;
+    }
+    if (typeof p.party !== 'number') {
+      this.log(`dropped ${p.kind} from ${from}: no party`);
+      return;
+    }
+    if (this.isLate(from, p.party) && p.kind !== 'gone') return;
+    const call = this.active && this.active.callId === p.call_id ? this.active : null;
+    switch (p.kind) {
+      case 'invite': return this.onInvite(from, p);
+      case 'cancel':
+        if (call && call.state === 'ringing' && call.inviteId === p.invite_id) {
+          this.answered.add(p.invite_id);
+          this.emit('callingCancel', { user: from, callId: call.callId });
+          this.endCall('cancelled');
+        } else if (!call) {
+          this.earlyCancels.add(p.invite_id);
+        }
+        return;
+      case 'enter': return call ? this.onEnter(call, from, p) : this.answerGone(from, p);
+      case 'roster': return call ? this.onRoster(call, from, p) : this.answerGone(from, p);
+      case 'reject':
+        if (call && call.ringing.has(from)) {
+          call.ringing.delete(from);
+          clearTimeout(call.timers.get(`ring:${from}`));
+          this.emit(p.busy ? 'lineBusy' : 'reject', { user: from, callId: call.callId });
+          this.checkEnd(call, p.busy ? 'busy' : 'rejected');
+        }
+        return;
+      case 'timeout':
+        if (!call || !Array.isArray(p.users)) return;
+        if (call.state === 'ringing' && p.users.includes(this.userId)) {
+          this.emit('callingTimeout', { callId: call.callId });
+          this.endCall('timeout');
+          return;
+        }
+        for (const u of p.users) {
+          if (call.ringing.delete(u)) {
+            clearTimeout(call.timers.get(`ring:${u}`));
+            this.emit('noResp', { user: u, reason: p.reason, callId: call.callId });
+          }
+        }
+        this.checkEnd(call, 'no_answer');
+        return;
+      case 'leave':
+        this.markOver(from, p.party);
+        if (call) this.partyGone(from, 'left');
+        return;
+      case 'gone':
+        if (typeof p.upto === 'number') this.markOver(from, p.upto - 1);
+        if (call) this.partyGone(from, 'left');
+        return;
+      case 'media_state':
+        if (!call || call.state !== 'connected') return this.answerGone(from, p);
+        if (call.connected.has(from)) this.setMemberMedia(call, from, !!p.audio, !!p.video);
+        return;
+      case 'media_type':
+        if (!call) return this.answerGone(from, p);
+        if (p.media_type === 'audio' || p.media_type === 'video') call.mediaType = p.media_type;
+        return;
+      case 'switch_request':
+        if (!call) return this.answerGone(from, p);
+        // The demo does not switch media types: decline.
+        this.sendPayload([from], this.envelope('switch_answer', { request_id: p.request_id, accepted: false }));
+        return;
+      default:
+        return; // switch_answer: the demo never asks
+    }
+  }
+
+  answerGone(from, p) {
+    const upto = this.newParty();
+    this.sendPayload([from], { version: CALL_VERSION, call_id: p.call_id, party: upto, kind: 'gone', upto });
+  }
+
+  onInvite(from, p) {
+    if (typeof p.invite_id !== 'string' || this.answered.has(p.invite_id)) return;
+    if (this.earlyCancels.delete(p.invite_id)) {
+      this.answered.add(p.invite_id);
+      return;
+    }
+    const roster = p.roster && typeof p.roster === 'object' ? p.roster : { connected: [], ringing: [] };
+    const connected = Array.isArray(roster.connected) ? roster.connected : [];
+    const ringing = Array.isArray(roster.ringing) ? roster.ringing : [];
+    const cur = this.active;
+    if (cur && cur.callId === p.call_id) return; // a duplicate
+    if (cur) {
+      // Glare: both sides call each other 1v1 before either answered.
+      const glare = !p.is_group && !cur.isGroup && cur.state === 'connected' && cur.sponsor === this.userId
+        && cur.connected.size === 0 && cur.ringing.size === 1 && cur.ringing.has(from);
+      if (glare) {
+        if (cur.callId < p.call_id) return; // ours wins: ignore theirs
+        this.clearTimers(cur);
+        this.closePeers(cur);
+        this.leaveCallRoom(cur);
+        const keep = cur.localStream;
+        this.active = null;
+        this.startRinging(from, p, connected, ringing);
+        this.active.localStream = keep;
+        this.accept();
+        return;
+      }
+      // One call at a time: busy, to everyone in the invite's roster.
+      const to = [from, ...connected.map((m) => m.user), ...ringing.map((r) => r.user)];
+      this.answered.add(p.invite_id);
+      this.sendPayload(to, { version: CALL_VERSION, call_id: p.call_id, party: this.newParty(), kind: 'reject', invite_id: p.invite_id, busy: true });
+      this.log(`${from} called while busy: answered busy`);
+      return;
+    }
+    this.startRinging(from, p, connected, ringing);
+    this.emit('invited', {
+      sponsor: p.sponsor, inviter: from, inviteId: p.invite_id, callId: p.call_id,
+      mediaType: p.media_type, isGroup: !!p.is_group, users: [...this.active.connected.keys(), ...this.active.ringing.keys()],
+    });
+  }
+
+  startRinging(from, p, connected, ringing) {
+    const call = this.newCall({
+      callId: p.call_id, roomId: p.room_id, mediaType: p.media_type === 'audio' ? 'audio' : 'video',
+      sponsor: p.sponsor, isGroup: !!p.is_group, groupId: p.group_id || null, state: 'ringing',
+      inviteId: p.invite_id, inviter: from, timeout: p.timeout,
+    });
+    for (const m of connected) {
+      if (m && m.user !== this.userId && typeof m.user === 'string') {
+        call.connected.set(m.user, { party: m.party, audio: !!m.audio, video: !!m.video });
+      }
+    }
+    for (const r of ringing) {
+      if (r && r.user !== this.userId && typeof r.user === 'string') call.ringing.set(r.user, { invite_id: r.invite_id, inviter: r.inviter });
+    }
+    this.active = call;
+    const secs = Number(p.timeout) || 0;
+    if (secs > 0) {
+      call.timers.set('ringing', setTimeout(() => {
+        if (this.active !== call || call.state !== 'ringing') return;
+        this.answered.add(call.inviteId);
+        this.sendPayload(this.everyone(call), this.envelope('timeout', { invite_id: call.inviteId, users: [this.userId], reason: 'timeout' }));
+        this.emit('callingTimeout', { callId: call.callId });
+        this.endCall('timeout');
+      }, secs * 1000));
+    }
+  }
+
+  onEnter(call, from, p) {
+    const known = call.connected.get(from);
+    if (known && known.party === p.party) return;
+    if (known && known.party > p.party) return;
+    call.ringing.delete(from);
+    clearTimeout(call.timers.get(`ring:${from}`));
+    call.connected.set(from, { party: p.party, audio: !!p.audio, video: !!p.video });
+    if (call.state !== 'connected') return; // still ringing here: just learn it
+    if (call.answeredAt === null) call.answeredAt = performance.now();
+    this.sendPayload([from], this.envelope('roster', { ...this.info(call), roster: this.roster(call) }));
+    if (known) this.closePeer(call, from);
+    this.emit('userEnter', { user: from, callId: call.callId });
+    this.ensurePeer(call, from);
+  }
+
+  onRoster(call, from, p) {
+    const roster = p.roster && typeof p.roster === 'object' ? p.roster : {};
+    const connected = Array.isArray(roster.connected) ? roster.connected : [];
+    const ringing = Array.isArray(roster.ringing) ? roster.ringing : [];
+    let listsMe = false;
+    for (const m of connected) {
+      if (!m || typeof m.user !== 'string') continue;
+      if (m.user === this.userId) {
+        listsMe = true;
+        continue;
+      }
+      if (this.isLate(m.user, m.party)) continue;
+      const known = call.connected.get(m.user);
+      if (known && known.party >= m.party) continue;
+      call.ringing.delete(m.user);
+      call.connected.set(m.user, { party: m.party, audio: !!m.audio, video: !!m.video });
+      if (call.state === 'connected' && m.user !== from) {
+        this.sendPayload([m.user], this.envelope('enter', { audio: this.media.audio, video: this.media.video && call.mediaType === 'video' }));
+      }
+      if (call.state === 'connected') {
+        this.emit('userEnter', { user: m.user, callId: call.callId });
+        this.ensurePeer(call, m.user);
+      }
+    }
+    for (const r of ringing) {
+      if (r && typeof r.user === 'string' && r.user !== this.userId && !call.connected.has(r.user)) {
+        call.ringing.set(r.user, { invite_id: r.invite_id, inviter: r.inviter });
+      }
+    }
+    if (call.state === 'connected' && !listsMe) {
+      this.sendPayload([from], this.envelope('enter', { audio: this.media.audio, video: this.media.video && call.mediaType === 'video' }));
+    }
+  }
+
+  onUndeliverable(id, users) {
+    const target = this.sendTargets.get(id);
+    const call = this.active;
+    if (!target || !call || target.callId !== call.callId) return;
+    if (target.kind === 'invite') {
+      this.inviteeTimedOut(call, users, 'offline');
+    } else {
+      for (const u of users) if (call.connected.has(u)) this.partyGone(u, 'left');
+    }
+  }
+
+  inviteeTimedOut(call, users, reason) {
+    if (this.active !== call) return;
+    const gone = users.filter((u) => call.ringing.has(u));
+    if (gone.length === 0) return;
+    for (const u of gone) {
+      const inviteId = call.ringing.get(u).invite_id;
+      this.answered.add(inviteId);
+      call.ringing.delete(u);
+      clearTimeout(call.timers.get(`ring:${u}`));
+      this.sendPayload([...this.everyone(call), u], this.envelope('timeout', { invite_id: inviteId, users: [u], reason }));
+      this.emit('noResp', { user: u, reason, callId: call.callId });
+    }
+    this.checkEnd(call, 'no_answer');
+  }
+
+  partyGone(user, why) {
+    const call = this.active;
+    if (!call) return;
+    const was = call.connected.get(user);
+    if (was) {
+      this.markOver(user, was.party);
+      call.connected.delete(user);
+      this.closePeer(call, user);
+      this.emit('userLeave', { user, callId: call.callId });
+    } else if (call.ringing.delete(user)) {
+      this.emit('noResp', { user, reason: why, callId: call.callId });
+    }
+    this.checkEnd(call, 'hangup');
+  }
+
+  setMemberMedia(call, user, audio, video) {
+    const m = call.connected.get(user);
+    if (!m) return;
+    if (m.audio !== audio) this.emit('userAudioAvailable', { user, available: audio });
+    if (m.video !== video) this.emit('userVideoAvailable', { user, available: video });
+    m.audio = audio;
+    m.video = video;
+  }
+
+  checkEnd(call, reason) {
+    if (this.active !== call) return;
+    if (call.state === 'ringing') {
+      if (call.connected.size === 0) {
+        this.emit('callingCancel', { callId: call.callId });
+        this.endCall('cancelled');
+      }
+      return;
+    }
+    if (call.connected.size === 0 && call.ringing.size === 0) this.endCall(reason);
+  }
+
+  endCall(reason) {
+    const call = this.active;
+    if (!call) return;
+    this.active = null;
+    this.clearTimers(call);
+    this.closePeers(call);
+    this.leaveCallRoom(call);
+    if (call.localStream) for (const t of call.localStream.getTracks()) t.stop();
+    this.media = { audio: true, video: true };
+    this.log(`call ${call.callId} ended: ${reason}`);
+    this.emit('callEnd', { callId: call.callId, reason });
+  }
+
+  joinCallRoom(call) {
+    if (call.joinedRoom) return;
+    call.joinedRoom = true;
+    this.roomRequest('join', call.callId);
+  }
+
+  leaveCallRoom(call) {
+    if (!call.joinedRoom) return;
+    call.joinedRoom = false;
+    this.roomRequest('leave', call.callId);
+  }
+
+  // ---- media ---------------------------------------------------------------
+
+  async openLocalMedia(call) {
+    if (call.localStream) return;
+    const video = call.mediaType === 'video';
+    const constraints = this.mediaConstraints
+      ? { audio: this.mediaConstraints.audio, video: video ? this.mediaConstraints.video : false }
+      : { audio: true, video: video ? { width: 640, height: 480 } : false };
+    try {
+      call.localStream = await navigator.mediaDevices.getUserMedia(constraints);
+      this.emit('localStream', { stream: call.localStream });
+    } catch (e) {
+      this.fail('media_device', `cannot open the ${video ? 'camera or microphone' : 'microphone'}: ${e.message}`);
+    }
+  }
+
+  ensurePeer(call, user) {
+    const existing = call.peers.get(user);
+    if (existing) return existing;
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+    // timeline: [what, ms since the peer was created], for setup analysis.
+    const peer = { pc, user, queued: [], stream: null, createdAt: performance.now(), timeline: [] };
+    const mark = (what) => peer.timeline.push([what, Math.round(performance.now() - peer.createdAt)]);
+    peer.mark = mark;
+    pc.oniceconnectionstatechange = () => mark(`ice:${pc.iceConnectionState}`);
+    pc.onicegatheringstatechange = () => mark(`gathering:${pc.iceGatheringState}`);
+    call.peers.set(user, peer);
+    const video = call.mediaType === 'video';
+    if (call.localStream) {
+      for (const track of call.localStream.getTracks()) pc.addTrack(track, call.localStream);
+    } else {
+      pc.addTransceiver('audio', { direction: 'recvonly' });
+    }
+    if (video && (!call.localStream || call.localStream.getVideoTracks().length === 0)) {
+      pc.addTransceiver('video', { direction: 'recvonly' });
+    }
+    pc.onicecandidate = (ev) => {
+      if (!ev.candidate || !ev.candidate.candidate) return;
+      mark('local-candidate');
+      const c = ev.candidate;
+      const signal = { type: 'candidate', candidate: c.candidate };
+      if (c.sdpMid !== null && c.sdpMid !== undefined) signal.sdp_mid = c.sdpMid;
+      if (c.sdpMLineIndex !== null && c.sdpMLineIndex !== undefined) signal.sdp_mline_index = c.sdpMLineIndex;
+      if (c.usernameFragment) signal.username_fragment = c.usernameFragment;
+      this.sendMedia(call, user, signal);
+    };
+    pc.ontrack = (ev) => {
+      if (!peer.stream) peer.stream = ev.streams[0] || new MediaStream();
+      if (!ev.streams[0]) peer.stream.addTrack(ev.track);
+      this.emit('remoteStream', { user, stream: peer.stream, callId: call.callId });
+    };
+    pc.onconnectionstatechange = () => {
+      mark(`pc:${pc.connectionState}`);
+      if (pc.connectionState === 'connected' && peer.connectedAt === undefined) peer.connectedAt = performance.now();
+      this.log(`media with ${user}: ${pc.connectionState}`);
+      if (pc.connectionState === 'failed') this.fail('media_failed', `media connection with ${user} failed`);
+    };
+    // The byte-wise lower user id offers (PROTOCOL "Media negotiation").
+    if (this.userId < user) this.makeOffer(call, peer);
+    return peer;
+  }
+
+  async makeOffer(call, peer) {
+    try {
+      const offer = await peer.pc.createOffer();
+      await peer.pc.setLocalDescription(offer);
+      this.sendMedia(call, peer.user, { type: 'offer', sdp: peer.pc.localDescription.sdp });
+      peer.mark('offer-sent');
+    } catch (e) {
+      this.fail('media_failed', `cannot make an offer for ${peer.user}: ${e.message}`);
+    }
+  }
+
+  sendMedia(call, user, signal) {
+    if (this.active !== call) return;
+    this.sendPayload([user], { version: CALL_VERSION, call_id: call.callId, kind: 'media', signal });
+  }
+
+  async onMedia(from, p) {
+    const call = this.active;
+    if (!call || call.callId !== p.call_id || call.state !== 'connected' || !call.connected.has(from)) return;
+    const s = p.signal;
+    if (!s || typeof s !== 'object') return;
+    try {
+      if (s.type === 'offer' && typeof s.sdp === 'string') {
+        const peer = this.ensurePeer(call, from);
+        peer.mark('offer-received');
+        await peer.pc.setRemoteDescription({ type: 'offer', sdp: s.sdp });
+        const answer = await peer.pc.createAnswer();
+        if (this.passiveDtls) answer.sdp = answer.sdp.replace(/a=setup:active/g, 'a=setup:passive');
+        await peer.pc.setLocalDescription(answer);
+        this.sendMedia(call, from, { type: 'answer', sdp: peer.pc.localDescription.sdp });
+        peer.mark('answer-sent');
+        await this.flushCandidates(peer);
+      } else if (s.type === 'answer' && typeof s.sdp === 'string') {
+        const peer = call.peers.get(from);
+        if (!peer) return;
+        peer.mark('answer-received');
+        await peer.pc.setRemoteDescription({ type: 'answer', sdp: s.sdp });
+        await this.flushCandidates(peer);
+      } else if (s.type === 'candidate' && typeof s.candidate === 'string') {
+        const peer = this.ensurePeer(call, from);
+        peer.mark('remote-candidate');
+        const init = { candidate: s.candidate };
+        if (s.sdp_mid !== undefined && s.sdp_mid !== null) init.sdpMid = s.sdp_mid;
+        if (typeof s.sdp_mline_index === 'number') init.sdpMLineIndex = s.sdp_mline_index;
+        if (s.username_fragment) init.usernameFragment = s.username_fragment;
+        if (init.sdpMid === undefined && init.sdpMLineIndex === undefined) init.sdpMLineIndex = 0;
+        if (peer.pc.remoteDescription) await peer.pc.addIceCandidate(init);
+        else peer.queued.push(init);
+      }
+    } catch (e) {
+      this.fail('media_failed', `media negotiation with ${from} failed: ${e.message}`);
+    }
+  }
+
+  async flushCandidates(peer) {
+    const queued = peer.queued;
+    peer.queued = [];
+    for (const c of queued) await peer.pc.addIceCandidate(c);
+  }
+
+  closePeer(call, user) {
+    const peer = call.peers.get(user);
+    if (!peer) return;
+    call.peers.delete(user);
+    peer.pc.close();
+  }
+
+  closePeers(call) {
+    for (const user of [...call.peers.keys()]) this.closePeer(call, user);
+  }
+
+  /** Per remote user: video frames decoded, audio energy and packets, from getStats. */
+  async mediaStats() {
+    const out = {};
+    const call = this.active;
+    if (!call) return out;
+    for (const [user, peer] of call.peers) {
+      const r = { framesDecoded: 0, audioEnergy: 0, audioPackets: 0, videoPackets: 0, state: peer.pc.connectionState };
+      const stats = await peer.pc.getStats();
+      stats.forEach((s) => {
+        if (s.type !== 'inbound-rtp') return;
+        if (s.kind === 'video') {
+          r.framesDecoded += s.framesDecoded || 0;
+          r.videoPackets += s.packetsReceived || 0;
+        } else if (s.kind === 'audio') {
+          r.audioEnergy += s.totalAudioEnergy || 0;
+          r.audioPackets += s.packetsReceived || 0;
+        }
+      });
+      out[user] = r;
+    }
+    return out;
+  }
+
+  /** A summary of the current call for the UI (null outside a call). */
+  snapshot() {
+    const call = this.active;
+    if (!call) return null;
+    return {
+      callId: call.callId, state: call.state, mediaType: call.mediaType, sponsor: call.sponsor,
+      connected: [...call.connected.keys()], ringing: [...call.ringing.keys()],
+      audio: this.media.audio, video: this.media.video,
+    };
+  }
+}

@@ -1,0 +1,549 @@
+//! A real browser on the other end: headless Chromium (Debian's `chromium`,
+//! fake camera and microphone) runs the web demo served by an in-process
+//! `calling-server` on 127.0.0.1:0, driven by `tests/browser/driver.mjs`
+//! (playwright-core). Browser ↔ browser, Rust `Calling` ↔ browser in both
+//! offer directions, and reject / busy / cancel as the page shows them.
+//!
+//! Needs `/usr/bin/chromium` (or `$CHROMIUM`), `node`, and
+//! `tests/browser/node_modules` (`scripts/setup.sh` installs all three).
+//! Without them each test prints a loud SKIPPED banner, and fails when `CI`
+//! is set, so CI cannot pass without having run them.
+//!
+//! The setup-time benchmark is `browser_setup_bench` (ignored by default):
+//! `cargo test -p calling --test browser -- --ignored --nocapture browser_setup_bench`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use calling::{Calling, CallingConfig, EndReason, Event, Events, MediaKind, MediaType};
+use calling_server::{Config, DemoMode, RunningServer, Server};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+const APP: u64 = 1_400_000_000;
+const KEY: &str = "browser-test-secret-key";
+/// Longest any single wait may take before the test fails.
+const WAIT: Duration = Duration::from_secs(40);
+const RING: Duration = Duration::from_secs(30);
+
+/// One Chromium at a time: the machine has two cores.
+static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn chromium() -> PathBuf {
+    std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+/// `Ok` when everything the browser tests need is installed; otherwise
+/// fails under CI and returns `Err` (after a loud banner) locally.
+fn prerequisites(test: &str) -> Result<(), ()> {
+    let mut missing = Vec::new();
+    if !chromium().exists() {
+        missing.push(format!(
+            "{} (Debian package chromium)",
+            chromium().display()
+        ));
+    }
+    let node_ok = Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !node_ok {
+        missing.push("node".to_string());
+    }
+    if !root()
+        .join("tests/browser/node_modules/playwright-core")
+        .exists()
+    {
+        missing.push("tests/browser/node_modules (npm ci)".to_string());
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let what = missing.join(", ");
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "browser test {test} cannot run under CI: missing {what}; scripts/setup.sh installs them"
+        );
+    }
+    // Straight to stderr: libtest captures eprintln! of passing tests, and
+    // this must be seen.
+    let banner = format!(
+        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+         !!! SKIPPED browser test {test}: missing {what}.\n\
+         !!! Run scripts/setup.sh (as root) to install them. This test did NOT run.\n\
+         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+    );
+    let _ = std::io::stderr().write_all(banner.as_bytes());
+    Err(())
+}
+
+async fn start() -> (RunningServer, String) {
+    let mut config = Config::new(APP, KEY);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.demo = Some(DemoMode::new(KEY));
+    let server = Server::bind(config).await.unwrap();
+    let base = format!("http://{}", server.local_addr());
+    (server, base)
+}
+
+async fn login(server: &RunningServer, user: &str) -> (Calling, Events) {
+    let sig = calling_usersig::generate(APP, KEY, user, 3600, calling_usersig::now_unix());
+    let url = format!("ws://{}/ws", server.local_addr());
+    Calling::login(&url, APP, user, &sig, CallingConfig::default())
+        .await
+        .unwrap()
+}
+
+/// The Node driver running one scenario; killed if dropped early.
+struct Driver {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::UnboundedReceiver<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Driver {
+    fn spawn(scenario: &str, base: &str, options: &[&str]) -> Driver {
+        let dir = root().join("tests/browser");
+        let artifacts = root().join("target/browser");
+        let mut child = Command::new("node")
+            .current_dir(&dir)
+            .arg("driver.mjs")
+            .arg(scenario)
+            .arg(base)
+            .arg(format!("artifacts={}", artifacts.display()))
+            .args(options)
+            .env("CHROMIUM", chromium())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::unbounded_channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let err = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push_str(&line);
+                sink.lock().unwrap().push('\n');
+            }
+        });
+        let stdin = child.stdin.take();
+        Driver {
+            child,
+            stdin,
+            lines,
+            stderr,
+        }
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits for the driver to print `want`, returning the line.
+    async fn expect(&mut self, want: &str) -> String {
+        let got = timeout(WAIT, async {
+            while let Some(line) = self.lines.recv().await {
+                if line.starts_with(want) {
+                    return Some(line);
+                }
+            }
+            None
+        })
+        .await;
+        match got {
+            Ok(Some(line)) => line,
+            Ok(None) => {
+                // Give the stderr thread a moment to drain (bounded).
+                let _ = timeout(Duration::from_secs(2), async {
+                    while self.child.try_wait().ok().flatten().is_none() {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                })
+                .await;
+                std::thread::sleep(Duration::from_millis(100));
+                panic!("driver ended before {want}:\n{}", self.log())
+            }
+            Err(_) => panic!(
+                "timed out waiting for {want} from the driver:\n{}",
+                self.log()
+            ),
+        }
+    }
+
+    fn poke(&mut self) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = stdin.write_all(b"go\n");
+            let _ = stdin.flush();
+        }
+    }
+
+    /// Waits for the driver to exit and asserts it succeeded.
+    async fn finish(mut self) {
+        let status = timeout(WAIT, async {
+            loop {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!("driver failed ({s}):\n{}", self.log())
+            }
+            Err(_) => panic!("driver did not exit:\n{}", self.log()),
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+async fn expect_event<F: Fn(&Event) -> bool>(events: &mut Events, what: &str, pred: F) -> Event {
+    let found = timeout(WAIT, async {
+        while let Some(e) = events.recv().await {
+            if pred(&e) {
+                return Some(e);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(e)) => e,
+        Ok(None) => panic!("event stream ended while waiting for {what}"),
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+/// Waits until `client` has received at least `min` frames of `kind` from `from`.
+async fn wait_frames(client: &Calling, from: &str, kind: MediaKind, min: u64) -> u64 {
+    let got = timeout(WAIT, async {
+        loop {
+            let stats = client.stats().await.unwrap();
+            let n = stats
+                .iter()
+                .find(|s| s.user == from)
+                .map(|s| match kind {
+                    MediaKind::Audio => s.audio_frames_received,
+                    _ => s.video_frames_received,
+                })
+                .unwrap_or(0);
+            if n >= min {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    match got {
+        Ok(n) => n,
+        Err(_) => panic!(
+            "{} got fewer than {min} {kind:?} frames from {from}",
+            client.user()
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_calls_browser_with_video_and_audio() {
+    if prerequisites("browser_calls_browser_with_video_and_audio").is_err() {
+        return;
+    }
+    let _one = BROWSER.lock().await;
+    let (server, base) = start().await;
+    let mut driver = Driver::spawn("browser-to-browser", &base, &[]);
+    driver.expect("MEDIA_OK").await;
+    driver.finish().await;
+    assert!(
+        root().join("target/browser/in-call.png").exists(),
+        "the in-call screenshot was not saved"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_hold_a_three_party_group_call() {
+    if prerequisites("browsers_hold_a_three_party_group_call").is_err() {
+        return;
+    }
+    let _one = BROWSER.lock().await;
+    let (server, base) = start().await;
+    let mut driver = Driver::spawn("group", &base, &[]);
+    driver.expect("MEDIA_OK").await;
+    driver.finish().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_shows_reject_busy_and_cancel() {
+    if prerequisites("browser_shows_reject_busy_and_cancel").is_err() {
+        return;
+    }
+    let _one = BROWSER.lock().await;
+    let (server, base) = start().await;
+    let mut driver = Driver::spawn("reject-busy-cancel", &base, &[]);
+    driver.expect("MEDIA_OK").await;
+    driver.finish().await;
+    server.shutdown().await;
+}
+
+/// A group call of two browsers and a Rust client: the roster / enter
+/// exchange between the JS client and calling-core makes a full mesh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_and_rust_in_one_group_call() {
+    if prerequisites("two_browsers_and_rust_in_one_group_call").is_err() {
+        return;
+    }
+    let _one = BROWSER.lock().await;
+    let (server, base) = start().await;
+    let (rust, mut events) = login(&server, "rust").await;
+    let mut driver = Driver::spawn("mixed-group", &base, &["peer=rust"]);
+    let invite = match expect_event(&mut events, "the group invite", |e| {
+        matches!(e, Event::Invited { .. })
+    })
+    .await
+    {
+        Event::Invited { invite_id, .. } => invite_id,
+        _ => unreachable!(),
+    };
+    rust.accept(&invite).await.unwrap();
+    for user in ["web-a", "web-b"] {
+        wait_frames(&rust, user, MediaKind::Video, 10).await;
+        wait_frames(&rust, user, MediaKind::Audio, 10).await;
+    }
+    driver.expect("MEDIA_OK").await;
+    driver.poke();
+    driver.expect("A_LEFT").await;
+    expect_event(
+        &mut events,
+        "web-a leaves",
+        |e| matches!(e, Event::UserLeave { user, .. } if user.as_str() == "web-a"),
+    )
+    .await;
+    let snapshot = rust.current_call().await.unwrap().unwrap();
+    assert_eq!(
+        snapshot.connected,
+        vec![calling::UserId::new("web-b").unwrap()]
+    );
+    rust.hangup().await.unwrap();
+    driver.expect("ENDED").await;
+    driver.finish().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_shows_the_server_going_away() {
+    if prerequisites("browser_shows_the_server_going_away").is_err() {
+        return;
+    }
+    let _one = BROWSER.lock().await;
+    let (server, base) = start().await;
+    let mut driver = Driver::spawn("server-loss", &base, &[]);
+    driver.expect("READY").await;
+    server.shutdown().await;
+    driver.expect("SEEN").await;
+    driver.finish().await;
+}
+
+/// Rust calls the browser; "rust" < "web-r", so Rust makes the offer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_calls_browser_and_media_flows_both_ways() {
+    if prerequisites("rust_calls_browser_and_media_flows_both_ways").is_err() {
+        return;
+    }
+    let _one = BROWSER.lock().await;
+    let (server, base) = start().await;
+    let (rust, mut events) = login(&server, "rust").await;
+    let mut driver = Driver::spawn("answer", &base, &["user=web-r", "peer=rust"]);
+    driver.expect("READY").await;
+    rust.call("web-r", MediaType::Video, RING).await.unwrap();
+    expect_event(
+        &mut events,
+        "the browser enters",
+        |e| matches!(e, Event::UserEnter { user, .. } if user.as_str() == "web-r"),
+    )
+    .await;
+    let video = wait_frames(&rust, "web-r", MediaKind::Video, 10).await;
+    let audio = wait_frames(&rust, "web-r", MediaKind::Audio, 10).await;
+    eprintln!("rust got {video} video and {audio} audio frames from the browser");
+    driver.expect("MEDIA_OK").await;
+    rust.hangup().await.unwrap();
+    driver.expect("ENDED").await;
+    let end = expect_event(&mut events, "call end", |e| {
+        matches!(e, Event::CallEnd { .. })
+    })
+    .await;
+    assert!(matches!(
+        end,
+        Event::CallEnd {
+            reason: EndReason::Hangup,
+            ..
+        }
+    ));
+    driver.finish().await;
+    server.shutdown().await;
+}
+
+/// The browser calls Rust; "b-web" < "rust", so the browser makes the offer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_calls_rust_and_media_flows_both_ways() {
+    if prerequisites("browser_calls_rust_and_media_flows_both_ways").is_err() {
+        return;
+    }
+    let _one = BROWSER.lock().await;
+    let (server, base) = start().await;
+    let (rust, mut events) = login(&server, "rust").await;
+    let mut driver = Driver::spawn("place", &base, &["user=b-web", "peer=rust"]);
+    let invite = match expect_event(&mut events, "the browser's invite", |e| {
+        matches!(e, Event::Invited { .. })
+    })
+    .await
+    {
+        Event::Invited {
+            invite_id, sponsor, ..
+        } => {
+            assert_eq!(sponsor.as_str(), "b-web");
+            invite_id
+        }
+        _ => unreachable!(),
+    };
+    rust.accept(&invite).await.unwrap();
+    let video = wait_frames(&rust, "b-web", MediaKind::Video, 10).await;
+    let audio = wait_frames(&rust, "b-web", MediaKind::Audio, 10).await;
+    eprintln!("rust got {video} video and {audio} audio frames from the browser");
+    driver.expect("MEDIA_OK").await;
+    driver.poke();
+    let end = expect_event(&mut events, "call end", |e| {
+        matches!(e, Event::CallEnd { .. })
+    })
+    .await;
+    assert!(matches!(
+        end,
+        Event::CallEnd {
+            reason: EndReason::Hangup,
+            ..
+        }
+    ));
+    driver.expect("ENDED").await;
+    driver.finish().await;
+    server.shutdown().await;
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+fn summary(mut v: Vec<f64>) -> String {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return "n=0".into();
+    }
+    v.sort_by(f64::total_cmp);
+    format!(
+        "n={} p50={:.0} ms p90={:.0} ms min={:.0} ms max={:.0} ms",
+        v.len(),
+        percentile(&v, 0.5),
+        percentile(&v, 0.9),
+        v[0],
+        v[v.len() - 1]
+    )
+}
+
+/// Setup time, answer → Chrome's first decoded frame, in both offer
+/// directions: "a-rust" < "web-bench" (Rust offers) and "z-rust" >
+/// "web-bench" (the browser offers). `BENCH_CALLS` calls per direction
+/// (default 10), interleaved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+async fn browser_setup_bench() {
+    if prerequisites("browser_setup_bench").is_err() {
+        return;
+    }
+    let calls: usize = std::env::var("BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let _one = BROWSER.lock().await;
+    let (server, base) = start().await;
+    let (a, mut a_events) = login(&server, "a-rust").await;
+    let (z, mut z_events) = login(&server, "z-rust").await;
+    let count = format!("count={}", calls * 2);
+    let mut driver = Driver::spawn("bench", &base, &["user=web-bench", &count]);
+    driver.expect("READY").await;
+    // Per direction: (answer -> connected, answer -> first decoded frame).
+    let mut rust_offers = (Vec::new(), Vec::new());
+    let mut browser_offers = (Vec::new(), Vec::new());
+    for i in 0..calls * 2 {
+        let (caller, events, out) = if i % 2 == 0 {
+            (&a, &mut a_events, &mut rust_offers)
+        } else {
+            (&z, &mut z_events, &mut browser_offers)
+        };
+        caller
+            .call("web-bench", MediaType::Video, RING)
+            .await
+            .unwrap();
+        let line = driver.expect("SETUP").await;
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields.len(), 4, "bad line {line}");
+        assert_eq!(fields[1], caller.user().as_str());
+        let connect: f64 = fields[2].parse().unwrap();
+        let frame: f64 = fields[3].parse().unwrap();
+        assert!(frame > 0.0, "{line}");
+        out.0.push(connect);
+        out.1.push(frame);
+        caller.hangup().await.unwrap();
+        expect_event(events, "call end", |e| matches!(e, Event::CallEnd { .. })).await;
+    }
+    // Per call: the browser's timeline of the setup.
+    eprintln!("{}", driver.log());
+    driver.finish().await;
+    for (name, (connect, frame)) in [
+        ("Rust offers   ", rust_offers),
+        ("browser offers", browser_offers),
+    ] {
+        println!(
+            "{name}: answer -> connected {}; answer -> first decoded frame {}",
+            summary(connect),
+            summary(frame)
+        );
+    }
+    server.shutdown().await;
+}

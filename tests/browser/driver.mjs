@@ -1,0 +1,350 @@
+// Drives headless Chromium (Debian's /usr/bin/chromium, fake camera and
+// microphone) through the web demo served by calling-server.
+//
+//   node driver.mjs <scenario> <base-url> [options as key=value]
+//
+// Scenarios (each exits 0 on success, 1 with a reason on stderr):
+//   browser-to-browser  web-a video-calls web-b, both see and hear each other, hang up
+//   group               web-a calls web-b and web-c; all three see and hear each other
+//   reject-busy-cancel  reject, line busy, cancel and an offline callee as the page shows them
+//   mixed-group         web-a calls web-b and the Rust client peer= (a group call)
+//   server-loss         log in, print READY, show the server going away, print SEEN
+//   answer              log in as user=, print READY, accept the next call,
+//                       check media from peer=, print MEDIA_OK, wait for the call end
+//   place               log in as user=, video-call peer=, check media, print
+//                       MEDIA_OK, hang up, see the call end
+//   bench-b2b           web-a calls web-b count= times; web-b's setup figures
+//   bench               log in as user=, accept count= calls in a row, print
+//                       SETUP <caller> <connect ms> <first frame ms> for each
+//                       (answer -> ICE+DTLS connected, answer -> first decoded frame)
+//
+// Lines on stdout are for the Rust test that runs this; progress goes to stderr.
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+
+const [scenario, base, ...rest] = process.argv.slice(2);
+const opts = Object.fromEntries(rest.map((a) => a.split('=')));
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const ARTIFACTS = opts.artifacts || path.resolve('target/browser');
+const STEP_MS = 20_000; // the longest any single wait may take
+// totalAudioEnergy (sum of squared levels x seconds) a heard tone or beep
+// exceeds within a few hundred ms; digital silence stays at 0.
+const MIN_ENERGY = 1e-4;
+
+const note = (...a) => console.error(`[driver ${scenario}]`, ...a);
+const say = (line) => console.log(line);
+
+function fail(why) {
+  throw new Error(why);
+}
+
+async function launch() {
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    timeout: STEP_MS,
+    args: [
+      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+      '--autoplay-policy=no-user-gesture-required',
+    ],
+  });
+  return browser;
+}
+
+const pages = [];
+
+async function openTab(browser, user) {
+  const context = await browser.newContext({ viewport: { width: 1000, height: 900 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_MS);
+  page.on('pageerror', (e) => note(`${user}: page error: ${e.message}`));
+  page.on('console', (m) => { if (m.type() === 'error') note(`${user}: console: ${m.text()}`); });
+  pages.push([user, page]);
+  const dtls = process.env.DTLS_ROLE ? `&dtls=${encodeURIComponent(process.env.DTLS_ROLE)}` : '';
+  await page.goto(`${base}/?user=${encodeURIComponent(user)}${dtls}`);
+  await page.click('#login-btn');
+  await page.waitForFunction(() => window.demo && window.demo.client.userId);
+  note(`${user} logged in`);
+  return page;
+}
+
+// Waits until the page has recorded an event of `type` matching `pred`.
+async function waitEvent(page, type, fields = {}) {
+  await page.waitForFunction(
+    ([t, f]) => window.demo.events.some((e) => e.type === t && Object.entries(f).every(([k, v]) => e[k] === v)),
+    [type, fields],
+  );
+}
+
+// Waits until `page` decodes video frames (if `video`) and hears audio from `peer`.
+async function waitMedia(page, peer, video = true) {
+  const deadline = Date.now() + STEP_MS;
+  let last = null;
+  while (Date.now() < deadline) {
+    last = await page.evaluate(async (p) => (await window.demo.client.mediaStats())[p] || null, peer);
+    if (last && last.audioEnergy > MIN_ENERGY && last.audioPackets > 0 && (!video || last.framesDecoded > 0)) {
+      const playing = await page.evaluate((p) => {
+        const v = document.querySelector(`[data-user="${p}"] video`);
+        return !!v && v.readyState >= 2 && v.videoWidth > 0;
+      }, peer);
+      if (!video || playing) return last;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  fail(`no media from ${peer}: ${JSON.stringify(last)}`);
+}
+
+// Waits (bounded) for the Rust test to write a line on stdin.
+function waitStdin() {
+  return new Promise((resolve) => {
+    process.stdin.once('data', resolve);
+    setTimeout(resolve, STEP_MS);
+  });
+}
+
+async function screenshot(page, name) {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const file = path.join(ARTIFACTS, name);
+  await page.screenshot({ path: file, fullPage: true });
+  note(`screenshot saved: ${file}`);
+}
+
+const scenarios = {
+  async 'browser-to-browser'(browser) {
+    const a = await openTab(browser, 'web-a');
+    const b = await openTab(browser, 'web-b');
+    await a.fill('#callee', 'web-b');
+    await a.click('#video-call-btn');
+    await b.waitForSelector('#incoming:not([hidden])');
+    await b.click('#accept-btn');
+    await waitEvent(a, 'userEnter', { user: 'web-b' });
+    const atA = await waitMedia(a, 'web-b');
+    const atB = await waitMedia(b, 'web-a');
+    note(`web-a from web-b: ${JSON.stringify(atA)}; web-b from web-a: ${JSON.stringify(atB)}`);
+    // Mute and camera off reach the other side as media_state.
+    await b.click('#mute-btn');
+    await waitEvent(a, 'userAudioAvailable', { user: 'web-b', available: false });
+    await b.click('#camera-btn');
+    await waitEvent(a, 'userVideoAvailable', { user: 'web-b', available: false });
+    await b.click('#camera-btn');
+    await waitEvent(a, 'userVideoAvailable', { user: 'web-b', available: true });
+    await screenshot(a, 'in-call.png');
+    await a.click('#hangup-btn');
+    await waitEvent(a, 'callEnd');
+    await waitEvent(b, 'callEnd');
+    await waitEvent(b, 'userLeave', { user: 'web-a' });
+    for (const p of [a, b]) {
+      if (!(await p.isHidden('#in-call'))) fail('the in-call panel is still shown after the call ended');
+    }
+    say('MEDIA_OK');
+  },
+
+  async group(browser) {
+    const a = await openTab(browser, 'web-a');
+    const b = await openTab(browser, 'web-b');
+    const c = await openTab(browser, 'web-c');
+    await a.fill('#callee', 'web-b, web-c');
+    await a.click('#video-call-btn');
+    for (const p of [b, c]) await p.waitForSelector('#incoming:not([hidden])');
+    await b.click('#accept-btn');
+    await waitEvent(a, 'userEnter', { user: 'web-b' });
+    await c.click('#accept-btn');
+    // Everyone meets everyone (web-b and web-c through the roster / enter
+    // exchange) and decodes everyone's video and audio.
+    for (const [p, others] of [[a, ['web-b', 'web-c']], [b, ['web-a', 'web-c']], [c, ['web-a', 'web-b']]]) {
+      for (const o of others) {
+        await waitEvent(p, 'userEnter', { user: o });
+        await waitMedia(p, o);
+      }
+    }
+    await screenshot(c, 'group-call.png');
+    // web-a leaves; the call goes on between web-b and web-c.
+    await a.click('#hangup-btn');
+    await waitEvent(a, 'callEnd');
+    await waitEvent(b, 'userLeave', { user: 'web-a' });
+    await waitEvent(c, 'userLeave', { user: 'web-a' });
+    if (await b.evaluate(() => window.demo.events.some((e) => e.type === 'callEnd'))) fail('web-b\'s call ended when web-a left');
+    await b.click('#hangup-btn');
+    await waitEvent(c, 'callEnd', { reason: 'hangup' });
+    say('MEDIA_OK');
+  },
+
+  async 'reject-busy-cancel'(browser) {
+    const a = await openTab(browser, 'web-a');
+    const b = await openTab(browser, 'web-b');
+    const c = await openTab(browser, 'web-c');
+    // Reject.
+    await a.fill('#callee', 'web-b');
+    await a.click('#audio-call-btn');
+    await b.waitForSelector('#incoming:not([hidden])');
+    await b.click('#reject-btn');
+    await waitEvent(a, 'reject', { user: 'web-b' });
+    await waitEvent(a, 'callEnd', { reason: 'rejected' });
+    await waitEvent(b, 'callEnd', { reason: 'rejected' });
+    note('reject seen');
+    // Busy: web-b is in a call with web-c.
+    await c.fill('#callee', 'web-b');
+    await c.click('#audio-call-btn');
+    await b.waitForSelector('#incoming:not([hidden])');
+    await b.click('#accept-btn');
+    await waitEvent(c, 'userEnter', { user: 'web-b' });
+    await a.click('#audio-call-btn');
+    await waitEvent(a, 'lineBusy', { user: 'web-b' });
+    await waitEvent(a, 'callEnd', { reason: 'busy' });
+    const shown = await a.textContent('#error');
+    if (!shown.includes('web-b is busy')) fail(`the page does not show the busy line: ${shown}`);
+    if (await b.evaluate(() => window.demo.events.filter((e) => e.type === 'invited').length) !== 2) {
+      fail('web-b was told about the call it answered busy');
+    }
+    note('busy seen');
+    await c.click('#hangup-btn');
+    await waitEvent(b, 'callEnd', { reason: 'hangup' });
+    // Cancel: web-a hangs up while web-b still rings.
+    await a.click('#video-call-btn');
+    await b.waitForFunction(() => window.demo.events.filter((e) => e.type === 'invited').length === 3);
+    await a.click('#hangup-btn');
+    await waitEvent(b, 'callingCancel');
+    await waitEvent(b, 'callEnd', { reason: 'cancelled' });
+    if (!(await b.isHidden('#incoming'))) fail('web-b still shows the incoming call after the cancel');
+    note('cancel seen');
+    // Offline: the server answers undeliverable, the page says so at once.
+    await a.fill('#callee', 'web-offline');
+    await a.click('#audio-call-btn');
+    await waitEvent(a, 'noResp', { user: 'web-offline', reason: 'offline' });
+    await waitEvent(a, 'callEnd', { reason: 'no_answer' });
+    note('offline seen');
+    say('MEDIA_OK');
+  },
+
+  async 'mixed-group'(browser) {
+    // web-a calls web-b and the Rust client peer= in one group call.
+    const a = await openTab(browser, 'web-a');
+    const b = await openTab(browser, 'web-b');
+    await a.fill('#callee', `web-b, ${opts.peer}`);
+    await a.click('#video-call-btn');
+    await b.waitForSelector('#incoming:not([hidden])');
+    await b.click('#accept-btn');
+    for (const [p, others] of [[a, ['web-b', opts.peer]], [b, ['web-a', opts.peer]]]) {
+      for (const o of others) {
+        await waitEvent(p, 'userEnter', { user: o });
+        await waitMedia(p, o);
+      }
+    }
+    say('MEDIA_OK');
+    await waitStdin();
+    await a.click('#hangup-btn');
+    await waitEvent(a, 'callEnd');
+    await waitEvent(b, 'userLeave', { user: 'web-a' });
+    say('A_LEFT');
+    await waitEvent(b, 'userLeave', { user: opts.peer });
+    await waitEvent(b, 'callEnd', { reason: 'hangup' });
+    say('ENDED');
+  },
+
+  async 'server-loss'(browser) {
+    const page = await openTab(browser, 'web-a');
+    say('READY');
+    await waitEvent(page, 'disconnected');
+    const shown = await page.textContent('#error');
+    if (!shown.includes('disconnected from the server')) fail(`the page does not show the lost server: ${shown}`);
+    say('SEEN');
+  },
+
+  async answer(browser) {
+    const page = await openTab(browser, opts.user);
+    say('READY');
+    await page.waitForSelector('#incoming:not([hidden])');
+    await page.click('#accept-btn');
+    const got = await waitMedia(page, opts.peer, opts.video !== '0');
+    note(`media from ${opts.peer}: ${JSON.stringify(got)}`);
+    await screenshot(page, 'rust-call.png');
+    say('MEDIA_OK');
+    await waitEvent(page, 'callEnd');
+    say('ENDED');
+  },
+
+  async place(browser) {
+    const page = await openTab(browser, opts.user);
+    await page.fill('#callee', opts.peer);
+    await page.click('#video-call-btn');
+    await waitEvent(page, 'userEnter', { user: opts.peer });
+    const got = await waitMedia(page, opts.peer);
+    note(`media from ${opts.peer}: ${JSON.stringify(got)}`);
+    say('MEDIA_OK');
+    // Stay in the call until the Rust side has checked its own media.
+    await waitStdin();
+    await page.click('#hangup-btn');
+    await waitEvent(page, 'callEnd');
+    say('ENDED');
+  },
+
+  async 'bench-b2b'(browser) {
+    // The same figure between two Chromium tabs, for comparison: web-a
+    // calls web-b, which answers; web-b's first frame from web-a.
+    const a = await openTab(browser, 'web-a');
+    const b = await openTab(browser, 'web-b');
+    const count = Number(opts.count || 10);
+    const all = [];
+    for (let i = 0; i < count; i += 1) {
+      await a.fill('#callee', 'web-b');
+      await a.click('#video-call-btn');
+      await b.waitForFunction((n) => window.demo.events.filter((e) => e.type === 'invited').length > n, i);
+      await b.click('#accept-btn');
+      await b.waitForFunction((n) => window.demo.setups.length > n, i);
+      const { ms, connectMs } = await b.evaluate((n) => window.demo.setups[n], i);
+      all.push(ms);
+      say(`SETUP web-a ${connectMs === null ? 'NaN' : connectMs.toFixed(1)} ${ms.toFixed(1)}`);
+      await a.click('#hangup-btn');
+      for (const p of [a, b]) await p.waitForFunction((n) => window.demo.events.filter((e) => e.type === 'callEnd').length > n, i);
+    }
+    all.sort((x, y) => x - y);
+    say(`browser <-> browser: n=${all.length} p50=${all[Math.round((all.length - 1) / 2)].toFixed(0)} ms min=${all[0].toFixed(0)} ms max=${all[all.length - 1].toFixed(0)} ms`);
+  },
+
+  async bench(browser) {
+    const page = await openTab(browser, opts.user);
+    say('READY');
+    const count = Number(opts.count || 10);
+    for (let i = 0; i < count; i += 1) {
+      // Counted, not polled for state: the next call may ring before a
+      // poll would see this one gone.
+      await page.waitForFunction((n) => window.demo.events.filter((e) => e.type === 'invited').length > n, i);
+      await page.click('#accept-btn');
+      await page.waitForFunction((n) => window.demo.setups.length > n, i);
+      const { user, ms, connectMs, peerMs, timeline } = await page.evaluate((n) => window.demo.setups[n], i);
+      note(`${user}: first frame ${ms.toFixed(0)} ms after the answer, ${peerMs.toFixed(0)} ms after the peer connection was made: ${timeline} frame@${peerMs.toFixed(0)}`);
+      say(`SETUP ${user} ${connectMs === null ? 'NaN' : connectMs.toFixed(1)} ${ms.toFixed(1)}`);
+      await page.waitForFunction((n) => window.demo.events.filter((e) => e.type === 'callEnd').length > n, i);
+    }
+  },
+};
+
+async function main() {
+  const run = scenarios[scenario];
+  if (!run || !base) {
+    console.error(`usage: node driver.mjs <${Object.keys(scenarios).join('|')}> <base-url> [key=value...]`);
+    process.exit(2);
+  }
+  const browser = await launch();
+  try {
+    await run(browser);
+    note('passed');
+  } catch (e) {
+    for (const [user, page] of pages) {
+      const text = await page.textContent('#log').catch(() => '?');
+      const err = await page.textContent('#error').catch(() => '?');
+      note(`${user}'s page: error banner: ${err}\n  log: ${text}`);
+    }
+    throw e;
+  } finally {
+    await browser.close().catch(() => {});
+  }
+}
+
+main().then(() => process.exit(0), (e) => {
+  console.error(`[driver ${scenario}] FAILED: ${e.stack || e.message}`);
+  process.exit(1);
+});
