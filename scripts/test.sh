@@ -5,8 +5,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+browser_ready() {
+    [ -x "${CHROMIUM:-/usr/bin/chromium}" ] && [ -d tests/browser/node_modules/playwright-core ]
+}
+
+# A fresh machine needs only this command: install what the browser tests
+# need when we are allowed to (root, or sudo without a password).
+if ! browser_ready && { [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; }; then
+    scripts/setup.sh
+fi
+
 browser_missing=""
-if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ] || [ ! -d tests/browser/node_modules/playwright-core ]; then
+if ! browser_ready; then
     browser_missing="yes"
     echo "!!! Chromium or tests/browser/node_modules is missing: the browser tests will be SKIPPED (run scripts/setup.sh)" >&2
 fi
