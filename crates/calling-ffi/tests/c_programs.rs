@@ -3,6 +3,8 @@
 //! UBSan, then runs them against an in-process signaling server on
 //! 127.0.0.1:0 and checks their exit code and output.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
