@@ -252,3 +252,70 @@ mod tests {
         assert_eq!(result_text(21), c"unknown result code");
     }
 }
+
+#[cfg(test)]
+mod boundary {
+    use super::*;
+
+    /// Shaped like every entry point: `extern "C"`, body inside [`guard`].
+    extern "C" fn entry_that_panics(p: *const c_char) -> calling_result {
+        guard(|| {
+            // SAFETY: test input, a valid C string.
+            let s = try_ffi!(unsafe { str_arg(p) });
+            let n: usize = s.parse().unwrap_or_default();
+            // An out-of-bounds index: a real panic from library code.
+            let v = [1u8, 2, 3];
+            if v[n] == 0 {
+                return CALLING_RESULT_BUSY;
+            }
+            CALLING_RESULT_OK
+        })
+    }
+
+    #[test]
+    fn a_panic_inside_an_extern_c_function_is_returned_not_aborted() {
+        let f: extern "C" fn(*const c_char) -> calling_result = entry_that_panics;
+        assert_eq!(f(c"1".as_ptr()), CALLING_RESULT_OK);
+        assert_eq!(f(c"7".as_ptr()), CALLING_RESULT_PANIC);
+        // The process goes on and the same entry works again.
+        assert_eq!(f(c"2".as_ptr()), CALLING_RESULT_OK);
+        assert_eq!(f(std::ptr::null()), CALLING_RESULT_NULL_PARAMETER);
+    }
+
+    /// Every exported function of the crate runs its body through `guard`
+    /// or `guard_void`, directly or by delegating to one that does.
+    #[test]
+    fn every_exported_function_goes_through_the_guard() {
+        let sources = [
+            include_str!("lib.rs"),
+            include_str!("client.rs"),
+            include_str!("event.rs"),
+            include_str!("result.rs"),
+        ];
+        let mut checked = 0;
+        for src in sources {
+            for (at, _) in src.match_indices("#[unsafe(no_mangle)]") {
+                let rest = &src[at..];
+                let name_at = rest.find("fn ").unwrap() + 3;
+                let name: String = rest[name_at..]
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                let body_at = rest.find(") -> ").map_or(usize::MAX, |i| i);
+                let body_at = body_at.min(rest.find(") {").unwrap_or(usize::MAX));
+                let body = &rest[body_at..];
+                let body = &body[..body.find("\n}\n").unwrap()];
+                let guarded = body.contains("guard(")
+                    || body.contains("guard_void(")
+                    || body.contains("answer(client")
+                    || body.contains("calling_client_wait_event(")
+                    // Static text only: nothing in it can panic.
+                    || name == "calling_result_text"
+                    || name == "calling_version";
+                assert!(guarded, "{name} does not go through the guard");
+                checked += 1;
+            }
+        }
+        assert!(checked >= 30, "only {checked} exported functions found");
+    }
+}
