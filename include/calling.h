@@ -336,6 +336,9 @@ typedef struct {
   uint32_t video_quality;
   // Frequency of the built-in microphone tone, in hertz. Default 440.
   float tone_frequency_hz;
+  // An Ogg/Opus file to send as the microphone instead of the tone
+  // (looped), or NULL for the tone. Copied by `calling_client_new`.
+  const char *audio_file;
   // Events kept for the poll functions before the oldest are dropped
   // (and for the app before voice volumes are dropped). Default 1024.
   uint32_t event_capacity;
@@ -428,6 +431,35 @@ typedef struct {
 // as [`calling_event_callback`]. `frame` is valid only during the call.
 typedef void (*calling_frame_callback)(void *user_data, const calling_frame *frame);
 
+// Media figures of the connection with one remote user in the current
+// call (`calling_client_peer_stats`).
+typedef struct {
+  // Whether media can flow (ICE and DTLS connected).
+  bool connected;
+  // RTP packets sent, all tracks.
+  uint64_t packets_sent;
+  // RTP payload bytes sent, all tracks.
+  uint64_t bytes_sent;
+  // RTP packets received, all tracks.
+  uint64_t packets_received;
+  // RTP payload bytes received, all tracks.
+  uint64_t bytes_received;
+  // Audio frames sent.
+  uint64_t audio_frames_sent;
+  // Video frames sent.
+  uint64_t video_frames_sent;
+  // Complete audio frames received.
+  uint64_t audio_frames_received;
+  // Complete video frames received.
+  uint64_t video_frames_received;
+  // Round-trip time in microseconds, 0 until measured.
+  uint64_t rtt_us;
+  // Inbound packets lost.
+  int64_t packets_lost;
+  // Largest inbound interarrival jitter, in seconds.
+  double jitter;
+} calling_peer_stats;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -482,8 +514,8 @@ calling_result calling_config_init(calling_config *config);
 //
 // # Safety
 //
-// `config` is NULL or a valid `calling_config` whose `server_url` is NULL
-// or NUL-terminated; `out` is NULL or writable.
+// `config` is NULL or a valid `calling_config` whose strings are NULL or
+// NUL-terminated; `out` is NULL or writable.
 calling_result calling_client_new(const calling_config *config, calling_client **out);
 
 // Frees a client: logs out if logged in, stops its threads and waits for
@@ -734,6 +766,18 @@ calling_result calling_client_set_video_quality(calling_client *client, uint32_t
 //
 // `client` NULL or live; `out_call_id` NULL or writable.
 calling_result calling_client_current_call(calling_client *client, char **out_call_id);
+
+// Writes the media figures of the connection with `user` in the current
+// call to `*out`; `CALLING_RESULT_NOT_IN_CALL` if there is no such
+// connection.
+//
+// # Safety
+//
+// `client` NULL or live; `user` NULL or NUL-terminated; `out` NULL or
+// writable.
+calling_result calling_client_peer_stats(calling_client *client,
+                                         const char *user,
+                                         calling_peer_stats *out);
 
 // Frees an event returned by `calling_client_poll_event` or
 // `calling_client_wait_event`. NULL is accepted and ignored. Never pass an

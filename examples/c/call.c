@@ -188,6 +188,11 @@ int main(int argc, char **argv) {
          (unsigned long long)frames(bob, "alice", CALLING_MEDIA_KIND_VIDEO),
          (unsigned long long)frames(bob, "alice", CALLING_MEDIA_KIND_AUDIO),
          (unsigned long long)atomic_load(&bob_video_bytes), atomic_load(&bob_keyframes));
+  calling_peer_stats st;
+  CHECK(calling_client_peer_stats(alice, "bob", &st));
+  printf("[alice] stats for bob: connected=%d packets_received=%llu bytes_received=%llu rtt_us=%llu\n",
+         st.connected, (unsigned long long)st.packets_received,
+         (unsigned long long)st.bytes_received, (unsigned long long)st.rtt_us);
   pthread_mutex_unlock(&print_lock);
   if (!ok || atomic_load(&bob_video_bytes) == 0) {
     fprintf(stderr, "media did not flow\n");

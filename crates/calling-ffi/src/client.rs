@@ -87,9 +87,43 @@ pub struct calling_config {
     pub video_quality: u32,
     /// Frequency of the built-in microphone tone, in hertz. Default 440.
     pub tone_frequency_hz: f32,
+    /// An Ogg/Opus file to send as the microphone instead of the tone
+    /// (looped), or NULL for the tone. Copied by `calling_client_new`.
+    pub audio_file: *const c_char,
     /// Events kept for the poll functions before the oldest are dropped
     /// (and for the app before voice volumes are dropped). Default 1024.
     pub event_capacity: u32,
+}
+
+/// Media figures of the connection with one remote user in the current
+/// call (`calling_client_peer_stats`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct calling_peer_stats {
+    /// Whether media can flow (ICE and DTLS connected).
+    pub connected: bool,
+    /// RTP packets sent, all tracks.
+    pub packets_sent: u64,
+    /// RTP payload bytes sent, all tracks.
+    pub bytes_sent: u64,
+    /// RTP packets received, all tracks.
+    pub packets_received: u64,
+    /// RTP payload bytes received, all tracks.
+    pub bytes_received: u64,
+    /// Audio frames sent.
+    pub audio_frames_sent: u64,
+    /// Video frames sent.
+    pub video_frames_sent: u64,
+    /// Complete audio frames received.
+    pub audio_frames_received: u64,
+    /// Complete video frames received.
+    pub video_frames_received: u64,
+    /// Round-trip time in microseconds, 0 until measured.
+    pub rtt_us: u64,
+    /// Inbound packets lost.
+    pub packets_lost: i64,
+    /// Largest inbound interarrival jitter, in seconds.
+    pub jitter: f64,
 }
 
 /// One remote media frame, valid only during the frame callback.
@@ -338,6 +372,7 @@ pub unsafe extern "C" fn calling_config_init(config: *mut calling_config) -> cal
             video_source: calling_video_source::CALLING_VIDEO_SOURCE_TEST_PATTERN as u32,
             video_quality: calling_video_quality::CALLING_VIDEO_QUALITY_480P as u32,
             tone_frequency_hz: 440.0,
+            audio_file: std::ptr::null(),
             event_capacity: 1024,
         };
         // SAFETY: checked non-null; the caller promises it is writable.
@@ -350,8 +385,8 @@ pub unsafe extern "C" fn calling_config_init(config: *mut calling_config) -> cal
 ///
 /// # Safety
 ///
-/// `config` is NULL or a valid `calling_config` whose `server_url` is NULL
-/// or NUL-terminated; `out` is NULL or writable.
+/// `config` is NULL or a valid `calling_config` whose strings are NULL or
+/// NUL-terminated; `out` is NULL or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn calling_client_new(
     config: *const calling_config,
@@ -377,13 +412,21 @@ pub unsafe extern "C" fn calling_client_new(
         if !(c.tone_frequency_hz.is_finite() && c.tone_frequency_hz > 0.0) {
             return CALLING_RESULT_INVALID_ARGUMENT;
         }
+        // SAFETY: as documented.
+        let audio_file = try_ffi!(unsafe { opt_str_arg(c.audio_file) });
         let capacity = usize::try_from(c.event_capacity.max(16)).unwrap_or(1024);
         let mut cfg = CallingConfig::default();
         cfg.media.video_quality = quality;
         cfg.video = video;
-        cfg.audio = calling::AudioInput::Tone {
-            frequency_hz: c.tone_frequency_hz,
-            amplitude: 0.3,
+        cfg.audio = match audio_file {
+            Some(path) => calling::AudioInput::OggFile {
+                path: PathBuf::from(path),
+                looped: true,
+            },
+            None => calling::AudioInput::Tone {
+                frequency_hz: c.tone_frequency_hz,
+                amplitude: 0.3,
+            },
         };
         cfg.event_capacity = capacity;
         let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -1060,5 +1103,50 @@ pub unsafe extern "C" fn calling_client_current_call(
             Some(s) => string_out(s.call_id.as_str(), out_call_id),
             None => CALLING_RESULT_NOT_IN_CALL,
         }
+    })
+}
+
+/// Writes the media figures of the connection with `user` in the current
+/// call to `*out`; `CALLING_RESULT_NOT_IN_CALL` if there is no such
+/// connection.
+///
+/// # Safety
+///
+/// `client` NULL or live; `user` NULL or NUL-terminated; `out` NULL or
+/// writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_peer_stats(
+    client: *mut calling_client,
+    user: *const c_char,
+    out: *mut calling_peer_stats,
+) -> calling_result {
+    guard(|| {
+        let client = try_ffi!(client_ref(client));
+        // SAFETY: as documented.
+        let user = try_ffi!(unsafe { str_arg(user) });
+        try_ffi!(out_arg(out));
+        let all = try_ffi!(client.run(|c| async move { c.stats().await }));
+        let Some(p) = all.into_iter().find(|p| p.user == user) else {
+            return CALLING_RESULT_NOT_IN_CALL;
+        };
+        let stats = calling_peer_stats {
+            connected: matches!(p.state, Some(calling_media::PeerState::Connected)),
+            packets_sent: p.packets_sent,
+            bytes_sent: p.bytes_sent,
+            packets_received: p.packets_received,
+            bytes_received: p.bytes_received,
+            audio_frames_sent: p.audio_frames_sent,
+            video_frames_sent: p.video_frames_sent,
+            audio_frames_received: p.audio_frames_received,
+            video_frames_received: p.video_frames_received,
+            rtt_us: p
+                .rtt
+                .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+            packets_lost: p.packets_lost,
+            jitter: p.jitter,
+        };
+        // SAFETY: checked non-null, writable as documented.
+        unsafe { out.write(stats) };
+        CALLING_RESULT_OK
     })
 }

@@ -21,11 +21,13 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Where cargo put `libcalling_ffi.so` for this build: the test binary sits
-/// in `<target>/<profile>/deps/`.
+/// Where cargo put the `libcalling_ffi.so` of this very build: beside the
+/// test binary in `<target>/<profile>/deps/`. (`cargo test` does not copy it
+/// up to `<target>/<profile>/`, where a copy from an older `cargo build`
+/// may linger.)
 fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let dir = exe.parent().unwrap().to_path_buf();
     assert!(
         dir.join("libcalling_ffi.so").exists(),
         "libcalling_ffi.so not found in {}",
@@ -69,6 +71,9 @@ fn compile(source: &Path, name: &str) -> PathBuf {
 fn run(exe: &Path, args: &[String]) -> Output {
     let child = Command::new(exe)
         .args(args)
+        // cargo's own LD_LIBRARY_PATH lists `<target>/<profile>/` first,
+        // where a stale copy of the library may sit: load this build's.
+        .env("LD_LIBRARY_PATH", lib_dir())
         // Leak checking stays on: strings and events the C side forgets to
         // free would show up here.
         .env(
@@ -164,6 +169,7 @@ fn c_example_places_a_call_under_sanitizers() {
             "[bob] USER_ENTER alice",
             "frames from bob: video",
             "frames from alice: video",
+            "stats for bob: connected=1",
             "[alice] CALL_END",
             "[bob] CALL_END",
             "done",

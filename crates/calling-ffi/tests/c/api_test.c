@@ -132,6 +132,9 @@ static void test_null_arguments(void) {
   cfg.video_source = 42;
   EXPECT_RESULT(calling_client_new(&cfg, &c), CALLING_RESULT_INVALID_ARGUMENT);
   cfg.video_source = CALLING_VIDEO_SOURCE_NONE;
+  cfg.audio_file = "\xfe.ogg";
+  EXPECT_RESULT(calling_client_new(&cfg, &c), CALLING_RESULT_INVALID_UTF8);
+  cfg.audio_file = NULL;
   EXPECT_RESULT(calling_client_new(&cfg, NULL), CALLING_RESULT_NULL_PARAMETER);
   EXPECT(c == (calling_client *)SENTINEL);
 
@@ -165,6 +168,8 @@ static void test_null_arguments(void) {
   EXPECT_RESULT(calling_client_close_camera(NULL), CALLING_RESULT_NULL_PARAMETER);
   EXPECT_RESULT(calling_client_set_video_quality(NULL, CALLING_VIDEO_QUALITY_720P), CALLING_RESULT_NULL_PARAMETER);
   EXPECT_RESULT(calling_client_current_call(NULL, &s), CALLING_RESULT_NULL_PARAMETER);
+  calling_peer_stats st;
+  EXPECT_RESULT(calling_client_peer_stats(NULL, "bob", &st), CALLING_RESULT_NULL_PARAMETER);
 
   /* A live client with NULL strings, arrays and out-parameters. */
   c = new_client();
@@ -189,6 +194,8 @@ static void test_null_arguments(void) {
   EXPECT_RESULT(calling_client_join(c, NULL), CALLING_RESULT_NULL_PARAMETER);
   EXPECT_RESULT(calling_client_open_camera_file(c, NULL, 30, true), CALLING_RESULT_NULL_PARAMETER);
   EXPECT_RESULT(calling_client_current_call(c, NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_peer_stats(c, NULL, &st), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_peer_stats(c, "bob", NULL), CALLING_RESULT_NULL_PARAMETER);
   EXPECT(s == SENTINEL);
   calling_client_free(c);
   printf("null arguments ok\n");
@@ -244,6 +251,9 @@ static void test_lifecycle(void) {
   EXPECT_RESULT(calling_client_hangup(c), CALLING_RESULT_OK);
   EXPECT_RESULT(calling_client_current_call(c, &s), CALLING_RESULT_NOT_IN_CALL);
   EXPECT(s == SENTINEL);
+  calling_peer_stats st = {.packets_sent = 99};
+  EXPECT_RESULT(calling_client_peer_stats(c, "bob", &st), CALLING_RESULT_NOT_IN_CALL);
+  EXPECT(st.packets_sent == 99);
   EXPECT_RESULT(calling_client_call(c, "alice", CALLING_MEDIA_TYPE_AUDIO, 30, &s), CALLING_RESULT_CALL_REFUSED);
   EXPECT_RESULT(calling_client_switch_media_type(c, CALLING_MEDIA_TYPE_VIDEO), CALLING_RESULT_NOT_IN_CALL);
   EXPECT_RESULT(calling_client_set_mic_mute(c, true), CALLING_RESULT_OK);
@@ -337,6 +347,11 @@ static void test_no_events_after_free(void) {
   calling_string_free(current);
   /* Voice volumes stream to the callback while the client is freed. */
   EXPECT(wait_for(&volumes, 2));
+  calling_peer_stats st = {0};
+  EXPECT_RESULT(calling_client_peer_stats(bob, "carol", &st), CALLING_RESULT_OK);
+  EXPECT(st.connected);
+  EXPECT(st.packets_received > 0 && st.bytes_received > 0);
+  EXPECT(st.video_frames_received == 0); /* an audio call */
   calling_client_free(alice);
   atomic_store(&freed, 1);
   /* Bob sees carol leave; carol's callback must stay silent throughout. */
