@@ -151,6 +151,7 @@ fn c_api_contract_under_sanitizers() {
             "invalid input ok",
             "lifecycle ok",
             "no events after free ok",
+            "kicked out ok",
             "all ok",
         ],
     );

@@ -362,6 +362,27 @@ static void test_no_events_after_free(void) {
   printf("no events after free ok\n");
 }
 
+/* Logging in as the same user elsewhere kicks the first client out; it can
+ * log in again on the same handle once its session has stopped. */
+static void test_kicked_out(void) {
+  calling_client *first = logged_in("erin");
+  calling_client *second = logged_in("erin");
+  EXPECT(wait_event_kind(first, CALLING_EVENT_KICKED_OUT));
+  EXPECT_RESULT(calling_client_hangup(first), CALLING_RESULT_NOT_LOGGED_IN);
+  char *sig = sig_for("erin");
+  calling_result r = CALLING_RESULT_ALREADY_LOGGED_IN;
+  for (int i = 0; i < 500 && r == CALLING_RESULT_ALREADY_LOGGED_IN; i++) {
+    r = calling_client_login(first, "erin", sig);
+    if (r == CALLING_RESULT_ALREADY_LOGGED_IN) sleep_ms(10);
+  }
+  EXPECT_RESULT(r, CALLING_RESULT_OK);
+  EXPECT(wait_event_kind(second, CALLING_EVENT_KICKED_OUT));
+  calling_string_free(sig);
+  calling_client_free(first);
+  calling_client_free(second);
+  printf("kicked out ok\n");
+}
+
 int main(int argc, char **argv) {
   if (argc != 4) {
     fprintf(stderr, "usage: %s SERVER_URL SDK_APP_ID SECRET_KEY\n", argv[0]);
@@ -375,6 +396,7 @@ int main(int argc, char **argv) {
   test_null_arguments();
   test_lifecycle();
   test_no_events_after_free();
+  test_kicked_out();
   if (failures) {
     fprintf(stderr, "%d failures\n", failures);
     return 1;
