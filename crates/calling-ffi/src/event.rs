@@ -559,6 +559,232 @@ mod tests {
         unsafe { calling_event_free(p) };
     }
 
+    fn list(p: *const *const c_char, len: usize) -> Vec<&'static str> {
+        if len == 0 {
+            assert!(p.is_null());
+            return Vec::new();
+        }
+        // SAFETY: test-only; `len` entries.
+        unsafe { std::slice::from_raw_parts(p, len) }
+            .iter()
+            .map(|&s| text(s))
+            .collect()
+    }
+
+    fn opt(p: *const c_char) -> Option<&'static str> {
+        (!p.is_null()).then(|| text(p))
+    }
+
+    #[test]
+    fn every_event_of_the_sdk_has_its_kind_and_fields() {
+        use calling::{GroupId, InviteId};
+        use calling_event_kind::*;
+        let call = || CallId::new("call-1").unwrap();
+        let invite = || InviteId::new("inv-1").unwrap();
+        let u = |s: &str| UserId::new(s).unwrap();
+
+        let o = OwnedEvent::new(&Event::Invited {
+            call_id: call(),
+            invite_id: invite(),
+            sponsor: u("alice"),
+            inviter: u("bob"),
+            other_invitees: vec![u("carol")],
+            members: vec![u("alice"), u("bob")],
+            is_from_group: true,
+            group_id: Some(GroupId::new("g1").unwrap()),
+            media_type: MediaType::Video,
+            room_id: calling_core::RoomId::new(42).unwrap(),
+            user_data: Some("hello".into()),
+            timeout: 30,
+        });
+        let e = o.raw;
+        assert_eq!(e.kind, CALLING_EVENT_INVITED);
+        assert_eq!(text(e.call_id), "call-1");
+        assert_eq!(text(e.invite_id), "inv-1");
+        assert_eq!(text(e.user), "alice");
+        assert_eq!(text(e.inviter), "bob");
+        assert_eq!(list(e.users, e.users_len), ["carol"]);
+        assert_eq!(list(e.members, e.members_len), ["alice", "bob"]);
+        assert!(e.is_from_group);
+        assert_eq!(opt(e.group_id), Some("g1"));
+        assert_eq!(
+            e.media_type,
+            calling_media_type::CALLING_MEDIA_TYPE_VIDEO as u32
+        );
+        assert_eq!(e.room_id, 42);
+        assert_eq!(opt(e.user_data), Some("hello"));
+        assert_eq!(e.timeout_secs, 30);
+
+        let cases: Vec<(Event, calling_event_kind, Option<&str>, Option<&str>)> = vec![
+            (
+                Event::Rejected {
+                    call_id: call(),
+                    user: u("bob"),
+                },
+                CALLING_EVENT_REJECTED,
+                Some("bob"),
+                None,
+            ),
+            (
+                Event::LineBusy {
+                    call_id: call(),
+                    user: u("bob"),
+                },
+                CALLING_EVENT_LINE_BUSY,
+                Some("bob"),
+                None,
+            ),
+            (
+                Event::CallingCancel {
+                    call_id: call(),
+                    invite_id: invite(),
+                    user: u("al"),
+                },
+                CALLING_EVENT_CALLING_CANCEL,
+                Some("al"),
+                Some("inv-1"),
+            ),
+            (
+                Event::CallingTimeout {
+                    call_id: call(),
+                    invite_id: invite(),
+                },
+                CALLING_EVENT_CALLING_TIMEOUT,
+                None,
+                Some("inv-1"),
+            ),
+            (
+                Event::UserEnter {
+                    call_id: call(),
+                    user: u("x"),
+                },
+                CALLING_EVENT_USER_ENTER,
+                Some("x"),
+                None,
+            ),
+            (
+                Event::UserLeave {
+                    call_id: call(),
+                    user: u("y"),
+                },
+                CALLING_EVENT_USER_LEAVE,
+                Some("y"),
+                None,
+            ),
+            (Event::KickedOut, CALLING_EVENT_KICKED_OUT, None, None),
+            (Event::LoginExpired, CALLING_EVENT_LOGIN_EXPIRED, None, None),
+            (Event::Disconnected, CALLING_EVENT_DISCONNECTED, None, None),
+            (Event::Reconnected, CALLING_EVENT_RECONNECTED, None, None),
+            (
+                Event::UserVideoAvailable {
+                    call_id: call(),
+                    user: u("v"),
+                    available: true,
+                },
+                CALLING_EVENT_USER_VIDEO_AVAILABLE,
+                Some("v"),
+                None,
+            ),
+            (
+                Event::UserAudioAvailable {
+                    call_id: call(),
+                    user: u("a"),
+                    available: true,
+                },
+                CALLING_EVENT_USER_AUDIO_AVAILABLE,
+                Some("a"),
+                None,
+            ),
+        ];
+        for (event, kind, user, invite_id) in cases {
+            let o = OwnedEvent::new(&event);
+            let e = o.raw;
+            assert_eq!(e.kind, kind, "{event:?}");
+            assert_eq!(opt(e.user), user, "{event:?}");
+            assert_eq!(opt(e.invite_id), invite_id, "{event:?}");
+            let has_call = !matches!(
+                event,
+                Event::KickedOut | Event::LoginExpired | Event::Disconnected | Event::Reconnected
+            );
+            assert_eq!(opt(e.call_id), has_call.then_some("call-1"), "{event:?}");
+            if matches!(
+                kind,
+                CALLING_EVENT_USER_VIDEO_AVAILABLE | CALLING_EVENT_USER_AUDIO_AVAILABLE
+            ) {
+                assert!(e.available);
+            }
+        }
+
+        let o = OwnedEvent::new(&Event::UserVoiceVolume {
+            user: u("v"),
+            volume: 73,
+        });
+        let e = o.raw;
+        assert_eq!(
+            (e.kind, e.volume, text(e.user)),
+            (CALLING_EVENT_USER_VOICE_VOLUME, 73, "v")
+        );
+
+        let o = OwnedEvent::new(&Event::MediaTypeChanged {
+            call_id: call(),
+            user: u("m"),
+            from: MediaType::Audio,
+            to: MediaType::Video,
+        });
+        let e = o.raw;
+        assert_eq!(e.kind, CALLING_EVENT_MEDIA_TYPE_CHANGED);
+        assert_eq!((e.from_media_type, e.media_type), (1, 2));
+
+        let o = OwnedEvent::new(&Event::MediaTypeSwitchRequested {
+            call_id: call(),
+            user: u("m"),
+            request_id: 9,
+            to: MediaType::Video,
+        });
+        let e = o.raw;
+        assert_eq!(e.kind, CALLING_EVENT_MEDIA_TYPE_SWITCH_REQUESTED);
+        assert_eq!((e.request_id, e.media_type), (9, 2));
+
+        let o = OwnedEvent::new(&Event::MediaTypeSwitchRefused {
+            call_id: call(),
+            users: vec![u("r")],
+        });
+        let e = o.raw;
+        assert_eq!(e.kind, CALLING_EVENT_MEDIA_TYPE_SWITCH_REFUSED);
+        assert_eq!(list(e.users, e.users_len), ["r"]);
+
+        let o = OwnedEvent::new(&Event::InviteeListUpdated {
+            call_id: call(),
+            invitees: vec![],
+        });
+        let e = o.raw;
+        assert_eq!(e.kind, CALLING_EVENT_INVITEE_LIST_UPDATED);
+        assert_eq!(e.users_len, 0);
+
+        let o = OwnedEvent::new(&Event::GlareResolved {
+            abandoned: CallId::new("old").unwrap(),
+            call_id: call(),
+        });
+        let e = o.raw;
+        assert_eq!(e.kind, CALLING_EVENT_GLARE_RESOLVED);
+        assert_eq!(
+            (text(e.abandoned_call_id), text(e.call_id)),
+            ("old", "call-1")
+        );
+
+        let o = OwnedEvent::new(&Event::NoResponse {
+            call_id: call(),
+            users: vec![u("n")],
+            reason: NoAnswer::Timeout,
+        });
+        let e = o.raw;
+        assert_eq!(e.kind, CALLING_EVENT_NO_RESPONSE);
+        assert_eq!(
+            e.no_answer_reason,
+            calling_no_answer::CALLING_NO_ANSWER_TIMEOUT as u32
+        );
+    }
+
     #[test]
     fn a_nul_in_free_text_is_cut_not_lost() {
         let e = OwnedEvent::new(&Event::Error {
