@@ -560,7 +560,8 @@ calling_result calling_client_poll_event(calling_client *client, calling_event *
 
 // Takes the oldest queued event, waiting up to `timeout_ms` milliseconds
 // for one: `CALLING_RESULT_NO_EVENT` when none came. Free the event with
-// `calling_event_free`.
+// `calling_event_free`. Waiting (`timeout_ms > 0`) is refused inside a
+// callback with `CALLING_RESULT_WRONG_THREAD`.
 //
 // # Safety
 //

@@ -554,7 +554,8 @@ pub unsafe extern "C" fn calling_client_poll_event(
 
 /// Takes the oldest queued event, waiting up to `timeout_ms` milliseconds
 /// for one: `CALLING_RESULT_NO_EVENT` when none came. Free the event with
-/// `calling_event_free`.
+/// `calling_event_free`. Waiting (`timeout_ms > 0`) is refused inside a
+/// callback with `CALLING_RESULT_WRONG_THREAD`.
 ///
 /// # Safety
 ///
@@ -568,6 +569,11 @@ pub unsafe extern "C" fn calling_client_wait_event(
     guard(|| {
         let client = try_ffi!(client_ref(client));
         try_ffi!(out_arg(out));
+        if timeout_ms > 0 {
+            // Waiting would hold up a runtime thread, maybe the one that
+            // would deliver the event.
+            try_ffi!(client.rt());
+        }
         let q = lock(&client.shared.queue);
         let (mut q, _) = client
             .shared
