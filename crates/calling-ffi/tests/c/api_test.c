@@ -277,6 +277,7 @@ static atomic_int volumes;
 static atomic_int freed;
 static atomic_int after_free;
 static atomic_uint inner_result = 9999;
+static atomic_uint inner_wait = 9999;
 
 static void on_event(void *user_data, const calling_event *event) {
   calling_client *self = user_data;
@@ -290,6 +291,8 @@ static void on_event(void *user_data, const calling_event *event) {
     pthread_mutex_unlock(&cb_lock);
     /* Blocking calls are refused on a runtime thread, not deadlocked. */
     atomic_store(&inner_result, calling_client_hangup(self));
+    calling_event *ev = NULL;
+    atomic_store(&inner_wait, calling_client_wait_event(self, 10, &ev));
     break;
   case CALLING_EVENT_USER_ENTER:
     atomic_store(&entered, 1);
@@ -338,6 +341,7 @@ static void test_no_events_after_free(void) {
   }
   EXPECT(id[0] != 0);
   EXPECT(atomic_load(&inner_result) == CALLING_RESULT_WRONG_THREAD);
+  EXPECT(atomic_load(&inner_wait) == CALLING_RESULT_WRONG_THREAD);
   EXPECT_RESULT(calling_client_accept(alice, id), CALLING_RESULT_OK);
   EXPECT(wait_for(&entered, 1));
   EXPECT(wait_event_kind(bob, CALLING_EVENT_USER_ENTER));
