@@ -502,6 +502,18 @@ calling_result calling_usersig_verify(uint64_t sdk_app_id,
                                       const char *user_id,
                                       const char *user_sig);
 
+// Sends the library's logs to stderr, filtered by `filter` in
+// `tracing-subscriber` `EnvFilter` syntax (`"warn"`, `"info"`,
+// `"calling=debug,webrtc=warn"`); NULL means `"warn"`. Without this call
+// the library logs nothing. Only the first successful call takes effect;
+// later ones return `CALLING_RESULT_OK` and change nothing.
+// `CALLING_RESULT_INVALID_ARGUMENT` for a filter that does not parse.
+//
+// # Safety
+//
+// `filter` is NULL or NUL-terminated.
+calling_result calling_log_init(const char *filter);
+
 // Fills `config` with the defaults: no server URL, app id 0, the test
 // pattern camera at 480p, a 440 Hz tone, 1024 queued events.
 //

@@ -147,3 +147,30 @@ pub unsafe extern "C" fn calling_usersig_verify(
         }
     })
 }
+
+/// Sends the library's logs to stderr, filtered by `filter` in
+/// `tracing-subscriber` `EnvFilter` syntax (`"warn"`, `"info"`,
+/// `"calling=debug,webrtc=warn"`); NULL means `"warn"`. Without this call
+/// the library logs nothing. Only the first successful call takes effect;
+/// later ones return `CALLING_RESULT_OK` and change nothing.
+/// `CALLING_RESULT_INVALID_ARGUMENT` for a filter that does not parse.
+///
+/// # Safety
+///
+/// `filter` is NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_log_init(filter: *const c_char) -> calling_result {
+    guard(|| {
+        // SAFETY: as documented.
+        let filter = try_ffi!(unsafe { result::opt_str_arg(filter) }).unwrap_or("warn");
+        let Ok(filter) = tracing_subscriber::EnvFilter::try_new(filter) else {
+            return CALLING_RESULT_INVALID_ARGUMENT;
+        };
+        // Fails only when a subscriber is already set: keep that one.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+        CALLING_RESULT_OK
+    })
+}

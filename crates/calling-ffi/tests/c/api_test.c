@@ -79,6 +79,10 @@ static void test_static(void) {
   }
   EXPECT(strcmp(calling_result_text(CALLING_RESULT_OK), "ok") == 0);
   EXPECT(strcmp(calling_result_text(9999), "unknown result code") == 0);
+  EXPECT_RESULT(calling_log_init("\xff"), CALLING_RESULT_INVALID_UTF8);
+  EXPECT_RESULT(calling_log_init("calling=[[nope"), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT_RESULT(calling_log_init("error"), CALLING_RESULT_OK);
+  EXPECT_RESULT(calling_log_init(NULL), CALLING_RESULT_OK); /* no effect */
   /* free(NULL) everywhere. */
   calling_client_free(NULL);
   calling_string_free(NULL);
