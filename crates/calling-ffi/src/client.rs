@@ -4,6 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{CString, c_char, c_void};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -253,6 +254,10 @@ fn media_kind_code(kind: MediaKind) -> u32 {
 struct Session {
     calling: Calling,
     forwarder: JoinHandle<()>,
+    /// Set by the forwarder before it delivers `KICKED_OUT` or
+    /// `LOGIN_EXPIRED`, so that a login made in answer to either replaces
+    /// this session even if it has not quite stopped yet.
+    ended: Arc<AtomicBool>,
 }
 
 /// A calling client. Create with `calling_client_new`, free with
@@ -646,11 +651,23 @@ pub unsafe extern "C" fn calling_client_login(
         let rt = try_ffi!(client.rt());
         let mut session = lock(&client.session);
         if let Some(s) = session.as_ref() {
-            if !s.forwarder.is_finished() {
+            if !s.forwarder.is_finished() && !s.ended.load(Ordering::Acquire) {
                 return CALLING_RESULT_ALREADY_LOGGED_IN;
             }
-            // Kicked out or expired: the old session is over.
-            *session = None;
+        }
+        // Kicked out or expired: the old session is over; let its last
+        // events through before the new one starts.
+        if let Some(old) = session.take() {
+            let mut forwarder = old.forwarder;
+            drop(old.calling);
+            rt.block_on(async {
+                if tokio::time::timeout(DRAIN_WAIT, &mut forwarder)
+                    .await
+                    .is_err()
+                {
+                    forwarder.abort();
+                }
+            });
         }
         let shared = Arc::clone(&client.shared);
         let sink: Arc<dyn FrameSink> = Arc::new(Sink(Arc::clone(&shared)));
@@ -673,15 +690,26 @@ pub unsafe extern "C" fn calling_client_login(
                 return calling_result::from(&e);
             }
         };
-        let forwarder = rt.spawn(forward(events, shared));
-        *session = Some(Session { calling, forwarder });
+        let ended = Arc::new(AtomicBool::new(false));
+        let forwarder = rt.spawn(forward(events, shared, Arc::clone(&ended)));
+        *session = Some(Session {
+            calling,
+            forwarder,
+            ended,
+        });
         CALLING_RESULT_OK
     })
 }
 
 /// Delivers every event of a session, until the client stops.
-async fn forward(mut events: Events, shared: Arc<Shared>) {
+async fn forward(mut events: Events, shared: Arc<Shared>, ended: Arc<AtomicBool>) {
     while let Some(event) = events.recv().await {
+        if matches!(
+            event,
+            calling::Event::KickedOut | calling::Event::LoginExpired
+        ) {
+            ended.store(true, Ordering::Release);
+        }
         let owned = OwnedEvent::new(&event);
         shared.deliver(owned);
     }
