@@ -1,0 +1,1186 @@
+//! The client handle: a tokio runtime, the facade client once logged in, the
+//! task that forwards its events to C, and the frame sink.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::{CString, c_char, c_void};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use calling::{
+    Calling, CallingConfig, EncodedFrame, Events, FrameSink, InviteId, MediaKind, MediaType,
+    VideoInput, VideoQuality,
+};
+use calling_media::Codec;
+use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
+
+use crate::event::{OwnedEvent, PolledEvent, calling_event};
+use crate::result::calling_result::{self, *};
+use crate::result::{guard, guard_void, opt_str_arg, out_arg, str_arg, str_array_arg, try_ffi};
+
+/// How long `calling_client_logout` and `calling_client_free` wait for the
+/// last events of a stopping client to be delivered.
+const DRAIN_WAIT: Duration = Duration::from_secs(5);
+
+/// Built-in video sources for `calling_client_open_camera` and
+/// `calling_config::video_source`.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum calling_video_source {
+    /// No camera: calls start with video off.
+    CALLING_VIDEO_SOURCE_NONE = 0,
+    /// A moving test pattern, encoded as H.264.
+    CALLING_VIDEO_SOURCE_TEST_PATTERN = 1,
+}
+
+/// Video profiles for `calling_client_set_video_quality`.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum calling_video_quality {
+    /// 640x480, 800 kbit/s (the default).
+    CALLING_VIDEO_QUALITY_480P = 0,
+    /// 1280x720, 1.5 Mbit/s.
+    CALLING_VIDEO_QUALITY_720P = 1,
+    /// 1920x1080, 3 Mbit/s.
+    CALLING_VIDEO_QUALITY_1080P = 2,
+}
+
+/// The kind of a media frame.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum calling_media_kind {
+    /// Audio (Opus).
+    CALLING_MEDIA_KIND_AUDIO = 1,
+    /// Video (H.264 or VP8).
+    CALLING_MEDIA_KIND_VIDEO = 2,
+}
+
+/// The encoding of a frame's bytes.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum calling_codec {
+    /// A codec this header does not know.
+    CALLING_CODEC_UNKNOWN = 0,
+    /// One Opus packet, 48 kHz clock.
+    CALLING_CODEC_OPUS = 1,
+    /// One H.264 access unit, Annex B, 90 kHz clock.
+    CALLING_CODEC_H264 = 2,
+    /// One VP8 frame, 90 kHz clock.
+    CALLING_CODEC_VP8 = 3,
+}
+
+/// How to create a client. Fill it with `calling_config_init`, then set the
+/// fields you need.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct calling_config {
+    /// The signaling server, e.g. `"ws://127.0.0.1:8080/ws"`. Required;
+    /// copied by `calling_client_new`.
+    pub server_url: *const c_char,
+    /// The application id the UserSigs are signed for.
+    pub sdk_app_id: u64,
+    /// A `calling_video_source`: the camera used in video calls.
+    /// Default: the test pattern.
+    pub video_source: u32,
+    /// A `calling_video_quality`. Default 480p.
+    pub video_quality: u32,
+    /// Frequency of the built-in microphone tone, in hertz. Default 440.
+    pub tone_frequency_hz: f32,
+    /// An Ogg/Opus file to send as the microphone instead of the tone
+    /// (looped), or NULL for the tone. Copied by `calling_client_new`.
+    pub audio_file: *const c_char,
+    /// Events kept for the poll functions before the oldest are dropped
+    /// (and for the app before voice volumes are dropped). Default 1024.
+    pub event_capacity: u32,
+}
+
+/// Media figures of the connection with one remote user in the current
+/// call (`calling_client_peer_stats`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct calling_peer_stats {
+    /// Whether media can flow (ICE and DTLS connected).
+    pub connected: bool,
+    /// RTP packets sent, all tracks.
+    pub packets_sent: u64,
+    /// RTP payload bytes sent, all tracks.
+    pub bytes_sent: u64,
+    /// RTP packets received, all tracks.
+    pub packets_received: u64,
+    /// RTP payload bytes received, all tracks.
+    pub bytes_received: u64,
+    /// Audio frames sent.
+    pub audio_frames_sent: u64,
+    /// Video frames sent.
+    pub video_frames_sent: u64,
+    /// Complete audio frames received.
+    pub audio_frames_received: u64,
+    /// Complete video frames received.
+    pub video_frames_received: u64,
+    /// Round-trip time in microseconds, 0 until measured.
+    pub rtt_us: u64,
+    /// Inbound packets lost.
+    pub packets_lost: i64,
+    /// Largest inbound interarrival jitter, in seconds.
+    pub jitter: f64,
+}
+
+/// One remote media frame, valid only during the frame callback.
+#[repr(C)]
+#[derive(Debug)]
+pub struct calling_frame {
+    /// Who sent it.
+    pub user: *const c_char,
+    /// A `calling_media_kind`.
+    pub kind: u32,
+    /// A `calling_codec`.
+    pub codec: u32,
+    /// The encoded bytes.
+    pub data: *const u8,
+    /// Bytes at `data`.
+    pub len: usize,
+    /// Whether the frame decodes on its own (always true for audio).
+    pub keyframe: bool,
+    /// The frame's RTP timestamp.
+    pub rtp_timestamp: u32,
+    /// Media time since the previous frame, in microseconds.
+    pub duration_us: u64,
+}
+
+/// Called for every event, on one of the client's runtime threads. It must
+/// return quickly and must not block or call blocking `calling_client_*`
+/// functions (they return `CALLING_RESULT_WRONG_THREAD` there). `event` and
+/// everything it points to is valid only during the call.
+pub type calling_event_callback =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, event: *const calling_event)>;
+
+/// Called for every remote frame, on a runtime thread, under the same rules
+/// as [`calling_event_callback`]. `frame` is valid only during the call.
+pub type calling_frame_callback =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, frame: *const calling_frame)>;
+
+/// A callback and its user data.
+struct Callback<F> {
+    f: F,
+    user_data: *mut c_void,
+}
+
+// SAFETY: the C API documents that user_data must be usable from any thread.
+unsafe impl<F: Send> Send for Callback<F> {}
+
+/// A mutex that survives a panic while held: the data is plain state that
+/// stays consistent between statements.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the forwarding task, the frame sink and the C threads share.
+struct Shared {
+    /// Held while the callback runs, so that replacing or clearing it waits
+    /// for a call in progress.
+    event_cb: Mutex<Option<Callback<unsafe extern "C" fn(*mut c_void, *const calling_event)>>>,
+    queue: Mutex<VecDeque<OwnedEvent>>,
+    queued: Condvar,
+    capacity: usize,
+    frame_cb: Mutex<Option<Callback<unsafe extern "C" fn(*mut c_void, *const calling_frame)>>>,
+    frames: Mutex<HashMap<(String, MediaKind), u64>>,
+}
+
+impl Shared {
+    fn deliver(&self, event: OwnedEvent) {
+        {
+            let cb = lock(&self.event_cb);
+            if let Some(cb) = cb.as_ref() {
+                // SAFETY: the C caller registered this function for this
+                // signature; the event outlives the call.
+                unsafe { (cb.f)(cb.user_data, &event.raw) };
+                return;
+            }
+        }
+        let mut q = lock(&self.queue);
+        if q.len() >= self.capacity {
+            q.pop_front();
+            tracing::warn!("event queue full: the oldest event was dropped");
+        }
+        q.push_back(event);
+        self.queued.notify_all();
+    }
+}
+
+/// The FFI's frame sink: counts every frame and hands it to the C callback.
+struct Sink(Arc<Shared>);
+
+impl FrameSink for Sink {
+    fn on_frame(&self, user: &str, frame: &EncodedFrame) {
+        let kind = frame.codec.kind();
+        *lock(&self.0.frames)
+            .entry((user.to_owned(), kind))
+            .or_insert(0) += 1;
+        let cb = lock(&self.0.frame_cb);
+        let Some(cb) = cb.as_ref() else { return };
+        let Ok(user) = CString::new(user) else { return };
+        let c = calling_frame {
+            user: user.as_ptr(),
+            kind: media_kind_code(kind),
+            codec: match frame.codec {
+                Codec::Opus => calling_codec::CALLING_CODEC_OPUS,
+                Codec::H264 => calling_codec::CALLING_CODEC_H264,
+                Codec::Vp8 => calling_codec::CALLING_CODEC_VP8,
+                #[allow(unreachable_patterns)]
+                _ => calling_codec::CALLING_CODEC_UNKNOWN,
+            } as u32,
+            data: frame.data.as_ptr(),
+            len: frame.data.len(),
+            keyframe: frame.keyframe,
+            rtp_timestamp: frame.rtp_timestamp,
+            duration_us: u64::try_from(frame.duration.as_micros()).unwrap_or(u64::MAX),
+        };
+        // SAFETY: registered by C for this signature; `c` and what it points
+        // to outlive the call.
+        unsafe { (cb.f)(cb.user_data, &c) };
+    }
+}
+
+fn media_kind_code(kind: MediaKind) -> u32 {
+    match kind {
+        MediaKind::Audio => calling_media_kind::CALLING_MEDIA_KIND_AUDIO as u32,
+        _ => calling_media_kind::CALLING_MEDIA_KIND_VIDEO as u32,
+    }
+}
+
+/// A logged-in session.
+struct Session {
+    calling: Calling,
+    forwarder: JoinHandle<()>,
+    /// Set by the forwarder before it delivers `KICKED_OUT` or
+    /// `LOGIN_EXPIRED`, so that a login made in answer to either replaces
+    /// this session even if it has not quite stopped yet.
+    ended: Arc<AtomicBool>,
+}
+
+/// A calling client. Create with `calling_client_new`, free with
+/// `calling_client_free`. Every function may be called from any thread
+/// except the client's own runtime threads (inside callbacks).
+pub struct calling_client {
+    runtime: Option<Runtime>,
+    url: String,
+    sdk_app_id: u64,
+    config: CallingConfig,
+    session: Mutex<Option<Session>>,
+    shared: Arc<Shared>,
+}
+
+impl calling_client {
+    fn rt(&self) -> Result<&Runtime, calling_result> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(CALLING_RESULT_WRONG_THREAD);
+        }
+        self.runtime.as_ref().ok_or(CALLING_RESULT_PANIC)
+    }
+
+    /// The logged-in facade client.
+    fn calling(&self) -> Result<Calling, calling_result> {
+        lock(&self.session)
+            .as_ref()
+            .map(|s| s.calling.clone())
+            .ok_or(CALLING_RESULT_NOT_LOGGED_IN)
+    }
+
+    /// Runs one facade operation to completion on the runtime.
+    fn run<T, F>(&self, op: impl FnOnce(Calling) -> F) -> Result<T, calling_result>
+    where
+        F: Future<Output = Result<T, calling::CallingError>>,
+    {
+        let rt = self.rt()?;
+        let calling = self.calling()?;
+        rt.block_on(op(calling)).map_err(|e| {
+            tracing::debug!(error = %e, "operation failed");
+            calling_result::from(&e)
+        })
+    }
+
+    /// Stops the session, if any: logs out, then waits (bounded) until the
+    /// forwarding task has delivered the last events.
+    fn stop_session(&self) -> Result<(), calling_result> {
+        let rt = self.rt()?;
+        let Some(session) = lock(&self.session).take() else {
+            return Err(CALLING_RESULT_NOT_LOGGED_IN);
+        };
+        let result = rt.block_on(session.calling.logout());
+        drop(session.calling);
+        let mut forwarder = session.forwarder;
+        rt.block_on(async {
+            if tokio::time::timeout(DRAIN_WAIT, &mut forwarder)
+                .await
+                .is_err()
+            {
+                forwarder.abort();
+                let _ = forwarder.await;
+            }
+        });
+        result.map_err(|e| calling_result::from(&e))
+    }
+}
+
+fn client_ref<'a>(client: *const calling_client) -> Result<&'a calling_client, calling_result> {
+    // SAFETY: the C caller passes NULL or a live client from
+    // `calling_client_new`.
+    unsafe { client.as_ref() }.ok_or(CALLING_RESULT_NULL_PARAMETER)
+}
+
+fn media_type_arg(m: u32) -> Result<MediaType, calling_result> {
+    u8::try_from(m)
+        .ok()
+        .and_then(MediaType::from_code)
+        .ok_or(CALLING_RESULT_INVALID_ARGUMENT)
+}
+
+fn quality_arg(q: u32) -> Result<VideoQuality, calling_result> {
+    match q {
+        0 => Ok(VideoQuality::P480),
+        1 => Ok(VideoQuality::P720),
+        2 => Ok(VideoQuality::P1080),
+        _ => Err(CALLING_RESULT_INVALID_ARGUMENT),
+    }
+}
+
+fn secs(s: u32) -> Duration {
+    Duration::from_secs(u64::from(s))
+}
+
+/// Hands a Rust string to C; free it with `calling_string_free`.
+fn string_out(s: &str, out: *mut *mut c_char) -> calling_result {
+    // Ids are ASCII without NUL, so this only fails on a broken invariant.
+    let Ok(c) = CString::new(s) else {
+        return CALLING_RESULT_INVALID_ARGUMENT;
+    };
+    // SAFETY: `out` was checked non-null by the caller of this helper.
+    unsafe { *out = c.into_raw() };
+    CALLING_RESULT_OK
+}
+
+/// Fills `config` with the defaults: no server URL, app id 0, the test
+/// pattern camera at 480p, a 440 Hz tone, 1024 queued events.
+///
+/// # Safety
+///
+/// `config` is NULL or points to writable memory for a `calling_config`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_config_init(config: *mut calling_config) -> calling_result {
+    guard(|| {
+        try_ffi!(out_arg(config));
+        let value = calling_config {
+            server_url: std::ptr::null(),
+            sdk_app_id: 0,
+            video_source: calling_video_source::CALLING_VIDEO_SOURCE_TEST_PATTERN as u32,
+            video_quality: calling_video_quality::CALLING_VIDEO_QUALITY_480P as u32,
+            tone_frequency_hz: 440.0,
+            audio_file: std::ptr::null(),
+            event_capacity: 1024,
+        };
+        // SAFETY: checked non-null; the caller promises it is writable.
+        unsafe { config.write(value) };
+        CALLING_RESULT_OK
+    })
+}
+
+/// Creates a client (not logged in yet) and writes it to `*out`.
+///
+/// # Safety
+///
+/// `config` is NULL or a valid `calling_config` whose strings are NULL or
+/// NUL-terminated; `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_new(
+    config: *const calling_config,
+    out: *mut *mut calling_client,
+) -> calling_result {
+    guard(|| {
+        try_ffi!(out_arg(out));
+        // SAFETY: NULL or a valid config, as documented.
+        let Some(c) = (unsafe { config.as_ref() }) else {
+            return CALLING_RESULT_NULL_PARAMETER;
+        };
+        // SAFETY: as documented.
+        let url = try_ffi!(unsafe { str_arg(c.server_url) });
+        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+            return CALLING_RESULT_INVALID_ARGUMENT;
+        }
+        let quality = try_ffi!(quality_arg(c.video_quality));
+        let video = match c.video_source {
+            0 => None,
+            1 => Some(VideoInput::TestPattern),
+            _ => return CALLING_RESULT_INVALID_ARGUMENT,
+        };
+        if !(c.tone_frequency_hz.is_finite() && c.tone_frequency_hz > 0.0) {
+            return CALLING_RESULT_INVALID_ARGUMENT;
+        }
+        // SAFETY: as documented.
+        let audio_file = try_ffi!(unsafe { opt_str_arg(c.audio_file) });
+        let capacity = usize::try_from(c.event_capacity.max(16)).unwrap_or(1024);
+        let mut cfg = CallingConfig::default();
+        cfg.media.video_quality = quality;
+        cfg.video = video;
+        cfg.audio = match audio_file {
+            Some(path) => calling::AudioInput::OggFile {
+                path: PathBuf::from(path),
+                looped: true,
+            },
+            None => calling::AudioInput::Tone {
+                frequency_hz: c.tone_frequency_hz,
+                amplitude: 0.3,
+            },
+        };
+        cfg.event_capacity = capacity;
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("calling-ffi")
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the runtime");
+                return CALLING_RESULT_IO;
+            }
+        };
+        let client = calling_client {
+            runtime: Some(runtime),
+            url: url.to_owned(),
+            sdk_app_id: c.sdk_app_id,
+            config: cfg,
+            session: Mutex::new(None),
+            shared: Arc::new(Shared {
+                event_cb: Mutex::new(None),
+                queue: Mutex::new(VecDeque::new()),
+                queued: Condvar::new(),
+                capacity,
+                frame_cb: Mutex::new(None),
+                frames: Mutex::new(HashMap::new()),
+            }),
+        };
+        // SAFETY: checked non-null; the caller promises it is writable.
+        unsafe { *out = Box::into_raw(Box::new(client)) };
+        CALLING_RESULT_OK
+    })
+}
+
+/// Frees a client: logs out if logged in, stops its threads and waits for
+/// any callback in progress. No callback runs after this returns. NULL is
+/// accepted and ignored. Must not be called from inside a callback.
+///
+/// # Safety
+///
+/// `client` is NULL or a client from `calling_client_new` not freed before,
+/// and no other thread uses it any more.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_free(client: *mut calling_client) {
+    guard_void(|| {
+        if client.is_null() {
+            return;
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Blocking here would deadlock the runtime; leaking is the only
+            // safe answer to this misuse.
+            tracing::error!("calling_client_free called from a callback: the client is leaked");
+            return;
+        }
+        // SAFETY: from `calling_client_new`, not freed before.
+        let mut client = unsafe { Box::from_raw(client) };
+        // No callback may start once these are cleared; taking the locks
+        // waits for one in progress.
+        *lock(&client.shared.event_cb) = None;
+        *lock(&client.shared.frame_cb) = None;
+        let _ = client.stop_session();
+        if let Some(rt) = client.runtime.take() {
+            rt.shutdown_timeout(DRAIN_WAIT);
+        }
+    });
+}
+
+/// Registers the event callback (NULL `callback` removes it). While one is
+/// registered, events go to it and not to the poll queue. Replacing it waits
+/// for a call of the old one in progress.
+///
+/// # Safety
+///
+/// `client` is NULL or live; `user_data` must be usable from any thread
+/// until the callback is replaced or the client freed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_set_event_callback(
+    client: *mut calling_client,
+    callback: calling_event_callback,
+    user_data: *mut c_void,
+) -> calling_result {
+    guard(|| {
+        let client = try_ffi!(client_ref(client));
+        try_ffi!(client.rt());
+        *lock(&client.shared.event_cb) = callback.map(|f| Callback { f, user_data });
+        CALLING_RESULT_OK
+    })
+}
+
+/// Registers the remote frame callback (NULL removes it). Frames are
+/// counted whether or not one is registered.
+///
+/// # Safety
+///
+/// As `calling_client_set_event_callback`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_set_frame_callback(
+    client: *mut calling_client,
+    callback: calling_frame_callback,
+    user_data: *mut c_void,
+) -> calling_result {
+    guard(|| {
+        let client = try_ffi!(client_ref(client));
+        try_ffi!(client.rt());
+        *lock(&client.shared.frame_cb) = callback.map(|f| Callback { f, user_data });
+        CALLING_RESULT_OK
+    })
+}
+
+/// Takes the oldest queued event without waiting: `CALLING_RESULT_NO_EVENT`
+/// when there is none. Free the event with `calling_event_free`.
+///
+/// # Safety
+///
+/// `client` is NULL or live; `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_poll_event(
+    client: *mut calling_client,
+    out: *mut *mut calling_event,
+) -> calling_result {
+    // SAFETY: forwarded.
+    unsafe { calling_client_wait_event(client, 0, out) }
+}
+
+/// Takes the oldest queued event, waiting up to `timeout_ms` milliseconds
+/// for one: `CALLING_RESULT_NO_EVENT` when none came. Free the event with
+/// `calling_event_free`. Waiting (`timeout_ms > 0`) is refused inside a
+/// callback with `CALLING_RESULT_WRONG_THREAD`.
+///
+/// # Safety
+///
+/// `client` is NULL or live; `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_wait_event(
+    client: *mut calling_client,
+    timeout_ms: u32,
+    out: *mut *mut calling_event,
+) -> calling_result {
+    guard(|| {
+        let client = try_ffi!(client_ref(client));
+        try_ffi!(out_arg(out));
+        if timeout_ms > 0 {
+            // Waiting would hold up a runtime thread, maybe the one that
+            // would deliver the event.
+            try_ffi!(client.rt());
+        }
+        let q = lock(&client.shared.queue);
+        let (mut q, _) = client
+            .shared
+            .queued
+            .wait_timeout_while(q, Duration::from_millis(u64::from(timeout_ms)), |q| {
+                q.is_empty()
+            })
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(event) = q.pop_front() else {
+            return CALLING_RESULT_NO_EVENT;
+        };
+        // SAFETY: checked non-null, writable as documented.
+        unsafe { *out = PolledEvent::into_raw(event) };
+        CALLING_RESULT_OK
+    })
+}
+
+/// Remote frames of `kind` (a `calling_media_kind`) received from `user`
+/// over the client's life, written to `*out`.
+///
+/// # Safety
+///
+/// `client` is NULL or live; `user` NULL or NUL-terminated; `out` NULL or
+/// writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_frames_received(
+    client: *mut calling_client,
+    user: *const c_char,
+    kind: u32,
+    out: *mut u64,
+) -> calling_result {
+    guard(|| {
+        let client = try_ffi!(client_ref(client));
+        // SAFETY: as documented.
+        let user = try_ffi!(unsafe { str_arg(user) });
+        try_ffi!(out_arg(out));
+        let kind = match kind {
+            1 => MediaKind::Audio,
+            2 => MediaKind::Video,
+            _ => return CALLING_RESULT_INVALID_ARGUMENT,
+        };
+        let n = lock(&client.shared.frames)
+            .get(&(user.to_owned(), kind))
+            .copied()
+            .unwrap_or(0);
+        // SAFETY: checked non-null, writable as documented.
+        unsafe { *out = n };
+        CALLING_RESULT_OK
+    })
+}
+
+/// Logs in to the configured server as `user_id` with `user_sig`
+/// (TRTCCalling `login`). Blocks until the server answers.
+///
+/// # Safety
+///
+/// `client` is NULL or live; the strings NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_login(
+    client: *mut calling_client,
+    user_id: *const c_char,
+    user_sig: *const c_char,
+) -> calling_result {
+    guard(|| {
+        let client = try_ffi!(client_ref(client));
+        // SAFETY: as documented.
+        let user_id = try_ffi!(unsafe { str_arg(user_id) });
+        // SAFETY: as documented.
+        let user_sig = try_ffi!(unsafe { str_arg(user_sig) });
+        let rt = try_ffi!(client.rt());
+        let mut session = lock(&client.session);
+        if let Some(s) = session.as_ref() {
+            if !s.forwarder.is_finished() && !s.ended.load(Ordering::Acquire) {
+                return CALLING_RESULT_ALREADY_LOGGED_IN;
+            }
+        }
+        // Kicked out or expired: the old session is over; let its last
+        // events through before the new one starts.
+        if let Some(old) = session.take() {
+            let mut forwarder = old.forwarder;
+            drop(old.calling);
+            rt.block_on(async {
+                if tokio::time::timeout(DRAIN_WAIT, &mut forwarder)
+                    .await
+                    .is_err()
+                {
+                    forwarder.abort();
+                }
+            });
+        }
+        let shared = Arc::clone(&client.shared);
+        let sink: Arc<dyn FrameSink> = Arc::new(Sink(Arc::clone(&shared)));
+        let logged_in = rt.block_on(async {
+            let (calling, events) = Calling::login(
+                &client.url,
+                client.sdk_app_id,
+                user_id,
+                user_sig,
+                client.config.clone(),
+            )
+            .await?;
+            calling.set_frame_sink(Some(sink)).await?;
+            Ok::<_, calling::CallingError>((calling, events))
+        });
+        let (calling, events) = match logged_in {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::info!(error = %e, "login failed");
+                return calling_result::from(&e);
+            }
+        };
+        let ended = Arc::new(AtomicBool::new(false));
+        let forwarder = rt.spawn(forward(events, shared, Arc::clone(&ended)));
+        *session = Some(Session {
+            calling,
+            forwarder,
+            ended,
+        });
+        CALLING_RESULT_OK
+    })
+}
+
+/// Delivers every event of a session, until the client stops.
+async fn forward(mut events: Events, shared: Arc<Shared>, ended: Arc<AtomicBool>) {
+    while let Some(event) = events.recv().await {
+        if matches!(
+            event,
+            calling::Event::KickedOut | calling::Event::LoginExpired
+        ) {
+            ended.store(true, Ordering::Release);
+        }
+        let owned = OwnedEvent::new(&event);
+        shared.deliver(owned);
+    }
+}
+
+/// Logs out (TRTCCalling `logout`): a call in progress ends. The last
+/// events (CALL_END) are delivered before this returns.
+/// `CALLING_RESULT_NOT_LOGGED_IN` if the client is not logged in.
+///
+/// # Safety
+///
+/// `client` is NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_logout(client: *mut calling_client) -> calling_result {
+    guard(|| {
+        let client = try_ffi!(client_ref(client));
+        match client.stop_session() {
+            Ok(()) => CALLING_RESULT_OK,
+            // Kicked out before: the session is gone now all the same.
+            Err(e) => e,
+        }
+    })
+}
+
+/// Calls one user (TRTCCalling `call`); `media_type` is a
+/// `calling_media_type`, `timeout_secs` the ringing time (0: no timeout).
+/// Writes the call id to `*out_call_id` (free with `calling_string_free`).
+///
+/// # Safety
+///
+/// `client` NULL or live; `user` NULL or NUL-terminated; `out_call_id`
+/// NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_call(
+    client: *mut calling_client,
+    user: *const c_char,
+    media_type: u32,
+    timeout_secs: u32,
+    out_call_id: *mut *mut c_char,
+) -> calling_result {
+    guard(|| {
+        let client = try_ffi!(client_ref(client));
+        // SAFETY: as documented.
+        let user = try_ffi!(unsafe { str_arg(user) });
+        try_ffi!(out_arg(out_call_id));
+        let media = try_ffi!(media_type_arg(media_type));
+        let id =
+            try_ffi!(client.run(|c| async move { c.call(user, media, secs(timeout_secs)).await }));
+        string_out(id.as_str(), out_call_id)
+    })
+}
+
+/// Calls several users at once (TRTCCalling `groupCall`): `users` holds
+/// `users_len` user ids. Writes the call id to `*out_call_id`.
+///
+/// # Safety
+///
+/// `client` NULL or live; `users` NULL or `users_len` NUL-terminated
+/// strings; `out_call_id` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_group_call(
+    client: *mut calling_client,
+    users: *const *const c_char,
+    users_len: usize,
+    media_type: u32,
+    timeout_secs: u32,
+    out_call_id: *mut *mut c_char,
+) -> calling_result {
+    guard(|| {
+        let client = try_ffi!(client_ref(client));
+        // SAFETY: as documented.
+        let users = try_ffi!(unsafe { str_array_arg(users, users_len) });
+        try_ffi!(out_arg(out_call_id));
+        let media = try_ffi!(media_type_arg(media_type));
+        let id = try_ffi!(
+            client.run(|c| async move { c.group_call(&users, media, secs(timeout_secs)).await })
+        );
+        string_out(id.as_str(), out_call_id)
+    })
+}
+
+/// Calls with every option (TUICallKit `calls`): `user_data` (shown to the
+/// invitees) and `group_id` may be NULL. One user without a group id is a
+/// 1v1 call, anything else a group call.
+///
+/// # Safety
+///
+/// As `calling_client_group_call`; `user_data` and `group_id` NULL or
+/// NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_call_with(
+    client: *mut calling_client,
+    users: *const *const c_char,
+    users_len: usize,
+    media_type: u32,
+    timeout_secs: u32,
+    user_data: *const c_char,
+    group_id: *const c_char,
+    out_call_id: *mut *mut c_char,
+) -> calling_result {
+    guard(|| {
+        let client = try_ffi!(client_ref(client));
+        // SAFETY: as documented.
+        let users = try_ffi!(unsafe { str_array_arg(users, users_len) });
+        // SAFETY: as documented.
+        let user_data = try_ffi!(unsafe { opt_str_arg(user_data) });
+        // SAFETY: as documented.
+        let group_id = try_ffi!(unsafe { opt_str_arg(group_id) });
+        try_ffi!(out_arg(out_call_id));
+        let media = try_ffi!(media_type_arg(media_type));
+        let group_id = match group_id.map(calling::GroupId::new).transpose() {
+            Ok(g) => g,
+            Err(_) => return CALLING_RESULT_INVALID_ARGUMENT,
+        };
+        let options = calling::CallOptions {
+            timeout: timeout_secs,
+            user_data: user_data.map(str::to_owned),
+            group_id,
+        };
+        let id = try_ffi!(client.run(|c| async move { c.call_with(&users, media, options).await }));
+        string_out(id.as_str(), out_call_id)
+    })
+}
+
+/// Which answer to give an invite.
+#[derive(Clone, Copy)]
+enum Answer {
+    Accept,
+    Reject,
+    Ignore,
+}
+
+fn answer(client: *mut calling_client, invite_id: *const c_char, how: Answer) -> calling_result {
+    guard(|| {
+        let client = try_ffi!(client_ref(client));
+        // SAFETY: the public wrappers document the same contract.
+        let invite_id = try_ffi!(unsafe { str_arg(invite_id) });
+        let Ok(invite_id) = InviteId::new(invite_id) else {
+            return CALLING_RESULT_NO_SUCH_INVITE;
+        };
+        try_ffi!(client.run(|c| async move {
+            match how {
+                Answer::Accept => c.accept(&invite_id).await,
+                Answer::Reject => c.reject(&invite_id).await,
+                Answer::Ignore => c.ignore(&invite_id).await,
+            }
+        }));
+        CALLING_RESULT_OK
+    })
+}
+
+/// Accepts the ringing invite `invite_id` (from `CALLING_EVENT_INVITED`).
+///
+/// # Safety
+///
+/// `client` NULL or live; `invite_id` NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_accept(
+    client: *mut calling_client,
+    invite_id: *const c_char,
+) -> calling_result {
+    answer(client, invite_id, Answer::Accept)
+}
+
+/// Declines the ringing invite `invite_id`.
+///
+/// # Safety
+///
+/// As `calling_client_accept`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_reject(
+    client: *mut calling_client,
+    invite_id: *const c_char,
+) -> calling_result {
+    answer(client, invite_id, Answer::Reject)
+}
+
+/// Stops ringing for `invite_id` without answering (TUICallKit `ignore`).
+///
+/// # Safety
+///
+/// As `calling_client_accept`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_ignore(
+    client: *mut calling_client,
+    invite_id: *const c_char,
+) -> calling_result {
+    answer(client, invite_id, Answer::Ignore)
+}
+
+/// Leaves the call, or cancels it if nobody answered yet. Does nothing
+/// (and succeeds) without a call.
+///
+/// # Safety
+///
+/// `client` NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_hangup(client: *mut calling_client) -> calling_result {
+    guard(|| {
+        let client = try_ffi!(client_ref(client));
+        try_ffi!(client.run(|c| async move { c.hangup().await }));
+        CALLING_RESULT_OK
+    })
+}
+
+/// Invites more users into the running call; writes the invite id to
+/// `*out_invite_id` (free with `calling_string_free`).
+///
+/// # Safety
+///
+/// As `calling_client_group_call`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_invite(
+    client: *mut calling_client,
+    users: *const *const c_char,
+    users_len: usize,
+    timeout_secs: u32,
+    out_invite_id: *mut *mut c_char,
+) -> calling_result {
+    guard(|| {
+        let client = try_ffi!(client_ref(client));
+        // SAFETY: as documented.
+        let users = try_ffi!(unsafe { str_array_arg(users, users_len) });
+        try_ffi!(out_arg(out_invite_id));
+        let id =
+            try_ffi!(client.run(|c| async move { c.invite(&users, secs(timeout_secs)).await }));
+        string_out(id.as_str(), out_invite_id)
+    })
+}
+
+/// Joins a running group call by its id (TUICallKit `joinInGroupCall`).
+///
+/// # Safety
+///
+/// `client` NULL or live; `call_id` NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_join(
+    client: *mut calling_client,
+    call_id: *const c_char,
+) -> calling_result {
+    guard(|| {
+        let client = try_ffi!(client_ref(client));
+        // SAFETY: as documented.
+        let call_id = try_ffi!(unsafe { str_arg(call_id) });
+        try_ffi!(client.run(|c| async move { c.join(call_id).await }));
+        CALLING_RESULT_OK
+    })
+}
+
+/// Switches the call to `media_type` (a `calling_media_type`); switching to
+/// video asks the others first.
+///
+/// # Safety
+///
+/// `client` NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_switch_media_type(
+    client: *mut calling_client,
+    media_type: u32,
+) -> calling_result {
+    guard(|| {
+        let client = try_ffi!(client_ref(client));
+        let to = try_ffi!(media_type_arg(media_type));
+        try_ffi!(client.run(|c| async move { c.switch_media_type(to).await }));
+        CALLING_RESULT_OK
+    })
+}
+
+/// Answers `CALLING_EVENT_MEDIA_TYPE_SWITCH_REQUESTED`.
+///
+/// # Safety
+///
+/// `client` NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_answer_media_switch(
+    client: *mut calling_client,
+    request_id: u32,
+    accept: bool,
+) -> calling_result {
+    guard(|| {
+        let client = try_ffi!(client_ref(client));
+        try_ffi!(client.run(|c| async move { c.answer_media_switch(request_id, accept).await }));
+        CALLING_RESULT_OK
+    })
+}
+
+/// Mutes or unmutes the microphone; the others see
+/// `CALLING_EVENT_USER_AUDIO_AVAILABLE`.
+///
+/// # Safety
+///
+/// `client` NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_set_mic_mute(
+    client: *mut calling_client,
+    muted: bool,
+) -> calling_result {
+    guard(|| {
+        let client = try_ffi!(client_ref(client));
+        try_ffi!(client.run(|c| async move { c.set_mic_mute(muted).await }));
+        CALLING_RESULT_OK
+    })
+}
+
+/// Hands-free: `true` stops remote audio frames reaching the frame callback
+/// and counters, `false` lets them through again.
+///
+/// # Safety
+///
+/// `client` NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_set_hands_free(
+    client: *mut calling_client,
+    on: bool,
+) -> calling_result {
+    guard(|| {
+        let client = try_ffi!(client_ref(client));
+        try_ffi!(client.run(|c| async move { c.set_hands_free(on).await }));
+        CALLING_RESULT_OK
+    })
+}
+
+/// Opens the camera with a built-in source (a `calling_video_source` other
+/// than NONE); the others see `CALLING_EVENT_USER_VIDEO_AVAILABLE`.
+///
+/// # Safety
+///
+/// `client` NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_open_camera(
+    client: *mut calling_client,
+    source: u32,
+) -> calling_result {
+    guard(|| {
+        let client = try_ffi!(client_ref(client));
+        let input = match source {
+            1 => VideoInput::TestPattern,
+            _ => return CALLING_RESULT_INVALID_ARGUMENT,
+        };
+        try_ffi!(client.run(|c| async move { c.open_camera(input).await }));
+        CALLING_RESULT_OK
+    })
+}
+
+/// Opens the camera on an H.264 Annex B file played at `fps` frames per
+/// second, from the start again at the end if `looped`.
+///
+/// # Safety
+///
+/// `client` NULL or live; `path` NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_open_camera_file(
+    client: *mut calling_client,
+    path: *const c_char,
+    fps: u32,
+    looped: bool,
+) -> calling_result {
+    guard(|| {
+        let client = try_ffi!(client_ref(client));
+        // SAFETY: as documented.
+        let path = try_ffi!(unsafe { str_arg(path) });
+        if fps == 0 || fps > 240 {
+            return CALLING_RESULT_INVALID_ARGUMENT;
+        }
+        let input = VideoInput::H264File {
+            path: PathBuf::from(path),
+            fps,
+            looped,
+        };
+        try_ffi!(client.run(|c| async move { c.open_camera(input).await }));
+        CALLING_RESULT_OK
+    })
+}
+
+/// Closes the camera.
+///
+/// # Safety
+///
+/// `client` NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_close_camera(
+    client: *mut calling_client,
+) -> calling_result {
+    guard(|| {
+        let client = try_ffi!(client_ref(client));
+        try_ffi!(client.run(|c| async move { c.close_camera().await }));
+        CALLING_RESULT_OK
+    })
+}
+
+/// Sets the video profile (a `calling_video_quality`).
+///
+/// # Safety
+///
+/// `client` NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_set_video_quality(
+    client: *mut calling_client,
+    quality: u32,
+) -> calling_result {
+    guard(|| {
+        let client = try_ffi!(client_ref(client));
+        let quality = try_ffi!(quality_arg(quality));
+        try_ffi!(client.run(|c| async move { c.set_video_quality(quality).await }));
+        CALLING_RESULT_OK
+    })
+}
+
+/// Writes the id of the current call to `*out_call_id` (free with
+/// `calling_string_free`); `CALLING_RESULT_NOT_IN_CALL` without one.
+///
+/// # Safety
+///
+/// `client` NULL or live; `out_call_id` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_current_call(
+    client: *mut calling_client,
+    out_call_id: *mut *mut c_char,
+) -> calling_result {
+    guard(|| {
+        let client = try_ffi!(client_ref(client));
+        try_ffi!(out_arg(out_call_id));
+        let snapshot = try_ffi!(client.run(|c| async move { c.current_call().await }));
+        match snapshot {
+            Some(s) => string_out(s.call_id.as_str(), out_call_id),
+            None => CALLING_RESULT_NOT_IN_CALL,
+        }
+    })
+}
+
+/// Writes the media figures of the connection with `user` in the current
+/// call to `*out`; `CALLING_RESULT_NOT_IN_CALL` if there is no such
+/// connection.
+///
+/// # Safety
+///
+/// `client` NULL or live; `user` NULL or NUL-terminated; `out` NULL or
+/// writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_peer_stats(
+    client: *mut calling_client,
+    user: *const c_char,
+    out: *mut calling_peer_stats,
+) -> calling_result {
+    guard(|| {
+        let client = try_ffi!(client_ref(client));
+        // SAFETY: as documented.
+        let user = try_ffi!(unsafe { str_arg(user) });
+        try_ffi!(out_arg(out));
+        let all = try_ffi!(client.run(|c| async move { c.stats().await }));
+        let Some(p) = all.into_iter().find(|p| p.user == user) else {
+            return CALLING_RESULT_NOT_IN_CALL;
+        };
+        let stats = calling_peer_stats {
+            connected: matches!(p.state, Some(calling_media::PeerState::Connected)),
+            packets_sent: p.packets_sent,
+            bytes_sent: p.bytes_sent,
+            packets_received: p.packets_received,
+            bytes_received: p.bytes_received,
+            audio_frames_sent: p.audio_frames_sent,
+            video_frames_sent: p.video_frames_sent,
+            audio_frames_received: p.audio_frames_received,
+            video_frames_received: p.video_frames_received,
+            rtt_us: p
+                .rtt
+                .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+            packets_lost: p.packets_lost,
+            jitter: p.jitter,
+        };
+        // SAFETY: checked non-null, writable as documented.
+        unsafe { out.write(stats) };
+        CALLING_RESULT_OK
+    })
+}

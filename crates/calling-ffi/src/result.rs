@@ -1,0 +1,321 @@
+//! Result codes and the panic and pointer boundary every entry point uses.
+
+use std::ffi::{CStr, c_char};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use calling::CallingError;
+use calling_core::{AnswerError, CallError, JoinError, SwitchError};
+use calling_signal::TransportError;
+
+/// What every fallible function returns. `CALLING_RESULT_OK` is zero;
+/// [`calling_result_text`] names each code.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum calling_result {
+    /// Success.
+    CALLING_RESULT_OK = 0,
+    /// A required pointer argument was NULL.
+    CALLING_RESULT_NULL_PARAMETER = 1,
+    /// A string argument is not valid UTF-8.
+    CALLING_RESULT_INVALID_UTF8 = 2,
+    /// An argument is out of range or malformed (an id with a forbidden
+    /// character, an unknown media type, an empty user list, ...).
+    CALLING_RESULT_INVALID_ARGUMENT = 3,
+    /// The client is not logged in (never was, logged out, kicked out or
+    /// its login expired).
+    CALLING_RESULT_NOT_LOGGED_IN = 4,
+    /// `calling_client_login` on a client that is already logged in.
+    CALLING_RESULT_ALREADY_LOGGED_IN = 5,
+    /// No invite with this id was ever seen.
+    CALLING_RESULT_NO_SUCH_INVITE = 6,
+    /// The invite exists but can no longer be answered (cancelled, timed
+    /// out, already answered).
+    CALLING_RESULT_STALE_INVITE = 7,
+    /// Already ringing or in a call: one call at a time.
+    CALLING_RESULT_BUSY = 8,
+    /// The operation needs a call in progress.
+    CALLING_RESULT_NOT_IN_CALL = 9,
+    /// The call or invite was refused: calling oneself, a user listed twice,
+    /// too many participants, user data too large.
+    CALLING_RESULT_CALL_REFUSED = 10,
+    /// A media type switch was refused (already that type, a request
+    /// pending, unknown request id).
+    CALLING_RESULT_SWITCH_REFUSED = 11,
+    /// The signaling server refused the login (bad or expired UserSig,
+    /// wrong app id).
+    CALLING_RESULT_LOGIN_REFUSED = 12,
+    /// Connecting to or talking with the signaling server failed.
+    CALLING_RESULT_IO = 13,
+    /// The media engine failed (e.g. a video file could not be opened).
+    CALLING_RESULT_MEDIA = 14,
+    /// A UserSig did not verify: malformed, wrong app id or user, bad
+    /// signature.
+    CALLING_RESULT_SIGNATURE_INVALID = 15,
+    /// A UserSig verified but has expired.
+    CALLING_RESULT_SIGNATURE_EXPIRED = 16,
+    /// No event is waiting (`calling_client_poll_event`,
+    /// `calling_client_wait_event`).
+    CALLING_RESULT_NO_EVENT = 17,
+    /// A blocking function was called on one of the client's runtime
+    /// threads, i.e. from inside an event or frame callback. Return from the
+    /// callback first.
+    CALLING_RESULT_WRONG_THREAD = 18,
+    /// A join by call id was refused (no member to ask).
+    CALLING_RESULT_JOIN_REFUSED = 19,
+    /// The library panicked; the operation did not complete. The client is
+    /// still safe to free.
+    CALLING_RESULT_PANIC = 20,
+}
+
+use calling_result::*;
+
+/// A static, NUL-terminated English description of `result`, never NULL.
+/// Do not free it.
+#[unsafe(no_mangle)]
+pub extern "C" fn calling_result_text(result: calling_result) -> *const c_char {
+    result_text(result as u32).as_ptr()
+}
+
+/// The text of a code, taken as an integer so that a value outside the enum
+/// coming from C is not undefined behaviour.
+fn result_text(code: u32) -> &'static CStr {
+    match code {
+        0 => c"ok",
+        1 => c"a required pointer argument was NULL",
+        2 => c"a string argument is not valid UTF-8",
+        3 => c"invalid argument",
+        4 => c"not logged in",
+        5 => c"already logged in",
+        6 => c"no such invite",
+        7 => c"the invite can no longer be answered",
+        8 => c"already ringing or in a call",
+        9 => c"not in a call",
+        10 => c"the call was refused",
+        11 => c"the media type switch was refused",
+        12 => c"the server refused the login",
+        13 => c"signaling connection failed",
+        14 => c"media engine failed",
+        15 => c"the UserSig is invalid",
+        16 => c"the UserSig has expired",
+        17 => c"no event is waiting",
+        18 => c"called from a runtime thread (inside a callback)",
+        19 => c"joining the call was refused",
+        20 => c"the library panicked",
+        _ => c"unknown result code",
+    }
+}
+
+impl From<&CallingError> for calling_result {
+    fn from(e: &CallingError) -> Self {
+        match e {
+            CallingError::NotLoggedIn => CALLING_RESULT_NOT_LOGGED_IN,
+            CallingError::InvalidId(_) => CALLING_RESULT_INVALID_ARGUMENT,
+            CallingError::Call(CallError::Busy) => CALLING_RESULT_BUSY,
+            CallingError::Call(CallError::NotInCall) | CallingError::NotInCall => {
+                CALLING_RESULT_NOT_IN_CALL
+            }
+            CallingError::Call(CallError::NoInvitees) => CALLING_RESULT_INVALID_ARGUMENT,
+            CallingError::Call(_) => CALLING_RESULT_CALL_REFUSED,
+            CallingError::Answer(AnswerError::UnknownInvite(_)) => CALLING_RESULT_NO_SUCH_INVITE,
+            CallingError::Answer(_) => CALLING_RESULT_STALE_INVITE,
+            CallingError::Join(JoinError::Busy) => CALLING_RESULT_BUSY,
+            CallingError::Join(_) => CALLING_RESULT_JOIN_REFUSED,
+            CallingError::Switch(SwitchError::NotInCall) => CALLING_RESULT_NOT_IN_CALL,
+            CallingError::Switch(_) => CALLING_RESULT_SWITCH_REFUSED,
+            CallingError::Transport(TransportError::LoginRefused { .. }) => {
+                CALLING_RESULT_LOGIN_REFUSED
+            }
+            CallingError::Transport(TransportError::Closed) => CALLING_RESULT_NOT_LOGGED_IN,
+            CallingError::Transport(_) => CALLING_RESULT_IO,
+            CallingError::Media(_) => CALLING_RESULT_MEDIA,
+            _ => CALLING_RESULT_IO,
+        }
+    }
+}
+
+/// Runs the body of an `extern "C"` function: a panic becomes
+/// `CALLING_RESULT_PANIC` instead of unwinding into C (which would abort).
+pub(crate) fn guard(body: impl FnOnce() -> calling_result) -> calling_result {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %what, "panic caught at the C boundary");
+            CALLING_RESULT_PANIC
+        }
+    }
+}
+
+/// [`guard`] for functions that return nothing (the `_free` functions).
+pub(crate) fn guard_void(body: impl FnOnce()) {
+    let _ = guard(|| {
+        body();
+        CALLING_RESULT_OK
+    });
+}
+
+/// Returns early from the enclosing function with a result code.
+macro_rules! try_ffi {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(code) => return code,
+        }
+    };
+}
+pub(crate) use try_ffi;
+
+/// A required NUL-terminated UTF-8 string argument.
+///
+/// # Safety
+///
+/// `p` is NULL or points to a NUL-terminated string that stays valid for
+/// `'a`.
+pub(crate) unsafe fn str_arg<'a>(p: *const c_char) -> Result<&'a str, calling_result> {
+    if p.is_null() {
+        return Err(CALLING_RESULT_NULL_PARAMETER);
+    }
+    // SAFETY: non-null, and the caller promises a NUL-terminated string.
+    let c = unsafe { CStr::from_ptr(p) };
+    c.to_str().map_err(|_| CALLING_RESULT_INVALID_UTF8)
+}
+
+/// An optional string argument: NULL means none.
+///
+/// # Safety
+///
+/// As [`str_arg`].
+pub(crate) unsafe fn opt_str_arg<'a>(p: *const c_char) -> Result<Option<&'a str>, calling_result> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { str_arg(p) }.map(Some)
+}
+
+/// An array of `len` strings; NULL with `len == 0` is an empty list.
+///
+/// # Safety
+///
+/// `p` is NULL or points to `len` pointers, each as for [`str_arg`].
+pub(crate) unsafe fn str_array_arg<'a>(
+    p: *const *const c_char,
+    len: usize,
+) -> Result<Vec<&'a str>, calling_result> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    if p.is_null() {
+        return Err(CALLING_RESULT_NULL_PARAMETER);
+    }
+    // SAFETY: non-null, and the caller promises `len` readable pointers.
+    let items = unsafe { std::slice::from_raw_parts(p, len) };
+    items
+        .iter()
+        // SAFETY: forwarded from the caller.
+        .map(|&s| unsafe { str_arg(s) })
+        .collect()
+}
+
+/// Checks that an out-parameter is not NULL.
+pub(crate) fn out_arg<T>(p: *mut T) -> Result<(), calling_result> {
+    if p.is_null() {
+        Err(CALLING_RESULT_NULL_PARAMETER)
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_the_panic_result() {
+        let r = guard(|| panic!("boom"));
+        assert_eq!(r, CALLING_RESULT_PANIC);
+        let r = guard(|| CALLING_RESULT_BUSY);
+        assert_eq!(r, CALLING_RESULT_BUSY);
+    }
+
+    #[test]
+    fn every_code_has_its_own_text() {
+        let texts: Vec<&CStr> = (0..=20).map(result_text).collect();
+        for (i, t) in texts.iter().enumerate() {
+            assert_ne!(*t, c"unknown result code", "code {i}");
+            assert!(!texts[..i].contains(t), "code {i} repeats a text");
+        }
+        assert_eq!(result_text(21), c"unknown result code");
+    }
+}
+
+#[cfg(test)]
+mod boundary {
+    use super::*;
+
+    /// Shaped like every entry point: `extern "C"`, body inside [`guard`].
+    extern "C" fn entry_that_panics(p: *const c_char) -> calling_result {
+        guard(|| {
+            // SAFETY: test input, a valid C string.
+            let s = try_ffi!(unsafe { str_arg(p) });
+            let n: usize = s.parse().unwrap_or_default();
+            // An out-of-bounds index: a real panic from library code.
+            let v = [1u8, 2, 3];
+            if v[n] == 0 {
+                return CALLING_RESULT_BUSY;
+            }
+            CALLING_RESULT_OK
+        })
+    }
+
+    #[test]
+    fn a_panic_inside_an_extern_c_function_is_returned_not_aborted() {
+        let f: extern "C" fn(*const c_char) -> calling_result = entry_that_panics;
+        assert_eq!(f(c"1".as_ptr()), CALLING_RESULT_OK);
+        assert_eq!(f(c"7".as_ptr()), CALLING_RESULT_PANIC);
+        // The process goes on and the same entry works again.
+        assert_eq!(f(c"2".as_ptr()), CALLING_RESULT_OK);
+        assert_eq!(f(std::ptr::null()), CALLING_RESULT_NULL_PARAMETER);
+    }
+
+    /// Every exported function of the crate runs its body through `guard`
+    /// or `guard_void`, directly or by delegating to one that does.
+    #[test]
+    fn every_exported_function_goes_through_the_guard() {
+        let sources = [
+            include_str!("lib.rs"),
+            include_str!("client.rs"),
+            include_str!("event.rs"),
+            include_str!("result.rs"),
+        ];
+        let mut checked = 0;
+        for src in sources {
+            for (at, _) in src.match_indices("#[unsafe(no_mangle)]") {
+                let rest = &src[at..];
+                let name_at = rest.find("fn ").unwrap() + 3;
+                let name: String = rest[name_at..]
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                let body_at = rest.find(") -> ").map_or(usize::MAX, |i| i);
+                let body_at = body_at.min(rest.find(") {").unwrap_or(usize::MAX));
+                let body = &rest[body_at..];
+                let body = &body[..body.find("\n}\n").unwrap()];
+                let guarded = body.contains("guard(")
+                    || body.contains("guard_void(")
+                    || body.contains("answer(client")
+                    || body.contains("calling_client_wait_event(")
+                    // Static text only: nothing in it can panic.
+                    || name == "calling_result_text"
+                    || name == "calling_version";
+                assert!(guarded, "{name} does not go through the guard");
+                checked += 1;
+            }
+        }
+        assert!(checked >= 30, "only {checked} exported functions found");
+    }
+}

@@ -1,0 +1,410 @@
+/* The C API's contract, checked from C under AddressSanitizer and UBSan:
+ * lifecycle, NULL arguments, invalid UTF-8, unknown invites, double logout,
+ * free(NULL), and no callback after free.
+ * Usage: api_test SERVER_URL SDK_APP_ID SECRET_KEY */
+#define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "calling.h"
+
+static int failures = 0;
+
+#define EXPECT(cond)                                                        \
+  do {                                                                      \
+    if (!(cond)) {                                                          \
+      fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);       \
+      failures++;                                                           \
+    }                                                                       \
+  } while (0)
+
+#define EXPECT_RESULT(call, want)                                           \
+  do {                                                                      \
+    calling_result got_ = (call);                                           \
+    if (got_ != (want)) {                                                   \
+      fprintf(stderr, "FAIL %s:%d: %s = %u (%s), want %s\n", __FILE__,      \
+              __LINE__, #call, (unsigned)got_, calling_result_text(got_),   \
+              #want);                                                       \
+      failures++;                                                           \
+    }                                                                       \
+  } while (0)
+
+static const char *url;
+static uint64_t app_id;
+static const char *key;
+
+/* A pointer value no function may write: out-parameters stay untouched on
+ * failure. */
+#define SENTINEL ((char *)(uintptr_t)0x5a5a)
+
+static void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+static calling_client *new_client(void) {
+  calling_config cfg;
+  EXPECT_RESULT(calling_config_init(&cfg), CALLING_RESULT_OK);
+  cfg.server_url = url;
+  cfg.sdk_app_id = app_id;
+  cfg.video_source = CALLING_VIDEO_SOURCE_NONE;
+  calling_client *c = NULL;
+  EXPECT_RESULT(calling_client_new(&cfg, &c), CALLING_RESULT_OK);
+  return c;
+}
+
+static char *sig_for(const char *user) {
+  char *sig = NULL;
+  EXPECT_RESULT(calling_usersig_generate(app_id, key, user, 3600, &sig),
+                CALLING_RESULT_OK);
+  return sig;
+}
+
+static calling_client *logged_in(const char *user) {
+  calling_client *c = new_client();
+  char *sig = sig_for(user);
+  EXPECT_RESULT(calling_client_login(c, user, sig), CALLING_RESULT_OK);
+  calling_string_free(sig);
+  return c;
+}
+
+static void test_static(void) {
+  EXPECT(strlen(calling_version()) > 0);
+  for (unsigned r = 0; r <= CALLING_RESULT_PANIC; r++) {
+    EXPECT(calling_result_text(r) != NULL);
+  }
+  EXPECT(strcmp(calling_result_text(CALLING_RESULT_OK), "ok") == 0);
+  EXPECT(strcmp(calling_result_text(9999), "unknown result code") == 0);
+  EXPECT_RESULT(calling_log_init("\xff"), CALLING_RESULT_INVALID_UTF8);
+  EXPECT_RESULT(calling_log_init("calling=[[nope"), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT_RESULT(calling_log_init("error"), CALLING_RESULT_OK);
+  EXPECT_RESULT(calling_log_init(NULL), CALLING_RESULT_OK); /* no effect */
+  /* free(NULL) everywhere. */
+  calling_client_free(NULL);
+  calling_string_free(NULL);
+  calling_event_free(NULL);
+  printf("static ok\n");
+}
+
+static void test_usersig(void) {
+  char *sig = SENTINEL;
+  EXPECT_RESULT(calling_usersig_generate(app_id, NULL, "alice", 60, &sig),
+                CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_usersig_generate(app_id, key, NULL, 60, &sig),
+                CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_usersig_generate(app_id, key, "alice", 60, NULL),
+                CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_usersig_generate(app_id, "\xff\xfe", "alice", 60, &sig),
+                CALLING_RESULT_INVALID_UTF8);
+  EXPECT_RESULT(calling_usersig_generate(app_id, key, "alice", 0, &sig),
+                CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT(sig == SENTINEL);
+  EXPECT_RESULT(calling_usersig_generate(app_id, key, "alice", 60, &sig),
+                CALLING_RESULT_OK);
+  EXPECT(sig != SENTINEL && sig != NULL);
+  EXPECT_RESULT(calling_usersig_verify(app_id, key, "alice", sig), CALLING_RESULT_OK);
+  EXPECT_RESULT(calling_usersig_verify(app_id, key, "bob", sig),
+                CALLING_RESULT_SIGNATURE_INVALID);
+  EXPECT_RESULT(calling_usersig_verify(app_id, "other-key", "alice", sig),
+                CALLING_RESULT_SIGNATURE_INVALID);
+  EXPECT_RESULT(calling_usersig_verify(app_id, key, "alice", "garbage!"),
+                CALLING_RESULT_SIGNATURE_INVALID);
+  EXPECT_RESULT(calling_usersig_verify(app_id, key, "alice", "\xc3\x28"),
+                CALLING_RESULT_INVALID_UTF8);
+  EXPECT_RESULT(calling_usersig_verify(app_id, key, "alice", NULL),
+                CALLING_RESULT_NULL_PARAMETER);
+  calling_string_free(sig);
+  printf("usersig ok\n");
+}
+
+static void test_null_arguments(void) {
+  calling_config cfg;
+  calling_client *c = (calling_client *)SENTINEL;
+  EXPECT_RESULT(calling_config_init(NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_new(NULL, &c), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_config_init(&cfg), CALLING_RESULT_OK);
+  EXPECT_RESULT(calling_client_new(&cfg, &c), CALLING_RESULT_NULL_PARAMETER); /* no URL */
+  cfg.server_url = "\xff";
+  EXPECT_RESULT(calling_client_new(&cfg, &c), CALLING_RESULT_INVALID_UTF8);
+  cfg.server_url = "http://127.0.0.1:1/";
+  EXPECT_RESULT(calling_client_new(&cfg, &c), CALLING_RESULT_INVALID_ARGUMENT);
+  cfg.server_url = url;
+  cfg.video_source = 42;
+  EXPECT_RESULT(calling_client_new(&cfg, &c), CALLING_RESULT_INVALID_ARGUMENT);
+  cfg.video_source = CALLING_VIDEO_SOURCE_NONE;
+  cfg.audio_file = "\xfe.ogg";
+  EXPECT_RESULT(calling_client_new(&cfg, &c), CALLING_RESULT_INVALID_UTF8);
+  cfg.audio_file = NULL;
+  EXPECT_RESULT(calling_client_new(&cfg, NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT(c == (calling_client *)SENTINEL);
+
+  /* Every client function with a NULL client. */
+  char *s = SENTINEL;
+  calling_event *ev = NULL;
+  uint64_t n = 0;
+  const char *users[] = {"bob"};
+  EXPECT_RESULT(calling_client_set_event_callback(NULL, NULL, NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_set_frame_callback(NULL, NULL, NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_poll_event(NULL, &ev), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_wait_event(NULL, 0, &ev), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_frames_received(NULL, "bob", CALLING_MEDIA_KIND_AUDIO, &n), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_login(NULL, "a", "b"), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_logout(NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_call(NULL, "bob", CALLING_MEDIA_TYPE_AUDIO, 30, &s), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_group_call(NULL, users, 1, CALLING_MEDIA_TYPE_AUDIO, 30, &s), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_call_with(NULL, users, 1, CALLING_MEDIA_TYPE_AUDIO, 30, NULL, NULL, &s), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_accept(NULL, "x"), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_reject(NULL, "x"), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_ignore(NULL, "x"), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_hangup(NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_invite(NULL, users, 1, 30, &s), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_join(NULL, "x"), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_switch_media_type(NULL, CALLING_MEDIA_TYPE_VIDEO), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_answer_media_switch(NULL, 1, true), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_set_mic_mute(NULL, true), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_set_hands_free(NULL, true), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_open_camera(NULL, CALLING_VIDEO_SOURCE_TEST_PATTERN), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_open_camera_file(NULL, "x.h264", 30, true), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_close_camera(NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_set_video_quality(NULL, CALLING_VIDEO_QUALITY_720P), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_current_call(NULL, &s), CALLING_RESULT_NULL_PARAMETER);
+  calling_peer_stats st;
+  EXPECT_RESULT(calling_client_peer_stats(NULL, "bob", &st), CALLING_RESULT_NULL_PARAMETER);
+
+  /* A live client with NULL strings, arrays and out-parameters. */
+  c = new_client();
+  EXPECT_RESULT(calling_client_poll_event(c, NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_wait_event(c, 0, NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_frames_received(c, NULL, CALLING_MEDIA_KIND_AUDIO, &n), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_frames_received(c, "bob", CALLING_MEDIA_KIND_AUDIO, NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_login(c, NULL, "sig"), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_login(c, "alice", NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_call(c, NULL, CALLING_MEDIA_TYPE_AUDIO, 30, &s), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_call(c, "bob", CALLING_MEDIA_TYPE_AUDIO, 30, NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_group_call(c, NULL, 2, CALLING_MEDIA_TYPE_AUDIO, 30, &s), CALLING_RESULT_NULL_PARAMETER);
+  const char *with_null[] = {"bob", NULL};
+  EXPECT_RESULT(calling_client_group_call(c, with_null, 2, CALLING_MEDIA_TYPE_AUDIO, 30, &s), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_group_call(c, users, 1, CALLING_MEDIA_TYPE_AUDIO, 30, NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_call_with(c, users, 1, CALLING_MEDIA_TYPE_AUDIO, 30, NULL, NULL, NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_accept(c, NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_reject(c, NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_ignore(c, NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_invite(c, NULL, 1, 30, &s), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_invite(c, users, 1, 30, NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_join(c, NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_open_camera_file(c, NULL, 30, true), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_current_call(c, NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_peer_stats(c, NULL, &st), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_peer_stats(c, "bob", NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT(s == SENTINEL);
+  calling_client_free(c);
+  printf("null arguments ok\n");
+}
+
+static void test_invalid_input(calling_client *c) {
+  char *s = SENTINEL;
+  const char *bad_users[] = {"bob", "\xe2\x82"};
+  EXPECT_RESULT(calling_client_call(c, "b\xffob", CALLING_MEDIA_TYPE_AUDIO, 30, &s), CALLING_RESULT_INVALID_UTF8);
+  EXPECT_RESULT(calling_client_group_call(c, bad_users, 2, CALLING_MEDIA_TYPE_AUDIO, 30, &s), CALLING_RESULT_INVALID_UTF8);
+  EXPECT_RESULT(calling_client_call_with(c, bad_users, 1, CALLING_MEDIA_TYPE_AUDIO, 30, "\xff", NULL, &s), CALLING_RESULT_INVALID_UTF8);
+  EXPECT_RESULT(calling_client_accept(c, "\xc0\xaf"), CALLING_RESULT_INVALID_UTF8);
+  EXPECT_RESULT(calling_client_join(c, "\xff"), CALLING_RESULT_INVALID_UTF8);
+  EXPECT_RESULT(calling_client_call(c, "bob", 7, 30, &s), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT_RESULT(calling_client_call(c, "bad id!", CALLING_MEDIA_TYPE_AUDIO, 30, &s), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT_RESULT(calling_client_group_call(c, NULL, 0, CALLING_MEDIA_TYPE_AUDIO, 30, &s), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT_RESULT(calling_client_set_video_quality(c, 99), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT_RESULT(calling_client_open_camera(c, CALLING_VIDEO_SOURCE_NONE), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT_RESULT(calling_client_switch_media_type(c, 0), CALLING_RESULT_INVALID_ARGUMENT);
+  uint64_t n = 77;
+  EXPECT_RESULT(calling_client_frames_received(c, "bob", 9, &n), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT(n == 77);
+  EXPECT(s == SENTINEL);
+  printf("invalid input ok\n");
+}
+
+static void test_lifecycle(void) {
+  calling_client *c = new_client();
+  char *s = SENTINEL;
+  calling_event *ev = (calling_event *)SENTINEL;
+  /* Before login. */
+  EXPECT_RESULT(calling_client_hangup(c), CALLING_RESULT_NOT_LOGGED_IN);
+  EXPECT_RESULT(calling_client_logout(c), CALLING_RESULT_NOT_LOGGED_IN);
+  EXPECT_RESULT(calling_client_call(c, "bob", CALLING_MEDIA_TYPE_AUDIO, 30, &s), CALLING_RESULT_NOT_LOGGED_IN);
+  EXPECT_RESULT(calling_client_poll_event(c, &ev), CALLING_RESULT_NO_EVENT);
+  EXPECT(ev == (calling_event *)SENTINEL);
+  /* A forged UserSig is refused by the server. */
+  EXPECT_RESULT(calling_client_login(c, "alice", "not-a-usersig"), CALLING_RESULT_LOGIN_REFUSED);
+  char *bob_sig = sig_for("bob");
+  EXPECT_RESULT(calling_client_login(c, "alice", bob_sig), CALLING_RESULT_LOGIN_REFUSED);
+  calling_string_free(bob_sig);
+
+  char *sig = sig_for("alice");
+  EXPECT_RESULT(calling_client_login(c, "alice", sig), CALLING_RESULT_OK);
+  EXPECT_RESULT(calling_client_login(c, "alice", sig), CALLING_RESULT_ALREADY_LOGGED_IN);
+  test_invalid_input(c);
+  /* Unknown invites. */
+  EXPECT_RESULT(calling_client_accept(c, "no-such-invite"), CALLING_RESULT_NO_SUCH_INVITE);
+  EXPECT_RESULT(calling_client_reject(c, "no-such-invite"), CALLING_RESULT_NO_SUCH_INVITE);
+  EXPECT_RESULT(calling_client_ignore(c, "no-such-invite"), CALLING_RESULT_NO_SUCH_INVITE);
+  EXPECT_RESULT(calling_client_accept(c, "not an id"), CALLING_RESULT_NO_SUCH_INVITE);
+  /* No call yet. */
+  EXPECT_RESULT(calling_client_hangup(c), CALLING_RESULT_OK);
+  EXPECT_RESULT(calling_client_current_call(c, &s), CALLING_RESULT_NOT_IN_CALL);
+  EXPECT(s == SENTINEL);
+  calling_peer_stats st = {.packets_sent = 99};
+  EXPECT_RESULT(calling_client_peer_stats(c, "bob", &st), CALLING_RESULT_NOT_IN_CALL);
+  EXPECT(st.packets_sent == 99);
+  EXPECT_RESULT(calling_client_call(c, "alice", CALLING_MEDIA_TYPE_AUDIO, 30, &s), CALLING_RESULT_CALL_REFUSED);
+  EXPECT_RESULT(calling_client_switch_media_type(c, CALLING_MEDIA_TYPE_VIDEO), CALLING_RESULT_NOT_IN_CALL);
+  EXPECT_RESULT(calling_client_set_mic_mute(c, true), CALLING_RESULT_OK);
+  EXPECT_RESULT(calling_client_set_hands_free(c, false), CALLING_RESULT_OK);
+  EXPECT_RESULT(calling_client_set_video_quality(c, CALLING_VIDEO_QUALITY_720P), CALLING_RESULT_OK);
+  /* Double logout, then log in again on the same handle. */
+  EXPECT_RESULT(calling_client_logout(c), CALLING_RESULT_OK);
+  EXPECT_RESULT(calling_client_logout(c), CALLING_RESULT_NOT_LOGGED_IN);
+  EXPECT_RESULT(calling_client_hangup(c), CALLING_RESULT_NOT_LOGGED_IN);
+  EXPECT_RESULT(calling_client_login(c, "alice", sig), CALLING_RESULT_OK);
+  calling_string_free(sig);
+  calling_client_free(c); /* while logged in */
+  printf("lifecycle ok\n");
+}
+
+/* Callback state of the after-free test. */
+static pthread_mutex_t cb_lock = PTHREAD_MUTEX_INITIALIZER;
+static char invite_id[128];
+static atomic_int entered;
+static atomic_int volumes;
+static atomic_int freed;
+static atomic_int after_free;
+static atomic_uint inner_result = 9999;
+static atomic_uint inner_wait = 9999;
+
+static void on_event(void *user_data, const calling_event *event) {
+  calling_client *self = user_data;
+  if (atomic_load(&freed)) {
+    atomic_fetch_add(&after_free, 1);
+  }
+  switch (event->kind) {
+  case CALLING_EVENT_INVITED:
+    pthread_mutex_lock(&cb_lock);
+    snprintf(invite_id, sizeof invite_id, "%s", event->invite_id);
+    pthread_mutex_unlock(&cb_lock);
+    /* Blocking calls are refused on a runtime thread, not deadlocked. */
+    atomic_store(&inner_result, calling_client_hangup(self));
+    calling_event *ev = NULL;
+    atomic_store(&inner_wait, calling_client_wait_event(self, 10, &ev));
+    break;
+  case CALLING_EVENT_USER_ENTER:
+    atomic_store(&entered, 1);
+    break;
+  case CALLING_EVENT_USER_VOICE_VOLUME:
+    atomic_fetch_add(&volumes, 1);
+    break;
+  default:
+    break;
+  }
+}
+
+/* Waits up to 20 s for *flag to reach min. */
+static int wait_for(atomic_int *flag, int min) {
+  for (int i = 0; i < 2000; i++) {
+    if (atomic_load(flag) >= min) return 1;
+    sleep_ms(10);
+  }
+  return 0;
+}
+
+/* Waits up to 20 s for an event of `kind` on a polled client. */
+static int wait_event_kind(calling_client *c, calling_event_kind kind) {
+  for (int i = 0; i < 200; i++) {
+    calling_event *ev = NULL;
+    if (calling_client_wait_event(c, 100, &ev) != CALLING_RESULT_OK) continue;
+    int hit = ev->kind == kind;
+    calling_event_free(ev);
+    if (hit) return 1;
+  }
+  return 0;
+}
+
+static void test_no_events_after_free(void) {
+  calling_client *alice = logged_in("carol");
+  calling_client *bob = logged_in("dave");
+  EXPECT_RESULT(calling_client_set_event_callback(alice, on_event, alice), CALLING_RESULT_OK);
+  char *call_id = NULL;
+  EXPECT_RESULT(calling_client_call(bob, "carol", CALLING_MEDIA_TYPE_AUDIO, 30, &call_id), CALLING_RESULT_OK);
+  char id[128] = {0};
+  for (int i = 0; i < 2000 && id[0] == 0; i++) {
+    pthread_mutex_lock(&cb_lock);
+    memcpy(id, invite_id, sizeof id);
+    pthread_mutex_unlock(&cb_lock);
+    if (id[0] == 0) sleep_ms(10);
+  }
+  EXPECT(id[0] != 0);
+  EXPECT(atomic_load(&inner_result) == CALLING_RESULT_WRONG_THREAD);
+  EXPECT(atomic_load(&inner_wait) == CALLING_RESULT_WRONG_THREAD);
+  EXPECT_RESULT(calling_client_accept(alice, id), CALLING_RESULT_OK);
+  EXPECT(wait_for(&entered, 1));
+  EXPECT(wait_event_kind(bob, CALLING_EVENT_USER_ENTER));
+  char *current = NULL;
+  EXPECT_RESULT(calling_client_current_call(bob, &current), CALLING_RESULT_OK);
+  EXPECT(current != NULL && strcmp(current, call_id) == 0);
+  calling_string_free(current);
+  /* Voice volumes stream to the callback while the client is freed. */
+  EXPECT(wait_for(&volumes, 2));
+  calling_peer_stats st = {0};
+  EXPECT_RESULT(calling_client_peer_stats(bob, "carol", &st), CALLING_RESULT_OK);
+  EXPECT(st.connected);
+  EXPECT(st.packets_received > 0 && st.bytes_received > 0);
+  EXPECT(st.video_frames_received == 0); /* an audio call */
+  calling_client_free(alice);
+  atomic_store(&freed, 1);
+  /* Bob sees carol leave; carol's callback must stay silent throughout. */
+  EXPECT(wait_event_kind(bob, CALLING_EVENT_CALL_END));
+  EXPECT(atomic_load(&after_free) == 0);
+  calling_string_free(call_id);
+  calling_client_free(bob);
+  printf("no events after free ok\n");
+}
+
+/* Logging in as the same user elsewhere kicks the first client out; it can
+ * log in again on the same handle once its session has stopped. */
+static void test_kicked_out(void) {
+  calling_client *first = logged_in("erin");
+  calling_client *second = logged_in("erin");
+  EXPECT(wait_event_kind(first, CALLING_EVENT_KICKED_OUT));
+  EXPECT_RESULT(calling_client_hangup(first), CALLING_RESULT_NOT_LOGGED_IN);
+  char *sig = sig_for("erin");
+  /* Logging in again right after KICKED_OUT works: no retry needed. */
+  EXPECT_RESULT(calling_client_login(first, "erin", sig), CALLING_RESULT_OK);
+  EXPECT(wait_event_kind(second, CALLING_EVENT_KICKED_OUT));
+  calling_string_free(sig);
+  calling_client_free(first);
+  calling_client_free(second);
+  printf("kicked out ok\n");
+}
+
+int main(int argc, char **argv) {
+  if (argc != 4) {
+    fprintf(stderr, "usage: %s SERVER_URL SDK_APP_ID SECRET_KEY\n", argv[0]);
+    return 2;
+  }
+  url = argv[1];
+  app_id = strtoull(argv[2], NULL, 10);
+  key = argv[3];
+  test_static();
+  test_usersig();
+  test_null_arguments();
+  test_lifecycle();
+  test_no_events_after_free();
+  test_kicked_out();
+  if (failures) {
+    fprintf(stderr, "%d failures\n", failures);
+    return 1;
+  }
+  printf("all ok\n");
+  return 0;
+}
