@@ -578,3 +578,73 @@ async fn group_call_reports_offline_invitee_at_once_and_the_rest_ring() {
     carol.hangup().await.unwrap();
     assert_eq!(d.call_end().await.0, EndReason::Hangup);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invite_into_a_1v1_call_and_the_call_waits_for_the_ringing() {
+    let net = start().await;
+    let (alice, mut a) = client(&net, "alice").await;
+    let (bob, mut b) = client(&net, "bob").await;
+    let (carol, mut c) = client(&net, "carol").await;
+
+    // TUICallKit's limit: nine in a call, the caller included.
+    let ten: Vec<String> = (1..=9).map(|i| format!("u{i}")).collect();
+    let ten: Vec<&str> = ten.iter().map(String::as_str).collect();
+    assert!(matches!(
+        alice.group_call(&ten, MediaType::Audio, RING).await,
+        Err(calling::CallingError::Call(
+            calling_core::CallError::TooManyParticipants {
+                requested: 10,
+                max: 9
+            }
+        ))
+    ));
+    assert!(alice.current_call().await.unwrap().is_none());
+
+    alice.call("bob", MediaType::Audio, RING).await.unwrap();
+    let inv = b.invited().await;
+    match &inv {
+        Event::Invited { is_from_group, .. } => assert!(!is_from_group),
+        _ => unreachable!(),
+    }
+    bob.accept(&invite_of(&inv)).await.unwrap();
+    a.user_enter("bob").await;
+
+    // bob invites carol: the 1v1 call becomes a group call.
+    bob.invite(&["carol"], RING).await.unwrap();
+    let inv = c.invited().await;
+    match &inv {
+        Event::Invited {
+            is_from_group,
+            members,
+            inviter,
+            ..
+        } => {
+            assert!(*is_from_group);
+            assert_eq!(inviter.as_str(), "bob");
+            assert_eq!(
+                members.iter().cloned().collect::<BTreeSet<_>>(),
+                users(&["alice", "bob"])
+            );
+        }
+        _ => unreachable!(),
+    }
+
+    // alice leaves while carol still rings: bob's call goes on.
+    alice.hangup().await.unwrap();
+    assert_eq!(a.call_end().await.0, EndReason::Hangup);
+    b.user_leave("alice").await;
+    assert!(!b.has(|ev| matches!(ev, Event::CallEnd { .. })));
+    let snap = bob.current_call().await.unwrap().unwrap();
+    assert!(snap.connected.is_empty());
+    assert_eq!(snap.ringing, vec![UserId::new("carol").unwrap()]);
+
+    // carol answers the invite bob sent and talks to bob.
+    carol.accept(&invite_of(&inv)).await.unwrap();
+    b.user_enter("carol").await;
+    c.user_enter("bob").await;
+    wait_frames(&bob, "carol", MediaKind::Audio, 5).await;
+    wait_frames(&carol, "bob", MediaKind::Audio, 5).await;
+    carol.hangup().await.unwrap();
+    assert_eq!(c.call_end().await.0, EndReason::Hangup);
+    assert_eq!(b.call_end().await.0, EndReason::Hangup);
+}
