@@ -648,3 +648,124 @@ async fn invite_into_a_1v1_call_and_the_call_waits_for_the_ringing() {
     assert_eq!(c.call_end().await.0, EndReason::Hangup);
     assert_eq!(b.call_end().await.0, EndReason::Hangup);
 }
+
+/// Width in pixels from the first H.264 SPS in an Annex B access unit.
+fn sps_width(au: &[u8]) -> Option<u32> {
+    // Find a start code followed by NAL type 7.
+    let mut i = 0;
+    let nal = loop {
+        if i + 4 > au.len() {
+            return None;
+        }
+        if au[i..].starts_with(&[0, 0, 1]) && au[i + 3] & 0x1f == 7 {
+            break &au[i + 4..];
+        }
+        i += 1;
+    };
+    // Drop emulation-prevention bytes (00 00 03 → 00 00).
+    let mut rbsp = Vec::new();
+    let mut zeros = 0;
+    for &b in nal {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        rbsp.push(b);
+    }
+    struct Bits<'a>(&'a [u8], usize);
+    impl Bits<'_> {
+        fn bit(&mut self) -> Option<u32> {
+            let b = self.0.get(self.1 / 8)? >> (7 - self.1 % 8) & 1;
+            self.1 += 1;
+            Some(u32::from(b))
+        }
+        fn ue(&mut self) -> Option<u32> {
+            let mut lz = 0;
+            while self.bit()? == 0 {
+                lz += 1;
+                if lz > 31 {
+                    return None;
+                }
+            }
+            let mut v = 0;
+            for _ in 0..lz {
+                v = v << 1 | self.bit()?;
+            }
+            Some((1 << lz) - 1 + v)
+        }
+    }
+    let profile = *rbsp.first()?;
+    let mut r = Bits(&rbsp, 24);
+    r.ue()?; // seq_parameter_set_id
+    if matches!(profile, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128) {
+        return None; // not constrained baseline: not what we send
+    }
+    r.ue()?; // log2_max_frame_num_minus4
+    match r.ue()? {
+        0 => {
+            r.ue()?;
+        }
+        1 => return None,
+        _ => {}
+    }
+    r.ue()?; // max_num_ref_frames
+    r.bit()?; // gaps_in_frame_num_value_allowed_flag
+    Some((r.ue()? + 1) * 16)
+}
+
+/// The width of the next video key frame `from` sends, read from its SPS.
+async fn next_width(frames: &mut tokio::sync::mpsc::Receiver<calling::RemoteFrame>) -> u32 {
+    timeout(WAIT, async {
+        loop {
+            let f = frames.recv().await.expect("frame sink closed");
+            if f.frame.kind() == MediaKind::Video
+                && f.frame.keyframe
+                && let Some(w) = sps_width(&f.frame.data)
+            {
+                return w;
+            }
+        }
+    })
+    .await
+    .expect("no video key frame with an SPS")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_quality_profile_applies_per_call_and_live() {
+    let net = start().await;
+    let (alice, _a) = client(&net, "alice").await;
+    let (bob, mut b) = client(&net, "bob").await;
+    let (sink, mut frames) = calling::ChannelSink::new(1024);
+    bob.set_frame_sink(Some(sink)).await.unwrap();
+
+    // Set before the call: the call starts with that profile.
+    alice
+        .set_video_quality(calling::VideoQuality::P720)
+        .await
+        .unwrap();
+    alice.call("bob", MediaType::Video, RING).await.unwrap();
+    let inv = b.invited().await;
+    bob.accept(&invite_of(&inv)).await.unwrap();
+    b.user_enter("alice").await;
+    assert_eq!(next_width(&mut frames).await, 1280);
+
+    // Changed during the call: the camera restarts with the new profile.
+    alice
+        .set_video_quality(calling::VideoQuality::P480)
+        .await
+        .unwrap();
+    let w = timeout(WAIT, async {
+        loop {
+            let w = next_width(&mut frames).await;
+            if w != 1280 {
+                return w;
+            }
+        }
+    })
+    .await
+    .expect("the profile never changed");
+    assert_eq!(w, 640);
+    alice.hangup().await.unwrap();
+    assert_eq!(b.call_end().await.0, EndReason::Hangup);
+}
