@@ -500,6 +500,8 @@ async fn glare_gives_one_connected_call_on_both_sides() {
             let _ = tokio::join!(alice.hangup(), bob.hangup());
             a.call_end().await;
             b.call_end().await;
+            a.seen.clear();
+            b.seen.clear();
             continue;
         };
         glared = true;
