@@ -771,3 +771,33 @@ async fn video_quality_profile_applies_per_call_and_live() {
     alice.hangup().await.unwrap();
     assert_eq!(b.call_end().await.0, EndReason::Hangup);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_a_video_call_by_id_brings_video_both_ways() {
+    let net = start().await;
+    let (alice, mut a) = client(&net, "alice").await;
+    let (bob, mut b) = client(&net, "bob").await;
+    let (carol, mut c) = client(&net, "carol").await;
+    let call_id = alice.call("bob", MediaType::Video, RING).await.unwrap();
+    let inv = b.invited().await;
+    bob.accept(&invite_of(&inv)).await.unwrap();
+    a.user_enter("bob").await;
+
+    // A join by an unknown id fails with a typed end, not a hang.
+    carol.join("no-such-call").await.unwrap_err();
+    assert!(carol.current_call().await.unwrap().is_none());
+
+    carol.join(call_id.as_str()).await.unwrap();
+    c.user_enter("alice").await;
+    c.user_enter("bob").await;
+    b.user_enter("carol").await;
+    let snap = carol.current_call().await.unwrap().unwrap();
+    assert_eq!(snap.media_type, MediaType::Video);
+    let three = [("alice", &alice), ("bob", &bob), ("carol", &carol)];
+    mesh_has_media(&three, MediaKind::Video, 3).await;
+    carol.hangup().await.unwrap();
+    assert_eq!(c.call_end().await.0, EndReason::Hangup);
+    a.user_leave("carol").await;
+    bob.hangup().await.unwrap();
+    assert_eq!(a.call_end().await.0, EndReason::Hangup);
+}
