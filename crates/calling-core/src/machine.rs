@@ -527,6 +527,12 @@ impl Call {
             return;
         }
         let was_ringing = self.ringing.remove(from).is_some();
+        if !was_ringing {
+            // Neither an invitee answering nor a party we know: someone who
+            // joined by id (or was introduced by one who did). A call with a
+            // party nobody invited to it is a group call.
+            self.info.is_group = true;
+        }
         self.connected.insert(
             from.clone(),
             Peer {
@@ -2004,6 +2010,8 @@ fn on_roster(
     let is_group = info.is_group;
     if joined {
         call.info = info;
+        // Joining by id makes it a group call, even if it was 1v1.
+        call.info.is_group = true;
         call.me = Me::InCall;
         call.since = Some(now);
         ctx.media(MediaInstruction::JoinRoom {

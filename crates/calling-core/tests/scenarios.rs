@@ -635,6 +635,26 @@ fn join_a_running_call_by_id() {
 }
 
 #[test]
+fn joining_a_1v1_call_by_id_makes_it_a_group_call_everywhere() {
+    let mut s = Sim::new(&["alice", "bob", "carol"]);
+    let call = s.call("alice", "bob", MediaType::Video, 30);
+    s.accept("bob");
+    assert!(!s.m("alice").call().unwrap().is_group);
+    let now = s.now;
+    s.m("carol")
+        .join(now, call, vec![uid("alice"), uid("bob")])
+        .unwrap();
+    s.settle();
+    assert_eq!(s.connected("carol"), set(&["alice", "bob"]));
+    for user in ["alice", "bob", "carol"] {
+        assert!(
+            s.m(user).call().unwrap().is_group,
+            "{user}: three parties joined by id are a group call"
+        );
+    }
+}
+
+#[test]
 fn join_of_a_finished_or_silent_call_ends_not_found() {
     let mut s = Sim::new(&["alice", "bob", "dave"]);
     let call = s.call("alice", "bob", MediaType::Audio, 30);
