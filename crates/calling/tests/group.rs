@@ -793,6 +793,14 @@ async fn joining_a_video_call_by_id_brings_video_both_ways() {
     b.user_enter("carol").await;
     let snap = carol.current_call().await.unwrap().unwrap();
     assert_eq!(snap.media_type, MediaType::Video);
+    for c in [&alice, &bob, &carol] {
+        let snap = c.current_call().await.unwrap().unwrap();
+        assert!(
+            snap.is_group,
+            "{}: a call joined by id is a group call",
+            c.user()
+        );
+    }
     let three = [("alice", &alice), ("bob", &bob), ("carol", &carol)];
     mesh_has_media(&three, MediaKind::Video, 3).await;
     carol.hangup().await.unwrap();
