@@ -2056,7 +2056,17 @@ fn on_roster(
             audio: ctx.audio,
             video: ctx.video,
         };
-        let others: Vec<UserId> = members.into_iter().filter(|u| u != from).collect();
+        // A roster that does not list this participation answered an
+        // earlier join of ours that we gave up: its sender must be told of
+        // this one too.
+        let knows_me = roster
+            .connected
+            .iter()
+            .any(|m| m.user == ctx.me && m.party == call.party);
+        let others: Vec<UserId> = members
+            .into_iter()
+            .filter(|u| u != from || !knows_me)
+            .collect();
         call.send(ctx, others, body);
     }
     call.merge_roster(ctx, now, roster);

@@ -655,6 +655,26 @@ fn joining_a_1v1_call_by_id_makes_it_a_group_call_everywhere() {
 }
 
 #[test]
+fn a_rejoin_is_not_answered_by_the_roster_of_the_abandoned_join() {
+    // Found by the property sweep: u1 joins via u2, gives up before any
+    // answer, and joins again via u0. u2's roster answering the first,
+    // abandoned join arrives during the second and must not count as u2
+    // knowing u1's new participation.
+    let mut s = Sim::new(&["u0", "u1", "u2"]);
+    let call = s.call("u0", "u2", MediaType::Audio, 0);
+    s.accept("u2");
+    let now = s.now;
+    s.m("u1").join(now, call.clone(), vec![uid("u2")]).unwrap();
+    s.m("u1").hangup(now);
+    s.m("u1").join(now, call, vec![uid("u0")]).unwrap();
+    s.settle();
+    assert_eq!(s.state("u1"), CallState::InCall);
+    assert_eq!(s.connected("u1"), set(&["u0", "u2"]));
+    assert_eq!(s.connected("u0"), set(&["u1", "u2"]));
+    assert_eq!(s.connected("u2"), set(&["u0", "u1"]));
+}
+
+#[test]
 fn join_of_a_finished_or_silent_call_ends_not_found() {
     let mut s = Sim::new(&["alice", "bob", "dave"]);
     let call = s.call("alice", "bob", MediaType::Audio, 30);
