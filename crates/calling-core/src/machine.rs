@@ -1765,10 +1765,15 @@ impl CallMachine {
                 }
             }
             Body::Roster { info, roster } => {
-                if call.is_over(from, party) {
+                if !call.is_over(from, party) {
+                    on_roster(ctx, call, now, from, party, info, &roster, true);
                     Step::Continue
+                } else if matches!(call.me, Me::Joining { .. }) {
+                    // Its sender has left since, but it still says what the
+                    // call is and who else is in it: join them, not it.
+                    on_roster(ctx, call, now, from, party, info, &roster, false);
+                    call.check_alive()
                 } else {
-                    on_roster(ctx, call, now, from, party, info, &roster);
                     Step::Continue
                 }
             }
@@ -2005,6 +2010,7 @@ fn on_roster(
     party: PartyId,
     info: CallInfo,
     roster: &Roster,
+    sender_present: bool,
 ) {
     let joined = matches!(call.me, Me::Joining { .. });
     let is_group = info.is_group;
@@ -2024,8 +2030,8 @@ fn on_roster(
         // Someone invited more: it is a group call now.
         call.info.is_group = true;
     }
-    // The sender is connected, whatever its roster says.
-    if !call.connected.contains_key(from) {
+    // The sender is connected, whatever its roster says (unless it left).
+    if sender_present && !call.connected.contains_key(from) {
         let (audio, video) = roster
             .connected
             .iter()
