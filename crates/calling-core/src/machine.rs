@@ -527,6 +527,12 @@ impl Call {
             return;
         }
         let was_ringing = self.ringing.remove(from).is_some();
+        if !was_ringing {
+            // Neither an invitee answering nor a party we know: someone who
+            // joined by id (or was introduced by one who did). A call with a
+            // party nobody invited to it is a group call.
+            self.info.is_group = true;
+        }
         self.connected.insert(
             from.clone(),
             Peer {
@@ -1756,10 +1762,15 @@ impl CallMachine {
                 }
             }
             Body::Roster { info, roster } => {
-                if call.is_over(from, party) {
+                if !call.is_over(from, party) {
+                    on_roster(ctx, call, now, from, party, info, &roster, true);
                     Step::Continue
+                } else if matches!(call.me, Me::Joining { .. }) {
+                    // Its sender has left since, but it still says what the
+                    // call is and who else is in it: join them, not it.
+                    on_roster(ctx, call, now, from, party, info, &roster, false);
+                    call.check_alive()
                 } else {
-                    on_roster(ctx, call, now, from, party, info, &roster);
                     Step::Continue
                 }
             }
@@ -1996,11 +2007,14 @@ fn on_roster(
     party: PartyId,
     info: CallInfo,
     roster: &Roster,
+    sender_present: bool,
 ) {
     let joined = matches!(call.me, Me::Joining { .. });
     let is_group = info.is_group;
     if joined {
         call.info = info;
+        // Joining by id makes it a group call, even if it was 1v1.
+        call.info.is_group = true;
         call.me = Me::InCall;
         call.since = Some(now);
         ctx.media(MediaInstruction::JoinRoom {
@@ -2013,8 +2027,8 @@ fn on_roster(
         // Someone invited more: it is a group call now.
         call.info.is_group = true;
     }
-    // The sender is connected, whatever its roster says.
-    if !call.connected.contains_key(from) {
+    // The sender is connected, whatever its roster says (unless it left).
+    if sender_present && !call.connected.contains_key(from) {
         let (audio, video) = roster
             .connected
             .iter()
@@ -2045,7 +2059,17 @@ fn on_roster(
             audio: ctx.audio,
             video: ctx.video,
         };
-        let others: Vec<UserId> = members.into_iter().filter(|u| u != from).collect();
+        // A roster that does not list this participation answered an
+        // earlier join of ours that we gave up: its sender must be told of
+        // this one too.
+        let knows_me = roster
+            .connected
+            .iter()
+            .any(|m| m.user == ctx.me && m.party == call.party);
+        let others: Vec<UserId> = members
+            .into_iter()
+            .filter(|u| u != from || !knows_me)
+            .collect();
         call.send(ctx, others, body);
     }
     call.merge_roster(ctx, now, roster);

@@ -635,6 +635,90 @@ fn join_a_running_call_by_id() {
 }
 
 #[test]
+fn joining_a_1v1_call_by_id_makes_it_a_group_call_everywhere() {
+    let mut s = Sim::new(&["alice", "bob", "carol"]);
+    let call = s.call("alice", "bob", MediaType::Video, 30);
+    s.accept("bob");
+    assert!(!s.m("alice").call().unwrap().is_group);
+    let now = s.now;
+    s.m("carol")
+        .join(now, call, vec![uid("alice"), uid("bob")])
+        .unwrap();
+    s.settle();
+    assert_eq!(s.connected("carol"), set(&["alice", "bob"]));
+    for user in ["alice", "bob", "carol"] {
+        assert!(
+            s.m(user).call().unwrap().is_group,
+            "{user}: three parties joined by id are a group call"
+        );
+    }
+}
+
+#[test]
+fn a_rejoin_is_not_answered_by_the_roster_of_the_abandoned_join() {
+    // Found by the property sweep: u1 joins via u2, gives up before any
+    // answer, and joins again via u0. u2's roster answering the first,
+    // abandoned join arrives during the second and must not count as u2
+    // knowing u1's new participation.
+    let mut s = Sim::new(&["u0", "u1", "u2"]);
+    let call = s.call("u0", "u2", MediaType::Audio, 0);
+    s.accept("u2");
+    let now = s.now;
+    s.m("u1").join(now, call.clone(), vec![uid("u2")]).unwrap();
+    s.m("u1").hangup(now);
+    s.m("u1").join(now, call, vec![uid("u0")]).unwrap();
+    s.settle();
+    assert_eq!(s.state("u1"), CallState::InCall);
+    assert_eq!(s.connected("u1"), set(&["u0", "u2"]));
+    assert_eq!(s.connected("u0"), set(&["u1", "u2"]));
+    assert_eq!(s.connected("u2"), set(&["u0", "u1"]));
+}
+
+#[test]
+fn a_joiner_whose_only_answer_comes_from_a_member_that_left_still_joins_the_rest() {
+    // Found by the property sweep: the member that answered a join leaves,
+    // and its leave overtakes its roster. The roster still says what the
+    // call is and who else is in it; the joiner must not wait forever while
+    // the others count it as connected.
+    let mut s = Sim::new(&["u0", "u1", "u3"]);
+    let call = s.group_call("u0", &["u3"], MediaType::Audio, 0);
+    let now = s.now;
+    let find = |s: &Sim, from: &str, to: &str, kind: &str| {
+        s.net
+            .iter()
+            .position(|m| {
+                m.from.as_str() == from
+                    && m.to.as_str() == to
+                    && format!("{:?}", m.message.body).starts_with(kind)
+            })
+            .unwrap_or_else(|| panic!("no {kind} from {from} to {to} in flight"))
+    };
+    // u1 joins via u0, who answers it.
+    s.m("u1").join(now, call, vec![uid("u0")]).unwrap();
+    s.flush();
+    let i = find(&s, "u1", "u0", "Enter");
+    s.deliver(i);
+    // u3 accepts and learns from u0's roster that u1 is in the call.
+    let invite = s.invite_of("u3");
+    s.m("u3").accept(now, &invite).unwrap();
+    s.flush();
+    let i = find(&s, "u3", "u0", "Enter");
+    s.deliver(i);
+    let i = find(&s, "u0", "u3", "Roster");
+    s.deliver(i);
+    assert!(s.connected("u3").contains(&uid("u1")));
+    // u0 hangs up; its leave reaches u1 before its roster does.
+    s.m("u0").hangup(now);
+    s.flush();
+    let i = find(&s, "u0", "u1", "Leave");
+    s.deliver(i);
+    s.settle();
+    assert_eq!(s.state("u1"), CallState::InCall);
+    assert_eq!(s.connected("u1"), set(&["u3"]));
+    assert_eq!(s.connected("u3"), set(&["u1"]));
+}
+
+#[test]
 fn join_of_a_finished_or_silent_call_ends_not_found() {
     let mut s = Sim::new(&["alice", "bob", "dave"]);
     let call = s.call("alice", "bob", MediaType::Audio, 30);
