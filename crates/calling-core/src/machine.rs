@@ -1683,13 +1683,26 @@ impl CallMachine {
                 _ => Step::Continue,
             },
             Body::Enter { audio, video, .. } => {
-                if let Me::Joining { .. } = call.me {
-                    // A member introducing itself counts as an answer.
-                    call.connected.entry(from.clone()).or_insert(Peer {
-                        party,
-                        audio,
-                        video,
-                    });
+                if matches!(call.me, Me::Joining { .. }) {
+                    // A member introducing itself: it may count an earlier
+                    // participation of ours, so answer with this one and
+                    // wait for its roster too.
+                    if !call.is_over(from, party) {
+                        if let Me::Joining { waiting, .. } = &mut call.me {
+                            waiting.insert(from.clone());
+                        }
+                        call.connected.entry(from.clone()).or_insert(Peer {
+                            party,
+                            audio,
+                            video,
+                        });
+                        let body = Body::Enter {
+                            invite_id: None,
+                            audio: ctx.audio,
+                            video: ctx.video,
+                        };
+                        call.send(ctx, vec![from.clone()], body);
+                    }
                     Step::Continue
                 } else {
                     call.on_enter(ctx, now, from, party, audio, video);
