@@ -301,6 +301,11 @@ impl Call {
         *e = (*e).max(party);
     }
 
+    /// A peer's video is available when its camera is on in a video call.
+    fn video_of(&self, peer: &Peer) -> bool {
+        peer.video && self.info.media_type == MediaType::Video
+    }
+
     fn in_call(&self) -> bool {
         matches!(self.me, Me::InCall)
     }
@@ -366,7 +371,7 @@ impl Call {
         ctx.emit(Event::UserVideoAvailable {
             call_id: call_id.clone(),
             user: user.clone(),
-            available: peer.video,
+            available: self.video_of(peer),
         });
         ctx.media(MediaInstruction::ConnectPeer {
             call_id,
@@ -676,6 +681,16 @@ impl Call {
                 from,
                 to,
             });
+            // Cameras that are on start or stop showing with the call's type.
+            for (user, peer) in &self.connected {
+                if peer.video {
+                    ctx.emit(Event::UserVideoAvailable {
+                        call_id: self.id.clone(),
+                        user: user.clone(),
+                        available: to == MediaType::Video,
+                    });
+                }
+            }
             ctx.media(MediaInstruction::SetMediaType {
                 call_id: self.id.clone(),
                 media_type: to,
@@ -1789,6 +1804,7 @@ impl CallMachine {
             }
             Body::MediaState { audio, video } => {
                 let in_call = call.in_call();
+                let is_video_call = call.info.media_type == MediaType::Video;
                 let call_id = call.id.clone();
                 if let Some(peer) = call.connected.get_mut(from).filter(|p| p.party == party) {
                     let (was_audio, was_video) = (peer.audio, peer.video);
@@ -1801,7 +1817,7 @@ impl CallMachine {
                             available: audio,
                         });
                     }
-                    if in_call && was_video != video {
+                    if in_call && was_video != video && is_video_call {
                         ctx.emit(Event::UserVideoAvailable {
                             call_id,
                             user: from.clone(),

@@ -1035,3 +1035,55 @@ fn invitee_list_updates_are_for_group_calls_only() {
         );
     }
 }
+
+#[test]
+fn video_availability_follows_the_camera_and_the_call_type() {
+    let mut s = Sim::new(&["alice", "bob"]);
+    s.call("alice", "bob", MediaType::Audio, 30);
+    s.accept("bob");
+    let video = |s: &Sim, u: &str| {
+        s.events(u)
+            .iter()
+            .filter_map(|e| match e {
+                Event::UserVideoAvailable { available, .. } => Some(*available),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        video(&s, "alice"),
+        vec![false],
+        "an audio call shows no video"
+    );
+    let now = s.now;
+    s.m("bob").set_video_available(now, false);
+    s.settle();
+    assert_eq!(
+        video(&s, "alice"),
+        vec![false],
+        "camera changes in an audio call say nothing"
+    );
+    s.m("bob").set_video_available(now, true);
+    s.m("alice")
+        .switch_media_type(now, MediaType::Video)
+        .unwrap();
+    s.settle();
+    let request = s
+        .events("bob")
+        .iter()
+        .find_map(|e| match e {
+            Event::MediaTypeSwitchRequested { request_id, .. } => Some(*request_id),
+            _ => None,
+        })
+        .unwrap();
+    s.m("bob").answer_media_switch(now, request, true).unwrap();
+    s.settle();
+    assert_eq!(
+        video(&s, "alice"),
+        vec![false, true],
+        "bob's camera shows once the call is video"
+    );
+    s.m("bob").switch_media_type(now, MediaType::Audio).unwrap();
+    s.settle();
+    assert_eq!(video(&s, "alice"), vec![false, true, false]);
+}
