@@ -1701,16 +1701,22 @@ impl CallMachine {
                 if matches!(call.me, Me::Joining { .. }) {
                     // A member introducing itself: it may count an earlier
                     // participation of ours, so answer with this one and
-                    // wait for its roster too.
-                    if !call.is_over(from, party) {
+                    // wait for its roster too. Only a participation we have
+                    // not seen is answered: two joiners introducing
+                    // themselves to each other must not ping-pong.
+                    let seen = call.connected.get(from).is_some_and(|p| p.party >= party);
+                    if !call.is_over(from, party) && !seen {
                         if let Me::Joining { waiting, .. } = &mut call.me {
                             waiting.insert(from.clone());
                         }
-                        call.connected.entry(from.clone()).or_insert(Peer {
-                            party,
-                            audio,
-                            video,
-                        });
+                        call.connected.insert(
+                            from.clone(),
+                            Peer {
+                                party,
+                                audio,
+                                video,
+                            },
+                        );
                         let body = Body::Enter {
                             invite_id: None,
                             audio: ctx.audio,

@@ -477,3 +477,60 @@ fn regression_five_parties_joins_and_resets() {
     assert_agreement(&sim);
     wind_down(&mut sim, &mut tracker);
 }
+
+/// Found by a 200 000-case sweep: two parties joining the same call at once
+/// answered each other's introductions forever.
+#[test]
+fn regression_two_joiners_do_not_ping_pong() {
+    use Action::*;
+    let actions = vec![
+        Call {
+            from: 0,
+            to: 56,
+            group: false,
+            video: false,
+            timeout: 0,
+        },
+        Deliver(0),
+        Deliver(0),
+        Invite { from: 0, to: 0 },
+        Accept(3),
+        Deliver(0),
+        Call {
+            from: 0,
+            to: 0,
+            group: false,
+            video: false,
+            timeout: 0,
+        },
+        Deliver(0),
+        Call {
+            from: 3,
+            to: 0,
+            group: false,
+            video: false,
+            timeout: 0,
+        },
+        Deliver(0),
+        Deliver(0),
+        Join { who: 1, via: 4 },
+        Hangup(0),
+        Join { who: 0, via: 3 },
+        Call {
+            from: 0,
+            to: 0,
+            group: false,
+            video: false,
+            timeout: 0,
+        },
+    ];
+    let n = 4;
+    let mut sim = Sim::new(&NAMES[..n]);
+    let mut tracker = Tracker::default();
+    for a in &actions {
+        apply(&mut sim, &mut tracker, n, a);
+    }
+    sim.settle();
+    tracker.scan(&sim);
+    wind_down(&mut sim, &mut tracker);
+}
