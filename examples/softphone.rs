@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo run -p calling-server -- --demo --demo-user alice --demo-user bob
-//! cargo run -p calling-examples --example softphone -- \
+//! cargo run -p calling-examples --bin softphone -- \
 //!     --url ws://127.0.0.1:8080/ws --sdk-app-id <id> --user alice --user-sig <sig>
 //! ```
 //!

@@ -20,18 +20,7 @@ const KEY: &str = "softphone-test-key";
 const WAIT: Duration = Duration::from_secs(30);
 
 fn softphone_bin() -> PathBuf {
-    // target/<profile>/deps/softphone-<hash> → target/<profile>/examples/softphone
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir
-        .join("examples")
-        .join(format!("softphone{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo test -p calling-examples`, which builds the examples",
-        bin.display()
-    );
-    bin
+    PathBuf::from(env!("CARGO_BIN_EXE_softphone"))
 }
 
 struct Phone {
