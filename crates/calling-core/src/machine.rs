@@ -2089,11 +2089,6 @@ fn on_roster(
         for user in &members {
             call.announce(ctx, user);
         }
-        let body = Body::Enter {
-            invite_id: None,
-            audio: ctx.audio,
-            video: ctx.video,
-        };
         // A roster that does not list this participation answered an
         // earlier join of ours that we gave up: its sender must be told of
         // this one too.
@@ -2101,11 +2096,27 @@ fn on_roster(
             .connected
             .iter()
             .any(|m| m.user == ctx.me && m.party == call.party);
-        let others: Vec<UserId> = members
-            .into_iter()
-            .filter(|u| u != from || !knows_me)
-            .collect();
-        call.send(ctx, others, body);
+        if !knows_me {
+            let body = Body::Enter {
+                invite_id: None,
+                audio: ctx.audio,
+                video: ctx.video,
+            };
+            call.send(ctx, vec![from.clone()], body);
+        }
+        // The others introduced themselves while we were joining; some may be
+        // joiners themselves, waiting for a roster: send ours (it says we are
+        // connected, as an 'enter' would).
+        let others: Vec<UserId> = members.into_iter().filter(|u| u != from).collect();
+        call.merge_roster(ctx, now, roster);
+        if !others.is_empty() {
+            let body = Body::Roster {
+                info: call.info.clone(),
+                roster: call.roster(ctx),
+            };
+            call.send(ctx, others, body);
+        }
+        return;
     }
     call.merge_roster(ctx, now, roster);
     if call.in_call() && !roster.connected.iter().any(|m| m.user == ctx.me) {

@@ -534,3 +534,35 @@ fn regression_two_joiners_do_not_ping_pong() {
     tracker.scan(&sim);
     wind_down(&mut sim, &mut tracker);
 }
+
+/// Found by a 200 000-case sweep: two parties joining the same call at once
+/// recorded each other; the first to complete re-sent an 'enter' the other
+/// had seen, so the other waited for a roster forever.
+#[test]
+fn regression_two_joiners_both_complete() {
+    use Action::*;
+    let actions = vec![
+        Call {
+            from: 2,
+            to: 214,
+            group: false,
+            video: false,
+            timeout: 0,
+        },
+        Deliver(4981526977182953522),
+        Accept(1),
+        Join { who: 3, via: 2 },
+        Hangup(2),
+        Join { who: 2, via: 1 },
+    ];
+    let n = 5;
+    let mut sim = Sim::new(&NAMES[..n]);
+    let mut tracker = Tracker::default();
+    for a in &actions {
+        apply(&mut sim, &mut tracker, n, a);
+    }
+    sim.settle();
+    tracker.scan(&sim);
+    assert_agreement(&sim);
+    wind_down(&mut sim, &mut tracker);
+}
