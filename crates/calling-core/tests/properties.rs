@@ -406,16 +406,7 @@ fn regression_join_after_own_call_timed_out() {
         Deliver(3230177750777770402),
         Deliver(11119955232525354128),
     ];
-    let n = 4;
-    let mut sim = Sim::new(&NAMES[..n]);
-    let mut tracker = Tracker::default();
-    for a in &actions {
-        apply(&mut sim, &mut tracker, n, a);
-    }
-    sim.settle();
-    tracker.scan(&sim);
-    assert_agreement(&sim);
-    wind_down(&mut sim, &mut tracker);
+    run(4, &actions, true);
 }
 
 /// Found by a 100 000-case sweep: a joiner, introduced to by a member that
@@ -466,16 +457,7 @@ fn regression_five_parties_joins_and_resets() {
         Join { who: 1, via: 2 },
         Deliver(22180730),
     ];
-    let n = 5;
-    let mut sim = Sim::new(&NAMES[..n]);
-    let mut tracker = Tracker::default();
-    for a in &actions {
-        apply(&mut sim, &mut tracker, n, a);
-    }
-    sim.settle();
-    tracker.scan(&sim);
-    assert_agreement(&sim);
-    wind_down(&mut sim, &mut tracker);
+    run(5, &actions, true);
 }
 
 /// Found by a 200 000-case sweep: two parties joining the same call at once
@@ -524,15 +506,7 @@ fn regression_two_joiners_do_not_ping_pong() {
             timeout: 0,
         },
     ];
-    let n = 4;
-    let mut sim = Sim::new(&NAMES[..n]);
-    let mut tracker = Tracker::default();
-    for a in &actions {
-        apply(&mut sim, &mut tracker, n, a);
-    }
-    sim.settle();
-    tracker.scan(&sim);
-    wind_down(&mut sim, &mut tracker);
+    run(4, &actions, true);
 }
 
 /// Found by a 200 000-case sweep: two parties joining the same call at once
@@ -555,14 +529,5 @@ fn regression_two_joiners_both_complete() {
         Hangup(2),
         Join { who: 2, via: 1 },
     ];
-    let n = 5;
-    let mut sim = Sim::new(&NAMES[..n]);
-    let mut tracker = Tracker::default();
-    for a in &actions {
-        apply(&mut sim, &mut tracker, n, a);
-    }
-    sim.settle();
-    tracker.scan(&sim);
-    assert_agreement(&sim);
-    wind_down(&mut sim, &mut tracker);
+    run(5, &actions, true);
 }
