@@ -224,8 +224,18 @@ impl Conn<'_> {
             code: CloseCode::from(code),
             reason: Utf8Bytes::from_static(reason),
         };
-        // Bounded: a peer that stops reading must not hold the task.
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(Some(frame))).await;
+        // Finish the closing handshake: read (and drop) what the peer still
+        // sends until it answers our close. Dropping the socket at once would
+        // reset a peer that is writing, and it could lose our last frames
+        // (a kicked-out notice) and reconnect instead. Bounded: a peer that
+        // stops reading or answering must not hold the task.
+        let ws = &mut self.ws;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            if ws.close(Some(frame)).await.is_ok() {
+                while let Some(Ok(_)) = ws.next().await {}
+            }
+        })
+        .await;
     }
 
     fn on_timer(&mut self, last_seen: Instant) -> Flow {

@@ -498,7 +498,7 @@ impl Driver {
                     pacer.take().await;
                     let ping = ClientFrame::Ping { id: None }.to_json();
                     if ws.send(Message::text(ping)).await.is_err() {
-                        return End::Lost;
+                        return self.after_write_error(ws).await;
                     }
                 }
                 () = tokio::time::sleep_until(dead_at) => {
@@ -522,7 +522,7 @@ impl Driver {
                             let ok = ws.send(Message::text(text)).await.is_ok();
                             let _ = reply.send(if ok { Ok(()) } else { Err(TransportError::NotConnected) });
                             if !ok {
-                                return End::Lost;
+                                return self.after_write_error(ws).await;
                             }
                         }
                         Command::Join { room, reply } => {
@@ -532,7 +532,7 @@ impl Driver {
                             self.pending_join.insert(id, (room, reply));
                             pacer.take().await;
                             if ws.send(Message::text(frame.to_json())).await.is_err() {
-                                return End::Lost;
+                                return self.after_write_error(ws).await;
                             }
                         }
                         Command::Leave { room, reply } => {
@@ -542,7 +542,7 @@ impl Driver {
                             self.pending_leave.insert(id, (room, reply));
                             pacer.take().await;
                             if ws.send(Message::text(frame.to_json())).await.is_err() {
-                                return End::Lost;
+                                return self.after_write_error(ws).await;
                             }
                         }
                     }
@@ -553,12 +553,7 @@ impl Driver {
                         None | Some(Err(_)) => return End::Lost,
                         Some(Ok(Message::Text(t))) => t,
                         Some(Ok(Message::Close(frame))) => {
-                            let code = frame.map(|f| u16::from(f.code));
-                            return match code {
-                                Some(close_code::KICKED_OUT) => End::Kicked,
-                                Some(close_code::LOGIN_EXPIRED) => End::Expired,
-                                _ => End::Lost,
-                            };
+                            return close_end(frame.map(|f| u16::from(f.code)));
                         }
                         Some(Ok(_)) => continue,
                     };
@@ -577,6 +572,30 @@ impl Driver {
             ws.close(None).await.map_err(|_| ())
         });
         bounded.await.map_err(|_| ())?
+    }
+
+    /// A write failed. The server may have closed on purpose (kicked out,
+    /// login expired) with frames we have not read yet: read what is there,
+    /// briefly, before calling the connection lost, or a kicked client would
+    /// reconnect and kick the new session in turn.
+    async fn after_write_error(&mut self, ws: &mut Ws) -> End {
+        let read = async {
+            while let Some(Ok(msg)) = ws.next().await {
+                match msg {
+                    Message::Text(t) => {
+                        if let Some(end) = self.on_frame(&t) {
+                            return end;
+                        }
+                    }
+                    Message::Close(frame) => return close_end(frame.map(|f| u16::from(f.code))),
+                    _ => {}
+                }
+            }
+            End::Lost
+        };
+        tokio::time::timeout(Duration::from_millis(500), read)
+            .await
+            .unwrap_or(End::Lost)
     }
 
     fn on_frame(&mut self, text: &Utf8Bytes) -> Option<End> {
@@ -636,5 +655,14 @@ impl Driver {
             ServerFrame::Pong { .. } | ServerFrame::LoginOk { .. } => {}
         }
         None
+    }
+}
+
+/// How a session ends, from the server's close code.
+fn close_end(code: Option<u16>) -> End {
+    match code {
+        Some(close_code::KICKED_OUT) => End::Kicked,
+        Some(close_code::LOGIN_EXPIRED) => End::Expired,
+        _ => End::Lost,
     }
 }
