@@ -443,6 +443,11 @@ async fn receive(track: Arc<dyn TrackRemote>, shared: Arc<PeerShared>, session: 
     };
     let mut assembler: Option<(FrameAssembler, Codec, u32)> = None;
     let mut first = true;
+    // H.264 reaches the app only from a key frame that carries its SPS and
+    // PPS: the packets before it (or its parameter sets, if they raced the
+    // track's start) would give the app frames no decoder can use.
+    let mut decodable = false;
+    let mut last_pli: Option<Instant> = None;
     let mut loudest: Option<u8> = None;
     let mut window_start = Instant::now();
     while let Some(event) = track.poll().await {
@@ -516,6 +521,25 @@ async fn receive(track: Arc<dyn TrackRemote>, shared: Arc<PeerShared>, session: 
         });
         frame.audio_level = level;
         frame.rtp_timestamp = ts;
+        if *codec == Codec::H264 && !decodable {
+            let types = crate::frame::h264_nal_types(&frame.data);
+            if types.contains(&5) && types.contains(&7) && types.contains(&8) {
+                decodable = true;
+            } else {
+                // Ask the sender for a fresh key frame, at most every 300 ms.
+                if last_pli.is_none_or(|t| t.elapsed() >= Duration::from_millis(300)) {
+                    last_pli = Some(Instant::now());
+                    let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+                        sender_ssrc: 0,
+                        media_ssrc: pkt.header.ssrc,
+                    };
+                    if let Err(e) = track.write_rtcp(vec![Box::new(pli)]).await {
+                        tracing::debug!(%user, error = %e, "key frame request failed");
+                    }
+                }
+                continue;
+            }
+        }
         let Some(s) = session.upgrade() else { break };
         if first {
             first = false;
