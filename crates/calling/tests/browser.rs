@@ -280,47 +280,44 @@ async fn wait_frames(client: &Calling, from: &str, kind: MediaKind, min: u64) ->
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_calls_browser_with_video_and_audio() {
-    if prerequisites("browser_calls_browser_with_video_and_audio").is_err() {
-        return;
-    }
+/// Runs a browser-only driver scenario to its `MEDIA_OK` against a fresh
+/// server; `None` when the prerequisites are missing (already reported).
+async fn browser_scenario(test: &str, scenario: &str) -> Option<()> {
+    prerequisites(test).ok()?;
     let _one = BROWSER.lock().await;
     let (server, base) = start().await;
-    let mut driver = Driver::spawn("browser-to-browser", &base, &[]);
+    let mut driver = Driver::spawn(scenario, &base, &[]);
     driver.expect("MEDIA_OK").await;
     driver.finish().await;
+    server.shutdown().await;
+    Some(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_calls_browser_with_video_and_audio() {
+    if browser_scenario(
+        "browser_calls_browser_with_video_and_audio",
+        "browser-to-browser",
+    )
+    .await
+    .is_none()
+    {
+        return;
+    }
     assert!(
         root().join("target/browser/in-call.png").exists(),
         "the in-call screenshot was not saved"
     );
-    server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browsers_hold_a_three_party_group_call() {
-    if prerequisites("browsers_hold_a_three_party_group_call").is_err() {
-        return;
-    }
-    let _one = BROWSER.lock().await;
-    let (server, base) = start().await;
-    let mut driver = Driver::spawn("group", &base, &[]);
-    driver.expect("MEDIA_OK").await;
-    driver.finish().await;
-    server.shutdown().await;
+    browser_scenario("browsers_hold_a_three_party_group_call", "group").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_shows_reject_busy_and_cancel() {
-    if prerequisites("browser_shows_reject_busy_and_cancel").is_err() {
-        return;
-    }
-    let _one = BROWSER.lock().await;
-    let (server, base) = start().await;
-    let mut driver = Driver::spawn("reject-busy-cancel", &base, &[]);
-    driver.expect("MEDIA_OK").await;
-    driver.finish().await;
-    server.shutdown().await;
+    browser_scenario("browser_shows_reject_busy_and_cancel", "reject-busy-cancel").await;
 }
 
 /// A group call of two browsers and a Rust client: the roster / enter
