@@ -313,6 +313,14 @@ async fn hangup_twice_and_a_new_call_right_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_with_a_forged_or_mismatched_usersig_is_a_typed_error() {
     let net = start().await;
+    let refused = |user: &'static str, sig: String| {
+        let url = net.url.clone();
+        async move {
+            calling::Calling::login(&url, APP, user, &sig, calling::CallingConfig::default())
+                .await
+                .unwrap_err()
+        }
+    };
     let forged = calling_usersig::generate(
         APP,
         "not-the-key",
@@ -320,15 +328,7 @@ async fn login_with_a_forged_or_mismatched_usersig_is_a_typed_error() {
         3600,
         calling_usersig::now_unix(),
     );
-    let err = calling::Calling::login(
-        &net.url,
-        APP,
-        "alice",
-        &forged,
-        calling::CallingConfig::default(),
-    )
-    .await
-    .unwrap_err();
+    let err = refused("alice", forged).await;
     assert!(
         matches!(
             err,
@@ -337,29 +337,13 @@ async fn login_with_a_forged_or_mismatched_usersig_is_a_typed_error() {
         "{err:?}"
     );
     // A sig made for bob does not log alice in.
-    let err = calling::Calling::login(
-        &net.url,
-        APP,
-        "alice",
-        &sig("bob"),
-        calling::CallingConfig::default(),
-    )
-    .await
-    .unwrap_err();
+    let err = refused("alice", sig("bob")).await;
     assert!(
         matches!(err, calling::CallingError::Transport(_)),
         "{err:?}"
     );
     // An invalid user id never reaches the server.
-    let err = calling::Calling::login(
-        &net.url,
-        APP,
-        "bad id",
-        &sig("alice"),
-        calling::CallingConfig::default(),
-    )
-    .await
-    .unwrap_err();
+    let err = refused("bad id", sig("alice")).await;
     assert!(
         matches!(err, calling::CallingError::InvalidId(_)),
         "{err:?}"
