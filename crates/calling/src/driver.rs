@@ -511,7 +511,7 @@ impl Driver {
                 if let Err(e) = self.open_media(call_id.clone(), media_type).await {
                     warn!(error = %e, "media could not start");
                     self.emit(Event::Error {
-                        code: 2001,
+                        code: crate::error::ERROR_MEDIA_START,
                         message: format!("media could not start: {e}"),
                     })
                     .await;

@@ -40,7 +40,7 @@ mod error;
 mod wire;
 
 pub use client::{AudioInput, Calling, CallingConfig, Events, VideoInput};
-pub use error::CallingError;
+pub use error::{CallingError, ERROR_MEDIA_START};
 pub use wire::MEDIA_KIND;
 
 pub use calling_core::{
