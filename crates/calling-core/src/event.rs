@@ -93,13 +93,13 @@ pub enum EndReason {
     LoggedOut,
     /// A join by id found no call.
     NotFound,
-    /// Something failed (media, transport).
-    Error,
 }
 
-/// An event for the application, one per TRTCCalling event plus what
-/// TUICallKit added. Every call the local party sees (placed, rang for, or
-/// joined) ends with exactly one [`Event::CallEnd`].
+/// An event for the application about a call: the call-level TRTCCalling
+/// events plus what TUICallKit added, and only those the machine raises.
+/// Session events (kicked out, login expired, connection lost, voice volume,
+/// errors) are the SDK's own, not this enum's. Every call the local party sees
+/// (placed, rang for, or joined) ends with exactly one [`Event::CallEnd`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
@@ -194,16 +194,6 @@ pub enum Event {
         /// Time connected (zero if the local party never talked to anyone).
         duration: Duration,
     },
-    /// The same user logged in elsewhere (TRTCCalling `KICKED_OUT`).
-    KickedOut,
-    /// The UserSig expired or was refused when logging in again (TUICallKit
-    /// `onUserSigExpired`): log in again with a fresh one. Raised by the SDK.
-    LoginExpired,
-    /// The connection to the signaling server dropped; the SDK is
-    /// reconnecting. A call in progress goes on peer to peer. Raised by the SDK.
-    Disconnected,
-    /// The SDK reconnected and logged in again. Raised by the SDK.
-    Reconnected,
     /// A party turned its camera on or off (TRTCCalling `USER_VIDEO_AVAILABLE`).
     UserVideoAvailable {
         /// The call.
@@ -221,21 +211,6 @@ pub enum Event {
         user: UserId,
         /// Whether audio is on.
         available: bool,
-    },
-    /// A party's voice volume, 0 to 100 (TRTCCalling `USER_VOICE_VOLUME`).
-    /// Raised by the media layer, not by the state machine.
-    UserVoiceVolume {
-        /// Who (the local user for the microphone).
-        user: UserId,
-        /// Volume, 0 to 100.
-        volume: u8,
-    },
-    /// Something failed (TRTCCalling `ERROR`). Raised by the drivers.
-    Error {
-        /// A stable numeric code.
-        code: u32,
-        /// What happened.
-        message: String,
     },
     /// The call's media type changed (TUICallKit).
     MediaTypeChanged {

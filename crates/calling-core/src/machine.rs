@@ -1292,13 +1292,10 @@ impl CallMachine {
     }
 
     /// Ends everything for logout or kick: the current call ends with
-    /// [`EndReason::LoggedOut`] or [`EndReason::KickedOut`] (after
-    /// [`Event::KickedOut`]), and the machine is idle, ready for the next
-    /// login.
+    /// [`EndReason::LoggedOut`] or [`EndReason::KickedOut`], and the machine
+    /// is idle, ready for the next login. Being kicked out is a session event:
+    /// the SDK tells the app, the machine only ends the call.
     pub fn reset(&mut self, now: Instant, reason: ResetReason) {
-        if reason == ResetReason::KickedOut {
-            self.ctx.emit(Event::KickedOut);
-        }
         let Some(call) = &self.call else {
             return;
         };
