@@ -6,7 +6,6 @@ use crate::ids::{InviteId, MediaType, UserId};
 
 /// Why an id was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
 pub enum IdError {
     /// The id is empty.
     #[error("id is empty")]
@@ -34,7 +33,6 @@ pub enum IdError {
 
 /// Why `call`, `group_call` or `invite` was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
 pub enum CallError {
     /// Already ringing, joining or in a call: one call at a time.
     #[error("already ringing or in a call")]
@@ -71,7 +69,6 @@ pub enum CallError {
 
 /// Why `accept`, `reject` or `ignore` was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
 pub enum AnswerError {
     /// No invite with this id was ever seen.
     #[error("no such invite: {0}")]
@@ -88,7 +85,6 @@ pub enum AnswerError {
 
 /// What happened to an invite that can no longer be answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-#[non_exhaustive]
 pub enum StaleReason {
     /// It was accepted, and that call is over.
     #[error("it was accepted and the call is over")]
@@ -112,7 +108,6 @@ pub enum StaleReason {
 
 /// Why `join` was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
 pub enum JoinError {
     /// Already ringing, joining or in a call.
     #[error("already ringing or in a call")]
@@ -130,7 +125,6 @@ pub enum JoinError {
 
 /// Why a media type switch or its answer was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
 pub enum SwitchError {
     /// Not connected in a call.
     #[error("not in a call")]
@@ -148,7 +142,6 @@ pub enum SwitchError {
 
 /// Why a call-control message could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
 pub enum DecodeError {
     /// Not JSON, or not a JSON object.
     #[error("not a JSON object: {0}")]
@@ -182,7 +175,6 @@ pub enum DecodeError {
 
 /// Why an incoming message was refused by [`crate::CallMachine::handle_message`].
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
 pub enum MessageError {
     /// The message claims to come from the local user.
     #[error("message from the local user")]

@@ -26,7 +26,6 @@ pub enum Output {
 
 /// What the media engine must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum MediaInstruction {
     /// The local user is now in the call: open local media (and the server
     /// room named by the call id).
@@ -68,7 +67,6 @@ pub enum MediaInstruction {
 
 /// Why a call ended for the local party (TUICallKit's typed end reason).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum EndReason {
     /// Someone hung up: the local user, or the last other party.
     Hangup,
@@ -101,7 +99,6 @@ pub enum EndReason {
 /// errors) are the SDK's own, not this enum's. Every call the local party sees
 /// (placed, rang for, or joined) ends with exactly one [`Event::CallEnd`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Event {
     /// The local user is invited to a call (TRTCCalling `INVITED`). Answer
     /// with `accept`, `reject` or `ignore`.

@@ -76,7 +76,6 @@ impl Default for CallOptions {
 
 /// Why the local session is reset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum ResetReason {
     /// The local user logs out.
     Logout,
@@ -395,7 +394,7 @@ impl Call {
                 reason: EndReason::Cancelled,
                 stale: StaleReason::Cancelled,
             },
-            _ => Step::Continue,
+            Me::InCall | Me::Ringing { .. } | Me::Joining { .. } => Step::Continue,
         }
     }
 
@@ -856,7 +855,7 @@ impl CallMachine {
             ringing: c.ringing.keys().cloned().collect(),
             invite_id: match &c.me {
                 Me::Ringing { invite_id, .. } => Some(invite_id.clone()),
-                _ => None,
+                Me::Joining { .. } | Me::InCall => None,
             },
         })
     }
@@ -1054,6 +1053,16 @@ impl CallMachine {
         }
     }
 
+    /// Answering an invite again the way it was answered does nothing; any
+    /// other answer to an invite that is not ringing is refused.
+    fn answered_again(&self, invite_id: &InviteId, how: StaleReason) -> Result<(), AnswerError> {
+        if self.answered.get(invite_id) == Some(how) {
+            Ok(())
+        } else {
+            Err(self.stale_or_unknown(invite_id))
+        }
+    }
+
     fn ringing_for(&self, invite_id: &InviteId) -> bool {
         matches!(
             self.call.as_ref().map(|c| &c.me),
@@ -1065,10 +1074,7 @@ impl CallMachine {
     /// it again does nothing.
     pub fn reject(&mut self, now: Instant, invite_id: &InviteId) -> Result<(), AnswerError> {
         if !self.ringing_for(invite_id) {
-            return match self.answered.get(invite_id) {
-                Some(StaleReason::Rejected) => Ok(()),
-                _ => Err(self.stale_or_unknown(invite_id)),
-            };
+            return self.answered_again(invite_id, StaleReason::Rejected);
         }
         if let Some(call) = &self.call {
             let body = Body::Reject {
@@ -1085,10 +1091,7 @@ impl CallMachine {
     /// caller eventually sees no response. Ignoring it again does nothing.
     pub fn ignore(&mut self, now: Instant, invite_id: &InviteId) -> Result<(), AnswerError> {
         if !self.ringing_for(invite_id) {
-            return match self.answered.get(invite_id) {
-                Some(StaleReason::Ignored) => Ok(()),
-                _ => Err(self.stale_or_unknown(invite_id)),
-            };
+            return self.answered_again(invite_id, StaleReason::Ignored);
         }
         self.finish(now, EndReason::Ignored, StaleReason::Ignored);
         Ok(())
@@ -1387,7 +1390,15 @@ impl CallMachine {
                 check("roster.ringing", roster.ringing.len())?;
             }
             Body::Timeout { users, .. } => check("users", users.len())?,
-            _ => {}
+            Body::Cancel { .. }
+            | Body::Enter { .. }
+            | Body::Reject { .. }
+            | Body::Leave
+            | Body::Gone { .. }
+            | Body::MediaState { .. }
+            | Body::MediaType { .. }
+            | Body::SwitchRequest { .. }
+            | Body::SwitchAnswer { .. } => {}
         }
         Ok(())
     }
@@ -1458,7 +1469,7 @@ impl CallMachine {
                 self.finish(now, EndReason::NotFound, StaleReason::CallEnded);
                 return;
             }
-            _ => {}
+            Me::Ringing { .. } | Me::Joining { .. } | Me::InCall => {}
         }
         if call.switch_out.as_ref().is_some_and(|s| s.deadline <= now)
             && let Some(sw) = call.switch_out.take()
@@ -1692,7 +1703,7 @@ impl CallMachine {
                         stale: StaleReason::Cancelled,
                     }
                 }
-                _ => Step::Continue,
+                Me::Ringing { .. } | Me::Joining { .. } | Me::InCall => Step::Continue,
             },
             Body::Enter { audio, video, .. } => {
                 if matches!(call.me, Me::Joining { .. }) {
