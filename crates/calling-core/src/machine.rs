@@ -336,6 +336,27 @@ impl Call {
         ctx.send(to, &self.id, self.party, body);
     }
 
+    /// Tells `to` what the call is and who is in it, as the local party
+    /// knows it.
+    fn send_roster(&self, ctx: &mut Ctx, to: Vec<UserId>) {
+        let body = Body::Roster {
+            info: self.info.clone(),
+            roster: self.roster(ctx),
+        };
+        self.send(ctx, to, body);
+    }
+
+    /// Tells `to` that the local party is connected, and how its microphone
+    /// and camera are; `invite_id` is the invite it accepted, if it did.
+    fn send_enter(&self, ctx: &mut Ctx, to: Vec<UserId>, invite_id: Option<InviteId>) {
+        let body = Body::Enter {
+            invite_id,
+            audio: ctx.audio,
+            video: ctx.video,
+        };
+        self.send(ctx, to, body);
+    }
+
     fn invitees(&self) -> Vec<UserId> {
         self.ringing.keys().cloned().collect()
     }
@@ -522,11 +543,7 @@ impl Call {
             peer.audio = audio;
             peer.video = video;
             if self.in_call() {
-                let body = Body::Roster {
-                    info: self.info.clone(),
-                    roster: self.roster(ctx),
-                };
-                self.send(ctx, vec![from.clone()], body);
+                self.send_roster(ctx, vec![from.clone()]);
             }
             return;
         }
@@ -551,11 +568,7 @@ impl Call {
             if was_ringing {
                 self.emit_invitees(ctx);
             }
-            let body = Body::Roster {
-                info: self.info.clone(),
-                roster: self.roster(ctx),
-            };
-            self.send(ctx, vec![from.clone()], body);
+            self.send_roster(ctx, vec![from.clone()]);
         }
     }
 
@@ -591,12 +604,7 @@ impl Call {
             if in_call {
                 self.since.get_or_insert(now);
                 self.announce(ctx, &m.user);
-                let body = Body::Enter {
-                    invite_id: None,
-                    audio: ctx.audio,
-                    video: ctx.video,
-                };
-                self.send(ctx, vec![m.user.clone()], body);
+                self.send_enter(ctx, vec![m.user.clone()], None);
             }
         }
         let mut introduce = Vec::new();
@@ -623,11 +631,7 @@ impl Call {
             if !introduce.is_empty() {
                 // So that the invitee tells us how it answers; one that is no
                 // longer ringing answers `gone`.
-                let body = Body::Roster {
-                    info: self.info.clone(),
-                    roster: self.roster(ctx),
-                };
-                self.send(ctx, introduce, body);
+                self.send_roster(ctx, introduce);
             }
             if invitees_changed {
                 self.emit_invitees(ctx);
@@ -1003,11 +1007,7 @@ impl CallMachine {
         let invite_id = ctx.invite_id();
         call.info.is_group = true;
         send_invites(ctx, call, now, &users, invite_id.clone(), timeout);
-        let body = Body::Roster {
-            info: call.info.clone(),
-            roster: call.roster(ctx),
-        };
-        call.send(ctx, others, body);
+        call.send_roster(ctx, others);
         call.emit_invitees(ctx);
         Ok(invite_id)
     }
@@ -1026,12 +1026,7 @@ impl CallMachine {
                     room_id: call.info.room_id,
                     media_type: call.info.media_type,
                 });
-                let body = Body::Enter {
-                    invite_id: Some(invite_id.clone()),
-                    audio: ctx.audio,
-                    video: ctx.video,
-                };
-                call.send(ctx, call.known(), body);
+                call.send_enter(ctx, call.known(), Some(invite_id.clone()));
                 let members: Vec<UserId> = call.connected.keys().cloned().collect();
                 for user in &members {
                     call.announce(ctx, user);
@@ -1192,12 +1187,7 @@ impl CallMachine {
             switch_out: None,
             switch_in: BTreeMap::new(),
         };
-        let body = Body::Enter {
-            invite_id: None,
-            audio: ctx.audio,
-            video: ctx.video,
-        };
-        call.send(ctx, waiting.into_iter().collect(), body);
+        call.send_enter(ctx, waiting.into_iter().collect(), None);
         self.call = Some(call);
         Ok(())
     }
@@ -1561,12 +1551,7 @@ impl CallMachine {
                     .put(inv.invite_id.clone(), StaleReason::CallEnded);
                 if call.in_call() {
                     // A stale re-invite: tell the inviter we are already here.
-                    let body = Body::Enter {
-                        invite_id: None,
-                        audio: ctx.audio,
-                        video: ctx.video,
-                    };
-                    call.send(ctx, vec![from.clone()], body);
+                    call.send_enter(ctx, vec![from.clone()], None);
                 }
                 return;
             }
@@ -1626,12 +1611,7 @@ impl CallMachine {
             room_id: call.info.room_id,
             media_type: call.info.media_type,
         });
-        let body = Body::Enter {
-            invite_id: Some(invite_id),
-            audio: ctx.audio,
-            video: ctx.video,
-        };
-        call.send(ctx, call.known(), body);
+        call.send_enter(ctx, call.known(), Some(invite_id));
         let members: Vec<UserId> = call.connected.keys().cloned().collect();
         for user in &members {
             call.announce(ctx, user);
@@ -1725,12 +1705,7 @@ impl CallMachine {
                                 video,
                             },
                         );
-                        let body = Body::Enter {
-                            invite_id: None,
-                            audio: ctx.audio,
-                            video: ctx.video,
-                        };
-                        call.send(ctx, vec![from.clone()], body);
+                        call.send_enter(ctx, vec![from.clone()], None);
                     }
                     Step::Continue
                 } else {
@@ -2105,12 +2080,7 @@ fn on_roster(
             .iter()
             .any(|m| m.user == ctx.me && m.party == call.party);
         if !knows_me {
-            let body = Body::Enter {
-                invite_id: None,
-                audio: ctx.audio,
-                video: ctx.video,
-            };
-            call.send(ctx, vec![from.clone()], body);
+            call.send_enter(ctx, vec![from.clone()], None);
         }
         // The others introduced themselves while we were joining; some may be
         // joiners themselves, waiting for a roster: send ours (it says we are
@@ -2118,22 +2088,13 @@ fn on_roster(
         let others: Vec<UserId> = members.into_iter().filter(|u| u != from).collect();
         call.merge_roster(ctx, now, roster);
         if !others.is_empty() {
-            let body = Body::Roster {
-                info: call.info.clone(),
-                roster: call.roster(ctx),
-            };
-            call.send(ctx, others, body);
+            call.send_roster(ctx, others);
         }
         return;
     }
     call.merge_roster(ctx, now, roster);
     if call.in_call() && !roster.connected.iter().any(|m| m.user == ctx.me) {
         // The sender does not count us as connected yet: tell it.
-        let body = Body::Enter {
-            invite_id: None,
-            audio: ctx.audio,
-            video: ctx.video,
-        };
-        call.send(ctx, vec![from.clone()], body);
+        call.send_enter(ctx, vec![from.clone()], None);
     }
 }
