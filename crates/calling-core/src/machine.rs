@@ -280,6 +280,34 @@ fn unreachable_id() -> ! {
 }
 
 impl Call {
+    /// A call the local party takes part in as `party`, knowing nobody in it
+    /// yet; `cause` is how it ends if it empties before anyone connected.
+    fn new(
+        id: CallId,
+        info: CallInfo,
+        user_data: Option<String>,
+        party: PartyId,
+        me: Me,
+        cause: EndReason,
+    ) -> Self {
+        Self {
+            id,
+            info,
+            user_data,
+            party,
+            me,
+            accepted: None,
+            connected: BTreeMap::new(),
+            ringing: BTreeMap::new(),
+            ended: BTreeMap::new(),
+            closed: HashSet::new(),
+            since: None,
+            cause,
+            switch_out: None,
+            switch_in: BTreeMap::new(),
+        }
+    }
+
     /// Everyone the local party knows in the call, including the members a
     /// joiner is still waiting on.
     fn known(&self) -> Vec<UserId> {
@@ -952,28 +980,20 @@ impl CallMachine {
             });
         }
         let ctx = &mut self.ctx;
-        let mut call = Call {
-            id: ctx.call_id(),
-            info: CallInfo {
+        let mut call = Call::new(
+            ctx.call_id(),
+            CallInfo {
                 room_id: ctx.room_id(),
                 media_type,
                 sponsor: ctx.me.clone(),
                 group_id: options.group_id,
                 is_group,
             },
-            user_data: options.user_data,
-            party: ctx.party(),
-            me: Me::InCall,
-            accepted: None,
-            connected: BTreeMap::new(),
-            ringing: BTreeMap::new(),
-            ended: BTreeMap::new(),
-            closed: HashSet::new(),
-            since: None,
-            cause: EndReason::NoResponse,
-            switch_out: None,
-            switch_in: BTreeMap::new(),
-        };
+            options.user_data,
+            ctx.party(),
+            Me::InCall,
+            EndReason::NoResponse,
+        );
         ctx.media(MediaInstruction::JoinRoom {
             call_id: call.id.clone(),
             room_id: call.info.room_id,
@@ -1161,32 +1181,24 @@ impl CallMachine {
             return Err(JoinError::TooManyMembers { max: max - 1 });
         }
         let ctx = &mut self.ctx;
-        let call = Call {
-            id: call_id,
+        let call = Call::new(
+            call_id,
             // Placeholder until a member's roster says what the call is.
-            info: CallInfo {
+            CallInfo {
                 room_id: ctx.room_id(),
                 media_type: MediaType::Audio,
                 sponsor: ctx.me.clone(),
                 group_id: None,
                 is_group: true,
             },
-            user_data: None,
-            party: ctx.party(),
-            me: Me::Joining {
+            None,
+            ctx.party(),
+            Me::Joining {
                 deadline: now + ctx.config.join_timeout,
                 waiting: waiting.clone(),
             },
-            accepted: None,
-            connected: BTreeMap::new(),
-            ringing: BTreeMap::new(),
-            ended: BTreeMap::new(),
-            closed: HashSet::new(),
-            since: None,
-            cause: EndReason::NotFound,
-            switch_out: None,
-            switch_in: BTreeMap::new(),
-        };
+            EndReason::NotFound,
+        );
         call.send_enter(ctx, waiting.into_iter().collect(), None);
         self.call = Some(call);
         Ok(())
@@ -1968,26 +1980,21 @@ fn ringing_call_quiet(ctx: &mut Ctx, now: Instant, from: &UserId, inv: IncomingI
         })
         .collect();
     let deadline = (inv.timeout > 0).then(|| now + Duration::from_secs(u64::from(inv.timeout)));
-    Call {
-        id: inv.call_id,
-        info: inv.info,
-        user_data: inv.user_data,
-        party: ctx.party(),
-        me: Me::Ringing {
+    let mut call = Call::new(
+        inv.call_id,
+        inv.info,
+        inv.user_data,
+        ctx.party(),
+        Me::Ringing {
             invite_id: inv.invite_id,
             inviter: from.clone(),
             deadline,
         },
-        accepted: None,
-        connected,
-        ringing,
-        ended: BTreeMap::new(),
-        closed: HashSet::new(),
-        since: None,
-        cause: EndReason::Cancelled,
-        switch_out: None,
-        switch_in: BTreeMap::new(),
-    }
+        EndReason::Cancelled,
+    );
+    call.connected = connected;
+    call.ringing = ringing;
+    call
 }
 
 /// The call state for an incoming invite, and the `Invited` event.
