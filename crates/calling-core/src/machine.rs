@@ -148,6 +148,28 @@ struct Invitee {
     deadline: Option<Instant>,
 }
 
+impl Peer {
+    /// A connected party as a roster lists it.
+    fn of(m: &Member) -> Self {
+        Self {
+            party: m.party,
+            audio: m.audio,
+            video: m.video,
+        }
+    }
+}
+
+impl Invitee {
+    /// An invitee another party told us of: its timer is the inviter's.
+    fn of(p: &Pending) -> Self {
+        Self {
+            invite_id: p.invite_id.clone(),
+            inviter: p.inviter.clone(),
+            deadline: None,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct OutgoingSwitch {
     request_id: u32,
@@ -612,23 +634,12 @@ impl Call {
             if let Some(peer) = self.connected.get_mut(&m.user) {
                 // A later participation replaces an earlier one silently.
                 if peer.party < m.party {
-                    *peer = Peer {
-                        party: m.party,
-                        audio: m.audio,
-                        video: m.video,
-                    };
+                    *peer = Peer::of(m);
                 }
                 continue;
             }
             invitees_changed |= self.ringing.remove(&m.user).is_some();
-            self.connected.insert(
-                m.user.clone(),
-                Peer {
-                    party: m.party,
-                    audio: m.audio,
-                    video: m.video,
-                },
-            );
+            self.connected.insert(m.user.clone(), Peer::of(m));
             if in_call {
                 self.since.get_or_insert(now);
                 self.announce(ctx, &m.user);
@@ -644,14 +655,7 @@ impl Call {
             {
                 continue;
             }
-            self.ringing.insert(
-                p.user.clone(),
-                Invitee {
-                    invite_id: p.invite_id.clone(),
-                    inviter: p.inviter.clone(),
-                    deadline: None,
-                },
-            );
+            self.ringing.insert(p.user.clone(), Invitee::of(p));
             invitees_changed = true;
             introduce.push(p.user.clone());
         }
@@ -1947,16 +1951,7 @@ fn ringing_call_quiet(ctx: &mut Ctx, now: Instant, from: &UserId, inv: IncomingI
         .connected
         .iter()
         .filter(|m| m.user != ctx.me)
-        .map(|m| {
-            (
-                m.user.clone(),
-                Peer {
-                    party: m.party,
-                    audio: m.audio,
-                    video: m.video,
-                },
-            )
-        })
+        .map(|m| (m.user.clone(), Peer::of(m)))
         .collect();
     connected.entry(from.clone()).or_insert(Peer {
         party: inv.party,
@@ -1968,16 +1963,7 @@ fn ringing_call_quiet(ctx: &mut Ctx, now: Instant, from: &UserId, inv: IncomingI
         .ringing
         .iter()
         .filter(|p| p.user != ctx.me && !connected.contains_key(&p.user))
-        .map(|p| {
-            (
-                p.user.clone(),
-                Invitee {
-                    invite_id: p.invite_id.clone(),
-                    inviter: p.inviter.clone(),
-                    deadline: None,
-                },
-            )
-        })
+        .map(|p| (p.user.clone(), Invitee::of(p)))
         .collect();
     let deadline = (inv.timeout > 0).then(|| now + Duration::from_secs(u64::from(inv.timeout)));
     let mut call = Call::new(
