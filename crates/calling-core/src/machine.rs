@@ -449,6 +449,26 @@ impl Call {
         });
     }
 
+    /// The local party is in the call from now on: it opens media and, when
+    /// it got here by accepting `accepted`, tells everyone it knows; then
+    /// everyone already connected is announced to the app.
+    fn connect(&mut self, ctx: &mut Ctx, now: Instant, accepted: Option<InviteId>) {
+        self.me = Me::InCall;
+        self.since = Some(now);
+        ctx.media(MediaInstruction::JoinRoom {
+            call_id: self.id.clone(),
+            room_id: self.info.room_id,
+            media_type: self.info.media_type,
+        });
+        if let Some(invite_id) = accepted {
+            self.accepted = Some(invite_id.clone());
+            self.send_enter(ctx, self.known(), Some(invite_id));
+        }
+        for user in self.connected.keys() {
+            self.announce(ctx, user);
+        }
+    }
+
     /// Whether the call is still alive for the local party; `by` is who
     /// caused the last change.
     fn check_alive(&self) -> Step {
@@ -571,27 +591,17 @@ impl Call {
     }
 
     /// A party entered (accepted, joined, or introduced itself).
-    fn on_enter(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        from: &UserId,
-        party: PartyId,
-        audio: bool,
-        video: bool,
-    ) {
-        if self.is_over(from, party) {
+    fn on_enter(&mut self, ctx: &mut Ctx, now: Instant, from: &UserId, entered: Peer) {
+        if self.is_over(from, entered.party) {
             return;
         }
         if let Some(peer) = self.connected.get_mut(from) {
-            if peer.party >= party {
+            if peer.party >= entered.party {
                 return; // a duplicate, or late
             }
             // A new participation whose earlier leave we never saw (e.g. a
             // join by id): it waits for our roster.
-            peer.party = party;
-            peer.audio = audio;
-            peer.video = video;
+            *peer = entered;
             if self.in_call() {
                 self.send_roster(ctx, vec![from.clone()]);
             }
@@ -604,14 +614,7 @@ impl Call {
             // party nobody invited to it is a group call.
             self.info.is_group = true;
         }
-        self.connected.insert(
-            from.clone(),
-            Peer {
-                party,
-                audio,
-                video,
-            },
-        );
+        self.connected.insert(from.clone(), entered);
         if self.in_call() {
             self.since.get_or_insert(now);
             self.announce(ctx, from);
@@ -1042,19 +1045,7 @@ impl CallMachine {
         let ctx = &mut self.ctx;
         match self.call.as_mut() {
             Some(call) if matches!(&call.me, Me::Ringing { invite_id: i, .. } if i == invite_id) => {
-                call.me = Me::InCall;
-                call.accepted = Some(invite_id.clone());
-                call.since = Some(now);
-                ctx.media(MediaInstruction::JoinRoom {
-                    call_id: call.id.clone(),
-                    room_id: call.info.room_id,
-                    media_type: call.info.media_type,
-                });
-                call.send_enter(ctx, call.known(), Some(invite_id.clone()));
-                let members: Vec<UserId> = call.connected.keys().cloned().collect();
-                for user in &members {
-                    call.announce(ctx, user);
-                }
+                call.connect(ctx, now, Some(invite_id.clone()));
                 Ok(())
             }
             Some(call) if call.accepted.as_ref() == Some(invite_id) => Ok(()),
@@ -1615,23 +1606,11 @@ impl CallMachine {
         self.past_calls.put(old.id.clone(), ());
         let invite_id = inv.invite_id.clone();
         let mut call = ringing_call_quiet(ctx, now, from, inv);
-        call.me = Me::InCall;
-        call.accepted = Some(invite_id.clone());
-        call.since = Some(now);
         ctx.emit(Event::GlareResolved {
             abandoned: old.id,
             call_id: call.id.clone(),
         });
-        ctx.media(MediaInstruction::JoinRoom {
-            call_id: call.id.clone(),
-            room_id: call.info.room_id,
-            media_type: call.info.media_type,
-        });
-        call.send_enter(ctx, call.known(), Some(invite_id));
-        let members: Vec<UserId> = call.connected.keys().cloned().collect();
-        for user in &members {
-            call.announce(ctx, user);
-        }
+        call.connect(ctx, now, Some(invite_id));
         self.call = Some(call);
     }
 
@@ -1725,7 +1704,12 @@ impl CallMachine {
                     }
                     Step::Continue
                 } else {
-                    call.on_enter(ctx, now, from, party, audio, video);
+                    let entered = Peer {
+                        party,
+                        audio,
+                        video,
+                    };
+                    call.on_enter(ctx, now, from, entered);
                     Step::Continue
                 }
             }
@@ -1796,12 +1780,12 @@ impl CallMachine {
             }
             Body::Roster { info, roster } => {
                 if !call.is_over(from, party) {
-                    on_roster(ctx, call, now, from, party, info, &roster, true);
+                    call.on_roster(ctx, now, from, Some(party), info, &roster);
                     Step::Continue
                 } else if matches!(call.me, Me::Joining { .. }) {
                     // Its sender has left since, but it still says what the
                     // call is and who else is in it: join them, not it.
-                    on_roster(ctx, call, now, from, party, info, &roster, false);
+                    call.on_roster(ctx, now, from, None, info, &roster);
                     call.check_alive()
                 } else {
                     Step::Continue
@@ -2009,85 +1993,93 @@ fn ringing_call(ctx: &mut Ctx, now: Instant, from: &UserId, inv: IncomingInvite)
     call
 }
 
-#[allow(clippy::too_many_arguments)]
-fn on_roster(
-    ctx: &mut Ctx,
-    call: &mut Call,
-    now: Instant,
-    from: &UserId,
-    party: PartyId,
-    info: CallInfo,
-    roster: &Roster,
-    sender_present: bool,
-) {
-    let joined = matches!(call.me, Me::Joining { .. });
-    let is_group = info.is_group;
-    if joined {
-        call.info = info;
-        // Joining by id makes it a group call, even if it was 1v1.
-        call.info.is_group = true;
-        call.me = Me::InCall;
-        call.since = Some(now);
-        ctx.media(MediaInstruction::JoinRoom {
-            call_id: call.id.clone(),
-            room_id: call.info.room_id,
-            media_type: call.info.media_type,
-        });
-    }
-    if is_group {
-        // Someone invited more: it is a group call now.
-        call.info.is_group = true;
-    }
-    // The sender is connected, whatever its roster says (unless it left).
-    if sender_present && !call.connected.contains_key(from) {
-        let (audio, video) = roster
-            .connected
-            .iter()
-            .find(|m| m.user == *from)
-            .map(|m| (m.audio, m.video))
-            .unwrap_or((true, true));
-        if joined {
-            call.connected.insert(
-                from.clone(),
+impl Call {
+    /// What a roster from `from` says. `sender` is the participation it came
+    /// from, unless that has left since: a present sender is connected,
+    /// whatever its roster says.
+    fn on_roster(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        from: &UserId,
+        sender: Option<PartyId>,
+        info: CallInfo,
+        roster: &Roster,
+    ) {
+        let sender = sender
+            .filter(|_| !self.connected.contains_key(from))
+            .map(|party| {
+                let (audio, video) = roster
+                    .connected
+                    .iter()
+                    .find(|m| m.user == *from)
+                    .map(|m| (m.audio, m.video))
+                    .unwrap_or((true, true));
                 Peer {
                     party,
                     audio,
                     video,
-                },
-            );
-        } else {
-            call.on_enter(ctx, now, from, party, audio, video);
+                }
+            });
+        if matches!(self.me, Me::Joining { .. }) {
+            self.join_by_roster(ctx, now, from, sender, info, roster);
+            return;
+        }
+        if info.is_group {
+            // Someone invited more: it is a group call now.
+            self.info.is_group = true;
+        }
+        if let Some(peer) = sender {
+            self.on_enter(ctx, now, from, peer);
+        }
+        self.merge_roster(ctx, now, roster);
+        if self.in_call() && !roster.connected.iter().any(|m| m.user == ctx.me) {
+            // The sender does not count us as connected yet: tell it.
+            self.send_enter(ctx, vec![from.clone()], None);
         }
     }
-    if joined {
-        // Everyone recorded while joining is announced now, and told we are here.
-        let members: Vec<UserId> = call.connected.keys().cloned().collect();
-        for user in &members {
-            call.announce(ctx, user);
+
+    /// The first roster a joiner gets: it says what the call is, and the
+    /// joiner is in it.
+    fn join_by_roster(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        from: &UserId,
+        sender: Option<Peer>,
+        info: CallInfo,
+        roster: &Roster,
+    ) {
+        self.info = info;
+        // Joining by id makes it a group call, even if it was 1v1.
+        self.info.is_group = true;
+        if let Some(peer) = sender {
+            self.connected.insert(from.clone(), peer);
         }
+        // Everyone recorded while joining is announced now.
+        self.connect(ctx, now, None);
         // A roster that does not list this participation answered an
         // earlier join of ours that we gave up: its sender must be told of
         // this one too.
         let knows_me = roster
             .connected
             .iter()
-            .any(|m| m.user == ctx.me && m.party == call.party);
+            .any(|m| m.user == ctx.me && m.party == self.party);
         if !knows_me {
-            call.send_enter(ctx, vec![from.clone()], None);
+            self.send_enter(ctx, vec![from.clone()], None);
         }
         // The others introduced themselves while we were joining; some may be
         // joiners themselves, waiting for a roster: send ours (it says we are
         // connected, as an 'enter' would).
-        let others: Vec<UserId> = members.into_iter().filter(|u| u != from).collect();
-        call.merge_roster(ctx, now, roster);
+        let others: Vec<UserId> = self
+            .connected
+            .keys()
+            .filter(|u| *u != from)
+            .cloned()
+            .collect();
+        self.merge_roster(ctx, now, roster);
         if !others.is_empty() {
-            call.send_roster(ctx, others);
+            self.send_roster(ctx, others);
         }
-        return;
-    }
-    call.merge_roster(ctx, now, roster);
-    if call.in_call() && !roster.connected.iter().any(|m| m.user == ctx.me) {
-        // The sender does not count us as connected yet: tell it.
-        call.send_enter(ctx, vec![from.clone()], None);
     }
 }
