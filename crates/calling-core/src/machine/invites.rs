@@ -55,8 +55,7 @@ impl CallMachine {
             _ => return Err(CallError::NotInCall),
         };
         self.check_invitees(&users, already)?;
-        let ctx = &mut self.ctx;
-        let Some(call) = self.call.as_mut() else {
+        let Some((ctx, call)) = self.in_call_mut() else {
             return Err(CallError::NotInCall);
         };
         let others = call.known();

@@ -19,10 +19,8 @@ impl CallMachine {
     /// asks every connected party and applies when all agree
     /// ([`Event::MediaTypeSwitchRefused`] otherwise).
     pub fn switch_media_type(&mut self, now: Instant, to: MediaType) -> Result<(), SwitchError> {
-        let ctx = &mut self.ctx;
-        let call = match self.call.as_mut() {
-            Some(c) if c.in_call() => c,
-            _ => return Err(SwitchError::NotInCall),
+        let Some((ctx, call)) = self.in_call_mut() else {
+            return Err(SwitchError::NotInCall);
         };
         if call.info.media_type == to {
             return Err(SwitchError::AlreadyThatType(to));
@@ -60,10 +58,8 @@ impl CallMachine {
         request_id: u32,
         accept: bool,
     ) -> Result<(), SwitchError> {
-        let ctx = &mut self.ctx;
-        let call = match self.call.as_mut() {
-            Some(c) if c.in_call() => c,
-            _ => return Err(SwitchError::NotInCall),
+        let Some((ctx, call)) = self.in_call_mut() else {
+            return Err(SwitchError::NotInCall);
         };
         let Some(asker) = call.switch_in.remove(&request_id) else {
             return Err(SwitchError::UnknownRequest(request_id));
@@ -91,18 +87,12 @@ impl CallMachine {
     }
 
     fn send_media_state(&mut self) {
-        if let Some(call) = &self.call
-            && call.in_call()
-        {
+        if let Some((ctx, call)) = self.in_call_mut() {
             let body = Body::MediaState {
-                audio: self.ctx.audio,
-                video: self.ctx.video,
+                audio: ctx.audio,
+                video: ctx.video,
             };
-            call.send(
-                &mut self.ctx,
-                call.connected.keys().cloned().collect(),
-                body,
-            );
+            call.send(ctx, call.connected.keys().cloned().collect(), body);
         }
     }
 }

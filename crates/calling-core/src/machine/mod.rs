@@ -271,6 +271,13 @@ impl CallMachine {
         self.finish(now, end, StaleReason::CallEnded);
     }
 
+    /// The call the local party is in (placed, accepted or joined), with
+    /// the context to act on it.
+    fn in_call_mut(&mut self) -> Option<(&mut Ctx, &mut Call)> {
+        let call = self.call.as_mut().filter(|c| c.in_call())?;
+        Some((&mut self.ctx, call))
+    }
+
     /// Carries out what a handler decided.
     fn apply(&mut self, now: Instant, step: Step) {
         if let Step::End { reason, stale } = step {
