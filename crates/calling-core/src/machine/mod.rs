@@ -33,7 +33,7 @@ use ctx::{Ctx, Recent};
 
 use crate::error::StaleReason;
 use crate::event::{EndReason, Event, MediaInstruction, Output};
-use crate::ids::{CallId, GroupId, InviteId, MediaType, RoomId, UserId};
+use crate::ids::{CallId, GroupId, InviteId, MediaType, PartyId, RoomId, UserId};
 use crate::message::Body;
 
 /// Tunables of the call rules. [`Config::default`] matches TRTCCalling.
@@ -191,7 +191,7 @@ impl CallMachine {
     /// below 2^53 and ahead of any earlier machine of the same user.
     #[must_use]
     pub fn with_party_base(mut self, base: u64) -> Self {
-        self.ctx.next_party = crate::ids::PartyId(base.max(1));
+        self.ctx.next_party = PartyId(base.max(1));
         self
     }
 
