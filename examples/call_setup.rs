@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use calling::{
-    Calling, CallingConfig, EncodedFrame, Event, Events, FrameSink, MediaKind, MediaType,
+    CallEvent, Calling, CallingConfig, EncodedFrame, Event, Events, FrameSink, MediaKind, MediaType,
 };
 
 const APP: u64 = 1_400_000_000;
@@ -111,18 +111,18 @@ async fn main() -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?;
         let invite = match until(&mut bob_events, "the invite", |e| {
-            matches!(e, Event::Invited { .. })
+            matches!(e, Event::Call(CallEvent::Invited { .. }))
         })
         .await
         .map_err(|e| step("ring", e))?
         {
-            Event::Invited { invite_id, .. } => invite_id,
+            Event::Call(CallEvent::Invited { invite_id, .. }) => invite_id,
             _ => return Err("no invite".into()),
         };
         let accepted = Instant::now();
         bob.accept(&invite).await.map_err(|e| e.to_string())?;
         until(&mut alice_events, "bob's enter", |e| {
-            matches!(e, Event::UserEnter { .. })
+            matches!(e, Event::Call(CallEvent::UserEnter { .. }))
         })
         .await
         .map_err(|e| step("accept", e))?;
@@ -144,12 +144,12 @@ async fn main() -> Result<(), String> {
         from_call.push(got.duration_since(placed).as_secs_f64() * 1e3);
         alice.hangup().await.map_err(|e| e.to_string())?;
         until(&mut alice_events, "alice's call end", |e| {
-            matches!(e, Event::CallEnd { .. })
+            matches!(e, Event::Call(CallEvent::CallEnd { .. }))
         })
         .await
         .map_err(|e| step("hangup", e))?;
         until(&mut bob_events, "bob's call end", |e| {
-            matches!(e, Event::CallEnd { .. })
+            matches!(e, Event::Call(CallEvent::CallEnd { .. }))
         })
         .await
         .map_err(|e| step("hangup", e))?;

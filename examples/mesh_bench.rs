@@ -17,7 +17,7 @@
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use calling::{Calling, CallingConfig, Event, MediaType};
+use calling::{CallEvent, Calling, CallingConfig, Event, MediaType};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const APP: u64 = 1_400_000_000;
@@ -229,7 +229,7 @@ async fn child() -> Result<(), String> {
     } else {
         let invite = tokio::time::timeout(LIMIT, async {
             while let Some(e) = events.recv().await {
-                if let Event::Invited { invite_id, .. } = e {
+                if let Event::Call(CallEvent::Invited { invite_id, .. }) = e {
                     return Some(invite_id);
                 }
             }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use calling::{
-    Calling, CallingConfig, EncodedFrame, Event, Events, FrameSink, MediaKind, MediaType,
+    CallEvent, Calling, CallingConfig, EncodedFrame, Event, Events, FrameSink, MediaKind, MediaType,
 };
 
 const APP: u64 = 1_400_000_000;
@@ -55,22 +55,22 @@ impl Meter {
 
 fn describe(e: &Event) -> String {
     match e {
-        Event::Invited {
+        Event::Call(CallEvent::Invited {
             sponsor,
             media_type,
             ..
-        } => format!("Invited by {sponsor} ({media_type:?})"),
-        Event::UserEnter { user, .. } => format!("UserEnter {user}"),
-        Event::UserLeave { user, .. } => format!("UserLeave {user}"),
-        Event::UserAudioAvailable {
+        }) => format!("Invited by {sponsor} ({media_type:?})"),
+        Event::Call(CallEvent::UserEnter { user, .. }) => format!("UserEnter {user}"),
+        Event::Call(CallEvent::UserLeave { user, .. }) => format!("UserLeave {user}"),
+        Event::Call(CallEvent::UserAudioAvailable {
             user, available, ..
-        } => format!("UserAudioAvailable {user} {available}"),
-        Event::UserVideoAvailable {
+        }) => format!("UserAudioAvailable {user} {available}"),
+        Event::Call(CallEvent::UserVideoAvailable {
             user, available, ..
-        } => format!("UserVideoAvailable {user} {available}"),
-        Event::CallEnd {
+        }) => format!("UserVideoAvailable {user} {available}"),
+        Event::Call(CallEvent::CallEnd {
             reason, duration, ..
-        } => format!("CallEnd {reason:?} after {:.1} s", duration.as_secs_f64()),
+        }) => format!("CallEnd {reason:?} after {:.1} s", duration.as_secs_f64()),
         other => format!("{other:?}"),
     }
 }
@@ -157,11 +157,11 @@ async fn run(secs: u64) -> Result<(), String> {
         .await
         .map_err(|e| format!("call: {e}"))?;
     let invite = match until(&mut bob_events, &mut bob_log, 10, |e| {
-        matches!(e, Event::Invited { .. })
+        matches!(e, Event::Call(CallEvent::Invited { .. }))
     })
     .await
     {
-        Some(Event::Invited { invite_id, .. }) => invite_id,
+        Some(Event::Call(CallEvent::Invited { invite_id, .. })) => invite_id,
         _ => return Err("bob was never invited".into()),
     };
     let accepted = Instant::now();
@@ -169,7 +169,7 @@ async fn run(secs: u64) -> Result<(), String> {
         .await
         .map_err(|e| format!("accept: {e}"))?;
     until(&mut alice_events, &mut alice_log, 10, |e| {
-        matches!(e, Event::UserEnter { .. })
+        matches!(e, Event::Call(CallEvent::UserEnter { .. }))
     })
     .await
     .ok_or("bob never entered alice's call")?;
@@ -188,11 +188,11 @@ async fn run(secs: u64) -> Result<(), String> {
 
     alice.hangup().await.map_err(|e| e.to_string())?;
     until(&mut alice_events, &mut alice_log, 10, |e| {
-        matches!(e, Event::CallEnd { .. })
+        matches!(e, Event::Call(CallEvent::CallEnd { .. }))
     })
     .await;
     until(&mut bob_events, &mut bob_log, 10, |e| {
-        matches!(e, Event::CallEnd { .. })
+        matches!(e, Event::Call(CallEvent::CallEnd { .. }))
     })
     .await;
 

@@ -24,7 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use calling::{
-    Calling, CallingConfig, Event, InviteId, MediaType, RecorderSink, VideoInput, VideoQuality,
+    CallEvent, Calling, CallingConfig, Event, InviteId, MediaType, RecorderSink, VideoInput,
+    VideoQuality,
 };
 use clap::Parser;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -356,7 +357,7 @@ fn join(users: &[calling::UserId]) -> String {
 /// Prints one event as one line, and remembers what can be answered.
 fn show(event: &Event, pending: &mut Pending) {
     let line = match event {
-        Event::Invited {
+        Event::Call(CallEvent::Invited {
             call_id,
             invite_id,
             inviter,
@@ -366,7 +367,7 @@ fn show(event: &Event, pending: &mut Pending) {
             is_from_group,
             media_type,
             ..
-        } => {
+        }) => {
             pending.invite = Some(invite_id.clone());
             format!(
                 "invited call={call_id} by={inviter} sponsor={sponsor} media={media_type:?} \
@@ -375,33 +376,35 @@ fn show(event: &Event, pending: &mut Pending) {
                 join(members)
             )
         }
-        Event::MediaTypeSwitchRequested {
+        Event::Call(CallEvent::MediaTypeSwitchRequested {
             user,
             request_id,
             to,
             ..
-        } => {
+        }) => {
             pending.switch_request = Some(*request_id);
             format!("switch-requested by={user} to={to:?} (allow / refuse)")
         }
-        Event::CallingCancel { user, .. } => {
+        Event::Call(CallEvent::CallingCancel { user, .. }) => {
             pending.invite = None;
             format!("cancelled by={user}")
         }
-        Event::CallingTimeout { .. } => {
+        Event::Call(CallEvent::CallingTimeout { .. }) => {
             pending.invite = None;
             "ringing-timeout".into()
         }
-        Event::Rejected { user, .. } => format!("rejected user={user}"),
-        Event::NoResponse { users, reason, .. } => {
+        Event::Call(CallEvent::Rejected { user, .. }) => format!("rejected user={user}"),
+        Event::Call(CallEvent::NoResponse { users, reason, .. }) => {
             format!("no-response users=[{}] reason={reason:?}", join(users))
         }
-        Event::LineBusy { user, .. } => format!("line-busy user={user}"),
-        Event::UserEnter { user, call_id } => format!("user-enter user={user} call={call_id}"),
-        Event::UserLeave { user, .. } => format!("user-leave user={user}"),
-        Event::CallEnd {
+        Event::Call(CallEvent::LineBusy { user, .. }) => format!("line-busy user={user}"),
+        Event::Call(CallEvent::UserEnter { user, call_id }) => {
+            format!("user-enter user={user} call={call_id}")
+        }
+        Event::Call(CallEvent::UserLeave { user, .. }) => format!("user-leave user={user}"),
+        Event::Call(CallEvent::CallEnd {
             reason, duration, ..
-        } => {
+        }) => {
             pending.invite = None;
             pending.switch_request = None;
             format!(
@@ -409,22 +412,24 @@ fn show(event: &Event, pending: &mut Pending) {
                 duration.as_secs_f64()
             )
         }
-        Event::UserAudioAvailable {
+        Event::Call(CallEvent::UserAudioAvailable {
             user, available, ..
-        } => format!("audio-available user={user} {available}"),
-        Event::UserVideoAvailable {
+        }) => format!("audio-available user={user} {available}"),
+        Event::Call(CallEvent::UserVideoAvailable {
             user, available, ..
-        } => format!("video-available user={user} {available}"),
-        Event::MediaTypeChanged { user, from, to, .. } => {
+        }) => format!("video-available user={user} {available}"),
+        Event::Call(CallEvent::MediaTypeChanged { user, from, to, .. }) => {
             format!("media-type-changed by={user} from={from:?} to={to:?}")
         }
-        Event::MediaTypeSwitchRefused { users, .. } => {
+        Event::Call(CallEvent::MediaTypeSwitchRefused { users, .. }) => {
             format!("switch-refused users=[{}]", join(users))
         }
-        Event::InviteeListUpdated { invitees, .. } => {
+        Event::Call(CallEvent::InviteeListUpdated { invitees, .. }) => {
             format!("invitees [{}]", join(invitees))
         }
-        Event::GlareResolved { call_id, .. } => format!("glare-resolved call={call_id}"),
+        Event::Call(CallEvent::GlareResolved { call_id, .. }) => {
+            format!("glare-resolved call={call_id}")
+        }
         // Many per second: not printed.
         Event::UserVoiceVolume { .. } => return,
         Event::KickedOut => "kicked-out".into(),

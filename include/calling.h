@@ -141,6 +141,10 @@ enum calling_event_kind
   // user's own call, over without a CALL_END) and `call_id` (the call
   // that goes on, already accepted).
   CALLING_EVENT_GLARE_RESOLVED = 22,
+  // The media connection with a party changed: `call_id`, `user`,
+  // `media_state` (a `calling_media_state`). `CALLING_EVENT_USER_ENTER`
+  // means signaling connected; this says when audio and video can flow.
+  CALLING_EVENT_MEDIA_STATE = 23,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -168,6 +172,34 @@ enum calling_media_type
 typedef enum calling_media_type calling_media_type;
 #else
 typedef uint32_t calling_media_type;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// The media connection with one party (`CALLING_EVENT_MEDIA_STATE`).
+enum calling_media_state
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Not applicable to this event.
+  CALLING_MEDIA_STATE_NONE = 0,
+  // Offer, answer and connectivity checks are under way.
+  CALLING_MEDIA_STATE_CONNECTING = 1,
+  // Audio and video can flow.
+  CALLING_MEDIA_STATE_CONNECTED = 2,
+  // Connectivity was lost; it may come back.
+  CALLING_MEDIA_STATE_DISCONNECTED = 3,
+  // Connectivity came back after DISCONNECTED.
+  CALLING_MEDIA_STATE_RESTORED = 4,
+  // The connection failed for good: no media with this party. The call
+  // goes on.
+  CALLING_MEDIA_STATE_FAILED = 5,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum calling_media_state calling_media_state;
+#else
+typedef uint32_t calling_media_state;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -201,8 +233,6 @@ enum calling_end_reason
   CALLING_END_REASON_LOGGED_OUT = 10,
   // A join by id found no call.
   CALLING_END_REASON_NOT_FOUND = 11,
-  // Something failed (media, transport).
-  CALLING_END_REASON_ERROR = 12,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -399,6 +429,9 @@ typedef struct {
   bool available;
   // Whether the call is a group call (INVITED).
   bool is_from_group;
+  // A `calling_media_state` (MEDIA_STATE). New fields are only ever
+  // added at the end of this struct.
+  uint32_t media_state;
 } calling_event;
 
 // Called for every event, on one of the client's runtime threads. It must

@@ -4,7 +4,7 @@
 use std::ffi::{CString, c_char};
 use std::ptr;
 
-use calling::{EndReason, Event, MediaType, NoAnswer};
+use calling::{CallEvent, EndReason, Event, MediaState, MediaType, NoAnswer};
 
 /// Which event a [`calling_event`] is; the fields it fills are listed per
 /// kind.
@@ -69,6 +69,29 @@ pub enum calling_event_kind {
     /// user's own call, over without a CALL_END) and `call_id` (the call
     /// that goes on, already accepted).
     CALLING_EVENT_GLARE_RESOLVED = 22,
+    /// The media connection with a party changed: `call_id`, `user`,
+    /// `media_state` (a `calling_media_state`). `CALLING_EVENT_USER_ENTER`
+    /// means signaling connected; this says when audio and video can flow.
+    CALLING_EVENT_MEDIA_STATE = 23,
+}
+
+/// The media connection with one party (`CALLING_EVENT_MEDIA_STATE`).
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum calling_media_state {
+    /// Not applicable to this event.
+    CALLING_MEDIA_STATE_NONE = 0,
+    /// Offer, answer and connectivity checks are under way.
+    CALLING_MEDIA_STATE_CONNECTING = 1,
+    /// Audio and video can flow.
+    CALLING_MEDIA_STATE_CONNECTED = 2,
+    /// Connectivity was lost; it may come back.
+    CALLING_MEDIA_STATE_DISCONNECTED = 3,
+    /// Connectivity came back after DISCONNECTED.
+    CALLING_MEDIA_STATE_RESTORED = 4,
+    /// The connection failed for good: no media with this party. The call
+    /// goes on.
+    CALLING_MEDIA_STATE_FAILED = 5,
 }
 
 /// A call's media type, numbered as in TRTCCalling.
@@ -111,8 +134,8 @@ pub enum calling_end_reason {
     CALLING_END_REASON_LOGGED_OUT = 10,
     /// A join by id found no call.
     CALLING_END_REASON_NOT_FOUND = 11,
-    /// Something failed (media, transport).
-    CALLING_END_REASON_ERROR = 12,
+    // 12 was CALLING_END_REASON_ERROR, never sent; media failure is
+    // CALLING_EVENT_MEDIA_STATE with CALLING_MEDIA_STATE_FAILED.
 }
 
 /// Why invitees did not answer (`CALLING_EVENT_NO_RESPONSE`).
@@ -184,6 +207,9 @@ pub struct calling_event {
     pub available: bool,
     /// Whether the call is a group call (INVITED).
     pub is_from_group: bool,
+    /// A `calling_media_state` (MEDIA_STATE). New fields are only ever
+    /// added at the end of this struct.
+    pub media_state: u32,
 }
 
 /// An event and the memory its pointers point into. The `CString` and
@@ -260,8 +286,17 @@ fn end_code(r: EndReason) -> calling_end_reason {
         EndReason::KickedOut => CALLING_END_REASON_KICKED_OUT,
         EndReason::LoggedOut => CALLING_END_REASON_LOGGED_OUT,
         EndReason::NotFound => CALLING_END_REASON_NOT_FOUND,
-        EndReason::Error => CALLING_END_REASON_ERROR,
-        _ => CALLING_END_REASON_NONE,
+    }
+}
+
+fn media_state_code(state: MediaState) -> calling_media_state {
+    use calling_media_state::*;
+    match state {
+        MediaState::Connecting => CALLING_MEDIA_STATE_CONNECTING,
+        MediaState::Connected => CALLING_MEDIA_STATE_CONNECTED,
+        MediaState::Disconnected => CALLING_MEDIA_STATE_DISCONNECTED,
+        MediaState::Restored => CALLING_MEDIA_STATE_RESTORED,
+        MediaState::Failed => CALLING_MEDIA_STATE_FAILED,
     }
 }
 
@@ -298,9 +333,50 @@ impl OwnedEvent {
             volume: 0,
             available: false,
             is_from_group: false,
+            media_state: 0,
         };
         match event {
-            Event::Invited {
+            Event::Call(call) => b.call_event(&mut raw, call),
+            Event::Media {
+                call_id,
+                user,
+                state,
+            } => {
+                raw.kind = CALLING_EVENT_MEDIA_STATE;
+                raw.call_id = b.string(call_id.as_str());
+                raw.user = b.string(user.as_str());
+                raw.media_state = media_state_code(*state) as u32;
+            }
+            Event::KickedOut => raw.kind = CALLING_EVENT_KICKED_OUT,
+            Event::LoginExpired => raw.kind = CALLING_EVENT_LOGIN_EXPIRED,
+            Event::Disconnected => raw.kind = CALLING_EVENT_DISCONNECTED,
+            Event::Reconnected => raw.kind = CALLING_EVENT_RECONNECTED,
+            Event::UserVoiceVolume { user, volume } => {
+                raw.kind = CALLING_EVENT_USER_VOICE_VOLUME;
+                raw.user = b.string(user.as_str());
+                raw.volume = *volume;
+            }
+            Event::Error { code, message } => {
+                raw.kind = CALLING_EVENT_ERROR;
+                raw.code = code.code();
+                raw.message = b.string(message);
+            }
+        }
+        OwnedEvent {
+            raw,
+            _strings: b.strings,
+            _arrays: b.arrays,
+        }
+    }
+}
+
+impl Builder {
+    /// Fills `raw` for a call event.
+    fn call_event(&mut self, raw: &mut calling_event, event: &CallEvent) {
+        use calling_event_kind::*;
+        let b = self;
+        match event {
+            CallEvent::Invited {
                 call_id,
                 invite_id,
                 sponsor,
@@ -328,12 +404,12 @@ impl OwnedEvent {
                 raw.user_data = b.opt_string(user_data.as_deref());
                 raw.timeout_secs = *timeout;
             }
-            Event::Rejected { call_id, user } => {
+            CallEvent::Rejected { call_id, user } => {
                 raw.kind = CALLING_EVENT_REJECTED;
                 raw.call_id = b.string(call_id.as_str());
                 raw.user = b.string(user.as_str());
             }
-            Event::NoResponse {
+            CallEvent::NoResponse {
                 call_id,
                 users,
                 reason,
@@ -346,12 +422,12 @@ impl OwnedEvent {
                     NoAnswer::Offline => calling_no_answer::CALLING_NO_ANSWER_OFFLINE,
                 } as u32;
             }
-            Event::LineBusy { call_id, user } => {
+            CallEvent::LineBusy { call_id, user } => {
                 raw.kind = CALLING_EVENT_LINE_BUSY;
                 raw.call_id = b.string(call_id.as_str());
                 raw.user = b.string(user.as_str());
             }
-            Event::CallingCancel {
+            CallEvent::CallingCancel {
                 call_id,
                 invite_id,
                 user,
@@ -361,22 +437,22 @@ impl OwnedEvent {
                 raw.invite_id = b.string(invite_id.as_str());
                 raw.user = b.string(user.as_str());
             }
-            Event::CallingTimeout { call_id, invite_id } => {
+            CallEvent::CallingTimeout { call_id, invite_id } => {
                 raw.kind = CALLING_EVENT_CALLING_TIMEOUT;
                 raw.call_id = b.string(call_id.as_str());
                 raw.invite_id = b.string(invite_id.as_str());
             }
-            Event::UserEnter { call_id, user } => {
+            CallEvent::UserEnter { call_id, user } => {
                 raw.kind = CALLING_EVENT_USER_ENTER;
                 raw.call_id = b.string(call_id.as_str());
                 raw.user = b.string(user.as_str());
             }
-            Event::UserLeave { call_id, user } => {
+            CallEvent::UserLeave { call_id, user } => {
                 raw.kind = CALLING_EVENT_USER_LEAVE;
                 raw.call_id = b.string(call_id.as_str());
                 raw.user = b.string(user.as_str());
             }
-            Event::CallEnd {
+            CallEvent::CallEnd {
                 call_id,
                 reason,
                 duration,
@@ -386,11 +462,7 @@ impl OwnedEvent {
                 raw.end_reason = end_code(*reason) as u32;
                 raw.duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
             }
-            Event::KickedOut => raw.kind = CALLING_EVENT_KICKED_OUT,
-            Event::LoginExpired => raw.kind = CALLING_EVENT_LOGIN_EXPIRED,
-            Event::Disconnected => raw.kind = CALLING_EVENT_DISCONNECTED,
-            Event::Reconnected => raw.kind = CALLING_EVENT_RECONNECTED,
-            Event::UserVideoAvailable {
+            CallEvent::UserVideoAvailable {
                 call_id,
                 user,
                 available,
@@ -400,7 +472,7 @@ impl OwnedEvent {
                 raw.user = b.string(user.as_str());
                 raw.available = *available;
             }
-            Event::UserAudioAvailable {
+            CallEvent::UserAudioAvailable {
                 call_id,
                 user,
                 available,
@@ -410,17 +482,7 @@ impl OwnedEvent {
                 raw.user = b.string(user.as_str());
                 raw.available = *available;
             }
-            Event::UserVoiceVolume { user, volume } => {
-                raw.kind = CALLING_EVENT_USER_VOICE_VOLUME;
-                raw.user = b.string(user.as_str());
-                raw.volume = *volume;
-            }
-            Event::Error { code, message } => {
-                raw.kind = CALLING_EVENT_ERROR;
-                raw.code = *code;
-                raw.message = b.string(message);
-            }
-            Event::MediaTypeChanged {
+            CallEvent::MediaTypeChanged {
                 call_id,
                 user,
                 from,
@@ -432,7 +494,7 @@ impl OwnedEvent {
                 raw.from_media_type = media_code(*from);
                 raw.media_type = media_code(*to);
             }
-            Event::MediaTypeSwitchRequested {
+            CallEvent::MediaTypeSwitchRequested {
                 call_id,
                 user,
                 request_id,
@@ -444,29 +506,21 @@ impl OwnedEvent {
                 raw.request_id = *request_id;
                 raw.media_type = media_code(*to);
             }
-            Event::MediaTypeSwitchRefused { call_id, users } => {
+            CallEvent::MediaTypeSwitchRefused { call_id, users } => {
                 raw.kind = CALLING_EVENT_MEDIA_TYPE_SWITCH_REFUSED;
                 raw.call_id = b.string(call_id.as_str());
                 (raw.users, raw.users_len) = b.list(users.iter().map(|u| u.as_str()));
             }
-            Event::InviteeListUpdated { call_id, invitees } => {
+            CallEvent::InviteeListUpdated { call_id, invitees } => {
                 raw.kind = CALLING_EVENT_INVITEE_LIST_UPDATED;
                 raw.call_id = b.string(call_id.as_str());
                 (raw.users, raw.users_len) = b.list(invitees.iter().map(|u| u.as_str()));
             }
-            Event::GlareResolved { abandoned, call_id } => {
+            CallEvent::GlareResolved { abandoned, call_id } => {
                 raw.kind = CALLING_EVENT_GLARE_RESOLVED;
                 raw.abandoned_call_id = b.string(abandoned.as_str());
                 raw.call_id = b.string(call_id.as_str());
             }
-            other => {
-                tracing::debug!(event = ?other, "event unknown to the C API");
-            }
-        }
-        OwnedEvent {
-            raw,
-            _strings: b.strings,
-            _arrays: b.arrays,
         }
     }
 }
@@ -521,11 +575,11 @@ mod tests {
 
     #[test]
     fn call_end_maps_every_field() {
-        let e = OwnedEvent::new(&Event::CallEnd {
+        let e = OwnedEvent::new(&Event::Call(CallEvent::CallEnd {
             call_id: CallId::new("c-1").unwrap(),
             reason: EndReason::LineBusy,
             duration: Duration::from_millis(1500),
-        });
+        }));
         assert_eq!(e.raw.kind, calling_event_kind::CALLING_EVENT_CALL_END);
         assert_eq!(text(e.raw.call_id), "c-1");
         assert_eq!(
@@ -538,11 +592,11 @@ mod tests {
 
     #[test]
     fn lists_survive_a_move_into_a_box() {
-        let e = OwnedEvent::new(&Event::NoResponse {
+        let e = OwnedEvent::new(&Event::Call(CallEvent::NoResponse {
             call_id: CallId::new("c").unwrap(),
             users: vec![UserId::new("bob").unwrap(), UserId::new("carol").unwrap()],
             reason: NoAnswer::Offline,
-        });
+        }));
         let p = PolledEvent::into_raw(e);
         // SAFETY: just created, freed below.
         let ev = unsafe { &*p };
@@ -583,7 +637,7 @@ mod tests {
         let invite = || InviteId::new("inv-1").unwrap();
         let u = |s: &str| UserId::new(s).unwrap();
 
-        let o = OwnedEvent::new(&Event::Invited {
+        let o = OwnedEvent::new(&Event::Call(CallEvent::Invited {
             call_id: call(),
             invite_id: invite(),
             sponsor: u("alice"),
@@ -596,7 +650,7 @@ mod tests {
             room_id: calling_core::RoomId::new(42).unwrap(),
             user_data: Some("hello".into()),
             timeout: 30,
-        });
+        }));
         let e = o.raw;
         assert_eq!(e.kind, CALLING_EVENT_INVITED);
         assert_eq!(text(e.call_id), "call-1");
@@ -617,56 +671,56 @@ mod tests {
 
         let cases: Vec<(Event, calling_event_kind, Option<&str>, Option<&str>)> = vec![
             (
-                Event::Rejected {
+                Event::Call(CallEvent::Rejected {
                     call_id: call(),
                     user: u("bob"),
-                },
+                }),
                 CALLING_EVENT_REJECTED,
                 Some("bob"),
                 None,
             ),
             (
-                Event::LineBusy {
+                Event::Call(CallEvent::LineBusy {
                     call_id: call(),
                     user: u("bob"),
-                },
+                }),
                 CALLING_EVENT_LINE_BUSY,
                 Some("bob"),
                 None,
             ),
             (
-                Event::CallingCancel {
+                Event::Call(CallEvent::CallingCancel {
                     call_id: call(),
                     invite_id: invite(),
                     user: u("al"),
-                },
+                }),
                 CALLING_EVENT_CALLING_CANCEL,
                 Some("al"),
                 Some("inv-1"),
             ),
             (
-                Event::CallingTimeout {
+                Event::Call(CallEvent::CallingTimeout {
                     call_id: call(),
                     invite_id: invite(),
-                },
+                }),
                 CALLING_EVENT_CALLING_TIMEOUT,
                 None,
                 Some("inv-1"),
             ),
             (
-                Event::UserEnter {
+                Event::Call(CallEvent::UserEnter {
                     call_id: call(),
                     user: u("x"),
-                },
+                }),
                 CALLING_EVENT_USER_ENTER,
                 Some("x"),
                 None,
             ),
             (
-                Event::UserLeave {
+                Event::Call(CallEvent::UserLeave {
                     call_id: call(),
                     user: u("y"),
-                },
+                }),
                 CALLING_EVENT_USER_LEAVE,
                 Some("y"),
                 None,
@@ -676,21 +730,21 @@ mod tests {
             (Event::Disconnected, CALLING_EVENT_DISCONNECTED, None, None),
             (Event::Reconnected, CALLING_EVENT_RECONNECTED, None, None),
             (
-                Event::UserVideoAvailable {
+                Event::Call(CallEvent::UserVideoAvailable {
                     call_id: call(),
                     user: u("v"),
                     available: true,
-                },
+                }),
                 CALLING_EVENT_USER_VIDEO_AVAILABLE,
                 Some("v"),
                 None,
             ),
             (
-                Event::UserAudioAvailable {
+                Event::Call(CallEvent::UserAudioAvailable {
                     call_id: call(),
                     user: u("a"),
                     available: true,
-                },
+                }),
                 CALLING_EVENT_USER_AUDIO_AVAILABLE,
                 Some("a"),
                 None,
@@ -725,46 +779,46 @@ mod tests {
             (CALLING_EVENT_USER_VOICE_VOLUME, 73, "v")
         );
 
-        let o = OwnedEvent::new(&Event::MediaTypeChanged {
+        let o = OwnedEvent::new(&Event::Call(CallEvent::MediaTypeChanged {
             call_id: call(),
             user: u("m"),
             from: MediaType::Audio,
             to: MediaType::Video,
-        });
+        }));
         let e = o.raw;
         assert_eq!(e.kind, CALLING_EVENT_MEDIA_TYPE_CHANGED);
         assert_eq!((e.from_media_type, e.media_type), (1, 2));
 
-        let o = OwnedEvent::new(&Event::MediaTypeSwitchRequested {
+        let o = OwnedEvent::new(&Event::Call(CallEvent::MediaTypeSwitchRequested {
             call_id: call(),
             user: u("m"),
             request_id: 9,
             to: MediaType::Video,
-        });
+        }));
         let e = o.raw;
         assert_eq!(e.kind, CALLING_EVENT_MEDIA_TYPE_SWITCH_REQUESTED);
         assert_eq!((e.request_id, e.media_type), (9, 2));
 
-        let o = OwnedEvent::new(&Event::MediaTypeSwitchRefused {
+        let o = OwnedEvent::new(&Event::Call(CallEvent::MediaTypeSwitchRefused {
             call_id: call(),
             users: vec![u("r")],
-        });
+        }));
         let e = o.raw;
         assert_eq!(e.kind, CALLING_EVENT_MEDIA_TYPE_SWITCH_REFUSED);
         assert_eq!(list(e.users, e.users_len), ["r"]);
 
-        let o = OwnedEvent::new(&Event::InviteeListUpdated {
+        let o = OwnedEvent::new(&Event::Call(CallEvent::InviteeListUpdated {
             call_id: call(),
             invitees: vec![],
-        });
+        }));
         let e = o.raw;
         assert_eq!(e.kind, CALLING_EVENT_INVITEE_LIST_UPDATED);
         assert_eq!(e.users_len, 0);
 
-        let o = OwnedEvent::new(&Event::GlareResolved {
+        let o = OwnedEvent::new(&Event::Call(CallEvent::GlareResolved {
             abandoned: CallId::new("old").unwrap(),
             call_id: call(),
-        });
+        }));
         let e = o.raw;
         assert_eq!(e.kind, CALLING_EVENT_GLARE_RESOLVED);
         assert_eq!(
@@ -772,11 +826,11 @@ mod tests {
             ("old", "call-1")
         );
 
-        let o = OwnedEvent::new(&Event::NoResponse {
+        let o = OwnedEvent::new(&Event::Call(CallEvent::NoResponse {
             call_id: call(),
             users: vec![u("n")],
             reason: NoAnswer::Timeout,
-        });
+        }));
         let e = o.raw;
         assert_eq!(e.kind, CALLING_EVENT_NO_RESPONSE);
         assert_eq!(
@@ -788,10 +842,10 @@ mod tests {
     #[test]
     fn a_nul_in_free_text_is_cut_not_lost() {
         let e = OwnedEvent::new(&Event::Error {
-            code: 7,
+            code: calling::ErrorCode::AudioSource,
             message: "bad\0tail".into(),
         });
         assert_eq!(text(e.raw.message), "bad");
-        assert_eq!(e.raw.code, 7);
+        assert_eq!(e.raw.code, 2002);
     }
 }

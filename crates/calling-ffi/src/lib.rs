@@ -43,8 +43,8 @@ use std::ffi::{CString, c_char};
 
 pub use client::*;
 pub use event::{
-    calling_end_reason, calling_event, calling_event_free, calling_event_kind, calling_media_type,
-    calling_no_answer,
+    calling_end_reason, calling_event, calling_event_free, calling_event_kind, calling_media_state,
+    calling_media_type, calling_no_answer,
 };
 pub use result::{calling_result, calling_result_text};
 

@@ -1,95 +1,21 @@
-//! The [`Calling`] handle and its configuration.
+//! The [`Calling`] handle: TRTCCalling's methods, each one operation run by
+//! the client's driver.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use calling_core::{CallId, CallOptions, Event, InviteId, MediaType, UserId};
-use calling_media::{FrameSink, MediaConfig, PeerStats, VideoQuality};
+use calling_core::{CallId, CallMachine, CallOptions, CallSnapshot, InviteId, MediaType, UserId};
+use calling_media::{FrameSink, PeerStats, VideoQuality};
 use calling_signal::{Transport, WsConfig, WsTransport};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::driver::{Command, Driver};
+use crate::config::{CallingConfig, VideoInput};
+use crate::driver::{BoxFuture, Driver, Job};
 use crate::error::CallingError;
+use crate::event::Event;
 
-/// What feeds the microphone track, re-created for every call.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum AudioInput {
-    /// A generated sine tone (Opus), so the other end hears something.
-    Tone {
-        /// Frequency in hertz.
-        frequency_hz: f32,
-        /// Peak amplitude, 0.0 to 1.0 of full scale.
-        amplitude: f32,
-    },
-    /// An Ogg/Opus file.
-    OggFile {
-        /// The file.
-        path: PathBuf,
-        /// Start again at the end.
-        looped: bool,
-    },
-}
-
-impl Default for AudioInput {
-    fn default() -> Self {
-        AudioInput::Tone {
-            frequency_hz: 440.0,
-            amplitude: 0.3,
-        }
-    }
-}
-
-/// What feeds the camera track, re-created for every video call.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum VideoInput {
-    /// A moving test pattern encoded as H.264.
-    TestPattern,
-    /// An H.264 Annex B file.
-    H264File {
-        /// The file.
-        path: PathBuf,
-        /// Frames per second.
-        fps: u32,
-        /// Start again at the end.
-        looped: bool,
-    },
-}
-
-/// How a [`Calling`] client behaves. [`CallingConfig::default`] matches
-/// TRTCCalling's defaults.
-#[derive(Debug, Clone)]
-pub struct CallingConfig {
-    /// Call rules: ringing grace, join timeout, participant limit.
-    pub core: calling_core::Config,
-    /// Media engine settings (bind addresses, ICE tuning, codec, quality).
-    /// `local_user` is filled in at login.
-    pub media: MediaConfig,
-    /// The microphone source used in calls.
-    pub audio: AudioInput,
-    /// The camera source used in video calls (`None`: camera closed).
-    pub video: Option<VideoInput>,
-    /// How many events may wait for the app before voice-volume events are
-    /// dropped (call events are never dropped).
-    pub event_capacity: usize,
-}
-
-impl Default for CallingConfig {
-    fn default() -> Self {
-        Self {
-            core: calling_core::Config::default(),
-            media: MediaConfig::default(),
-            audio: AudioInput::default(),
-            video: Some(VideoInput::TestPattern),
-            event_capacity: 1024,
-        }
-    }
-}
-
-/// The events of a logged-in client, in order: call events, session events
-/// and voice volumes, all as [`Event`].
+/// The events of a logged-in client, in order: call events, media states,
+/// session events and voice volumes, all as [`Event`].
 #[derive(Debug)]
 pub struct Events {
     rx: mpsc::Receiver<Event>,
@@ -117,7 +43,7 @@ impl Events {
 #[derive(Debug, Clone)]
 pub struct Calling {
     user: UserId,
-    tx: mpsc::Sender<Command>,
+    jobs: mpsc::Sender<Job>,
 }
 
 impl Calling {
@@ -153,11 +79,11 @@ impl Calling {
         config: CallingConfig,
     ) -> Result<(Calling, Events), CallingError> {
         let inbound = transport.take_events().ok_or(CallingError::NotLoggedIn)?;
-        let (tx, rx) = mpsc::channel(64);
+        let (jobs, rx) = mpsc::channel(64);
         let (event_tx, event_rx) = mpsc::channel(config.event_capacity.max(16));
         let driver = Driver::new(user.clone(), transport, inbound, config, event_tx);
         tokio::spawn(driver.run(rx));
-        Ok((Calling { user, tx }, Events { rx: event_rx }))
+        Ok((Calling { user, jobs }, Events { rx: event_rx }))
     }
 
     /// The logged-in user.
@@ -165,20 +91,45 @@ impl Calling {
         &self.user
     }
 
-    async fn ask<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, CallingError>>) -> Command,
-    ) -> Result<T, CallingError> {
+    /// Runs `op` on the driver in its turn and returns its result.
+    async fn run<T, F>(&self, op: F) -> Result<T, CallingError>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(&'a mut Driver) -> BoxFuture<'a, Result<T, CallingError>>
+            + Send
+            + 'static,
+    {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(make(reply))
+        let job: Job = Box::new(move |driver| {
+            Box::pin(async move {
+                // The caller may have stopped waiting: nothing to tell then.
+                let _ = reply.send(op(driver).await);
+            })
+        });
+        self.jobs
+            .send(job)
             .await
             .map_err(|_| CallingError::NotLoggedIn)?;
         rx.await.map_err(|_| CallingError::NotLoggedIn)?
     }
 
+    /// Runs `op` on the call rules, then lets the driver carry out what
+    /// they asked for.
+    async fn rules<T, E>(
+        &self,
+        op: impl FnOnce(&mut CallMachine, std::time::Instant) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, CallingError>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        CallingError: From<E>,
+    {
+        self.run(move |d| Box::pin(d.rules(op))).await
+    }
+
     /// Calls one user (TRTCCalling `call`): audio or video, ringing for
-    /// `timeout` (0: until answered). Returns the call id.
+    /// `timeout` (zero: until answered; otherwise rounded up to whole
+    /// seconds, the unit of the wire). Returns the call id.
     pub async fn call(
         &self,
         user: &str,
@@ -187,39 +138,34 @@ impl Calling {
     ) -> Result<CallId, CallingError> {
         let user = UserId::new(user)?;
         let options = CallOptions {
-            timeout: secs(timeout),
+            timeout: ring_secs(timeout),
             ..CallOptions::default()
         };
-        self.ask(|reply| Command::Call {
-            users: vec![user],
-            media_type,
-            options,
-            group: false,
-            reply,
-        })
-        .await
+        self.rules(move |m, now| m.call_user(now, user, media_type, options))
+            .await
     }
 
-    /// Calls with full options (user data, group id) (TUICallKit `calls`).
+    /// Calls with full options (user data, group id) (TUICallKit `calls`):
+    /// a group call unless exactly one user is given and no group id.
     pub async fn call_with(
         &self,
         users: &[&str],
         media_type: MediaType,
         options: CallOptions,
     ) -> Result<CallId, CallingError> {
-        let users = parse_users(users)?;
-        let group = users.len() != 1 || options.group_id.is_some();
-        self.ask(|reply| Command::Call {
-            users,
-            media_type,
-            options,
-            group,
-            reply,
-        })
-        .await
+        let mut users = parse_users(users)?;
+        if users.len() == 1 && options.group_id.is_none() {
+            let user = users.remove(0);
+            self.rules(move |m, now| m.call_user(now, user, media_type, options))
+                .await
+        } else {
+            self.rules(move |m, now| m.group_call(now, users, media_type, options))
+                .await
+        }
     }
 
-    /// Calls several users at once (TRTCCalling `groupCall`).
+    /// Calls several users at once (TRTCCalling `groupCall`); `timeout` as
+    /// for [`call`](Self::call).
     pub async fn group_call(
         &self,
         users: &[&str],
@@ -228,118 +174,119 @@ impl Calling {
     ) -> Result<CallId, CallingError> {
         let users = parse_users(users)?;
         let options = CallOptions {
-            timeout: secs(timeout),
+            timeout: ring_secs(timeout),
             ..CallOptions::default()
         };
-        self.ask(|reply| Command::Call {
-            users,
-            media_type,
-            options,
-            group: true,
-            reply,
-        })
-        .await
+        self.rules(move |m, now| m.group_call(now, users, media_type, options))
+            .await
     }
 
     /// Accepts the ringing invite (TRTCCalling `accept`).
     pub async fn accept(&self, invite_id: &InviteId) -> Result<(), CallingError> {
         let invite_id = invite_id.clone();
-        self.ask(|reply| Command::Accept { invite_id, reply }).await
+        self.rules(move |m, now| m.accept(now, &invite_id)).await
     }
 
     /// Declines the ringing invite (TRTCCalling `reject`).
     pub async fn reject(&self, invite_id: &InviteId) -> Result<(), CallingError> {
         let invite_id = invite_id.clone();
-        self.ask(|reply| Command::Reject { invite_id, reply }).await
+        self.rules(move |m, now| m.reject(now, &invite_id)).await
     }
 
     /// Stops ringing without answering (TUICallKit `ignore`).
     pub async fn ignore(&self, invite_id: &InviteId) -> Result<(), CallingError> {
         let invite_id = invite_id.clone();
-        self.ask(|reply| Command::Ignore { invite_id, reply }).await
+        self.rules(move |m, now| m.ignore(now, &invite_id)).await
     }
 
     /// Leaves the call, or cancels it if nobody answered yet (TRTCCalling
     /// `hangup`). Does nothing when there is no call.
     pub async fn hangup(&self) -> Result<(), CallingError> {
-        self.ask(|reply| Command::Hangup { reply }).await
+        self.rules(|m, now| {
+            m.hangup(now);
+            Ok::<_, CallingError>(())
+        })
+        .await
     }
 
-    /// Invites more users into the running call (TUICallKit `inviteUser`).
+    /// Invites more users into the running call (TUICallKit `inviteUser`);
+    /// `timeout` as for [`call`](Self::call).
     pub async fn invite(
         &self,
         users: &[&str],
         timeout: Duration,
     ) -> Result<InviteId, CallingError> {
         let users = parse_users(users)?;
-        let timeout = secs(timeout);
-        self.ask(|reply| Command::Invite {
-            users,
-            timeout,
-            reply,
-        })
-        .await
+        let timeout = ring_secs(timeout);
+        self.rules(move |m, now| m.invite(now, users, timeout))
+            .await
     }
 
     /// Joins a running group call by its id (TUICallKit `joinInGroupCall`):
     /// the members are found through the server room named by the call id.
     pub async fn join(&self, call_id: &str) -> Result<(), CallingError> {
         let call_id = CallId::new(call_id)?;
-        self.ask(|reply| Command::Join { call_id, reply }).await
+        self.run(move |d| Box::pin(d.join(call_id))).await
     }
 
     /// Switches the call between audio and video (TUICallKit
     /// `switchCallMediaType`); to video asks the others first.
     pub async fn switch_media_type(&self, to: MediaType) -> Result<(), CallingError> {
-        self.ask(|reply| Command::Switch { to, reply }).await
+        self.rules(move |m, now| m.switch_media_type(now, to)).await
     }
 
-    /// Answers a [`Event::MediaTypeSwitchRequested`].
+    /// Answers a [`calling_core::Event::MediaTypeSwitchRequested`].
     pub async fn answer_media_switch(
         &self,
         request_id: u32,
         accept: bool,
     ) -> Result<(), CallingError> {
-        self.ask(|reply| Command::AnswerSwitch {
-            request_id,
-            accept,
-            reply,
-        })
-        .await
+        self.rules(move |m, now| m.answer_media_switch(now, request_id, accept))
+            .await
     }
 
     /// Mutes or unmutes the microphone (TRTCCalling `setMicMute`); the
     /// others see `UserAudioAvailable`.
     pub async fn set_mic_mute(&self, muted: bool) -> Result<(), CallingError> {
-        self.ask(|reply| Command::MicMute { muted, reply }).await
+        self.run(move |d| {
+            Box::pin(async move {
+                d.set_mic_mute(muted).await;
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// Hands-free: `true` mutes all remote audio (remote audio frames stop
     /// reaching the frame sink; voice volumes keep coming), `false` plays it
     /// again. Kept across calls.
     pub async fn set_hands_free(&self, on: bool) -> Result<(), CallingError> {
-        self.ask(|reply| Command::HandsFree { on, reply }).await
-    }
-
-    /// Opens the camera with `input` (TRTCCalling `openCamera`); the others
-    /// see `UserVideoAvailable`.
-    pub async fn open_camera(&self, input: VideoInput) -> Result<(), CallingError> {
-        self.ask(|reply| Command::Camera {
-            input: Some(input),
-            reply,
+        self.run(move |d| {
+            d.set_hands_free(on);
+            Box::pin(async { Ok(()) })
         })
         .await
     }
 
+    /// Opens the camera with `input` (TRTCCalling `openCamera`); the others
+    /// see `UserVideoAvailable`. In a call, a source that cannot start (a
+    /// missing file) is an error and the others see the video unavailable.
+    pub async fn open_camera(&self, input: VideoInput) -> Result<(), CallingError> {
+        self.run(move |d| Box::pin(d.set_camera(Some(input)))).await
+    }
+
     /// Closes the camera (TRTCCalling `closeCamera`).
     pub async fn close_camera(&self) -> Result<(), CallingError> {
-        self.ask(|reply| Command::Camera { input: None, reply })
-            .await
+        self.run(move |d| Box::pin(d.set_camera(None))).await
     }
 
     /// Sets the video profile (TRTCCalling `setVideoQuality`).
     pub async fn set_video_quality(&self, quality: VideoQuality) -> Result<(), CallingError> {
-        self.ask(|reply| Command::Quality { quality, reply }).await
+        self.run(move |d| {
+            d.set_video_quality(quality);
+            Box::pin(async { Ok(()) })
+        })
+        .await
     }
 
     /// Where remote frames go, per user (TRTCCalling `startRemoteView`):
@@ -348,7 +295,11 @@ impl Calling {
         &self,
         sink: Option<Arc<dyn FrameSink>>,
     ) -> Result<(), CallingError> {
-        self.ask(|reply| Command::Sink { sink, reply }).await
+        self.run(move |d| {
+            d.set_frame_sink(sink);
+            Box::pin(async { Ok(()) })
+        })
+        .await
     }
 
     /// Where the local user's own outgoing frames also go (TRTCCalling
@@ -358,23 +309,45 @@ impl Calling {
         &self,
         sink: Option<Arc<dyn FrameSink>>,
     ) -> Result<(), CallingError> {
-        self.ask(|reply| Command::LocalSink { sink, reply }).await
+        self.run(move |d| {
+            d.set_local_sink(sink);
+            Box::pin(async { Ok(()) })
+        })
+        .await
     }
 
     /// Per-peer media figures of the current call (empty outside a call).
     pub async fn stats(&self) -> Result<Vec<PeerStats>, CallingError> {
-        self.ask(|reply| Command::Stats { reply }).await
+        self.run(|d| {
+            Box::pin(async move {
+                Ok(match d.media_session() {
+                    Some(session) => session.stats().await,
+                    None => Vec::new(),
+                })
+            })
+        })
+        .await
     }
 
     /// The current call, if any.
-    pub async fn current_call(&self) -> Result<Option<calling_core::CallSnapshot>, CallingError> {
-        self.ask(|reply| Command::Snapshot { reply }).await
+    pub async fn current_call(&self) -> Result<Option<CallSnapshot>, CallingError> {
+        self.run(|d| {
+            let call = d.machine.call();
+            Box::pin(async move { Ok(call) })
+        })
+        .await
     }
 
     /// Logs out (TRTCCalling `logout`): a call in progress ends with
     /// `CallEnd { reason: LoggedOut }` and the peers see this user leave.
     pub async fn logout(&self) -> Result<(), CallingError> {
-        self.ask(|reply| Command::Logout { reply }).await
+        self.run(|d| {
+            Box::pin(async move {
+                d.stop(calling_core::ResetReason::Logout).await;
+                Ok(())
+            })
+        })
+        .await
     }
 }
 
@@ -385,6 +358,25 @@ fn parse_users(users: &[&str]) -> Result<Vec<UserId>, CallingError> {
         .collect()
 }
 
-fn secs(d: Duration) -> u32 {
-    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
+/// A ringing time as the wire carries it, in whole seconds: rounded up, so
+/// that a short timeout never becomes 0 ("ring until answered").
+fn ring_secs(d: Duration) -> u32 {
+    let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
+    u32::try_from(secs).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ringing_times_round_up_to_whole_seconds() {
+        assert_eq!(ring_secs(Duration::ZERO), 0);
+        assert_eq!(ring_secs(Duration::from_millis(1)), 1);
+        assert_eq!(ring_secs(Duration::from_millis(500)), 1);
+        assert_eq!(ring_secs(Duration::from_secs(1)), 1);
+        assert_eq!(ring_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(ring_secs(Duration::from_secs(30)), 30);
+        assert_eq!(ring_secs(Duration::MAX), u32::MAX);
+    }
 }

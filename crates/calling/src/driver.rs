@@ -1,105 +1,35 @@
 //! The client's actor: one task owns the call machine, the transport and the
-//! media session, and handles app commands, network input, media events and
-//! timers strictly one at a time.
+//! media session, and handles app operations, network input, media events
+//! and timers strictly one at a time.
+//!
+//! An app operation is a [`Job`]: a closure the [`crate::Calling`] handle
+//! sends, which the driver runs on itself in its turn. Each operation is
+//! written once, as a driver method; there is no command enum restating it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use calling_core::{
-    CallId, CallMachine, CallOptions, CallSnapshot, Event, InviteId, MediaInstruction, MediaType,
-    Output, ResetReason, UserId,
-};
+use calling_core::{CallId, CallMachine, MediaInstruction, MediaType, Output, ResetReason, UserId};
 use calling_media::{
-    AudioSource, FrameSink, MediaEvent, MediaSession, PeerStats, VideoQuality, VideoSource,
+    AudioSource, FrameSink, MediaEvent, MediaSession, PeerState, VideoQuality, VideoSource,
 };
 use calling_signal::{MessageId, Transport, TransportEvent};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::client::{AudioInput, CallingConfig, VideoInput};
+use crate::config::{AudioInput, CallingConfig, VideoInput};
 use crate::error::CallingError;
+use crate::event::{ErrorCode, Event, MediaState};
 use crate::wire::{self, Inbound};
 
-type Reply<T> = oneshot::Sender<Result<T, CallingError>>;
+/// A boxed future borrowing the driver.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// An app command, with where to send its result.
-pub(crate) enum Command {
-    Call {
-        users: Vec<UserId>,
-        media_type: MediaType,
-        options: CallOptions,
-        group: bool,
-        reply: Reply<CallId>,
-    },
-    Accept {
-        invite_id: InviteId,
-        reply: Reply<()>,
-    },
-    Reject {
-        invite_id: InviteId,
-        reply: Reply<()>,
-    },
-    Ignore {
-        invite_id: InviteId,
-        reply: Reply<()>,
-    },
-    Hangup {
-        reply: Reply<()>,
-    },
-    Invite {
-        users: Vec<UserId>,
-        timeout: u32,
-        reply: Reply<InviteId>,
-    },
-    Join {
-        call_id: CallId,
-        reply: Reply<()>,
-    },
-    Switch {
-        to: MediaType,
-        reply: Reply<()>,
-    },
-    AnswerSwitch {
-        request_id: u32,
-        accept: bool,
-        reply: Reply<()>,
-    },
-    MicMute {
-        muted: bool,
-        reply: Reply<()>,
-    },
-    HandsFree {
-        on: bool,
-        reply: Reply<()>,
-    },
-    Camera {
-        input: Option<VideoInput>,
-        reply: Reply<()>,
-    },
-    Quality {
-        quality: VideoQuality,
-        reply: Reply<()>,
-    },
-    Sink {
-        sink: Option<Arc<dyn FrameSink>>,
-        reply: Reply<()>,
-    },
-    LocalSink {
-        sink: Option<Arc<dyn FrameSink>>,
-        reply: Reply<()>,
-    },
-    Stats {
-        reply: Reply<Vec<PeerStats>>,
-    },
-    Snapshot {
-        reply: Reply<Option<CallSnapshot>>,
-    },
-    Logout {
-        reply: Reply<()>,
-    },
-}
+/// One operation of the app on the client, run by the driver in its turn.
+pub(crate) type Job = Box<dyn for<'a> FnOnce(&'a mut Driver) -> BoxFuture<'a, ()> + Send>;
 
 /// The media of the current call.
 struct Media {
@@ -107,6 +37,8 @@ struct Media {
     session: MediaSession,
     events: mpsc::UnboundedReceiver<MediaEvent>,
     media_type: MediaType,
+    /// The last [`MediaState`] reported per party.
+    states: HashMap<UserId, MediaState>,
 }
 
 /// Which call each sent message belonged to, so an "undeliverable" answer
@@ -134,9 +66,27 @@ impl SentLog {
     }
 }
 
+/// The local media settings, kept across calls.
+struct Local {
+    mic_muted: bool,
+    hands_free: bool,
+    quality: VideoQuality,
+    sink: Option<Arc<dyn FrameSink>>,
+    local_sink: Option<Arc<dyn FrameSink>>,
+    /// Whether the microphone source of the current call is running.
+    audio_ok: bool,
+    /// Whether the camera source of the current call is running (or not
+    /// needed).
+    video_ok: bool,
+    /// Audio and video availability as last given to the call rules (which
+    /// start with both on).
+    announced: (bool, bool),
+}
+
 pub(crate) struct Driver {
     user: UserId,
-    machine: CallMachine,
+    /// The call rules; operations run on it directly.
+    pub(crate) machine: CallMachine,
     transport: Arc<dyn Transport>,
     inbound: mpsc::Receiver<TransportEvent>,
     config: CallingConfig,
@@ -144,11 +94,7 @@ pub(crate) struct Driver {
     media: Option<Media>,
     room: Option<CallId>,
     sent: SentLog,
-    mic_muted: bool,
-    hands_free: bool,
-    quality: VideoQuality,
-    sink: Option<Arc<dyn FrameSink>>,
-    local_sink: Option<Arc<dyn FrameSink>>,
+    local: Local,
     /// Set when the transport is gone for good: the driver stops.
     closed: bool,
 }
@@ -169,7 +115,16 @@ impl Driver {
             .unwrap_or(1);
         let machine = CallMachine::new(user.clone(), config.core.clone(), rand::random())
             .with_party_base(base);
-        let quality = config.media.video_quality;
+        let local = Local {
+            mic_muted: false,
+            hands_free: false,
+            quality: config.media.video_quality,
+            sink: None,
+            local_sink: None,
+            audio_ok: true,
+            video_ok: true,
+            announced: (true, true),
+        };
         Self {
             user,
             machine,
@@ -182,38 +137,37 @@ impl Driver {
             sent: SentLog {
                 entries: VecDeque::new(),
             },
-            mic_muted: false,
-            hands_free: false,
-            quality,
-            sink: None,
-            local_sink: None,
+            local,
             closed: false,
         }
     }
 
-    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    /// The time on the client's clock.
+    pub(crate) fn now(&self) -> Instant {
+        self.config.clock.now()
+    }
+
+    pub(crate) async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
         info!(user = %self.user, "calling client started");
+        // The call rules start with audio and video on: tell them the truth
+        // (e.g. the camera is closed) before the first call.
+        self.announce_media();
         while !self.closed {
             let deadline = self.machine.poll_timeout();
             tokio::select! {
-                cmd = commands.recv() => match cmd {
-                    Some(cmd) => self.on_command(cmd).await,
-                    None => {
-                        // Every handle dropped: leave like a logout.
-                        self.logout().await;
-                    }
+                job = jobs.recv() => match job {
+                    Some(job) => job(&mut self).await,
+                    // Every handle dropped: leave like a logout.
+                    None => self.stop(ResetReason::Logout).await,
                 },
                 ev = self.inbound.recv() => match ev {
                     Some(ev) => self.on_transport(ev).await,
-                    None => {
-                        self.machine.reset(Instant::now(), ResetReason::Logout);
-                        self.drain().await;
-                        self.closed = true;
-                    }
+                    None => self.stop(ResetReason::Logout).await,
                 },
                 Some(ev) = next_media_event(&mut self.media) => self.on_media(ev).await,
                 () = sleep_until(deadline) => {
-                    self.machine.handle_timeout(Instant::now());
+                    let now = self.now();
+                    self.machine.handle_timeout(now);
                     self.drain().await;
                 }
             }
@@ -223,142 +177,42 @@ impl Driver {
         info!(user = %self.user, "calling client stopped");
     }
 
-    async fn on_command(&mut self, cmd: Command) {
-        let now = Instant::now();
-        match cmd {
-            Command::Call {
-                users,
-                media_type,
-                options,
-                group,
-                reply,
-            } => {
-                let r = if group {
-                    self.machine.group_call(now, users, media_type, options)
-                } else {
-                    let user = users.into_iter().next();
-                    match user {
-                        Some(u) => self.machine.call_user(now, u, media_type, options),
-                        None => Err(calling_core::CallError::NoInvitees),
-                    }
-                };
-                self.drain().await;
-                let _ = reply.send(r.map_err(Into::into));
-            }
-            Command::Accept { invite_id, reply } => {
-                let r = self.machine.accept(now, &invite_id);
-                self.drain().await;
-                let _ = reply.send(r.map_err(Into::into));
-            }
-            Command::Reject { invite_id, reply } => {
-                let r = self.machine.reject(now, &invite_id);
-                self.drain().await;
-                let _ = reply.send(r.map_err(Into::into));
-            }
-            Command::Ignore { invite_id, reply } => {
-                let r = self.machine.ignore(now, &invite_id);
-                self.drain().await;
-                let _ = reply.send(r.map_err(Into::into));
-            }
-            Command::Hangup { reply } => {
-                self.machine.hangup(now);
-                self.drain().await;
-                let _ = reply.send(Ok(()));
-            }
-            Command::Invite {
-                users,
-                timeout,
-                reply,
-            } => {
-                let r = self.machine.invite(now, users, timeout);
-                self.drain().await;
-                let _ = reply.send(r.map_err(Into::into));
-            }
-            Command::Join { call_id, reply } => {
-                let r = self.join(call_id).await;
-                let _ = reply.send(r);
-            }
-            Command::Switch { to, reply } => {
-                let r = self.machine.switch_media_type(now, to);
-                self.drain().await;
-                let _ = reply.send(r.map_err(Into::into));
-            }
-            Command::AnswerSwitch {
-                request_id,
-                accept,
-                reply,
-            } => {
-                let r = self.machine.answer_media_switch(now, request_id, accept);
-                self.drain().await;
-                let _ = reply.send(r.map_err(Into::into));
-            }
-            Command::MicMute { muted, reply } => {
-                self.mic_muted = muted;
-                if let Some(m) = &self.media {
-                    m.session.set_mic_mute(muted);
-                }
-                self.machine.set_audio_available(now, !muted);
-                self.drain().await;
-                let _ = reply.send(Ok(()));
-            }
-            Command::HandsFree { on, reply } => {
-                self.hands_free = on;
-                if let Some(m) = &self.media {
-                    m.session.set_hands_free(on);
-                }
-                let _ = reply.send(Ok(()));
-            }
-            Command::Camera { input, reply } => {
-                let on = input.is_some();
-                self.config.video = input;
-                let r = self.apply_video_source();
-                self.machine.set_video_available(now, on);
-                self.drain().await;
-                let _ = reply.send(r);
-            }
-            Command::Quality { quality, reply } => {
-                self.quality = quality;
-                if let Some(m) = &self.media {
-                    m.session.set_video_quality(quality);
-                }
-                let _ = reply.send(Ok(()));
-            }
-            Command::Sink { sink, reply } => {
-                if let Some(m) = &self.media {
-                    m.session.set_frame_sink(sink.clone());
-                }
-                self.sink = sink;
-                let _ = reply.send(Ok(()));
-            }
-            Command::LocalSink { sink, reply } => {
-                if let Some(m) = &self.media {
-                    m.session.set_local_sink(sink.clone());
-                }
-                self.local_sink = sink;
-                let _ = reply.send(Ok(()));
-            }
-            Command::Stats { reply } => {
-                let stats = match &self.media {
-                    Some(m) => m.session.stats().await,
-                    None => Vec::new(),
-                };
-                let _ = reply.send(Ok(stats));
-            }
-            Command::Snapshot { reply } => {
-                let _ = reply.send(Ok(self.machine.call()));
-            }
-            Command::Logout { reply } => {
-                self.logout().await;
-                let _ = reply.send(Ok(()));
-            }
-        }
+    /// Runs one operation on the call rules, then carries out what they
+    /// asked for.
+    pub(crate) async fn rules<T, E>(
+        &mut self,
+        op: impl FnOnce(&mut CallMachine, Instant) -> Result<T, E>,
+    ) -> Result<T, CallingError>
+    where
+        CallingError: From<E>,
+    {
+        self.preflight();
+        let now = self.now();
+        let r = op(&mut self.machine, now);
+        self.drain().await;
+        r.map_err(CallingError::from)
     }
 
-    async fn join(&mut self, call_id: CallId) -> Result<(), CallingError> {
+    /// Outside a call, checks that the sources can start before a call or
+    /// an answer announces this user's audio and video: the invite or the
+    /// accept then carries the truth. The sources themselves start with
+    /// the call's media, which has the last word.
+    fn preflight(&mut self) {
+        if self.media.is_some() {
+            return;
+        }
+        self.local.audio_ok = self.config.audio.can_start();
+        self.local.video_ok = self.config.video.as_ref().is_none_or(VideoInput::can_start);
+        self.announce_media();
+    }
+
+    /// Joins a running call by id: the members are found through the
+    /// server room named by the call id.
+    pub(crate) async fn join(&mut self, call_id: CallId) -> Result<(), CallingError> {
         if self.machine.call().is_some() {
             return Err(calling_core::JoinError::Busy.into());
         }
-        // Whoever is in the call is in the server room named by its id.
+        self.preflight();
         let members = self.transport.join_room(call_id.as_str()).await?;
         self.room = Some(call_id.clone());
         let members: Vec<UserId> = members
@@ -366,7 +220,8 @@ impl Driver {
             .filter_map(|m| UserId::new(m).ok())
             .filter(|m| *m != self.user)
             .collect();
-        let r = self.machine.join(Instant::now(), call_id, members);
+        let now = self.now();
+        let r = self.machine.join(now, call_id, members);
         if r.is_err() {
             self.leave_room().await;
         }
@@ -374,14 +229,89 @@ impl Driver {
         r.map_err(Into::into)
     }
 
-    async fn logout(&mut self) {
-        self.machine.reset(Instant::now(), ResetReason::Logout);
+    /// Ends the call in progress and stops the client.
+    pub(crate) async fn stop(&mut self, reason: ResetReason) {
+        let now = self.now();
+        self.machine.reset(now, reason);
         self.drain().await;
         self.closed = true;
     }
 
+    pub(crate) async fn set_mic_mute(&mut self, muted: bool) {
+        self.local.mic_muted = muted;
+        if let Some(m) = &self.media {
+            m.session.set_mic_mute(muted);
+        }
+        self.announce_media();
+        self.drain().await;
+    }
+
+    pub(crate) fn set_hands_free(&mut self, on: bool) {
+        self.local.hands_free = on;
+        if let Some(m) = &self.media {
+            m.session.set_hands_free(on);
+        }
+    }
+
+    /// Opens (`Some`) or closes the camera. A source that cannot start is
+    /// an error, and the others see the video as unavailable.
+    pub(crate) async fn set_camera(
+        &mut self,
+        input: Option<VideoInput>,
+    ) -> Result<(), CallingError> {
+        self.config.video = input;
+        let r = self.apply_video_source();
+        self.local.video_ok = r.is_ok();
+        self.announce_media();
+        self.drain().await;
+        r
+    }
+
+    pub(crate) fn set_video_quality(&mut self, quality: VideoQuality) {
+        self.local.quality = quality;
+        if let Some(m) = &self.media {
+            m.session.set_video_quality(quality);
+        }
+    }
+
+    pub(crate) fn set_frame_sink(&mut self, sink: Option<Arc<dyn FrameSink>>) {
+        if let Some(m) = &self.media {
+            m.session.set_frame_sink(sink.clone());
+        }
+        self.local.sink = sink;
+    }
+
+    pub(crate) fn set_local_sink(&mut self, sink: Option<Arc<dyn FrameSink>>) {
+        if let Some(m) = &self.media {
+            m.session.set_local_sink(sink.clone());
+        }
+        self.local.local_sink = sink;
+    }
+
+    /// The media session of the current call, if any.
+    pub(crate) fn media_session(&self) -> Option<&MediaSession> {
+        self.media.as_ref().map(|m| &m.session)
+    }
+
+    /// Tells the call rules (and so the others) what this user really
+    /// sends: audio unless muted or its source failed, video while the
+    /// camera is open and its source runs.
+    fn announce_media(&mut self) {
+        let now = self.now();
+        let audio = !self.local.mic_muted && self.local.audio_ok;
+        let video = self.config.video.is_some() && self.local.video_ok;
+        let (was_audio, was_video) = self.local.announced;
+        if audio != was_audio {
+            self.machine.set_audio_available(now, audio);
+        }
+        if video != was_video {
+            self.machine.set_video_available(now, video);
+        }
+        self.local.announced = (audio, video);
+    }
+
     async fn on_transport(&mut self, ev: TransportEvent) {
-        let now = Instant::now();
+        let now = self.now();
         match ev {
             TransportEvent::Message { from, payload, .. } => {
                 let Ok(from) = UserId::new(from) else {
@@ -421,23 +351,24 @@ impl Driver {
                     self.drain().await;
                 }
             }
+            TransportEvent::RoomEnter { room, user } => {
+                debug!(%room, %user, "room enter");
+            }
             TransportEvent::KickedOut => {
-                self.machine.reset(now, ResetReason::KickedOut);
-                self.drain().await;
-                self.closed = true;
+                self.emit(Event::KickedOut).await;
+                self.stop(ResetReason::KickedOut).await;
             }
             TransportEvent::LoginExpired => {
-                self.machine.reset(now, ResetReason::Logout);
-                self.drain().await;
+                self.stop(ResetReason::Logout).await;
                 self.emit(Event::LoginExpired).await;
-                self.closed = true;
             }
             TransportEvent::Disconnected => self.emit(Event::Disconnected).await,
             TransportEvent::Reconnected => self.emit(Event::Reconnected).await,
             TransportEvent::Error { code, message, .. } => {
                 warn!(?code, %message, "server refused a frame");
             }
-            _ => {}
+            #[allow(unreachable_patterns)]
+            other => debug!(?other, "transport event ignored"),
         }
     }
 
@@ -460,9 +391,44 @@ impl Driver {
             }
             MediaEvent::PeerState { user, state } => {
                 debug!(%user, ?state, "peer state");
+                if let Ok(user) = UserId::new(user) {
+                    self.on_peer_state(user, state).await;
+                }
             }
+            #[allow(unreachable_patterns)]
             other => debug!(?other, "media event"),
         }
+    }
+
+    /// Turns the media engine's connection states into [`Event::Media`],
+    /// once per change.
+    async fn on_peer_state(&mut self, user: UserId, state: PeerState) {
+        let Some(m) = self.media.as_mut() else {
+            return;
+        };
+        let last = m.states.get(&user).copied();
+        let next = match state {
+            PeerState::Connecting if last.is_none() => MediaState::Connecting,
+            PeerState::Connected => match last {
+                Some(MediaState::Disconnected) => MediaState::Restored,
+                Some(MediaState::Connected | MediaState::Restored) => return,
+                _ => MediaState::Connected,
+            },
+            PeerState::Disconnected => MediaState::Disconnected,
+            PeerState::Failed => MediaState::Failed,
+            _ => return,
+        };
+        if last == Some(next) {
+            return;
+        }
+        m.states.insert(user.clone(), next);
+        let call_id = m.call_id.clone();
+        self.emit(Event::Media {
+            call_id,
+            user,
+            state: next,
+        })
+        .await;
     }
 
     /// Carries out everything the machine asked for. Messages go out (and
@@ -470,21 +436,30 @@ impl Driver {
     /// out: setting up media (a session, encoders, the server room) takes
     /// milliseconds, and the peer's side of the call setup waits on our
     /// messages, not on our media.
-    async fn drain(&mut self) {
-        let mut media = Vec::new();
-        while let Some(out) = self.machine.poll_output() {
-            match out {
-                Output::Send { to, message } => {
-                    let call = message.call_id.clone();
-                    let to = to.into_iter().map(String::from).collect();
-                    self.send(to, wire::control(&message), call).await;
+    ///
+    /// Carrying out a media instruction can give the machine more to do
+    /// (a source that cannot start changes what this user announces), so
+    /// this goes on until the machine has nothing left.
+    pub(crate) async fn drain(&mut self) {
+        loop {
+            let mut media = Vec::new();
+            while let Some(out) = self.machine.poll_output() {
+                match out {
+                    Output::Send { to, message } => {
+                        let call = message.call_id.clone();
+                        let to = to.into_iter().map(String::from).collect();
+                        self.send(to, wire::control(&message), call).await;
+                    }
+                    Output::Event(e) => self.emit(e.into()).await,
+                    Output::Media(m) => media.push(m),
                 }
-                Output::Event(e) => self.emit(e).await,
-                Output::Media(m) => media.push(m),
             }
-        }
-        for m in media {
-            self.on_instruction(m).await;
+            if media.is_empty() {
+                return;
+            }
+            for m in media {
+                self.on_instruction(m).await;
+            }
         }
     }
 
@@ -501,6 +476,15 @@ impl Driver {
         }
     }
 
+    async fn error(&mut self, code: ErrorCode, detail: impl std::fmt::Display) {
+        warn!(%code, %detail, "call error");
+        self.emit(Event::Error {
+            code,
+            message: format!("{code}: {detail}"),
+        })
+        .await;
+    }
+
     async fn on_instruction(&mut self, instruction: MediaInstruction) {
         match instruction {
             MediaInstruction::JoinRoom {
@@ -508,14 +492,7 @@ impl Driver {
                 media_type,
                 ..
             } => {
-                if let Err(e) = self.open_media(call_id.clone(), media_type).await {
-                    warn!(error = %e, "media could not start");
-                    self.emit(Event::Error {
-                        code: crate::error::ERROR_MEDIA_START,
-                        message: format!("media could not start: {e}"),
-                    })
-                    .await;
-                }
+                self.open_media(call_id.clone(), media_type).await;
                 if self.room.as_ref() != Some(&call_id) {
                     self.leave_room().await;
                     match self.transport.join_room(call_id.as_str()).await {
@@ -532,7 +509,8 @@ impl Driver {
                 }
             }
             MediaInstruction::DropPeer { call_id, user } => {
-                if let Some(m) = self.media.as_ref().filter(|m| m.call_id == call_id) {
+                if let Some(m) = self.media.as_mut().filter(|m| m.call_id == call_id) {
+                    m.states.remove(&user);
                     m.session.disconnect(user.as_str()).await;
                 }
             }
@@ -543,40 +521,63 @@ impl Driver {
                 if let Some(m) = self.media.as_mut().filter(|m| m.call_id == call_id) {
                     m.media_type = media_type;
                 }
-                if let Err(e) = self.apply_video_source() {
-                    warn!(error = %e, "video source change failed");
-                }
+                self.start_video().await;
             }
             MediaInstruction::LeaveRoom { .. } => {
                 self.close_media().await;
                 self.leave_room().await;
             }
+            #[allow(unreachable_patterns)]
             other => debug!(?other, "media instruction ignored"),
         }
     }
 
-    async fn open_media(
-        &mut self,
-        call_id: CallId,
-        media_type: MediaType,
-    ) -> Result<(), CallingError> {
+    /// Opens the call's media session and starts its sources. What cannot
+    /// start is an [`Event::Error`], and the others are told the truth about
+    /// what this user sends.
+    async fn open_media(&mut self, call_id: CallId, media_type: MediaType) {
         self.close_media().await;
         let mut config = self.config.media.clone();
         config.local_user = self.user.to_string();
-        config.video_quality = self.quality;
-        let (session, events) = MediaSession::new(config).await?;
-        session.set_mic_mute(self.mic_muted);
-        session.set_hands_free(self.hands_free);
-        session.set_frame_sink(self.sink.clone());
-        session.set_local_sink(self.local_sink.clone());
-        session.set_audio_source(Some(audio_source(&self.config.audio)))?;
+        config.video_quality = self.local.quality;
+        let (session, events) = match MediaSession::new(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.local.audio_ok = false;
+                self.local.video_ok = false;
+                self.error(ErrorCode::MediaStart, e).await;
+                self.announce_media();
+                return;
+            }
+        };
+        session.set_mic_mute(self.local.mic_muted);
+        session.set_hands_free(self.local.hands_free);
+        session.set_frame_sink(self.local.sink.clone());
+        session.set_local_sink(self.local.local_sink.clone());
+        let audio = session.set_audio_source(Some(audio_source(&self.config.audio)));
         self.media = Some(Media {
             call_id,
             session,
             events,
             media_type,
+            states: HashMap::new(),
         });
-        self.apply_video_source()
+        self.local.audio_ok = audio.is_ok();
+        if let Err(e) = audio {
+            self.error(ErrorCode::AudioSource, e).await;
+        }
+        self.start_video().await;
+    }
+
+    /// Starts or stops the camera source for the call's media type; a
+    /// source that cannot start is an [`Event::Error`].
+    async fn start_video(&mut self) {
+        let r = self.apply_video_source();
+        self.local.video_ok = r.is_ok();
+        if let Err(e) = r {
+            self.error(ErrorCode::VideoSource, e).await;
+        }
+        self.announce_media();
     }
 
     /// Video flows when the call is a video call and the camera is open.

@@ -37,7 +37,3 @@ pub enum CallingError {
     #[error("not in a call")]
     NotInCall,
 }
-
-/// `Event::Error` code raised when a call's media could not start (the media
-/// session or a source failed); the call itself goes on.
-pub const ERROR_MEDIA_START: u32 = 2001;

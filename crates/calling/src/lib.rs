@@ -3,10 +3,12 @@
 //! with no cloud account.
 //!
 //! A [`Calling`] client logs in (to a `calling-server` with a UserSig, or over
-//! any [`calling_signal::Transport`]), places or answers calls, and reports
-//! everything as [`Event`]s: invited, rejected, no response, line busy,
-//! cancelled, timed out, user enter/leave, audio/video available, voice
-//! volume, kicked out, call end. It drives the sans-IO call rules of
+//! any [`Transport`]), places or answers calls, and reports everything as
+//! [`Event`]s: the call events of the call rules ([`CallEvent`]: invited,
+//! rejected, no response, line busy, cancelled, timed out, user enter/leave,
+//! audio/video available, call end, ...), the state of the media with each
+//! party ([`MediaState`]), voice volumes, the session (kicked out, login
+//! expired, disconnected, reconnected) and errors. It drives the sans-IO call rules of
 //! [`calling_core`] with tokio timers, carries them over the transport, and
 //! hands media negotiation to [`calling_media`]: the app never sees SDP.
 //!
@@ -14,8 +16,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use calling::{Calling, CallingConfig, Event, MediaType};
-//! use calling_signal::MemoryHub;
+//! use calling::{CallEvent, Calling, CallingConfig, Event, MediaType, MemoryHub};
 //!
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let hub = MemoryHub::new();
@@ -25,8 +26,8 @@
 //! alice.call("bob", MediaType::Video, Duration::from_secs(30)).await?;
 //! while let Some(event) = bob_events.recv().await {
 //!     match event {
-//!         Event::Invited { invite_id, .. } => bob.accept(&invite_id).await?,
-//!         Event::UserEnter { user, .. } => { assert_eq!(user.as_str(), "alice"); break }
+//!         Event::Call(CallEvent::Invited { invite_id, .. }) => bob.accept(&invite_id).await?,
+//!         Event::Call(CallEvent::UserEnter { user, .. }) => { assert_eq!(user.as_str(), "alice"); break }
 //!         _ => {}
 //!     }
 //! }
@@ -35,19 +36,35 @@
 //! ```
 
 mod client;
+mod clock;
+mod config;
 mod driver;
 mod error;
+mod event;
 mod wire;
 
-pub use client::{AudioInput, Calling, CallingConfig, Events, VideoInput};
-pub use error::{CallingError, ERROR_MEDIA_START};
+pub use calling_signal::WsTransport;
+pub use client::{Calling, Events};
+pub use clock::{Clock, TokioClock};
+pub use config::{AudioInput, CallingConfig, VideoInput};
+pub use error::CallingError;
+pub use event::{CallEvent, ErrorCode, Event, MediaState};
 pub use wire::MEDIA_KIND;
 
+// Every type in the SDK's public signatures, so that an app (and the C API)
+// needs this crate alone.
 pub use calling_core::{
-    CallId, CallOptions, CallSnapshot, CallState, EndReason, Event, GroupId, InviteId, MediaType,
-    NoAnswer, UserId,
+    AnswerError, CallError, CallId, CallOptions, CallSnapshot, CallState, Config as CallRules,
+    EndReason, GroupId, IdError, InviteId, JoinError, MAX_USER_ID_LEN, MediaType, NoAnswer, RoomId,
+    StaleReason, SwitchError, UserId,
 };
 pub use calling_media::{
-    ChannelSink, EncodedFrame, FrameSink, MediaKind, PeerStats, RecorderSink, RemoteFrame,
-    VideoQuality,
+    AudioSource, ChannelSink, Codec, EncodedFrame, FrameSink, MediaConfig, MediaError, MediaKind,
+    PeerState, PeerStats, RecorderSink, RemoteFrame, VideoQuality, VideoSource,
 };
+pub use calling_signal::protocol::ErrorCode as ServerErrorCode;
+pub use calling_signal::{
+    MemoryHub, MemoryTransport, MessageId, Transport, TransportError, TransportEvent, WsConfig,
+};
+/// UserSigs: generate (for development and backends) and verify.
+pub use calling_usersig as usersig;

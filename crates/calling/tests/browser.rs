@@ -20,7 +20,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use calling::{Calling, CallingConfig, EndReason, Event, Events, MediaKind, MediaType};
+use calling::{CallEvent, Calling, CallingConfig, EndReason, Event, Events, MediaKind, MediaType};
 use calling_server::{Config, DemoMode, RunningServer, Server};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -332,11 +332,11 @@ async fn two_browsers_and_rust_in_one_group_call() {
     let (rust, mut events) = login(&server, "rust").await;
     let mut driver = Driver::spawn("mixed-group", &base, &["peer=rust"]);
     let invite = match expect_event(&mut events, "the group invite", |e| {
-        matches!(e, Event::Invited { .. })
+        matches!(e, Event::Call(CallEvent::Invited { .. }))
     })
     .await
     {
-        Event::Invited { invite_id, .. } => invite_id,
+        Event::Call(CallEvent::Invited { invite_id, .. }) => invite_id,
         _ => unreachable!(),
     };
     rust.accept(&invite).await.unwrap();
@@ -350,7 +350,7 @@ async fn two_browsers_and_rust_in_one_group_call() {
     expect_event(
         &mut events,
         "web-a leaves",
-        |e| matches!(e, Event::UserLeave { user, .. } if user.as_str() == "web-a"),
+        |e| matches!(e, Event::Call(CallEvent::UserLeave { user, .. }) if user.as_str() == "web-a"),
     )
     .await;
     let snapshot = rust.current_call().await.unwrap().unwrap();
@@ -393,7 +393,7 @@ async fn rust_calls_browser_and_media_flows_both_ways() {
     expect_event(
         &mut events,
         "the browser enters",
-        |e| matches!(e, Event::UserEnter { user, .. } if user.as_str() == "web-r"),
+        |e| matches!(e, Event::Call(CallEvent::UserEnter { user, .. }) if user.as_str() == "web-r"),
     )
     .await;
     let video = wait_frames(&rust, "web-r", MediaKind::Video, 10).await;
@@ -403,15 +403,15 @@ async fn rust_calls_browser_and_media_flows_both_ways() {
     rust.hangup().await.unwrap();
     driver.expect("ENDED").await;
     let end = expect_event(&mut events, "call end", |e| {
-        matches!(e, Event::CallEnd { .. })
+        matches!(e, Event::Call(CallEvent::CallEnd { .. }))
     })
     .await;
     assert!(matches!(
         end,
-        Event::CallEnd {
+        Event::Call(CallEvent::CallEnd {
             reason: EndReason::Hangup,
             ..
-        }
+        })
     ));
     driver.finish().await;
     server.shutdown().await;
@@ -428,13 +428,13 @@ async fn browser_calls_rust_and_media_flows_both_ways() {
     let (rust, mut events) = login(&server, "rust").await;
     let mut driver = Driver::spawn("place", &base, &["user=b-web", "peer=rust"]);
     let invite = match expect_event(&mut events, "the browser's invite", |e| {
-        matches!(e, Event::Invited { .. })
+        matches!(e, Event::Call(CallEvent::Invited { .. }))
     })
     .await
     {
-        Event::Invited {
+        Event::Call(CallEvent::Invited {
             invite_id, sponsor, ..
-        } => {
+        }) => {
             assert_eq!(sponsor.as_str(), "b-web");
             invite_id
         }
@@ -447,15 +447,15 @@ async fn browser_calls_rust_and_media_flows_both_ways() {
     driver.expect("MEDIA_OK").await;
     driver.poke();
     let end = expect_event(&mut events, "call end", |e| {
-        matches!(e, Event::CallEnd { .. })
+        matches!(e, Event::Call(CallEvent::CallEnd { .. }))
     })
     .await;
     assert!(matches!(
         end,
-        Event::CallEnd {
+        Event::Call(CallEvent::CallEnd {
             reason: EndReason::Hangup,
             ..
-        }
+        })
     ));
     driver.expect("ENDED").await;
     driver.finish().await;
@@ -527,7 +527,10 @@ async fn browser_setup_bench() {
         out.0.push(connect);
         out.1.push(frame);
         caller.hangup().await.unwrap();
-        expect_event(events, "call end", |e| matches!(e, Event::CallEnd { .. })).await;
+        expect_event(events, "call end", |e| {
+            matches!(e, Event::Call(CallEvent::CallEnd { .. }))
+        })
+        .await;
     }
     // Per call: the browser's timeline of the setup.
     eprintln!("{}", driver.log());

@@ -7,13 +7,16 @@ mod support;
 
 use std::time::Duration;
 
-use calling::{Calling, EndReason, Event, Events, MediaKind, MediaType, NoAnswer};
+use calling::{
+    AudioInput, CallEvent, Calling, CallingConfig, EndReason, ErrorCode, Event, Events, MediaKind,
+    MediaState, MediaType, NoAnswer,
+};
 use support::*;
 
 const RING: Duration = Duration::from_secs(30);
 
 fn is_end(e: &Event) -> bool {
-    matches!(e, Event::CallEnd { .. })
+    matches!(e, Event::Call(CallEvent::CallEnd { .. }))
 }
 
 /// alice calls bob, bob accepts, and both see each other enter.
@@ -29,7 +32,7 @@ async fn connect(
         expect(
             events,
             "the peer enters",
-            |e| matches!(e, Event::UserEnter { user, call_id: c } if user == who && *c == call_id),
+            |e| matches!(e, Event::Call(CallEvent::UserEnter { user, call_id: c }) if user == who && *c == call_id),
         )
         .await;
     }
@@ -38,7 +41,7 @@ async fn connect(
 
 fn end_reason(e: &Event) -> EndReason {
     match e {
-        Event::CallEnd { reason, .. } => *reason,
+        Event::Call(CallEvent::CallEnd { reason, .. }) => *reason,
         other => panic!("not a CallEnd: {other:?}"),
     }
 }
@@ -131,7 +134,7 @@ async fn reject_busy_and_cancel() {
     expect(
         &mut alice_events,
         "Rejected",
-        |e| matches!(e, Event::Rejected { user, .. } if user.as_str() == "bob"),
+        |e| matches!(e, Event::Call(CallEvent::Rejected { user, .. }) if user.as_str() == "bob"),
     )
     .await;
     let end = expect(&mut alice_events, "call end after reject", is_end).await;
@@ -144,14 +147,14 @@ async fn reject_busy_and_cancel() {
     let invite = invited(&mut bob_events).await;
     bob.accept(&invite).await.unwrap();
     expect(&mut carol_events, "bob enters", |e| {
-        matches!(e, Event::UserEnter { .. })
+        matches!(e, Event::Call(CallEvent::UserEnter { .. }))
     })
     .await;
     alice.call("bob", MediaType::Video, RING).await.unwrap();
     expect(
         &mut alice_events,
         "LineBusy",
-        |e| matches!(e, Event::LineBusy { user, .. } if user.as_str() == "bob"),
+        |e| matches!(e, Event::Call(CallEvent::LineBusy { user, .. }) if user.as_str() == "bob"),
     )
     .await;
     let end = expect(&mut alice_events, "call end after busy", is_end).await;
@@ -164,37 +167,13 @@ async fn reject_busy_and_cancel() {
     invited(&mut bob_events).await;
     alice.hangup().await.unwrap();
     expect(&mut bob_events, "CallingCancel", |e| {
-        matches!(e, Event::CallingCancel { .. })
+        matches!(e, Event::Call(CallEvent::CallingCancel { .. }))
     })
     .await;
     let end = expect(&mut bob_events, "bob's end after cancel", is_end).await;
     assert_eq!(end_reason(&end), EndReason::Cancelled);
     let end = expect(&mut alice_events, "alice's end after cancel", is_end).await;
     assert_eq!(end_reason(&end), EndReason::Cancelled);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_response_and_callee_timeout() {
-    let net = start().await;
-    let (alice, mut alice_events) = login(&net, "alice").await;
-    let (_bob, mut bob_events) = login(&net, "bob").await;
-    alice
-        .call("bob", MediaType::Audio, Duration::from_secs(1))
-        .await
-        .unwrap();
-    invited(&mut bob_events).await;
-    expect(&mut bob_events, "CallingTimeout", |e| {
-        matches!(e, Event::CallingTimeout { .. })
-    })
-    .await;
-    let end = expect(&mut bob_events, "bob's end", is_end).await;
-    assert_eq!(end_reason(&end), EndReason::TimedOut);
-    expect(&mut alice_events, "NoResponse", |e| {
-        matches!(e, Event::NoResponse { users, reason: NoAnswer::Timeout, .. } if users[0].as_str() == "bob")
-    })
-    .await;
-    let end = expect(&mut alice_events, "alice's end", is_end).await;
-    assert_eq!(end_reason(&end), EndReason::NoResponse);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,10 +184,10 @@ async fn offline_callee_is_reported_at_once() {
     expect(&mut alice_events, "NoResponse offline", |e| {
         matches!(
             e,
-            Event::NoResponse {
+            Event::Call(CallEvent::NoResponse {
                 reason: NoAnswer::Offline,
                 ..
-            }
+            })
         )
     })
     .await;
@@ -229,17 +208,17 @@ async fn mute_and_camera_off_reach_the_peer() {
     .await;
     bob.set_mic_mute(true).await.unwrap();
     expect(&mut alice_events, "bob's audio off", |e| {
-        matches!(e, Event::UserAudioAvailable { user, available: false, .. } if user.as_str() == "bob")
+        matches!(e, Event::Call(CallEvent::UserAudioAvailable { user, available: false, .. }) if user.as_str() == "bob")
     })
     .await;
     bob.close_camera().await.unwrap();
     expect(&mut alice_events, "bob's video off", |e| {
-        matches!(e, Event::UserVideoAvailable { user, available: false, .. } if user.as_str() == "bob")
+        matches!(e, Event::Call(CallEvent::UserVideoAvailable { user, available: false, .. }) if user.as_str() == "bob")
     })
     .await;
     bob.set_mic_mute(false).await.unwrap();
     expect(&mut alice_events, "bob's audio on", |e| {
-        matches!(e, Event::UserAudioAvailable { user, available: true, .. } if user.as_str() == "bob")
+        matches!(e, Event::Call(CallEvent::UserAudioAvailable { user, available: true, .. }) if user.as_str() == "bob")
     })
     .await;
     alice.hangup().await.unwrap();
@@ -268,7 +247,7 @@ async fn kicked_out_during_a_call() {
     expect(
         &mut alice_events,
         "bob leaves",
-        |e| matches!(e, Event::UserLeave { user, .. } if user.as_str() == "bob"),
+        |e| matches!(e, Event::Call(CallEvent::UserLeave { user, .. }) if user.as_str() == "bob"),
     )
     .await;
     let end = expect(&mut alice_events, "alice's end", is_end).await;
@@ -332,7 +311,7 @@ async fn login_with_a_forged_or_mismatched_usersig_is_a_typed_error() {
     assert!(
         matches!(
             err,
-            calling::CallingError::Transport(calling_signal::TransportError::LoginRefused { .. })
+            calling::CallingError::Transport(calling::TransportError::LoginRefused { .. })
         ),
         "{err:?}"
     );
@@ -348,4 +327,68 @@ async fn login_with_a_forged_or_mismatched_usersig_is_a_typed_error() {
         matches!(err, calling::CallingError::InvalidId(_)),
         "{err:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sides_see_the_media_connect() {
+    let net = start().await;
+    let (alice, mut alice_events) = login(&net, "alice").await;
+    let (bob, mut bob_events) = login(&net, "bob").await;
+    let call_id = connect(
+        (&alice, &mut alice_events),
+        (&bob, &mut bob_events),
+        MediaType::Audio,
+    )
+    .await;
+    for (events, peer) in [(&mut alice_events, "bob"), (&mut bob_events, "alice")] {
+        expect(events, "the media with the peer connected", |e| {
+            matches!(e, Event::Media { user, state: MediaState::Connected, call_id: c }
+                if user.as_str() == peer && *c == call_id)
+        })
+        .await;
+    }
+    alice.hangup().await.unwrap();
+    expect(&mut bob_events, "bob's call end", is_end).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_microphone_that_cannot_start_is_an_error_here_and_no_audio_there() {
+    let net = start().await;
+    let missing = std::env::temp_dir().join("calling-test-no-such-file.ogg");
+    let config = CallingConfig {
+        audio: AudioInput::OggFile {
+            path: missing,
+            looped: false,
+        },
+        ..CallingConfig::default()
+    };
+    let (alice, mut alice_events) = login_with(&net, "alice", config).await;
+    let (bob, mut bob_events) = login(&net, "bob").await;
+    alice.call("bob", MediaType::Video, RING).await.unwrap();
+    let error = expect(&mut alice_events, "alice's audio source error", |e| {
+        matches!(e, Event::Error { .. })
+    })
+    .await;
+    assert!(
+        matches!(
+            error,
+            Event::Error {
+                code: ErrorCode::AudioSource,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let invite = invited(&mut bob_events).await;
+    bob.accept(&invite).await.unwrap();
+    // Bob learns the truth: alice sends no audio (her video is fine).
+    expect(&mut bob_events, "alice's audio unavailable", |e| {
+        matches!(e, Event::Call(CallEvent::UserAudioAvailable { user, available: false, .. })
+            if user.as_str() == "alice")
+    })
+    .await;
+    wait_frames(&bob, "alice", MediaKind::Video, 5).await;
+    assert_eq!(frames_from(&bob, "alice", MediaKind::Audio).await, 0);
+    alice.hangup().await.unwrap();
+    expect(&mut bob_events, "bob's call end", is_end).await;
 }

@@ -12,7 +12,9 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use calling::{Calling, EndReason, Event, Events, MediaKind, MediaType, NoAnswer, UserId};
+use calling::{
+    CallEvent, Calling, EndReason, Event, Events, MediaKind, MediaType, NoAnswer, UserId,
+};
 use support::*;
 use tokio::time::timeout;
 
@@ -103,7 +105,7 @@ impl Watch {
     async fn user_enter(&mut self, who: &str) {
         self.wait(
             &format!("UserEnter {who}"),
-            |e| matches!(e, Event::UserEnter { user, .. } if user.as_str() == who),
+            |e| matches!(e, Event::Call(CallEvent::UserEnter { user, .. }) if user.as_str() == who),
         )
         .await;
     }
@@ -111,7 +113,7 @@ impl Watch {
     async fn user_leave(&mut self, who: &str) {
         self.wait(
             &format!("UserLeave {who}"),
-            |e| matches!(e, Event::UserLeave { user, .. } if user.as_str() == who),
+            |e| matches!(e, Event::Call(CallEvent::UserLeave { user, .. }) if user.as_str() == who),
         )
         .await;
     }
@@ -119,20 +121,24 @@ impl Watch {
     /// The reason and duration of the next `CallEnd`.
     async fn call_end(&mut self) -> (EndReason, Duration) {
         match self
-            .wait("CallEnd", |e| matches!(e, Event::CallEnd { .. }))
+            .wait("CallEnd", |e| {
+                matches!(e, Event::Call(CallEvent::CallEnd { .. }))
+            })
             .await
         {
-            Event::CallEnd {
+            Event::Call(CallEvent::CallEnd {
                 reason, duration, ..
-            } => (reason, duration),
+            }) => (reason, duration),
             _ => unreachable!(),
         }
     }
 
     /// The next `Invited`, whole.
     async fn invited(&mut self) -> Event {
-        self.wait("Invited", |e| matches!(e, Event::Invited { .. }))
-            .await
+        self.wait("Invited", |e| {
+            matches!(e, Event::Call(CallEvent::Invited { .. }))
+        })
+        .await
     }
 }
 
@@ -147,7 +153,7 @@ fn users(names: &[&str]) -> BTreeSet<UserId> {
 
 fn invite_of(e: &Event) -> calling::InviteId {
     match e {
-        Event::Invited { invite_id, .. } => invite_id.clone(),
+        Event::Call(CallEvent::Invited { invite_id, .. }) => invite_id.clone(),
         other => panic!("not an Invited: {other:?}"),
     }
 }
@@ -184,7 +190,7 @@ async fn four_party_group_call_decline_timeout_late_join_leave() {
     for (me, w) in [("bob", &mut b), ("carol", &mut c), ("erin", &mut e)] {
         let inv = w.invited().await;
         match &inv {
-            Event::Invited {
+            Event::Call(CallEvent::Invited {
                 call_id: id,
                 sponsor,
                 inviter,
@@ -192,7 +198,7 @@ async fn four_party_group_call_decline_timeout_late_join_leave() {
                 is_from_group,
                 media_type,
                 ..
-            } => {
+            }) => {
                 assert_eq!(*id, call_id);
                 assert_eq!(sponsor.as_str(), "alice");
                 assert_eq!(inviter.as_str(), "alice");
@@ -238,12 +244,12 @@ async fn four_party_group_call_decline_timeout_late_join_leave() {
     for w in [&mut a, &mut b, &mut e] {
         w.wait(
             "Rejected carol",
-            |ev| matches!(ev, Event::Rejected { user, .. } if user.as_str() == "carol"),
+            |ev| matches!(ev, Event::Call(CallEvent::Rejected { user, .. }) if user.as_str() == "carol"),
         )
         .await;
         w.wait(
             "nobody ringing",
-            |ev| matches!(ev, Event::InviteeListUpdated { invitees, .. } if invitees.is_empty()),
+            |ev| matches!(ev, Event::Call(CallEvent::InviteeListUpdated { invitees, .. }) if invitees.is_empty()),
         )
         .await;
     }
@@ -252,13 +258,13 @@ async fn four_party_group_call_decline_timeout_late_join_leave() {
     bob.invite(&["dave"], Duration::from_secs(1)).await.unwrap();
     let inv = d.invited().await;
     match &inv {
-        Event::Invited {
+        Event::Call(CallEvent::Invited {
             inviter,
             sponsor,
             members,
             is_from_group,
             ..
-        } => {
+        }) => {
             assert_eq!(inviter.as_str(), "bob");
             assert_eq!(sponsor.as_str(), "alice");
             assert!(*is_from_group);
@@ -272,19 +278,19 @@ async fn four_party_group_call_decline_timeout_late_join_leave() {
     }
     for w in [&mut a, &mut e] {
         w.wait("dave listed as ringing", |ev| {
-            matches!(ev, Event::InviteeListUpdated { invitees, .. }
+            matches!(ev, Event::Call(CallEvent::InviteeListUpdated { invitees, .. })
                 if invitees.iter().any(|u| u.as_str() == "dave"))
         })
         .await;
     }
     d.wait("CallingTimeout", |ev| {
-        matches!(ev, Event::CallingTimeout { .. })
+        matches!(ev, Event::Call(CallEvent::CallingTimeout { .. }))
     })
     .await;
     assert_eq!(d.call_end().await.0, EndReason::TimedOut);
     for w in [&mut a, &mut b, &mut e] {
         w.wait("NoResponse dave", |ev| {
-            matches!(ev, Event::NoResponse { users, reason: NoAnswer::Timeout, .. }
+            matches!(ev, Event::Call(CallEvent::NoResponse { users, reason: NoAnswer::Timeout, .. })
                 if users.iter().map(UserId::as_str).collect::<Vec<_>>() == ["dave"])
         })
         .await;
@@ -334,7 +340,7 @@ async fn four_party_group_call_decline_timeout_late_join_leave() {
     for w in [&mut a, &mut e, &mut f] {
         w.user_leave("bob").await;
     }
-    assert!(!a.has(|ev| matches!(ev, Event::CallEnd { .. })));
+    assert!(!a.has(|ev| matches!(ev, Event::Call(CallEvent::CallEnd { .. }))));
     let before = frames_from(&alice, "frank", MediaKind::Audio).await;
     wait_frames(&alice, "frank", MediaKind::Audio, before + 5).await;
     let before = frames_from(&frank, "erin", MediaKind::Audio).await;
@@ -389,7 +395,7 @@ async fn switch_to_audio_and_back_to_video() {
     alice.switch_media_type(MediaType::Audio).await.unwrap();
     for w in [&mut a, &mut b] {
         w.wait("MediaTypeChanged to audio", |ev| {
-            matches!(ev, Event::MediaTypeChanged { user, from: MediaType::Video, to: MediaType::Audio, call_id: c }
+            matches!(ev, Event::Call(CallEvent::MediaTypeChanged { user, from: MediaType::Video, to: MediaType::Audio, call_id: c })
                 if user.as_str() == "alice" && *c == call_id)
         })
         .await;
@@ -419,17 +425,17 @@ async fn switch_to_audio_and_back_to_video() {
         .wait("switch request", |ev| {
             matches!(
                 ev,
-                Event::MediaTypeSwitchRequested {
+                Event::Call(CallEvent::MediaTypeSwitchRequested {
                     to: MediaType::Video,
                     ..
-                }
+                })
             )
         })
         .await
     {
-        Event::MediaTypeSwitchRequested {
+        Event::Call(CallEvent::MediaTypeSwitchRequested {
             request_id, user, ..
-        } => {
+        }) => {
             assert_eq!(user.as_str(), "bob");
             request_id
         }
@@ -437,7 +443,7 @@ async fn switch_to_audio_and_back_to_video() {
     };
     alice.answer_media_switch(request, false).await.unwrap();
     b.wait("switch refused by alice", |ev| {
-        matches!(ev, Event::MediaTypeSwitchRefused { users, .. }
+        matches!(ev, Event::Call(CallEvent::MediaTypeSwitchRefused { users, .. })
             if users.iter().any(|u| u.as_str() == "alice"))
     })
     .await;
@@ -450,11 +456,11 @@ async fn switch_to_audio_and_back_to_video() {
     bob.switch_media_type(MediaType::Video).await.unwrap();
     let request = match a
         .wait("second switch request", |ev| {
-            matches!(ev, Event::MediaTypeSwitchRequested { .. })
+            matches!(ev, Event::Call(CallEvent::MediaTypeSwitchRequested { .. }))
         })
         .await
     {
-        Event::MediaTypeSwitchRequested { request_id, .. } => request_id,
+        Event::Call(CallEvent::MediaTypeSwitchRequested { request_id, .. }) => request_id,
         _ => unreachable!(),
     };
     alice.answer_media_switch(request, true).await.unwrap();
@@ -462,11 +468,11 @@ async fn switch_to_audio_and_back_to_video() {
         w.wait("MediaTypeChanged to video", |ev| {
             matches!(
                 ev,
-                Event::MediaTypeChanged {
+                Event::Call(CallEvent::MediaTypeChanged {
                     from: MediaType::Audio,
                     to: MediaType::Video,
                     ..
-                }
+                })
             )
         })
         .await;
@@ -514,7 +520,7 @@ async fn glare_gives_one_connected_call_on_both_sides() {
         loser
             .wait(
                 "GlareResolved",
-                |ev| matches!(ev, Event::GlareResolved { call_id, .. } if *call_id == winner),
+                |ev| matches!(ev, Event::Call(CallEvent::GlareResolved { call_id, .. }) if *call_id == winner),
             )
             .await;
         for c in [&alice, &bob] {
@@ -522,8 +528,8 @@ async fn glare_gives_one_connected_call_on_both_sides() {
             assert_eq!(snap.call_id, winner, "{}: one call", c.user());
             assert_eq!(snap.connected.len(), 1);
         }
-        assert!(!a.has(|ev| matches!(ev, Event::Invited { .. })));
-        assert!(!b.has(|ev| matches!(ev, Event::Invited { .. })));
+        assert!(!a.has(|ev| matches!(ev, Event::Call(CallEvent::Invited { .. }))));
+        assert!(!b.has(|ev| matches!(ev, Event::Call(CallEvent::Invited { .. }))));
         wait_frames(&alice, "bob", MediaKind::Audio, 5).await;
         wait_frames(&bob, "alice", MediaKind::Audio, 5).await;
         alice.hangup().await.unwrap();
@@ -553,17 +559,17 @@ async fn group_call_reports_offline_invitee_at_once_and_the_rest_ring() {
         .await
         .unwrap();
     a.wait("NoResponse ghost offline", |ev| {
-        matches!(ev, Event::NoResponse { users, reason: NoAnswer::Offline, call_id: id }
+        matches!(ev, Event::Call(CallEvent::NoResponse { users, reason: NoAnswer::Offline, call_id: id })
             if *id == call_id && users.iter().map(UserId::as_str).collect::<Vec<_>>() == ["ghost"])
     })
     .await;
     a.wait(
         "LineBusy dave",
-        |ev| matches!(ev, Event::LineBusy { user, .. } if user.as_str() == "dave"),
+        |ev| matches!(ev, Event::Call(CallEvent::LineBusy { user, .. }) if user.as_str() == "dave"),
     )
     .await;
     // bob still rings and nobody answered yet: the call is not over.
-    assert!(!a.has(|ev| matches!(ev, Event::CallEnd { .. })));
+    assert!(!a.has(|ev| matches!(ev, Event::Call(CallEvent::CallEnd { .. }))));
     let inv = b.invited().await;
     bob.accept(&invite_of(&inv)).await.unwrap();
     a.user_enter("bob").await;
@@ -572,7 +578,10 @@ async fn group_call_reports_offline_invitee_at_once_and_the_rest_ring() {
     let snap = alice.current_call().await.unwrap().unwrap();
     assert!(snap.ringing.is_empty(), "{snap:?}");
     // dave's own call was never disturbed.
-    assert!(!d.has(|ev| matches!(ev, Event::Invited { .. } | Event::CallEnd { .. })));
+    assert!(!d.has(|ev| matches!(
+        ev,
+        Event::Call(CallEvent::Invited { .. }) | Event::Call(CallEvent::CallEnd { .. })
+    )));
 
     bob.hangup().await.unwrap();
     assert_eq!(a.call_end().await.0, EndReason::Hangup);
@@ -594,7 +603,7 @@ async fn invite_into_a_1v1_call_and_the_call_waits_for_the_ringing() {
     assert!(matches!(
         alice.group_call(&ten, MediaType::Audio, RING).await,
         Err(calling::CallingError::Call(
-            calling_core::CallError::TooManyParticipants {
+            calling::CallError::TooManyParticipants {
                 requested: 10,
                 max: 9
             }
@@ -605,7 +614,7 @@ async fn invite_into_a_1v1_call_and_the_call_waits_for_the_ringing() {
     alice.call("bob", MediaType::Audio, RING).await.unwrap();
     let inv = b.invited().await;
     match &inv {
-        Event::Invited { is_from_group, .. } => assert!(!is_from_group),
+        Event::Call(CallEvent::Invited { is_from_group, .. }) => assert!(!is_from_group),
         _ => unreachable!(),
     }
     bob.accept(&invite_of(&inv)).await.unwrap();
@@ -615,12 +624,12 @@ async fn invite_into_a_1v1_call_and_the_call_waits_for_the_ringing() {
     bob.invite(&["carol"], RING).await.unwrap();
     let inv = c.invited().await;
     match &inv {
-        Event::Invited {
+        Event::Call(CallEvent::Invited {
             is_from_group,
             members,
             inviter,
             ..
-        } => {
+        }) => {
             assert!(*is_from_group);
             assert_eq!(inviter.as_str(), "bob");
             assert_eq!(
@@ -635,7 +644,7 @@ async fn invite_into_a_1v1_call_and_the_call_waits_for_the_ringing() {
     alice.hangup().await.unwrap();
     assert_eq!(a.call_end().await.0, EndReason::Hangup);
     b.user_leave("alice").await;
-    assert!(!b.has(|ev| matches!(ev, Event::CallEnd { .. })));
+    assert!(!b.has(|ev| matches!(ev, Event::Call(CallEvent::CallEnd { .. }))));
     let snap = bob.current_call().await.unwrap().unwrap();
     assert!(snap.connected.is_empty());
     assert_eq!(snap.ringing, vec![UserId::new("carol").unwrap()]);

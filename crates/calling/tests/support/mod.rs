@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use calling::{Calling, CallingConfig, Event, Events, MediaKind};
+use calling::{CallEvent, Calling, CallingConfig, Event, Events, MediaKind};
 use calling_server::{Config, RunningServer, Server};
 use tokio::time::timeout;
 
@@ -63,8 +63,12 @@ pub async fn expect<F: Fn(&Event) -> bool>(events: &mut Events, what: &str, pred
 
 /// The invite id of the next `Invited`.
 pub async fn invited(events: &mut Events) -> calling::InviteId {
-    match expect(events, "Invited", |e| matches!(e, Event::Invited { .. })).await {
-        Event::Invited { invite_id, .. } => invite_id,
+    match expect(events, "Invited", |e| {
+        matches!(e, Event::Call(CallEvent::Invited { .. }))
+    })
+    .await
+    {
+        Event::Call(CallEvent::Invited { invite_id, .. }) => invite_id,
         _ => unreachable!(),
     }
 }

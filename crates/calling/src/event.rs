@@ -1,0 +1,140 @@
+//! What a [`crate::Calling`] client tells the application.
+
+use calling_core::{CallId, UserId};
+
+pub use calling_core::Event as CallEvent;
+
+/// One event of a logged-in client, in the order things happened.
+///
+/// Call events come from the call rules (the same on every party, see
+/// [`CallEvent`]); the others are the SDK's own: the state of the media with
+/// each party, voice volumes, the session with the signaling server, and
+/// errors. Matching is exhaustive on purpose: a new variant is a new version
+/// of the SDK, listed in the changelog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A call event: invited, rejected, no response, line busy, cancelled,
+    /// timed out, user enter / leave, audio / video available, media type
+    /// changes, call end, ...
+    Call(CallEvent),
+    /// The media connection with a party of the current call changed
+    /// (TRTCCalling has no such event: there `USER_ENTER` is all an app
+    /// learns, while here [`CallEvent::UserEnter`] means "signaling
+    /// connected" and this event says when audio and video can flow).
+    Media {
+        /// The call.
+        call_id: CallId,
+        /// The party.
+        user: UserId,
+        /// The new state.
+        state: MediaState,
+    },
+    /// A user's voice volume, 0 to 100 (TRTCCalling `USER_VOICE_VOLUME`),
+    /// about every [`calling_media::MediaConfig::volume_interval`]: remote
+    /// users from the level their packets carry, the local user from its
+    /// microphone samples. Dropped rather than queued when the app reads
+    /// events slowly; no other event is ever dropped.
+    UserVoiceVolume {
+        /// Who (the local user for the microphone).
+        user: UserId,
+        /// Volume, 0 to 100.
+        volume: u8,
+    },
+    /// The same user logged in elsewhere (TRTCCalling `KICKED_OUT`): the
+    /// current call ended with [`calling_core::EndReason::KickedOut`] and the
+    /// client is stopped.
+    KickedOut,
+    /// The UserSig expired, or was refused when logging in again after a
+    /// reconnect (TUICallKit `onUserSigExpired`): the client is stopped; log
+    /// in again with a fresh UserSig.
+    LoginExpired,
+    /// The connection to the signaling server dropped; the SDK is
+    /// reconnecting. A call in progress goes on peer to peer.
+    Disconnected,
+    /// The SDK reconnected and logged in again.
+    Reconnected,
+    /// Something failed that no method call returned (TRTCCalling `ERROR`).
+    Error {
+        /// What failed; stable across versions.
+        code: ErrorCode,
+        /// Details for a person.
+        message: String,
+    },
+}
+
+impl From<CallEvent> for Event {
+    fn from(event: CallEvent) -> Self {
+        Event::Call(event)
+    }
+}
+
+/// The media connection with one party, as [`Event::Media`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaState {
+    /// Offer, answer and connectivity checks are under way.
+    Connecting,
+    /// Audio and video can flow (ICE and DTLS are up).
+    Connected,
+    /// Connectivity was lost; it may come back ([`MediaState::Restored`]).
+    Disconnected,
+    /// Connectivity came back after [`MediaState::Disconnected`].
+    Restored,
+    /// The connection failed for good: no media flows with this party.
+    /// The call itself goes on (signaling is still connected).
+    Failed,
+}
+
+/// The code of an [`Event::Error`]. The numbers are stable: they are what
+/// the C API and other languages see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The call's media session could not be created (no usable network
+    /// interface, sockets refused): the call goes on without media.
+    MediaStart,
+    /// The microphone source could not start (e.g. the audio file is
+    /// missing): the others see this user's audio as unavailable.
+    AudioSource,
+    /// The camera source could not start (e.g. the video file is missing):
+    /// the others see this user's video as unavailable.
+    VideoSource,
+}
+
+impl ErrorCode {
+    /// Every code, in numeric order.
+    pub const ALL: [ErrorCode; 3] = [
+        ErrorCode::MediaStart,
+        ErrorCode::AudioSource,
+        ErrorCode::VideoSource,
+    ];
+
+    /// The stable number of this code.
+    pub fn code(self) -> u32 {
+        match self {
+            ErrorCode::MediaStart => 2001,
+            ErrorCode::AudioSource => 2002,
+            ErrorCode::VideoSource => 2003,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = match self {
+            ErrorCode::MediaStart => "media could not start",
+            ErrorCode::AudioSource => "the microphone source could not start",
+            ErrorCode::VideoSource => "the camera source could not start",
+        };
+        f.write_str(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_are_distinct_and_in_order() {
+        let codes: Vec<u32> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
+        assert_eq!(codes, [2001, 2002, 2003]);
+    }
+}
