@@ -12,6 +12,8 @@ use std::time::Duration;
 use serde_json::json;
 use tracing::{debug, warn};
 
+use calling_signal::protocol::MAX_USER_ID_BYTES;
+
 use crate::Config;
 
 /// One embedded file of the demo page.
@@ -106,7 +108,9 @@ pub(crate) fn demo_usersig(config: &Config, query: &str) -> (&'static str, Strin
             "400 Bad Request",
             json!({
                 "error": "invalid_user_id",
-                "message": "user_id must be 1 to 64 ASCII letters, digits, '-' or '_'",
+                "message": format!(
+                    "user_id must be 1 to {MAX_USER_ID_BYTES} ASCII letters, digits, '-' or '_'"
+                ),
             })
             .to_string(),
         );

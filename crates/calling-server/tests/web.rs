@@ -96,9 +96,17 @@ async fn demo_usersig_logs_in_and_bad_user_ids_are_refused() {
         let body: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(body["error"], "invalid_user_id", "{query}");
     }
-    let long = "a".repeat(65);
-    let (status, _) = http_get(addr, &format!("/demo/usersig?user_id={long}")).await;
+    // The limit is 32 bytes, as for logins, and the refusal says so.
+    let (status, _) = http_get(addr, &format!("/demo/usersig?user_id={}", "a".repeat(32))).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let (status, body) = http_get(addr, &format!("/demo/usersig?user_id={}", "a".repeat(33))).await;
     assert_eq!(status, "HTTP/1.1 400 Bad Request");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"], "invalid_user_id");
+    assert_eq!(
+        body["message"],
+        "user_id must be 1 to 32 ASCII letters, digits, '-' or '_'"
+    );
     // The server is still healthy after all that.
     let (status, _) = http_get(addr, "/healthz").await;
     assert_eq!(status, "HTTP/1.1 200 OK");
