@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use calling_core::{MAX_USER_ID_LEN, UserId};
 use calling_signal::protocol::{
-    ClientFrame, ErrorCode, MAX_USER_ID_BYTES, PROTOCOL_VERSION, ServerFrame, close_code, peek_id,
-    valid_room, valid_user_id,
+    ClientFrame, ErrorCode, PROTOCOL_VERSION, ServerFrame, close_code, peek_id, valid_room,
 };
 use futures_util::{SinkExt, StreamExt};
 use serde_json::value::RawValue;
@@ -26,6 +26,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tracing::{debug, info, warn};
 
 use crate::Shared;
+use crate::auth::VerifiedLogin;
 use crate::http::{self, Route};
 use crate::hub::{Outbound, RoomLimits, SessionHandle, SessionId};
 use crate::metrics::Metrics;
@@ -142,7 +143,7 @@ pub(crate) async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shar
 }
 
 struct Session {
-    user: String,
+    user: UserId,
     id: SessionId,
     expires: Instant,
 }
@@ -457,32 +458,12 @@ impl Conn<'_> {
     ) -> Flow {
         let cfg = &self.shared.config;
         let m = &self.shared.metrics;
-        let check = if protocol != PROTOCOL_VERSION {
-            Err((
-                ErrorCode::UnsupportedVersion,
-                format!("protocol {protocol} not supported; this server speaks {PROTOCOL_VERSION}"),
-            ))
-        } else if sdk_app_id != cfg.sdk_app_id {
-            Err((
-                ErrorCode::WrongApp,
-                format!("this server serves sdk_app_id {}", cfg.sdk_app_id),
-            ))
-        } else if !valid_user_id(&user_id) {
-            Err((
-                ErrorCode::InvalidUserId,
-                format!("user id must be 1-{MAX_USER_ID_BYTES} bytes of A-Z a-z 0-9 - _"),
-            ))
-        } else {
-            cfg.verifier
-                .verify(sdk_app_id, &user_id, &user_sig, calling_usersig::now_unix())
-                .map_err(|r| (r.code, r.message))
-        };
-        let verified = match check {
-            Ok(v) => v,
+        let (user, verified) = match check_login(cfg, sdk_app_id, &user_id, &user_sig, protocol) {
+            Ok(ok) => ok,
             Err((code, message)) => {
                 Metrics::inc(&m.logins_failed);
                 Metrics::inc(&m.frame_errors);
-                info!(peer = %self.peer, user = %user_id, %code, "login refused");
+                info!(peer = %self.peer, ?user_id, %code, "login refused");
                 if !self.write(&ServerFrame::error(id, code, message)).await {
                     return Flow::Gone;
                 }
@@ -499,7 +480,7 @@ impl Conn<'_> {
         let expires = Instant::now() + valid_for.min(Duration::from_secs(10 * 365 * 86_400));
         cfg.hub
             .register(
-                &user_id,
+                &user,
                 SessionHandle {
                     id: sid,
                     tx: self.tx.clone(),
@@ -508,10 +489,10 @@ impl Conn<'_> {
             )
             .await;
         Metrics::inc(&m.logins_ok);
-        debug!(peer = %self.peer, user = %user_id, session = sid, "logged in");
+        debug!(peer = %self.peer, %user, session = sid, "logged in");
         let ok = ServerFrame::LoginOk {
             id,
-            user_id: user_id.clone(),
+            user_id: user.clone(),
             protocol: PROTOCOL_VERSION,
             heartbeat_interval_ms: duration_ms(cfg.heartbeat_interval),
             heartbeat_timeout_ms: duration_ms(cfg.heartbeat_timeout),
@@ -519,7 +500,7 @@ impl Conn<'_> {
             limits: cfg.limits.clone(),
         };
         self.session = Some(Session {
-            user: user_id,
+            user,
             id: sid,
             expires,
         });
@@ -532,7 +513,7 @@ impl Conn<'_> {
 
     async fn route(
         &mut self,
-        from: String,
+        from: UserId,
         id: String,
         mut to: Vec<String>,
         payload: Box<RawValue>,
@@ -549,16 +530,33 @@ impl Conn<'_> {
                 .await;
         }
         dedup_in_order(&mut to);
+        // A malformed id names nobody: it is undeliverable like an offline
+        // user, in its place in the list.
+        let recipients: Vec<Result<UserId, String>> = to
+            .into_iter()
+            .map(|u| UserId::new(u.as_str()).map_err(|_| u))
+            .collect();
+        let valid: Vec<UserId> = recipients
+            .iter()
+            .filter_map(|r| r.as_ref().ok().cloned())
+            .collect();
         let frame = ServerFrame::Message {
             from,
             id: id.clone(),
             payload,
         };
         let bytes = Utf8Bytes::from(frame.to_json());
-        let offline = self.shared.config.hub.deliver(&to, bytes).await;
+        let offline = self.shared.config.hub.deliver(&valid, bytes).await;
         let m = &self.shared.metrics;
         m.messages_routed
-            .fetch_add((to.len() - offline.len()) as u64, Ordering::Relaxed);
+            .fetch_add((valid.len() - offline.len()) as u64, Ordering::Relaxed);
+        let offline: Vec<String> = recipients
+            .into_iter()
+            .filter_map(|r| match r {
+                Ok(user) => offline.contains(&user).then(|| user.into()),
+                Err(malformed) => Some(malformed),
+            })
+            .collect();
         if offline.is_empty() {
             return Flow::Continue;
         }
@@ -576,7 +574,7 @@ impl Conn<'_> {
 
     async fn join(
         &mut self,
-        user: String,
+        user: UserId,
         sid: SessionId,
         id: Option<String>,
         room: String,
@@ -610,6 +608,40 @@ impl Conn<'_> {
             }
         }
     }
+}
+
+/// The checks of a `login` frame in the documented order: protocol, app,
+/// user id syntax, then the UserSig.
+fn check_login(
+    cfg: &crate::Config,
+    sdk_app_id: u64,
+    user_id: &str,
+    user_sig: &str,
+    protocol: u32,
+) -> Result<(UserId, VerifiedLogin), (ErrorCode, String)> {
+    if protocol != PROTOCOL_VERSION {
+        return Err((
+            ErrorCode::UnsupportedVersion,
+            format!("protocol {protocol} not supported; this server speaks {PROTOCOL_VERSION}"),
+        ));
+    }
+    if sdk_app_id != cfg.sdk_app_id {
+        return Err((
+            ErrorCode::WrongApp,
+            format!("this server serves sdk_app_id {}", cfg.sdk_app_id),
+        ));
+    }
+    let user = UserId::new(user_id).map_err(|e| {
+        (
+            ErrorCode::InvalidUserId,
+            format!("user id must be 1-{MAX_USER_ID_LEN} bytes of A-Z a-z 0-9 - _ ({e})"),
+        )
+    })?;
+    let verified = cfg
+        .verifier
+        .verify(sdk_app_id, &user, user_sig, calling_usersig::now_unix())
+        .map_err(|r| (r.code, r.message))?;
+    Ok((user, verified))
 }
 
 fn dedup_in_order(v: &mut Vec<String>) {

@@ -10,7 +10,7 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use calling_signal::{Transport, WsConfig, WsTransport};
+//! use calling_signal::{Transport, UserId, WsConfig, WsTransport};
 //!
 //! let (app, key) = (1_400_000_000, "my-secret-key");
 //! let mut config = calling_server::Config::new(app, key);
@@ -20,7 +20,8 @@
 //! // A client logs in with a UserSig made from the same key.
 //! let sig = calling_usersig::generate(app, key, "alice", 3600, calling_usersig::now_unix());
 //! let url = format!("ws://{}/ws", server.local_addr());
-//! let alice = WsTransport::connect(WsConfig::new(url, app, "alice", sig)).await?;
+//! let alice = WsConfig::new(url, app, UserId::new("alice")?, sig);
+//! let alice = WsTransport::connect(alice).await?;
 //! assert_eq!(server.online(), 1);
 //!
 //! alice.close().await;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::json;
 use tracing::{debug, warn};
 
-use calling_signal::protocol::MAX_USER_ID_BYTES;
+use calling_core::{MAX_USER_ID_LEN, UserId};
 
 use crate::Config;
 
@@ -102,14 +102,14 @@ pub(crate) fn demo_usersig(config: &Config, query: &str) -> (&'static str, Strin
         .filter_map(|pair| pair.split_once('='))
         .find(|(k, _)| *k == "user_id")
         .map(|(_, v)| v);
-    let Some(user) = user.filter(|u| calling_signal::protocol::valid_user_id(u)) else {
+    let Some(user) = user.and_then(|u| UserId::new(u).ok()) else {
         debug!(query, "demo usersig: bad user id");
         return (
             "400 Bad Request",
             json!({
                 "error": "invalid_user_id",
                 "message": format!(
-                    "user_id must be 1 to {MAX_USER_ID_BYTES} ASCII letters, digits, '-' or '_'"
+                    "user_id must be 1 to {MAX_USER_ID_LEN} ASCII letters, digits, '-' or '_'"
                 ),
             })
             .to_string(),
@@ -119,11 +119,11 @@ pub(crate) fn demo_usersig(config: &Config, query: &str) -> (&'static str, Strin
     let sig = calling_usersig::generate(
         config.sdk_app_id,
         &demo.secret_key,
-        user,
+        user.as_str(),
         lifetime,
         calling_usersig::now_unix(),
     );
-    warn!(user, "demo mode: handed out a UserSig");
+    warn!(%user, "demo mode: handed out a UserSig");
     (
         "200 OK",
         json!({

@@ -16,7 +16,7 @@ use tokio::sync::mpsc::Receiver;
 use tokio_tungstenite::tungstenite::Message;
 
 fn ws_config(addr: SocketAddr, user: &str) -> WsConfig {
-    let mut c = WsConfig::new(format!("ws://{addr}/ws"), APP, user, sig(user));
+    let mut c = WsConfig::new(format!("ws://{addr}/ws"), APP, uid(user), sig(user));
     c.backoff_min = Duration::from_millis(20);
     c.backoff_max = Duration::from_millis(200);
     c
@@ -42,21 +42,21 @@ async fn exchange(
     bob: &dyn Transport,
     bob_ev: &mut Receiver<TransportEvent>,
 ) {
-    assert_eq!(alice.local_user(), "alice");
+    assert_eq!(alice.local_user(), &uid("alice"));
     let id = alice
-        .send(&["bob".into()], json!({"cmd":"invite","call_id":"c1"}))
+        .send(&[uid("bob")], json!({"cmd":"invite","call_id":"c1"}))
         .await
         .unwrap();
     assert_eq!(
         next(bob_ev).await,
         TransportEvent::Message {
-            from: "alice".into(),
+            from: uid("alice"),
             id: id.clone(),
             payload: json!({"cmd":"invite","call_id":"c1"})
         }
     );
     let id2 = alice
-        .send(&["bob".into(), "nobody".into()], json!(2))
+        .send(&[uid("bob"), uid("nobody")], json!(2))
         .await
         .unwrap();
     assert_ne!(id, id2);
@@ -65,16 +65,19 @@ async fn exchange(
         next(alice_ev).await,
         TransportEvent::Undeliverable {
             id: id2,
-            users: vec!["nobody".into()]
+            users: vec![uid("nobody")]
         }
     );
-    assert_eq!(alice.join_room("room-1").await.unwrap(), vec!["alice"]);
-    assert_eq!(bob.join_room("room-1").await.unwrap(), vec!["alice", "bob"]);
+    assert_eq!(alice.join_room("room-1").await.unwrap(), [uid("alice")]);
+    assert_eq!(
+        bob.join_room("room-1").await.unwrap(),
+        [uid("alice"), uid("bob")]
+    );
     assert_eq!(
         next(alice_ev).await,
         TransportEvent::RoomEnter {
             room: "room-1".into(),
-            user: "bob".into()
+            user: uid("bob")
         }
     );
     bob.leave_room("room-1").await.unwrap();
@@ -82,7 +85,7 @@ async fn exchange(
         next(alice_ev).await,
         TransportEvent::RoomLeave {
             room: "room-1".into(),
-            user: "bob".into()
+            user: uid("bob")
         }
     );
     assert!(matches!(
@@ -103,14 +106,14 @@ async fn ws_and_memory_transports_behave_alike() {
     exchange(&alice, &mut ae, &bob, &mut be).await;
 
     let hub = MemoryHub::new();
-    let malice: Box<dyn Transport> = Box::new(hub.register("alice").unwrap());
-    let mbob: Box<dyn Transport> = Box::new(hub.register("bob").unwrap());
+    let malice: Box<dyn Transport> = Box::new(hub.register(uid("alice")));
+    let mbob: Box<dyn Transport> = Box::new(hub.register(uid("bob")));
     let (mut mae, mut mbe) = (malice.take_events().unwrap(), mbob.take_events().unwrap());
     exchange(&*malice, &mut mae, &*mbob, &mut mbe).await;
 
     alice.close().await;
     assert_eq!(
-        alice.send(&["bob".into()], json!(1)).await,
+        alice.send(&[uid("bob")], json!(1)).await,
         Err(TransportError::Closed)
     );
     alice.close().await; // idempotent
@@ -150,7 +153,7 @@ async fn second_login_kicks_the_first_client() {
     assert_eq!(next(&mut fe).await, TransportEvent::KickedOut);
     // Kicked means closed for good: no reconnect, sends fail.
     assert_eq!(
-        first.send(&["bob".into()], json!(1)).await,
+        first.send(&[uid("bob")], json!(1)).await,
         Err(TransportError::Closed)
     );
     assert!(
@@ -175,7 +178,7 @@ async fn client_reconnects_after_server_restart_and_can_send_again() {
     assert_eq!(next(&mut be).await, TransportEvent::Disconnected);
     // While down, sends fail fast instead of vanishing.
     assert!(matches!(
-        alice.send(&["bob".into()], json!(0)).await,
+        alice.send(&[uid("bob")], json!(0)).await,
         Err(TransportError::NotConnected)
     ));
 
@@ -186,13 +189,13 @@ async fn client_reconnects_after_server_restart_and_can_send_again() {
     // leave follows the re-join on the same connection).
     alice.leave_room("r").await.unwrap();
     let id = alice
-        .send(&["bob".into()], json!({"after":"restart"}))
+        .send(&[uid("bob")], json!({"after":"restart"}))
         .await
         .unwrap();
     assert_eq!(
         next(&mut be).await,
         TransportEvent::Message {
-            from: "alice".into(),
+            from: uid("alice"),
             id,
             payload: json!({"after":"restart"})
         }
@@ -231,7 +234,7 @@ async fn server_error_frames_surface_as_events() {
     let server = start().await;
     let addr = server.local_addr();
     let (alice, mut ae) = ws_user(addr, "alice").await;
-    let too_many: Vec<String> = (0..65).map(|i| format!("u{i}")).collect();
+    let too_many: Vec<_> = (0..65).map(|i| uid(&format!("u{i}"))).collect();
     let id = alice.send(&too_many, json!(1)).await.unwrap();
     match next(&mut ae).await {
         TransportEvent::Error {
@@ -269,13 +272,13 @@ async fn client_heartbeats_keep_an_idle_session_alive() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(ae.try_recv().is_err(), "alice saw an event while idle");
     let id = alice
-        .send(&["bob".into()], json!("still here"))
+        .send(&[uid("bob")], json!("still here"))
         .await
         .unwrap();
     assert_eq!(
         next(&mut be).await,
         TransportEvent::Message {
-            from: "alice".into(),
+            from: uid("alice"),
             id,
             payload: json!("still here")
         }
@@ -297,7 +300,7 @@ async fn client_paces_bursts_within_the_announced_rate_limit() {
     let addr = server.local_addr();
     let (alice, mut alice_events) = ws_user(addr, "alice").await;
     let (_bob, mut bob_events) = ws_user(addr, "bob").await;
-    let to = ["bob".to_string()];
+    let to = [uid("bob")];
     for n in 0..30 {
         alice.send(&to, json!({ "n": n })).await.unwrap();
     }

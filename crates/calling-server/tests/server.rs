@@ -235,15 +235,16 @@ async fn offline_recipients_are_undeliverable_at_once() {
     let addr = server.local_addr();
     let mut alice = login_as(addr, "alice").await;
     let mut bob = login_as(addr, "bob").await;
+    // A malformed id names nobody: undeliverable in its place, not an error.
     send(
         &mut alice,
-        json!({"type":"send","id":"inv-7","to":["dave","bob","erin"],"payload":{}}),
+        json!({"type":"send","id":"inv-7","to":["dave","bob","no one!","erin"],"payload":{}}),
     )
     .await;
     let u = recv(&mut alice).await;
     assert_eq!(
         u,
-        json!({"type":"undeliverable","id":"inv-7","users":["dave","erin"]})
+        json!({"type":"undeliverable","id":"inv-7","users":["dave","no one!","erin"]})
     );
     assert_eq!(recv(&mut bob).await["id"], "inv-7");
     // Bad recipient lists are refused, not silently dropped.
@@ -257,7 +258,7 @@ async fn offline_recipients_are_undeliverable_at_once() {
         (e["code"].as_str(), e["id"].as_str()),
         (Some("bad_recipients"), Some("e"))
     );
-    assert_eq!(metric(addr, "calling_undeliverable_total").await, 2);
+    assert_eq!(metric(addr, "calling_undeliverable_total").await, 3);
     server.shutdown().await;
 }
 

@@ -11,18 +11,19 @@
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), calling_signal::TransportError> {
-//! use calling_signal::{MemoryHub, Transport, TransportEvent};
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use calling_signal::{MemoryHub, Transport, TransportEvent, UserId};
 //!
+//! let (alice_id, bob_id) = (UserId::new("alice")?, UserId::new("bob")?);
 //! let hub = MemoryHub::new();
-//! let alice = hub.register("alice")?;
-//! let bob = hub.register("bob")?;
+//! let alice = hub.register(alice_id.clone());
+//! let bob = hub.register(bob_id.clone());
 //! let mut bob_events = bob.take_events().expect("taken once");
 //!
-//! alice.send(&["bob".to_string()], serde_json::json!({"cmd": "invite"})).await?;
+//! alice.send(&[bob_id], serde_json::json!({"cmd": "invite"})).await?;
 //! match bob_events.recv().await {
 //!     Some(TransportEvent::Message { from, payload, .. }) => {
-//!         assert_eq!(from, "alice");
+//!         assert_eq!(from, alice_id);
 //!         assert_eq!(payload["cmd"], "invite");
 //!     }
 //!     other => panic!("unexpected {other:?}"),
@@ -38,6 +39,10 @@ pub mod protocol;
 mod transport;
 mod ws;
 
+/// User ids, validated once where they enter: the same type as the call
+/// layer's.
+#[doc(no_inline)]
+pub use calling_core::UserId;
 pub use memory::{MemoryHub, MemoryTransport};
 pub use transport::{MessageId, Transport, TransportError, TransportEvent};
 pub use ws::{WsConfig, WsTransport};

@@ -1,6 +1,7 @@
 //! The [`Transport`] trait the SDK drives, and the events it yields.
 
 use async_trait::async_trait;
+use calling_core::UserId;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -23,7 +24,7 @@ pub enum TransportEvent {
     /// A call-layer payload from another user.
     Message {
         /// The sender, as verified by the server (or the hub).
-        from: String,
+        from: UserId,
         /// The sender's message id.
         id: MessageId,
         /// The payload as sent.
@@ -34,21 +35,21 @@ pub enum TransportEvent {
         /// The id returned by [`Transport::send`].
         id: MessageId,
         /// The recipients that did not get it.
-        users: Vec<String>,
+        users: Vec<UserId>,
     },
     /// A user entered a room this transport is in.
     RoomEnter {
         /// Room name.
         room: String,
         /// The user who entered.
-        user: String,
+        user: UserId,
     },
     /// A user left a room this transport is in, or their connection died.
     RoomLeave {
         /// Room name.
         room: String,
         /// The user who left.
-        user: String,
+        user: UserId,
     },
     /// The same user logged in elsewhere; this transport is closed for good.
     KickedOut,
@@ -115,17 +116,17 @@ pub enum TransportError {
 #[async_trait]
 pub trait Transport: Send + Sync {
     /// The logged-in user this transport speaks for.
-    fn local_user(&self) -> &str;
+    fn local_user(&self) -> &UserId;
 
     /// Sends `payload` to every user in `to`. Returns once the payload is
     /// handed to the wire; recipients that turn out offline are reported by
     /// [`TransportEvent::Undeliverable`] carrying the returned id, and a
     /// refusal by the server (rate limit, too many recipients, too large)
     /// by [`TransportEvent::Error`] carrying it.
-    async fn send(&self, to: &[String], payload: Value) -> Result<MessageId, TransportError>;
+    async fn send(&self, to: &[UserId], payload: Value) -> Result<MessageId, TransportError>;
 
     /// Joins `room` and returns its members (this user included).
-    async fn join_room(&self, room: &str) -> Result<Vec<String>, TransportError>;
+    async fn join_room(&self, room: &str) -> Result<Vec<UserId>, TransportError>;
 
     /// Leaves `room`.
     async fn leave_room(&self, room: &str) -> Result<(), TransportError>;

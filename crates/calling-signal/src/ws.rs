@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use calling_core::UserId;
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use serde_json::Value;
@@ -38,7 +39,7 @@ pub struct WsConfig {
     /// Application id.
     pub sdk_app_id: u64,
     /// The user to log in as.
-    pub user_id: String,
+    pub user_id: UserId,
     /// That user's UserSig.
     pub user_sig: String,
     /// Limit for one connect + login attempt (default 5 s).
@@ -64,13 +65,13 @@ impl WsConfig {
     pub fn new(
         url: impl Into<String>,
         sdk_app_id: u64,
-        user_id: impl Into<String>,
+        user_id: UserId,
         user_sig: impl Into<String>,
     ) -> Self {
         WsConfig {
             url: url.into(),
             sdk_app_id,
-            user_id: user_id.into(),
+            user_id,
             user_sig: user_sig.into(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
@@ -90,7 +91,7 @@ enum Command {
     },
     Join {
         room: String,
-        reply: oneshot::Sender<Result<Vec<String>, TransportError>>,
+        reply: oneshot::Sender<Result<Vec<UserId>, TransportError>>,
     },
     Leave {
         room: String,
@@ -103,7 +104,7 @@ enum Command {
 
 /// A [`Transport`] over a WebSocket to `calling-server`.
 pub struct WsTransport {
-    user: String,
+    user: UserId,
     cmd: mpsc::Sender<Command>,
     events: Mutex<Option<mpsc::Receiver<TransportEvent>>>,
     next_id: AtomicU64,
@@ -214,11 +215,11 @@ impl WsTransport {
 
 #[async_trait]
 impl Transport for WsTransport {
-    fn local_user(&self) -> &str {
+    fn local_user(&self) -> &UserId {
         &self.user
     }
 
-    async fn send(&self, to: &[String], payload: Value) -> Result<MessageId, TransportError> {
+    async fn send(&self, to: &[UserId], payload: Value) -> Result<MessageId, TransportError> {
         if to.is_empty() {
             return Err(TransportError::Invalid("no recipient".into()));
         }
@@ -227,7 +228,7 @@ impl Transport for WsTransport {
             .map_err(|e| TransportError::Invalid(e.to_string()))?;
         let text = ClientFrame::Send {
             id: id.0.clone(),
-            to: to.to_vec(),
+            to: to.iter().map(|u| u.as_str().to_owned()).collect(),
             payload,
         }
         .to_json();
@@ -235,7 +236,7 @@ impl Transport for WsTransport {
         Ok(id)
     }
 
-    async fn join_room(&self, room: &str) -> Result<Vec<String>, TransportError> {
+    async fn join_room(&self, room: &str) -> Result<Vec<UserId>, TransportError> {
         let room = room.to_owned();
         self.request(|reply| Command::Join { room, reply }).await
     }
@@ -277,7 +278,7 @@ async fn connect_and_login(config: &WsConfig) -> Result<(Ws, SessionParams), Tra
         let login = ClientFrame::Login {
             id: Some("login".into()),
             sdk_app_id: config.sdk_app_id,
-            user_id: config.user_id.clone(),
+            user_id: config.user_id.to_string(),
             user_sig: config.user_sig.clone(),
             protocol: PROTOCOL_VERSION,
         };
@@ -346,7 +347,7 @@ struct Driver {
     config: WsConfig,
     events: mpsc::Sender<TransportEvent>,
     rooms: BTreeSet<String>,
-    pending_join: HashMap<String, (String, Reply<Vec<String>>)>,
+    pending_join: HashMap<String, (String, Reply<Vec<UserId>>)>,
     pending_leave: HashMap<String, (String, Reply<()>)>,
     next_req: u64,
 }
@@ -619,7 +620,7 @@ impl Driver {
             }
             ServerFrame::Undeliverable { id, users } => self.emit(TransportEvent::Undeliverable {
                 id: MessageId(id),
-                users,
+                users: sent_ids(users),
             }),
             ServerFrame::Joined { id, room, members } => {
                 self.rooms.insert(room.clone());
@@ -656,6 +657,22 @@ impl Driver {
         }
         None
     }
+}
+
+/// The recipients of an `undeliverable`, which echoes the ids of our own
+/// `send`. Those were [`UserId`]s, so a malformed one means a broken server:
+/// logged and left out.
+fn sent_ids(users: Vec<String>) -> Vec<UserId> {
+    users
+        .into_iter()
+        .filter_map(|user| match UserId::new(user.as_str()) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                warn!(user, error = %e, "undeliverable names a user id we never sent to");
+                None
+            }
+        })
+        .collect()
 }
 
 /// How a session ends, from the server's close code.

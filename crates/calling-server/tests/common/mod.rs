@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use calling_server::{Config, RunningServer, Server};
+use calling_signal::UserId;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -34,6 +35,10 @@ pub async fn start_with(f: impl FnOnce(&mut Config)) -> RunningServer {
     let mut c = config();
     f(&mut c);
     Server::bind(c).await.unwrap()
+}
+
+pub fn uid(user: &str) -> UserId {
+    UserId::new(user).unwrap()
 }
 
 pub fn sig(user: &str) -> String {
