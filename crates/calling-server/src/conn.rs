@@ -394,7 +394,6 @@ impl Conn<'_> {
                 | ClientFrame::Join { id, .. }
                 | ClientFrame::Leave { id, .. }
                 | ClientFrame::Logout { id } => self.not_logged_in(id).await,
-                _ => self.not_logged_in(None).await,
             };
         };
         let sid = session.id;
@@ -434,11 +433,6 @@ impl Conn<'_> {
                         self.refuse(id, code, message).await
                     }
                 }
-            }
-            // A frame type added to the protocol crate but not yet served.
-            _ => {
-                self.refuse(None, ErrorCode::UnknownType, "frame type not served".into())
-                    .await
             }
         }
     }

@@ -19,7 +19,6 @@ pub type SessionId = u64;
 
 /// What the hub asks a connection to do.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub enum Outbound {
     /// Write this already-encoded frame to the client.
     Frame(Utf8Bytes),

@@ -142,7 +142,6 @@ impl Config {
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum ServerError {
     /// Binding the listen address failed.
     #[error("cannot listen on {addr}: {source}")]

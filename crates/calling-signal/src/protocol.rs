@@ -46,7 +46,6 @@ pub mod close_code {
 /// Machine-readable reason carried by an `error` frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[non_exhaustive]
 pub enum ErrorCode {
     /// The frame is not valid JSON, not UTF-8, or misses / mistypes a field.
     BadFrame,
@@ -136,7 +135,6 @@ pub struct Limits {
 /// A frame sent by a client to the server.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-#[non_exhaustive]
 pub enum ClientFrame {
     /// Authenticate the connection. Must be the first frame.
     Login {
@@ -196,7 +194,6 @@ pub enum ClientFrame {
 /// A frame sent by the server to a client.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-#[non_exhaustive]
 pub enum ServerFrame {
     /// Login succeeded.
     LoginOk {
@@ -292,7 +289,6 @@ pub enum ServerFrame {
 
 /// Why a frame could not be decoded.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum FrameError {
     /// The bytes are not UTF-8.
     #[error("frame is not valid UTF-8")]
@@ -318,7 +314,9 @@ impl FrameError {
     pub fn code(&self) -> ErrorCode {
         match self {
             FrameError::UnknownType(_) => ErrorCode::UnknownType,
-            _ => ErrorCode::BadFrame,
+            FrameError::NotUtf8 | FrameError::Malformed(_) | FrameError::MissingField { .. } => {
+                ErrorCode::BadFrame
+            }
         }
     }
 }

@@ -19,7 +19,6 @@ impl std::fmt::Display for MessageId {
 
 /// What a transport reports to the application, in order.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub enum TransportEvent {
     /// A call-layer payload from another user.
     Message {
@@ -73,7 +72,6 @@ pub enum TransportEvent {
 
 /// Why a transport operation failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
 pub enum TransportError {
     /// The transport is not connected right now (it may be reconnecting).
     #[error("not connected")]

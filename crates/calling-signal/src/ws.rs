@@ -320,7 +320,17 @@ async fn connect_and_login(config: &WsConfig) -> Result<(Ws, SessionParams), Tra
                 Ok(ServerFrame::Error { code, message, .. }) => {
                     return Err(TransportError::LoginRefused { code, message });
                 }
-                Ok(other) => debug!(?other, "frame before login_ok ignored"),
+                Ok(
+                    other @ (ServerFrame::Pong { .. }
+                    | ServerFrame::Message { .. }
+                    | ServerFrame::Undeliverable { .. }
+                    | ServerFrame::Joined { .. }
+                    | ServerFrame::Left { .. }
+                    | ServerFrame::RoomEnter { .. }
+                    | ServerFrame::RoomLeave { .. }
+                    | ServerFrame::KickedOut { .. }
+                    | ServerFrame::LoginExpired {}),
+                ) => debug!(?other, "frame before login_ok ignored"),
                 Err(e) => warn!(error = %e, "undecodable frame during login"),
             }
         }
@@ -463,16 +473,9 @@ impl Driver {
                 Ok(ok) => return Some(ok),
                 Err(TransportError::LoginRefused { code, message }) => {
                     warn!(%code, %message, "re-login refused");
-                    match code {
-                        ErrorCode::SigExpired
-                        | ErrorCode::BadSignature
-                        | ErrorCode::WrongApp
-                        | ErrorCode::InvalidUserId
-                        | ErrorCode::UnsupportedVersion => {
-                            self.emit(TransportEvent::LoginExpired);
-                            return None;
-                        }
-                        _ => {}
+                    if refused_for_good(code) {
+                        self.emit(TransportEvent::LoginExpired);
+                        return None;
                     }
                 }
                 Err(e) => debug!(error = %e, "reconnect attempt failed"),
@@ -673,6 +676,30 @@ fn sent_ids(users: Vec<String>) -> Vec<UserId> {
             }
         })
         .collect()
+}
+
+/// Whether a refused re-login can never succeed with this configuration:
+/// retrying the same UserSig would only be refused again.
+fn refused_for_good(code: ErrorCode) -> bool {
+    match code {
+        ErrorCode::SigExpired
+        | ErrorCode::BadSignature
+        | ErrorCode::WrongApp
+        | ErrorCode::InvalidUserId
+        | ErrorCode::UnsupportedVersion => true,
+        ErrorCode::BadFrame
+        | ErrorCode::UnknownType
+        | ErrorCode::TooLarge
+        | ErrorCode::NotLoggedIn
+        | ErrorCode::AlreadyLoggedIn
+        | ErrorCode::RateLimited
+        | ErrorCode::BadRecipients
+        | ErrorCode::InvalidRoom
+        | ErrorCode::TooManyRooms
+        | ErrorCode::RoomFull
+        | ErrorCode::NotInRoom
+        | ErrorCode::Internal => false,
+    }
 }
 
 /// How a session ends, from the server's close code.
