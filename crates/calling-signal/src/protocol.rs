@@ -80,7 +80,10 @@ pub enum ErrorCode {
     RoomFull,
     /// `leave` named a room the user is not in.
     NotInRoom,
-    /// The server failed internally; the frame was not processed.
+    /// The server failed internally; the frame was not processed. Also what
+    /// a code this version does not know decodes to, as `docs/PROTOCOL.md`
+    /// asks of clients (servers may add codes within a version).
+    #[serde(other)]
     Internal,
 }
 
@@ -609,6 +612,15 @@ mod tests {
             })
         ));
         assert_eq!(peek_id(r#"{"type":"send","id":"q"}"#).as_deref(), Some("q"));
+    }
+
+    #[test]
+    fn an_unknown_error_code_reads_as_internal() {
+        let f = ServerFrame::parse(r#"{"type":"error","id":"L","code":"brand_new","message":"m"}"#);
+        assert!(matches!(
+            f,
+            Ok(ServerFrame::Error { code: ErrorCode::Internal, id: Some(id), .. }) if id == "L"
+        ));
     }
 
     #[test]
