@@ -14,6 +14,7 @@ use calling_core::{MAX_USER_ID_LEN, UserId};
 use calling_signal::protocol::{
     ClientFrame, ErrorCode, PROTOCOL_VERSION, ServerFrame, close_code, peek_id, valid_room,
 };
+use calling_signal::rate::TokenBucket;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::value::RawValue;
 use tokio::net::TcpStream;
@@ -23,7 +24,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::Shared;
 use crate::auth::VerifiedLogin;
@@ -133,7 +134,11 @@ pub(crate) async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shar
         tx,
         kick: Arc::new(Notify::new()),
         session: None,
-        bucket: Bucket::new(cfg.limits.rate_per_sec, cfg.limits.rate_burst),
+        bucket: TokenBucket::new(
+            f64::from(cfg.limits.rate_per_sec),
+            f64::from(cfg.limits.rate_burst),
+            Instant::now(),
+        ),
     };
     conn.run(rx).await;
     if let Some(s) = conn.session.take() {
@@ -155,7 +160,7 @@ struct Conn<'a> {
     tx: mpsc::Sender<Outbound>,
     kick: Arc<Notify>,
     session: Option<Session>,
-    bucket: Bucket,
+    bucket: TokenBucket,
 }
 
 /// What to do after handling an input.
@@ -358,7 +363,7 @@ impl Conn<'_> {
             );
             return self.refuse(None, ErrorCode::TooLarge, message).await;
         }
-        if !self.bucket.take(Instant::now()) {
+        if !self.bucket.try_take(Instant::now()) {
             Metrics::inc(&self.shared.metrics.rate_limited);
             let id = std::str::from_utf8(&bytes).ok().and_then(peek_id);
             return self
@@ -653,41 +658,6 @@ fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Token bucket for the per-connection frame rate.
-struct Bucket {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn new(rate_per_sec: u32, burst: u32) -> Self {
-        let burst = f64::from(burst.max(1));
-        Bucket {
-            tokens: burst,
-            rate: f64::from(rate_per_sec),
-            burst,
-            at: Instant::now(),
-        }
-    }
-
-    fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.at = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            if self.rate == 0.0 {
-                warn!("rate_per_sec is 0: every frame past the burst is refused");
-            }
-            false
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -697,16 +667,5 @@ mod tests {
         let mut v: Vec<String> = ["b", "a", "b", "c", "a"].map(String::from).to_vec();
         dedup_in_order(&mut v);
         assert_eq!(v, ["b", "a", "c"]);
-    }
-
-    #[test]
-    fn bucket_allows_burst_then_refills() {
-        let t0 = Instant::now();
-        let mut b = Bucket::new(10, 3);
-        b.at = t0;
-        assert!(b.take(t0) && b.take(t0) && b.take(t0));
-        assert!(!b.take(t0));
-        assert!(b.take(t0 + Duration::from_millis(100)));
-        assert!(!b.take(t0 + Duration::from_millis(100)));
     }
 }

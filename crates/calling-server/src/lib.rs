@@ -181,6 +181,10 @@ impl Server {
         if config.heartbeat_timeout.is_zero() || config.login_timeout.is_zero() {
             return Err(ServerError::Config("timeouts must be positive".into()));
         }
+        if config.limits.rate_per_sec == 0 {
+            // Allowed but hardly ever meant: said once here, not per refusal.
+            warn!("rate_per_sec is 0: every frame past the burst is refused");
+        }
         let addr = config.listen;
         let bind_err = |source| ServerError::Bind { addr, source };
         let socket = if addr.is_ipv4() {

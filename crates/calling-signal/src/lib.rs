@@ -1,6 +1,7 @@
 //! The signaling layer of calling: the session-layer wire protocol
-//! ([`protocol`], specified in `docs/PROTOCOL.md`) and the client transports
-//! the SDK uses to carry call-layer payloads between users.
+//! ([`protocol`], specified in `docs/PROTOCOL.md`, with the token bucket of
+//! its rate limit in [`rate`], shared by server and client) and the client
+//! transports the SDK uses to carry call-layer payloads between users.
 //!
 //! Two [`Transport`] implementations ship here:
 //! - [`WsTransport`]: a WebSocket client for `calling-server`, with login,
@@ -36,6 +37,7 @@
 
 pub mod memory;
 pub mod protocol;
+pub mod rate;
 mod transport;
 mod ws;
 

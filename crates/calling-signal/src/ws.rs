@@ -27,6 +27,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::{debug, info, warn};
 
 use crate::protocol::{ClientFrame, ErrorCode, PROTOCOL_VERSION, ServerFrame, close_code};
+use crate::rate::TokenBucket;
 use crate::transport::{MessageId, Transport, TransportError, TransportEvent};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -127,46 +128,31 @@ struct SessionParams {
     rate_burst: u32,
 }
 
-/// Keeps the frames we send within the rate the server announced (a token
-/// bucket like the server's), so that bursts, e.g. ICE candidates of several
-/// calls, are delayed a little instead of dropped with `rate_limited`.
-struct Pacer {
-    tokens: f64,
-    burst: f64,
-    rate: f64,
-    last: Instant,
-}
+/// Keeps the frames we send within the rate the server announced (the
+/// server's own kind of bucket), so that bursts, e.g. ICE candidates of
+/// several calls, are delayed a little instead of dropped with
+/// `rate_limited`.
+struct Pacer(TokenBucket);
 
 impl Pacer {
     fn new(params: &SessionParams) -> Self {
         // Never ahead of the server's bucket: it started full and our login
         // took one token, so start one lower still and refill a little slower.
         let burst = f64::from(params.rate_burst.max(2));
-        Pacer {
-            tokens: burst - 2.0,
-            burst: burst - 1.0,
-            rate: f64::from(params.rate_per_sec.max(1)) * 0.9,
-            last: Instant::now(),
-        }
+        let rate = f64::from(params.rate_per_sec.max(1)) * 0.9;
+        Pacer(TokenBucket::new(rate, burst - 1.0, Instant::now()).with_tokens(burst - 2.0))
     }
 
-    /// Waits until one more frame may be sent, and takes its token.
+    /// Takes the token of one more frame, waiting until it may be sent.
     async fn take(&mut self) {
-        let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
-        self.last = now;
-        if self.tokens < 1.0 {
-            let wait = Duration::from_secs_f64((1.0 - self.tokens) / self.rate);
+        let wait = self.0.reserve(Instant::now());
+        if !wait.is_zero() {
             debug!(
                 ?wait,
                 "pacing a frame to stay within the server's rate limit"
             );
             tokio::time::sleep(wait).await;
-            self.tokens = 1.0;
-            self.last = Instant::now();
         }
-        self.tokens -= 1.0;
     }
 }
 
