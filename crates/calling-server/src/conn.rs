@@ -28,7 +28,6 @@ use tracing::{debug, info};
 
 use crate::Shared;
 use crate::auth::VerifiedLogin;
-use crate::http::{self, Route};
 use crate::hub::{Outbound, RoomLimits, SessionHandle, SessionId};
 use crate::metrics::Metrics;
 
@@ -43,63 +42,12 @@ impl Drop for OpenGuard<'_> {
     }
 }
 
-pub(crate) async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// Serves one WebSocket connection, from the upgrade on `/ws` (the request
+/// is still unread in `stream`) until it closes. The handshake shares the
+/// login deadline.
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let cfg = &shared.config;
     let m = &shared.metrics;
-    let http_deadline = cfg.login_timeout;
-    match http::route(&stream, http_deadline).await {
-        None => return,
-        Some(Route::WebSocket) => {}
-        Some(Route::Health) => {
-            Metrics::inc(&m.http_requests);
-            http::respond(stream, "200 OK", "text/plain", "ok\n", http_deadline).await;
-            return;
-        }
-        Some(Route::Metrics) => {
-            Metrics::inc(&m.http_requests);
-            let body = m.render(cfg.hub.online(), cfg.hub.rooms());
-            http::respond(
-                stream,
-                "200 OK",
-                "text/plain; version=0.0.4",
-                &body,
-                http_deadline,
-            )
-            .await;
-            return;
-        }
-        Some(Route::Asset(asset)) => {
-            Metrics::inc(&m.http_requests);
-            http::respond(
-                stream,
-                "200 OK",
-                asset.content_type,
-                asset.body,
-                http_deadline,
-            )
-            .await;
-            return;
-        }
-        Some(Route::DemoUserSig(query)) => {
-            Metrics::inc(&m.http_requests);
-            let (status, body) = crate::web::demo_usersig(cfg, &query);
-            http::respond(stream, status, "application/json", &body, http_deadline).await;
-            return;
-        }
-        Some(Route::NotFound) => {
-            Metrics::inc(&m.http_requests);
-            http::respond(
-                stream,
-                "404 Not Found",
-                "text/plain",
-                "not found\n",
-                http_deadline,
-            )
-            .await;
-            return;
-        }
-    }
-
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(cfg.read_buffer_bytes)
         .write_buffer_size(0)
@@ -107,7 +55,7 @@ pub(crate) async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shar
         .max_message_size(Some(cfg.hard_frame_bytes))
         .max_frame_size(Some(cfg.hard_frame_bytes));
     let ws = match tokio::time::timeout(
-        http_deadline,
+        cfg.login_timeout,
         tokio_tungstenite::accept_async_with_config(stream, Some(ws_config)),
     )
     .await

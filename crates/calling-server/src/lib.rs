@@ -233,7 +233,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let shared = shared.clone();
-                    tokio::spawn(conn::handle(stream, peer, shared));
+                    tokio::spawn(http::handle(stream, peer, shared));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off a

@@ -500,6 +500,8 @@ async fn health_metrics_and_unknown_paths() {
     let _a = login_as(addr, "alice").await;
     assert_eq!(metric(addr, "calling_connections").await, 1);
     assert_eq!(metric(addr, "calling_users_online").await, 1);
+    // Every plain request counts, the one reading the metric included.
+    assert_eq!(metric(addr, "calling_http_requests_total").await, 6);
     server.shutdown().await;
 }
 
