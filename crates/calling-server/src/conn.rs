@@ -120,6 +120,17 @@ enum Flow {
     Gone,
 }
 
+impl Flow {
+    /// Closes with `code` after a frame was written, unless the socket is
+    /// already gone.
+    fn and_close(self, code: u16, reason: &'static str) -> Flow {
+        match self {
+            Flow::Continue => Flow::Close(code, reason),
+            Flow::Close(..) | Flow::Gone => self,
+        }
+    }
+}
+
 impl Conn<'_> {
     async fn run(&mut self, mut rx: mpsc::Receiver<Outbound>) {
         let cfg = &self.shared.config;
@@ -209,7 +220,6 @@ impl Conn<'_> {
         }
     }
 
-    /// Writes one frame now.
     /// Writes one frame now. A peer that stops reading would block this
     /// task (and its timers) forever, so the write is bounded by the
     /// heartbeat timeout; past it the connection is given up.
@@ -221,14 +231,19 @@ impl Conn<'_> {
         matches!(tokio::time::timeout(limit, send).await, Ok(Ok(())))
     }
 
-    async fn refuse(&mut self, id: Option<String>, code: ErrorCode, message: String) -> Flow {
-        Metrics::inc(&self.shared.metrics.frame_errors);
-        debug!(peer = %self.peer, %code, %message, "frame refused");
-        if self.write(&ServerFrame::error(id, code, message)).await {
+    /// Writes `frame` and goes on, or gives up if it could not be written.
+    async fn answer(&mut self, frame: &ServerFrame) -> Flow {
+        if self.write(frame).await {
             Flow::Continue
         } else {
             Flow::Gone
         }
+    }
+
+    async fn refuse(&mut self, id: Option<String>, code: ErrorCode, message: String) -> Flow {
+        Metrics::inc(&self.shared.metrics.frame_errors);
+        debug!(peer = %self.peer, %code, %message, "frame refused");
+        self.answer(&ServerFrame::error(id, code, message)).await
     }
 
     async fn on_kick(&mut self) -> Flow {
@@ -242,10 +257,9 @@ impl Conn<'_> {
         let kicked = ServerFrame::KickedOut {
             reason: "logged in elsewhere".into(),
         };
-        if !self.write(&kicked).await {
-            return Flow::Gone;
-        }
-        Flow::Close(close_code::KICKED_OUT, "kicked out")
+        self.answer(&kicked)
+            .await
+            .and_close(close_code::KICKED_OUT, "kicked out")
     }
 
     async fn on_outbound(&mut self, first: Outbound, rx: &mut mpsc::Receiver<Outbound>) -> Flow {
@@ -279,17 +293,17 @@ impl Conn<'_> {
             // the stream), so answer with a typed error, then close.
             Some(Err(WsError::Capacity(e))) => {
                 let message = format!("frame over the hard limit: {e}");
-                if let Flow::Gone = self.refuse(None, ErrorCode::TooLarge, message).await {
-                    return Flow::Gone;
-                }
-                return Flow::Close(close_code::MESSAGE_TOO_BIG, "frame too large");
+                return self
+                    .refuse(None, ErrorCode::TooLarge, message)
+                    .await
+                    .and_close(close_code::MESSAGE_TOO_BIG, "frame too large");
             }
             Some(Err(WsError::Utf8(e))) => {
                 let message = format!("text frame is not valid UTF-8: {e}");
-                if let Flow::Gone = self.refuse(None, ErrorCode::BadFrame, message).await {
-                    return Flow::Gone;
-                }
-                return Flow::Close(close_code::INVALID_PAYLOAD, "invalid UTF-8");
+                return self
+                    .refuse(None, ErrorCode::BadFrame, message)
+                    .await
+                    .and_close(close_code::INVALID_PAYLOAD, "invalid UTF-8");
             }
             Some(Err(e)) => {
                 debug!(peer = %self.peer, error = %e, "websocket error");
@@ -351,13 +365,7 @@ impl Conn<'_> {
         };
         let sid = session.id;
         match frame {
-            ClientFrame::Ping { id } => {
-                if self.write(&ServerFrame::Pong { id }).await {
-                    Flow::Continue
-                } else {
-                    Flow::Gone
-                }
-            }
+            ClientFrame::Ping { id } => self.answer(&ServerFrame::Pong { id }).await,
             ClientFrame::Login { id, .. } => {
                 self.refuse(id, ErrorCode::AlreadyLoggedIn, "already logged in".into())
                     .await
@@ -374,13 +382,7 @@ impl Conn<'_> {
             ClientFrame::Leave { id, room } => {
                 let hub = &self.shared.config.hub;
                 match hub.leave(&room, &session.user, sid).await {
-                    Ok(()) => {
-                        if self.write(&ServerFrame::Left { id, room }).await {
-                            Flow::Continue
-                        } else {
-                            Flow::Gone
-                        }
-                    }
+                    Ok(()) => self.answer(&ServerFrame::Left { id, room }).await,
                     Err(code) => {
                         let message = format!("cannot leave room {room:?}");
                         self.refuse(id, code, message).await
@@ -411,10 +413,10 @@ impl Conn<'_> {
                 Metrics::inc(&m.logins_failed);
                 Metrics::inc(&m.frame_errors);
                 info!(peer = %self.peer, ?user_id, %code, "login refused");
-                if !self.write(&ServerFrame::error(id, code, message)).await {
-                    return Flow::Gone;
-                }
-                return Flow::Close(close_code::LOGIN_FAILED, "login failed");
+                return self
+                    .answer(&ServerFrame::error(id, code, message))
+                    .await
+                    .and_close(close_code::LOGIN_FAILED, "login failed");
             }
         };
         let sid = self.shared.next_session.fetch_add(1, Ordering::Relaxed);
@@ -451,11 +453,7 @@ impl Conn<'_> {
             id: sid,
             expires,
         });
-        if self.write(&ok).await {
-            Flow::Continue
-        } else {
-            Flow::Gone
-        }
+        self.answer(&ok).await
     }
 
     async fn route(
@@ -509,14 +507,8 @@ impl Conn<'_> {
         }
         m.undeliverable
             .fetch_add(offline.len() as u64, Ordering::Relaxed);
-        if self
-            .write(&ServerFrame::Undeliverable { id, users: offline })
+        self.answer(&ServerFrame::Undeliverable { id, users: offline })
             .await
-        {
-            Flow::Continue
-        } else {
-            Flow::Gone
-        }
     }
 
     async fn join(
@@ -543,11 +535,8 @@ impl Conn<'_> {
             .await
         {
             Ok(members) => {
-                if self.write(&ServerFrame::Joined { id, room, members }).await {
-                    Flow::Continue
-                } else {
-                    Flow::Gone
-                }
+                self.answer(&ServerFrame::Joined { id, room, members })
+                    .await
             }
             Err(code) => {
                 let message = format!("cannot join room {room:?}");

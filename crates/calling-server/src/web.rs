@@ -27,17 +27,19 @@ pub struct Asset {
     pub body: &'static str,
 }
 
+/// The page itself, served at `/` and at `/index.html`.
+const INDEX: Asset = Asset {
+    path: "/",
+    content_type: "text/html; charset=utf-8",
+    body: include_str!("../web/index.html"),
+};
+
 /// Every file of the demo page (`crates/calling-server/web/`).
 pub static ASSETS: &[Asset] = &[
-    Asset {
-        path: "/",
-        content_type: "text/html; charset=utf-8",
-        body: include_str!("../web/index.html"),
-    },
+    INDEX,
     Asset {
         path: "/index.html",
-        content_type: "text/html; charset=utf-8",
-        body: include_str!("../web/index.html"),
+        ..INDEX
     },
     Asset {
         path: "/calling.js",
