@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use calling_signal::protocol::ErrorCode;
-use calling_signal::{MemoryHub, Transport, TransportError, TransportEvent, WsConfig, WsTransport};
+use calling_signal::{
+    MemoryHub, MessageId, Transport, TransportError, TransportEvent, WsConfig, WsTransport,
+};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
@@ -35,6 +37,25 @@ async fn next(rx: &mut Receiver<TransportEvent>) -> TransportEvent {
         .expect("event stream ended")
 }
 
+/// Sends `payload` from `sender` to bob and checks that bob gets exactly
+/// it, from the sender, under the id `send` returned.
+async fn delivered_to_bob(
+    sender: &dyn Transport,
+    bob_events: &mut Receiver<TransportEvent>,
+    payload: serde_json::Value,
+) -> MessageId {
+    let id = sender.send(&[uid("bob")], payload.clone()).await.unwrap();
+    assert_eq!(
+        next(bob_events).await,
+        TransportEvent::Message {
+            from: sender.local_user().clone(),
+            id: id.clone(),
+            payload
+        }
+    );
+    id
+}
+
 /// The same exchange over any transport: what the facade relies on.
 async fn exchange(
     alice: &dyn Transport,
@@ -43,18 +64,7 @@ async fn exchange(
     bob_ev: &mut Receiver<TransportEvent>,
 ) {
     assert_eq!(alice.local_user(), &uid("alice"));
-    let id = alice
-        .send(&[uid("bob")], json!({"cmd":"invite","call_id":"c1"}))
-        .await
-        .unwrap();
-    assert_eq!(
-        next(bob_ev).await,
-        TransportEvent::Message {
-            from: uid("alice"),
-            id: id.clone(),
-            payload: json!({"cmd":"invite","call_id":"c1"})
-        }
-    );
+    let id = delivered_to_bob(alice, bob_ev, json!({"cmd":"invite","call_id":"c1"})).await;
     let id2 = alice
         .send(&[uid("bob"), uid("nobody")], json!(2))
         .await
@@ -188,18 +198,7 @@ async fn client_reconnects_after_server_restart_and_can_send_again() {
     // The room was re-joined on the new server: leaving it succeeds (the
     // leave follows the re-join on the same connection).
     alice.leave_room("r").await.unwrap();
-    let id = alice
-        .send(&[uid("bob")], json!({"after":"restart"}))
-        .await
-        .unwrap();
-    assert_eq!(
-        next(&mut be).await,
-        TransportEvent::Message {
-            from: uid("alice"),
-            id,
-            payload: json!({"after":"restart"})
-        }
-    );
+    delivered_to_bob(&alice, &mut be, json!({"after":"restart"})).await;
     server.shutdown().await;
 }
 
@@ -271,18 +270,7 @@ async fn client_heartbeats_keep_an_idle_session_alive() {
     let (_bob, mut be) = ws_user(addr, "bob").await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(ae.try_recv().is_err(), "alice saw an event while idle");
-    let id = alice
-        .send(&[uid("bob")], json!("still here"))
-        .await
-        .unwrap();
-    assert_eq!(
-        next(&mut be).await,
-        TransportEvent::Message {
-            from: uid("alice"),
-            id,
-            payload: json!("still here")
-        }
-    );
+    delivered_to_bob(&alice, &mut be, json!("still here")).await;
     assert_eq!(metric(addr, "calling_heartbeat_timeouts_total").await, 0);
     server.shutdown().await;
 }

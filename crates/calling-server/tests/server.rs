@@ -10,14 +10,6 @@ use common::*;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
-async fn login_frame(ws: &mut Ws, app: u64, user: &str, sig: &str) {
-    send(
-        ws,
-        json!({"type":"login","id":"L","sdk_app_id":app,"user_id":user,"user_sig":sig}),
-    )
-    .await;
-}
-
 /// A refused login answers one typed error echoing the id, then closes 4001.
 async fn expect_login_refused(ws: &mut Ws, code: &str) {
     let e = recv(ws).await;
