@@ -143,8 +143,8 @@ impl Pacer {
         Pacer(TokenBucket::new(rate, burst - 1.0, Instant::now()).with_tokens(burst - 2.0))
     }
 
-    /// Takes the token of one more frame, waiting until it may be sent.
-    async fn take(&mut self) {
+    /// Sends one frame as soon as the rate allows; false if the write failed.
+    async fn send(&mut self, ws: &mut Ws, text: String) -> bool {
         let wait = self.0.reserve(Instant::now());
         if !wait.is_zero() {
             debug!(
@@ -153,6 +153,7 @@ impl Pacer {
             );
             tokio::time::sleep(wait).await;
         }
+        ws.send(Message::text(text)).await.is_ok()
     }
 }
 
@@ -343,12 +344,19 @@ struct Driver {
     config: WsConfig,
     events: mpsc::Sender<TransportEvent>,
     rooms: BTreeSet<String>,
-    pending_join: HashMap<String, (String, Reply<Vec<UserId>>)>,
-    pending_leave: HashMap<String, (String, Reply<()>)>,
+    /// Replies awaiting `joined` / `left`, by request id.
+    pending_join: HashMap<String, Reply<Vec<UserId>>>,
+    pending_leave: HashMap<String, Reply<()>>,
     next_req: u64,
 }
 
 impl Driver {
+    /// A fresh id for a frame whose answer we wait for.
+    fn request_id(&mut self, prefix: &str) -> String {
+        self.next_req += 1;
+        format!("{prefix}{}", self.next_req)
+    }
+
     fn emit(&self, ev: TransportEvent) {
         if let Err(e) = self.events.try_send(ev) {
             match e {
@@ -392,13 +400,9 @@ impl Driver {
                     ws = new_ws;
                     params = new_params;
                     // Re-join rooms; answers arrive as ordinary frames.
-                    let rooms: Vec<String> = self.rooms.iter().cloned().collect();
-                    for room in rooms {
-                        self.next_req += 1;
-                        let frame = ClientFrame::Join {
-                            id: Some(format!("rejoin{}", self.next_req)),
-                            room,
-                        };
+                    for room in self.rooms.clone() {
+                        let id = self.request_id("rejoin");
+                        let frame = ClientFrame::Join { id: Some(id), room };
                         if ws.send(Message::text(frame.to_json())).await.is_err() {
                             break;
                         }
@@ -412,10 +416,10 @@ impl Driver {
     }
 
     fn fail_pending(&mut self) {
-        for (_, (_, reply)) in self.pending_join.drain() {
+        for (_, reply) in self.pending_join.drain() {
             let _ = reply.send(Err(TransportError::NotConnected));
         }
-        for (_, (_, reply)) in self.pending_leave.drain() {
+        for (_, reply) in self.pending_leave.drain() {
             let _ = reply.send(Err(TransportError::NotConnected));
         }
     }
@@ -485,9 +489,8 @@ impl Driver {
             let dead_at = last_seen + params.heartbeat_timeout;
             tokio::select! {
                 _ = heartbeat.tick() => {
-                    pacer.take().await;
                     let ping = ClientFrame::Ping { id: None }.to_json();
-                    if ws.send(Message::text(ping)).await.is_err() {
+                    if !pacer.send(ws, ping).await {
                         return self.after_write_error(ws).await;
                     }
                 }
@@ -508,30 +511,25 @@ impl Driver {
                             return End::Closed;
                         }
                         Command::Send { text, reply } => {
-                            pacer.take().await;
-                            let ok = ws.send(Message::text(text)).await.is_ok();
+                            let ok = pacer.send(ws, text).await;
                             let _ = reply.send(if ok { Ok(()) } else { Err(TransportError::NotConnected) });
                             if !ok {
                                 return self.after_write_error(ws).await;
                             }
                         }
                         Command::Join { room, reply } => {
-                            self.next_req += 1;
-                            let id = format!("j{}", self.next_req);
-                            let frame = ClientFrame::Join { id: Some(id.clone()), room: room.clone() };
-                            self.pending_join.insert(id, (room, reply));
-                            pacer.take().await;
-                            if ws.send(Message::text(frame.to_json())).await.is_err() {
+                            let id = self.request_id("j");
+                            self.pending_join.insert(id.clone(), reply);
+                            let frame = ClientFrame::Join { id: Some(id), room };
+                            if !pacer.send(ws, frame.to_json()).await {
                                 return self.after_write_error(ws).await;
                             }
                         }
                         Command::Leave { room, reply } => {
-                            self.next_req += 1;
-                            let id = format!("l{}", self.next_req);
-                            let frame = ClientFrame::Leave { id: Some(id.clone()), room: room.clone() };
-                            self.pending_leave.insert(id, (room, reply));
-                            pacer.take().await;
-                            if ws.send(Message::text(frame.to_json())).await.is_err() {
+                            let id = self.request_id("l");
+                            self.pending_leave.insert(id.clone(), reply);
+                            let frame = ClientFrame::Leave { id: Some(id), room };
+                            if !pacer.send(ws, frame.to_json()).await {
                                 return self.after_write_error(ws).await;
                             }
                         }
@@ -613,13 +611,13 @@ impl Driver {
             }),
             ServerFrame::Joined { id, room, members } => {
                 self.rooms.insert(room.clone());
-                if let Some((_, reply)) = id.and_then(|id| self.pending_join.remove(&id)) {
+                if let Some(reply) = id.and_then(|id| self.pending_join.remove(&id)) {
                     let _ = reply.send(Ok(members));
                 }
             }
             ServerFrame::Left { id, room } => {
                 self.rooms.remove(&room);
-                if let Some((_, reply)) = id.and_then(|id| self.pending_leave.remove(&id)) {
+                if let Some(reply) = id.and_then(|id| self.pending_leave.remove(&id)) {
                     let _ = reply.send(Ok(()));
                 }
             }
@@ -634,9 +632,9 @@ impl Driver {
             ServerFrame::Error { id, code, message } => {
                 let join = id.as_ref().and_then(|i| self.pending_join.remove(i));
                 let leave = id.as_ref().and_then(|i| self.pending_leave.remove(i));
-                if let Some((_, reply)) = join {
+                if let Some(reply) = join {
                     let _ = reply.send(Err(TransportError::Refused { code, message }));
-                } else if let Some((_, reply)) = leave {
+                } else if let Some(reply) = leave {
                     let _ = reply.send(Err(TransportError::Refused { code, message }));
                 } else {
                     self.emit(TransportEvent::Error { id, code, message });
