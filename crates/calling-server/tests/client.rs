@@ -301,3 +301,35 @@ async fn client_paces_bursts_within_the_announced_rate_limit() {
     // Nothing was refused on the sender's side.
     assert!(alice_events.try_recv().is_err(), "no error event for alice");
 }
+
+/// After a reconnect the re-joins count against the server's rate limit
+/// like any other frame: the client paces them too, so what it sends right
+/// after them is not refused.
+#[tokio::test]
+async fn rejoins_after_a_reconnect_are_paced() {
+    let tight = |c: &mut calling_server::Config| {
+        c.limits.rate_per_sec = 2;
+        c.limits.rate_burst = 4;
+    };
+    let server = start_with(tight).await;
+    let addr = server.local_addr();
+    let (alice, mut ae) = ws_user(addr, "alice").await;
+    let (_bob, mut be) = ws_user(addr, "bob").await;
+    for room in ["r1", "r2", "r3"] {
+        alice.join_room(room).await.unwrap();
+    }
+    server.shutdown().await;
+    assert_eq!(next(&mut ae).await, TransportEvent::Disconnected);
+    assert_eq!(next(&mut be).await, TransportEvent::Disconnected);
+
+    let server = start_with(|c| {
+        c.listen = addr;
+        tight(c);
+    })
+    .await;
+    assert_eq!(next(&mut ae).await, TransportEvent::Reconnected);
+    assert_eq!(next(&mut be).await, TransportEvent::Reconnected);
+    delivered_to_bob(&alice, &mut be, json!("after the re-joins")).await;
+    assert!(ae.try_recv().is_err(), "no error event for alice");
+    server.shutdown().await;
+}

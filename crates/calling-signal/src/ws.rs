@@ -399,14 +399,6 @@ impl Driver {
                 Some((new_ws, new_params)) => {
                     ws = new_ws;
                     params = new_params;
-                    // Re-join rooms; answers arrive as ordinary frames.
-                    for room in self.rooms.clone() {
-                        let id = self.request_id("rejoin");
-                        let frame = ClientFrame::Join { id: Some(id), room };
-                        if ws.send(Message::text(frame.to_json())).await.is_err() {
-                            break;
-                        }
-                    }
                     info!(user = %self.config.user_id, "reconnected");
                     self.emit(TransportEvent::Reconnected);
                 }
@@ -485,6 +477,16 @@ impl Driver {
         heartbeat.tick().await;
         let mut last_seen = Instant::now();
         let mut pacer = Pacer::new(params);
+        // Back into the rooms of the previous connection (none the first
+        // time), paced: the server counts them like any frame. The answers
+        // arrive as ordinary frames.
+        for room in self.rooms.clone() {
+            let id = self.request_id("rejoin");
+            let frame = ClientFrame::Join { id: Some(id), room };
+            if !pacer.send(ws, frame.to_json()).await {
+                return self.after_write_error(ws).await;
+            }
+        }
         loop {
             let dead_at = last_seen + params.heartbeat_timeout;
             tokio::select! {
