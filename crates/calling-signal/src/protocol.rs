@@ -374,6 +374,16 @@ where
     Box::<RawValue>::deserialize(d).map(Some)
 }
 
+fn read_wire<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, FrameError> {
+    serde_json::from_str(text).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+fn write_wire<T: Serialize>(frame: &T) -> String {
+    // Serializing frames cannot fail: every map key is a string and raw
+    // payloads are already valid JSON.
+    serde_json::to_string(frame).unwrap_or_else(|_| String::from("{}"))
+}
+
 fn need<T>(v: Option<T>, kind: &'static str, field: &'static str) -> Result<T, FrameError> {
     v.ok_or(FrameError::MissingField { kind, field })
 }
@@ -397,8 +407,7 @@ impl ClientFrame {
 
     /// Decodes a client frame from JSON text.
     pub fn parse(text: &str) -> Result<Self, FrameError> {
-        let w: WireClient =
-            serde_json::from_str(text).map_err(|e| FrameError::Malformed(e.to_string()))?;
+        let w: WireClient = read_wire(text)?;
         Ok(match w.kind.as_str() {
             "login" => ClientFrame::Login {
                 id: w.id,
@@ -428,17 +437,14 @@ impl ClientFrame {
 
     /// Encodes the frame as JSON text.
     pub fn to_json(&self) -> String {
-        // Serializing these types cannot fail: every map key is a string and
-        // raw payloads are already valid JSON.
-        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+        write_wire(self)
     }
 }
 
 impl ServerFrame {
     /// Decodes a server frame from JSON text.
     pub fn parse(text: &str) -> Result<Self, FrameError> {
-        let w: WireServer =
-            serde_json::from_str(text).map_err(|e| FrameError::Malformed(e.to_string()))?;
+        let w: WireServer = read_wire(text)?;
         Ok(match w.kind.as_str() {
             "login_ok" => ServerFrame::LoginOk {
                 id: w.id,
@@ -499,7 +505,7 @@ impl ServerFrame {
 
     /// Encodes the frame as JSON text.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+        write_wire(self)
     }
 
     /// Shorthand for an `error` frame.
