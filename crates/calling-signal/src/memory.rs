@@ -16,7 +16,9 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::protocol::{ErrorCode, valid_room};
-use crate::transport::{MessageId, Transport, TransportError, TransportEvent};
+use crate::transport::{
+    EventSlot, MessageId, MessageIds, Transport, TransportError, TransportEvent,
+};
 
 /// Events buffered per registered user before further ones are dropped.
 const EVENT_CAPACITY: usize = 4096;
@@ -80,9 +82,9 @@ impl MemoryHub {
             hub: self.clone(),
             user,
             session,
-            events: Mutex::new(Some(rx)),
+            events: EventSlot::new(rx),
             closed: AtomicBool::new(false),
-            next_id: AtomicU64::new(1),
+            next_id: MessageIds::default(),
         }
     }
 
@@ -118,9 +120,9 @@ pub struct MemoryTransport {
     hub: MemoryHub,
     user: UserId,
     session: u64,
-    events: Mutex<Option<mpsc::Receiver<TransportEvent>>>,
+    events: EventSlot,
     closed: AtomicBool,
-    next_id: AtomicU64,
+    next_id: MessageIds,
 }
 
 impl std::fmt::Debug for MemoryTransport {
@@ -174,10 +176,7 @@ impl Transport for MemoryTransport {
     }
 
     async fn send(&self, to: &[UserId], payload: Value) -> Result<MessageId, TransportError> {
-        if to.is_empty() {
-            return Err(TransportError::Invalid("no recipient".into()));
-        }
-        let id = MessageId(format!("m{}", self.next_id.fetch_add(1, Ordering::Relaxed)));
+        let id = self.next_id.next_for(to)?;
         self.with_live(|st| {
             let mut offline = Vec::new();
             for user in to {
@@ -261,7 +260,7 @@ impl Transport for MemoryTransport {
     }
 
     fn take_events(&self) -> Option<mpsc::Receiver<TransportEvent>> {
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.events.take()
     }
 }
 

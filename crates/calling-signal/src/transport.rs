@@ -1,5 +1,8 @@
 //! The [`Transport`] trait the SDK drives, and the events it yields.
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use async_trait::async_trait;
 use calling_core::UserId;
 use serde_json::Value;
@@ -135,4 +138,35 @@ pub trait Transport: Send + Sync {
 
     /// Takes the event stream. Returns `Some` exactly once.
     fn take_events(&self) -> Option<mpsc::Receiver<TransportEvent>>;
+}
+
+/// The event stream of a transport until the application takes it: what
+/// [`Transport::take_events`] hands out exactly once.
+pub(crate) struct EventSlot(Mutex<Option<mpsc::Receiver<TransportEvent>>>);
+
+impl EventSlot {
+    pub(crate) fn new(events: mpsc::Receiver<TransportEvent>) -> Self {
+        EventSlot(Mutex::new(Some(events)))
+    }
+
+    /// The stream the first time, `None` after.
+    pub(crate) fn take(&self) -> Option<mpsc::Receiver<TransportEvent>> {
+        // A panic while holding the lock leaves an Option behind, still usable.
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// Numbers the payloads one transport sends: `m1`, `m2`, ...
+#[derive(Default)]
+pub(crate) struct MessageIds(AtomicU64);
+
+impl MessageIds {
+    /// The id of a send to `to`, refused locally when it names nobody.
+    pub(crate) fn next_for(&self, to: &[UserId]) -> Result<MessageId, TransportError> {
+        if to.is_empty() {
+            return Err(TransportError::Invalid("no recipient".into()));
+        }
+        let n = self.0.fetch_add(1, Ordering::Relaxed) + 1;
+        Ok(MessageId(format!("m{n}")))
+    }
 }

@@ -8,8 +8,6 @@
 //! re-joins the rooms it was in.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,7 +26,9 @@ use tracing::{debug, info, warn};
 
 use crate::protocol::{ClientFrame, ErrorCode, PROTOCOL_VERSION, ServerFrame, close_code};
 use crate::rate::TokenBucket;
-use crate::transport::{MessageId, Transport, TransportError, TransportEvent};
+use crate::transport::{
+    EventSlot, MessageId, MessageIds, Transport, TransportError, TransportEvent,
+};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -107,8 +107,8 @@ enum Command {
 pub struct WsTransport {
     user: UserId,
     cmd: mpsc::Sender<Command>,
-    events: Mutex<Option<mpsc::Receiver<TransportEvent>>>,
-    next_id: AtomicU64,
+    events: EventSlot,
+    next_id: MessageIds,
     request_timeout: Duration,
 }
 
@@ -177,8 +177,8 @@ impl WsTransport {
         Ok(WsTransport {
             user,
             cmd: cmd_tx,
-            events: Mutex::new(Some(ev_rx)),
-            next_id: AtomicU64::new(1),
+            events: EventSlot::new(ev_rx),
+            next_id: MessageIds::default(),
             request_timeout,
         })
     }
@@ -207,10 +207,7 @@ impl Transport for WsTransport {
     }
 
     async fn send(&self, to: &[UserId], payload: Value) -> Result<MessageId, TransportError> {
-        if to.is_empty() {
-            return Err(TransportError::Invalid("no recipient".into()));
-        }
-        let id = MessageId(format!("m{}", self.next_id.fetch_add(1, Ordering::Relaxed)));
+        let id = self.next_id.next_for(to)?;
         let payload: Box<RawValue> = serde_json::value::to_raw_value(&payload)
             .map_err(|e| TransportError::Invalid(e.to_string()))?;
         let text = ClientFrame::Send {
@@ -241,7 +238,7 @@ impl Transport for WsTransport {
     }
 
     fn take_events(&self) -> Option<mpsc::Receiver<TransportEvent>> {
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.events.take()
     }
 }
 
