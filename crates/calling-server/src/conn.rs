@@ -493,8 +493,10 @@ impl Conn<'_> {
         let bytes = Utf8Bytes::from(frame.to_json());
         let offline = self.shared.config.hub.deliver(&valid, bytes).await;
         let m = &self.shared.metrics;
-        m.messages_routed
-            .fetch_add((valid.len() - offline.len()) as u64, Ordering::Relaxed);
+        m.messages_routed.fetch_add(
+            valid.len().saturating_sub(offline.len()) as u64,
+            Ordering::Relaxed,
+        );
         let offline: Vec<String> = recipients
             .into_iter()
             .filter_map(|r| match r {

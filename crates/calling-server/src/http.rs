@@ -45,8 +45,9 @@ enum Page {
 }
 
 /// Serves one accepted connection: hands a WebSocket upgrade to
-/// [`conn::serve`], answers anything else and closes. The request line must
-/// arrive within the login deadline, as must the whole HTTP exchange.
+/// [`conn::serve`], answers anything else and closes. Waiting for the
+/// request line and answering a plain request are each bounded by the login
+/// timeout.
 pub(crate) async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let cfg = &shared.config;
     let deadline = cfg.login_timeout;
