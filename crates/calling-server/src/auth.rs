@@ -1,6 +1,7 @@
 //! Login verification, behind a trait so that tests and embedders can swap
 //! it; the default checks a TLS-Sig-API v2 UserSig.
 
+use calling_core::UserId;
 use calling_signal::protocol::ErrorCode;
 
 /// A verified login.
@@ -23,10 +24,11 @@ pub struct LoginRefused {
 /// Checks a login's UserSig.
 pub trait LoginVerifier: Send + Sync + 'static {
     /// Verifies that `sig` lets `user_id` log in to `sdk_app_id` at `now_unix`.
+    /// The server has already checked the user id's syntax.
     fn verify(
         &self,
         sdk_app_id: u64,
-        user_id: &str,
+        user_id: &UserId,
         sig: &str,
         now_unix: u64,
     ) -> Result<VerifiedLogin, LoginRefused>;
@@ -58,10 +60,11 @@ impl LoginVerifier for UserSigVerifier {
     fn verify(
         &self,
         sdk_app_id: u64,
-        user_id: &str,
+        user_id: &UserId,
         sig: &str,
         now_unix: u64,
     ) -> Result<VerifiedLogin, LoginRefused> {
+        let user_id = user_id.as_str();
         match calling_usersig::verify(sdk_app_id, &self.secret_key, user_id, sig, now_unix) {
             Ok(claims) => Ok(VerifiedLogin {
                 expires_at: claims.expires_at(),

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use calling_core::{MAX_USER_ID_LEN, UserId};
 use calling_signal::protocol::{
-    ClientFrame, ErrorCode, MAX_USER_ID_BYTES, PROTOCOL_VERSION, ServerFrame, close_code, peek_id,
-    valid_room, valid_user_id,
+    ClientFrame, ErrorCode, PROTOCOL_VERSION, ServerFrame, close_code, peek_id, valid_room,
 };
+use calling_signal::rate::TokenBucket;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::value::RawValue;
 use tokio::net::TcpStream;
@@ -23,10 +24,10 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::Shared;
-use crate::http::{self, Route};
+use crate::auth::VerifiedLogin;
 use crate::hub::{Outbound, RoomLimits, SessionHandle, SessionId};
 use crate::metrics::Metrics;
 
@@ -41,63 +42,12 @@ impl Drop for OpenGuard<'_> {
     }
 }
 
-pub(crate) async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// Serves one WebSocket connection, from the upgrade on `/ws` (the request
+/// is still unread in `stream`) until it closes. The handshake shares the
+/// login deadline.
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let cfg = &shared.config;
     let m = &shared.metrics;
-    let http_deadline = cfg.login_timeout;
-    match http::route(&stream, http_deadline).await {
-        None => return,
-        Some(Route::WebSocket) => {}
-        Some(Route::Health) => {
-            Metrics::inc(&m.http_requests);
-            http::respond(stream, "200 OK", "text/plain", "ok\n", http_deadline).await;
-            return;
-        }
-        Some(Route::Metrics) => {
-            Metrics::inc(&m.http_requests);
-            let body = m.render(cfg.hub.online(), cfg.hub.rooms());
-            http::respond(
-                stream,
-                "200 OK",
-                "text/plain; version=0.0.4",
-                &body,
-                http_deadline,
-            )
-            .await;
-            return;
-        }
-        Some(Route::Asset(asset)) => {
-            Metrics::inc(&m.http_requests);
-            http::respond(
-                stream,
-                "200 OK",
-                asset.content_type,
-                asset.body,
-                http_deadline,
-            )
-            .await;
-            return;
-        }
-        Some(Route::DemoUserSig(query)) => {
-            Metrics::inc(&m.http_requests);
-            let (status, body) = crate::web::demo_usersig(cfg, &query);
-            http::respond(stream, status, "application/json", &body, http_deadline).await;
-            return;
-        }
-        Some(Route::NotFound) => {
-            Metrics::inc(&m.http_requests);
-            http::respond(
-                stream,
-                "404 Not Found",
-                "text/plain",
-                "not found\n",
-                http_deadline,
-            )
-            .await;
-            return;
-        }
-    }
-
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(cfg.read_buffer_bytes)
         .write_buffer_size(0)
@@ -105,7 +55,7 @@ pub(crate) async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shar
         .max_message_size(Some(cfg.hard_frame_bytes))
         .max_frame_size(Some(cfg.hard_frame_bytes));
     let ws = match tokio::time::timeout(
-        http_deadline,
+        cfg.login_timeout,
         tokio_tungstenite::accept_async_with_config(stream, Some(ws_config)),
     )
     .await
@@ -132,7 +82,11 @@ pub(crate) async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shar
         tx,
         kick: Arc::new(Notify::new()),
         session: None,
-        bucket: Bucket::new(cfg.limits.rate_per_sec, cfg.limits.rate_burst),
+        bucket: TokenBucket::new(
+            f64::from(cfg.limits.rate_per_sec),
+            f64::from(cfg.limits.rate_burst),
+            Instant::now(),
+        ),
     };
     conn.run(rx).await;
     if let Some(s) = conn.session.take() {
@@ -142,7 +96,7 @@ pub(crate) async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shar
 }
 
 struct Session {
-    user: String,
+    user: UserId,
     id: SessionId,
     expires: Instant,
 }
@@ -154,7 +108,7 @@ struct Conn<'a> {
     tx: mpsc::Sender<Outbound>,
     kick: Arc<Notify>,
     session: Option<Session>,
-    bucket: Bucket,
+    bucket: TokenBucket,
 }
 
 /// What to do after handling an input.
@@ -164,6 +118,17 @@ enum Flow {
     Close(u16, &'static str),
     /// The socket is gone; nothing more to write.
     Gone,
+}
+
+impl Flow {
+    /// Closes with `code` after a frame was written, unless the socket is
+    /// already gone.
+    fn and_close(self, code: u16, reason: &'static str) -> Flow {
+        match self {
+            Flow::Continue => Flow::Close(code, reason),
+            Flow::Close(..) | Flow::Gone => self,
+        }
+    }
 }
 
 impl Conn<'_> {
@@ -255,7 +220,6 @@ impl Conn<'_> {
         }
     }
 
-    /// Writes one frame now.
     /// Writes one frame now. A peer that stops reading would block this
     /// task (and its timers) forever, so the write is bounded by the
     /// heartbeat timeout; past it the connection is given up.
@@ -267,14 +231,19 @@ impl Conn<'_> {
         matches!(tokio::time::timeout(limit, send).await, Ok(Ok(())))
     }
 
-    async fn refuse(&mut self, id: Option<String>, code: ErrorCode, message: String) -> Flow {
-        Metrics::inc(&self.shared.metrics.frame_errors);
-        debug!(peer = %self.peer, %code, %message, "frame refused");
-        if self.write(&ServerFrame::error(id, code, message)).await {
+    /// Writes `frame` and goes on, or gives up if it could not be written.
+    async fn answer(&mut self, frame: &ServerFrame) -> Flow {
+        if self.write(frame).await {
             Flow::Continue
         } else {
             Flow::Gone
         }
+    }
+
+    async fn refuse(&mut self, id: Option<String>, code: ErrorCode, message: String) -> Flow {
+        Metrics::inc(&self.shared.metrics.frame_errors);
+        debug!(peer = %self.peer, %code, %message, "frame refused");
+        self.answer(&ServerFrame::error(id, code, message)).await
     }
 
     async fn on_kick(&mut self) -> Flow {
@@ -288,10 +257,9 @@ impl Conn<'_> {
         let kicked = ServerFrame::KickedOut {
             reason: "logged in elsewhere".into(),
         };
-        if !self.write(&kicked).await {
-            return Flow::Gone;
-        }
-        Flow::Close(close_code::KICKED_OUT, "kicked out")
+        self.answer(&kicked)
+            .await
+            .and_close(close_code::KICKED_OUT, "kicked out")
     }
 
     async fn on_outbound(&mut self, first: Outbound, rx: &mut mpsc::Receiver<Outbound>) -> Flow {
@@ -325,17 +293,17 @@ impl Conn<'_> {
             // the stream), so answer with a typed error, then close.
             Some(Err(WsError::Capacity(e))) => {
                 let message = format!("frame over the hard limit: {e}");
-                if let Flow::Gone = self.refuse(None, ErrorCode::TooLarge, message).await {
-                    return Flow::Gone;
-                }
-                return Flow::Close(close_code::MESSAGE_TOO_BIG, "frame too large");
+                return self
+                    .refuse(None, ErrorCode::TooLarge, message)
+                    .await
+                    .and_close(close_code::MESSAGE_TOO_BIG, "frame too large");
             }
             Some(Err(WsError::Utf8(e))) => {
                 let message = format!("text frame is not valid UTF-8: {e}");
-                if let Flow::Gone = self.refuse(None, ErrorCode::BadFrame, message).await {
-                    return Flow::Gone;
-                }
-                return Flow::Close(close_code::INVALID_PAYLOAD, "invalid UTF-8");
+                return self
+                    .refuse(None, ErrorCode::BadFrame, message)
+                    .await
+                    .and_close(close_code::INVALID_PAYLOAD, "invalid UTF-8");
             }
             Some(Err(e)) => {
                 debug!(peer = %self.peer, error = %e, "websocket error");
@@ -357,7 +325,7 @@ impl Conn<'_> {
             );
             return self.refuse(None, ErrorCode::TooLarge, message).await;
         }
-        if !self.bucket.take(Instant::now()) {
+        if !self.bucket.try_take(Instant::now()) {
             Metrics::inc(&self.shared.metrics.rate_limited);
             let id = std::str::from_utf8(&bytes).ok().and_then(peek_id);
             return self
@@ -393,18 +361,11 @@ impl Conn<'_> {
                 | ClientFrame::Join { id, .. }
                 | ClientFrame::Leave { id, .. }
                 | ClientFrame::Logout { id } => self.not_logged_in(id).await,
-                _ => self.not_logged_in(None).await,
             };
         };
         let sid = session.id;
         match frame {
-            ClientFrame::Ping { id } => {
-                if self.write(&ServerFrame::Pong { id }).await {
-                    Flow::Continue
-                } else {
-                    Flow::Gone
-                }
-            }
+            ClientFrame::Ping { id } => self.answer(&ServerFrame::Pong { id }).await,
             ClientFrame::Login { id, .. } => {
                 self.refuse(id, ErrorCode::AlreadyLoggedIn, "already logged in".into())
                     .await
@@ -421,23 +382,12 @@ impl Conn<'_> {
             ClientFrame::Leave { id, room } => {
                 let hub = &self.shared.config.hub;
                 match hub.leave(&room, &session.user, sid).await {
-                    Ok(()) => {
-                        if self.write(&ServerFrame::Left { id, room }).await {
-                            Flow::Continue
-                        } else {
-                            Flow::Gone
-                        }
-                    }
+                    Ok(()) => self.answer(&ServerFrame::Left { id, room }).await,
                     Err(code) => {
                         let message = format!("cannot leave room {room:?}");
                         self.refuse(id, code, message).await
                     }
                 }
-            }
-            // A frame type added to the protocol crate but not yet served.
-            _ => {
-                self.refuse(None, ErrorCode::UnknownType, "frame type not served".into())
-                    .await
             }
         }
     }
@@ -457,36 +407,16 @@ impl Conn<'_> {
     ) -> Flow {
         let cfg = &self.shared.config;
         let m = &self.shared.metrics;
-        let check = if protocol != PROTOCOL_VERSION {
-            Err((
-                ErrorCode::UnsupportedVersion,
-                format!("protocol {protocol} not supported; this server speaks {PROTOCOL_VERSION}"),
-            ))
-        } else if sdk_app_id != cfg.sdk_app_id {
-            Err((
-                ErrorCode::WrongApp,
-                format!("this server serves sdk_app_id {}", cfg.sdk_app_id),
-            ))
-        } else if !valid_user_id(&user_id) {
-            Err((
-                ErrorCode::InvalidUserId,
-                format!("user id must be 1-{MAX_USER_ID_BYTES} bytes of A-Z a-z 0-9 - _"),
-            ))
-        } else {
-            cfg.verifier
-                .verify(sdk_app_id, &user_id, &user_sig, calling_usersig::now_unix())
-                .map_err(|r| (r.code, r.message))
-        };
-        let verified = match check {
-            Ok(v) => v,
+        let (user, verified) = match check_login(cfg, sdk_app_id, &user_id, &user_sig, protocol) {
+            Ok(ok) => ok,
             Err((code, message)) => {
                 Metrics::inc(&m.logins_failed);
                 Metrics::inc(&m.frame_errors);
-                info!(peer = %self.peer, user = %user_id, %code, "login refused");
-                if !self.write(&ServerFrame::error(id, code, message)).await {
-                    return Flow::Gone;
-                }
-                return Flow::Close(close_code::LOGIN_FAILED, "login failed");
+                info!(peer = %self.peer, ?user_id, %code, "login refused");
+                return self
+                    .answer(&ServerFrame::error(id, code, message))
+                    .await
+                    .and_close(close_code::LOGIN_FAILED, "login failed");
             }
         };
         let sid = self.shared.next_session.fetch_add(1, Ordering::Relaxed);
@@ -499,7 +429,7 @@ impl Conn<'_> {
         let expires = Instant::now() + valid_for.min(Duration::from_secs(10 * 365 * 86_400));
         cfg.hub
             .register(
-                &user_id,
+                &user,
                 SessionHandle {
                     id: sid,
                     tx: self.tx.clone(),
@@ -508,10 +438,10 @@ impl Conn<'_> {
             )
             .await;
         Metrics::inc(&m.logins_ok);
-        debug!(peer = %self.peer, user = %user_id, session = sid, "logged in");
+        debug!(peer = %self.peer, %user, session = sid, "logged in");
         let ok = ServerFrame::LoginOk {
             id,
-            user_id: user_id.clone(),
+            user_id: user.clone(),
             protocol: PROTOCOL_VERSION,
             heartbeat_interval_ms: duration_ms(cfg.heartbeat_interval),
             heartbeat_timeout_ms: duration_ms(cfg.heartbeat_timeout),
@@ -519,20 +449,16 @@ impl Conn<'_> {
             limits: cfg.limits.clone(),
         };
         self.session = Some(Session {
-            user: user_id,
+            user,
             id: sid,
             expires,
         });
-        if self.write(&ok).await {
-            Flow::Continue
-        } else {
-            Flow::Gone
-        }
+        self.answer(&ok).await
     }
 
     async fn route(
         &mut self,
-        from: String,
+        from: UserId,
         id: String,
         mut to: Vec<String>,
         payload: Box<RawValue>,
@@ -549,34 +475,47 @@ impl Conn<'_> {
                 .await;
         }
         dedup_in_order(&mut to);
+        // A malformed id names nobody: it is undeliverable like an offline
+        // user, in its place in the list.
+        let recipients: Vec<Result<UserId, String>> = to
+            .into_iter()
+            .map(|u| UserId::new(u.as_str()).map_err(|_| u))
+            .collect();
+        let valid: Vec<UserId> = recipients
+            .iter()
+            .filter_map(|r| r.as_ref().ok().cloned())
+            .collect();
         let frame = ServerFrame::Message {
             from,
             id: id.clone(),
             payload,
         };
         let bytes = Utf8Bytes::from(frame.to_json());
-        let offline = self.shared.config.hub.deliver(&to, bytes).await;
+        let offline = self.shared.config.hub.deliver(&valid, bytes).await;
         let m = &self.shared.metrics;
-        m.messages_routed
-            .fetch_add((to.len() - offline.len()) as u64, Ordering::Relaxed);
+        m.messages_routed.fetch_add(
+            valid.len().saturating_sub(offline.len()) as u64,
+            Ordering::Relaxed,
+        );
+        let offline: Vec<String> = recipients
+            .into_iter()
+            .filter_map(|r| match r {
+                Ok(user) => offline.contains(&user).then(|| user.into()),
+                Err(malformed) => Some(malformed),
+            })
+            .collect();
         if offline.is_empty() {
             return Flow::Continue;
         }
         m.undeliverable
             .fetch_add(offline.len() as u64, Ordering::Relaxed);
-        if self
-            .write(&ServerFrame::Undeliverable { id, users: offline })
+        self.answer(&ServerFrame::Undeliverable { id, users: offline })
             .await
-        {
-            Flow::Continue
-        } else {
-            Flow::Gone
-        }
     }
 
     async fn join(
         &mut self,
-        user: String,
+        user: UserId,
         sid: SessionId,
         id: Option<String>,
         room: String,
@@ -598,11 +537,8 @@ impl Conn<'_> {
             .await
         {
             Ok(members) => {
-                if self.write(&ServerFrame::Joined { id, room, members }).await {
-                    Flow::Continue
-                } else {
-                    Flow::Gone
-                }
+                self.answer(&ServerFrame::Joined { id, room, members })
+                    .await
             }
             Err(code) => {
                 let message = format!("cannot join room {room:?}");
@@ -610,6 +546,40 @@ impl Conn<'_> {
             }
         }
     }
+}
+
+/// The checks of a `login` frame in the documented order: protocol, app,
+/// user id syntax, then the UserSig.
+fn check_login(
+    cfg: &crate::Config,
+    sdk_app_id: u64,
+    user_id: &str,
+    user_sig: &str,
+    protocol: u32,
+) -> Result<(UserId, VerifiedLogin), (ErrorCode, String)> {
+    if protocol != PROTOCOL_VERSION {
+        return Err((
+            ErrorCode::UnsupportedVersion,
+            format!("protocol {protocol} not supported; this server speaks {PROTOCOL_VERSION}"),
+        ));
+    }
+    if sdk_app_id != cfg.sdk_app_id {
+        return Err((
+            ErrorCode::WrongApp,
+            format!("this server serves sdk_app_id {}", cfg.sdk_app_id),
+        ));
+    }
+    let user = UserId::new(user_id).map_err(|e| {
+        (
+            ErrorCode::InvalidUserId,
+            format!("user id must be 1-{MAX_USER_ID_LEN} bytes of A-Z a-z 0-9 - _ ({e})"),
+        )
+    })?;
+    let verified = cfg
+        .verifier
+        .verify(sdk_app_id, &user, user_sig, calling_usersig::now_unix())
+        .map_err(|r| (r.code, r.message))?;
+    Ok((user, verified))
 }
 
 fn dedup_in_order(v: &mut Vec<String>) {
@@ -627,41 +597,6 @@ fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Token bucket for the per-connection frame rate.
-struct Bucket {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn new(rate_per_sec: u32, burst: u32) -> Self {
-        let burst = f64::from(burst.max(1));
-        Bucket {
-            tokens: burst,
-            rate: f64::from(rate_per_sec),
-            burst,
-            at: Instant::now(),
-        }
-    }
-
-    fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.at = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            if self.rate == 0.0 {
-                warn!("rate_per_sec is 0: every frame past the burst is refused");
-            }
-            false
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -671,16 +606,5 @@ mod tests {
         let mut v: Vec<String> = ["b", "a", "b", "c", "a"].map(String::from).to_vec();
         dedup_in_order(&mut v);
         assert_eq!(v, ["b", "a", "c"]);
-    }
-
-    #[test]
-    fn bucket_allows_burst_then_refills() {
-        let t0 = Instant::now();
-        let mut b = Bucket::new(10, 3);
-        b.at = t0;
-        assert!(b.take(t0) && b.take(t0) && b.take(t0));
-        assert!(!b.take(t0));
-        assert!(b.take(t0 + Duration::from_millis(100)));
-        assert!(!b.take(t0 + Duration::from_millis(100)));
     }
 }

@@ -1,38 +1,84 @@
-//! The few plain HTTP paths served on the WebSocket port.
+//! Every connection starts here: the request line decides between the
+//! WebSocket session ([`crate::conn`]) and the few plain HTTP paths served
+//! on the same port, answered here.
 //!
 //! The request line is peeked (not consumed) so that `/ws` requests go to
 //! tungstenite's handshake untouched; anything else gets a small HTTP/1.1
-//! answer written here. Hand-rolled on purpose: a few fixed GET paths (two
+//! answer. Hand-rolled on purpose: a few fixed GET paths (two
 //! endpoints, the demo page's embedded files, the demo UserSig) do not
 //! justify an HTTP framework in front of every WebSocket.
 
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::metrics::Metrics;
+use crate::{Shared, conn, web};
+
 /// Longest request head we accept for plain HTTP paths.
 const MAX_HEAD: usize = 8 * 1024;
 
 /// Where a new connection goes.
-pub(crate) enum Route {
+enum Route {
     /// A WebSocket upgrade on `/ws`.
     WebSocket,
+    /// A plain HTTP request, answered here.
+    Page(Page),
+}
+
+/// The plain HTTP answers.
+enum Page {
     /// `GET /healthz`.
     Health,
     /// `GET /metrics`.
     Metrics,
     /// `GET` of one of the demo page's files.
-    Asset(&'static crate::web::Asset),
+    Asset(&'static web::Asset),
     /// `GET /demo/usersig?…`, with the raw query string.
     DemoUserSig(String),
     /// Anything else: 404.
     NotFound,
 }
 
+/// Serves one accepted connection: hands a WebSocket upgrade to
+/// [`conn::serve`], answers anything else and closes. Waiting for the
+/// request line and answering a plain request are each bounded by the login
+/// timeout.
+pub(crate) async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let cfg = &shared.config;
+    let deadline = cfg.login_timeout;
+    let Some(route) = route(&stream, deadline).await else {
+        return;
+    };
+    let page = match route {
+        Route::WebSocket => return conn::serve(stream, peer, shared).await,
+        Route::Page(page) => page,
+    };
+    // Counted first, so that /metrics includes the request reading it.
+    Metrics::inc(&shared.metrics.http_requests);
+    let (status, content_type, body) = match page {
+        Page::Health => ("200 OK", "text/plain", Cow::Borrowed("ok\n")),
+        Page::Metrics => {
+            let body = shared.metrics.render(cfg.hub.online(), cfg.hub.rooms());
+            ("200 OK", "text/plain; version=0.0.4", Cow::Owned(body))
+        }
+        Page::Asset(asset) => ("200 OK", asset.content_type, Cow::Borrowed(asset.body)),
+        Page::DemoUserSig(query) => {
+            let (status, body) = web::demo_usersig(cfg, &query);
+            (status, "application/json", Cow::Owned(body))
+        }
+        Page::NotFound => ("404 Not Found", "text/plain", Cow::Borrowed("not found\n")),
+    };
+    respond(stream, status, content_type, &body, deadline).await;
+}
+
 /// Peeks at the request line and decides the route. `None` when the peer
 /// sent nothing usable within `deadline`.
-pub(crate) async fn route(stream: &TcpStream, deadline: Duration) -> Option<Route> {
+async fn route(stream: &TcpStream, deadline: Duration) -> Option<Route> {
     let mut buf = [0u8; 512];
     let line = tokio::time::timeout(deadline, async {
         loop {
@@ -61,19 +107,16 @@ pub(crate) async fn route(stream: &TcpStream, deadline: Duration) -> Option<Rout
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     Some(match (method, path) {
         ("GET", "/ws") => Route::WebSocket,
-        ("GET", "/healthz") => Route::Health,
-        ("GET", "/metrics") => Route::Metrics,
-        ("GET", "/demo/usersig") => Route::DemoUserSig(query.to_owned()),
-        ("GET", path) => match crate::web::asset(path) {
-            Some(asset) => Route::Asset(asset),
-            None => Route::NotFound,
-        },
-        _ => Route::NotFound,
+        ("GET", "/healthz") => Route::Page(Page::Health),
+        ("GET", "/metrics") => Route::Page(Page::Metrics),
+        ("GET", "/demo/usersig") => Route::Page(Page::DemoUserSig(query.to_owned())),
+        ("GET", path) => Route::Page(web::asset(path).map_or(Page::NotFound, Page::Asset)),
+        _ => Route::Page(Page::NotFound),
     })
 }
 
 /// Reads the request head, writes a complete response and closes.
-pub(crate) async fn respond(
+async fn respond(
     mut stream: TcpStream,
     status: &str,
     content_type: &str,

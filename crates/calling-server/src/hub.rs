@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use calling_core::UserId;
 use calling_signal::protocol::{ErrorCode, ServerFrame};
 use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -18,7 +19,6 @@ pub type SessionId = u64;
 
 /// What the hub asks a connection to do.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub enum Outbound {
     /// Write this already-encoded frame to the client.
     Frame(Utf8Bytes),
@@ -52,28 +52,28 @@ pub trait Hub: Send + Sync + 'static {
     /// Makes `session` the one session of `user`. A previous session of the
     /// same user is kicked ([`SessionHandle::kick`]) and loses its rooms (with leave
     /// notices to their members) before this returns.
-    async fn register(&self, user: &str, session: SessionHandle);
+    async fn register(&self, user: &UserId, session: SessionHandle);
 
     /// Removes `user`'s session `session` (a no-op if a newer session has
     /// replaced it) and leaves its rooms, notifying their members.
-    async fn unregister(&self, user: &str, session: SessionId);
+    async fn unregister(&self, user: &UserId, session: SessionId);
 
     /// Queues `frame` for every user in `to`; returns those that are offline
     /// (or whose queue is full), in the order given.
-    async fn deliver(&self, to: &[String], frame: Utf8Bytes) -> Vec<String>;
+    async fn deliver(&self, to: &[UserId], frame: Utf8Bytes) -> Vec<UserId>;
 
     /// Adds `user` (session `session`) to `room` and returns the members,
     /// the joiner included, sorted. Other members get `room_enter`.
     async fn join(
         &self,
         room: &str,
-        user: &str,
+        user: &UserId,
         session: SessionId,
         limits: RoomLimits,
-    ) -> Result<Vec<String>, ErrorCode>;
+    ) -> Result<Vec<UserId>, ErrorCode>;
 
     /// Removes `user` from `room`; other members get `room_leave`.
-    async fn leave(&self, room: &str, user: &str, session: SessionId) -> Result<(), ErrorCode>;
+    async fn leave(&self, room: &str, user: &UserId, session: SessionId) -> Result<(), ErrorCode>;
 
     /// Users online on this hub right now.
     fn online(&self) -> usize;
@@ -89,8 +89,8 @@ struct UserEntry {
 
 #[derive(Default)]
 struct State {
-    users: HashMap<String, UserEntry>,
-    rooms: HashMap<String, BTreeMap<String, SessionId>>,
+    users: HashMap<UserId, UserEntry>,
+    rooms: HashMap<String, BTreeMap<UserId, SessionId>>,
 }
 
 /// The embedded in-memory [`Hub`]: one process, one map.
@@ -125,7 +125,7 @@ fn encode(frame: &ServerFrame) -> Utf8Bytes {
 }
 
 /// Removes `user` from `room` and tells the remaining members.
-fn drop_member(st: &mut State, room: &str, user: &str) {
+fn drop_member(st: &mut State, room: &str, user: &UserId) {
     let Some(members) = st.rooms.get_mut(room) else {
         return;
     };
@@ -138,7 +138,7 @@ fn drop_member(st: &mut State, room: &str, user: &str) {
     }
     let note = encode(&ServerFrame::RoomLeave {
         room: room.to_owned(),
-        user: user.to_owned(),
+        user: user.clone(),
     });
     for m in members.keys() {
         if let Some(e) = st.users.get(m) {
@@ -149,10 +149,10 @@ fn drop_member(st: &mut State, room: &str, user: &str) {
 
 #[async_trait]
 impl Hub for LocalHub {
-    async fn register(&self, user: &str, session: SessionHandle) {
+    async fn register(&self, user: &UserId, session: SessionHandle) {
         let mut st = self.lock();
         let old = st.users.insert(
-            user.to_owned(),
+            user.clone(),
             UserEntry {
                 session,
                 rooms: Vec::new(),
@@ -167,7 +167,7 @@ impl Hub for LocalHub {
         }
     }
 
-    async fn unregister(&self, user: &str, session: SessionId) {
+    async fn unregister(&self, user: &UserId, session: SessionId) {
         let mut st = self.lock();
         let mine = st.users.get(user).is_some_and(|e| e.session.id == session);
         if !mine {
@@ -180,7 +180,7 @@ impl Hub for LocalHub {
         }
     }
 
-    async fn deliver(&self, to: &[String], frame: Utf8Bytes) -> Vec<String> {
+    async fn deliver(&self, to: &[UserId], frame: Utf8Bytes) -> Vec<UserId> {
         let st = self.lock();
         let mut offline = Vec::new();
         for user in to {
@@ -200,10 +200,10 @@ impl Hub for LocalHub {
     async fn join(
         &self,
         room: &str,
-        user: &str,
+        user: &UserId,
         session: SessionId,
         limits: RoomLimits,
-    ) -> Result<Vec<String>, ErrorCode> {
+    ) -> Result<Vec<UserId>, ErrorCode> {
         let mut st = self.lock();
         let st = &mut *st;
         let Some(entry) = st.users.get_mut(user) else {
@@ -223,13 +223,13 @@ impl Hub for LocalHub {
             }
             return Err(ErrorCode::RoomFull);
         }
-        members.insert(user.to_owned(), session);
-        let list: Vec<String> = members.keys().cloned().collect();
+        members.insert(user.clone(), session);
+        let list: Vec<UserId> = members.keys().cloned().collect();
         if !already {
             entry.rooms.push(room.to_owned());
             let note = encode(&ServerFrame::RoomEnter {
                 room: room.to_owned(),
-                user: user.to_owned(),
+                user: user.clone(),
             });
             for m in &list {
                 if m == user {
@@ -243,7 +243,7 @@ impl Hub for LocalHub {
         Ok(list)
     }
 
-    async fn leave(&self, room: &str, user: &str, session: SessionId) -> Result<(), ErrorCode> {
+    async fn leave(&self, room: &str, user: &UserId, session: SessionId) -> Result<(), ErrorCode> {
         let mut st = self.lock();
         let Some(entry) = st.users.get_mut(user) else {
             return Err(ErrorCode::NotLoggedIn);

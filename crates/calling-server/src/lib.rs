@@ -10,7 +10,7 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use calling_signal::{Transport, WsConfig, WsTransport};
+//! use calling_signal::{Transport, UserId, WsConfig, WsTransport};
 //!
 //! let (app, key) = (1_400_000_000, "my-secret-key");
 //! let mut config = calling_server::Config::new(app, key);
@@ -20,7 +20,8 @@
 //! // A client logs in with a UserSig made from the same key.
 //! let sig = calling_usersig::generate(app, key, "alice", 3600, calling_usersig::now_unix());
 //! let url = format!("ws://{}/ws", server.local_addr());
-//! let alice = WsTransport::connect(WsConfig::new(url, app, "alice", sig)).await?;
+//! let alice = WsConfig::new(url, app, UserId::new("alice")?, sig);
+//! let alice = WsTransport::connect(alice).await?;
 //! assert_eq!(server.online(), 1);
 //!
 //! alice.close().await;
@@ -141,7 +142,6 @@ impl Config {
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum ServerError {
     /// Binding the listen address failed.
     #[error("cannot listen on {addr}: {source}")]
@@ -180,6 +180,10 @@ impl Server {
         }
         if config.heartbeat_timeout.is_zero() || config.login_timeout.is_zero() {
             return Err(ServerError::Config("timeouts must be positive".into()));
+        }
+        if config.limits.rate_per_sec == 0 {
+            // Allowed but hardly ever meant: said once here, not per refusal.
+            warn!("rate_per_sec is 0: every frame past the burst is refused");
         }
         let addr = config.listen;
         let bind_err = |source| ServerError::Bind { addr, source };
@@ -229,7 +233,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let shared = shared.clone();
-                    tokio::spawn(conn::handle(stream, peer, shared));
+                    tokio::spawn(http::handle(stream, peer, shared));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off a

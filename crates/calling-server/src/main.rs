@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use calling_core::UserId;
 use clap::Parser;
 use tracing::{error, info};
 
@@ -30,8 +31,13 @@ struct Args {
     #[arg(long, env = "CALLING_DEMO")]
     demo: bool,
     /// Users to print demo UserSigs for.
-    #[arg(long = "demo-user", value_name = "USER")]
-    demo_users: Vec<String>,
+    #[arg(
+        long = "demo-user",
+        value_name = "USER",
+        value_parser = |s: &str| UserId::new(s),
+        default_values = ["alice", "bob"]
+    )]
+    demo_users: Vec<UserId>,
     /// Heartbeat interval announced to clients, in milliseconds.
     #[arg(long, env = "CALLING_HEARTBEAT_INTERVAL_MS", default_value_t = 3000)]
     heartbeat_interval_ms: u64,
@@ -136,18 +142,14 @@ async fn run(args: Args) -> Result<(), calling_server::ServerError> {
     let addr = server.local_addr();
     info!(%addr, sdk_app_id, "WebSocket at ws://{addr}/ws, health at /healthz, metrics at /metrics");
     if args.demo {
-        let users = if args.demo_users.is_empty() {
-            vec!["alice".to_string(), "bob".to_string()]
-        } else {
-            args.demo_users
-        };
         let now = calling_usersig::now_unix();
         println!("demo mode: sdk_app_id={sdk_app_id} secret_key={secret_key}");
         println!(
             "demo mode: open http://{addr}/ in two tabs; the page gets UserSigs from /demo/usersig (unsafe outside development)"
         );
-        for user in users {
-            let sig = calling_usersig::generate(sdk_app_id, &secret_key, &user, 86_400, now);
+        for user in args.demo_users {
+            let sig =
+                calling_usersig::generate(sdk_app_id, &secret_key, user.as_str(), 86_400, now);
             println!("user_id={user} user_sig={sig}");
         }
     }

@@ -12,6 +12,8 @@ use std::time::Duration;
 use serde_json::json;
 use tracing::{debug, warn};
 
+use calling_core::{MAX_USER_ID_LEN, UserId};
+
 use crate::Config;
 
 /// One embedded file of the demo page.
@@ -25,17 +27,19 @@ pub struct Asset {
     pub body: &'static str,
 }
 
+/// The page itself, served at `/` and at `/index.html`.
+const INDEX: Asset = Asset {
+    path: "/",
+    content_type: "text/html; charset=utf-8",
+    body: include_str!("../web/index.html"),
+};
+
 /// Every file of the demo page (`crates/calling-server/web/`).
 pub static ASSETS: &[Asset] = &[
-    Asset {
-        path: "/",
-        content_type: "text/html; charset=utf-8",
-        body: include_str!("../web/index.html"),
-    },
+    INDEX,
     Asset {
         path: "/index.html",
-        content_type: "text/html; charset=utf-8",
-        body: include_str!("../web/index.html"),
+        ..INDEX
     },
     Asset {
         path: "/calling.js",
@@ -100,13 +104,15 @@ pub(crate) fn demo_usersig(config: &Config, query: &str) -> (&'static str, Strin
         .filter_map(|pair| pair.split_once('='))
         .find(|(k, _)| *k == "user_id")
         .map(|(_, v)| v);
-    let Some(user) = user.filter(|u| calling_signal::protocol::valid_user_id(u)) else {
+    let Some(user) = user.and_then(|u| UserId::new(u).ok()) else {
         debug!(query, "demo usersig: bad user id");
         return (
             "400 Bad Request",
             json!({
                 "error": "invalid_user_id",
-                "message": "user_id must be 1 to 64 ASCII letters, digits, '-' or '_'",
+                "message": format!(
+                    "user_id must be 1 to {MAX_USER_ID_LEN} ASCII letters, digits, '-' or '_'"
+                ),
             })
             .to_string(),
         );
@@ -115,11 +121,11 @@ pub(crate) fn demo_usersig(config: &Config, query: &str) -> (&'static str, Strin
     let sig = calling_usersig::generate(
         config.sdk_app_id,
         &demo.secret_key,
-        user,
+        user.as_str(),
         lifetime,
         calling_usersig::now_unix(),
     );
-    warn!(user, "demo mode: handed out a UserSig");
+    warn!(%user, "demo mode: handed out a UserSig");
     (
         "200 OK",
         json!({

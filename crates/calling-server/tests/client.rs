@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use calling_signal::protocol::ErrorCode;
-use calling_signal::{MemoryHub, Transport, TransportError, TransportEvent, WsConfig, WsTransport};
+use calling_signal::{
+    MemoryHub, MessageId, Transport, TransportError, TransportEvent, WsConfig, WsTransport,
+};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
@@ -16,7 +18,7 @@ use tokio::sync::mpsc::Receiver;
 use tokio_tungstenite::tungstenite::Message;
 
 fn ws_config(addr: SocketAddr, user: &str) -> WsConfig {
-    let mut c = WsConfig::new(format!("ws://{addr}/ws"), APP, user, sig(user));
+    let mut c = WsConfig::new(format!("ws://{addr}/ws"), APP, uid(user), sig(user));
     c.backoff_min = Duration::from_millis(20);
     c.backoff_max = Duration::from_millis(200);
     c
@@ -35,6 +37,25 @@ async fn next(rx: &mut Receiver<TransportEvent>) -> TransportEvent {
         .expect("event stream ended")
 }
 
+/// Sends `payload` from `sender` to bob and checks that bob gets exactly
+/// it, from the sender, under the id `send` returned.
+async fn delivered_to_bob(
+    sender: &dyn Transport,
+    bob_events: &mut Receiver<TransportEvent>,
+    payload: serde_json::Value,
+) -> MessageId {
+    let id = sender.send(&[uid("bob")], payload.clone()).await.unwrap();
+    assert_eq!(
+        next(bob_events).await,
+        TransportEvent::Message {
+            from: sender.local_user().clone(),
+            id: id.clone(),
+            payload
+        }
+    );
+    id
+}
+
 /// The same exchange over any transport: what the facade relies on.
 async fn exchange(
     alice: &dyn Transport,
@@ -42,21 +63,10 @@ async fn exchange(
     bob: &dyn Transport,
     bob_ev: &mut Receiver<TransportEvent>,
 ) {
-    assert_eq!(alice.local_user(), "alice");
-    let id = alice
-        .send(&["bob".into()], json!({"cmd":"invite","call_id":"c1"}))
-        .await
-        .unwrap();
-    assert_eq!(
-        next(bob_ev).await,
-        TransportEvent::Message {
-            from: "alice".into(),
-            id: id.clone(),
-            payload: json!({"cmd":"invite","call_id":"c1"})
-        }
-    );
+    assert_eq!(alice.local_user(), &uid("alice"));
+    let id = delivered_to_bob(alice, bob_ev, json!({"cmd":"invite","call_id":"c1"})).await;
     let id2 = alice
-        .send(&["bob".into(), "nobody".into()], json!(2))
+        .send(&[uid("bob"), uid("nobody")], json!(2))
         .await
         .unwrap();
     assert_ne!(id, id2);
@@ -65,16 +75,19 @@ async fn exchange(
         next(alice_ev).await,
         TransportEvent::Undeliverable {
             id: id2,
-            users: vec!["nobody".into()]
+            users: vec![uid("nobody")]
         }
     );
-    assert_eq!(alice.join_room("room-1").await.unwrap(), vec!["alice"]);
-    assert_eq!(bob.join_room("room-1").await.unwrap(), vec!["alice", "bob"]);
+    assert_eq!(alice.join_room("room-1").await.unwrap(), [uid("alice")]);
+    assert_eq!(
+        bob.join_room("room-1").await.unwrap(),
+        [uid("alice"), uid("bob")]
+    );
     assert_eq!(
         next(alice_ev).await,
         TransportEvent::RoomEnter {
             room: "room-1".into(),
-            user: "bob".into()
+            user: uid("bob")
         }
     );
     bob.leave_room("room-1").await.unwrap();
@@ -82,7 +95,7 @@ async fn exchange(
         next(alice_ev).await,
         TransportEvent::RoomLeave {
             room: "room-1".into(),
-            user: "bob".into()
+            user: uid("bob")
         }
     );
     assert!(matches!(
@@ -103,14 +116,14 @@ async fn ws_and_memory_transports_behave_alike() {
     exchange(&alice, &mut ae, &bob, &mut be).await;
 
     let hub = MemoryHub::new();
-    let malice: Box<dyn Transport> = Box::new(hub.register("alice").unwrap());
-    let mbob: Box<dyn Transport> = Box::new(hub.register("bob").unwrap());
+    let malice: Box<dyn Transport> = Box::new(hub.register(uid("alice")));
+    let mbob: Box<dyn Transport> = Box::new(hub.register(uid("bob")));
     let (mut mae, mut mbe) = (malice.take_events().unwrap(), mbob.take_events().unwrap());
     exchange(&*malice, &mut mae, &*mbob, &mut mbe).await;
 
     alice.close().await;
     assert_eq!(
-        alice.send(&["bob".into()], json!(1)).await,
+        alice.send(&[uid("bob")], json!(1)).await,
         Err(TransportError::Closed)
     );
     alice.close().await; // idempotent
@@ -150,7 +163,7 @@ async fn second_login_kicks_the_first_client() {
     assert_eq!(next(&mut fe).await, TransportEvent::KickedOut);
     // Kicked means closed for good: no reconnect, sends fail.
     assert_eq!(
-        first.send(&["bob".into()], json!(1)).await,
+        first.send(&[uid("bob")], json!(1)).await,
         Err(TransportError::Closed)
     );
     assert!(
@@ -175,7 +188,7 @@ async fn client_reconnects_after_server_restart_and_can_send_again() {
     assert_eq!(next(&mut be).await, TransportEvent::Disconnected);
     // While down, sends fail fast instead of vanishing.
     assert!(matches!(
-        alice.send(&["bob".into()], json!(0)).await,
+        alice.send(&[uid("bob")], json!(0)).await,
         Err(TransportError::NotConnected)
     ));
 
@@ -185,18 +198,7 @@ async fn client_reconnects_after_server_restart_and_can_send_again() {
     // The room was re-joined on the new server: leaving it succeeds (the
     // leave follows the re-join on the same connection).
     alice.leave_room("r").await.unwrap();
-    let id = alice
-        .send(&["bob".into()], json!({"after":"restart"}))
-        .await
-        .unwrap();
-    assert_eq!(
-        next(&mut be).await,
-        TransportEvent::Message {
-            from: "alice".into(),
-            id,
-            payload: json!({"after":"restart"})
-        }
-    );
+    delivered_to_bob(&alice, &mut be, json!({"after":"restart"})).await;
     server.shutdown().await;
 }
 
@@ -231,7 +233,7 @@ async fn server_error_frames_surface_as_events() {
     let server = start().await;
     let addr = server.local_addr();
     let (alice, mut ae) = ws_user(addr, "alice").await;
-    let too_many: Vec<String> = (0..65).map(|i| format!("u{i}")).collect();
+    let too_many: Vec<_> = (0..65).map(|i| uid(&format!("u{i}"))).collect();
     let id = alice.send(&too_many, json!(1)).await.unwrap();
     match next(&mut ae).await {
         TransportEvent::Error {
@@ -268,18 +270,7 @@ async fn client_heartbeats_keep_an_idle_session_alive() {
     let (_bob, mut be) = ws_user(addr, "bob").await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(ae.try_recv().is_err(), "alice saw an event while idle");
-    let id = alice
-        .send(&["bob".into()], json!("still here"))
-        .await
-        .unwrap();
-    assert_eq!(
-        next(&mut be).await,
-        TransportEvent::Message {
-            from: "alice".into(),
-            id,
-            payload: json!("still here")
-        }
-    );
+    delivered_to_bob(&alice, &mut be, json!("still here")).await;
     assert_eq!(metric(addr, "calling_heartbeat_timeouts_total").await, 0);
     server.shutdown().await;
 }
@@ -297,7 +288,7 @@ async fn client_paces_bursts_within_the_announced_rate_limit() {
     let addr = server.local_addr();
     let (alice, mut alice_events) = ws_user(addr, "alice").await;
     let (_bob, mut bob_events) = ws_user(addr, "bob").await;
-    let to = ["bob".to_string()];
+    let to = [uid("bob")];
     for n in 0..30 {
         alice.send(&to, json!({ "n": n })).await.unwrap();
     }
@@ -309,4 +300,36 @@ async fn client_paces_bursts_within_the_announced_rate_limit() {
     }
     // Nothing was refused on the sender's side.
     assert!(alice_events.try_recv().is_err(), "no error event for alice");
+}
+
+/// After a reconnect the re-joins count against the server's rate limit
+/// like any other frame: the client paces them too, so what it sends right
+/// after them is not refused.
+#[tokio::test]
+async fn rejoins_after_a_reconnect_are_paced() {
+    let tight = |c: &mut calling_server::Config| {
+        c.limits.rate_per_sec = 2;
+        c.limits.rate_burst = 4;
+    };
+    let server = start_with(tight).await;
+    let addr = server.local_addr();
+    let (alice, mut ae) = ws_user(addr, "alice").await;
+    let (_bob, mut be) = ws_user(addr, "bob").await;
+    for room in ["r1", "r2", "r3"] {
+        alice.join_room(room).await.unwrap();
+    }
+    server.shutdown().await;
+    assert_eq!(next(&mut ae).await, TransportEvent::Disconnected);
+    assert_eq!(next(&mut be).await, TransportEvent::Disconnected);
+
+    let server = start_with(|c| {
+        c.listen = addr;
+        tight(c);
+    })
+    .await;
+    assert_eq!(next(&mut ae).await, TransportEvent::Reconnected);
+    assert_eq!(next(&mut be).await, TransportEvent::Reconnected);
+    delivered_to_bob(&alice, &mut be, json!("after the re-joins")).await;
+    assert!(ae.try_recv().is_err(), "no error event for alice");
+    server.shutdown().await;
 }

@@ -10,14 +10,6 @@ use common::*;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
-async fn login_frame(ws: &mut Ws, app: u64, user: &str, sig: &str) {
-    send(
-        ws,
-        json!({"type":"login","id":"L","sdk_app_id":app,"user_id":user,"user_sig":sig}),
-    )
-    .await;
-}
-
 /// A refused login answers one typed error echoing the id, then closes 4001.
 async fn expect_login_refused(ws: &mut Ws, code: &str) {
     let e = recv(ws).await;
@@ -25,6 +17,13 @@ async fn expect_login_refused(ws: &mut Ws, code: &str) {
     assert_eq!(e["code"], code, "{e}");
     assert_eq!(e["id"], "L");
     assert_eq!(expect_close(ws).await, 4001);
+}
+
+/// Logs in on a fresh connection and expects the refusal `code`.
+async fn login_refused(addr: std::net::SocketAddr, app: u64, user: &str, sig: &str, code: &str) {
+    let mut ws = connect(addr).await;
+    login_frame(&mut ws, app, user, sig).await;
+    expect_login_refused(&mut ws, code).await;
 }
 
 #[tokio::test]
@@ -52,7 +51,6 @@ async fn login_ok_announces_session_parameters() {
 async fn forged_signature_is_refused() {
     let server = start().await;
     let addr = server.local_addr();
-    let mut ws = connect(addr).await;
     let forged = calling_usersig::generate(
         APP,
         "not-the-key",
@@ -60,17 +58,10 @@ async fn forged_signature_is_refused() {
         3600,
         calling_usersig::now_unix(),
     );
-    login_frame(&mut ws, APP, "alice", &forged).await;
-    expect_login_refused(&mut ws, "bad_signature").await;
-
-    let mut ws = connect(addr).await;
-    login_frame(&mut ws, APP, "alice", "garbage!!").await;
-    expect_login_refused(&mut ws, "bad_signature").await;
-
+    login_refused(addr, APP, "alice", &forged, "bad_signature").await;
+    login_refused(addr, APP, "alice", "garbage!!", "bad_signature").await;
     // A valid signature for someone else does not log in as alice.
-    let mut ws = connect(addr).await;
-    login_frame(&mut ws, APP, "alice", &sig("mallory")).await;
-    expect_login_refused(&mut ws, "bad_signature").await;
+    login_refused(addr, APP, "alice", &sig("mallory"), "bad_signature").await;
 
     assert_eq!(server.online(), 0);
     assert_eq!(metric(addr, "calling_logins_failed_total").await, 3);
@@ -81,10 +72,8 @@ async fn forged_signature_is_refused() {
 #[tokio::test]
 async fn expired_signature_is_refused() {
     let server = start().await;
-    let mut ws = connect(server.local_addr()).await;
     let old = calling_usersig::generate(APP, KEY, "alice", 60, calling_usersig::now_unix() - 3600);
-    login_frame(&mut ws, APP, "alice", &old).await;
-    expect_login_refused(&mut ws, "sig_expired").await;
+    login_refused(server.local_addr(), APP, "alice", &old, "sig_expired").await;
     server.shutdown().await;
 }
 
@@ -92,15 +81,11 @@ async fn expired_signature_is_refused() {
 async fn wrong_app_is_refused() {
     let server = start().await;
     let addr = server.local_addr();
-    // Claims another app outright.
-    let mut ws = connect(addr).await;
     let other = calling_usersig::generate(APP + 1, KEY, "alice", 3600, calling_usersig::now_unix());
-    login_frame(&mut ws, APP + 1, "alice", &other).await;
-    expect_login_refused(&mut ws, "wrong_app").await;
+    // Claims another app outright.
+    login_refused(addr, APP + 1, "alice", &other, "wrong_app").await;
     // Claims our app with a signature made for another.
-    let mut ws = connect(addr).await;
-    login_frame(&mut ws, APP, "alice", &other).await;
-    expect_login_refused(&mut ws, "wrong_app").await;
+    login_refused(addr, APP, "alice", &other, "wrong_app").await;
     server.shutdown().await;
 }
 
@@ -108,9 +93,12 @@ async fn wrong_app_is_refused() {
 async fn bad_user_id_and_version_are_refused() {
     let server = start().await;
     let addr = server.local_addr();
-    let mut ws = connect(addr).await;
-    login_frame(&mut ws, APP, "no spaces", "x").await;
-    expect_login_refused(&mut ws, "invalid_user_id").await;
+    login_refused(addr, APP, "no spaces", "x", "invalid_user_id").await;
+    login_refused(addr, APP, "", "x", "invalid_user_id").await;
+    // 32 bytes is the limit, checked before the signature.
+    let (longest, too_long) = ("a".repeat(32), "a".repeat(33));
+    login_refused(addr, APP, &too_long, &sig(&too_long), "invalid_user_id").await;
+    login_as(addr, &longest).await;
     let mut ws = connect(addr).await;
     send(
         &mut ws,
@@ -235,15 +223,16 @@ async fn offline_recipients_are_undeliverable_at_once() {
     let addr = server.local_addr();
     let mut alice = login_as(addr, "alice").await;
     let mut bob = login_as(addr, "bob").await;
+    // A malformed id names nobody: undeliverable in its place, not an error.
     send(
         &mut alice,
-        json!({"type":"send","id":"inv-7","to":["dave","bob","erin"],"payload":{}}),
+        json!({"type":"send","id":"inv-7","to":["dave","bob","no one!","erin"],"payload":{}}),
     )
     .await;
     let u = recv(&mut alice).await;
     assert_eq!(
         u,
-        json!({"type":"undeliverable","id":"inv-7","users":["dave","erin"]})
+        json!({"type":"undeliverable","id":"inv-7","users":["dave","no one!","erin"]})
     );
     assert_eq!(recv(&mut bob).await["id"], "inv-7");
     // Bad recipient lists are refused, not silently dropped.
@@ -257,7 +246,7 @@ async fn offline_recipients_are_undeliverable_at_once() {
         (e["code"].as_str(), e["id"].as_str()),
         (Some("bad_recipients"), Some("e"))
     );
-    assert_eq!(metric(addr, "calling_undeliverable_total").await, 2);
+    assert_eq!(metric(addr, "calling_undeliverable_total").await, 3);
     server.shutdown().await;
 }
 
@@ -499,6 +488,8 @@ async fn health_metrics_and_unknown_paths() {
     let _a = login_as(addr, "alice").await;
     assert_eq!(metric(addr, "calling_connections").await, 1);
     assert_eq!(metric(addr, "calling_users_online").await, 1);
+    // Every plain request counts, the one reading the metric included.
+    assert_eq!(metric(addr, "calling_http_requests_total").await, 6);
     server.shutdown().await;
 }
 

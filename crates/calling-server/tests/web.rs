@@ -8,7 +8,7 @@ mod common;
 
 use calling_server::DemoMode;
 use common::*;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 #[tokio::test]
 async fn serves_the_demo_page_and_its_scripts() {
@@ -65,21 +65,13 @@ async fn demo_usersig_logs_in_and_bad_user_ids_are_refused() {
     );
 
     let mut ws = connect(addr).await;
-    send(
-        &mut ws,
-        json!({"type": "login", "id": "1", "sdk_app_id": APP, "user_id": "dave_01", "user_sig": user_sig}),
-    )
-    .await;
+    login_frame(&mut ws, APP, "dave_01", user_sig).await;
     let ok = recv_type(&mut ws, "login_ok").await;
     assert_eq!(ok["user_id"], "dave_01");
 
     // The signature is for dave_01 only.
     let mut other = connect(addr).await;
-    send(
-        &mut other,
-        json!({"type": "login", "id": "1", "sdk_app_id": APP, "user_id": "erin", "user_sig": user_sig}),
-    )
-    .await;
+    login_frame(&mut other, APP, "erin", user_sig).await;
     let err = recv_type(&mut other, "error").await;
     assert_eq!(err["code"], "bad_signature");
 
@@ -96,9 +88,17 @@ async fn demo_usersig_logs_in_and_bad_user_ids_are_refused() {
         let body: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(body["error"], "invalid_user_id", "{query}");
     }
-    let long = "a".repeat(65);
-    let (status, _) = http_get(addr, &format!("/demo/usersig?user_id={long}")).await;
+    // The limit is 32 bytes, as for logins, and the refusal says so.
+    let (status, _) = http_get(addr, &format!("/demo/usersig?user_id={}", "a".repeat(32))).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let (status, body) = http_get(addr, &format!("/demo/usersig?user_id={}", "a".repeat(33))).await;
     assert_eq!(status, "HTTP/1.1 400 Bad Request");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"], "invalid_user_id");
+    assert_eq!(
+        body["message"],
+        "user_id must be 1 to 32 ASCII letters, digits, '-' or '_'"
+    );
     // The server is still healthy after all that.
     let (status, _) = http_get(addr, "/healthz").await;
     assert_eq!(status, "HTTP/1.1 200 OK");

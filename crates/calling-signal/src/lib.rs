@@ -1,6 +1,7 @@
 //! The signaling layer of calling: the session-layer wire protocol
-//! ([`protocol`], specified in `docs/PROTOCOL.md`) and the client transports
-//! the SDK uses to carry call-layer payloads between users.
+//! ([`protocol`], specified in `docs/PROTOCOL.md`, with the token bucket of
+//! its rate limit in [`rate`], shared by server and client) and the client
+//! transports the SDK uses to carry call-layer payloads between users.
 //!
 //! Two [`Transport`] implementations ship here:
 //! - [`WsTransport`]: a WebSocket client for `calling-server`, with login,
@@ -11,18 +12,19 @@
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), calling_signal::TransportError> {
-//! use calling_signal::{MemoryHub, Transport, TransportEvent};
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use calling_signal::{MemoryHub, Transport, TransportEvent, UserId};
 //!
+//! let (alice_id, bob_id) = (UserId::new("alice")?, UserId::new("bob")?);
 //! let hub = MemoryHub::new();
-//! let alice = hub.register("alice")?;
-//! let bob = hub.register("bob")?;
+//! let alice = hub.register(alice_id.clone());
+//! let bob = hub.register(bob_id.clone());
 //! let mut bob_events = bob.take_events().expect("taken once");
 //!
-//! alice.send(&["bob".to_string()], serde_json::json!({"cmd": "invite"})).await?;
+//! alice.send(&[bob_id], serde_json::json!({"cmd": "invite"})).await?;
 //! match bob_events.recv().await {
 //!     Some(TransportEvent::Message { from, payload, .. }) => {
-//!         assert_eq!(from, "alice");
+//!         assert_eq!(from, alice_id);
 //!         assert_eq!(payload["cmd"], "invite");
 //!     }
 //!     other => panic!("unexpected {other:?}"),
@@ -35,9 +37,14 @@
 
 pub mod memory;
 pub mod protocol;
+pub mod rate;
 mod transport;
 mod ws;
 
+/// User ids, validated once where they enter: the same type as the call
+/// layer's.
+#[doc(no_inline)]
+pub use calling_core::UserId;
 pub use memory::{MemoryHub, MemoryTransport};
 pub use transport::{MessageId, Transport, TransportError, TransportEvent};
 pub use ws::{WsConfig, WsTransport};

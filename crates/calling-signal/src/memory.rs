@@ -11,11 +11,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use calling_core::UserId;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::protocol::{ErrorCode, valid_room, valid_user_id};
-use crate::transport::{MessageId, Transport, TransportError, TransportEvent};
+use crate::protocol::{ErrorCode, valid_room};
+use crate::transport::{
+    EventSlot, MessageId, MessageIds, Transport, TransportError, TransportEvent,
+};
 
 /// Events buffered per registered user before further ones are dropped.
 const EVENT_CAPACITY: usize = 4096;
@@ -28,8 +31,8 @@ struct Member {
 
 #[derive(Default)]
 struct HubState {
-    users: HashMap<String, Member>,
-    rooms: HashMap<String, BTreeSet<String>>,
+    users: HashMap<UserId, Member>,
+    rooms: HashMap<String, BTreeSet<UserId>>,
 }
 
 /// A shared switchboard for [`MemoryTransport`]s. Cheap to clone.
@@ -59,42 +62,39 @@ impl MemoryHub {
     /// Registers `user` and returns its transport. A transport already
     /// registered for the same user receives [`TransportEvent::KickedOut`]
     /// and is closed.
-    pub fn register(&self, user: &str) -> Result<MemoryTransport, TransportError> {
-        if !valid_user_id(user) {
-            return Err(TransportError::Invalid(format!("invalid user id {user:?}")));
-        }
+    pub fn register(&self, user: UserId) -> MemoryTransport {
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(EVENT_CAPACITY);
         let mut st = self.lock();
-        if let Some(old) = st.users.remove(user) {
-            remove_from_rooms(&mut st, user, &old.rooms);
+        if let Some(old) = st.users.remove(&user) {
+            remove_from_rooms(&mut st, &user, &old.rooms);
             let _ = old.events.try_send(TransportEvent::KickedOut);
         }
         st.users.insert(
-            user.to_owned(),
+            user.clone(),
             Member {
                 session,
                 events: tx,
                 rooms: BTreeSet::new(),
             },
         );
-        Ok(MemoryTransport {
+        MemoryTransport {
             hub: self.clone(),
-            user: user.to_owned(),
+            user,
             session,
-            events: Mutex::new(Some(rx)),
+            events: EventSlot::new(rx),
             closed: AtomicBool::new(false),
-            next_id: AtomicU64::new(1),
-        })
+            next_id: MessageIds::default(),
+        }
     }
 
     /// Whether `user` is registered right now.
-    pub fn is_online(&self, user: &str) -> bool {
+    pub fn is_online(&self, user: &UserId) -> bool {
         self.lock().users.contains_key(user)
     }
 }
 
-fn remove_from_rooms(st: &mut HubState, user: &str, rooms: &BTreeSet<String>) {
+fn remove_from_rooms(st: &mut HubState, user: &UserId, rooms: &BTreeSet<String>) {
     for room in rooms {
         let Some(members) = st.rooms.get_mut(room) else {
             continue;
@@ -108,7 +108,7 @@ fn remove_from_rooms(st: &mut HubState, user: &str, rooms: &BTreeSet<String>) {
             if let Some(member) = st.users.get(m) {
                 let _ = member.events.try_send(TransportEvent::RoomLeave {
                     room: room.clone(),
-                    user: user.to_owned(),
+                    user: user.clone(),
                 });
             }
         }
@@ -118,11 +118,11 @@ fn remove_from_rooms(st: &mut HubState, user: &str, rooms: &BTreeSet<String>) {
 /// One user's endpoint on a [`MemoryHub`].
 pub struct MemoryTransport {
     hub: MemoryHub,
-    user: String,
+    user: UserId,
     session: u64,
-    events: Mutex<Option<mpsc::Receiver<TransportEvent>>>,
+    events: EventSlot,
     closed: AtomicBool,
-    next_id: AtomicU64,
+    next_id: MessageIds,
 }
 
 impl std::fmt::Debug for MemoryTransport {
@@ -171,15 +171,12 @@ impl MemoryTransport {
 
 #[async_trait]
 impl Transport for MemoryTransport {
-    fn local_user(&self) -> &str {
+    fn local_user(&self) -> &UserId {
         &self.user
     }
 
-    async fn send(&self, to: &[String], payload: Value) -> Result<MessageId, TransportError> {
-        if to.is_empty() {
-            return Err(TransportError::Invalid("no recipient".into()));
-        }
-        let id = MessageId(format!("m{}", self.next_id.fetch_add(1, Ordering::Relaxed)));
+    async fn send(&self, to: &[UserId], payload: Value) -> Result<MessageId, TransportError> {
+        let id = self.next_id.next_for(to)?;
         self.with_live(|st| {
             let mut offline = Vec::new();
             for user in to {
@@ -209,7 +206,7 @@ impl Transport for MemoryTransport {
         Ok(id)
     }
 
-    async fn join_room(&self, room: &str) -> Result<Vec<String>, TransportError> {
+    async fn join_room(&self, room: &str) -> Result<Vec<UserId>, TransportError> {
         if !valid_room(room) {
             return Err(TransportError::Refused {
                 code: ErrorCode::InvalidRoom,
@@ -219,7 +216,7 @@ impl Transport for MemoryTransport {
         self.with_live(|st| {
             let members = st.rooms.entry(room.to_owned()).or_default();
             let newly = members.insert(self.user.clone());
-            let list: Vec<String> = members.iter().cloned().collect();
+            let list: Vec<UserId> = members.iter().cloned().collect();
             if newly {
                 for m in &list {
                     if m == &self.user {
@@ -263,7 +260,7 @@ impl Transport for MemoryTransport {
     }
 
     fn take_events(&self) -> Option<mpsc::Receiver<TransportEvent>> {
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.events.take()
     }
 }
 
@@ -279,6 +276,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn uid(s: &str) -> UserId {
+        UserId::new(s).unwrap()
+    }
+
     async fn next(rx: &mut mpsc::Receiver<TransportEvent>) -> TransportEvent {
         tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
             .await
@@ -289,19 +290,19 @@ mod tests {
     #[tokio::test]
     async fn delivers_and_reports_offline() {
         let hub = MemoryHub::new();
-        let a = hub.register("alice").unwrap();
-        let b = hub.register("bob").unwrap();
+        let a = hub.register(uid("alice"));
+        let b = hub.register(uid("bob"));
         let mut ea = a.take_events().unwrap();
         let mut eb = b.take_events().unwrap();
         assert!(a.take_events().is_none());
         let id = a
-            .send(&["bob".into(), "carol".into()], json!({"k": 1}))
+            .send(&[uid("bob"), uid("carol")], json!({"k": 1}))
             .await
             .unwrap();
         assert_eq!(
             next(&mut eb).await,
             TransportEvent::Message {
-                from: "alice".into(),
+                from: uid("alice"),
                 id: id.clone(),
                 payload: json!({"k": 1})
             }
@@ -310,7 +311,7 @@ mod tests {
             next(&mut ea).await,
             TransportEvent::Undeliverable {
                 id,
-                users: vec!["carol".into()]
+                users: vec![uid("carol")]
             }
         );
     }
@@ -318,34 +319,37 @@ mod tests {
     #[tokio::test]
     async fn second_registration_kicks_first() {
         let hub = MemoryHub::new();
-        let a1 = hub.register("alice").unwrap();
+        let a1 = hub.register(uid("alice"));
         let mut e1 = a1.take_events().unwrap();
-        let a2 = hub.register("alice").unwrap();
+        let a2 = hub.register(uid("alice"));
         assert_eq!(next(&mut e1).await, TransportEvent::KickedOut);
         assert_eq!(
-            a1.send(&["x".into()], json!(1)).await,
+            a1.send(&[uid("x")], json!(1)).await,
             Err(TransportError::Closed)
         );
         // Dropping the kicked one must not unregister the new session.
         drop(a1);
-        assert!(hub.is_online("alice"));
+        assert!(hub.is_online(&uid("alice")));
         a2.close().await;
-        assert!(!hub.is_online("alice"));
+        assert!(!hub.is_online(&uid("alice")));
     }
 
     #[tokio::test]
     async fn rooms_announce_enter_and_leave() {
         let hub = MemoryHub::new();
-        let a = hub.register("alice").unwrap();
-        let b = hub.register("bob").unwrap();
+        let a = hub.register(uid("alice"));
+        let b = hub.register(uid("bob"));
         let mut ea = a.take_events().unwrap();
-        assert_eq!(a.join_room("r1").await.unwrap(), vec!["alice"]);
-        assert_eq!(b.join_room("r1").await.unwrap(), vec!["alice", "bob"]);
+        assert_eq!(a.join_room("r1").await.unwrap(), vec![uid("alice")]);
+        assert_eq!(
+            b.join_room("r1").await.unwrap(),
+            vec![uid("alice"), uid("bob")]
+        );
         assert_eq!(
             next(&mut ea).await,
             TransportEvent::RoomEnter {
                 room: "r1".into(),
-                user: "bob".into()
+                user: uid("bob")
             }
         );
         drop(b);
@@ -353,7 +357,7 @@ mod tests {
             next(&mut ea).await,
             TransportEvent::RoomLeave {
                 room: "r1".into(),
-                user: "bob".into()
+                user: uid("bob")
             }
         );
         assert!(matches!(

@@ -1,6 +1,10 @@
 //! The [`Transport`] trait the SDK drives, and the events it yields.
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use async_trait::async_trait;
+use calling_core::UserId;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -18,12 +22,11 @@ impl std::fmt::Display for MessageId {
 
 /// What a transport reports to the application, in order.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub enum TransportEvent {
     /// A call-layer payload from another user.
     Message {
         /// The sender, as verified by the server (or the hub).
-        from: String,
+        from: UserId,
         /// The sender's message id.
         id: MessageId,
         /// The payload as sent.
@@ -34,21 +37,21 @@ pub enum TransportEvent {
         /// The id returned by [`Transport::send`].
         id: MessageId,
         /// The recipients that did not get it.
-        users: Vec<String>,
+        users: Vec<UserId>,
     },
     /// A user entered a room this transport is in.
     RoomEnter {
         /// Room name.
         room: String,
         /// The user who entered.
-        user: String,
+        user: UserId,
     },
     /// A user left a room this transport is in, or their connection died.
     RoomLeave {
         /// Room name.
         room: String,
         /// The user who left.
-        user: String,
+        user: UserId,
     },
     /// The same user logged in elsewhere; this transport is closed for good.
     KickedOut,
@@ -72,7 +75,6 @@ pub enum TransportEvent {
 
 /// Why a transport operation failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
 pub enum TransportError {
     /// The transport is not connected right now (it may be reconnecting).
     #[error("not connected")]
@@ -115,17 +117,17 @@ pub enum TransportError {
 #[async_trait]
 pub trait Transport: Send + Sync {
     /// The logged-in user this transport speaks for.
-    fn local_user(&self) -> &str;
+    fn local_user(&self) -> &UserId;
 
     /// Sends `payload` to every user in `to`. Returns once the payload is
     /// handed to the wire; recipients that turn out offline are reported by
     /// [`TransportEvent::Undeliverable`] carrying the returned id, and a
     /// refusal by the server (rate limit, too many recipients, too large)
     /// by [`TransportEvent::Error`] carrying it.
-    async fn send(&self, to: &[String], payload: Value) -> Result<MessageId, TransportError>;
+    async fn send(&self, to: &[UserId], payload: Value) -> Result<MessageId, TransportError>;
 
     /// Joins `room` and returns its members (this user included).
-    async fn join_room(&self, room: &str) -> Result<Vec<String>, TransportError>;
+    async fn join_room(&self, room: &str) -> Result<Vec<UserId>, TransportError>;
 
     /// Leaves `room`.
     async fn leave_room(&self, room: &str) -> Result<(), TransportError>;
@@ -136,4 +138,35 @@ pub trait Transport: Send + Sync {
 
     /// Takes the event stream. Returns `Some` exactly once.
     fn take_events(&self) -> Option<mpsc::Receiver<TransportEvent>>;
+}
+
+/// The event stream of a transport until the application takes it: what
+/// [`Transport::take_events`] hands out exactly once.
+pub(crate) struct EventSlot(Mutex<Option<mpsc::Receiver<TransportEvent>>>);
+
+impl EventSlot {
+    pub(crate) fn new(events: mpsc::Receiver<TransportEvent>) -> Self {
+        EventSlot(Mutex::new(Some(events)))
+    }
+
+    /// The stream the first time, `None` after.
+    pub(crate) fn take(&self) -> Option<mpsc::Receiver<TransportEvent>> {
+        // A panic while holding the lock leaves an Option behind, still usable.
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// Numbers the payloads one transport sends: `m1`, `m2`, ...
+#[derive(Default)]
+pub(crate) struct MessageIds(AtomicU64);
+
+impl MessageIds {
+    /// The id of a send to `to`, refused locally when it names nobody.
+    pub(crate) fn next_for(&self, to: &[UserId]) -> Result<MessageId, TransportError> {
+        if to.is_empty() {
+            return Err(TransportError::Invalid("no recipient".into()));
+        }
+        let n = self.0.fetch_add(1, Ordering::Relaxed) + 1;
+        Ok(MessageId(format!("m{n}")))
+    }
 }

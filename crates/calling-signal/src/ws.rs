@@ -8,11 +8,10 @@
 //! re-joins the rooms it was in.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use calling_core::UserId;
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use serde_json::Value;
@@ -26,7 +25,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::{debug, info, warn};
 
 use crate::protocol::{ClientFrame, ErrorCode, PROTOCOL_VERSION, ServerFrame, close_code};
-use crate::transport::{MessageId, Transport, TransportError, TransportEvent};
+use crate::rate::TokenBucket;
+use crate::transport::{
+    EventSlot, MessageId, MessageIds, Transport, TransportError, TransportEvent,
+};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -38,7 +40,7 @@ pub struct WsConfig {
     /// Application id.
     pub sdk_app_id: u64,
     /// The user to log in as.
-    pub user_id: String,
+    pub user_id: UserId,
     /// That user's UserSig.
     pub user_sig: String,
     /// Limit for one connect + login attempt (default 5 s).
@@ -64,13 +66,13 @@ impl WsConfig {
     pub fn new(
         url: impl Into<String>,
         sdk_app_id: u64,
-        user_id: impl Into<String>,
+        user_id: UserId,
         user_sig: impl Into<String>,
     ) -> Self {
         WsConfig {
             url: url.into(),
             sdk_app_id,
-            user_id: user_id.into(),
+            user_id,
             user_sig: user_sig.into(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
@@ -90,7 +92,7 @@ enum Command {
     },
     Join {
         room: String,
-        reply: oneshot::Sender<Result<Vec<String>, TransportError>>,
+        reply: oneshot::Sender<Result<Vec<UserId>, TransportError>>,
     },
     Leave {
         room: String,
@@ -103,10 +105,10 @@ enum Command {
 
 /// A [`Transport`] over a WebSocket to `calling-server`.
 pub struct WsTransport {
-    user: String,
+    user: UserId,
     cmd: mpsc::Sender<Command>,
-    events: Mutex<Option<mpsc::Receiver<TransportEvent>>>,
-    next_id: AtomicU64,
+    events: EventSlot,
+    next_id: MessageIds,
     request_timeout: Duration,
 }
 
@@ -126,46 +128,32 @@ struct SessionParams {
     rate_burst: u32,
 }
 
-/// Keeps the frames we send within the rate the server announced (a token
-/// bucket like the server's), so that bursts, e.g. ICE candidates of several
-/// calls, are delayed a little instead of dropped with `rate_limited`.
-struct Pacer {
-    tokens: f64,
-    burst: f64,
-    rate: f64,
-    last: Instant,
-}
+/// Keeps the frames we send within the rate the server announced (the
+/// server's own kind of bucket), so that bursts, e.g. ICE candidates of
+/// several calls, are delayed a little instead of dropped with
+/// `rate_limited`.
+struct Pacer(TokenBucket);
 
 impl Pacer {
     fn new(params: &SessionParams) -> Self {
         // Never ahead of the server's bucket: it started full and our login
         // took one token, so start one lower still and refill a little slower.
         let burst = f64::from(params.rate_burst.max(2));
-        Pacer {
-            tokens: burst - 2.0,
-            burst: burst - 1.0,
-            rate: f64::from(params.rate_per_sec.max(1)) * 0.9,
-            last: Instant::now(),
-        }
+        let rate = f64::from(params.rate_per_sec.max(1)) * 0.9;
+        Pacer(TokenBucket::new(rate, burst - 1.0, Instant::now()).with_tokens(burst - 2.0))
     }
 
-    /// Waits until one more frame may be sent, and takes its token.
-    async fn take(&mut self) {
-        let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
-        self.last = now;
-        if self.tokens < 1.0 {
-            let wait = Duration::from_secs_f64((1.0 - self.tokens) / self.rate);
+    /// Sends one frame as soon as the rate allows; false if the write failed.
+    async fn send(&mut self, ws: &mut Ws, text: String) -> bool {
+        let wait = self.0.reserve(Instant::now());
+        if !wait.is_zero() {
             debug!(
                 ?wait,
                 "pacing a frame to stay within the server's rate limit"
             );
             tokio::time::sleep(wait).await;
-            self.tokens = 1.0;
-            self.last = Instant::now();
         }
-        self.tokens -= 1.0;
+        ws.send(Message::text(text)).await.is_ok()
     }
 }
 
@@ -189,8 +177,8 @@ impl WsTransport {
         Ok(WsTransport {
             user,
             cmd: cmd_tx,
-            events: Mutex::new(Some(ev_rx)),
-            next_id: AtomicU64::new(1),
+            events: EventSlot::new(ev_rx),
+            next_id: MessageIds::default(),
             request_timeout,
         })
     }
@@ -214,20 +202,17 @@ impl WsTransport {
 
 #[async_trait]
 impl Transport for WsTransport {
-    fn local_user(&self) -> &str {
+    fn local_user(&self) -> &UserId {
         &self.user
     }
 
-    async fn send(&self, to: &[String], payload: Value) -> Result<MessageId, TransportError> {
-        if to.is_empty() {
-            return Err(TransportError::Invalid("no recipient".into()));
-        }
-        let id = MessageId(format!("m{}", self.next_id.fetch_add(1, Ordering::Relaxed)));
+    async fn send(&self, to: &[UserId], payload: Value) -> Result<MessageId, TransportError> {
+        let id = self.next_id.next_for(to)?;
         let payload: Box<RawValue> = serde_json::value::to_raw_value(&payload)
             .map_err(|e| TransportError::Invalid(e.to_string()))?;
         let text = ClientFrame::Send {
             id: id.0.clone(),
-            to: to.to_vec(),
+            to: to.iter().map(|u| u.as_str().to_owned()).collect(),
             payload,
         }
         .to_json();
@@ -235,7 +220,7 @@ impl Transport for WsTransport {
         Ok(id)
     }
 
-    async fn join_room(&self, room: &str) -> Result<Vec<String>, TransportError> {
+    async fn join_room(&self, room: &str) -> Result<Vec<UserId>, TransportError> {
         let room = room.to_owned();
         self.request(|reply| Command::Join { room, reply }).await
     }
@@ -253,7 +238,7 @@ impl Transport for WsTransport {
     }
 
     fn take_events(&self) -> Option<mpsc::Receiver<TransportEvent>> {
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.events.take()
     }
 }
 
@@ -277,7 +262,7 @@ async fn connect_and_login(config: &WsConfig) -> Result<(Ws, SessionParams), Tra
         let login = ClientFrame::Login {
             id: Some("login".into()),
             sdk_app_id: config.sdk_app_id,
-            user_id: config.user_id.clone(),
+            user_id: config.user_id.to_string(),
             user_sig: config.user_sig.clone(),
             protocol: PROTOCOL_VERSION,
         };
@@ -319,7 +304,17 @@ async fn connect_and_login(config: &WsConfig) -> Result<(Ws, SessionParams), Tra
                 Ok(ServerFrame::Error { code, message, .. }) => {
                     return Err(TransportError::LoginRefused { code, message });
                 }
-                Ok(other) => debug!(?other, "frame before login_ok ignored"),
+                Ok(
+                    other @ (ServerFrame::Pong { .. }
+                    | ServerFrame::Message { .. }
+                    | ServerFrame::Undeliverable { .. }
+                    | ServerFrame::Joined { .. }
+                    | ServerFrame::Left { .. }
+                    | ServerFrame::RoomEnter { .. }
+                    | ServerFrame::RoomLeave { .. }
+                    | ServerFrame::KickedOut { .. }
+                    | ServerFrame::LoginExpired {}),
+                ) => debug!(?other, "frame before login_ok ignored"),
                 Err(e) => warn!(error = %e, "undecodable frame during login"),
             }
         }
@@ -346,12 +341,19 @@ struct Driver {
     config: WsConfig,
     events: mpsc::Sender<TransportEvent>,
     rooms: BTreeSet<String>,
-    pending_join: HashMap<String, (String, Reply<Vec<String>>)>,
-    pending_leave: HashMap<String, (String, Reply<()>)>,
+    /// Replies awaiting `joined` / `left`, by request id.
+    pending_join: HashMap<String, Reply<Vec<UserId>>>,
+    pending_leave: HashMap<String, Reply<()>>,
     next_req: u64,
 }
 
 impl Driver {
+    /// A fresh id for a frame whose answer we wait for.
+    fn request_id(&mut self, prefix: &str) -> String {
+        self.next_req += 1;
+        format!("{prefix}{}", self.next_req)
+    }
+
     fn emit(&self, ev: TransportEvent) {
         if let Err(e) = self.events.try_send(ev) {
             match e {
@@ -394,18 +396,6 @@ impl Driver {
                 Some((new_ws, new_params)) => {
                     ws = new_ws;
                     params = new_params;
-                    // Re-join rooms; answers arrive as ordinary frames.
-                    let rooms: Vec<String> = self.rooms.iter().cloned().collect();
-                    for room in rooms {
-                        self.next_req += 1;
-                        let frame = ClientFrame::Join {
-                            id: Some(format!("rejoin{}", self.next_req)),
-                            room,
-                        };
-                        if ws.send(Message::text(frame.to_json())).await.is_err() {
-                            break;
-                        }
-                    }
                     info!(user = %self.config.user_id, "reconnected");
                     self.emit(TransportEvent::Reconnected);
                 }
@@ -415,10 +405,10 @@ impl Driver {
     }
 
     fn fail_pending(&mut self) {
-        for (_, (_, reply)) in self.pending_join.drain() {
+        for (_, reply) in self.pending_join.drain() {
             let _ = reply.send(Err(TransportError::NotConnected));
         }
-        for (_, (_, reply)) in self.pending_leave.drain() {
+        for (_, reply) in self.pending_leave.drain() {
             let _ = reply.send(Err(TransportError::NotConnected));
         }
     }
@@ -462,16 +452,9 @@ impl Driver {
                 Ok(ok) => return Some(ok),
                 Err(TransportError::LoginRefused { code, message }) => {
                     warn!(%code, %message, "re-login refused");
-                    match code {
-                        ErrorCode::SigExpired
-                        | ErrorCode::BadSignature
-                        | ErrorCode::WrongApp
-                        | ErrorCode::InvalidUserId
-                        | ErrorCode::UnsupportedVersion => {
-                            self.emit(TransportEvent::LoginExpired);
-                            return None;
-                        }
-                        _ => {}
+                    if refused_for_good(code) {
+                        self.emit(TransportEvent::LoginExpired);
+                        return None;
                     }
                 }
                 Err(e) => debug!(error = %e, "reconnect attempt failed"),
@@ -491,13 +474,22 @@ impl Driver {
         heartbeat.tick().await;
         let mut last_seen = Instant::now();
         let mut pacer = Pacer::new(params);
+        // Back into the rooms of the previous connection (none the first
+        // time), paced: the server counts them like any frame. The answers
+        // arrive as ordinary frames.
+        for room in self.rooms.clone() {
+            let id = self.request_id("rejoin");
+            let frame = ClientFrame::Join { id: Some(id), room };
+            if !pacer.send(ws, frame.to_json()).await {
+                return self.after_write_error(ws).await;
+            }
+        }
         loop {
             let dead_at = last_seen + params.heartbeat_timeout;
             tokio::select! {
                 _ = heartbeat.tick() => {
-                    pacer.take().await;
                     let ping = ClientFrame::Ping { id: None }.to_json();
-                    if ws.send(Message::text(ping)).await.is_err() {
+                    if !pacer.send(ws, ping).await {
                         return self.after_write_error(ws).await;
                     }
                 }
@@ -518,30 +510,25 @@ impl Driver {
                             return End::Closed;
                         }
                         Command::Send { text, reply } => {
-                            pacer.take().await;
-                            let ok = ws.send(Message::text(text)).await.is_ok();
+                            let ok = pacer.send(ws, text).await;
                             let _ = reply.send(if ok { Ok(()) } else { Err(TransportError::NotConnected) });
                             if !ok {
                                 return self.after_write_error(ws).await;
                             }
                         }
                         Command::Join { room, reply } => {
-                            self.next_req += 1;
-                            let id = format!("j{}", self.next_req);
-                            let frame = ClientFrame::Join { id: Some(id.clone()), room: room.clone() };
-                            self.pending_join.insert(id, (room, reply));
-                            pacer.take().await;
-                            if ws.send(Message::text(frame.to_json())).await.is_err() {
+                            let id = self.request_id("j");
+                            self.pending_join.insert(id.clone(), reply);
+                            let frame = ClientFrame::Join { id: Some(id), room };
+                            if !pacer.send(ws, frame.to_json()).await {
                                 return self.after_write_error(ws).await;
                             }
                         }
                         Command::Leave { room, reply } => {
-                            self.next_req += 1;
-                            let id = format!("l{}", self.next_req);
-                            let frame = ClientFrame::Leave { id: Some(id.clone()), room: room.clone() };
-                            self.pending_leave.insert(id, (room, reply));
-                            pacer.take().await;
-                            if ws.send(Message::text(frame.to_json())).await.is_err() {
+                            let id = self.request_id("l");
+                            self.pending_leave.insert(id.clone(), reply);
+                            let frame = ClientFrame::Leave { id: Some(id), room };
+                            if !pacer.send(ws, frame.to_json()).await {
                                 return self.after_write_error(ws).await;
                             }
                         }
@@ -619,17 +606,17 @@ impl Driver {
             }
             ServerFrame::Undeliverable { id, users } => self.emit(TransportEvent::Undeliverable {
                 id: MessageId(id),
-                users,
+                users: sent_ids(users),
             }),
             ServerFrame::Joined { id, room, members } => {
                 self.rooms.insert(room.clone());
-                if let Some((_, reply)) = id.and_then(|id| self.pending_join.remove(&id)) {
+                if let Some(reply) = id.and_then(|id| self.pending_join.remove(&id)) {
                     let _ = reply.send(Ok(members));
                 }
             }
             ServerFrame::Left { id, room } => {
                 self.rooms.remove(&room);
-                if let Some((_, reply)) = id.and_then(|id| self.pending_leave.remove(&id)) {
+                if let Some(reply) = id.and_then(|id| self.pending_leave.remove(&id)) {
                     let _ = reply.send(Ok(()));
                 }
             }
@@ -644,9 +631,9 @@ impl Driver {
             ServerFrame::Error { id, code, message } => {
                 let join = id.as_ref().and_then(|i| self.pending_join.remove(i));
                 let leave = id.as_ref().and_then(|i| self.pending_leave.remove(i));
-                if let Some((_, reply)) = join {
+                if let Some(reply) = join {
                     let _ = reply.send(Err(TransportError::Refused { code, message }));
-                } else if let Some((_, reply)) = leave {
+                } else if let Some(reply) = leave {
                     let _ = reply.send(Err(TransportError::Refused { code, message }));
                 } else {
                     self.emit(TransportEvent::Error { id, code, message });
@@ -655,6 +642,46 @@ impl Driver {
             ServerFrame::Pong { .. } | ServerFrame::LoginOk { .. } => {}
         }
         None
+    }
+}
+
+/// The recipients of an `undeliverable`, which echoes the ids of our own
+/// `send`. Those were [`UserId`]s, so a malformed one means a broken server:
+/// logged and left out.
+fn sent_ids(users: Vec<String>) -> Vec<UserId> {
+    users
+        .into_iter()
+        .filter_map(|user| match UserId::new(user.as_str()) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                warn!(user, error = %e, "undeliverable names a user id we never sent to");
+                None
+            }
+        })
+        .collect()
+}
+
+/// Whether a refused re-login can never succeed with this configuration:
+/// retrying the same UserSig would only be refused again.
+fn refused_for_good(code: ErrorCode) -> bool {
+    match code {
+        ErrorCode::SigExpired
+        | ErrorCode::BadSignature
+        | ErrorCode::WrongApp
+        | ErrorCode::InvalidUserId
+        | ErrorCode::UnsupportedVersion => true,
+        ErrorCode::BadFrame
+        | ErrorCode::UnknownType
+        | ErrorCode::TooLarge
+        | ErrorCode::NotLoggedIn
+        | ErrorCode::AlreadyLoggedIn
+        | ErrorCode::RateLimited
+        | ErrorCode::BadRecipients
+        | ErrorCode::InvalidRoom
+        | ErrorCode::TooManyRooms
+        | ErrorCode::RoomFull
+        | ErrorCode::NotInRoom
+        | ErrorCode::Internal => false,
     }
 }
 

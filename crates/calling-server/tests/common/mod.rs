@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use calling_server::{Config, RunningServer, Server};
+use calling_signal::UserId;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -36,6 +37,10 @@ pub async fn start_with(f: impl FnOnce(&mut Config)) -> RunningServer {
     Server::bind(c).await.unwrap()
 }
 
+pub fn uid(user: &str) -> UserId {
+    UserId::new(user).unwrap()
+}
+
 pub fn sig(user: &str) -> String {
     calling_usersig::generate(APP, KEY, user, 3600, calling_usersig::now_unix())
 }
@@ -61,18 +66,7 @@ pub async fn send_raw(ws: &mut Ws, m: Message) {
 
 /// Next data frame as JSON; panics on close or after [`WAIT`].
 pub async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("timed out waiting for a frame")
-            .expect("stream ended")
-            .expect("websocket error");
-        match m {
-            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
-            Message::Close(c) => panic!("closed while waiting for a frame: {c:?}"),
-            _ => continue,
-        }
-    }
+    serde_json::from_str(&recv_text(ws).await).unwrap()
 }
 
 /// Next frame of `kind`, skipping others.
@@ -102,13 +96,18 @@ pub async fn expect_close(ws: &mut Ws) -> u16 {
     }
 }
 
-pub async fn login_as(addr: SocketAddr, user: &str) -> Ws {
-    let mut ws = connect(addr).await;
+/// Sends a `login` frame with id `L` and no `protocol` (it defaults to 1).
+pub async fn login_frame(ws: &mut Ws, app: u64, user: &str, sig: &str) {
     send(
-        &mut ws,
-        json!({"type":"login","id":"l1","sdk_app_id":APP,"user_id":user,"user_sig":sig(user),"protocol":1}),
+        ws,
+        json!({"type":"login","id":"L","sdk_app_id":app,"user_id":user,"user_sig":sig}),
     )
     .await;
+}
+
+pub async fn login_as(addr: SocketAddr, user: &str) -> Ws {
+    let mut ws = connect(addr).await;
+    login_frame(&mut ws, APP, user, &sig(user)).await;
     let ok = recv(&mut ws).await;
     assert_eq!(ok["type"], "login_ok", "{ok}");
     assert_eq!(ok["user_id"], user);
@@ -143,7 +142,7 @@ pub async fn metric(addr: SocketAddr, name: &str) -> u64 {
         .unwrap()
 }
 
-/// Next text frame, unparsed.
+/// Next text frame, unparsed; panics on close or after [`WAIT`].
 pub async fn recv_text(ws: &mut Ws) -> String {
     loop {
         let m = tokio::time::timeout(WAIT, ws.next())
