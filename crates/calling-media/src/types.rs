@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
+use calling_core::UserId;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -147,12 +148,11 @@ impl VideoQuality {
     }
 }
 
-/// Everything a [`MediaSession`](crate::MediaSession) needs at creation.
+/// How a [`MediaSession`](crate::MediaSession) works: transport, codec and
+/// limits. The same for every user of an app, so it holds no user id: that
+/// is given to [`MediaSession::new`](crate::MediaSession::new).
 #[derive(Debug, Clone)]
 pub struct MediaConfig {
-    /// Our own user id; compared byte-wise with a remote's to decide who
-    /// makes the offer (the lower one does).
-    pub local_user: String,
     /// Local UDP addresses each peer connection binds (one socket per
     /// address per peer). Default `127.0.0.1:0`. Binding `0.0.0.0` skips
     /// loopback candidates.
@@ -191,7 +191,6 @@ pub struct MediaConfig {
 impl Default for MediaConfig {
     fn default() -> Self {
         MediaConfig {
-            local_user: String::new(),
             udp_addrs: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
             ice_check_interval: Duration::from_millis(5),
             ice_check_window: Duration::from_secs(2),
@@ -202,16 +201,6 @@ impl Default for MediaConfig {
             volume_interval: Duration::from_millis(300),
             max_sdp_len: 64 * 1024,
             nack_history: 256,
-        }
-    }
-}
-
-impl MediaConfig {
-    /// The default configuration for `local_user`.
-    pub fn new(local_user: impl Into<String>) -> Self {
-        MediaConfig {
-            local_user: local_user.into(),
-            ..MediaConfig::default()
         }
     }
 }
@@ -322,28 +311,28 @@ pub enum MediaEvent {
     /// Send `signal` to user `to` over the call layer.
     Signal {
         /// The remote user.
-        to: String,
+        to: UserId,
         /// The message.
         signal: MediaSignal,
     },
     /// A peer connection changed state.
     PeerState {
         /// The remote user.
-        user: String,
+        user: UserId,
         /// Its new state.
         state: PeerState,
     },
     /// The remote's first RTP packet of a track arrived.
     RemoteTrack {
         /// The remote user.
-        user: String,
+        user: UserId,
         /// Audio or video.
         kind: MediaKind,
     },
     /// The first complete frame of a remote track was assembled.
     FirstFrame {
         /// The remote user.
-        user: String,
+        user: UserId,
         /// Audio or video.
         kind: MediaKind,
     },
@@ -352,24 +341,24 @@ pub enum MediaEvent {
     /// video frames should send a key frame next.
     KeyframeRequested {
         /// The remote user.
-        user: String,
+        user: UserId,
     },
     /// Voice volume of a user, 0..=100, about every
     /// [`MediaConfig::volume_interval`]. Remote users: from the RFC 6464
     /// level on their packets. Our own user id: from the PCM we encode.
     VoiceVolume {
         /// The user (remote, or our own id).
-        user: String,
+        user: UserId,
         /// 0 (silence) to 100 (full scale).
         volume: u8,
     },
 }
 
 /// Counters and transport figures of one peer connection.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PeerStats {
     /// The remote user.
-    pub user: String,
+    pub user: UserId,
     /// Current state.
     pub state: Option<PeerState>,
     /// RTP packets sent, all tracks.

@@ -14,7 +14,7 @@ use calling_media::files::{
 };
 use calling_media::{
     AudioSource, ChannelSink, Codec, EncodedFrame, FrameSink, MediaError, MediaKind, RecorderSink,
-    VideoCodec, VideoSource,
+    UserId, VideoCodec, VideoSource,
 };
 use common::*;
 
@@ -161,7 +161,7 @@ fn bad_files_get_typed_errors() {
 struct Tee(Vec<Arc<dyn FrameSink>>);
 
 impl FrameSink for Tee {
-    fn on_frame(&self, user: &str, frame: &EncodedFrame) {
+    fn on_frame(&self, user: &UserId, frame: &EncodedFrame) {
         for s in &self.0 {
             s.on_frame(user, frame);
         }

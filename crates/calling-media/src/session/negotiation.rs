@@ -5,6 +5,7 @@
 use std::sync::Weak;
 use std::sync::atomic::Ordering;
 
+use calling_core::UserId;
 use webrtc::peer_connection::{
     RTCIceCandidateInit, RTCPeerConnectionIceEvent, RTCSessionDescription,
 };
@@ -136,10 +137,10 @@ impl MediaSession {
         Ok(())
     }
 
-    pub(super) async fn handle_offer(&self, from: &str, sdp: String) -> Result<(), MediaError> {
+    pub(super) async fn handle_offer(&self, from: &UserId, sdp: String) -> Result<(), MediaError> {
         self.check_sdp_len("offer", &sdp)?;
         let invalid = |e: &dyn std::fmt::Display| MediaError::InvalidSdp {
-            from: from.to_owned(),
+            from: from.clone(),
             reason: e.to_string(),
         };
         let level_id = audio_level_id(&sdp);
@@ -155,7 +156,7 @@ impl MediaSession {
         let mut neg = peer.negotiation.lock().await;
         if neg.offered && !neg.remote_set {
             return Err(MediaError::UnexpectedSignal {
-                from: from.to_owned(),
+                from: from.clone(),
                 what: "offer",
             });
         }
@@ -186,10 +187,10 @@ impl MediaSession {
         Ok(())
     }
 
-    pub(super) async fn handle_answer(&self, from: &str, sdp: String) -> Result<(), MediaError> {
+    pub(super) async fn handle_answer(&self, from: &UserId, sdp: String) -> Result<(), MediaError> {
         self.check_sdp_len("answer", &sdp)?;
         let invalid = |e: &dyn std::fmt::Display| MediaError::InvalidSdp {
-            from: from.to_owned(),
+            from: from.clone(),
             reason: e.to_string(),
         };
         let level_id = audio_level_id(&sdp);
@@ -197,11 +198,11 @@ impl MediaSession {
         let peer = self
             .inner
             .peer(from)
-            .ok_or_else(|| MediaError::UnknownPeer(from.to_owned()))?;
+            .ok_or_else(|| MediaError::UnknownPeer(from.clone()))?;
         let mut neg = peer.negotiation.lock().await;
         if !neg.offered || neg.remote_set {
             return Err(MediaError::UnexpectedSignal {
-                from: from.to_owned(),
+                from: from.clone(),
                 what: "answer",
             });
         }
@@ -231,11 +232,11 @@ impl MediaSession {
 
     pub(super) async fn handle_candidate(
         &self,
-        from: &str,
+        from: &UserId,
         init: RTCIceCandidateInit,
     ) -> Result<(), MediaError> {
         let invalid = |reason: String| MediaError::InvalidCandidate {
-            from: from.to_owned(),
+            from: from.clone(),
             reason,
         };
         if init.candidate.len() > MAX_CANDIDATE_LEN {
@@ -248,7 +249,7 @@ impl MediaSession {
         let peer = self
             .inner
             .peer(from)
-            .ok_or_else(|| MediaError::UnknownPeer(from.to_owned()))?;
+            .ok_or_else(|| MediaError::UnknownPeer(from.clone()))?;
         // An empty candidate is the end-of-candidates marker.
         if !init.candidate.is_empty() {
             let text = init

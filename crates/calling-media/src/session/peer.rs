@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use calling_core::UserId;
 use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RtpCodecKind};
 use tokio::sync::Notify;
 use webrtc::media_stream::track_local::TrackLocal;
@@ -52,7 +53,7 @@ impl Counters {
 
 /// State shared between a peer and its event handler.
 pub(super) struct PeerShared {
-    pub(super) remote: String,
+    pub(super) remote: UserId,
     pub(super) state: Mutex<PeerState>,
     pub(super) connected: AtomicBool,
     pub(super) closed: AtomicBool,
@@ -115,34 +116,39 @@ pub(super) struct Peer {
 impl Peer {
     /// This peer's counters and webrtc-rs's transport figures.
     pub(super) async fn stats(&self) -> PeerStats {
+        let report = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
+        let (mut packets_sent, mut bytes_sent) = (0, 0);
+        for o in report.outbound_rtp_streams() {
+            packets_sent += o.sent_rtp_stream_stats.packets_sent;
+            bytes_sent += o.sent_rtp_stream_stats.bytes_sent;
+        }
+        let (mut packets_lost, mut jitter) = (0, 0.0f64);
+        for i in report.inbound_rtp_streams() {
+            packets_lost += i.received_rtp_stream_stats.packets_lost;
+            jitter = jitter.max(i.received_rtp_stream_stats.jitter);
+        }
+        let rtt = report
+            .candidate_pairs()
+            .filter(|pair| pair.nominated && pair.current_round_trip_time > 0.0)
+            .last()
+            .map(|pair| Duration::from_secs_f64(pair.current_round_trip_time));
         let s = &self.shared;
         let c = &s.counters;
-        let mut st = PeerStats {
+        PeerStats {
             user: s.remote.clone(),
             state: s.state.lock().ok().map(|g| *g),
+            packets_sent,
+            bytes_sent,
             packets_received: c.packets_received.load(Ordering::Relaxed),
             bytes_received: c.bytes_received.load(Ordering::Relaxed),
             audio_frames_sent: c.audio_frames_sent.load(Ordering::Relaxed),
             video_frames_sent: c.video_frames_sent.load(Ordering::Relaxed),
             audio_frames_received: c.audio_frames_received.load(Ordering::Relaxed),
             video_frames_received: c.video_frames_received.load(Ordering::Relaxed),
-            ..PeerStats::default()
-        };
-        let report = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
-        for o in report.outbound_rtp_streams() {
-            st.packets_sent += o.sent_rtp_stream_stats.packets_sent;
-            st.bytes_sent += o.sent_rtp_stream_stats.bytes_sent;
+            rtt,
+            packets_lost,
+            jitter,
         }
-        for i in report.inbound_rtp_streams() {
-            st.packets_lost += i.received_rtp_stream_stats.packets_lost;
-            st.jitter = st.jitter.max(i.received_rtp_stream_stats.jitter);
-        }
-        for pair in report.candidate_pairs() {
-            if pair.nominated && pair.current_round_trip_time > 0.0 {
-                st.rtt = Some(Duration::from_secs_f64(pair.current_round_trip_time));
-            }
-        }
-        st
     }
 }
 
@@ -247,7 +253,7 @@ fn interceptors(engine: &mut MediaEngine, nack_history: u16) -> Result<Registry,
 
 impl MediaSession {
     /// The peer connection with `remote`, created if there is none yet.
-    pub(super) async fn ensure_peer(&self, remote: &str) -> Result<Arc<Peer>, MediaError> {
+    pub(super) async fn ensure_peer(&self, remote: &UserId) -> Result<Arc<Peer>, MediaError> {
         if let Some(p) = self.inner.peer(remote) {
             return Ok(p);
         }
@@ -261,12 +267,12 @@ impl MediaSession {
             return Err(MediaError::Closed);
         }
         if let Ok(mut map) = self.inner.peers.write() {
-            map.insert(remote.to_owned(), peer.clone());
+            map.insert(remote.clone(), peer.clone());
         }
         Ok(peer)
     }
 
-    async fn build_peer(&self, remote: &str) -> Result<Peer, MediaError> {
+    async fn build_peer(&self, remote: &UserId) -> Result<Peer, MediaError> {
         let cfg = &self.inner.config;
         let mut engine = codec::media_engine(cfg.video_codec)?;
         let registry = interceptors(&mut engine, cfg.nack_history)?;
@@ -290,7 +296,7 @@ impl MediaSession {
             }]);
         }
         let shared = Arc::new(PeerShared {
-            remote: remote.to_owned(),
+            remote: remote.clone(),
             state: Mutex::new(PeerState::New),
             connected: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -322,12 +328,12 @@ impl MediaSession {
             .await
             .map_err(MediaError::webrtc)?;
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
-        let local = &cfg.local_user;
+        let local = &self.inner.local_user;
         let built = async {
             let (audio, audio_ssrc) =
-                send::local_track(local, RtpCodecKind::Audio, codec::opus_codec())?;
+                send::local_track(local.as_str(), RtpCodecKind::Audio, codec::opus_codec())?;
             let (video, video_ssrc) = send::local_track(
-                local,
+                local.as_str(),
                 RtpCodecKind::Video,
                 codec::video_codec(cfg.video_codec),
             )?;

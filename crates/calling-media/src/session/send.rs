@@ -127,7 +127,7 @@ impl Inner {
     fn show_local(&self, frame: &EncodedFrame) {
         let sink = self.local_sink.read().ok().and_then(|g| g.clone());
         if let Some(sink) = sink {
-            sink.on_frame(&self.config.local_user, frame);
+            sink.on_frame(&self.local_user, frame);
         }
     }
 }
@@ -170,7 +170,7 @@ async fn audio_pump(session: Weak<Inner>, mut running: source::Running) {
             window_start = Instant::now();
             if let Some(l) = loudest.take() {
                 inner.emit(MediaEvent::VoiceVolume {
-                    user: inner.config.local_user.clone(),
+                    user: inner.local_user.clone(),
                     volume: level_to_volume(l),
                 });
             }

@@ -9,18 +9,24 @@ use std::time::Duration;
 
 use calling_media::{
     ChannelSink, EncodedFrame, FrameSink, MediaConfig, MediaEvent, MediaKind, MediaSession,
-    MediaSignal, RemoteFrame,
+    MediaSignal, RemoteFrame, UserId,
 };
 use tokio::sync::mpsc;
 
 /// Upper bound for any wait in a test.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// A user id from a name the test knows to be valid.
+pub fn uid(name: &str) -> UserId {
+    UserId::new(name).unwrap()
+}
+
 /// Every signal the router carried: (from, to, signal).
 pub type SignalLog = Arc<Mutex<Vec<(String, String, MediaSignal)>>>;
 
 pub struct Node {
     pub name: String,
+    pub id: UserId,
     pub session: MediaSession,
     /// Non-signal events of this session.
     pub events: mpsc::UnboundedReceiver<MediaEvent>,
@@ -44,10 +50,10 @@ pub async fn mesh_with(names: &[&str], tweak: impl Fn(MediaConfig) -> MediaConfi
     let mut sessions = HashMap::new();
     let mut raw = Vec::new();
     for name in names {
-        let (s, rx) = MediaSession::new(tweak(MediaConfig::new(*name)))
+        let (s, rx) = MediaSession::new(uid(name), tweak(MediaConfig::default()))
             .await
             .unwrap();
-        sessions.insert(name.to_string(), s.clone());
+        sessions.insert(uid(name), s.clone());
         raw.push((name.to_string(), s, rx));
     }
     let mut nodes = Vec::new();
@@ -55,14 +61,16 @@ pub async fn mesh_with(names: &[&str], tweak: impl Fn(MediaConfig) -> MediaConfi
         let (tx, events) = mpsc::unbounded_channel();
         let peers = sessions.clone();
         let log = log.clone();
-        let from = name.clone();
+        let from = uid(&name);
         tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
                 match ev {
                     MediaEvent::Signal { to, signal } => {
-                        log.lock()
-                            .unwrap()
-                            .push((from.clone(), to.clone(), signal.clone()));
+                        log.lock().unwrap().push((
+                            from.to_string(),
+                            to.to_string(),
+                            signal.clone(),
+                        ));
                         if let Some(peer) = peers.get(&to) {
                             if let Err(e) = peer.handle_signal(&from, signal).await {
                                 panic!("{to} rejected a signal from {from}: {e}");
@@ -78,6 +86,7 @@ pub async fn mesh_with(names: &[&str], tweak: impl Fn(MediaConfig) -> MediaConfi
         let (sink, frames) = ChannelSink::new(4096);
         session.set_frame_sink(Some(sink.clone() as Arc<dyn FrameSink>));
         nodes.push(Node {
+            id: uid(&name),
             name,
             session,
             events,
@@ -109,7 +118,7 @@ impl Mesh {
             for b in &self.nodes {
                 if a.name != b.name {
                     let s = a.session.clone();
-                    let remote = b.name.clone();
+                    let remote = b.id.clone();
                     tasks.push(tokio::spawn(async move { s.connect(&remote).await }));
                 }
             }
@@ -175,7 +184,7 @@ impl Node {
     pub async fn collect(&mut self, user: &str, kind: MediaKind, n: usize) -> Vec<RemoteFrame> {
         let mut count = 0;
         self.frames_until(|f| {
-            if f.user == user && f.frame.kind() == kind {
+            if f.user.as_str() == user && f.frame.kind() == kind {
                 count += 1;
             }
             count >= n
@@ -205,7 +214,7 @@ pub fn of<'a>(
 ) -> impl Iterator<Item = &'a EncodedFrame> + 'a {
     frames
         .iter()
-        .filter(move |f| f.user == user && f.frame.kind() == kind)
+        .filter(move |f| f.user.as_str() == user && f.frame.kind() == kind)
         .map(|f| &f.frame)
 }
 
