@@ -84,7 +84,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 MediaEvent::VoiceVolume { user, volume } if user == remote => volumes.push(volume),
                 MediaEvent::KeyframeRequested { .. } => keyframe_requests += 1,
-                _ => {}
+                // Our own volume, and track and frame notices: the report
+                // counts frames as they arrive instead.
+                MediaEvent::VoiceVolume { .. }
+                | MediaEvent::RemoteTrack { .. }
+                | MediaEvent::FirstFrame { .. } => {}
             },
             Some(f) = frames.recv() => {
                 *counts.entry(format!("{:?}", f.frame.codec)).or_default() += 1;

@@ -7,7 +7,6 @@ use calling_core::UserId;
 /// Everything a media operation can fail with. Each error leaves the session
 /// usable: a bad signal from one peer never affects another.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum MediaError {
     /// `connect` or a signal named our own user id.
     #[error("cannot connect to ourselves")]

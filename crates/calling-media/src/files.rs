@@ -56,10 +56,21 @@ impl IvfWriter<BufWriter<File>> {
 
 impl<W: Write + Seek> IvfWriter<W> {
     /// Writes the IVF header for `codec` (VP8 or H.264) to `out`.
+    ///
+    /// # Errors
+    ///
+    /// An [`InvalidInput`](std::io::ErrorKind::InvalidInput) error for
+    /// [`Codec::Opus`], which IVF cannot hold, or the write's error.
     pub fn new(mut out: W, codec: Codec, width: u16, height: u16) -> std::io::Result<Self> {
         let fourcc: &[u8; 4] = match codec {
             Codec::H264 => b"H264",
-            _ => b"VP80",
+            Codec::Vp8 => b"VP80",
+            Codec::Opus => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "IVF holds video (VP8 or H.264), not Opus",
+                ));
+            }
         };
         let mut h = Vec::with_capacity(32);
         h.extend_from_slice(b"DKIF");

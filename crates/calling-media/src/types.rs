@@ -306,7 +306,6 @@ pub enum MediaSignal {
 
 /// What a session reports to the app (and the facade).
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub enum MediaEvent {
     /// Send `signal` to user `to` over the call layer.
     Signal {

@@ -156,6 +156,11 @@ fn bad_files_get_typed_errors() {
         read_annexb(&junk, 30),
         Err(MediaError::MalformedFile { .. })
     ));
+    // IVF holds video only.
+    assert!(matches!(
+        IvfWriter::create(dir.0.join("opus.ivf"), Codec::Opus, 0, 0),
+        Err(MediaError::File { .. })
+    ));
 }
 
 struct Tee(Vec<Arc<dyn FrameSink>>);

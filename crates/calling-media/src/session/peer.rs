@@ -331,10 +331,10 @@ impl MediaSession {
         let local = &self.inner.local_user;
         let built = async {
             let (audio, audio_ssrc) =
-                send::local_track(local.as_str(), RtpCodecKind::Audio, codec::opus_codec())?;
+                send::local_track(local.as_str(), MediaKind::Audio, codec::opus_codec())?;
             let (video, video_ssrc) = send::local_track(
                 local.as_str(),
-                RtpCodecKind::Video,
+                MediaKind::Video,
                 codec::video_codec(cfg.video_codec),
             )?;
             let audio_sender = pc

@@ -25,13 +25,13 @@ use crate::types::{Codec, EncodedFrame, MediaEvent, MediaKind, VideoCodec};
 /// A local track with a random SSRC in the stream named `stream`.
 pub(super) fn local_track(
     stream: &str,
-    kind: RtpCodecKind,
+    kind: MediaKind,
     codec: RTCRtpCodec,
 ) -> Result<(Arc<TrackLocalStaticSample>, u32), MediaError> {
     let ssrc = rand::random::<u32>();
-    let id = match kind {
-        RtpCodecKind::Audio => "audio",
-        _ => "video",
+    let (id, kind) = match kind {
+        MediaKind::Audio => ("audio", RtpCodecKind::Audio),
+        MediaKind::Video => ("video", RtpCodecKind::Video),
     };
     let track = MediaStreamTrack::new(
         stream.to_owned(),
