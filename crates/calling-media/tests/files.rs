@@ -46,16 +46,21 @@ fn vp8_frames(n: usize) -> Vec<EncodedFrame> {
         .collect()
 }
 
+/// Writes `frames` to a 320x240 VP8 IVF file at `path`.
+fn write_ivf(path: &std::path::Path, frames: &[EncodedFrame]) {
+    let mut w = IvfWriter::create(path, Codec::Vp8, 320, 240).unwrap();
+    for f in frames {
+        w.write_frame(f).unwrap();
+    }
+    w.finish().unwrap();
+}
+
 #[test]
 fn ivf_writer_round_trips_through_the_webrtc_rs_reader() {
     let dir = TempDir::new("ivf");
     let path = dir.0.join("v.ivf");
     let frames = vp8_frames(25);
-    let mut w = IvfWriter::create(&path, Codec::Vp8, 320, 240).unwrap();
-    for f in &frames {
-        w.write_frame(f).unwrap();
-    }
-    w.finish().unwrap();
+    write_ivf(&path, &frames);
     let back = read_ivf(&path).unwrap();
     assert_eq!(back.len(), frames.len());
     for (a, b) in frames.iter().zip(&back) {
@@ -268,11 +273,7 @@ async fn vp8_ivf_source_arrives_intact() {
     let dir = TempDir::new("vp8");
     let path = dir.0.join("v.ivf");
     let frames = vp8_frames(30);
-    let mut w = IvfWriter::create(&path, Codec::Vp8, 320, 240).unwrap();
-    for f in &frames {
-        w.write_frame(f).unwrap();
-    }
-    w.finish().unwrap();
+    write_ivf(&path, &frames);
 
     let mut m = mesh_with(&["alice", "bob"], |mut c| {
         c.video_codec = VideoCodec::Vp8;

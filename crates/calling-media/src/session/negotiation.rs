@@ -66,6 +66,13 @@ pub(super) fn on_local_candidate(
     }
 }
 
+fn invalid_sdp(from: &UserId, e: impl std::fmt::Display) -> MediaError {
+    MediaError::InvalidSdp {
+        from: from.clone(),
+        reason: e.to_string(),
+    }
+}
+
 /// Finds the id the remote gave the audio level extension in its SDP.
 fn audio_level_id(sdp: &str) -> Option<u8> {
     sdp.lines().find_map(|line| {
@@ -125,7 +132,15 @@ impl MediaSession {
         Ok(())
     }
 
-    fn check_sdp_len(&self, what: &'static str, sdp: &str) -> Result<(), MediaError> {
+    /// Checks and parses a description from `from`, and reads the id it
+    /// gives the audio level extension.
+    fn parse_description(
+        &self,
+        from: &UserId,
+        what: &'static str,
+        sdp: String,
+        parse: fn(String) -> rtc::shared::error::Result<RTCSessionDescription>,
+    ) -> Result<(RTCSessionDescription, Option<u8>), MediaError> {
         let max = self.inner.config.max_sdp_len;
         if sdp.len() > max {
             return Err(MediaError::Oversized {
@@ -134,17 +149,42 @@ impl MediaSession {
                 max,
             });
         }
+        let level_id = audio_level_id(&sdp);
+        let desc = parse(sdp).map_err(|e| invalid_sdp(from, e))?;
+        Ok((desc, level_id))
+    }
+
+    /// Applies the remote's description, then the candidates that waited
+    /// for it.
+    async fn set_remote(
+        &self,
+        from: &UserId,
+        peer: &Peer,
+        neg: &mut Negotiation,
+        (desc, level_id): (RTCSessionDescription, Option<u8>),
+    ) -> Result<(), MediaError> {
+        peer.pc
+            .set_remote_description(desc)
+            .await
+            .map_err(|e| invalid_sdp(from, e))?;
+        neg.remote_set = true;
+        if let Some(id) = level_id {
+            peer.shared.audio_level_id.store(id, Ordering::Relaxed);
+        }
+        self.flush_candidates(peer, neg).await;
         Ok(())
     }
 
+    /// Both descriptions are set: learn the payload types to send with, and
+    /// wake the video pump to prime the peer once it connects.
+    async fn negotiated(&self, peer: &Peer) {
+        peer.resolve_payload_types(self.inner.config.video_codec)
+            .await;
+        self.inner.video_nudge.notify_one();
+    }
+
     pub(super) async fn handle_offer(&self, from: &UserId, sdp: String) -> Result<(), MediaError> {
-        self.check_sdp_len("offer", &sdp)?;
-        let invalid = |e: &dyn std::fmt::Display| MediaError::InvalidSdp {
-            from: from.clone(),
-            reason: e.to_string(),
-        };
-        let level_id = audio_level_id(&sdp);
-        let desc = RTCSessionDescription::offer(sdp).map_err(|e| invalid(&e))?;
+        let desc = self.parse_description(from, "offer", sdp, RTCSessionDescription::offer)?;
         let mut peer = self.ensure_peer(from).await?;
         if peer.negotiation.lock().await.remote_set && !peer.offerer {
             // A fresh offer after a finished negotiation means the remote
@@ -160,15 +200,7 @@ impl MediaSession {
                 what: "offer",
             });
         }
-        peer.pc
-            .set_remote_description(desc)
-            .await
-            .map_err(|e| invalid(&e))?;
-        neg.remote_set = true;
-        if let Some(id) = level_id {
-            peer.shared.audio_level_id.store(id, Ordering::Relaxed);
-        }
-        self.flush_candidates(&peer, &mut neg).await;
+        self.set_remote(from, &peer, &mut neg, desc).await?;
         let answer = peer
             .pc
             .create_answer(None)
@@ -181,20 +213,12 @@ impl MediaSession {
             .map_err(MediaError::webrtc)?;
         drop(neg);
         self.emit_description(&peer, MediaSignal::Answer { sdp });
-        peer.resolve_payload_types(self.inner.config.video_codec)
-            .await;
-        self.inner.video_nudge.notify_one();
+        self.negotiated(&peer).await;
         Ok(())
     }
 
     pub(super) async fn handle_answer(&self, from: &UserId, sdp: String) -> Result<(), MediaError> {
-        self.check_sdp_len("answer", &sdp)?;
-        let invalid = |e: &dyn std::fmt::Display| MediaError::InvalidSdp {
-            from: from.clone(),
-            reason: e.to_string(),
-        };
-        let level_id = audio_level_id(&sdp);
-        let desc = RTCSessionDescription::answer(sdp).map_err(|e| invalid(&e))?;
+        let desc = self.parse_description(from, "answer", sdp, RTCSessionDescription::answer)?;
         let peer = self
             .inner
             .peer(from)
@@ -206,19 +230,9 @@ impl MediaSession {
                 what: "answer",
             });
         }
-        peer.pc
-            .set_remote_description(desc)
-            .await
-            .map_err(|e| invalid(&e))?;
-        neg.remote_set = true;
-        if let Some(id) = level_id {
-            peer.shared.audio_level_id.store(id, Ordering::Relaxed);
-        }
-        self.flush_candidates(&peer, &mut neg).await;
+        self.set_remote(from, &peer, &mut neg, desc).await?;
         drop(neg);
-        peer.resolve_payload_types(self.inner.config.video_codec)
-            .await;
-        self.inner.video_nudge.notify_one();
+        self.negotiated(&peer).await;
         Ok(())
     }
 

@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 use calling_core::UserId;
 use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RtpCodecKind};
 use tokio::sync::Notify;
-use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
@@ -17,10 +15,10 @@ use webrtc::peer_connection::{
     Registry, SettingEngineBuilder, StatsSelector, configure_rtcp_reports,
     configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
-use webrtc::rtp_transceiver::RtpSender;
 
 use super::negotiation::Negotiation;
-use super::{Inner, MediaSession, codec, is_offerer, negotiation, receive, send};
+use super::send::LocalTrack;
+use super::{Inner, MediaSession, codec, is_offerer, negotiation, receive};
 use crate::error::MediaError;
 use crate::types::{MediaEvent, MediaKind, MediaSignal, PeerState, PeerStats};
 
@@ -103,17 +101,21 @@ impl PeerShared {
 pub(super) struct Peer {
     pub(super) offerer: bool,
     pub(super) pc: Arc<dyn PeerConnection>,
-    pub(super) audio: Arc<TrackLocalStaticSample>,
-    pub(super) audio_ssrc: u32,
-    pub(super) video: Arc<TrackLocalStaticSample>,
-    pub(super) video_ssrc: u32,
-    pub(super) audio_sender: Arc<dyn RtpSender>,
-    pub(super) video_sender: Arc<dyn RtpSender>,
+    audio: LocalTrack,
+    pub(super) video: LocalTrack,
     pub(super) shared: Arc<PeerShared>,
     pub(super) negotiation: tokio::sync::Mutex<Negotiation>,
 }
 
 impl Peer {
+    /// Our track of `kind` on this connection.
+    pub(super) fn local(&self, kind: MediaKind) -> &LocalTrack {
+        match kind {
+            MediaKind::Audio => &self.audio,
+            MediaKind::Video => &self.video,
+        }
+    }
+
     /// This peer's counters and webrtc-rs's transport figures.
     pub(super) async fn stats(&self) -> PeerStats {
         let report = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
@@ -192,7 +194,7 @@ impl PeerConnectionEventHandler for Handler {
                     .and_then(|s| s.peer(&self.shared.remote))
                 {
                     tokio::spawn(receive::read_feedback(
-                        peer.video.clone(),
+                        peer.video.track.clone(),
                         self.shared.clone(),
                         self.session.clone(),
                     ));
@@ -329,34 +331,23 @@ impl MediaSession {
             .map_err(MediaError::webrtc)?;
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
         let local = &self.inner.local_user;
-        let built = async {
-            let (audio, audio_ssrc) =
-                send::local_track(local.as_str(), MediaKind::Audio, codec::opus_codec())?;
-            let (video, video_ssrc) = send::local_track(
-                local.as_str(),
+        // Audio first: the order of the m= sections in our offer.
+        let tracks = async {
+            let stream = local.as_str();
+            let audio =
+                LocalTrack::add(pc.as_ref(), stream, MediaKind::Audio, codec::opus_codec()).await?;
+            let video = LocalTrack::add(
+                pc.as_ref(),
+                stream,
                 MediaKind::Video,
                 codec::video_codec(cfg.video_codec),
-            )?;
-            let audio_sender = pc
-                .add_track(audio.clone() as Arc<dyn TrackLocal>)
-                .await
-                .map_err(MediaError::webrtc)?;
-            let video_sender = pc
-                .add_track(video.clone() as Arc<dyn TrackLocal>)
-                .await
-                .map_err(MediaError::webrtc)?;
-            Ok::<_, MediaError>((
-                audio,
-                audio_ssrc,
-                video,
-                video_ssrc,
-                audio_sender,
-                video_sender,
-            ))
+            )
+            .await?;
+            Ok::<_, MediaError>((audio, video))
         }
         .await;
-        let (audio, audio_ssrc, video, video_ssrc, audio_sender, video_sender) = match built {
-            Ok(b) => b,
+        let (audio, video) = match tracks {
+            Ok(t) => t,
             Err(e) => {
                 let _ = pc.close().await;
                 return Err(e);
@@ -367,11 +358,7 @@ impl MediaSession {
             offerer: is_offerer(local, remote),
             pc,
             audio,
-            audio_ssrc,
             video,
-            video_ssrc,
-            audio_sender,
-            video_sender,
             shared,
             negotiation: tokio::sync::Mutex::new(Negotiation::default()),
         })

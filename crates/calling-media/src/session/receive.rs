@@ -15,7 +15,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use super::peer::{Peer, PeerShared};
 use super::{Inner, codec};
 use crate::error::MediaError;
-use crate::frame::{FrameAssembler, level_to_volume};
+use crate::frame::{FrameAssembler, VolumeMeter};
 use crate::types::{Codec, EncodedFrame, MediaEvent, MediaKind};
 
 /// Least time between two key-frame requests we send while waiting for a
@@ -49,7 +49,7 @@ pub(super) async fn request_keyframe(peer: &Peer) -> Result<(), MediaError> {
     let Some((track, ssrc)) = target.and_then(|(t, ssrc)| t.upgrade().map(|t| (t, ssrc))) else {
         return Err(MediaError::NoRemoteVideo(peer.shared.remote.clone()));
     };
-    send_pli(track.as_ref(), peer.video_ssrc, ssrc).await
+    send_pli(track.as_ref(), peer.video.ssrc, ssrc).await
 }
 
 /// Reads the RTCP that webrtc-rs hands up for our video track: key-frame
@@ -92,13 +92,13 @@ pub(super) async fn receive(
         _ => return,
     };
     let user = shared.remote.clone();
-    let volume_interval = match session.upgrade() {
+    let mut meter = match session.upgrade() {
         Some(s) => {
             s.emit(MediaEvent::RemoteTrack {
                 user: user.clone(),
                 kind,
             });
-            s.config.volume_interval
+            VolumeMeter::new(s.config.volume_interval)
         }
         None => return,
     };
@@ -109,8 +109,6 @@ pub(super) async fn receive(
     // track's start) would give the app frames no decoder can use.
     let mut decodable = false;
     let mut last_pli: Option<Instant> = None;
-    let mut loudest: Option<u8> = None;
-    let mut window_start = Instant::now();
     while let Some(event) = track.poll().await {
         let pkt = match event {
             TrackRemoteEvent::OnRtpPacket(p) => p,
@@ -152,17 +150,11 @@ pub(super) async fn receive(
                     .and_then(|b| b.first().copied())
                     .map(|b| b & 0x7f);
             }
-            if let Some(l) = level {
-                loudest = Some(loudest.map_or(l, |m: u8| m.min(l)));
-            }
-            if window_start.elapsed() >= volume_interval {
-                window_start = Instant::now();
-                if let (Some(l), Some(s)) = (loudest.take(), session.upgrade()) {
-                    s.emit(MediaEvent::VoiceVolume {
-                        user: user.clone(),
-                        volume: level_to_volume(l),
-                    });
-                }
+            if let (Some(volume), Some(s)) = (meter.observe(level), session.upgrade()) {
+                s.emit(MediaEvent::VoiceVolume {
+                    user: user.clone(),
+                    volume,
+                });
             }
         }
         let Some((asm, codec, rate)) = assembler.as_mut() else {

@@ -13,42 +13,66 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::peer_connection::PeerConnection;
+use webrtc::rtp_transceiver::RtpSender;
 
 use super::peer::Peer;
 use super::{Inner, MediaSession, codec};
 use crate::error::MediaError;
-use crate::frame::level_to_volume;
+use crate::frame::VolumeMeter;
 use crate::source;
 use crate::types::{Codec, EncodedFrame, MediaEvent, MediaKind, VideoCodec};
 
-/// A local track with a random SSRC in the stream named `stream`.
-pub(super) fn local_track(
-    stream: &str,
-    kind: MediaKind,
-    codec: RTCRtpCodec,
-) -> Result<(Arc<TrackLocalStaticSample>, u32), MediaError> {
-    let ssrc = rand::random::<u32>();
-    let (id, kind) = match kind {
-        MediaKind::Audio => ("audio", RtpCodecKind::Audio),
-        MediaKind::Video => ("video", RtpCodecKind::Video),
-    };
-    let track = MediaStreamTrack::new(
-        stream.to_owned(),
-        id.to_owned(),
-        id.to_owned(),
-        kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
+/// One of our tracks on a peer connection.
+pub(super) struct LocalTrack {
+    pub(super) track: Arc<TrackLocalStaticSample>,
+    pub(super) ssrc: u32,
+    sender: Arc<dyn RtpSender>,
+}
+
+impl LocalTrack {
+    /// Adds a track of `kind` with a random SSRC, in the stream named
+    /// `stream`, to `pc`.
+    pub(super) async fn add(
+        pc: &dyn PeerConnection,
+        stream: &str,
+        kind: MediaKind,
+        codec: RTCRtpCodec,
+    ) -> Result<Self, MediaError> {
+        let ssrc = rand::random::<u32>();
+        let (id, rtp_kind) = match kind {
+            MediaKind::Audio => ("audio", RtpCodecKind::Audio),
+            MediaKind::Video => ("video", RtpCodecKind::Video),
+        };
+        let track = MediaStreamTrack::new(
+            stream.to_owned(),
+            id.to_owned(),
+            id.to_owned(),
+            rtp_kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec,
                 ..Default::default()
-            },
-            codec,
-            ..Default::default()
-        }],
-    );
-    let t = TrackLocalStaticSample::new(Instant::now(), track).map_err(MediaError::webrtc)?;
-    Ok((Arc::new(t), ssrc))
+            }],
+        );
+        let track = Arc::new(
+            TrackLocalStaticSample::new(Instant::now(), track).map_err(MediaError::webrtc)?,
+        );
+        let sender = pc
+            .add_track(track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(MediaError::webrtc)?;
+        Ok(LocalTrack {
+            track,
+            ssrc,
+            sender,
+        })
+    }
 }
 
 impl Peer {
@@ -63,25 +87,16 @@ impl Peer {
             duration: frame.duration,
             ..Sample::new(Instant::now())
         };
-        let result = match kind {
-            MediaKind::Audio => {
-                let mut w = self.audio.sample_writer(self.audio_ssrc, pt);
-                if let Some(level) = frame.audio_level {
-                    w = w.with_audio_level(AudioLevelExtension {
-                        level: level.min(127),
-                        voice: level < 127,
-                    });
-                }
-                w.write_sample(&sample).await
-            }
-            MediaKind::Video => {
-                self.video
-                    .sample_writer(self.video_ssrc, pt)
-                    .write_sample(&sample)
-                    .await
-            }
-        };
-        match result {
+        let local = self.local(kind);
+        let mut writer = local.track.sample_writer(local.ssrc, pt);
+        // Only audio frames carry a level.
+        if let Some(level) = frame.audio_level {
+            writer = writer.with_audio_level(AudioLevelExtension {
+                level: level.min(127),
+                voice: level < 127,
+            });
+        }
+        match writer.write_sample(&sample).await {
             Ok(()) => {
                 self.shared
                     .counters
@@ -96,15 +111,11 @@ impl Peer {
 
     /// Reads the negotiated payload types off the senders.
     pub(super) async fn resolve_payload_types(&self, video_codec: VideoCodec) {
-        for (sender, codec, slot) in [
-            (&self.audio_sender, Codec::Opus, &self.shared.audio_pt),
-            (
-                &self.video_sender,
-                video_codec.codec(),
-                &self.shared.video_pt,
-            ),
+        for (kind, codec, slot) in [
+            (MediaKind::Audio, Codec::Opus, &self.shared.audio_pt),
+            (MediaKind::Video, video_codec.codec(), &self.shared.video_pt),
         ] {
-            let params = match sender.get_parameters().await {
+            let params = match self.local(kind).sender.get_parameters().await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::debug!(error = %e, "get_parameters failed");
@@ -151,8 +162,7 @@ impl MediaSession {
 }
 
 async fn audio_pump(session: Weak<Inner>, mut running: source::Running) {
-    let mut loudest: Option<u8> = None;
-    let mut window_start = Instant::now();
+    let mut meter: Option<VolumeMeter> = None;
     while let Some(frame) = running.frames.recv().await {
         let Some(inner) = session.upgrade() else {
             break;
@@ -162,18 +172,14 @@ async fn audio_pump(session: Weak<Inner>, mut running: source::Running) {
             continue;
         }
         let muted = inner.mic_muted.load(Ordering::Acquire);
-        if let Some(l) = frame.audio_level {
-            let l = if muted { 127 } else { l };
-            loudest = Some(loudest.map_or(l, |m: u8| m.min(l)));
-        }
-        if window_start.elapsed() >= inner.config.volume_interval {
-            window_start = Instant::now();
-            if let Some(l) = loudest.take() {
-                inner.emit(MediaEvent::VoiceVolume {
-                    user: inner.local_user.clone(),
-                    volume: level_to_volume(l),
-                });
-            }
+        let meter = meter.get_or_insert_with(|| VolumeMeter::new(inner.config.volume_interval));
+        // Muted, we are silent to the others, so report silence.
+        let level = frame.audio_level.map(|l| if muted { 127 } else { l });
+        if let Some(volume) = meter.observe(level) {
+            inner.emit(MediaEvent::VoiceVolume {
+                user: inner.local_user.clone(),
+                volume,
+            });
         }
         if muted {
             continue;
