@@ -254,21 +254,37 @@ pub enum VideoSource {
     Frames(mpsc::Receiver<EncodedFrame>),
 }
 
-/// A peer connection's state, as the app sees it.
+/// The state of the peer connection with one remote user, following the
+/// WebRTC connection state. [`MediaEvent::PeerState`] reports each change
+/// with the state it left, so a single event tells, for example, a first
+/// connection (`Connecting` to `Connected`) from one restored after a
+/// disconnect (`Disconnected` to `Connected`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PeerState {
-    /// Created, nothing exchanged yet.
+    /// Created, nothing exchanged yet: the state every connection starts
+    /// in, so it appears as the `previous` of the first change and in
+    /// [`PeerStats::state`], not normally as a new state.
     New,
-    /// Offer/answer or ICE/DTLS under way.
+    /// ICE connectivity checks or the DTLS handshake are under way; no media
+    /// flows yet. The first change a connection reports.
     Connecting,
-    /// Media can flow.
+    /// Media can flow both ways. After `Connecting`, the connection is up
+    /// for the first time; after `Disconnected`, it was restored on its own,
+    /// with no new negotiation.
     Connected,
-    /// Connectivity lost; may come back.
+    /// Connectivity was lost (ICE checks go unanswered) and no media flows.
+    /// It may come back by itself (to `Connected`) or give up (to `Failed`).
     Disconnected,
-    /// ICE or DTLS failed; the peer must be disconnected and connected again.
+    /// ICE or DTLS failed for good; the connection does not recover. To
+    /// restart media, both sides [`disconnect`](crate::MediaSession::disconnect)
+    /// and [`connect`](crate::MediaSession::connect) again.
     Failed,
-    /// Closed by [`MediaSession::disconnect`](crate::MediaSession::disconnect) or `close`.
+    /// Closed, and final for this connection: by
+    /// [`MediaSession::disconnect`](crate::MediaSession::disconnect) or
+    /// [`close`](crate::MediaSession::close), or because the remote sent a
+    /// fresh offer, in which case a new connection to the same user follows
+    /// with its own `New` to `Connecting`.
     Closed,
 }
 
@@ -314,10 +330,14 @@ pub enum MediaEvent {
         /// The message.
         signal: MediaSignal,
     },
-    /// A peer connection changed state.
+    /// The peer connection with `user` changed state. Reported once per
+    /// change, in the order of the changes; never after
+    /// [`PeerState::Closed`] for the same connection.
     PeerState {
         /// The remote user.
         user: UserId,
+        /// The state it left.
+        previous: PeerState,
         /// Its new state.
         state: PeerState,
     },

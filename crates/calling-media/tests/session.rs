@@ -69,7 +69,28 @@ async fn audio_and_video_flow_both_ways_and_decode() {
 
     for (me, other) in [("bob", "alice"), ("alice", "bob")] {
         let node = m.node(me);
-        node.event(|e| matches!(e, MediaEvent::PeerState { user, state: PeerState::Connected } if user.as_str() == other)).await;
+        // The connection reports each step once, each with the state it left.
+        let mut changes = Vec::new();
+        node.event(|e| {
+            if let MediaEvent::PeerState {
+                user,
+                previous,
+                state,
+            } = e
+            {
+                assert_eq!(user.as_str(), other);
+                changes.push((*previous, *state));
+            }
+            changes.last().is_some_and(|c| c.1 == PeerState::Connected)
+        })
+        .await;
+        assert_eq!(
+            changes,
+            [
+                (PeerState::New, PeerState::Connecting),
+                (PeerState::Connecting, PeerState::Connected)
+            ]
+        );
         let mut kinds = Vec::new();
         node.event(|e| {
             if let MediaEvent::RemoteTrack { user, kind } = e {
@@ -410,7 +431,7 @@ async fn disconnect_and_close_release_peers() {
     alice.disconnect(&uid("bob")).await;
     m.node("alice")
         .event(|e| {
-            matches!(e, MediaEvent::PeerState { user, state: PeerState::Closed } if user.as_str() == "bob")
+            matches!(e, MediaEvent::PeerState { user, state: PeerState::Closed, .. } if user.as_str() == "bob")
         })
         .await;
     assert_eq!(alice.peers(), vec![uid("carol")]);
@@ -423,7 +444,7 @@ async fn disconnect_and_close_release_peers() {
     alice.close().await;
     m.node("alice")
         .event(|e| {
-            matches!(e, MediaEvent::PeerState { user, state: PeerState::Closed } if user.as_str() == "carol")
+            matches!(e, MediaEvent::PeerState { user, state: PeerState::Closed, .. } if user.as_str() == "carol")
         })
         .await;
     assert!(alice.peers().is_empty());
@@ -450,12 +471,13 @@ async fn the_offerer_can_reconnect_without_the_answerer_noticing() {
     m.session("alice").connect(&uid("bob")).await.unwrap();
     m.node("bob")
         .event(|e| {
-            matches!(e, MediaEvent::PeerState { user, state: PeerState::Closed } if user.as_str() == "alice")
+            matches!(e, MediaEvent::PeerState { user, state: PeerState::Closed, .. } if user.as_str() == "alice")
         })
         .await;
     m.node("bob")
         .event(|e| {
-            matches!(e, MediaEvent::PeerState { user, state: PeerState::Connected } if user.as_str() == "alice")
+            // A new connection, not the old one restored.
+            matches!(e, MediaEvent::PeerState { user, previous: PeerState::Connecting, state: PeerState::Connected } if user.as_str() == "alice")
         })
         .await;
     // Counted on bob's new connection, so frames still queued from the old

@@ -2,7 +2,7 @@
 //! handler that drives it, and how it is closed.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use calling_core::UserId;
@@ -80,7 +80,36 @@ impl Drop for PeerShared {
     }
 }
 
+/// Whether a connection in state `current` may move to `next`: a repeated
+/// state is no change, and nothing follows [`PeerState::Closed`].
+fn is_change(current: PeerState, next: PeerState) -> bool {
+    current != next && current != PeerState::Closed
+}
+
 impl PeerShared {
+    /// Moves to `next`, and reports the change to `session` if there is
+    /// one. Returns whether the state changed. Reported under the state lock,
+    /// so that the handler and `close_peer`, racing, cannot report one
+    /// user's changes out of order.
+    fn set_state(&self, session: Option<&Inner>, next: PeerState) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let previous = *state;
+        if !is_change(previous, next) {
+            return false;
+        }
+        *state = next;
+        self.connected
+            .store(next == PeerState::Connected, Ordering::Release);
+        if let Some(session) = session {
+            session.emit(MediaEvent::PeerState {
+                user: self.remote.clone(),
+                previous,
+                state: next,
+            });
+        }
+        true
+    }
+
     pub(super) fn pt(&self, kind: MediaKind) -> Option<u8> {
         let slot = match kind {
             MediaKind::Audio => &self.audio_pt,
@@ -176,36 +205,19 @@ impl PeerConnectionEventHandler for Handler {
             RTCPeerConnectionState::Closed => PeerState::Closed,
             _ => return,
         };
-        self.shared
-            .connected
-            .store(state == PeerState::Connected, Ordering::Release);
-        if let Ok(mut s) = self.shared.state.lock() {
-            if *s == state || *s == PeerState::Closed {
-                return;
-            }
-            *s = state;
+        let session = self.session.upgrade();
+        if !self.shared.set_state(session.as_deref(), state) || state != PeerState::Connected {
+            return;
         }
-        if state == PeerState::Connected {
-            self.nudge.notify_one();
-            if !self.shared.feedback_started.swap(true, Ordering::AcqRel) {
-                if let Some(peer) = self
-                    .session
-                    .upgrade()
-                    .and_then(|s| s.peer(&self.shared.remote))
-                {
-                    tokio::spawn(receive::read_feedback(
-                        peer.video.track.clone(),
-                        self.shared.clone(),
-                        self.session.clone(),
-                    ));
-                }
+        self.nudge.notify_one();
+        if !self.shared.feedback_started.swap(true, Ordering::AcqRel) {
+            if let Some(peer) = session.and_then(|s| s.peer(&self.shared.remote)) {
+                tokio::spawn(receive::read_feedback(
+                    peer.video.track.clone(),
+                    self.shared.clone(),
+                    self.session.clone(),
+                ));
             }
-        }
-        if let Some(session) = self.session.upgrade() {
-            session.emit(MediaEvent::PeerState {
-                user: self.shared.remote.clone(),
-                state,
-            });
         }
     }
 
@@ -372,25 +384,38 @@ pub(super) async fn close_peer(inner: &Inner, peer: &Peer) {
     if let Err(e) = peer.pc.close().await {
         tracing::debug!(user = %peer.shared.remote, error = %e, "close failed");
     }
-    let changed = match peer.shared.state.lock() {
-        Ok(mut s) => {
-            let changed = *s != PeerState::Closed;
-            *s = PeerState::Closed;
-            changed
-        }
-        Err(_) => false,
-    };
-    if changed {
-        inner.emit(MediaEvent::PeerState {
-            user: peer.shared.remote.clone(),
-            state: PeerState::Closed,
-        });
-    }
+    // webrtc-rs may have reported Closed through the handler already.
+    peer.shared.set_state(Some(inner), PeerState::Closed);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_state_change_counts_once_and_closed_is_final() {
+        use PeerState::*;
+        for (from, to) in [
+            (New, Connecting),
+            (Connecting, Connected),
+            (Connected, Disconnected),
+            // Restored after a disconnect: a change the app must see.
+            (Disconnected, Connected),
+            (Disconnected, Failed),
+            (Failed, Closed),
+            (Connected, Closed),
+        ] {
+            assert!(is_change(from, to), "{from:?} -> {to:?}");
+        }
+        for (from, to) in [
+            (Connected, Connected),
+            (Closed, Closed),
+            (Closed, Connecting),
+            (Closed, Connected),
+        ] {
+            assert!(!is_change(from, to), "{from:?} -> {to:?}");
+        }
+    }
 
     #[test]
     fn check_attempts_cover_the_window() {
