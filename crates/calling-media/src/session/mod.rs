@@ -297,9 +297,14 @@ impl MediaSession {
 
     /// Replaces what feeds our audio track; `None` stops sending audio.
     ///
+    /// The source is started before this returns: a file is read whole and
+    /// an encoder is built here, so a source that cannot start is refused
+    /// now, and the source that was running keeps running.
+    ///
     /// # Errors
     ///
-    /// A file source's [`MediaError::File`] / [`MediaError::MalformedFile`],
+    /// A file source's [`MediaError::File`] (e.g. no such file) or
+    /// [`MediaError::MalformedFile`] (not Ogg/Opus, or no packets),
     /// [`MediaError::Encoder`], or [`MediaError::Closed`].
     pub fn set_audio_source(&self, src: Option<AudioSource>) -> Result<(), MediaError> {
         if self.inner.closed.load(Ordering::Acquire) {
@@ -313,11 +318,16 @@ impl MediaSession {
 
     /// Replaces what feeds our video track; `None` stops sending video.
     ///
+    /// Started before this returns, as for
+    /// [`set_audio_source`](Self::set_audio_source): a source that cannot
+    /// start is refused now, and the running one keeps running.
+    ///
     /// # Errors
     ///
     /// [`MediaError::CodecMismatch`] if the source needs the other video
-    /// codec, a file source's file errors, [`MediaError::Encoder`], or
-    /// [`MediaError::Closed`].
+    /// codec, a file source's [`MediaError::File`] or
+    /// [`MediaError::MalformedFile`] (including a file with no frames),
+    /// [`MediaError::Encoder`], or [`MediaError::Closed`].
     pub fn set_video_source(&self, src: Option<VideoSource>) -> Result<(), MediaError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(MediaError::Closed);
