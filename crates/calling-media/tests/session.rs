@@ -523,3 +523,45 @@ async fn key_frame_requests_reach_the_sender() {
         .await;
     m.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_path_is_reported_and_so_is_its_return() {
+    let (mut m, path) = mesh_relayed(&["alice", "bob"]).await;
+    for n in ["alice", "bob"] {
+        m.session(n).set_audio_source(Some(tone())).unwrap();
+    }
+    m.connect_all().await;
+    m.node("bob").collect("alice", MediaKind::Audio, 3).await;
+
+    // ICE gives a silent path 5 s before it calls it disconnected.
+    path.cut(true);
+    for (me, other) in [("alice", "bob"), ("bob", "alice")] {
+        m.node(me)
+            .event(|e| {
+                matches!(e, MediaEvent::PeerState {
+                    user,
+                    previous: PeerState::Connected,
+                    state: PeerState::Disconnected,
+                } if user.as_str() == other)
+            })
+            .await;
+    }
+    path.cut(false);
+    for (me, other) in [("alice", "bob"), ("bob", "alice")] {
+        m.node(me)
+            .event(|e| {
+                matches!(e, MediaEvent::PeerState {
+                    user,
+                    previous: PeerState::Disconnected,
+                    state: PeerState::Connected,
+                } if user.as_str() == other)
+            })
+            .await;
+    }
+    // The same connection carries media again, with no new negotiation.
+    let bob = m.node("bob");
+    while bob.frames.try_recv().is_ok() {}
+    bob.collect("alice", MediaKind::Audio, 3).await;
+    assert_eq!(m.offers().len(), 1);
+    m.close().await;
+}
