@@ -245,7 +245,7 @@ impl MediaSession {
     }
 
     /// Closes the peer connection with `remote`, if any, and emits
-    /// [`PeerState::Closed`] for it.
+    /// [`PeerState::Closed`](crate::PeerState::Closed) for it.
     pub async fn disconnect(&self, remote: &UserId) {
         let peer = match self.inner.peers.write() {
             Ok(mut map) => map.remove(remote),
