@@ -15,7 +15,7 @@ mod send;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use calling_core::UserId;
 use tokio::sync::{Notify, mpsc};
@@ -87,17 +87,21 @@ impl Inner {
     }
 
     fn peers(&self) -> Vec<Arc<Peer>> {
-        match self.peers.read() {
-            Ok(p) => p.values().cloned().collect(),
-            Err(p) => p.into_inner().values().cloned().collect(),
-        }
+        self.peer_map().values().cloned().collect()
     }
 
     fn peer(&self, user: &UserId) -> Option<Arc<Peer>> {
-        match self.peers.read() {
-            Ok(p) => p.get(user).cloned(),
-            Err(p) => p.into_inner().get(user).cloned(),
-        }
+        self.peer_map().get(user).cloned()
+    }
+
+    // The map stays consistent whatever panicked while holding it: each
+    // change is one insert or remove.
+    fn peer_map(&self) -> RwLockReadGuard<'_, HashMap<UserId, Arc<Peer>>> {
+        self.peers.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn peer_map_mut(&self) -> RwLockWriteGuard<'_, HashMap<UserId, Arc<Peer>>> {
+        self.peers.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn request_keyframe(&self) {
@@ -194,9 +198,9 @@ impl MediaSession {
     ///
     /// # Errors
     ///
-    /// [`MediaError::SelfConnect`],
-    /// [`MediaError::Closed`], or [`MediaError::WebRtc`] if the peer
-    /// connection cannot be built (e.g. the UDP address cannot be bound).
+    /// [`MediaError::SelfConnect`], [`MediaError::Closed`], or
+    /// [`MediaError::WebRtc`] if the peer connection cannot be built (e.g.
+    /// the UDP address cannot be bound).
     pub async fn connect(&self, remote: &UserId) -> Result<(), MediaError> {
         self.check_remote(remote)?;
         let peer = self.ensure_peer(remote).await?;
@@ -247,10 +251,7 @@ impl MediaSession {
     /// Closes the peer connection with `remote`, if any, and emits
     /// [`PeerState::Closed`](crate::PeerState::Closed) for it.
     pub async fn disconnect(&self, remote: &UserId) {
-        let peer = match self.inner.peers.write() {
-            Ok(mut map) => map.remove(remote),
-            Err(_) => None,
-        };
+        let peer = self.inner.peer_map_mut().remove(remote);
         if let Some(peer) = peer {
             close_peer(&self.inner, &peer).await;
         }
@@ -270,10 +271,7 @@ impl MediaSession {
         if let Ok(mut c) = self.inner.video_control.lock() {
             *c = None;
         }
-        let peers: Vec<Arc<Peer>> = match self.inner.peers.write() {
-            Ok(mut map) => map.drain().map(|(_, p)| p).collect(),
-            Err(_) => Vec::new(),
-        };
+        let peers: Vec<Arc<Peer>> = self.inner.peer_map_mut().drain().map(|(_, p)| p).collect();
         for peer in peers {
             close_peer(&self.inner, &peer).await;
         }

@@ -52,8 +52,8 @@ impl Counters {
 /// State shared between a peer and its event handler.
 pub(super) struct PeerShared {
     pub(super) remote: UserId,
-    pub(super) state: Mutex<PeerState>,
-    pub(super) connected: AtomicBool,
+    state: Mutex<PeerState>,
+    connected: AtomicBool,
     pub(super) closed: AtomicBool,
     pub(super) audio_pt: Mutex<Option<u8>>,
     pub(super) video_pt: Mutex<Option<u8>>,
@@ -280,9 +280,9 @@ impl MediaSession {
             let _ = peer.pc.close().await;
             return Err(MediaError::Closed);
         }
-        if let Ok(mut map) = self.inner.peers.write() {
-            map.insert(remote.clone(), peer.clone());
-        }
+        self.inner
+            .peer_map_mut()
+            .insert(remote.clone(), peer.clone());
         Ok(peer)
     }
 
