@@ -19,18 +19,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use calling_media::{
-    AudioSource, MediaConfig, MediaEvent, MediaKind, MediaSession, PeerState, VideoQuality,
+    AudioSource, MediaConfig, MediaEvent, MediaKind, MediaSession, PeerState, UserId, VideoQuality,
     VideoSource,
 };
 use tokio::sync::{Mutex, mpsc};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-type Directory = Arc<Mutex<HashMap<String, MediaSession>>>;
+type Directory = Arc<Mutex<HashMap<UserId, MediaSession>>>;
+
+/// A user id from a name the benchmark builds itself.
+fn uid(name: &str) -> UserId {
+    UserId::new(name).unwrap()
+}
 
 /// Carries a session's signals to the others; forwards other events.
 fn route(
-    name: String,
+    name: UserId,
     mut rx: mpsc::UnboundedReceiver<MediaEvent>,
     dir: Directory,
 ) -> mpsc::UnboundedReceiver<MediaEvent> {
@@ -60,18 +65,27 @@ async fn session(
     dir: &Directory,
     quality: VideoQuality,
 ) -> (MediaSession, mpsc::UnboundedReceiver<MediaEvent>) {
-    let mut cfg = MediaConfig::new(name);
-    cfg.video_quality = quality;
+    let mut cfg = MediaConfig {
+        video_quality: quality,
+        ..MediaConfig::default()
+    };
     if let Some(ms) = std::env::var("ICE_CHECK_MS")
         .ok()
         .and_then(|v| v.parse().ok())
     {
         cfg.ice_check_interval = Duration::from_millis(ms);
     }
-    let (s, rx) = MediaSession::new(cfg).await.unwrap();
-    dir.lock().await.insert(name.to_owned(), s.clone());
-    let events = route(name.to_owned(), rx, dir.clone());
+    let (s, rx) = MediaSession::new(uid(name), cfg).await.unwrap();
+    dir.lock().await.insert(uid(name), s.clone());
+    let events = route(uid(name), rx, dir.clone());
     (s, events)
+}
+
+/// Both sessions connect to each other at once, as two clients would.
+async fn connect_pair(a: &MediaSession, b: &MediaSession) {
+    let (x, y) = tokio::join!(a.connect(b.local_user()), b.connect(a.local_user()));
+    x.unwrap();
+    y.unwrap();
 }
 
 async fn wait_for(
@@ -120,9 +134,7 @@ async fn setup(runs: usize) {
         let name = format!("callee-{i:03}");
         let (callee, mut events) = session(&name, &dir, VideoQuality::P480).await;
         let start = Instant::now();
-        let (a, b) = tokio::join!(caller.connect(&name), callee.connect("aaa-caller"));
-        a.unwrap();
-        b.unwrap();
+        connect_pair(&caller, &callee).await;
         let first = wait_for(&mut events, |e| {
             matches!(
                 e,
@@ -137,9 +149,9 @@ async fn setup(runs: usize) {
             Some(t) => times.push(t - start),
             None => failures += 1,
         }
-        caller.disconnect(&name).await;
+        caller.disconnect(callee.local_user()).await;
         callee.close().await;
-        dir.lock().await.remove(&name);
+        dir.lock().await.remove(callee.local_user());
     }
     caller.close().await;
     times.sort();
@@ -186,9 +198,7 @@ async fn memory(n: usize) {
     let mut others = Vec::new();
     // Warm up allocator pools and lazy statics with one connection first.
     let warm = session("aab-warm", &dir, VideoQuality::P480).await;
-    let (a, b) = tokio::join!(hub.connect("aab-warm"), warm.0.connect("aaa-hub"));
-    a.unwrap();
-    b.unwrap();
+    connect_pair(&hub, &warm.0).await;
     wait_for(&mut hub_events, |e| {
         matches!(
             e,
@@ -204,9 +214,7 @@ async fn memory(n: usize) {
     for i in 0..n {
         let name = format!("idle-{i:03}");
         let (s, mut ev) = session(&name, &dir, VideoQuality::P480).await;
-        let (a, b) = tokio::join!(hub.connect(&name), s.connect("aaa-hub"));
-        a.unwrap();
-        b.unwrap();
+        connect_pair(&hub, &s).await;
         if wait_for(&mut ev, |e| {
             matches!(
                 e,
@@ -249,9 +257,7 @@ async fn cpu(secs: u64) {
         }))
         .unwrap();
     }
-    let (x, y) = tokio::join!(a.connect("bob"), b.connect("alice"));
-    x.unwrap();
-    y.unwrap();
+    connect_pair(&a, &b).await;
     wait_for(&mut a_events, |e| {
         matches!(
             e,

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use calling_media::frame::h264_nal_types;
 use calling_media::{
-    AudioSource, ChannelSink, Codec, MediaConfig, MediaEvent, MediaSession, MediaSignal,
+    AudioSource, ChannelSink, Codec, MediaConfig, MediaEvent, MediaSession, MediaSignal, UserId,
     VideoSource,
 };
 use serde_json::json;
@@ -29,11 +29,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let local = args.get(1).cloned().unwrap_or_else(|| "rust".into());
-    let remote = args.get(2).cloned().unwrap_or_else(|| "browser".into());
+    let local = UserId::new(args.get(1).map_or("rust", String::as_str))?;
+    let remote = UserId::new(args.get(2).map_or("browser", String::as_str))?;
     let secs: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(8);
 
-    let (session, mut events) = MediaSession::new(MediaConfig::new(&local)).await?;
+    let (session, mut events) = MediaSession::new(local, MediaConfig::default()).await?;
     session.set_audio_source(Some(AudioSource::Tone {
         frequency_hz: 440.0,
         amplitude: 0.5,
@@ -84,7 +84,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 MediaEvent::VoiceVolume { user, volume } if user == remote => volumes.push(volume),
                 MediaEvent::KeyframeRequested { .. } => keyframe_requests += 1,
-                _ => {}
+                // Our own volume, and track and frame notices: the report
+                // counts frames as they arrive instead.
+                MediaEvent::VoiceVolume { .. }
+                | MediaEvent::RemoteTrack { .. }
+                | MediaEvent::FirstFrame { .. } => {}
             },
             Some(f) = frames.recv() => {
                 *counts.entry(format!("{:?}", f.frame.codec)).or_default() += 1;

@@ -2,47 +2,44 @@
 
 use std::path::PathBuf;
 
+use calling_core::UserId;
+
 /// Everything a media operation can fail with. Each error leaves the session
 /// usable: a bad signal from one peer never affects another.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum MediaError {
-    /// A user id is empty, too long (over 128 bytes) or holds characters
-    /// other than ASCII letters, digits, `-`, `_`, `.` and `@`.
-    #[error("invalid user id {0:?}")]
-    InvalidUserId(String),
     /// `connect` or a signal named our own user id.
     #[error("cannot connect to ourselves")]
     SelfConnect,
     /// No peer connection exists for this user.
-    #[error("no peer connection for user {0:?}")]
-    UnknownPeer(String),
+    #[error("no peer connection for user {0}")]
+    UnknownPeer(UserId),
     /// An SDP from a peer could not be parsed or applied.
-    #[error("invalid SDP from {from:?}: {reason}")]
+    #[error("invalid SDP from {from}: {reason}")]
     InvalidSdp {
         /// The remote user.
-        from: String,
+        from: UserId,
         /// What was wrong.
         reason: String,
     },
     /// An ICE candidate from a peer could not be parsed or applied.
-    #[error("invalid ICE candidate from {from:?}: {reason}")]
+    #[error("invalid ICE candidate from {from}: {reason}")]
     InvalidCandidate {
         /// The remote user.
-        from: String,
+        from: UserId,
         /// What was wrong.
         reason: String,
     },
     /// No video has arrived from this user yet, so there is no stream to
     /// ask a key frame of.
-    #[error("no remote video from user {0:?}")]
-    NoRemoteVideo(String),
+    #[error("no remote video from user {0}")]
+    NoRemoteVideo(UserId),
     /// A signal arrived out of order: an answer we did not ask for, or an
     /// offer while our own offer to that user is pending.
-    #[error("unexpected {what} from {from:?}")]
+    #[error("unexpected {what} from {from}")]
     UnexpectedSignal {
         /// The remote user.
-        from: String,
+        from: UserId,
         /// Which signal.
         what: &'static str,
     },

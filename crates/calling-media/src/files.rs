@@ -14,6 +14,8 @@ use rtc::media::io::h26x_reader::{H26xNAL, H26xReader};
 use rtc::media::io::ivf_reader::IVFReader;
 use rtc::media::io::ogg_reader::OggReader;
 
+use calling_core::UserId;
+
 use crate::error::MediaError;
 use crate::types::{Codec, EncodedFrame};
 
@@ -54,10 +56,21 @@ impl IvfWriter<BufWriter<File>> {
 
 impl<W: Write + Seek> IvfWriter<W> {
     /// Writes the IVF header for `codec` (VP8 or H.264) to `out`.
+    ///
+    /// # Errors
+    ///
+    /// An [`InvalidInput`](std::io::ErrorKind::InvalidInput) error for
+    /// [`Codec::Opus`], which IVF cannot hold, or the write's error.
     pub fn new(mut out: W, codec: Codec, width: u16, height: u16) -> std::io::Result<Self> {
         let fourcc: &[u8; 4] = match codec {
             Codec::H264 => b"H264",
-            _ => b"VP80",
+            Codec::Vp8 => b"VP80",
+            Codec::Opus => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "IVF holds video (VP8 or H.264), not Opus",
+                ));
+            }
         };
         let mut h = Vec::with_capacity(32);
         h.extend_from_slice(b"DKIF");
@@ -406,24 +419,24 @@ pub fn read_annexb(path: impl AsRef<Path>, fps: u32) -> Result<Vec<EncodedFrame>
 /// `<user>.ogg` for audio, `<user>.h264` (Annex B) or `<user>.ivf` (VP8) for video.
 pub struct Recording {
     dir: PathBuf,
-    user: String,
+    user: UserId,
     audio: Option<OggOpusWriter<BufWriter<File>>>,
     h264: Option<AnnexBWriter<BufWriter<File>>>,
     ivf: Option<IvfWriter<BufWriter<File>>>,
 }
 
 impl Recording {
-    /// A recording of `user` into `dir`. The user id must be a safe file
-    /// name (see [`MediaError::InvalidUserId`]).
-    pub fn new(dir: impl Into<PathBuf>, user: &str) -> Result<Self, MediaError> {
-        crate::session::validate_user_id(user)?;
-        Ok(Recording {
+    /// A recording of `user` into `dir`. A [`UserId`] holds only ASCII
+    /// letters, digits, `-` and `_`, so it is always a safe file name. No file
+    /// is created before the first frame.
+    pub fn new(dir: impl Into<PathBuf>, user: &UserId) -> Self {
+        Recording {
             dir: dir.into(),
-            user: user.to_owned(),
+            user: user.clone(),
             audio: None,
             h264: None,
             ivf: None,
-        })
+        }
     }
 
     /// Appends a frame to the file of its codec, creating it on first use.

@@ -1,6 +1,8 @@
 //! Frame-level helpers: reassembling RTP packets into frames, H.264 NAL
 //! inspection, and audio levels.
 
+use std::time::{Duration, Instant};
+
 use bytes::{Bytes, BytesMut};
 use rtc::rtp;
 use rtc::rtp::codec::h264::H264Packet;
@@ -72,6 +74,40 @@ pub fn level_to_volume(level: u8) -> u8 {
         0
     } else {
         (100 - level * 100 / 90) as u8
+    }
+}
+
+/// Turns the RFC 6464 levels of a stream of frames into one volume per
+/// window: the loudest level seen in it.
+pub(crate) struct VolumeMeter {
+    interval: Duration,
+    window_start: Instant,
+    loudest: Option<u8>,
+}
+
+impl VolumeMeter {
+    /// A meter whose windows last `interval`.
+    pub(crate) fn new(interval: Duration) -> Self {
+        VolumeMeter {
+            interval,
+            window_start: Instant::now(),
+            loudest: None,
+        }
+    }
+
+    /// Notes one frame's level, if it has one. When the window is over,
+    /// starts the next and returns the volume of the one that ended, if any
+    /// level was seen in it.
+    pub(crate) fn observe(&mut self, level: Option<u8>) -> Option<u8> {
+        if let Some(l) = level {
+            // Lower levels are louder.
+            self.loudest = Some(self.loudest.map_or(l, |m| m.min(l)));
+        }
+        if self.window_start.elapsed() < self.interval {
+            return None;
+        }
+        self.window_start = Instant::now();
+        self.loudest.take().map(level_to_volume)
     }
 }
 
@@ -184,6 +220,19 @@ mod tests {
         assert_eq!(level_to_volume(0), 100);
         assert_eq!(level_to_volume(127), 0);
         assert!(level_to_volume(20) > level_to_volume(40));
+    }
+
+    #[test]
+    fn volume_meter_reports_the_loudest_level_once_per_window() {
+        let mut every = VolumeMeter::new(Duration::ZERO);
+        assert_eq!(every.observe(Some(20)), Some(level_to_volume(20)));
+        assert_eq!(every.observe(None), None, "nothing heard, nothing said");
+        let mut never = VolumeMeter::new(Duration::from_secs(3600));
+        for l in [60, 10, 40] {
+            assert_eq!(never.observe(Some(l)), None);
+        }
+        never.interval = Duration::ZERO;
+        assert_eq!(never.observe(None), Some(level_to_volume(10)));
     }
 
     fn packet(seq: u16, ts: u32, marker: bool, payload: &[u8]) -> rtp::Packet {

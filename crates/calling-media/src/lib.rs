@@ -16,27 +16,28 @@
 //!
 //! ```no_run
 //! use calling_media::{
-//!     AudioSource, ChannelSink, MediaConfig, MediaEvent, MediaSession, VideoSource,
+//!     AudioSource, ChannelSink, MediaConfig, MediaEvent, MediaSession, UserId, VideoSource,
 //! };
 //!
-//! # async fn run() -> Result<(), calling_media::MediaError> {
-//! let (alice, mut alice_events) = MediaSession::new(MediaConfig::new("alice")).await?;
-//! let (bob, mut bob_events) = MediaSession::new(MediaConfig::new("bob")).await?;
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let (alice_id, bob_id) = (UserId::new("alice")?, UserId::new("bob")?);
+//! let (alice, mut alice_events) = MediaSession::new(alice_id.clone(), MediaConfig::default()).await?;
+//! let (bob, mut bob_events) = MediaSession::new(bob_id.clone(), MediaConfig::default()).await?;
 //! alice.set_audio_source(Some(AudioSource::Tone { frequency_hz: 440.0, amplitude: 0.5 }))?;
 //! alice.set_video_source(Some(VideoSource::TestPattern))?;
 //! let (sink, mut frames) = ChannelSink::new(256);
 //! bob.set_frame_sink(Some(sink));
 //!
-//! alice.connect("bob").await?; // alice < bob: alice offers
-//! bob.connect("alice").await?;
+//! alice.connect(&bob_id).await?; // alice < bob: alice offers
+//! bob.connect(&alice_id).await?;
 //! // The call layer carries the signals; here, directly.
 //! loop {
 //!     tokio::select! {
 //!         Some(MediaEvent::Signal { signal, .. }) = alice_events.recv() => {
-//!             bob.handle_signal("alice", signal).await?
+//!             bob.handle_signal(&alice_id, signal).await?
 //!         }
 //!         Some(MediaEvent::Signal { signal, .. }) = bob_events.recv() => {
-//!             alice.handle_signal("bob", signal).await?
+//!             alice.handle_signal(&bob_id, signal).await?
 //!         }
 //!         Some(frame) = frames.recv() => {
 //!             println!("{} sent a {:?} frame", frame.user, frame.frame.codec);
@@ -61,8 +62,11 @@ mod types;
 
 /// The byte buffer type of [`EncodedFrame::data`].
 pub use bytes::Bytes;
+/// The user id type of the whole workspace, re-exported so that media code
+/// can name it without depending on `calling-core` itself.
+pub use calling_core::UserId;
 pub use error::MediaError;
-pub use session::{AUDIO_LEVEL_URI, MediaSession, is_offerer, validate_user_id};
+pub use session::{AUDIO_LEVEL_URI, MediaSession, is_offerer};
 pub use sink::{ChannelSink, FrameSink, RecorderSink, RemoteFrame};
 pub use types::{
     AudioSource, Codec, EncodedFrame, MediaConfig, MediaEvent, MediaKind, MediaSignal, PeerState,

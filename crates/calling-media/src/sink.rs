@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use calling_core::UserId;
 use tokio::sync::mpsc;
 
 use crate::error::MediaError;
@@ -19,14 +20,14 @@ use crate::types::EncodedFrame;
 /// 256-entry queue fills.
 pub trait FrameSink: Send + Sync + 'static {
     /// One complete frame from `user`.
-    fn on_frame(&self, user: &str, frame: &EncodedFrame);
+    fn on_frame(&self, user: &UserId, frame: &EncodedFrame);
 }
 
 /// A remote frame and who sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteFrame {
     /// The remote user.
-    pub user: String,
+    pub user: UserId,
     /// The frame.
     pub frame: EncodedFrame,
 }
@@ -59,9 +60,9 @@ impl ChannelSink {
 }
 
 impl FrameSink for ChannelSink {
-    fn on_frame(&self, user: &str, frame: &EncodedFrame) {
+    fn on_frame(&self, user: &UserId, frame: &EncodedFrame) {
         let item = RemoteFrame {
-            user: user.to_owned(),
+            user: user.clone(),
             frame: frame.clone(),
         };
         if self.tx.try_send(item).is_err() {
@@ -75,7 +76,7 @@ impl FrameSink for ChannelSink {
 /// Writes are buffered; call [`RecorderSink::finish`] to close the files.
 pub struct RecorderSink {
     dir: PathBuf,
-    recordings: Mutex<HashMap<String, Recording>>,
+    recordings: Mutex<HashMap<UserId, Recording>>,
     errors: AtomicU64,
 }
 
@@ -125,27 +126,16 @@ impl RecorderSink {
 }
 
 impl FrameSink for RecorderSink {
-    fn on_frame(&self, user: &str, frame: &EncodedFrame) {
+    fn on_frame(&self, user: &UserId, frame: &EncodedFrame) {
         let Ok(mut map) = self.recordings.lock() else {
             return;
         };
-        if !map.contains_key(user) {
-            match Recording::new(self.dir.clone(), user) {
-                Ok(r) => {
-                    map.insert(user.to_owned(), r);
-                }
-                Err(e) => {
-                    tracing::warn!(%user, error = %e, "cannot record");
-                    self.errors.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-            }
-        }
-        if let Some(r) = map.get_mut(user) {
-            if let Err(e) = r.write(frame) {
-                tracing::warn!(%user, error = %e, "recording write failed");
-                self.errors.fetch_add(1, Ordering::Relaxed);
-            }
+        let recording = map
+            .entry(user.clone())
+            .or_insert_with(|| Recording::new(self.dir.clone(), user));
+        if let Err(e) = recording.write(frame) {
+            tracing::warn!(%user, error = %e, "recording write failed");
+            self.errors.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
+use calling_core::UserId;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -147,12 +148,11 @@ impl VideoQuality {
     }
 }
 
-/// Everything a [`MediaSession`](crate::MediaSession) needs at creation.
+/// How a [`MediaSession`](crate::MediaSession) works: transport, codec and
+/// limits. The same for every user of an app, so it holds no user id: that
+/// is given to [`MediaSession::new`](crate::MediaSession::new).
 #[derive(Debug, Clone)]
 pub struct MediaConfig {
-    /// Our own user id; compared byte-wise with a remote's to decide who
-    /// makes the offer (the lower one does).
-    pub local_user: String,
     /// Local UDP addresses each peer connection binds (one socket per
     /// address per peer). Default `127.0.0.1:0`. Binding `0.0.0.0` skips
     /// loopback candidates.
@@ -191,7 +191,6 @@ pub struct MediaConfig {
 impl Default for MediaConfig {
     fn default() -> Self {
         MediaConfig {
-            local_user: String::new(),
             udp_addrs: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
             ice_check_interval: Duration::from_millis(5),
             ice_check_window: Duration::from_secs(2),
@@ -202,16 +201,6 @@ impl Default for MediaConfig {
             volume_interval: Duration::from_millis(300),
             max_sdp_len: 64 * 1024,
             nack_history: 256,
-        }
-    }
-}
-
-impl MediaConfig {
-    /// The default configuration for `local_user`.
-    pub fn new(local_user: impl Into<String>) -> Self {
-        MediaConfig {
-            local_user: local_user.into(),
-            ..MediaConfig::default()
         }
     }
 }
@@ -265,21 +254,37 @@ pub enum VideoSource {
     Frames(mpsc::Receiver<EncodedFrame>),
 }
 
-/// A peer connection's state, as the app sees it.
+/// The state of the peer connection with one remote user, following the
+/// WebRTC connection state. [`MediaEvent::PeerState`] reports each change
+/// with the state it left, so a single event tells, for example, a first
+/// connection (`Connecting` to `Connected`) from one restored after a
+/// disconnect (`Disconnected` to `Connected`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PeerState {
-    /// Created, nothing exchanged yet.
+    /// Created, nothing exchanged yet: the state every connection starts
+    /// in, so it appears as the `previous` of the first change and in
+    /// [`PeerStats::state`], not normally as a new state.
     New,
-    /// Offer/answer or ICE/DTLS under way.
+    /// ICE connectivity checks or the DTLS handshake are under way; no media
+    /// flows yet. The first change a connection reports.
     Connecting,
-    /// Media can flow.
+    /// Media can flow both ways. After `Connecting`, the connection is up
+    /// for the first time; after `Disconnected`, it was restored on its own,
+    /// with no new negotiation.
     Connected,
-    /// Connectivity lost; may come back.
+    /// Connectivity was lost (ICE checks go unanswered) and no media flows.
+    /// It may come back by itself (to `Connected`) or give up (to `Failed`).
     Disconnected,
-    /// ICE or DTLS failed; the peer must be disconnected and connected again.
+    /// ICE or DTLS failed for good; the connection does not recover. To
+    /// restart media, both sides [`disconnect`](crate::MediaSession::disconnect)
+    /// and [`connect`](crate::MediaSession::connect) again.
     Failed,
-    /// Closed by [`MediaSession::disconnect`](crate::MediaSession::disconnect) or `close`.
+    /// Closed, and final for this connection: by
+    /// [`MediaSession::disconnect`](crate::MediaSession::disconnect) or
+    /// [`close`](crate::MediaSession::close), or because the remote sent a
+    /// fresh offer, in which case a new connection to the same user follows
+    /// with its own `New` to `Connecting`.
     Closed,
 }
 
@@ -317,33 +322,36 @@ pub enum MediaSignal {
 
 /// What a session reports to the app (and the facade).
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub enum MediaEvent {
     /// Send `signal` to user `to` over the call layer.
     Signal {
         /// The remote user.
-        to: String,
+        to: UserId,
         /// The message.
         signal: MediaSignal,
     },
-    /// A peer connection changed state.
+    /// The peer connection with `user` changed state. Reported once per
+    /// change, in the order of the changes; never after
+    /// [`PeerState::Closed`] for the same connection.
     PeerState {
         /// The remote user.
-        user: String,
+        user: UserId,
+        /// The state it left.
+        previous: PeerState,
         /// Its new state.
         state: PeerState,
     },
     /// The remote's first RTP packet of a track arrived.
     RemoteTrack {
         /// The remote user.
-        user: String,
+        user: UserId,
         /// Audio or video.
         kind: MediaKind,
     },
     /// The first complete frame of a remote track was assembled.
     FirstFrame {
         /// The remote user.
-        user: String,
+        user: UserId,
         /// Audio or video.
         kind: MediaKind,
     },
@@ -352,24 +360,24 @@ pub enum MediaEvent {
     /// video frames should send a key frame next.
     KeyframeRequested {
         /// The remote user.
-        user: String,
+        user: UserId,
     },
     /// Voice volume of a user, 0..=100, about every
     /// [`MediaConfig::volume_interval`]. Remote users: from the RFC 6464
     /// level on their packets. Our own user id: from the PCM we encode.
     VoiceVolume {
         /// The user (remote, or our own id).
-        user: String,
+        user: UserId,
         /// 0 (silence) to 100 (full scale).
         volume: u8,
     },
 }
 
 /// Counters and transport figures of one peer connection.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PeerStats {
     /// The remote user.
-    pub user: String,
+    pub user: UserId,
     /// Current state.
     pub state: Option<PeerState>,
     /// RTP packets sent, all tracks.

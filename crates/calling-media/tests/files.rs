@@ -13,8 +13,8 @@ use calling_media::files::{
     AnnexBWriter, IvfWriter, OggOpusWriter, read_annexb, read_ivf, read_ogg_opus,
 };
 use calling_media::{
-    AudioSource, ChannelSink, Codec, EncodedFrame, FrameSink, MediaError, MediaKind, RecorderSink,
-    VideoCodec, VideoSource,
+    AudioSource, ChannelSink, Codec, EncodedFrame, FrameSink, MediaConfig, MediaError, MediaKind,
+    MediaSession, RecorderSink, UserId, VideoCodec, VideoSource,
 };
 use common::*;
 
@@ -46,16 +46,21 @@ fn vp8_frames(n: usize) -> Vec<EncodedFrame> {
         .collect()
 }
 
+/// Writes `frames` to a 320x240 VP8 IVF file at `path`.
+fn write_ivf(path: &std::path::Path, frames: &[EncodedFrame]) {
+    let mut w = IvfWriter::create(path, Codec::Vp8, 320, 240).unwrap();
+    for f in frames {
+        w.write_frame(f).unwrap();
+    }
+    w.finish().unwrap();
+}
+
 #[test]
 fn ivf_writer_round_trips_through_the_webrtc_rs_reader() {
     let dir = TempDir::new("ivf");
     let path = dir.0.join("v.ivf");
     let frames = vp8_frames(25);
-    let mut w = IvfWriter::create(&path, Codec::Vp8, 320, 240).unwrap();
-    for f in &frames {
-        w.write_frame(f).unwrap();
-    }
-    w.finish().unwrap();
+    write_ivf(&path, &frames);
     let back = read_ivf(&path).unwrap();
     assert_eq!(back.len(), frames.len());
     for (a, b) in frames.iter().zip(&back) {
@@ -156,12 +161,17 @@ fn bad_files_get_typed_errors() {
         read_annexb(&junk, 30),
         Err(MediaError::MalformedFile { .. })
     ));
+    // IVF holds video only.
+    assert!(matches!(
+        IvfWriter::create(dir.0.join("opus.ivf"), Codec::Opus, 0, 0),
+        Err(MediaError::File { .. })
+    ));
 }
 
 struct Tee(Vec<Arc<dyn FrameSink>>);
 
 impl FrameSink for Tee {
-    fn on_frame(&self, user: &str, frame: &EncodedFrame) {
+    fn on_frame(&self, user: &UserId, frame: &EncodedFrame) {
         for s in &self.0 {
             s.on_frame(user, frame);
         }
@@ -263,11 +273,7 @@ async fn vp8_ivf_source_arrives_intact() {
     let dir = TempDir::new("vp8");
     let path = dir.0.join("v.ivf");
     let frames = vp8_frames(30);
-    let mut w = IvfWriter::create(&path, Codec::Vp8, 320, 240).unwrap();
-    for f in &frames {
-        w.write_frame(f).unwrap();
-    }
-    w.finish().unwrap();
+    write_ivf(&path, &frames);
 
     let mut m = mesh_with(&["alice", "bob"], |mut c| {
         c.video_codec = VideoCodec::Vp8;
@@ -298,4 +304,94 @@ async fn vp8_ivf_source_arrives_intact() {
         );
     }
     m.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_cannot_start_is_refused_at_once_and_the_old_one_keeps_running() {
+    let dir = TempDir::new("nostart");
+    let (h264, _events) = MediaSession::new(uid("alice"), MediaConfig::default())
+        .await
+        .unwrap();
+    // Our own outgoing frames reach the local sink, so it shows which
+    // sources run; no peer is needed.
+    let (sink, mut own) = ChannelSink::new(1024);
+    h264.set_local_sink(Some(sink));
+    h264.set_audio_source(Some(AudioSource::Tone {
+        frequency_hz: 440.0,
+        amplitude: 0.5,
+    }))
+    .unwrap();
+    h264.set_video_source(Some(VideoSource::TestPattern))
+        .unwrap();
+
+    let missing = dir.0.join("missing");
+    let junk = dir.0.join("junk");
+    std::fs::write(&junk, b"neither Ogg nor Annex B nor IVF").unwrap();
+    // Parameter sets and no picture: a well-formed file with no frames.
+    let no_frames = dir.0.join("sps-only.h264");
+    std::fs::write(&no_frames, [0, 0, 0, 1, 0x67, 0x42, 0, 0x1f]).unwrap();
+
+    let ogg = |path: &std::path::Path| AudioSource::OggFile {
+        path: path.to_owned(),
+        looped: false,
+    };
+    let err = h264.set_audio_source(Some(ogg(&missing))).unwrap_err();
+    assert!(
+        matches!(&err, MediaError::File { path, source }
+            if *path == missing && source.kind() == std::io::ErrorKind::NotFound),
+        "{err}"
+    );
+    let err = h264.set_audio_source(Some(ogg(&junk))).unwrap_err();
+    assert!(matches!(err, MediaError::MalformedFile { .. }), "{err}");
+
+    let annexb = |path: &std::path::Path| VideoSource::H264File {
+        path: path.to_owned(),
+        fps: 15,
+        looped: true,
+    };
+    let err = h264.set_video_source(Some(annexb(&missing))).unwrap_err();
+    assert!(
+        matches!(&err, MediaError::File { path, .. } if *path == missing),
+        "{err}"
+    );
+    let err = h264.set_video_source(Some(annexb(&junk))).unwrap_err();
+    assert!(matches!(err, MediaError::MalformedFile { .. }), "{err}");
+    let err = h264.set_video_source(Some(annexb(&no_frames))).unwrap_err();
+    assert!(matches!(err, MediaError::MalformedFile { .. }), "{err}");
+
+    // The tone and the pattern still run: fresh frames of both arrive.
+    while own.try_recv().is_ok() {}
+    let mut kinds = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while !(kinds.contains(&MediaKind::Audio) && kinds.contains(&MediaKind::Video)) {
+            let f = own.recv().await.expect("local sink open");
+            assert_eq!(f.user.as_str(), "alice");
+            kinds.push(f.frame.kind());
+        }
+    })
+    .await
+    .expect("the running sources survive a refused one");
+    h264.close().await;
+
+    let (vp8, _events) = MediaSession::new(
+        uid("bob"),
+        MediaConfig {
+            video_codec: VideoCodec::Vp8,
+            ..MediaConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let ivf = |path: &std::path::Path| VideoSource::IvfFile {
+        path: path.to_owned(),
+        looped: false,
+    };
+    let err = vp8.set_video_source(Some(ivf(&missing))).unwrap_err();
+    assert!(
+        matches!(&err, MediaError::File { path, .. } if *path == missing),
+        "{err}"
+    );
+    let err = vp8.set_video_source(Some(ivf(&junk))).unwrap_err();
+    assert!(matches!(err, MediaError::MalformedFile { .. }), "{err}");
+    vp8.close().await;
 }

@@ -41,7 +41,7 @@ async fn audio_and_video_flow_both_ways_and_decode() {
                 got_audio >= 10 && got_video >= 3
             })
             .await;
-        assert!(frames.iter().all(|f| f.user == other));
+        assert!(frames.iter().all(|f| f.user.as_str() == other));
         for a in of(&frames, other, MediaKind::Audio) {
             assert_eq!(a.codec, Codec::Opus);
             assert_opus_decodes(&a.data);
@@ -69,11 +69,32 @@ async fn audio_and_video_flow_both_ways_and_decode() {
 
     for (me, other) in [("bob", "alice"), ("alice", "bob")] {
         let node = m.node(me);
-        node.event(|e| matches!(e, MediaEvent::PeerState { user, state: PeerState::Connected } if user == other)).await;
+        // The connection reports each step once, each with the state it left.
+        let mut changes = Vec::new();
+        node.event(|e| {
+            if let MediaEvent::PeerState {
+                user,
+                previous,
+                state,
+            } = e
+            {
+                assert_eq!(user.as_str(), other);
+                changes.push((*previous, *state));
+            }
+            changes.last().is_some_and(|c| c.1 == PeerState::Connected)
+        })
+        .await;
+        assert_eq!(
+            changes,
+            [
+                (PeerState::New, PeerState::Connecting),
+                (PeerState::Connecting, PeerState::Connected)
+            ]
+        );
         let mut kinds = Vec::new();
         node.event(|e| {
             if let MediaEvent::RemoteTrack { user, kind } = e {
-                assert_eq!(user, other);
+                assert_eq!(user.as_str(), other);
                 kinds.push(*kind);
             }
             kinds.contains(&MediaKind::Audio) && kinds.contains(&MediaKind::Video)
@@ -87,7 +108,7 @@ async fn audio_and_video_flow_both_ways_and_decode() {
     let stats = m.session("alice").stats().await;
     assert_eq!(stats.len(), 1);
     let s = &stats[0];
-    assert_eq!(s.user, "bob");
+    assert_eq!(s.user.as_str(), "bob");
     assert_eq!(s.state, Some(PeerState::Connected));
     assert!(s.packets_sent > 0 && s.bytes_sent > 0, "{s:?}");
     assert!(s.packets_received > 0 && s.bytes_received > 0, "{s:?}");
@@ -104,11 +125,11 @@ async fn an_offer_may_arrive_before_connect() {
     let mut m = mesh(&["alice", "bob"]).await;
     m.session("alice").set_audio_source(Some(tone())).unwrap();
     // Only alice connects; bob's peer is created by her offer.
-    m.session("alice").connect("bob").await.unwrap();
+    m.session("alice").connect(&uid("bob")).await.unwrap();
     m.node("bob").collect("alice", MediaKind::Audio, 3).await;
-    assert_eq!(m.session("bob").peers(), vec!["alice".to_string()]);
+    assert_eq!(m.session("bob").peers(), vec![uid("alice")]);
     // bob's connect afterwards changes nothing and offers nothing.
-    m.session("bob").connect("alice").await.unwrap();
+    m.session("bob").connect(&uid("alice")).await.unwrap();
     m.node("bob").collect("alice", MediaKind::Audio, 3).await;
     assert_eq!(m.offers().len(), 1);
     m.close().await;
@@ -129,7 +150,7 @@ async fn three_party_mesh_offers_once_per_pair() {
         let mut seen = std::collections::HashMap::new();
         m.node(me)
             .frames_until(|f| {
-                *seen.entry(f.user.clone()).or_insert(0) += 1;
+                *seen.entry(f.user.to_string()).or_insert(0) += 1;
                 others
                     .iter()
                     .all(|o| seen.get(*o).copied().unwrap_or(0) >= 3)
@@ -211,7 +232,7 @@ async fn hands_free_stops_delivering_remote_audio() {
     assert!(bob_stats[0].audio_frames_received > 0, "{bob_stats:?}");
     // Volume events keep coming while hands-free.
     m.node("bob")
-        .event(|e| matches!(e, MediaEvent::VoiceVolume { user, .. } if user == "alice"))
+        .event(|e| matches!(e, MediaEvent::VoiceVolume { user, .. } if user.as_str() == "alice"))
         .await;
 
     m.session("bob").set_hands_free(false);
@@ -234,7 +255,7 @@ async fn voice_volume_follows_the_audio() {
     // bob hears alice's tone loud, alice hears bob's silence as zero.
     let loud = m
         .node("bob")
-        .event(|e| matches!(e, MediaEvent::VoiceVolume { user, .. } if user == "alice"))
+        .event(|e| matches!(e, MediaEvent::VoiceVolume { user, .. } if user.as_str() == "alice"))
         .await;
     let MediaEvent::VoiceVolume { volume, .. } = loud else {
         unreachable!()
@@ -242,7 +263,7 @@ async fn voice_volume_follows_the_audio() {
     assert!(volume >= 80, "a -9 dBov tone gave volume {volume}");
     let quiet = m
         .node("alice")
-        .event(|e| matches!(e, MediaEvent::VoiceVolume { user, .. } if user == "bob"))
+        .event(|e| matches!(e, MediaEvent::VoiceVolume { user, .. } if user.as_str() == "bob"))
         .await;
     let MediaEvent::VoiceVolume { volume, .. } = quiet else {
         unreachable!()
@@ -251,7 +272,7 @@ async fn voice_volume_follows_the_audio() {
     // Each side also reports its own level.
     let own = m
         .node("alice")
-        .event(|e| matches!(e, MediaEvent::VoiceVolume { user, .. } if user == "alice"))
+        .event(|e| matches!(e, MediaEvent::VoiceVolume { user, .. } if user.as_str() == "alice"))
         .await;
     let MediaEvent::VoiceVolume { volume, .. } = own else {
         unreachable!()
@@ -296,7 +317,7 @@ async fn malformed_signals_get_typed_errors_and_the_session_survives() {
 
     let err = bob
         .handle_signal(
-            "alice",
+            &uid("alice"),
             MediaSignal::Offer {
                 sdp: "not sdp".into(),
             },
@@ -306,7 +327,7 @@ async fn malformed_signals_get_typed_errors_and_the_session_survives() {
     assert!(matches!(err, MediaError::InvalidSdp { .. }), "{err}");
     let err = bob
         .handle_signal(
-            "alice",
+            &uid("alice"),
             MediaSignal::Answer {
                 sdp: "v=0\r\n".into(),
             },
@@ -322,7 +343,7 @@ async fn malformed_signals_get_typed_errors_and_the_session_survives() {
     );
     let err = bob
         .handle_signal(
-            "alice",
+            &uid("alice"),
             MediaSignal::Offer {
                 sdp: "v".repeat(70_000),
             },
@@ -337,39 +358,46 @@ async fn malformed_signals_get_typed_errors_and_the_session_survives() {
         username_fragment: None,
     };
     let err = bob
-        .handle_signal("zed", cand("candidate:1 1 udp 1 127.0.0.1 9 typ host"))
+        .handle_signal(
+            &uid("zed"),
+            cand("candidate:1 1 udp 1 127.0.0.1 9 typ host"),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, MediaError::UnknownPeer(_)), "{err}");
-    let err = bob.handle_signal("bad id!", cand("")).await.unwrap_err();
-    assert!(matches!(err, MediaError::InvalidUserId(_)), "{err}");
-    let err = bob.handle_signal("bob", cand("")).await.unwrap_err();
+    let err = bob.handle_signal(&uid("bob"), cand("")).await.unwrap_err();
     assert!(matches!(err, MediaError::SelfConnect), "{err}");
-    let err = bob.connect("bob").await.unwrap_err();
+    let err = bob.connect(&uid("bob")).await.unwrap_err();
     assert!(matches!(err, MediaError::SelfConnect), "{err}");
 
     // Now a real peer exists (bob, the answerer, just waits).
-    bob.connect("alice").await.unwrap();
+    bob.connect(&uid("alice")).await.unwrap();
     for bad in [
         "garbage",
         "candidate:",
         "candidate:1 1 udp x 127.0.0.1 9 typ host",
     ] {
-        let err = bob.handle_signal("alice", cand(bad)).await.unwrap_err();
+        let err = bob
+            .handle_signal(&uid("alice"), cand(bad))
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, MediaError::InvalidCandidate { .. }),
             "{bad}: {err}"
         );
     }
     let err = bob
-        .handle_signal("alice", cand(&format!("candidate:{}", "1".repeat(4000))))
+        .handle_signal(
+            &uid("alice"),
+            cand(&format!("candidate:{}", "1".repeat(4000))),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, MediaError::Oversized { .. }), "{err}");
     // An answer to an offer bob never made.
     let err = bob
         .handle_signal(
-            "alice",
+            &uid("alice"),
             MediaSignal::Answer {
                 sdp: "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n".into(),
             },
@@ -383,7 +411,7 @@ async fn malformed_signals_get_typed_errors_and_the_session_survives() {
 
     // Through all that, the call still comes up.
     m.session("alice").set_audio_source(Some(tone())).unwrap();
-    m.session("alice").connect("bob").await.unwrap();
+    m.session("alice").connect(&uid("bob")).await.unwrap();
     m.node("bob").collect("alice", MediaKind::Audio, 3).await;
     m.close().await;
 }
@@ -400,28 +428,28 @@ async fn disconnect_and_close_release_peers() {
 
     let alice = m.session("alice");
     assert_eq!(alice.live_peer_connections(), 2);
-    alice.disconnect("bob").await;
+    alice.disconnect(&uid("bob")).await;
     m.node("alice")
         .event(|e| {
-            matches!(e, MediaEvent::PeerState { user, state: PeerState::Closed } if user == "bob")
+            matches!(e, MediaEvent::PeerState { user, state: PeerState::Closed, .. } if user.as_str() == "bob")
         })
         .await;
-    assert_eq!(alice.peers(), vec!["carol".to_string()]);
+    assert_eq!(alice.peers(), vec![uid("carol")]);
     assert_eq!(alice.stats().await.len(), 1);
     // carol is unaffected.
     m.node("alice").collect("carol", MediaKind::Audio, 3).await;
     // disconnecting an unknown user is a no-op
-    alice.disconnect("nobody").await;
+    alice.disconnect(&uid("nobody")).await;
 
     alice.close().await;
     m.node("alice")
         .event(|e| {
-            matches!(e, MediaEvent::PeerState { user, state: PeerState::Closed } if user == "carol")
+            matches!(e, MediaEvent::PeerState { user, state: PeerState::Closed, .. } if user.as_str() == "carol")
         })
         .await;
     assert!(alice.peers().is_empty());
     assert!(matches!(
-        alice.connect("bob").await,
+        alice.connect(&uid("bob")).await,
         Err(MediaError::Closed)
     ));
     assert!(matches!(
@@ -439,16 +467,17 @@ async fn the_offerer_can_reconnect_without_the_answerer_noticing() {
     m.node("bob").collect("alice", MediaKind::Audio, 3).await;
 
     // alice drops and redials; bob still holds the old connection.
-    m.session("alice").disconnect("bob").await;
-    m.session("alice").connect("bob").await.unwrap();
+    m.session("alice").disconnect(&uid("bob")).await;
+    m.session("alice").connect(&uid("bob")).await.unwrap();
     m.node("bob")
         .event(|e| {
-            matches!(e, MediaEvent::PeerState { user, state: PeerState::Closed } if user == "alice")
+            matches!(e, MediaEvent::PeerState { user, state: PeerState::Closed, .. } if user.as_str() == "alice")
         })
         .await;
     m.node("bob")
         .event(|e| {
-            matches!(e, MediaEvent::PeerState { user, state: PeerState::Connected } if user == "alice")
+            // A new connection, not the old one restored.
+            matches!(e, MediaEvent::PeerState { user, previous: PeerState::Connecting, state: PeerState::Connected } if user.as_str() == "alice")
         })
         .await;
     // Counted on bob's new connection, so frames still queued from the old
@@ -478,19 +507,61 @@ async fn key_frame_requests_reach_the_sender() {
         .unwrap();
     let bob = m.session("bob");
     assert!(matches!(
-        bob.request_keyframe("alice").await,
+        bob.request_keyframe(&uid("alice")).await,
         Err(MediaError::UnknownPeer(_))
     ));
     m.connect_all().await;
     m.node("bob").collect("alice", MediaKind::Video, 2).await;
     // bob sends no video, so alice has nothing to ask a key frame of.
     assert!(matches!(
-        alice.request_keyframe("bob").await,
+        alice.request_keyframe(&uid("bob")).await,
         Err(MediaError::NoRemoteVideo(_))
     ));
-    bob.request_keyframe("alice").await.unwrap();
+    bob.request_keyframe(&uid("alice")).await.unwrap();
     m.node("alice")
-        .event(|e| matches!(e, MediaEvent::KeyframeRequested { user } if user == "bob"))
+        .event(|e| matches!(e, MediaEvent::KeyframeRequested { user } if user.as_str() == "bob"))
         .await;
+    m.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_path_is_reported_and_so_is_its_return() {
+    let (mut m, path) = mesh_relayed(&["alice", "bob"]).await;
+    for n in ["alice", "bob"] {
+        m.session(n).set_audio_source(Some(tone())).unwrap();
+    }
+    m.connect_all().await;
+    m.node("bob").collect("alice", MediaKind::Audio, 3).await;
+
+    // ICE gives a silent path 5 s before it calls it disconnected.
+    path.cut(true);
+    for (me, other) in [("alice", "bob"), ("bob", "alice")] {
+        m.node(me)
+            .event(|e| {
+                matches!(e, MediaEvent::PeerState {
+                    user,
+                    previous: PeerState::Connected,
+                    state: PeerState::Disconnected,
+                } if user.as_str() == other)
+            })
+            .await;
+    }
+    path.cut(false);
+    for (me, other) in [("alice", "bob"), ("bob", "alice")] {
+        m.node(me)
+            .event(|e| {
+                matches!(e, MediaEvent::PeerState {
+                    user,
+                    previous: PeerState::Disconnected,
+                    state: PeerState::Connected,
+                } if user.as_str() == other)
+            })
+            .await;
+    }
+    // The same connection carries media again, with no new negotiation.
+    let bob = m.node("bob");
+    while bob.frames.try_recv().is_ok() {}
+    bob.collect("alice", MediaKind::Audio, 3).await;
+    assert_eq!(m.offers().len(), 1);
     m.close().await;
 }

@@ -4,23 +4,32 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use calling_media::{
     ChannelSink, EncodedFrame, FrameSink, MediaConfig, MediaEvent, MediaKind, MediaSession,
-    MediaSignal, RemoteFrame,
+    MediaSignal, RemoteFrame, UserId,
 };
+use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 /// Upper bound for any wait in a test.
 pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A user id from a name the test knows to be valid.
+pub fn uid(name: &str) -> UserId {
+    UserId::new(name).unwrap()
+}
 
 /// Every signal the router carried: (from, to, signal).
 pub type SignalLog = Arc<Mutex<Vec<(String, String, MediaSignal)>>>;
 
 pub struct Node {
     pub name: String,
+    pub id: UserId,
     pub session: MediaSession,
     /// Non-signal events of this session.
     pub events: mpsc::UnboundedReceiver<MediaEvent>,
@@ -33,21 +42,132 @@ pub struct Mesh {
     pub log: SignalLog,
 }
 
-/// Builds sessions for `names` and routes their signals. When `hold` names a
-/// user, signals *to* that user are held back until `release` is called.
+/// Builds sessions for `names` and routes their signals.
 pub async fn mesh(names: &[&str]) -> Mesh {
     mesh_with(names, |c| c).await
 }
 
+/// [`mesh`] with each session's config changed by `tweak`.
 pub async fn mesh_with(names: &[&str], tweak: impl Fn(MediaConfig) -> MediaConfig) -> Mesh {
+    build(names, tweak, None).await
+}
+
+/// [`mesh`] whose media all travels through UDP relays that the returned
+/// [`Path`] can cut, as a lost network would.
+pub async fn mesh_relayed(names: &[&str]) -> (Mesh, Path) {
+    let path = Path::default();
+    let mesh = build(names, |c| c, Some(path.clone())).await;
+    (mesh, path)
+}
+
+/// The relays of a [`mesh_relayed`]: all of them pass or drop together.
+#[derive(Clone, Default)]
+pub struct Path {
+    cut: Arc<AtomicBool>,
+    /// (session, candidate address) to the relay standing in front of it.
+    relays: Arc<tokio::sync::Mutex<HashMap<(UserId, SocketAddr), SocketAddr>>>,
+}
+
+impl Path {
+    /// Drops every packet from now on (`true`), or passes them again.
+    pub fn cut(&self, cut: bool) {
+        self.cut.store(cut, Ordering::Release);
+    }
+
+    /// The signal from `from` with its candidate's address replaced by a
+    /// relay's, and its SDP without candidates, so that no packet between
+    /// the sessions can go around the relays.
+    async fn reroute(&self, from: &UserId, signal: MediaSignal) -> MediaSignal {
+        match signal {
+            MediaSignal::Offer { sdp } => MediaSignal::Offer {
+                sdp: without_candidates(&sdp),
+            },
+            MediaSignal::Answer { sdp } => MediaSignal::Answer {
+                sdp: without_candidates(&sdp),
+            },
+            MediaSignal::Candidate {
+                candidate,
+                sdp_mid,
+                sdp_mline_index,
+                username_fragment,
+            } => {
+                // candidate:<foundation> <component> <transport> <priority> <address> <port> typ ...
+                let mut fields: Vec<String> =
+                    candidate.split_whitespace().map(str::to_owned).collect();
+                let target = fields
+                    .get(4)
+                    .zip(fields.get(5))
+                    .and_then(|(ip, port)| format!("{ip}:{port}").parse::<SocketAddr>().ok());
+                if let Some(target) = target {
+                    let mut relays = self.relays.lock().await;
+                    let relay = match relays.get(&(from.clone(), target)) {
+                        Some(r) => *r,
+                        None => {
+                            let r = relay(target, self.cut.clone()).await;
+                            relays.insert((from.clone(), target), r);
+                            r
+                        }
+                    };
+                    fields[4] = relay.ip().to_string();
+                    fields[5] = relay.port().to_string();
+                }
+                MediaSignal::Candidate {
+                    candidate: fields.join(" "),
+                    sdp_mid,
+                    sdp_mline_index,
+                    username_fragment,
+                }
+            }
+        }
+    }
+}
+
+fn without_candidates(sdp: &str) -> String {
+    sdp.split_inclusive('\n')
+        .filter(|line| !line.starts_with("a=candidate:"))
+        .collect()
+}
+
+/// A UDP relay in front of `target`: what `target` sends goes to whoever
+/// last sent to the relay, the rest goes to `target`; while `cut`, nothing
+/// passes. Returns the relay's address.
+async fn relay(target: SocketAddr, cut: Arc<AtomicBool>) -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        let mut other = None;
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            if cut.load(Ordering::Acquire) {
+                continue;
+            }
+            let to = if from == target {
+                other
+            } else {
+                other = Some(from);
+                Some(target)
+            };
+            if let Some(to) = to {
+                let _ = socket.send_to(&buf[..n], to).await;
+            }
+        }
+    });
+    addr
+}
+
+async fn build(
+    names: &[&str],
+    tweak: impl Fn(MediaConfig) -> MediaConfig,
+    path: Option<Path>,
+) -> Mesh {
     let log: SignalLog = Arc::new(Mutex::new(Vec::new()));
     let mut sessions = HashMap::new();
     let mut raw = Vec::new();
     for name in names {
-        let (s, rx) = MediaSession::new(tweak(MediaConfig::new(*name)))
+        let (s, rx) = MediaSession::new(uid(name), tweak(MediaConfig::default()))
             .await
             .unwrap();
-        sessions.insert(name.to_string(), s.clone());
+        sessions.insert(uid(name), s.clone());
         raw.push((name.to_string(), s, rx));
     }
     let mut nodes = Vec::new();
@@ -55,14 +175,21 @@ pub async fn mesh_with(names: &[&str], tweak: impl Fn(MediaConfig) -> MediaConfi
         let (tx, events) = mpsc::unbounded_channel();
         let peers = sessions.clone();
         let log = log.clone();
-        let from = name.clone();
+        let from = uid(&name);
+        let path = path.clone();
         tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
                 match ev {
                     MediaEvent::Signal { to, signal } => {
-                        log.lock()
-                            .unwrap()
-                            .push((from.clone(), to.clone(), signal.clone()));
+                        let signal = match &path {
+                            Some(path) => path.reroute(&from, signal).await,
+                            None => signal,
+                        };
+                        log.lock().unwrap().push((
+                            from.to_string(),
+                            to.to_string(),
+                            signal.clone(),
+                        ));
                         if let Some(peer) = peers.get(&to) {
                             if let Err(e) = peer.handle_signal(&from, signal).await {
                                 panic!("{to} rejected a signal from {from}: {e}");
@@ -78,6 +205,7 @@ pub async fn mesh_with(names: &[&str], tweak: impl Fn(MediaConfig) -> MediaConfi
         let (sink, frames) = ChannelSink::new(4096);
         session.set_frame_sink(Some(sink.clone() as Arc<dyn FrameSink>));
         nodes.push(Node {
+            id: uid(&name),
             name,
             session,
             events,
@@ -109,7 +237,7 @@ impl Mesh {
             for b in &self.nodes {
                 if a.name != b.name {
                     let s = a.session.clone();
-                    let remote = b.name.clone();
+                    let remote = b.id.clone();
                     tasks.push(tokio::spawn(async move { s.connect(&remote).await }));
                 }
             }
@@ -175,7 +303,7 @@ impl Node {
     pub async fn collect(&mut self, user: &str, kind: MediaKind, n: usize) -> Vec<RemoteFrame> {
         let mut count = 0;
         self.frames_until(|f| {
-            if f.user == user && f.frame.kind() == kind {
+            if f.user.as_str() == user && f.frame.kind() == kind {
                 count += 1;
             }
             count >= n
@@ -205,7 +333,7 @@ pub fn of<'a>(
 ) -> impl Iterator<Item = &'a EncodedFrame> + 'a {
     frames
         .iter()
-        .filter(move |f| f.user == user && f.frame.kind() == kind)
+        .filter(move |f| f.user.as_str() == user && f.frame.kind() == kind)
         .map(|f| &f.frame)
 }
 

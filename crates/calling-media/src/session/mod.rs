@@ -1,0 +1,434 @@
+//! The media session: one peer connection per remote user (mesh).
+//!
+//! This file holds [`MediaSession`]'s whole public API; the work is done in
+//! the submodules, one concern each: `codec` (codec parameters, payload
+//! types, MIME mapping), `negotiation` (offer/answer, candidates), `send`
+//! (local tracks and the pumps that feed them), `receive` (remote tracks,
+//! reassembly, RTCP feedback) and `peer` (building, driving and closing one
+//! peer connection).
+
+mod codec;
+mod negotiation;
+mod peer;
+mod receive;
+mod send;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use calling_core::UserId;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+use webrtc::peer_connection::RTCIceCandidateInit;
+
+pub use codec::AUDIO_LEVEL_URI;
+use peer::{Peer, close_peer};
+
+use crate::error::MediaError;
+use crate::sink::FrameSink;
+use crate::source::{self, Control};
+use crate::types::{
+    AudioSource, MediaConfig, MediaEvent, MediaSignal, PeerStats, VideoQuality, VideoSource,
+};
+
+/// Whether `local` makes the offer to `remote`: the byte-wise lower id does.
+pub fn is_offerer(local: &UserId, remote: &UserId) -> bool {
+    local.as_str().as_bytes() < remote.as_str().as_bytes()
+}
+
+/// A media session for one call: one WebRTC peer connection per remote
+/// user, our audio and video sent to all of them, their frames delivered to
+/// a [`FrameSink`]. Cheap to clone; clones share the session.
+///
+/// Control events (signals to forward, peer states, first frames, voice
+/// volumes) come out of the channel returned by [`MediaSession::new`], which
+/// is unbounded because they must never be lost and are few. Remote frames
+/// go to the sink set with [`MediaSession::set_frame_sink`], called from the
+/// task that polls the track, so a slow app cannot stall signalling.
+#[derive(Clone)]
+pub struct MediaSession {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for MediaSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaSession")
+            .field("local_user", &self.inner.local_user)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    local_user: UserId,
+    config: MediaConfig,
+    events: mpsc::UnboundedSender<MediaEvent>,
+    peers: RwLock<HashMap<UserId, Arc<Peer>>>,
+    creating: tokio::sync::Mutex<()>,
+    sink: RwLock<Option<Arc<dyn FrameSink>>>,
+    /// Where our own encoded frames go too (a local preview).
+    local_sink: RwLock<Option<Arc<dyn FrameSink>>>,
+    mic_muted: AtomicBool,
+    camera_on: AtomicBool,
+    hands_free: AtomicBool,
+    quality: Mutex<VideoQuality>,
+    video_control: Mutex<Option<std::sync::mpsc::Sender<Control>>>,
+    video_nudge: Arc<Notify>,
+    pumps: Mutex<[Option<JoinHandle<()>>; 2]>,
+    closed: AtomicBool,
+    runtime: tokio::runtime::Handle,
+    /// Peer states still allocated; shared with each `PeerShared`.
+    live: Arc<AtomicUsize>,
+}
+
+impl Inner {
+    fn emit(&self, ev: MediaEvent) {
+        let _ = self.events.send(ev);
+    }
+
+    fn peers(&self) -> Vec<Arc<Peer>> {
+        self.peer_map().values().cloned().collect()
+    }
+
+    fn peer(&self, user: &UserId) -> Option<Arc<Peer>> {
+        self.peer_map().get(user).cloned()
+    }
+
+    // The map stays consistent whatever panicked while holding it: each
+    // change is one insert or remove.
+    fn peer_map(&self) -> RwLockReadGuard<'_, HashMap<UserId, Arc<Peer>>> {
+        self.peers.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn peer_map_mut(&self) -> RwLockWriteGuard<'_, HashMap<UserId, Arc<Peer>>> {
+        self.peers.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn request_keyframe(&self) {
+        if let Ok(c) = self.video_control.lock() {
+            if let Some(c) = c.as_ref() {
+                let _ = c.send(Control::Keyframe);
+            }
+        }
+    }
+}
+
+impl MediaSession {
+    /// Creates a session. Must be called inside a tokio runtime, which then
+    /// runs the session's tasks.
+    ///
+    /// # Errors
+    ///
+    /// [`MediaError::InvalidConfig`] for a bad setting,
+    /// [`MediaError::NoRuntime`] outside a tokio runtime.
+    pub async fn new(
+        local_user: UserId,
+        config: MediaConfig,
+    ) -> Result<(MediaSession, mpsc::UnboundedReceiver<MediaEvent>), MediaError> {
+        if !config.nack_history.is_power_of_two() {
+            return Err(MediaError::InvalidConfig(format!(
+                "nack_history {} is not a power of two",
+                config.nack_history
+            )));
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| MediaError::NoRuntime)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let quality = config.video_quality;
+        let inner = Arc::new(Inner {
+            local_user,
+            config,
+            events: tx,
+            peers: RwLock::new(HashMap::new()),
+            creating: tokio::sync::Mutex::new(()),
+            sink: RwLock::new(None),
+            local_sink: RwLock::new(None),
+            mic_muted: AtomicBool::new(false),
+            camera_on: AtomicBool::new(true),
+            hands_free: AtomicBool::new(false),
+            quality: Mutex::new(quality),
+            video_control: Mutex::new(None),
+            video_nudge: Arc::new(Notify::new()),
+            pumps: Mutex::new([None, None]),
+            closed: AtomicBool::new(false),
+            runtime,
+            live: Arc::default(),
+        });
+        Ok((MediaSession { inner }, rx))
+    }
+
+    /// Our own user id.
+    pub fn local_user(&self) -> &UserId {
+        &self.inner.local_user
+    }
+
+    /// Users we have a peer connection with.
+    pub fn peers(&self) -> Vec<UserId> {
+        let mut v: Vec<UserId> = self
+            .inner
+            .peers()
+            .iter()
+            .map(|p| p.shared.remote.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Peer connections of this session whose state is still allocated:
+    /// those in [`peers`](Self::peers) plus closed ones webrtc-rs has not
+    /// released yet. Drops to zero after [`close`](Self::close) once the
+    /// connections' background tasks end; a count that stays up is a leak.
+    pub fn live_peer_connections(&self) -> usize {
+        self.inner.live.load(Ordering::Acquire)
+    }
+
+    fn check_remote(&self, remote: &UserId) -> Result<(), MediaError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(MediaError::Closed);
+        }
+        if *remote == self.inner.local_user {
+            return Err(MediaError::SelfConnect);
+        }
+        Ok(())
+    }
+
+    /// Starts media with `remote`. Both sides call this; the side whose user
+    /// id is byte-wise lower creates the offer (emitted as a
+    /// [`MediaEvent::Signal`]), the other waits for it. Calling it again, or
+    /// after the remote's offer already arrived, is harmless.
+    ///
+    /// # Errors
+    ///
+    /// [`MediaError::SelfConnect`], [`MediaError::Closed`], or
+    /// [`MediaError::WebRtc`] if the peer connection cannot be built (e.g.
+    /// the UDP address cannot be bound).
+    pub async fn connect(&self, remote: &UserId) -> Result<(), MediaError> {
+        self.check_remote(remote)?;
+        let peer = self.ensure_peer(remote).await?;
+        self.make_offer(&peer).await
+    }
+
+    /// Applies a signal from `from`. An offer may arrive before
+    /// [`connect`](Self::connect) and creates the peer connection. An offer
+    /// on a connection that already finished its negotiation replaces it
+    /// (the offerer disconnected and connected again); to restart media the
+    /// other way, both sides disconnect and connect.
+    ///
+    /// # Errors
+    ///
+    /// [`MediaError::InvalidSdp`] / [`MediaError::InvalidCandidate`] for
+    /// malformed input, [`MediaError::Oversized`], [`MediaError::UnknownPeer`]
+    /// for an answer or candidate with no peer connection,
+    /// [`MediaError::UnexpectedSignal`] for an answer we did not ask for or an
+    /// offer that collides with ours, plus the errors of `connect`. The
+    /// session and other peers are unaffected.
+    pub async fn handle_signal(
+        &self,
+        from: &UserId,
+        signal: MediaSignal,
+    ) -> Result<(), MediaError> {
+        self.check_remote(from)?;
+        match signal {
+            MediaSignal::Offer { sdp } => self.handle_offer(from, sdp).await,
+            MediaSignal::Answer { sdp } => self.handle_answer(from, sdp).await,
+            MediaSignal::Candidate {
+                candidate,
+                sdp_mid,
+                sdp_mline_index,
+                username_fragment,
+            } => {
+                let init = RTCIceCandidateInit {
+                    candidate,
+                    sdp_mid,
+                    sdp_mline_index,
+                    username_fragment,
+                    url: None,
+                };
+                self.handle_candidate(from, init).await
+            }
+        }
+    }
+
+    /// Closes the peer connection with `remote`, if any, and emits
+    /// [`PeerState::Closed`](crate::PeerState::Closed) for it.
+    pub async fn disconnect(&self, remote: &UserId) {
+        let peer = self.inner.peer_map_mut().remove(remote);
+        if let Some(peer) = peer {
+            close_peer(&self.inner, &peer).await;
+        }
+    }
+
+    /// Closes every peer connection and stops the sources. The session
+    /// refuses further connections.
+    pub async fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        if let Ok(mut pumps) = self.inner.pumps.lock() {
+            for p in pumps.iter_mut() {
+                if let Some(p) = p.take() {
+                    p.abort();
+                }
+            }
+        }
+        if let Ok(mut c) = self.inner.video_control.lock() {
+            *c = None;
+        }
+        let peers: Vec<Arc<Peer>> = self.inner.peer_map_mut().drain().map(|(_, p)| p).collect();
+        for peer in peers {
+            close_peer(&self.inner, &peer).await;
+        }
+    }
+
+    /// Where our own outgoing frames also go, as the peers get them (a local
+    /// preview: TRTCCalling's `startLocalView`); called with our own user id.
+    /// Nothing arrives while the microphone is muted or the camera is off.
+    pub fn set_local_sink(&self, sink: Option<Arc<dyn FrameSink>>) {
+        if let Ok(mut g) = self.inner.local_sink.write() {
+            *g = sink;
+        }
+    }
+
+    /// Where remote frames go; `None` drops them. See [`FrameSink`].
+    pub fn set_frame_sink(&self, sink: Option<Arc<dyn FrameSink>>) {
+        if let Ok(mut g) = self.inner.sink.write() {
+            *g = sink;
+        }
+    }
+
+    /// Replaces what feeds our audio track; `None` stops sending audio.
+    ///
+    /// The source is started before this returns: a file is read whole and
+    /// an encoder is built here, so a source that cannot start is refused
+    /// now, and the source that was running keeps running.
+    ///
+    /// # Errors
+    ///
+    /// A file source's [`MediaError::File`] (e.g. no such file) or
+    /// [`MediaError::MalformedFile`] (not Ogg/Opus, or no packets),
+    /// [`MediaError::Encoder`], or [`MediaError::Closed`].
+    pub fn set_audio_source(&self, src: Option<AudioSource>) -> Result<(), MediaError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(MediaError::Closed);
+        }
+        let running = src.map(source::start_audio).transpose()?;
+        let task = running.map(|running| self.spawn_audio_pump(running));
+        self.replace_pump(0, task);
+        Ok(())
+    }
+
+    /// Replaces what feeds our video track; `None` stops sending video.
+    ///
+    /// Started before this returns, as for
+    /// [`set_audio_source`](Self::set_audio_source): a source that cannot
+    /// start is refused now, and the running one keeps running.
+    ///
+    /// # Errors
+    ///
+    /// [`MediaError::CodecMismatch`] if the source needs the other video
+    /// codec, a file source's [`MediaError::File`] or
+    /// [`MediaError::MalformedFile`] (including a file with no frames),
+    /// [`MediaError::Encoder`], or [`MediaError::Closed`].
+    pub fn set_video_source(&self, src: Option<VideoSource>) -> Result<(), MediaError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(MediaError::Closed);
+        }
+        let quality = self.inner.quality.lock().map(|q| *q).unwrap_or_default();
+        let running = src
+            .map(|s| source::start_video(s, self.inner.config.video_codec, quality))
+            .transpose()?;
+        if let Ok(mut c) = self.inner.video_control.lock() {
+            *c = running.as_ref().and_then(|r| r.control.clone());
+        }
+        for p in self.inner.peers() {
+            p.shared.awaiting_keyframe.store(true, Ordering::Release);
+        }
+        let task = running.map(|running| self.spawn_video_pump(running));
+        self.replace_pump(1, task);
+        Ok(())
+    }
+
+    fn replace_pump(&self, slot: usize, task: Option<JoinHandle<()>>) {
+        if let Ok(mut pumps) = self.inner.pumps.lock() {
+            if let Some(old) = std::mem::replace(&mut pumps[slot], task) {
+                old.abort();
+            }
+        }
+    }
+
+    /// Asks `remote` for a key frame of its video (sends an RTCP PLI), e.g.
+    /// after the app's decoder lost its reference.
+    ///
+    /// # Errors
+    ///
+    /// [`MediaError::UnknownPeer`], or [`MediaError::NoRemoteVideo`] before
+    /// any video from that user arrived.
+    pub async fn request_keyframe(&self, remote: &UserId) -> Result<(), MediaError> {
+        let peer = self
+            .inner
+            .peer(remote)
+            .ok_or_else(|| MediaError::UnknownPeer(remote.clone()))?;
+        receive::request_keyframe(&peer).await
+    }
+
+    /// Mutes the microphone: no audio frames are sent while muted.
+    pub fn set_mic_mute(&self, muted: bool) {
+        self.inner.mic_muted.store(muted, Ordering::Release);
+    }
+
+    /// Turns the camera on or off: no video frames are sent while off. When
+    /// it comes back on, peers restart from a key frame.
+    pub fn set_camera(&self, on: bool) {
+        let was = self.inner.camera_on.swap(on, Ordering::AcqRel);
+        if on && !was {
+            for p in self.inner.peers() {
+                p.shared.awaiting_keyframe.store(true, Ordering::Release);
+            }
+            self.inner.request_keyframe();
+        }
+    }
+
+    /// Hands-free (TRTCCalling's `setHandsFree(false)` inverted: mute all
+    /// remote audio): remote audio frames stop reaching the frame sink.
+    /// Voice volume events keep coming.
+    pub fn set_hands_free(&self, on: bool) {
+        self.inner.hands_free.store(on, Ordering::Release);
+    }
+
+    /// Changes the generated video source's profile, live.
+    pub fn set_video_quality(&self, quality: VideoQuality) {
+        if let Ok(mut q) = self.inner.quality.lock() {
+            *q = quality;
+        }
+        if let Ok(c) = self.inner.video_control.lock() {
+            if let Some(c) = c.as_ref() {
+                let _ = c.send(Control::Quality(quality));
+            }
+        }
+    }
+
+    /// Per-peer counters and transport figures.
+    pub async fn stats(&self) -> Vec<PeerStats> {
+        let mut out = Vec::new();
+        for peer in self.inner.peers() {
+            out.push(peer.stats().await);
+        }
+        out.sort_by(|a, b| a.user.cmp(&b.user));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lower_user_id_offers() {
+        let id = |s: &str| UserId::new(s).unwrap();
+        assert!(is_offerer(&id("alice"), &id("bob")));
+        assert!(!is_offerer(&id("bob"), &id("alice")));
+        assert!(
+            is_offerer(&id("Bob"), &id("alice")),
+            "byte-wise: uppercase sorts first"
+        );
+        assert!(is_offerer(&id("a"), &id("ab")));
+        assert!(!is_offerer(&id("a"), &id("a")));
+    }
+}

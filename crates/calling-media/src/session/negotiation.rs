@@ -1,0 +1,304 @@
+//! Offer/answer and trickle ICE with one remote: who offers, applying the
+//! remote's descriptions and candidates (queued until its description is
+//! set), and sending ours in order.
+
+use std::sync::Weak;
+use std::sync::atomic::Ordering;
+
+use calling_core::UserId;
+use webrtc::peer_connection::{
+    RTCIceCandidateInit, RTCPeerConnectionIceEvent, RTCSessionDescription,
+};
+
+use super::codec::AUDIO_LEVEL_URI;
+use super::peer::{Peer, PeerShared};
+use super::{Inner, MediaSession};
+use crate::error::MediaError;
+use crate::types::{MediaEvent, MediaSignal};
+
+const MAX_CANDIDATE_LEN: usize = 2048;
+const MAX_PENDING_CANDIDATES: usize = 256;
+
+/// Where the offer/answer exchange with one remote stands.
+#[derive(Default)]
+pub(super) struct Negotiation {
+    /// We sent an offer.
+    offered: bool,
+    /// The remote's description is applied.
+    remote_set: bool,
+    /// The remote's candidates that arrived before its description.
+    pending: Vec<RTCIceCandidateInit>,
+}
+
+/// A local candidate webrtc-rs gathered: sent at once if our description is
+/// out, else held until it is.
+pub(super) fn on_local_candidate(
+    shared: &PeerShared,
+    session: &Weak<Inner>,
+    event: RTCPeerConnectionIceEvent,
+) {
+    let init = match event.candidate.to_json() {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot serialize local candidate");
+            return;
+        }
+    };
+    let signal = MediaSignal::Candidate {
+        candidate: init.candidate,
+        sdp_mid: init.sdp_mid,
+        sdp_mline_index: init.sdp_mline_index,
+        username_fragment: init.username_fragment,
+    };
+    let Some(session) = session.upgrade() else {
+        return;
+    };
+    let Ok(mut held) = shared.local_candidates.lock() else {
+        return;
+    };
+    if held.0 {
+        session.emit(MediaEvent::Signal {
+            to: shared.remote.clone(),
+            signal,
+        });
+    } else {
+        held.1.push(signal);
+    }
+}
+
+fn invalid_sdp(from: &UserId, e: impl std::fmt::Display) -> MediaError {
+    MediaError::InvalidSdp {
+        from: from.clone(),
+        reason: e.to_string(),
+    }
+}
+
+/// Finds the id the remote gave the audio level extension in its SDP.
+fn audio_level_id(sdp: &str) -> Option<u8> {
+    sdp.lines().find_map(|line| {
+        let rest = line.trim().strip_prefix("a=extmap:")?;
+        let (id, uri) = rest.split_once(' ')?;
+        if uri.split_whitespace().next()? != AUDIO_LEVEL_URI {
+            return None;
+        }
+        id.split('/').next()?.parse::<u8>().ok()
+    })
+}
+
+impl MediaSession {
+    /// Emits our description to the remote, then the candidates gathered
+    /// while it was being made.
+    fn emit_description(&self, peer: &Peer, signal: MediaSignal) {
+        let remote = peer.shared.remote.clone();
+        let Ok(mut held) = peer.shared.local_candidates.lock() else {
+            return;
+        };
+        self.inner.emit(MediaEvent::Signal {
+            to: remote.clone(),
+            signal,
+        });
+        held.0 = true;
+        for c in held.1.drain(..) {
+            self.inner.emit(MediaEvent::Signal {
+                to: remote.clone(),
+                signal: c,
+            });
+        }
+    }
+
+    /// Makes and sends our offer, if we are the side that offers and have
+    /// not offered (or been offered to) yet.
+    pub(super) async fn make_offer(&self, peer: &Peer) -> Result<(), MediaError> {
+        if !peer.offerer {
+            return Ok(());
+        }
+        let mut neg = peer.negotiation.lock().await;
+        if neg.offered || neg.remote_set {
+            return Ok(());
+        }
+        let offer = peer
+            .pc
+            .create_offer(None)
+            .await
+            .map_err(MediaError::webrtc)?;
+        let sdp = offer.sdp.clone();
+        peer.pc
+            .set_local_description(offer)
+            .await
+            .map_err(MediaError::webrtc)?;
+        neg.offered = true;
+        drop(neg);
+        self.emit_description(peer, MediaSignal::Offer { sdp });
+        Ok(())
+    }
+
+    /// Checks and parses a description from `from`, and reads the id it
+    /// gives the audio level extension.
+    fn parse_description(
+        &self,
+        from: &UserId,
+        what: &'static str,
+        sdp: String,
+        parse: fn(String) -> rtc::shared::error::Result<RTCSessionDescription>,
+    ) -> Result<(RTCSessionDescription, Option<u8>), MediaError> {
+        let max = self.inner.config.max_sdp_len;
+        if sdp.len() > max {
+            return Err(MediaError::Oversized {
+                what,
+                len: sdp.len(),
+                max,
+            });
+        }
+        let level_id = audio_level_id(&sdp);
+        let desc = parse(sdp).map_err(|e| invalid_sdp(from, e))?;
+        Ok((desc, level_id))
+    }
+
+    /// Applies the remote's description, then the candidates that waited
+    /// for it.
+    async fn set_remote(
+        &self,
+        from: &UserId,
+        peer: &Peer,
+        neg: &mut Negotiation,
+        (desc, level_id): (RTCSessionDescription, Option<u8>),
+    ) -> Result<(), MediaError> {
+        peer.pc
+            .set_remote_description(desc)
+            .await
+            .map_err(|e| invalid_sdp(from, e))?;
+        neg.remote_set = true;
+        if let Some(id) = level_id {
+            peer.shared.audio_level_id.store(id, Ordering::Relaxed);
+        }
+        self.flush_candidates(peer, neg).await;
+        Ok(())
+    }
+
+    /// Both descriptions are set: learn the payload types to send with, and
+    /// wake the video pump to prime the peer once it connects.
+    async fn negotiated(&self, peer: &Peer) {
+        peer.resolve_payload_types(self.inner.config.video_codec)
+            .await;
+        self.inner.video_nudge.notify_one();
+    }
+
+    pub(super) async fn handle_offer(&self, from: &UserId, sdp: String) -> Result<(), MediaError> {
+        let desc = self.parse_description(from, "offer", sdp, RTCSessionDescription::offer)?;
+        let mut peer = self.ensure_peer(from).await?;
+        if peer.negotiation.lock().await.remote_set && !peer.offerer {
+            // A fresh offer after a finished negotiation means the remote
+            // dropped its side and starts over: so do we.
+            tracing::debug!(user = %from, "new offer on a negotiated connection; replacing it");
+            self.disconnect(from).await;
+            peer = self.ensure_peer(from).await?;
+        }
+        let mut neg = peer.negotiation.lock().await;
+        if neg.offered && !neg.remote_set {
+            return Err(MediaError::UnexpectedSignal {
+                from: from.clone(),
+                what: "offer",
+            });
+        }
+        self.set_remote(from, &peer, &mut neg, desc).await?;
+        let answer = peer
+            .pc
+            .create_answer(None)
+            .await
+            .map_err(MediaError::webrtc)?;
+        let sdp = answer.sdp.clone();
+        peer.pc
+            .set_local_description(answer)
+            .await
+            .map_err(MediaError::webrtc)?;
+        drop(neg);
+        self.emit_description(&peer, MediaSignal::Answer { sdp });
+        self.negotiated(&peer).await;
+        Ok(())
+    }
+
+    pub(super) async fn handle_answer(&self, from: &UserId, sdp: String) -> Result<(), MediaError> {
+        let desc = self.parse_description(from, "answer", sdp, RTCSessionDescription::answer)?;
+        let peer = self
+            .inner
+            .peer(from)
+            .ok_or_else(|| MediaError::UnknownPeer(from.clone()))?;
+        let mut neg = peer.negotiation.lock().await;
+        if !neg.offered || neg.remote_set {
+            return Err(MediaError::UnexpectedSignal {
+                from: from.clone(),
+                what: "answer",
+            });
+        }
+        self.set_remote(from, &peer, &mut neg, desc).await?;
+        drop(neg);
+        self.negotiated(&peer).await;
+        Ok(())
+    }
+
+    async fn flush_candidates(&self, peer: &Peer, neg: &mut Negotiation) {
+        for c in neg.pending.drain(..) {
+            if let Err(e) = peer.pc.add_ice_candidate(c).await {
+                tracing::debug!(user = %peer.shared.remote, error = %e, "queued candidate rejected");
+            }
+        }
+    }
+
+    pub(super) async fn handle_candidate(
+        &self,
+        from: &UserId,
+        init: RTCIceCandidateInit,
+    ) -> Result<(), MediaError> {
+        let invalid = |reason: String| MediaError::InvalidCandidate {
+            from: from.clone(),
+            reason,
+        };
+        if init.candidate.len() > MAX_CANDIDATE_LEN {
+            return Err(MediaError::Oversized {
+                what: "candidate",
+                len: init.candidate.len(),
+                max: MAX_CANDIDATE_LEN,
+            });
+        }
+        let peer = self
+            .inner
+            .peer(from)
+            .ok_or_else(|| MediaError::UnknownPeer(from.clone()))?;
+        // An empty candidate is the end-of-candidates marker.
+        if !init.candidate.is_empty() {
+            let text = init
+                .candidate
+                .strip_prefix("candidate:")
+                .ok_or_else(|| invalid("does not start with \"candidate:\"".into()))?;
+            rtc::ice::candidate::unmarshal_candidate(text).map_err(|e| invalid(e.to_string()))?;
+        }
+        let mut neg = peer.negotiation.lock().await;
+        if !neg.remote_set {
+            if neg.pending.len() >= MAX_PENDING_CANDIDATES {
+                return Err(MediaError::Oversized {
+                    what: "pending candidate list",
+                    len: neg.pending.len() + 1,
+                    max: MAX_PENDING_CANDIDATES,
+                });
+            }
+            neg.pending.push(init);
+            return Ok(());
+        }
+        peer.pc
+            .add_ice_candidate(init)
+            .await
+            .map_err(|e| invalid(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_audio_level_extmap() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=extmap:3 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time\r\na=extmap:7/sendrecv urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n";
+        assert_eq!(audio_level_id(sdp), Some(7));
+        assert_eq!(audio_level_id("v=0\r\n"), None);
+    }
+}

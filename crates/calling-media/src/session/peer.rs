@@ -1,0 +1,434 @@
+//! One peer connection: its state, how it is built, the webrtc-rs event
+//! handler that drives it, and how it is closed.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use calling_core::UserId;
+use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RtpCodecKind};
+use tokio::sync::Notify;
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    Registry, SettingEngineBuilder, StatsSelector, configure_rtcp_reports,
+    configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
+
+use super::negotiation::Negotiation;
+use super::send::LocalTrack;
+use super::{Inner, MediaSession, codec, is_offerer, negotiation, receive};
+use crate::error::MediaError;
+use crate::types::{MediaEvent, MediaKind, MediaSignal, PeerState, PeerStats};
+
+/// Frame and byte counts of one peer connection.
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) packets_received: AtomicU64,
+    pub(super) bytes_received: AtomicU64,
+    pub(super) audio_frames_sent: AtomicU64,
+    pub(super) video_frames_sent: AtomicU64,
+    pub(super) audio_frames_received: AtomicU64,
+    pub(super) video_frames_received: AtomicU64,
+}
+
+impl Counters {
+    pub(super) fn frames_sent(&self, kind: MediaKind) -> &AtomicU64 {
+        match kind {
+            MediaKind::Audio => &self.audio_frames_sent,
+            MediaKind::Video => &self.video_frames_sent,
+        }
+    }
+
+    pub(super) fn frames_received(&self, kind: MediaKind) -> &AtomicU64 {
+        match kind {
+            MediaKind::Audio => &self.audio_frames_received,
+            MediaKind::Video => &self.video_frames_received,
+        }
+    }
+}
+
+/// State shared between a peer and its event handler.
+pub(super) struct PeerShared {
+    pub(super) remote: UserId,
+    state: Mutex<PeerState>,
+    connected: AtomicBool,
+    pub(super) closed: AtomicBool,
+    pub(super) audio_pt: Mutex<Option<u8>>,
+    pub(super) video_pt: Mutex<Option<u8>>,
+    /// Whether this peer got its first video frame (the cached key frame).
+    pub(super) video_primed: AtomicBool,
+    /// Send no video until the next key frame (after priming or camera on).
+    pub(super) awaiting_keyframe: AtomicBool,
+    /// Negotiated id of the audio level extension on the remote's packets.
+    pub(super) audio_level_id: AtomicU8,
+    /// Local candidates are held back until our offer/answer has been emitted,
+    /// so the remote always sees the description first.
+    pub(super) local_candidates: Mutex<(bool, Vec<MediaSignal>)>,
+    pub(super) counters: Counters,
+    live: Arc<AtomicUsize>,
+    /// The remote's video track and SSRC, to send key-frame requests to.
+    pub(super) remote_video: Mutex<Option<(Weak<dyn TrackRemote>, u32)>>,
+    /// Whether the task reading feedback on our video track was started.
+    feedback_started: AtomicBool,
+}
+
+impl Drop for PeerShared {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Whether a connection in state `current` may move to `next`: a repeated
+/// state is no change, and nothing follows [`PeerState::Closed`].
+fn is_change(current: PeerState, next: PeerState) -> bool {
+    current != next && current != PeerState::Closed
+}
+
+impl PeerShared {
+    /// Moves to `next`, and reports the change to `session` if there is
+    /// one. Returns whether the state changed. Reported under the state lock,
+    /// so that the handler and `close_peer`, racing, cannot report one
+    /// user's changes out of order.
+    fn set_state(&self, session: Option<&Inner>, next: PeerState) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let previous = *state;
+        if !is_change(previous, next) {
+            return false;
+        }
+        *state = next;
+        self.connected
+            .store(next == PeerState::Connected, Ordering::Release);
+        if let Some(session) = session {
+            session.emit(MediaEvent::PeerState {
+                user: self.remote.clone(),
+                previous,
+                state: next,
+            });
+        }
+        true
+    }
+
+    pub(super) fn pt(&self, kind: MediaKind) -> Option<u8> {
+        let slot = match kind {
+            MediaKind::Audio => &self.audio_pt,
+            MediaKind::Video => &self.video_pt,
+        };
+        slot.lock().ok().and_then(|g| *g)
+    }
+
+    /// Whether frames of `kind` can go to this peer now.
+    pub(super) fn ready(&self, kind: MediaKind) -> bool {
+        self.connected.load(Ordering::Acquire)
+            && !self.closed.load(Ordering::Acquire)
+            && self.pt(kind).is_some()
+    }
+}
+
+/// A peer connection with one remote user, and our two tracks on it.
+pub(super) struct Peer {
+    pub(super) offerer: bool,
+    pub(super) pc: Arc<dyn PeerConnection>,
+    audio: LocalTrack,
+    pub(super) video: LocalTrack,
+    pub(super) shared: Arc<PeerShared>,
+    pub(super) negotiation: tokio::sync::Mutex<Negotiation>,
+}
+
+impl Peer {
+    /// Our track of `kind` on this connection.
+    pub(super) fn local(&self, kind: MediaKind) -> &LocalTrack {
+        match kind {
+            MediaKind::Audio => &self.audio,
+            MediaKind::Video => &self.video,
+        }
+    }
+
+    /// This peer's counters and webrtc-rs's transport figures.
+    pub(super) async fn stats(&self) -> PeerStats {
+        let report = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
+        let (mut packets_sent, mut bytes_sent) = (0, 0);
+        for o in report.outbound_rtp_streams() {
+            packets_sent += o.sent_rtp_stream_stats.packets_sent;
+            bytes_sent += o.sent_rtp_stream_stats.bytes_sent;
+        }
+        let (mut packets_lost, mut jitter) = (0, 0.0f64);
+        for i in report.inbound_rtp_streams() {
+            packets_lost += i.received_rtp_stream_stats.packets_lost;
+            jitter = jitter.max(i.received_rtp_stream_stats.jitter);
+        }
+        let rtt = report
+            .candidate_pairs()
+            .filter(|pair| pair.nominated && pair.current_round_trip_time > 0.0)
+            .last()
+            .map(|pair| Duration::from_secs_f64(pair.current_round_trip_time));
+        let s = &self.shared;
+        let c = &s.counters;
+        PeerStats {
+            user: s.remote.clone(),
+            state: s.state.lock().ok().map(|g| *g),
+            packets_sent,
+            bytes_sent,
+            packets_received: c.packets_received.load(Ordering::Relaxed),
+            bytes_received: c.bytes_received.load(Ordering::Relaxed),
+            audio_frames_sent: c.audio_frames_sent.load(Ordering::Relaxed),
+            video_frames_sent: c.video_frames_sent.load(Ordering::Relaxed),
+            audio_frames_received: c.audio_frames_received.load(Ordering::Relaxed),
+            video_frames_received: c.video_frames_received.load(Ordering::Relaxed),
+            rtt,
+            packets_lost,
+            jitter,
+        }
+    }
+}
+
+struct Handler {
+    shared: Arc<PeerShared>,
+    session: Weak<Inner>,
+    nudge: Arc<Notify>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        negotiation::on_local_candidate(&self.shared, &self.session, event);
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let state = match state {
+            RTCPeerConnectionState::New => PeerState::New,
+            RTCPeerConnectionState::Connecting => PeerState::Connecting,
+            RTCPeerConnectionState::Connected => PeerState::Connected,
+            RTCPeerConnectionState::Disconnected => PeerState::Disconnected,
+            RTCPeerConnectionState::Failed => PeerState::Failed,
+            RTCPeerConnectionState::Closed => PeerState::Closed,
+            _ => return,
+        };
+        let session = self.session.upgrade();
+        if !self.shared.set_state(session.as_deref(), state) || state != PeerState::Connected {
+            return;
+        }
+        self.nudge.notify_one();
+        if !self.shared.feedback_started.swap(true, Ordering::AcqRel) {
+            if let Some(peer) = session.and_then(|s| s.peer(&self.shared.remote)) {
+                tokio::spawn(receive::read_feedback(
+                    peer.video.track.clone(),
+                    self.shared.clone(),
+                    self.session.clone(),
+                ));
+            }
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        // Handlers run inside the driver loop: poll the track elsewhere.
+        let shared = self.shared.clone();
+        let session = self.session.clone();
+        tokio::spawn(receive::receive(track, shared, session));
+    }
+}
+
+/// Connectivity checks per candidate pair that span `window` at `interval`.
+fn binding_attempts(interval: Duration, window: Duration) -> u16 {
+    let interval = interval.max(Duration::from_millis(1));
+    let n = window.as_micros().div_ceil(interval.as_micros()).max(7);
+    u16::try_from(n).unwrap_or(u16::MAX)
+}
+
+/// webrtc-rs's default interceptors (NACK both ways, RTCP reports, TWCC
+/// feedback), except that the NACK send history keeps `nack_history` packets
+/// per video stream instead of 1024: the history is allocated up front, and at
+/// 1024 slots it made up a third of an idle peer connection's memory.
+fn interceptors(engine: &mut MediaEngine, nack_history: u16) -> Result<Registry, MediaError> {
+    use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Slot};
+    for parameter in ["", "pli"] {
+        engine.register_feedback(
+            RTCPFeedback {
+                typ: "nack".to_owned(),
+                parameter: parameter.to_owned(),
+            },
+            RtpCodecKind::Video,
+        );
+    }
+    let registry = Registry::new()
+        .with(
+            Slot::NackResponder,
+            NackResponderBuilder::new().with_size(nack_history).build(),
+        )
+        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+    configure_simulcast_extension_headers(engine).map_err(MediaError::webrtc)?;
+    let registry = configure_twcc_receiver_only(registry, engine).map_err(MediaError::webrtc)?;
+    Ok(configure_rtcp_reports(registry).with(
+        Slot::from(crate::keyframe::SLOT),
+        crate::keyframe::KeyframeRequests::default(),
+    ))
+}
+
+impl MediaSession {
+    /// The peer connection with `remote`, created if there is none yet.
+    pub(super) async fn ensure_peer(&self, remote: &UserId) -> Result<Arc<Peer>, MediaError> {
+        if let Some(p) = self.inner.peer(remote) {
+            return Ok(p);
+        }
+        let _guard = self.inner.creating.lock().await;
+        if let Some(p) = self.inner.peer(remote) {
+            return Ok(p);
+        }
+        let peer = Arc::new(self.build_peer(remote).await?);
+        if self.inner.closed.load(Ordering::Acquire) {
+            let _ = peer.pc.close().await;
+            return Err(MediaError::Closed);
+        }
+        self.inner
+            .peer_map_mut()
+            .insert(remote.clone(), peer.clone());
+        Ok(peer)
+    }
+
+    async fn build_peer(&self, remote: &UserId) -> Result<Peer, MediaError> {
+        let cfg = &self.inner.config;
+        let mut engine = codec::media_engine(cfg.video_codec)?;
+        let registry = interceptors(&mut engine, cfg.nack_history)?;
+        let settings = SettingEngineBuilder::new()
+            .with_ice_connection_attempts(
+                Some(cfg.ice_check_interval),
+                Some(binding_attempts(
+                    cfg.ice_check_interval,
+                    cfg.ice_check_window,
+                )),
+            )
+            .with_prflx_acceptance_min_wait(Some(cfg.prflx_acceptance_min_wait))
+            .with_host_acceptance_min_wait(Some(Duration::ZERO))
+            .with_include_loopback_candidate(cfg.udp_addrs.iter().any(|a| a.ip().is_loopback()))
+            .build();
+        let mut rtc_config = RTCConfigurationBuilder::default();
+        if !cfg.ice_servers.is_empty() {
+            rtc_config = rtc_config.with_ice_servers(vec![RTCIceServer {
+                urls: cfg.ice_servers.clone(),
+                ..Default::default()
+            }]);
+        }
+        let shared = Arc::new(PeerShared {
+            remote: remote.clone(),
+            state: Mutex::new(PeerState::New),
+            connected: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            audio_pt: Mutex::new(None),
+            video_pt: Mutex::new(None),
+            video_primed: AtomicBool::new(false),
+            awaiting_keyframe: AtomicBool::new(true),
+            audio_level_id: AtomicU8::new(0),
+            local_candidates: Mutex::new((false, Vec::new())),
+            counters: Counters::default(),
+            live: self.inner.live.clone(),
+            remote_video: Mutex::new(None),
+            feedback_started: AtomicBool::new(false),
+        });
+        self.inner.live.fetch_add(1, Ordering::AcqRel);
+        let handler = Arc::new(Handler {
+            shared: shared.clone(),
+            session: Arc::downgrade(&self.inner),
+            nudge: self.inner.video_nudge.clone(),
+        });
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(rtc_config.build())
+            .with_media_engine(engine)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(settings)
+            .with_handler(handler)
+            .with_udp_addrs(cfg.udp_addrs.clone())
+            .build()
+            .await
+            .map_err(MediaError::webrtc)?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        let local = &self.inner.local_user;
+        // Audio first: the order of the m= sections in our offer.
+        let tracks = async {
+            let stream = local.as_str();
+            let audio =
+                LocalTrack::add(pc.as_ref(), stream, MediaKind::Audio, codec::opus_codec()).await?;
+            let video = LocalTrack::add(
+                pc.as_ref(),
+                stream,
+                MediaKind::Video,
+                codec::video_codec(cfg.video_codec),
+            )
+            .await?;
+            Ok::<_, MediaError>((audio, video))
+        }
+        .await;
+        let (audio, video) = match tracks {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = pc.close().await;
+                return Err(e);
+            }
+        };
+        tracing::debug!(%local, %remote, "peer connection created");
+        Ok(Peer {
+            offerer: is_offerer(local, remote),
+            pc,
+            audio,
+            video,
+            shared,
+            negotiation: tokio::sync::Mutex::new(Negotiation::default()),
+        })
+    }
+}
+
+/// Closes `peer`'s connection and reports it closed, once.
+pub(super) async fn close_peer(inner: &Inner, peer: &Peer) {
+    peer.shared.closed.store(true, Ordering::Release);
+    peer.shared.connected.store(false, Ordering::Release);
+    if let Err(e) = peer.pc.close().await {
+        tracing::debug!(user = %peer.shared.remote, error = %e, "close failed");
+    }
+    // webrtc-rs may have reported Closed through the handler already.
+    peer.shared.set_state(Some(inner), PeerState::Closed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_state_change_counts_once_and_closed_is_final() {
+        use PeerState::*;
+        for (from, to) in [
+            (New, Connecting),
+            (Connecting, Connected),
+            (Connected, Disconnected),
+            // Restored after a disconnect: a change the app must see.
+            (Disconnected, Connected),
+            (Disconnected, Failed),
+            (Failed, Closed),
+            (Connected, Closed),
+        ] {
+            assert!(is_change(from, to), "{from:?} -> {to:?}");
+        }
+        for (from, to) in [
+            (Connected, Connected),
+            (Closed, Closed),
+            (Closed, Connecting),
+            (Closed, Connected),
+        ] {
+            assert!(!is_change(from, to), "{from:?} -> {to:?}");
+        }
+    }
+
+    #[test]
+    fn check_attempts_cover_the_window() {
+        let ms = Duration::from_millis;
+        assert_eq!(binding_attempts(ms(5), ms(2000)), 400);
+        assert_eq!(
+            binding_attempts(ms(200), ms(1000)),
+            7,
+            "never below webrtc-rs's 7"
+        );
+        assert_eq!(
+            binding_attempts(Duration::ZERO, Duration::from_secs(3600)),
+            u16::MAX
+        );
+    }
+}
