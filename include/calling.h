@@ -801,9 +801,10 @@ calling_result calling_client_peer_stats(calling_client *client,
 // `event` is NULL or an event from the poll functions not freed before.
 void calling_event_free(calling_event *event);
 
-// A static, NUL-terminated English description of `result`, never NULL.
-// Do not free it.
-const char *calling_result_text(calling_result result);
+// A static, NUL-terminated English description of the result code
+// `result`, never NULL; `"unknown result code"` for a value that is not
+// a code (any `uint32_t` is accepted). Do not free it.
+const char *calling_result_text(uint32_t result);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -28,8 +28,11 @@
 //! // A NULL handle is refused, not dereferenced.
 //! let r = unsafe { calling_client_hangup(std::ptr::null_mut()) };
 //! assert_eq!(r, calling_result::CALLING_RESULT_NULL_PARAMETER);
-//! let text = unsafe { CStr::from_ptr(calling_result_text(r)) };
+//! let text = unsafe { CStr::from_ptr(calling_result_text(r as u32)) };
 //! assert_eq!(text.to_str().unwrap(), "a required pointer argument was NULL");
+//! // Any integer has a text, codes or not.
+//! let text = unsafe { CStr::from_ptr(calling_result_text(u32::MAX)) };
+//! assert_eq!(text.to_str().unwrap(), "unknown result code");
 //! ```
 
 // The C API names its types in C style, as the header shows them.

@@ -67,42 +67,84 @@ pub enum calling_result {
     CALLING_RESULT_PANIC = 20,
 }
 
+/// Every code, in order: `ALL_RESULTS[n]` is the code `n`. Codes are never
+/// renumbered or reused; new ones are appended.
+const ALL_RESULTS: [calling_result; 21] = [
+    calling_result::CALLING_RESULT_OK,
+    calling_result::CALLING_RESULT_NULL_PARAMETER,
+    calling_result::CALLING_RESULT_INVALID_UTF8,
+    calling_result::CALLING_RESULT_INVALID_ARGUMENT,
+    calling_result::CALLING_RESULT_NOT_LOGGED_IN,
+    calling_result::CALLING_RESULT_ALREADY_LOGGED_IN,
+    calling_result::CALLING_RESULT_NO_SUCH_INVITE,
+    calling_result::CALLING_RESULT_STALE_INVITE,
+    calling_result::CALLING_RESULT_BUSY,
+    calling_result::CALLING_RESULT_NOT_IN_CALL,
+    calling_result::CALLING_RESULT_CALL_REFUSED,
+    calling_result::CALLING_RESULT_SWITCH_REFUSED,
+    calling_result::CALLING_RESULT_LOGIN_REFUSED,
+    calling_result::CALLING_RESULT_IO,
+    calling_result::CALLING_RESULT_MEDIA,
+    calling_result::CALLING_RESULT_SIGNATURE_INVALID,
+    calling_result::CALLING_RESULT_SIGNATURE_EXPIRED,
+    calling_result::CALLING_RESULT_NO_EVENT,
+    calling_result::CALLING_RESULT_WRONG_THREAD,
+    calling_result::CALLING_RESULT_JOIN_REFUSED,
+    calling_result::CALLING_RESULT_PANIC,
+];
+
+impl calling_result {
+    /// The code with the number `code`, if there is one. C passes codes as
+    /// plain integers: any value may arrive.
+    pub(crate) fn from_code(code: u32) -> Option<calling_result> {
+        usize::try_from(code)
+            .ok()
+            .and_then(|i| ALL_RESULTS.get(i))
+            .copied()
+    }
+
+    /// The code's description (exhaustive: a new code needs a text).
+    pub(crate) fn text(self) -> &'static CStr {
+        match self {
+            CALLING_RESULT_OK => c"ok",
+            CALLING_RESULT_NULL_PARAMETER => c"a required pointer argument was NULL",
+            CALLING_RESULT_INVALID_UTF8 => c"a string argument is not valid UTF-8",
+            CALLING_RESULT_INVALID_ARGUMENT => c"invalid argument",
+            CALLING_RESULT_NOT_LOGGED_IN => c"not logged in",
+            CALLING_RESULT_ALREADY_LOGGED_IN => c"already logged in",
+            CALLING_RESULT_NO_SUCH_INVITE => c"no such invite",
+            CALLING_RESULT_STALE_INVITE => c"the invite can no longer be answered",
+            CALLING_RESULT_BUSY => c"already ringing or in a call",
+            CALLING_RESULT_NOT_IN_CALL => c"not in a call",
+            CALLING_RESULT_CALL_REFUSED => c"the call was refused",
+            CALLING_RESULT_SWITCH_REFUSED => c"the media type switch was refused",
+            CALLING_RESULT_LOGIN_REFUSED => c"the server refused the login",
+            CALLING_RESULT_IO => c"signaling connection failed",
+            CALLING_RESULT_MEDIA => c"media engine failed",
+            CALLING_RESULT_SIGNATURE_INVALID => c"the UserSig is invalid",
+            CALLING_RESULT_SIGNATURE_EXPIRED => c"the UserSig has expired",
+            CALLING_RESULT_NO_EVENT => c"no event is waiting",
+            CALLING_RESULT_WRONG_THREAD => c"called from a runtime thread (inside a callback)",
+            CALLING_RESULT_JOIN_REFUSED => c"joining the call was refused",
+            CALLING_RESULT_PANIC => c"the library panicked",
+        }
+    }
+}
+
 use calling_result::*;
 
-/// A static, NUL-terminated English description of `result`, never NULL.
-/// Do not free it.
+/// A static, NUL-terminated English description of the result code
+/// `result`, never NULL; `"unknown result code"` for a value that is not
+/// a code (any `uint32_t` is accepted). Do not free it.
 #[unsafe(no_mangle)]
-pub extern "C" fn calling_result_text(result: calling_result) -> *const c_char {
-    result_text(result as u32).as_ptr()
+pub extern "C" fn calling_result_text(result: u32) -> *const c_char {
+    result_text(result).as_ptr()
 }
 
 /// The text of a code, taken as an integer so that a value outside the enum
 /// coming from C is not undefined behaviour.
 fn result_text(code: u32) -> &'static CStr {
-    match code {
-        0 => c"ok",
-        1 => c"a required pointer argument was NULL",
-        2 => c"a string argument is not valid UTF-8",
-        3 => c"invalid argument",
-        4 => c"not logged in",
-        5 => c"already logged in",
-        6 => c"no such invite",
-        7 => c"the invite can no longer be answered",
-        8 => c"already ringing or in a call",
-        9 => c"not in a call",
-        10 => c"the call was refused",
-        11 => c"the media type switch was refused",
-        12 => c"the server refused the login",
-        13 => c"signaling connection failed",
-        14 => c"media engine failed",
-        15 => c"the UserSig is invalid",
-        16 => c"the UserSig has expired",
-        17 => c"no event is waiting",
-        18 => c"called from a runtime thread (inside a callback)",
-        19 => c"joining the call was refused",
-        20 => c"the library panicked",
-        _ => c"unknown result code",
-    }
+    calling_result::from_code(code).map_or(c"unknown result code", calling_result::text)
 }
 
 impl From<&CallingError> for calling_result {
@@ -244,12 +286,56 @@ mod tests {
 
     #[test]
     fn every_code_has_its_own_text() {
-        let texts: Vec<&CStr> = (0..=20).map(result_text).collect();
+        let texts: Vec<&CStr> = ALL_RESULTS.iter().map(|r| r.text()).collect();
         for (i, t) in texts.iter().enumerate() {
             assert_ne!(*t, c"unknown result code", "code {i}");
             assert!(!texts[..i].contains(t), "code {i} repeats a text");
         }
-        assert_eq!(result_text(21), c"unknown result code");
+    }
+
+    #[test]
+    fn the_code_list_is_complete_and_in_order() {
+        for (i, r) in ALL_RESULTS.iter().enumerate() {
+            assert_eq!(*r as usize, i, "ALL_RESULTS[{i}]");
+        }
+        // Every variant of the enum is in the list.
+        let src = include_str!("result.rs");
+        let start = src.find("pub enum calling_result {").unwrap();
+        let end = start + src[start..].find("\n}\n").unwrap();
+        let variants = src[start..end]
+            .lines()
+            .filter(|l| l.trim_start().starts_with("CALLING_RESULT_"))
+            .count();
+        assert_eq!(variants, ALL_RESULTS.len());
+    }
+
+    /// Any `uint32_t` may come from C: codes get their text, everything
+    /// else the same fixed one, and none of it is undefined behaviour.
+    #[test]
+    fn result_text_takes_any_integer() {
+        let text = |code: u32| {
+            let p = calling_result_text(code);
+            assert!(!p.is_null());
+            // SAFETY: a static NUL-terminated string from this library.
+            unsafe { CStr::from_ptr(p) }
+        };
+        for r in ALL_RESULTS {
+            assert_eq!(text(r as u32), r.text());
+        }
+        let last = ALL_RESULTS.len() as u32;
+        let beyond = [
+            last,
+            last + 1,
+            1000,
+            0x7fff_ffff,
+            0x8000_0000,
+            u32::MAX - 1,
+            u32::MAX,
+        ];
+        for code in beyond.into_iter().chain((last..last + 10_000).step_by(7)) {
+            assert_eq!(text(code), c"unknown result code", "code {code}");
+        }
+        assert_eq!(text(0), c"ok");
     }
 }
 

@@ -74,11 +74,24 @@ static calling_client *logged_in(const char *user) {
 
 static void test_static(void) {
   EXPECT(strlen(calling_version()) > 0);
-  for (unsigned r = 0; r <= CALLING_RESULT_PANIC; r++) {
-    EXPECT(calling_result_text(r) != NULL);
+
+  /* Every code has its own text; any other uint32_t the same fixed one. */
+  const char *unknown = "unknown result code";
+  for (uint32_t r = 0; r <= CALLING_RESULT_PANIC; r++) {
+    const char *t = calling_result_text(r);
+    EXPECT(t != NULL && strcmp(t, unknown) != 0);
+    for (uint32_t q = 0; q < r; q++) EXPECT(strcmp(t, calling_result_text(q)) != 0);
   }
   EXPECT(strcmp(calling_result_text(CALLING_RESULT_OK), "ok") == 0);
-  EXPECT(strcmp(calling_result_text(9999), "unknown result code") == 0);
+  const uint32_t not_codes[] = {CALLING_RESULT_PANIC + 1, 1000, 9999,
+                                0x7fffffffu, 0x80000000u, UINT32_MAX - 1, UINT32_MAX};
+  for (size_t i = 0; i < sizeof not_codes / sizeof not_codes[0]; i++) {
+    const char *t = calling_result_text(not_codes[i]);
+    EXPECT(t != NULL && strcmp(t, unknown) == 0);
+  }
+  for (uint64_t r = CALLING_RESULT_PANIC + 1; r <= UINT32_MAX; r += 65521) {
+    EXPECT(strcmp(calling_result_text((uint32_t)r), unknown) == 0);
+  }
   EXPECT_RESULT(calling_log_init("\xff"), CALLING_RESULT_INVALID_UTF8);
   EXPECT_RESULT(calling_log_init("calling=[[nope"), CALLING_RESULT_INVALID_ARGUMENT);
   EXPECT_RESULT(calling_log_init("error"), CALLING_RESULT_OK);
