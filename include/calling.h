@@ -43,8 +43,9 @@ enum calling_result
   // A media type switch was refused (already that type, a request
   // pending, unknown request id).
   CALLING_RESULT_SWITCH_REFUSED = 11,
-  // The signaling server refused the login (bad or expired UserSig,
-  // wrong app id).
+  // The signaling server refused the login for a reason without a code
+  // of its own (see `CALLING_RESULT_LOGIN_SIG_EXPIRED`,
+  // `_LOGIN_BAD_SIGNATURE` and `_LOGIN_WRONG_APP` for the usual ones).
   CALLING_RESULT_LOGIN_REFUSED = 12,
   // Connecting to or talking with the signaling server failed.
   CALLING_RESULT_IO = 13,
@@ -67,6 +68,15 @@ enum calling_result
   // The library panicked; the operation did not complete. The client is
   // still safe to free.
   CALLING_RESULT_PANIC = 20,
+  // The signaling server refused the login: the UserSig has expired.
+  // Get a fresh one and log in again.
+  CALLING_RESULT_LOGIN_SIG_EXPIRED = 21,
+  // The signaling server refused the login: the UserSig is malformed,
+  // forged, or was issued for another user.
+  CALLING_RESULT_LOGIN_BAD_SIGNATURE = 22,
+  // The signaling server refused the login: it does not serve this
+  // `sdk_app_id` (or the UserSig was issued for another app).
+  CALLING_RESULT_LOGIN_WRONG_APP = 23,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -6,6 +6,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use calling::CallingError;
 use calling_core::{AnswerError, CallError, JoinError, SwitchError};
 use calling_signal::TransportError;
+use calling_signal::protocol::ErrorCode;
 
 /// What every fallible function returns. `CALLING_RESULT_OK` is zero;
 /// [`calling_result_text`] names each code.
@@ -41,8 +42,9 @@ pub enum calling_result {
     /// A media type switch was refused (already that type, a request
     /// pending, unknown request id).
     CALLING_RESULT_SWITCH_REFUSED = 11,
-    /// The signaling server refused the login (bad or expired UserSig,
-    /// wrong app id).
+    /// The signaling server refused the login for a reason without a code
+    /// of its own (see `CALLING_RESULT_LOGIN_SIG_EXPIRED`,
+    /// `_LOGIN_BAD_SIGNATURE` and `_LOGIN_WRONG_APP` for the usual ones).
     CALLING_RESULT_LOGIN_REFUSED = 12,
     /// Connecting to or talking with the signaling server failed.
     CALLING_RESULT_IO = 13,
@@ -65,11 +67,20 @@ pub enum calling_result {
     /// The library panicked; the operation did not complete. The client is
     /// still safe to free.
     CALLING_RESULT_PANIC = 20,
+    /// The signaling server refused the login: the UserSig has expired.
+    /// Get a fresh one and log in again.
+    CALLING_RESULT_LOGIN_SIG_EXPIRED = 21,
+    /// The signaling server refused the login: the UserSig is malformed,
+    /// forged, or was issued for another user.
+    CALLING_RESULT_LOGIN_BAD_SIGNATURE = 22,
+    /// The signaling server refused the login: it does not serve this
+    /// `sdk_app_id` (or the UserSig was issued for another app).
+    CALLING_RESULT_LOGIN_WRONG_APP = 23,
 }
 
 /// Every code, in order: `ALL_RESULTS[n]` is the code `n`. Codes are never
 /// renumbered or reused; new ones are appended.
-const ALL_RESULTS: [calling_result; 21] = [
+const ALL_RESULTS: [calling_result; 24] = [
     calling_result::CALLING_RESULT_OK,
     calling_result::CALLING_RESULT_NULL_PARAMETER,
     calling_result::CALLING_RESULT_INVALID_UTF8,
@@ -91,6 +102,9 @@ const ALL_RESULTS: [calling_result; 21] = [
     calling_result::CALLING_RESULT_WRONG_THREAD,
     calling_result::CALLING_RESULT_JOIN_REFUSED,
     calling_result::CALLING_RESULT_PANIC,
+    calling_result::CALLING_RESULT_LOGIN_SIG_EXPIRED,
+    calling_result::CALLING_RESULT_LOGIN_BAD_SIGNATURE,
+    calling_result::CALLING_RESULT_LOGIN_WRONG_APP,
 ];
 
 impl calling_result {
@@ -127,6 +141,13 @@ impl calling_result {
             CALLING_RESULT_WRONG_THREAD => c"called from a runtime thread (inside a callback)",
             CALLING_RESULT_JOIN_REFUSED => c"joining the call was refused",
             CALLING_RESULT_PANIC => c"the library panicked",
+            CALLING_RESULT_LOGIN_SIG_EXPIRED => c"login refused: the UserSig has expired",
+            CALLING_RESULT_LOGIN_BAD_SIGNATURE => {
+                c"login refused: the UserSig is malformed, forged or for another user"
+            }
+            CALLING_RESULT_LOGIN_WRONG_APP => {
+                c"login refused: the server does not serve this app id"
+            }
         }
     }
 }
@@ -164,9 +185,12 @@ impl From<&CallingError> for calling_result {
             CallingError::Join(_) => CALLING_RESULT_JOIN_REFUSED,
             CallingError::Switch(SwitchError::NotInCall) => CALLING_RESULT_NOT_IN_CALL,
             CallingError::Switch(_) => CALLING_RESULT_SWITCH_REFUSED,
-            CallingError::Transport(TransportError::LoginRefused { .. }) => {
-                CALLING_RESULT_LOGIN_REFUSED
-            }
+            CallingError::Transport(TransportError::LoginRefused { code, .. }) => match code {
+                ErrorCode::SigExpired => CALLING_RESULT_LOGIN_SIG_EXPIRED,
+                ErrorCode::BadSignature => CALLING_RESULT_LOGIN_BAD_SIGNATURE,
+                ErrorCode::WrongApp => CALLING_RESULT_LOGIN_WRONG_APP,
+                _ => CALLING_RESULT_LOGIN_REFUSED,
+            },
             CallingError::Transport(TransportError::Closed) => CALLING_RESULT_NOT_LOGGED_IN,
             CallingError::Transport(_) => CALLING_RESULT_IO,
             CallingError::Media(_) => CALLING_RESULT_MEDIA,
@@ -336,6 +360,30 @@ mod tests {
             assert_eq!(text(code), c"unknown result code", "code {code}");
         }
         assert_eq!(text(0), c"ok");
+    }
+
+    #[test]
+    fn each_login_refusal_has_its_code() {
+        let refused = |code| {
+            calling_result::from(&CallingError::Transport(TransportError::LoginRefused {
+                code,
+                message: "detail".to_owned(),
+            }))
+        };
+        assert_eq!(
+            refused(ErrorCode::SigExpired),
+            CALLING_RESULT_LOGIN_SIG_EXPIRED
+        );
+        assert_eq!(
+            refused(ErrorCode::BadSignature),
+            CALLING_RESULT_LOGIN_BAD_SIGNATURE
+        );
+        assert_eq!(refused(ErrorCode::WrongApp), CALLING_RESULT_LOGIN_WRONG_APP);
+        assert_eq!(
+            refused(ErrorCode::InvalidUserId),
+            CALLING_RESULT_LOGIN_REFUSED
+        );
+        assert_eq!(refused(ErrorCode::Internal), CALLING_RESULT_LOGIN_REFUSED);
     }
 }
 

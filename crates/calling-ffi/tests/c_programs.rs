@@ -152,6 +152,7 @@ fn c_api_contract_under_sanitizers() {
             "lifecycle ok",
             "no events after free ok",
             "kicked out ok",
+            "expired login ok",
             "all ok",
         ],
     );

@@ -1,6 +1,6 @@
 /* The C API's contract, checked from C under AddressSanitizer and UBSan:
- * lifecycle, NULL arguments, invalid UTF-8, unknown invites, double logout,
- * free(NULL), and no callback after free.
+ * lifecycle, NULL arguments, invalid UTF-8, unknown invites, login
+ * refusals, double logout, free(NULL), and no callback after free.
  * Usage: api_test SERVER_URL SDK_APP_ID SECRET_KEY */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -46,16 +46,18 @@ static void sleep_ms(long ms) {
   nanosleep(&ts, NULL);
 }
 
-static calling_client *new_client(void) {
+static calling_client *new_client_for(uint64_t app) {
   calling_config cfg;
   EXPECT_RESULT(calling_config_init(&cfg), CALLING_RESULT_OK);
   cfg.server_url = url;
-  cfg.sdk_app_id = app_id;
+  cfg.sdk_app_id = app;
   cfg.video_source = CALLING_VIDEO_SOURCE_NONE;
   calling_client *c = NULL;
   EXPECT_RESULT(calling_client_new(&cfg, &c), CALLING_RESULT_OK);
   return c;
 }
+
+static calling_client *new_client(void) { return new_client_for(app_id); }
 
 static char *sig_for(const char *user) {
   char *sig = NULL;
@@ -77,19 +79,19 @@ static void test_static(void) {
 
   /* Every code has its own text; any other uint32_t the same fixed one. */
   const char *unknown = "unknown result code";
-  for (uint32_t r = 0; r <= CALLING_RESULT_PANIC; r++) {
+  for (uint32_t r = 0; r <= CALLING_RESULT_LOGIN_WRONG_APP; r++) {
     const char *t = calling_result_text(r);
     EXPECT(t != NULL && strcmp(t, unknown) != 0);
     for (uint32_t q = 0; q < r; q++) EXPECT(strcmp(t, calling_result_text(q)) != 0);
   }
   EXPECT(strcmp(calling_result_text(CALLING_RESULT_OK), "ok") == 0);
-  const uint32_t not_codes[] = {CALLING_RESULT_PANIC + 1, 1000, 9999,
+  const uint32_t not_codes[] = {CALLING_RESULT_LOGIN_WRONG_APP + 1, 1000, 9999,
                                 0x7fffffffu, 0x80000000u, UINT32_MAX - 1, UINT32_MAX};
   for (size_t i = 0; i < sizeof not_codes / sizeof not_codes[0]; i++) {
     const char *t = calling_result_text(not_codes[i]);
     EXPECT(t != NULL && strcmp(t, unknown) == 0);
   }
-  for (uint64_t r = CALLING_RESULT_PANIC + 1; r <= UINT32_MAX; r += 65521) {
+  for (uint64_t r = CALLING_RESULT_LOGIN_WRONG_APP + 1; r <= UINT32_MAX; r += 65521) {
     EXPECT(strcmp(calling_result_text((uint32_t)r), unknown) == 0);
   }
   EXPECT_RESULT(calling_log_init("\xff"), CALLING_RESULT_INVALID_UTF8);
@@ -249,11 +251,17 @@ static void test_lifecycle(void) {
   EXPECT_RESULT(calling_client_call(c, "bob", CALLING_MEDIA_TYPE_AUDIO, 30, &s), CALLING_RESULT_NOT_LOGGED_IN);
   EXPECT_RESULT(calling_client_poll_event(c, &ev), CALLING_RESULT_NO_EVENT);
   EXPECT(ev == (calling_event *)SENTINEL);
-  /* A forged UserSig is refused by the server. */
-  EXPECT_RESULT(calling_client_login(c, "alice", "not-a-usersig"), CALLING_RESULT_LOGIN_REFUSED);
+  /* A forged UserSig, or one for another user, is refused by the server. */
+  EXPECT_RESULT(calling_client_login(c, "alice", "not-a-usersig"), CALLING_RESULT_LOGIN_BAD_SIGNATURE);
   char *bob_sig = sig_for("bob");
-  EXPECT_RESULT(calling_client_login(c, "alice", bob_sig), CALLING_RESULT_LOGIN_REFUSED);
+  EXPECT_RESULT(calling_client_login(c, "alice", bob_sig), CALLING_RESULT_LOGIN_BAD_SIGNATURE);
   calling_string_free(bob_sig);
+  /* A server for another app. */
+  calling_client *other_app = new_client_for(app_id + 1);
+  char *alice_sig = sig_for("alice");
+  EXPECT_RESULT(calling_client_login(other_app, "alice", alice_sig), CALLING_RESULT_LOGIN_WRONG_APP);
+  calling_string_free(alice_sig);
+  calling_client_free(other_app);
 
   char *sig = sig_for("alice");
   EXPECT_RESULT(calling_client_login(c, "alice", sig), CALLING_RESULT_OK);
@@ -400,6 +408,22 @@ static void test_kicked_out(void) {
   printf("kicked out ok\n");
 }
 
+/* A UserSig valid for 1 s, made when the program starts and used once it
+ * has expired: the server refuses it as expired. */
+static char *short_sig;
+static time_t short_sig_made;
+
+static void test_expired_login(void) {
+  /* The sig expires when the clock passes issue time + 1 s; the issue time
+   * may be one second after short_sig_made. */
+  while (time(NULL) < short_sig_made + 3) sleep_ms(100);
+  calling_client *c = new_client();
+  EXPECT_RESULT(calling_client_login(c, "heidi", short_sig), CALLING_RESULT_LOGIN_SIG_EXPIRED);
+  calling_string_free(short_sig);
+  calling_client_free(c);
+  printf("expired login ok\n");
+}
+
 int main(int argc, char **argv) {
   if (argc != 4) {
     fprintf(stderr, "usage: %s SERVER_URL SDK_APP_ID SECRET_KEY\n", argv[0]);
@@ -408,12 +432,15 @@ int main(int argc, char **argv) {
   url = argv[1];
   app_id = strtoull(argv[2], NULL, 10);
   key = argv[3];
+  short_sig_made = time(NULL);
+  EXPECT_RESULT(calling_usersig_generate(app_id, key, "heidi", 1, &short_sig), CALLING_RESULT_OK);
   test_static();
   test_usersig();
   test_null_arguments();
   test_lifecycle();
   test_no_events_after_free();
   test_kicked_out();
+  test_expired_login();
   if (failures) {
     fprintf(stderr, "%d failures\n", failures);
     return 1;
