@@ -244,7 +244,7 @@ typedef uint32_t calling_no_answer;
 #endif // __cplusplus
 
 // Built-in video sources for `calling_client_open_camera` and
-// `calling_config::video_source`.
+// `calling_config_set_video_source`.
 enum calling_video_source
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
   : uint32_t
@@ -331,28 +331,13 @@ typedef uint32_t calling_codec;
 // except the client's own runtime threads (inside callbacks).
 typedef struct calling_client calling_client;
 
-// How to create a client. Fill it with `calling_config_init`, then set the
-// fields you need.
-typedef struct {
-  // The signaling server, e.g. `"ws://127.0.0.1:8080/ws"`. Required;
-  // copied by `calling_client_new`.
-  const char *server_url;
-  // The application id the UserSigs are signed for.
-  uint64_t sdk_app_id;
-  // A `calling_video_source`: the camera used in video calls.
-  // Default: the test pattern.
-  uint32_t video_source;
-  // A `calling_video_quality`. Default 480p.
-  uint32_t video_quality;
-  // Frequency of the built-in microphone tone, in hertz. Default 440.
-  float tone_frequency_hz;
-  // An Ogg/Opus file to send as the microphone instead of the tone
-  // (looped), or NULL for the tone. Copied by `calling_client_new`.
-  const char *audio_file;
-  // Events kept for the poll functions before the oldest are dropped
-  // (and for the app before voice volumes are dropped). Default 1024.
-  uint32_t event_capacity;
-} calling_config;
+// How to create a client: an opaque builder. Make one with
+// `calling_config_new` (defaults: no server URL, app id 0, the test
+// pattern camera at 480p, a 440 Hz tone, 1024 queued events), change it
+// with the `calling_config_set_*` functions, pass it to
+// `calling_client_new` (which copies it) and free it with
+// `calling_config_free`. Use one config from one thread at a time.
+typedef struct calling_config calling_config;
 
 // One event. Every pointer in it (strings and string arrays) is valid only
 // as long as the event: during the callback, or until
@@ -524,20 +509,91 @@ calling_result calling_usersig_verify(uint64_t sdk_app_id,
 // `filter` is NULL or NUL-terminated.
 calling_result calling_log_init(const char *filter);
 
-// Fills `config` with the defaults: no server URL, app id 0, the test
-// pattern camera at 480p, a 440 Hz tone, 1024 queued events.
+// Creates a config with the defaults and writes it to `*out`. Free it
+// with `calling_config_free`.
 //
 // # Safety
 //
-// `config` is NULL or points to writable memory for a `calling_config`.
-calling_result calling_config_init(calling_config *config);
+// `out` is NULL or writable.
+calling_result calling_config_new(calling_config **out);
 
-// Creates a client (not logged in yet) and writes it to `*out`.
+// Frees a config. NULL is accepted and ignored. Clients made from it are
+// not affected: `calling_client_new` copies what it needs.
 //
 // # Safety
 //
-// `config` is NULL or a valid `calling_config` whose strings are NULL or
-// NUL-terminated; `out` is NULL or writable.
+// `config` is NULL or a config from `calling_config_new` not freed before.
+void calling_config_free(calling_config *config);
+
+// Sets the signaling server, e.g. `"ws://127.0.0.1:8080/ws"` (copied).
+// Required before `calling_client_new`. `CALLING_RESULT_INVALID_ARGUMENT`
+// unless it is a `ws://` or `wss://` URL.
+//
+// # Safety
+//
+// `config` is NULL or live; `url` NULL or NUL-terminated.
+calling_result calling_config_set_server_url(calling_config *config, const char *url);
+
+// Sets the application id the UserSigs are signed for (default 0).
+//
+// # Safety
+//
+// `config` is NULL or live.
+calling_result calling_config_set_sdk_app_id(calling_config *config, uint64_t sdk_app_id);
+
+// Sets the camera used in video calls, a `calling_video_source` (default
+// the test pattern; `CALLING_VIDEO_SOURCE_NONE` starts calls with video
+// off). `CALLING_RESULT_INVALID_ARGUMENT` for another value.
+//
+// # Safety
+//
+// `config` is NULL or live.
+calling_result calling_config_set_video_source(calling_config *config, uint32_t source);
+
+// Sets the video profile, a `calling_video_quality` (default 480p).
+// `CALLING_RESULT_INVALID_ARGUMENT` for another value.
+//
+// # Safety
+//
+// `config` is NULL or live.
+calling_result calling_config_set_video_quality(calling_config *config, uint32_t quality);
+
+// Sets the frequency of the built-in microphone tone, in hertz (default
+// 440). `CALLING_RESULT_INVALID_ARGUMENT` unless above 0 and at most
+// 24000 (half the 48 kHz sample rate).
+//
+// # Safety
+//
+// `config` is NULL or live.
+calling_result calling_config_set_tone_frequency(calling_config *config, float hz);
+
+// Sends an Ogg/Opus file (looped) as the microphone instead of the tone;
+// NULL goes back to the tone. The path is copied; the file is opened when
+// a call starts (an ERROR event if it cannot be).
+// `CALLING_RESULT_INVALID_ARGUMENT` for an empty path.
+//
+// # Safety
+//
+// `config` is NULL or live; `path` NULL or NUL-terminated.
+calling_result calling_config_set_audio_file(calling_config *config, const char *path);
+
+// Sets how many events wait for the poll functions before the oldest are
+// dropped (and for the app before voice volumes are dropped); default
+// 1024. `CALLING_RESULT_INVALID_ARGUMENT` unless 16 to 1048576.
+//
+// # Safety
+//
+// `config` is NULL or live.
+calling_result calling_config_set_event_capacity(calling_config *config, uint32_t capacity);
+
+// Creates a client (not logged in yet) from `config` and writes it to
+// `*out`. The client keeps a copy of the config: free or change the config
+// afterwards as you like. `CALLING_RESULT_INVALID_ARGUMENT` if the config
+// has no server URL.
+//
+// # Safety
+//
+// `config` is NULL or a live config; `out` is NULL or writable.
 calling_result calling_client_new(const calling_config *config, calling_client **out);
 
 // Frees a client: logs out if logged in, stops its threads and waits for

@@ -103,12 +103,15 @@ static void sleep_ms(long ms) {
 
 static calling_client *login(const char *url, uint64_t app, const char *key,
                              const char *user) {
-  calling_config cfg;
-  CHECK(calling_config_init(&cfg));
-  cfg.server_url = url;
-  cfg.sdk_app_id = app;
+  /* The config is a builder: set what differs from the defaults, make the
+   * client (which copies it), free it. */
+  calling_config *cfg = NULL;
+  CHECK(calling_config_new(&cfg));
+  CHECK(calling_config_set_server_url(cfg, url));
+  CHECK(calling_config_set_sdk_app_id(cfg, app));
   calling_client *c = NULL;
-  CHECK(calling_client_new(&cfg, &c));
+  CHECK(calling_client_new(cfg, &c));
+  calling_config_free(cfg);
   char *sig = NULL;
   CHECK(calling_usersig_generate(app, key, user, 3600, &sig));
   CHECK(calling_usersig_verify(app, key, user, sig));

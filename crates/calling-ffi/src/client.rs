@@ -1,5 +1,6 @@
 //! The client handle: a tokio runtime, the facade client once logged in, the
-//! task that forwards its events to C, and the frame sink.
+//! task that forwards its events to C, and the frame sink; and the opaque
+//! configuration a client is made from.
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{CString, c_char, c_void};
@@ -24,8 +25,15 @@ use crate::result::{guard, guard_void, opt_str_arg, out_arg, str_arg, str_array_
 /// last events of a stopping client to be delivered.
 const DRAIN_WAIT: Duration = Duration::from_secs(5);
 
+/// Fewest events `calling_config_set_event_capacity` accepts.
+const MIN_EVENT_CAPACITY: u32 = 16;
+/// Most events `calling_config_set_event_capacity` accepts.
+const MAX_EVENT_CAPACITY: u32 = 1 << 20;
+/// Highest tone frequency: half the 48 kHz sample rate.
+const MAX_TONE_HZ: f32 = 24_000.0;
+
 /// Built-in video sources for `calling_client_open_camera` and
-/// `calling_config::video_source`.
+/// `calling_config_set_video_source`.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum calling_video_source {
@@ -71,29 +79,259 @@ pub enum calling_codec {
     CALLING_CODEC_VP8 = 3,
 }
 
-/// How to create a client. Fill it with `calling_config_init`, then set the
-/// fields you need.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
+/// How to create a client: an opaque builder. Make one with
+/// `calling_config_new` (defaults: no server URL, app id 0, the test
+/// pattern camera at 480p, a 440 Hz tone, 1024 queued events), change it
+/// with the `calling_config_set_*` functions, pass it to
+/// `calling_client_new` (which copies it) and free it with
+/// `calling_config_free`. Use one config from one thread at a time.
+#[derive(Debug, Clone)]
 pub struct calling_config {
-    /// The signaling server, e.g. `"ws://127.0.0.1:8080/ws"`. Required;
-    /// copied by `calling_client_new`.
-    pub server_url: *const c_char,
-    /// The application id the UserSigs are signed for.
-    pub sdk_app_id: u64,
-    /// A `calling_video_source`: the camera used in video calls.
-    /// Default: the test pattern.
-    pub video_source: u32,
-    /// A `calling_video_quality`. Default 480p.
-    pub video_quality: u32,
-    /// Frequency of the built-in microphone tone, in hertz. Default 440.
-    pub tone_frequency_hz: f32,
-    /// An Ogg/Opus file to send as the microphone instead of the tone
-    /// (looped), or NULL for the tone. Copied by `calling_client_new`.
-    pub audio_file: *const c_char,
-    /// Events kept for the poll functions before the oldest are dropped
-    /// (and for the app before voice volumes are dropped). Default 1024.
-    pub event_capacity: u32,
+    server_url: Option<String>,
+    sdk_app_id: u64,
+    video: Option<VideoInput>,
+    video_quality: VideoQuality,
+    tone_frequency_hz: f32,
+    audio_file: Option<PathBuf>,
+    event_capacity: u32,
+}
+
+impl Default for calling_config {
+    fn default() -> Self {
+        calling_config {
+            server_url: None,
+            sdk_app_id: 0,
+            video: Some(VideoInput::TestPattern),
+            video_quality: VideoQuality::P480,
+            tone_frequency_hz: 440.0,
+            audio_file: None,
+            event_capacity: 1024,
+        }
+    }
+}
+
+impl calling_config {
+    /// The SDK configuration this describes.
+    fn sdk_config(&self) -> CallingConfig {
+        let mut cfg = CallingConfig::default();
+        cfg.media.video_quality = self.video_quality;
+        cfg.video = self.video.clone();
+        cfg.audio = match &self.audio_file {
+            Some(path) => calling::AudioInput::OggFile {
+                path: path.clone(),
+                looped: true,
+            },
+            None => calling::AudioInput::Tone {
+                frequency_hz: self.tone_frequency_hz,
+                amplitude: 0.3,
+            },
+        };
+        cfg.event_capacity = self.capacity();
+        cfg
+    }
+
+    fn capacity(&self) -> usize {
+        usize::try_from(self.event_capacity).unwrap_or(1024)
+    }
+}
+
+/// Runs a setter on a config: checks the handle, the panic guard around it.
+fn with_config(
+    config: *mut calling_config,
+    body: impl FnOnce(&mut calling_config) -> Result<(), calling_result>,
+) -> calling_result {
+    guard(|| {
+        // SAFETY: the C caller passes NULL or a live config from
+        // `calling_config_new`, used by one thread at a time.
+        let Some(config) = (unsafe { config.as_mut() }) else {
+            return CALLING_RESULT_NULL_PARAMETER;
+        };
+        match body(config) {
+            Ok(()) => CALLING_RESULT_OK,
+            Err(code) => code,
+        }
+    })
+}
+
+/// Creates a config with the defaults and writes it to `*out`. Free it
+/// with `calling_config_free`.
+///
+/// # Safety
+///
+/// `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_config_new(out: *mut *mut calling_config) -> calling_result {
+    guard(|| {
+        try_ffi!(out_arg(out));
+        // SAFETY: checked non-null; the caller promises it is writable.
+        unsafe { *out = Box::into_raw(Box::new(calling_config::default())) };
+        CALLING_RESULT_OK
+    })
+}
+
+/// Frees a config. NULL is accepted and ignored. Clients made from it are
+/// not affected: `calling_client_new` copies what it needs.
+///
+/// # Safety
+///
+/// `config` is NULL or a config from `calling_config_new` not freed before.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_config_free(config: *mut calling_config) {
+    guard_void(|| {
+        if !config.is_null() {
+            // SAFETY: from `calling_config_new`, not freed before.
+            drop(unsafe { Box::from_raw(config) });
+        }
+    });
+}
+
+/// Sets the signaling server, e.g. `"ws://127.0.0.1:8080/ws"` (copied).
+/// Required before `calling_client_new`. `CALLING_RESULT_INVALID_ARGUMENT`
+/// unless it is a `ws://` or `wss://` URL.
+///
+/// # Safety
+///
+/// `config` is NULL or live; `url` NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_config_set_server_url(
+    config: *mut calling_config,
+    url: *const c_char,
+) -> calling_result {
+    with_config(config, |config| {
+        // SAFETY: as documented.
+        let url = unsafe { str_arg(url) }?;
+        let rest = url
+            .strip_prefix("ws://")
+            .or_else(|| url.strip_prefix("wss://"))
+            .ok_or(CALLING_RESULT_INVALID_ARGUMENT)?;
+        if rest.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(CALLING_RESULT_INVALID_ARGUMENT);
+        }
+        config.server_url = Some(url.to_owned());
+        Ok(())
+    })
+}
+
+/// Sets the application id the UserSigs are signed for (default 0).
+///
+/// # Safety
+///
+/// `config` is NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_config_set_sdk_app_id(
+    config: *mut calling_config,
+    sdk_app_id: u64,
+) -> calling_result {
+    with_config(config, |config| {
+        config.sdk_app_id = sdk_app_id;
+        Ok(())
+    })
+}
+
+/// Sets the camera used in video calls, a `calling_video_source` (default
+/// the test pattern; `CALLING_VIDEO_SOURCE_NONE` starts calls with video
+/// off). `CALLING_RESULT_INVALID_ARGUMENT` for another value.
+///
+/// # Safety
+///
+/// `config` is NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_config_set_video_source(
+    config: *mut calling_config,
+    source: u32,
+) -> calling_result {
+    with_config(config, |config| {
+        config.video = match source {
+            0 => None,
+            1 => Some(VideoInput::TestPattern),
+            _ => return Err(CALLING_RESULT_INVALID_ARGUMENT),
+        };
+        Ok(())
+    })
+}
+
+/// Sets the video profile, a `calling_video_quality` (default 480p).
+/// `CALLING_RESULT_INVALID_ARGUMENT` for another value.
+///
+/// # Safety
+///
+/// `config` is NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_config_set_video_quality(
+    config: *mut calling_config,
+    quality: u32,
+) -> calling_result {
+    with_config(config, |config| {
+        config.video_quality = quality_arg(quality)?;
+        Ok(())
+    })
+}
+
+/// Sets the frequency of the built-in microphone tone, in hertz (default
+/// 440). `CALLING_RESULT_INVALID_ARGUMENT` unless above 0 and at most
+/// 24000 (half the 48 kHz sample rate).
+///
+/// # Safety
+///
+/// `config` is NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_config_set_tone_frequency(
+    config: *mut calling_config,
+    hz: f32,
+) -> calling_result {
+    with_config(config, |config| {
+        // NaN fails both comparisons.
+        if !(hz > 0.0 && hz <= MAX_TONE_HZ) {
+            return Err(CALLING_RESULT_INVALID_ARGUMENT);
+        }
+        config.tone_frequency_hz = hz;
+        Ok(())
+    })
+}
+
+/// Sends an Ogg/Opus file (looped) as the microphone instead of the tone;
+/// NULL goes back to the tone. The path is copied; the file is opened when
+/// a call starts (an ERROR event if it cannot be).
+/// `CALLING_RESULT_INVALID_ARGUMENT` for an empty path.
+///
+/// # Safety
+///
+/// `config` is NULL or live; `path` NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_config_set_audio_file(
+    config: *mut calling_config,
+    path: *const c_char,
+) -> calling_result {
+    with_config(config, |config| {
+        // SAFETY: as documented.
+        let path = unsafe { opt_str_arg(path) }?;
+        if path.is_some_and(str::is_empty) {
+            return Err(CALLING_RESULT_INVALID_ARGUMENT);
+        }
+        config.audio_file = path.map(PathBuf::from);
+        Ok(())
+    })
+}
+
+/// Sets how many events wait for the poll functions before the oldest are
+/// dropped (and for the app before voice volumes are dropped); default
+/// 1024. `CALLING_RESULT_INVALID_ARGUMENT` unless 16 to 1048576.
+///
+/// # Safety
+///
+/// `config` is NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_config_set_event_capacity(
+    config: *mut calling_config,
+    capacity: u32,
+) -> calling_result {
+    with_config(config, |config| {
+        if !(MIN_EVENT_CAPACITY..=MAX_EVENT_CAPACITY).contains(&capacity) {
+            return Err(CALLING_RESULT_INVALID_ARGUMENT);
+        }
+        config.event_capacity = capacity;
+        Ok(())
+    })
 }
 
 /// Media figures of the connection with one remote user in the current
@@ -361,37 +599,14 @@ fn string_out(s: &str, out: *mut *mut c_char) -> calling_result {
     CALLING_RESULT_OK
 }
 
-/// Fills `config` with the defaults: no server URL, app id 0, the test
-/// pattern camera at 480p, a 440 Hz tone, 1024 queued events.
+/// Creates a client (not logged in yet) from `config` and writes it to
+/// `*out`. The client keeps a copy of the config: free or change the config
+/// afterwards as you like. `CALLING_RESULT_INVALID_ARGUMENT` if the config
+/// has no server URL.
 ///
 /// # Safety
 ///
-/// `config` is NULL or points to writable memory for a `calling_config`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn calling_config_init(config: *mut calling_config) -> calling_result {
-    guard(|| {
-        try_ffi!(out_arg(config));
-        let value = calling_config {
-            server_url: std::ptr::null(),
-            sdk_app_id: 0,
-            video_source: calling_video_source::CALLING_VIDEO_SOURCE_TEST_PATTERN as u32,
-            video_quality: calling_video_quality::CALLING_VIDEO_QUALITY_480P as u32,
-            tone_frequency_hz: 440.0,
-            audio_file: std::ptr::null(),
-            event_capacity: 1024,
-        };
-        // SAFETY: checked non-null; the caller promises it is writable.
-        unsafe { config.write(value) };
-        CALLING_RESULT_OK
-    })
-}
-
-/// Creates a client (not logged in yet) and writes it to `*out`.
-///
-/// # Safety
-///
-/// `config` is NULL or a valid `calling_config` whose strings are NULL or
-/// NUL-terminated; `out` is NULL or writable.
+/// `config` is NULL or a live config; `out` is NULL or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn calling_client_new(
     config: *const calling_config,
@@ -399,41 +614,13 @@ pub unsafe extern "C" fn calling_client_new(
 ) -> calling_result {
     guard(|| {
         try_ffi!(out_arg(out));
-        // SAFETY: NULL or a valid config, as documented.
+        // SAFETY: NULL or a live config, as documented.
         let Some(c) = (unsafe { config.as_ref() }) else {
             return CALLING_RESULT_NULL_PARAMETER;
         };
-        // SAFETY: as documented.
-        let url = try_ffi!(unsafe { str_arg(c.server_url) });
-        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+        let Some(url) = c.server_url.clone() else {
             return CALLING_RESULT_INVALID_ARGUMENT;
-        }
-        let quality = try_ffi!(quality_arg(c.video_quality));
-        let video = match c.video_source {
-            0 => None,
-            1 => Some(VideoInput::TestPattern),
-            _ => return CALLING_RESULT_INVALID_ARGUMENT,
         };
-        if !(c.tone_frequency_hz.is_finite() && c.tone_frequency_hz > 0.0) {
-            return CALLING_RESULT_INVALID_ARGUMENT;
-        }
-        // SAFETY: as documented.
-        let audio_file = try_ffi!(unsafe { opt_str_arg(c.audio_file) });
-        let capacity = usize::try_from(c.event_capacity.max(16)).unwrap_or(1024);
-        let mut cfg = CallingConfig::default();
-        cfg.media.video_quality = quality;
-        cfg.video = video;
-        cfg.audio = match audio_file {
-            Some(path) => calling::AudioInput::OggFile {
-                path: PathBuf::from(path),
-                looped: true,
-            },
-            None => calling::AudioInput::Tone {
-                frequency_hz: c.tone_frequency_hz,
-                amplitude: 0.3,
-            },
-        };
-        cfg.event_capacity = capacity;
         let runtime = match tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("calling-ffi")
@@ -448,15 +635,15 @@ pub unsafe extern "C" fn calling_client_new(
         };
         let client = calling_client {
             runtime: Some(runtime),
-            url: url.to_owned(),
+            url,
             sdk_app_id: c.sdk_app_id,
-            config: cfg,
+            config: c.sdk_config(),
             session: Mutex::new(None),
             shared: Arc::new(Shared {
                 event_cb: Mutex::new(None),
                 queue: Mutex::new(VecDeque::new()),
                 queued: Condvar::new(),
-                capacity,
+                capacity: c.capacity(),
                 frame_cb: Mutex::new(None),
                 frames: Mutex::new(HashMap::new()),
             }),

@@ -7,6 +7,8 @@
 //! out-parameters written only on success, every entry point behind one
 //! panic boundary with its pointers checked, strings in as NUL-terminated
 //! UTF-8 (checked), and strings out freed by [`calling_string_free`].
+//! Nothing C sees has a layout that must stay fixed as the API grows: a
+//! client is made from an opaque [`calling_config`] built with setters.
 //!
 //! A [`calling_client`] owns a two-thread tokio runtime; each operation
 //! blocks the calling thread until the SDK answers. Events reach C through a
@@ -21,10 +23,17 @@
 //! use calling_ffi::*;
 //! use std::ffi::CStr;
 //!
-//! let mut config = std::mem::MaybeUninit::uninit();
-//! // SAFETY: a valid out-pointer.
-//! let r = unsafe { calling_config_init(config.as_mut_ptr()) };
-//! assert_eq!(r, calling_result::CALLING_RESULT_OK);
+//! let mut config = std::ptr::null_mut();
+//! // SAFETY: a valid out-pointer; the config is freed below.
+//! unsafe {
+//!     assert_eq!(calling_config_new(&mut config), calling_result::CALLING_RESULT_OK);
+//!     let r = calling_config_set_server_url(config, c"ws://127.0.0.1:8080/ws".as_ptr());
+//!     assert_eq!(r, calling_result::CALLING_RESULT_OK);
+//!     // A value outside the enum is refused, and the config is unchanged.
+//!     let r = calling_config_set_video_quality(config, 7);
+//!     assert_eq!(r, calling_result::CALLING_RESULT_INVALID_ARGUMENT);
+//!     calling_config_free(config);
+//! }
 //! // A NULL handle is refused, not dereferenced.
 //! let r = unsafe { calling_client_hangup(std::ptr::null_mut()) };
 //! assert_eq!(r, calling_result::CALLING_RESULT_NULL_PARAMETER);

@@ -442,6 +442,7 @@ mod boundary {
                 let guarded = body.contains("guard(")
                     || body.contains("guard_void(")
                     || body.contains("answer(client")
+                    || body.contains("with_config(config")
                     || body.contains("calling_client_wait_event(")
                     // Static text only: nothing in it can panic.
                     || name == "calling_result_text"

@@ -147,6 +147,7 @@ fn c_api_contract_under_sanitizers() {
         &[
             "static ok",
             "usersig ok",
+            "config ok",
             "null arguments ok",
             "invalid input ok",
             "lifecycle ok",

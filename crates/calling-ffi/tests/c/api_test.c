@@ -1,8 +1,10 @@
 /* The C API's contract, checked from C under AddressSanitizer and UBSan:
- * lifecycle, NULL arguments, invalid UTF-8, unknown invites, login
- * refusals, double logout, free(NULL), and no callback after free.
+ * lifecycle, the config builder, NULL arguments, invalid UTF-8, unknown
+ * invites, login refusals, double logout, free(NULL), and no callback
+ * after free.
  * Usage: api_test SERVER_URL SDK_APP_ID SECRET_KEY */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -47,13 +49,14 @@ static void sleep_ms(long ms) {
 }
 
 static calling_client *new_client_for(uint64_t app) {
-  calling_config cfg;
-  EXPECT_RESULT(calling_config_init(&cfg), CALLING_RESULT_OK);
-  cfg.server_url = url;
-  cfg.sdk_app_id = app;
-  cfg.video_source = CALLING_VIDEO_SOURCE_NONE;
+  calling_config *cfg = NULL;
+  EXPECT_RESULT(calling_config_new(&cfg), CALLING_RESULT_OK);
+  EXPECT_RESULT(calling_config_set_server_url(cfg, url), CALLING_RESULT_OK);
+  EXPECT_RESULT(calling_config_set_sdk_app_id(cfg, app), CALLING_RESULT_OK);
+  EXPECT_RESULT(calling_config_set_video_source(cfg, CALLING_VIDEO_SOURCE_NONE), CALLING_RESULT_OK);
   calling_client *c = NULL;
-  EXPECT_RESULT(calling_client_new(&cfg, &c), CALLING_RESULT_OK);
+  EXPECT_RESULT(calling_client_new(cfg, &c), CALLING_RESULT_OK);
+  calling_config_free(cfg); /* the client keeps a copy */
   return c;
 }
 
@@ -136,27 +139,75 @@ static void test_usersig(void) {
   printf("usersig ok\n");
 }
 
-static void test_null_arguments(void) {
-  calling_config cfg;
+static void test_config(void) {
+  calling_config *cfg = (calling_config *)SENTINEL;
   calling_client *c = (calling_client *)SENTINEL;
-  EXPECT_RESULT(calling_config_init(NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_config_new(NULL), CALLING_RESULT_NULL_PARAMETER);
+  /* Every setter with a NULL config. */
+  EXPECT_RESULT(calling_config_set_server_url(NULL, url), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_config_set_sdk_app_id(NULL, app_id), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_config_set_video_source(NULL, CALLING_VIDEO_SOURCE_NONE), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_config_set_video_quality(NULL, CALLING_VIDEO_QUALITY_720P), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_config_set_tone_frequency(NULL, 440.0f), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_config_set_audio_file(NULL, NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_config_set_event_capacity(NULL, 64), CALLING_RESULT_NULL_PARAMETER);
+  calling_config_free(NULL);
   EXPECT_RESULT(calling_client_new(NULL, &c), CALLING_RESULT_NULL_PARAMETER);
-  EXPECT_RESULT(calling_config_init(&cfg), CALLING_RESULT_OK);
-  EXPECT_RESULT(calling_client_new(&cfg, &c), CALLING_RESULT_NULL_PARAMETER); /* no URL */
-  cfg.server_url = "\xff";
-  EXPECT_RESULT(calling_client_new(&cfg, &c), CALLING_RESULT_INVALID_UTF8);
-  cfg.server_url = "http://127.0.0.1:1/";
-  EXPECT_RESULT(calling_client_new(&cfg, &c), CALLING_RESULT_INVALID_ARGUMENT);
-  cfg.server_url = url;
-  cfg.video_source = 42;
-  EXPECT_RESULT(calling_client_new(&cfg, &c), CALLING_RESULT_INVALID_ARGUMENT);
-  cfg.video_source = CALLING_VIDEO_SOURCE_NONE;
-  cfg.audio_file = "\xfe.ogg";
-  EXPECT_RESULT(calling_client_new(&cfg, &c), CALLING_RESULT_INVALID_UTF8);
-  cfg.audio_file = NULL;
-  EXPECT_RESULT(calling_client_new(&cfg, NULL), CALLING_RESULT_NULL_PARAMETER);
+
+  EXPECT_RESULT(calling_config_new(&cfg), CALLING_RESULT_OK);
+  EXPECT(cfg != NULL && cfg != (calling_config *)SENTINEL);
+  /* No server URL yet. */
+  EXPECT_RESULT(calling_client_new(cfg, &c), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT_RESULT(calling_config_set_server_url(cfg, NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_config_set_server_url(cfg, "\xff"), CALLING_RESULT_INVALID_UTF8);
+  EXPECT_RESULT(calling_config_set_server_url(cfg, "http://127.0.0.1:1/"), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT_RESULT(calling_config_set_server_url(cfg, "ws://"), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT_RESULT(calling_config_set_server_url(cfg, "ws://a b/ws"), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT_RESULT(calling_client_new(cfg, &c), CALLING_RESULT_INVALID_ARGUMENT); /* still none */
+  EXPECT_RESULT(calling_config_set_sdk_app_id(cfg, 0), CALLING_RESULT_OK);
+  EXPECT_RESULT(calling_config_set_sdk_app_id(cfg, UINT64_MAX), CALLING_RESULT_OK);
+  EXPECT_RESULT(calling_config_set_video_source(cfg, 42), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT_RESULT(calling_config_set_video_source(cfg, UINT32_MAX), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT_RESULT(calling_config_set_video_source(cfg, CALLING_VIDEO_SOURCE_TEST_PATTERN), CALLING_RESULT_OK);
+  EXPECT_RESULT(calling_config_set_video_quality(cfg, 3), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT_RESULT(calling_config_set_video_quality(cfg, CALLING_VIDEO_QUALITY_1080P), CALLING_RESULT_OK);
+  EXPECT_RESULT(calling_config_set_tone_frequency(cfg, 0.0f), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT_RESULT(calling_config_set_tone_frequency(cfg, -440.0f), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT_RESULT(calling_config_set_tone_frequency(cfg, 24001.0f), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT_RESULT(calling_config_set_tone_frequency(cfg, NAN), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT_RESULT(calling_config_set_tone_frequency(cfg, INFINITY), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT_RESULT(calling_config_set_tone_frequency(cfg, 880.0f), CALLING_RESULT_OK);
+  EXPECT_RESULT(calling_config_set_audio_file(cfg, "\xfe.ogg"), CALLING_RESULT_INVALID_UTF8);
+  EXPECT_RESULT(calling_config_set_audio_file(cfg, ""), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT_RESULT(calling_config_set_audio_file(cfg, "mic.ogg"), CALLING_RESULT_OK);
+  EXPECT_RESULT(calling_config_set_audio_file(cfg, NULL), CALLING_RESULT_OK); /* the tone again */
+  EXPECT_RESULT(calling_config_set_event_capacity(cfg, 0), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT_RESULT(calling_config_set_event_capacity(cfg, 15), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT_RESULT(calling_config_set_event_capacity(cfg, (1u << 20) + 1), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT_RESULT(calling_config_set_event_capacity(cfg, 16), CALLING_RESULT_OK);
   EXPECT(c == (calling_client *)SENTINEL);
 
+  /* The client copies the config: changing or freeing it afterwards does
+   * not reach the client. */
+  char server[256];
+  snprintf(server, sizeof server, "%s", url);
+  EXPECT_RESULT(calling_config_set_server_url(cfg, server), CALLING_RESULT_OK);
+  EXPECT_RESULT(calling_config_set_sdk_app_id(cfg, app_id), CALLING_RESULT_OK);
+  EXPECT_RESULT(calling_client_new(cfg, NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_new(cfg, &c), CALLING_RESULT_OK);
+  EXPECT(c != NULL && c != (calling_client *)SENTINEL);
+  memset(server, 'x', sizeof server - 1);
+  EXPECT_RESULT(calling_config_set_server_url(cfg, "ws://127.0.0.1:1/elsewhere"), CALLING_RESULT_OK);
+  calling_config_free(cfg);
+  char *sig = sig_for("grace");
+  EXPECT_RESULT(calling_client_login(c, "grace", sig), CALLING_RESULT_OK);
+  calling_string_free(sig);
+  calling_client_free(c);
+  printf("config ok\n");
+}
+
+static void test_null_arguments(void) {
+  calling_client *c = (calling_client *)SENTINEL;
   /* Every client function with a NULL client. */
   char *s = SENTINEL;
   calling_event *ev = NULL;
@@ -436,6 +487,7 @@ int main(int argc, char **argv) {
   EXPECT_RESULT(calling_usersig_generate(app_id, key, "heidi", 1, &short_sig), CALLING_RESULT_OK);
   test_static();
   test_usersig();
+  test_config();
   test_null_arguments();
   test_lifecycle();
   test_no_events_after_free();
