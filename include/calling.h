@@ -45,7 +45,8 @@ enum calling_result
   CALLING_RESULT_SWITCH_REFUSED = 11,
   // The signaling server refused the login for a reason without a code
   // of its own (see `CALLING_RESULT_LOGIN_SIG_EXPIRED`,
-  // `_LOGIN_BAD_SIGNATURE` and `_LOGIN_WRONG_APP` for the usual ones).
+  // `_LOGIN_BAD_SIGNATURE` and `_LOGIN_WRONG_APP` for the usual ones);
+  // `calling_client_last_error` has the server's reason.
   CALLING_RESULT_LOGIN_REFUSED = 12,
   // Connecting to or talking with the signaling server failed.
   CALLING_RESULT_IO = 13,
@@ -606,6 +607,19 @@ calling_result calling_client_new(const calling_config *config, calling_client *
 // and no other thread uses it any more.
 void calling_client_free(calling_client *client);
 
+// Writes a copy of the detail of the most recent failed operation on this
+// client (from any thread) to `*out`, e.g. `"calling_client_login:
+// transport: login refused: sig_expired: ..."`: the function that failed,
+// then why. An empty string if none has failed yet. A later success does
+// not clear it; `CALLING_RESULT_NO_EVENT` is not a failure and does not
+// change it, nor does this function. Free the copy with
+// `calling_string_free`. Never blocks; may be called inside a callback.
+//
+// # Safety
+//
+// `client` is NULL or live; `out` is NULL or writable.
+calling_result calling_client_last_error(const calling_client *client, char **out);
+
 // Registers the event callback (NULL `callback` removes it). While one is
 // registered, events go to it and not to the poll queue. Replacing it waits
 // for a call of the old one in progress.
@@ -661,7 +675,12 @@ calling_result calling_client_frames_received(calling_client *client,
                                               uint64_t *out);
 
 // Logs in to the configured server as `user_id` with `user_sig`
-// (TRTCCalling `login`). Blocks until the server answers.
+// (TRTCCalling `login`). Blocks until the server answers: at most about
+// 5 s to connect and log in, plus up to 5 s letting the last events of a
+// session that was kicked out or expired through first. A refusal is
+// `CALLING_RESULT_LOGIN_SIG_EXPIRED`, `_LOGIN_BAD_SIGNATURE`,
+// `_LOGIN_WRONG_APP` or `_LOGIN_REFUSED`; the server's reason is in
+// `calling_client_last_error`.
 //
 // # Safety
 //

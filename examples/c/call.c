@@ -115,8 +115,18 @@ static calling_client *login(const char *url, uint64_t app, const char *key,
   char *sig = NULL;
   CHECK(calling_usersig_generate(app, key, user, 3600, &sig));
   CHECK(calling_usersig_verify(app, key, user, sig));
-  CHECK(calling_client_login(c, user, sig));
+  calling_result r = calling_client_login(c, user, sig);
   calling_string_free(sig);
+  if (r != CALLING_RESULT_OK) {
+    /* The result says what kind of failure; the last error says why. */
+    char *why = NULL;
+    calling_client_last_error(c, &why);
+    fprintf(stderr, "[%s] login failed: %s (%s)\n", user, calling_result_text(r),
+            why ? why : "");
+    calling_string_free(why);
+    calling_client_free(c);
+    exit(1);
+  }
   printf("[%s] logged in\n", user);
   return c;
 }

@@ -8,7 +8,8 @@
 //! panic boundary with its pointers checked, strings in as NUL-terminated
 //! UTF-8 (checked), and strings out freed by [`calling_string_free`].
 //! Nothing C sees has a layout that must stay fixed as the API grows: a
-//! client is made from an opaque [`calling_config`] built with setters.
+//! client is made from an opaque [`calling_config`] built with setters, and
+//! a failed operation leaves its detail for [`calling_client_last_error`].
 //!
 //! A [`calling_client`] owns a two-thread tokio runtime; each operation
 //! blocks the calling thread until the SDK answers. Events reach C through a

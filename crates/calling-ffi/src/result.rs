@@ -44,7 +44,8 @@ pub enum calling_result {
     CALLING_RESULT_SWITCH_REFUSED = 11,
     /// The signaling server refused the login for a reason without a code
     /// of its own (see `CALLING_RESULT_LOGIN_SIG_EXPIRED`,
-    /// `_LOGIN_BAD_SIGNATURE` and `_LOGIN_WRONG_APP` for the usual ones).
+    /// `_LOGIN_BAD_SIGNATURE` and `_LOGIN_WRONG_APP` for the usual ones);
+    /// `calling_client_last_error` has the server's reason.
     CALLING_RESULT_LOGIN_REFUSED = 12,
     /// Connecting to or talking with the signaling server failed.
     CALLING_RESULT_IO = 13,
@@ -115,6 +116,11 @@ impl calling_result {
             .ok()
             .and_then(|i| ALL_RESULTS.get(i))
             .copied()
+    }
+
+    /// The code's description as a Rust string.
+    pub(crate) fn describe(self) -> &'static str {
+        self.text().to_str().unwrap_or_default()
     }
 
     /// The code's description (exhaustive: a new code needs a text).
@@ -202,18 +208,21 @@ impl From<&CallingError> for calling_result {
 /// Runs the body of an `extern "C"` function: a panic becomes
 /// `CALLING_RESULT_PANIC` instead of unwinding into C (which would abort).
 pub(crate) fn guard(body: impl FnOnce() -> calling_result) -> calling_result {
-    match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(r) => r,
-        Err(payload) => {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            tracing::error!(panic = %what, "panic caught at the C boundary");
-            CALLING_RESULT_PANIC
-        }
-    }
+    catch(body).unwrap_or(CALLING_RESULT_PANIC)
+}
+
+/// Runs `body`, turning a panic into `Err` with the panic's message (also
+/// logged).
+pub(crate) fn catch<T>(body: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(body)).map_err(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(panic = %what, "panic caught at the C boundary");
+        what
+    })
 }
 
 /// [`guard`] for functions that return nothing (the `_free` functions).
@@ -442,6 +451,7 @@ mod boundary {
                 let guarded = body.contains("guard(")
                     || body.contains("guard_void(")
                     || body.contains("answer(client")
+                    || body.contains("with_client(client")
                     || body.contains("with_config(config")
                     || body.contains("calling_client_wait_event(")
                     // Static text only: nothing in it can panic.

@@ -1,7 +1,7 @@
 /* The C API's contract, checked from C under AddressSanitizer and UBSan:
  * lifecycle, the config builder, NULL arguments, invalid UTF-8, unknown
- * invites, login refusals, double logout, free(NULL), and no callback
- * after free.
+ * invites, login refusals and the last error, double logout, free(NULL),
+ * and no callback after free.
  * Usage: api_test SERVER_URL SDK_APP_ID SECRET_KEY */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -61,6 +61,29 @@ static calling_client *new_client_for(uint64_t app) {
 }
 
 static calling_client *new_client(void) { return new_client_for(app_id); }
+
+/* The client's last error, copied into buf ("" if the call failed). */
+static const char *last_error(calling_client *c, char *buf, size_t len) {
+  char *text = NULL;
+  buf[0] = 0;
+  EXPECT_RESULT(calling_client_last_error(c, &text), CALLING_RESULT_OK);
+  if (text) {
+    snprintf(buf, len, "%s", text);
+    calling_string_free(text);
+  }
+  return buf;
+}
+
+#define EXPECT_LAST_ERROR(client, part)                                     \
+  do {                                                                      \
+    char buf_[512];                                                         \
+    const char *got_ = last_error((client), buf_, sizeof buf_);             \
+    if (strstr(got_, (part)) == NULL) {                                     \
+      fprintf(stderr, "FAIL %s:%d: last error \"%s\" lacks \"%s\"\n",        \
+              __FILE__, __LINE__, got_, (part));                            \
+      failures++;                                                           \
+    }                                                                       \
+  } while (0)
 
 static char *sig_for(const char *user) {
   char *sig = NULL;
@@ -240,6 +263,7 @@ static void test_null_arguments(void) {
   EXPECT_RESULT(calling_client_current_call(NULL, &s), CALLING_RESULT_NULL_PARAMETER);
   calling_peer_stats st;
   EXPECT_RESULT(calling_client_peer_stats(NULL, "bob", &st), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_last_error(NULL, &s), CALLING_RESULT_NULL_PARAMETER);
 
   /* A live client with NULL strings, arrays and out-parameters. */
   c = new_client();
@@ -266,7 +290,10 @@ static void test_null_arguments(void) {
   EXPECT_RESULT(calling_client_current_call(c, NULL), CALLING_RESULT_NULL_PARAMETER);
   EXPECT_RESULT(calling_client_peer_stats(c, NULL, &st), CALLING_RESULT_NULL_PARAMETER);
   EXPECT_RESULT(calling_client_peer_stats(c, "bob", NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_last_error(c, NULL), CALLING_RESULT_NULL_PARAMETER);
   EXPECT(s == SENTINEL);
+  /* The argument that was NULL is named. */
+  EXPECT_LAST_ERROR(c, "calling_client_peer_stats: `out`");
   calling_client_free(c);
   printf("null arguments ok\n");
 }
@@ -296,33 +323,54 @@ static void test_lifecycle(void) {
   calling_client *c = new_client();
   char *s = SENTINEL;
   calling_event *ev = (calling_event *)SENTINEL;
+  char text[512];
+  /* Nothing failed yet. */
+  EXPECT(strcmp(last_error(c, text, sizeof text), "") == 0);
   /* Before login. */
   EXPECT_RESULT(calling_client_hangup(c), CALLING_RESULT_NOT_LOGGED_IN);
+  EXPECT_LAST_ERROR(c, "calling_client_hangup: not logged in");
   EXPECT_RESULT(calling_client_logout(c), CALLING_RESULT_NOT_LOGGED_IN);
+  EXPECT_LAST_ERROR(c, "calling_client_logout: not logged in");
   EXPECT_RESULT(calling_client_call(c, "bob", CALLING_MEDIA_TYPE_AUDIO, 30, &s), CALLING_RESULT_NOT_LOGGED_IN);
   EXPECT_RESULT(calling_client_poll_event(c, &ev), CALLING_RESULT_NO_EVENT);
   EXPECT(ev == (calling_event *)SENTINEL);
-  /* A forged UserSig, or one for another user, is refused by the server. */
+  /* An empty queue is an answer, not a failure: the last error stays. */
+  EXPECT_LAST_ERROR(c, "calling_client_call: not logged in");
+  /* A forged UserSig is refused by the server, and says why. */
   EXPECT_RESULT(calling_client_login(c, "alice", "not-a-usersig"), CALLING_RESULT_LOGIN_BAD_SIGNATURE);
+  EXPECT_LAST_ERROR(c, "calling_client_login: ");
+  EXPECT_LAST_ERROR(c, "login refused: bad_signature");
   char *bob_sig = sig_for("bob");
   EXPECT_RESULT(calling_client_login(c, "alice", bob_sig), CALLING_RESULT_LOGIN_BAD_SIGNATURE);
+  EXPECT_LAST_ERROR(c, "bad_signature");
   calling_string_free(bob_sig);
   /* A server for another app. */
   calling_client *other_app = new_client_for(app_id + 1);
   char *alice_sig = sig_for("alice");
   EXPECT_RESULT(calling_client_login(other_app, "alice", alice_sig), CALLING_RESULT_LOGIN_WRONG_APP);
+  EXPECT_LAST_ERROR(other_app, "login refused: wrong_app");
   calling_string_free(alice_sig);
+  /* The copy outlives the client. */
+  char *copy = NULL;
+  EXPECT_RESULT(calling_client_last_error(other_app, &copy), CALLING_RESULT_OK);
   calling_client_free(other_app);
+  EXPECT(copy != NULL && strstr(copy, "wrong_app") != NULL);
+  calling_string_free(copy);
 
   char *sig = sig_for("alice");
   EXPECT_RESULT(calling_client_login(c, "alice", sig), CALLING_RESULT_OK);
+  /* A success does not clear the last error. */
+  EXPECT_LAST_ERROR(c, "bad_signature");
   EXPECT_RESULT(calling_client_login(c, "alice", sig), CALLING_RESULT_ALREADY_LOGGED_IN);
+  EXPECT_LAST_ERROR(c, "calling_client_login: already logged in");
   test_invalid_input(c);
+  EXPECT_LAST_ERROR(c, "calling_client_frames_received: `kind`: 9");
   /* Unknown invites. */
   EXPECT_RESULT(calling_client_accept(c, "no-such-invite"), CALLING_RESULT_NO_SUCH_INVITE);
   EXPECT_RESULT(calling_client_reject(c, "no-such-invite"), CALLING_RESULT_NO_SUCH_INVITE);
   EXPECT_RESULT(calling_client_ignore(c, "no-such-invite"), CALLING_RESULT_NO_SUCH_INVITE);
   EXPECT_RESULT(calling_client_accept(c, "not an id"), CALLING_RESULT_NO_SUCH_INVITE);
+  EXPECT_LAST_ERROR(c, "calling_client_accept: `invite_id`");
   /* No call yet. */
   EXPECT_RESULT(calling_client_hangup(c), CALLING_RESULT_OK);
   EXPECT_RESULT(calling_client_current_call(c, &s), CALLING_RESULT_NOT_IN_CALL);
@@ -354,6 +402,7 @@ static atomic_int freed;
 static atomic_int after_free;
 static atomic_uint inner_result = 9999;
 static atomic_uint inner_wait = 9999;
+static atomic_int inner_error_ok;
 
 static void on_event(void *user_data, const calling_event *event) {
   calling_client *self = user_data;
@@ -369,6 +418,13 @@ static void on_event(void *user_data, const calling_event *event) {
     atomic_store(&inner_result, calling_client_hangup(self));
     calling_event *ev = NULL;
     atomic_store(&inner_wait, calling_client_wait_event(self, 10, &ev));
+    /* The last error is readable here, and says what was refused. */
+    char *text = NULL;
+    if (calling_client_last_error(self, &text) == CALLING_RESULT_OK) {
+      atomic_store(&inner_error_ok,
+                   strstr(text, "calling_client_wait_event: called from a runtime thread") != NULL);
+      calling_string_free(text);
+    }
     break;
   case CALLING_EVENT_USER_ENTER:
     atomic_store(&entered, 1);
@@ -418,6 +474,7 @@ static void test_no_events_after_free(void) {
   EXPECT(id[0] != 0);
   EXPECT(atomic_load(&inner_result) == CALLING_RESULT_WRONG_THREAD);
   EXPECT(atomic_load(&inner_wait) == CALLING_RESULT_WRONG_THREAD);
+  EXPECT(atomic_load(&inner_error_ok));
   EXPECT_RESULT(calling_client_accept(alice, id), CALLING_RESULT_OK);
   EXPECT(wait_for(&entered, 1));
   EXPECT(wait_event_kind(bob, CALLING_EVENT_USER_ENTER));
@@ -470,6 +527,8 @@ static void test_expired_login(void) {
   while (time(NULL) < short_sig_made + 3) sleep_ms(100);
   calling_client *c = new_client();
   EXPECT_RESULT(calling_client_login(c, "heidi", short_sig), CALLING_RESULT_LOGIN_SIG_EXPIRED);
+  EXPECT_LAST_ERROR(c, "calling_client_login: ");
+  EXPECT_LAST_ERROR(c, "login refused: sig_expired");
   calling_string_free(short_sig);
   calling_client_free(c);
   printf("expired login ok\n");
