@@ -7,6 +7,31 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define CALLING_VERSION_STR_(x) #x
+#define CALLING_VERSION_XSTR_(x) CALLING_VERSION_STR_(x)
+// The version of the library this header belongs to, "MAJOR.MINOR.PATCH":
+// compare it with calling_version() at run time.
+#define CALLING_VERSION_STRING                     \
+  CALLING_VERSION_XSTR_(CALLING_VERSION_MAJOR) "." \
+  CALLING_VERSION_XSTR_(CALLING_VERSION_MINOR) "." \
+  CALLING_VERSION_XSTR_(CALLING_VERSION_PATCH)
+
+// The major version of the library this header belongs to. Compare it
+// with `calling_version()` at run time to catch a header and a library of
+// different versions. Kept equal to the crate version by a test.
+#define CALLING_VERSION_MAJOR 0
+
+// The minor version of the library this header belongs to.
+#define CALLING_VERSION_MINOR 1
+
+// The patch version of the library this header belongs to.
+#define CALLING_VERSION_PATCH 0
+
+// `CALLING_EVENT_ERROR` code: a call's media could not start (the media
+// session, the microphone file or the camera source failed); the call
+// itself goes on. Error codes are stable: never renumbered or reused.
+#define CALLING_ERROR_MEDIA_START 2001
+
 // What every fallible function returns. `CALLING_RESULT_OK` is zero;
 // [`calling_result_text`] names each code.
 enum calling_result
@@ -461,6 +486,7 @@ extern "C" {
 #endif // __cplusplus
 
 // The library version, e.g. `"0.1.0"`: a static string, do not free it.
+// Equal to `CALLING_VERSION_STRING` when header and library match.
 const char *calling_version(void);
 
 // Frees a string the library returned (call ids, invite ids, UserSigs).

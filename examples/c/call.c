@@ -164,6 +164,13 @@ int main(int argc, char **argv) {
   uint64_t app = strtoull(argv[2], NULL, 10);
   const char *key = argv[3];
   printf("calling %s\n", calling_version());
+  /* The header this was compiled with and the library it runs with must be
+   * the same version. */
+  if (strcmp(calling_version(), CALLING_VERSION_STRING) != 0) {
+    fprintf(stderr, "built with calling.h %s, running with the library %s\n",
+            CALLING_VERSION_STRING, calling_version());
+    return 1;
+  }
 
   calling_client *alice = login(url, app, key, "alice");
   calling_client *bob = login(url, app, key, "bob");

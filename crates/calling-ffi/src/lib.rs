@@ -64,7 +64,22 @@ pub use result::{calling_result, calling_result_text};
 use result::calling_result::*;
 use result::{guard, guard_void, out_arg, str_arg, try_ffi};
 
+/// The major version of the library this header belongs to. Compare it
+/// with `calling_version()` at run time to catch a header and a library of
+/// different versions. Kept equal to the crate version by a test.
+pub const CALLING_VERSION_MAJOR: u32 = 0;
+/// The minor version of the library this header belongs to.
+pub const CALLING_VERSION_MINOR: u32 = 1;
+/// The patch version of the library this header belongs to.
+pub const CALLING_VERSION_PATCH: u32 = 0;
+
+/// `CALLING_EVENT_ERROR` code: a call's media could not start (the media
+/// session, the microphone file or the camera source failed); the call
+/// itself goes on. Error codes are stable: never renumbered or reused.
+pub const CALLING_ERROR_MEDIA_START: u32 = 2001;
+
 /// The library version, e.g. `"0.1.0"`: a static string, do not free it.
+/// Equal to `CALLING_VERSION_STRING` when header and library match.
 #[unsafe(no_mangle)]
 pub extern "C" fn calling_version() -> *const c_char {
     const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
@@ -186,4 +201,44 @@ pub unsafe extern "C" fn calling_log_init(filter: *const c_char) -> calling_resu
             .try_init();
         CALLING_RESULT_OK
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CStr;
+
+    #[test]
+    fn the_version_constants_are_the_crate_version() {
+        let parts = [
+            CALLING_VERSION_MAJOR,
+            CALLING_VERSION_MINOR,
+            CALLING_VERSION_PATCH,
+        ];
+        let cargo = [
+            env!("CARGO_PKG_VERSION_MAJOR"),
+            env!("CARGO_PKG_VERSION_MINOR"),
+            env!("CARGO_PKG_VERSION_PATCH"),
+        ];
+        for (ours, theirs) in parts.iter().zip(cargo) {
+            assert_eq!(
+                ours.to_string(),
+                theirs,
+                "update the CALLING_VERSION_* constants"
+            );
+        }
+        let dotted =
+            format!("{CALLING_VERSION_MAJOR}.{CALLING_VERSION_MINOR}.{CALLING_VERSION_PATCH}");
+        // A pre-release or build suffix would need a string of its own in
+        // the header: the header builds CALLING_VERSION_STRING from the three.
+        assert_eq!(dotted, env!("CARGO_PKG_VERSION"));
+        // SAFETY: a static NUL-terminated string.
+        let runtime = unsafe { CStr::from_ptr(calling_version()) };
+        assert_eq!(runtime.to_str().ok(), Some(dotted.as_str()));
+    }
+
+    #[test]
+    fn the_error_code_constants_are_the_sdk_codes() {
+        assert_eq!(CALLING_ERROR_MEDIA_START, calling::ERROR_MEDIA_START);
+    }
 }

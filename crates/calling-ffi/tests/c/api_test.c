@@ -1,7 +1,7 @@
 /* The C API's contract, checked from C under AddressSanitizer and UBSan:
  * lifecycle, the config builder, NULL arguments, invalid UTF-8, unknown
  * invites, login refusals and the last error, double logout, free(NULL),
- * and no callback after free.
+ * version macros, and no callback after free.
  * Usage: api_test SERVER_URL SDK_APP_ID SECRET_KEY */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -100,8 +100,26 @@ static calling_client *logged_in(const char *user) {
   return c;
 }
 
+/* The header's version macros, checked by the preprocessor and the compiler
+ * as well as at run time. */
+#if !defined(CALLING_VERSION_MAJOR) || !defined(CALLING_VERSION_MINOR) || \
+    !defined(CALLING_VERSION_PATCH) || !defined(CALLING_VERSION_STRING)
+#error "calling.h lacks its version macros"
+#endif
+#if CALLING_VERSION_MAJOR < 0 || CALLING_VERSION_MINOR < 0 || CALLING_VERSION_PATCH < 0
+#error "calling.h has a negative version"
+#endif
+_Static_assert(sizeof(CALLING_VERSION_STRING) > 5, "a version string MAJOR.MINOR.PATCH");
+
 static void test_static(void) {
   EXPECT(strlen(calling_version()) > 0);
+  /* The header and the library this program runs with agree. */
+  EXPECT(strcmp(calling_version(), CALLING_VERSION_STRING) == 0);
+  char dotted[64];
+  snprintf(dotted, sizeof dotted, "%d.%d.%d", CALLING_VERSION_MAJOR,
+           CALLING_VERSION_MINOR, CALLING_VERSION_PATCH);
+  EXPECT(strcmp(dotted, CALLING_VERSION_STRING) == 0);
+  EXPECT(CALLING_ERROR_MEDIA_START == 2001);
 
   /* Every code has its own text; any other uint32_t the same fixed one. */
   const char *unknown = "unknown result code";
