@@ -7,6 +7,31 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define CALLING_VERSION_STR_(x) #x
+#define CALLING_VERSION_XSTR_(x) CALLING_VERSION_STR_(x)
+// The version of the library this header belongs to, "MAJOR.MINOR.PATCH":
+// compare it with calling_version() at run time.
+#define CALLING_VERSION_STRING                     \
+  CALLING_VERSION_XSTR_(CALLING_VERSION_MAJOR) "." \
+  CALLING_VERSION_XSTR_(CALLING_VERSION_MINOR) "." \
+  CALLING_VERSION_XSTR_(CALLING_VERSION_PATCH)
+
+// The major version of the library this header belongs to. Compare it
+// with `calling_version()` at run time to catch a header and a library of
+// different versions. Kept equal to the crate version by a test.
+#define CALLING_VERSION_MAJOR 0
+
+// The minor version of the library this header belongs to.
+#define CALLING_VERSION_MINOR 1
+
+// The patch version of the library this header belongs to.
+#define CALLING_VERSION_PATCH 0
+
+// `CALLING_EVENT_ERROR` code: a call's media could not start (the media
+// session, the microphone file or the camera source failed); the call
+// itself goes on. Error codes are stable: never renumbered or reused.
+#define CALLING_ERROR_MEDIA_START 2001
+
 // What every fallible function returns. `CALLING_RESULT_OK` is zero;
 // [`calling_result_text`] names each code.
 enum calling_result
@@ -43,8 +68,10 @@ enum calling_result
   // A media type switch was refused (already that type, a request
   // pending, unknown request id).
   CALLING_RESULT_SWITCH_REFUSED = 11,
-  // The signaling server refused the login (bad or expired UserSig,
-  // wrong app id).
+  // The signaling server refused the login for a reason without a code
+  // of its own (see `CALLING_RESULT_LOGIN_SIG_EXPIRED`,
+  // `_LOGIN_BAD_SIGNATURE` and `_LOGIN_WRONG_APP` for the usual ones);
+  // `calling_client_last_error` has the server's reason.
   CALLING_RESULT_LOGIN_REFUSED = 12,
   // Connecting to or talking with the signaling server failed.
   CALLING_RESULT_IO = 13,
@@ -67,6 +94,15 @@ enum calling_result
   // The library panicked; the operation did not complete. The client is
   // still safe to free.
   CALLING_RESULT_PANIC = 20,
+  // The signaling server refused the login: the UserSig has expired.
+  // Get a fresh one and log in again.
+  CALLING_RESULT_LOGIN_SIG_EXPIRED = 21,
+  // The signaling server refused the login: the UserSig is malformed,
+  // forged, or was issued for another user.
+  CALLING_RESULT_LOGIN_BAD_SIGNATURE = 22,
+  // The signaling server refused the login: it does not serve this
+  // `sdk_app_id` (or the UserSig was issued for another app).
+  CALLING_RESULT_LOGIN_WRONG_APP = 23,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -264,7 +300,7 @@ typedef uint32_t calling_no_answer;
 #endif // __cplusplus
 
 // Built-in video sources for `calling_client_open_camera` and
-// `calling_config::video_source`.
+// `calling_config_set_video_source`.
 enum calling_video_source
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
   : uint32_t
@@ -351,28 +387,13 @@ typedef uint32_t calling_codec;
 // except the client's own runtime threads (inside callbacks).
 typedef struct calling_client calling_client;
 
-// How to create a client. Fill it with `calling_config_init`, then set the
-// fields you need.
-typedef struct {
-  // The signaling server, e.g. `"ws://127.0.0.1:8080/ws"`. Required;
-  // copied by `calling_client_new`.
-  const char *server_url;
-  // The application id the UserSigs are signed for.
-  uint64_t sdk_app_id;
-  // A `calling_video_source`: the camera used in video calls.
-  // Default: the test pattern.
-  uint32_t video_source;
-  // A `calling_video_quality`. Default 480p.
-  uint32_t video_quality;
-  // Frequency of the built-in microphone tone, in hertz. Default 440.
-  float tone_frequency_hz;
-  // An Ogg/Opus file to send as the microphone instead of the tone
-  // (looped), or NULL for the tone. Copied by `calling_client_new`.
-  const char *audio_file;
-  // Events kept for the poll functions before the oldest are dropped
-  // (and for the app before voice volumes are dropped). Default 1024.
-  uint32_t event_capacity;
-} calling_config;
+// How to create a client: an opaque builder. Make one with
+// `calling_config_new` (defaults: no server URL, app id 0, the test
+// pattern camera at 480p, a 440 Hz tone, 1024 queued events), change it
+// with the `calling_config_set_*` functions, pass it to
+// `calling_client_new` (which copies it) and free it with
+// `calling_config_free`. Use one config from one thread at a time.
+typedef struct calling_config calling_config;
 
 // One event. Every pointer in it (strings and string arrays) is valid only
 // as long as the event: during the callback, or until
@@ -498,6 +519,7 @@ extern "C" {
 #endif // __cplusplus
 
 // The library version, e.g. `"0.1.0"`: a static string, do not free it.
+// Equal to `CALLING_VERSION_STRING` when header and library match.
 const char *calling_version(void);
 
 // Frees a string the library returned (call ids, invite ids, UserSigs).
@@ -547,20 +569,91 @@ calling_result calling_usersig_verify(uint64_t sdk_app_id,
 // `filter` is NULL or NUL-terminated.
 calling_result calling_log_init(const char *filter);
 
-// Fills `config` with the defaults: no server URL, app id 0, the test
-// pattern camera at 480p, a 440 Hz tone, 1024 queued events.
+// Creates a config with the defaults and writes it to `*out`. Free it
+// with `calling_config_free`.
 //
 // # Safety
 //
-// `config` is NULL or points to writable memory for a `calling_config`.
-calling_result calling_config_init(calling_config *config);
+// `out` is NULL or writable.
+calling_result calling_config_new(calling_config **out);
 
-// Creates a client (not logged in yet) and writes it to `*out`.
+// Frees a config. NULL is accepted and ignored. Clients made from it are
+// not affected: `calling_client_new` copies what it needs.
 //
 // # Safety
 //
-// `config` is NULL or a valid `calling_config` whose strings are NULL or
-// NUL-terminated; `out` is NULL or writable.
+// `config` is NULL or a config from `calling_config_new` not freed before.
+void calling_config_free(calling_config *config);
+
+// Sets the signaling server, e.g. `"ws://127.0.0.1:8080/ws"` (copied).
+// Required before `calling_client_new`. `CALLING_RESULT_INVALID_ARGUMENT`
+// unless it is a `ws://` or `wss://` URL.
+//
+// # Safety
+//
+// `config` is NULL or live; `url` NULL or NUL-terminated.
+calling_result calling_config_set_server_url(calling_config *config, const char *url);
+
+// Sets the application id the UserSigs are signed for (default 0).
+//
+// # Safety
+//
+// `config` is NULL or live.
+calling_result calling_config_set_sdk_app_id(calling_config *config, uint64_t sdk_app_id);
+
+// Sets the camera used in video calls, a `calling_video_source` (default
+// the test pattern; `CALLING_VIDEO_SOURCE_NONE` starts calls with video
+// off). `CALLING_RESULT_INVALID_ARGUMENT` for another value.
+//
+// # Safety
+//
+// `config` is NULL or live.
+calling_result calling_config_set_video_source(calling_config *config, uint32_t source);
+
+// Sets the video profile, a `calling_video_quality` (default 480p).
+// `CALLING_RESULT_INVALID_ARGUMENT` for another value.
+//
+// # Safety
+//
+// `config` is NULL or live.
+calling_result calling_config_set_video_quality(calling_config *config, uint32_t quality);
+
+// Sets the frequency of the built-in microphone tone, in hertz (default
+// 440). `CALLING_RESULT_INVALID_ARGUMENT` unless above 0 and at most
+// 24000 (half the 48 kHz sample rate).
+//
+// # Safety
+//
+// `config` is NULL or live.
+calling_result calling_config_set_tone_frequency(calling_config *config, float hz);
+
+// Sends an Ogg/Opus file (looped) as the microphone instead of the tone;
+// NULL goes back to the tone. The path is copied; the file is opened when
+// a call starts (an ERROR event if it cannot be).
+// `CALLING_RESULT_INVALID_ARGUMENT` for an empty path.
+//
+// # Safety
+//
+// `config` is NULL or live; `path` NULL or NUL-terminated.
+calling_result calling_config_set_audio_file(calling_config *config, const char *path);
+
+// Sets how many events wait for the poll functions before the oldest are
+// dropped (and for the app before voice volumes are dropped); default
+// 1024. `CALLING_RESULT_INVALID_ARGUMENT` unless 16 to 1048576.
+//
+// # Safety
+//
+// `config` is NULL or live.
+calling_result calling_config_set_event_capacity(calling_config *config, uint32_t capacity);
+
+// Creates a client (not logged in yet) from `config` and writes it to
+// `*out`. The client keeps a copy of the config: free or change the config
+// afterwards as you like. `CALLING_RESULT_INVALID_ARGUMENT` if the config
+// has no server URL.
+//
+// # Safety
+//
+// `config` is NULL or a live config; `out` is NULL or writable.
 calling_result calling_client_new(const calling_config *config, calling_client **out);
 
 // Frees a client: logs out if logged in, stops its threads and waits for
@@ -572,6 +665,19 @@ calling_result calling_client_new(const calling_config *config, calling_client *
 // `client` is NULL or a client from `calling_client_new` not freed before,
 // and no other thread uses it any more.
 void calling_client_free(calling_client *client);
+
+// Writes a copy of the detail of the most recent failed operation on this
+// client (from any thread) to `*out`, e.g. `"calling_client_login:
+// transport: login refused: sig_expired: ..."`: the function that failed,
+// then why. An empty string if none has failed yet. A later success does
+// not clear it; `CALLING_RESULT_NO_EVENT` is not a failure and does not
+// change it, nor does this function. Free the copy with
+// `calling_string_free`. Never blocks; may be called inside a callback.
+//
+// # Safety
+//
+// `client` is NULL or live; `out` is NULL or writable.
+calling_result calling_client_last_error(const calling_client *client, char **out);
 
 // Registers the event callback (NULL `callback` removes it). While one is
 // registered, events go to it and not to the poll queue. Replacing it waits
@@ -628,7 +734,12 @@ calling_result calling_client_frames_received(calling_client *client,
                                               uint64_t *out);
 
 // Logs in to the configured server as `user_id` with `user_sig`
-// (TRTCCalling `login`). Blocks until the server answers.
+// (TRTCCalling `login`). Blocks until the server answers: at most about
+// 5 s to connect and log in, plus up to 5 s letting the last events of a
+// session that was kicked out or expired through first. A refusal is
+// `CALLING_RESULT_LOGIN_SIG_EXPIRED`, `_LOGIN_BAD_SIGNATURE`,
+// `_LOGIN_WRONG_APP` or `_LOGIN_REFUSED`; the server's reason is in
+// `calling_client_last_error`.
 //
 // # Safety
 //
@@ -834,9 +945,10 @@ calling_result calling_client_peer_stats(calling_client *client,
 // `event` is NULL or an event from the poll functions not freed before.
 void calling_event_free(calling_event *event);
 
-// A static, NUL-terminated English description of `result`, never NULL.
-// Do not free it.
-const char *calling_result_text(calling_result result);
+// A static, NUL-terminated English description of the result code
+// `result`, never NULL; `"unknown result code"` for a value that is not
+// a code (any `uint32_t` is accepted). Do not free it.
+const char *calling_result_text(uint32_t result);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -103,17 +103,30 @@ static void sleep_ms(long ms) {
 
 static calling_client *login(const char *url, uint64_t app, const char *key,
                              const char *user) {
-  calling_config cfg;
-  CHECK(calling_config_init(&cfg));
-  cfg.server_url = url;
-  cfg.sdk_app_id = app;
+  /* The config is a builder: set what differs from the defaults, make the
+   * client (which copies it), free it. */
+  calling_config *cfg = NULL;
+  CHECK(calling_config_new(&cfg));
+  CHECK(calling_config_set_server_url(cfg, url));
+  CHECK(calling_config_set_sdk_app_id(cfg, app));
   calling_client *c = NULL;
-  CHECK(calling_client_new(&cfg, &c));
+  CHECK(calling_client_new(cfg, &c));
+  calling_config_free(cfg);
   char *sig = NULL;
   CHECK(calling_usersig_generate(app, key, user, 3600, &sig));
   CHECK(calling_usersig_verify(app, key, user, sig));
-  CHECK(calling_client_login(c, user, sig));
+  calling_result r = calling_client_login(c, user, sig);
   calling_string_free(sig);
+  if (r != CALLING_RESULT_OK) {
+    /* The result says what kind of failure; the last error says why. */
+    char *why = NULL;
+    calling_client_last_error(c, &why);
+    fprintf(stderr, "[%s] login failed: %s (%s)\n", user, calling_result_text(r),
+            why ? why : "");
+    calling_string_free(why);
+    calling_client_free(c);
+    exit(1);
+  }
   printf("[%s] logged in\n", user);
   return c;
 }
@@ -151,6 +164,13 @@ int main(int argc, char **argv) {
   uint64_t app = strtoull(argv[2], NULL, 10);
   const char *key = argv[3];
   printf("calling %s\n", calling_version());
+  /* The header this was compiled with and the library it runs with must be
+   * the same version. */
+  if (strcmp(calling_version(), CALLING_VERSION_STRING) != 0) {
+    fprintf(stderr, "built with calling.h %s, running with the library %s\n",
+            CALLING_VERSION_STRING, calling_version());
+    return 1;
+  }
 
   calling_client *alice = login(url, app, key, "alice");
   calling_client *bob = login(url, app, key, "bob");

@@ -32,26 +32,32 @@ fn bench(c: &mut Criterion) {
     let key = CString::new(KEY).unwrap();
     let user = CString::new("alice").unwrap();
 
-    let mut config = std::mem::MaybeUninit::uninit();
-    // SAFETY: valid pointers throughout; the client is freed at the end.
+    let mut config = ptr::null_mut();
+    // SAFETY: valid pointers throughout; the config is freed once the
+    // client is made, the client at the end.
     unsafe {
         assert_eq!(
-            calling_config_init(config.as_mut_ptr()),
+            calling_config_new(&mut config),
+            calling_result::CALLING_RESULT_OK
+        );
+        assert_eq!(
+            calling_config_set_server_url(config, url.as_ptr()),
+            calling_result::CALLING_RESULT_OK
+        );
+        assert_eq!(
+            calling_config_set_sdk_app_id(config, APP),
             calling_result::CALLING_RESULT_OK
         );
     }
-    // SAFETY: initialised just above.
-    let mut config = unsafe { config.assume_init() };
-    config.server_url = url.as_ptr();
-    config.sdk_app_id = APP;
     let mut client = ptr::null_mut();
     let mut sig = ptr::null_mut();
     // SAFETY: as above.
     unsafe {
         assert_eq!(
-            calling_client_new(&config, &mut client),
+            calling_client_new(config, &mut client),
             calling_result::CALLING_RESULT_OK
         );
+        calling_config_free(config);
         assert_eq!(
             calling_usersig_generate(APP, key.as_ptr(), user.as_ptr(), 3600, &mut sig),
             calling_result::CALLING_RESULT_OK

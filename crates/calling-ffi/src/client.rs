@@ -1,5 +1,6 @@
 //! The client handle: a tokio runtime, the facade client once logged in, the
-//! task that forwards its events to C, and the frame sink.
+//! task that forwards its events to C, and the frame sink; and the opaque
+//! configuration a client is made from.
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{CString, c_char, c_void};
@@ -9,8 +10,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use calling::{
-    Calling, CallingConfig, EncodedFrame, Events, FrameSink, InviteId, MediaKind, MediaType,
-    VideoInput, VideoQuality,
+    Calling, CallingConfig, CallingError, EncodedFrame, Events, FrameSink, InviteId, MediaKind,
+    MediaType, VideoInput, VideoQuality,
 };
 use calling_media::Codec;
 use tokio::runtime::Runtime;
@@ -18,14 +19,23 @@ use tokio::task::JoinHandle;
 
 use crate::event::{OwnedEvent, PolledEvent, calling_event};
 use crate::result::calling_result::{self, *};
-use crate::result::{guard, guard_void, opt_str_arg, out_arg, str_arg, str_array_arg, try_ffi};
+use crate::result::{
+    catch, guard, guard_void, opt_str_arg, out_arg, str_arg, str_array_arg, try_ffi,
+};
 
 /// How long `calling_client_logout` and `calling_client_free` wait for the
 /// last events of a stopping client to be delivered.
 const DRAIN_WAIT: Duration = Duration::from_secs(5);
 
+/// Fewest events `calling_config_set_event_capacity` accepts.
+const MIN_EVENT_CAPACITY: u32 = 16;
+/// Most events `calling_config_set_event_capacity` accepts.
+const MAX_EVENT_CAPACITY: u32 = 1 << 20;
+/// Highest tone frequency: half the 48 kHz sample rate.
+const MAX_TONE_HZ: f32 = 24_000.0;
+
 /// Built-in video sources for `calling_client_open_camera` and
-/// `calling_config::video_source`.
+/// `calling_config_set_video_source`.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum calling_video_source {
@@ -71,29 +81,259 @@ pub enum calling_codec {
     CALLING_CODEC_VP8 = 3,
 }
 
-/// How to create a client. Fill it with `calling_config_init`, then set the
-/// fields you need.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
+/// How to create a client: an opaque builder. Make one with
+/// `calling_config_new` (defaults: no server URL, app id 0, the test
+/// pattern camera at 480p, a 440 Hz tone, 1024 queued events), change it
+/// with the `calling_config_set_*` functions, pass it to
+/// `calling_client_new` (which copies it) and free it with
+/// `calling_config_free`. Use one config from one thread at a time.
+#[derive(Debug, Clone)]
 pub struct calling_config {
-    /// The signaling server, e.g. `"ws://127.0.0.1:8080/ws"`. Required;
-    /// copied by `calling_client_new`.
-    pub server_url: *const c_char,
-    /// The application id the UserSigs are signed for.
-    pub sdk_app_id: u64,
-    /// A `calling_video_source`: the camera used in video calls.
-    /// Default: the test pattern.
-    pub video_source: u32,
-    /// A `calling_video_quality`. Default 480p.
-    pub video_quality: u32,
-    /// Frequency of the built-in microphone tone, in hertz. Default 440.
-    pub tone_frequency_hz: f32,
-    /// An Ogg/Opus file to send as the microphone instead of the tone
-    /// (looped), or NULL for the tone. Copied by `calling_client_new`.
-    pub audio_file: *const c_char,
-    /// Events kept for the poll functions before the oldest are dropped
-    /// (and for the app before voice volumes are dropped). Default 1024.
-    pub event_capacity: u32,
+    server_url: Option<String>,
+    sdk_app_id: u64,
+    video: Option<VideoInput>,
+    video_quality: VideoQuality,
+    tone_frequency_hz: f32,
+    audio_file: Option<PathBuf>,
+    event_capacity: u32,
+}
+
+impl Default for calling_config {
+    fn default() -> Self {
+        calling_config {
+            server_url: None,
+            sdk_app_id: 0,
+            video: Some(VideoInput::TestPattern),
+            video_quality: VideoQuality::P480,
+            tone_frequency_hz: 440.0,
+            audio_file: None,
+            event_capacity: 1024,
+        }
+    }
+}
+
+impl calling_config {
+    /// The SDK configuration this describes.
+    fn sdk_config(&self) -> CallingConfig {
+        let mut cfg = CallingConfig::default();
+        cfg.media.video_quality = self.video_quality;
+        cfg.video = self.video.clone();
+        cfg.audio = match &self.audio_file {
+            Some(path) => calling::AudioInput::OggFile {
+                path: path.clone(),
+                looped: true,
+            },
+            None => calling::AudioInput::Tone {
+                frequency_hz: self.tone_frequency_hz,
+                amplitude: 0.3,
+            },
+        };
+        cfg.event_capacity = self.capacity();
+        cfg
+    }
+
+    fn capacity(&self) -> usize {
+        usize::try_from(self.event_capacity).unwrap_or(1024)
+    }
+}
+
+/// Runs a setter on a config: checks the handle, the panic guard around it.
+fn with_config(
+    config: *mut calling_config,
+    body: impl FnOnce(&mut calling_config) -> Result<(), calling_result>,
+) -> calling_result {
+    guard(|| {
+        // SAFETY: the C caller passes NULL or a live config from
+        // `calling_config_new`, used by one thread at a time.
+        let Some(config) = (unsafe { config.as_mut() }) else {
+            return CALLING_RESULT_NULL_PARAMETER;
+        };
+        match body(config) {
+            Ok(()) => CALLING_RESULT_OK,
+            Err(code) => code,
+        }
+    })
+}
+
+/// Creates a config with the defaults and writes it to `*out`. Free it
+/// with `calling_config_free`.
+///
+/// # Safety
+///
+/// `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_config_new(out: *mut *mut calling_config) -> calling_result {
+    guard(|| {
+        try_ffi!(out_arg(out));
+        // SAFETY: checked non-null; the caller promises it is writable.
+        unsafe { *out = Box::into_raw(Box::new(calling_config::default())) };
+        CALLING_RESULT_OK
+    })
+}
+
+/// Frees a config. NULL is accepted and ignored. Clients made from it are
+/// not affected: `calling_client_new` copies what it needs.
+///
+/// # Safety
+///
+/// `config` is NULL or a config from `calling_config_new` not freed before.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_config_free(config: *mut calling_config) {
+    guard_void(|| {
+        if !config.is_null() {
+            // SAFETY: from `calling_config_new`, not freed before.
+            drop(unsafe { Box::from_raw(config) });
+        }
+    });
+}
+
+/// Sets the signaling server, e.g. `"ws://127.0.0.1:8080/ws"` (copied).
+/// Required before `calling_client_new`. `CALLING_RESULT_INVALID_ARGUMENT`
+/// unless it is a `ws://` or `wss://` URL.
+///
+/// # Safety
+///
+/// `config` is NULL or live; `url` NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_config_set_server_url(
+    config: *mut calling_config,
+    url: *const c_char,
+) -> calling_result {
+    with_config(config, |config| {
+        // SAFETY: as documented.
+        let url = unsafe { str_arg(url) }?;
+        let rest = url
+            .strip_prefix("ws://")
+            .or_else(|| url.strip_prefix("wss://"))
+            .ok_or(CALLING_RESULT_INVALID_ARGUMENT)?;
+        if rest.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(CALLING_RESULT_INVALID_ARGUMENT);
+        }
+        config.server_url = Some(url.to_owned());
+        Ok(())
+    })
+}
+
+/// Sets the application id the UserSigs are signed for (default 0).
+///
+/// # Safety
+///
+/// `config` is NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_config_set_sdk_app_id(
+    config: *mut calling_config,
+    sdk_app_id: u64,
+) -> calling_result {
+    with_config(config, |config| {
+        config.sdk_app_id = sdk_app_id;
+        Ok(())
+    })
+}
+
+/// Sets the camera used in video calls, a `calling_video_source` (default
+/// the test pattern; `CALLING_VIDEO_SOURCE_NONE` starts calls with video
+/// off). `CALLING_RESULT_INVALID_ARGUMENT` for another value.
+///
+/// # Safety
+///
+/// `config` is NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_config_set_video_source(
+    config: *mut calling_config,
+    source: u32,
+) -> calling_result {
+    with_config(config, |config| {
+        config.video = match source {
+            0 => None,
+            1 => Some(VideoInput::TestPattern),
+            _ => return Err(CALLING_RESULT_INVALID_ARGUMENT),
+        };
+        Ok(())
+    })
+}
+
+/// Sets the video profile, a `calling_video_quality` (default 480p).
+/// `CALLING_RESULT_INVALID_ARGUMENT` for another value.
+///
+/// # Safety
+///
+/// `config` is NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_config_set_video_quality(
+    config: *mut calling_config,
+    quality: u32,
+) -> calling_result {
+    with_config(config, |config| {
+        config.video_quality = quality_arg(quality)?;
+        Ok(())
+    })
+}
+
+/// Sets the frequency of the built-in microphone tone, in hertz (default
+/// 440). `CALLING_RESULT_INVALID_ARGUMENT` unless above 0 and at most
+/// 24000 (half the 48 kHz sample rate).
+///
+/// # Safety
+///
+/// `config` is NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_config_set_tone_frequency(
+    config: *mut calling_config,
+    hz: f32,
+) -> calling_result {
+    with_config(config, |config| {
+        // NaN fails both comparisons.
+        if !(hz > 0.0 && hz <= MAX_TONE_HZ) {
+            return Err(CALLING_RESULT_INVALID_ARGUMENT);
+        }
+        config.tone_frequency_hz = hz;
+        Ok(())
+    })
+}
+
+/// Sends an Ogg/Opus file (looped) as the microphone instead of the tone;
+/// NULL goes back to the tone. The path is copied; the file is opened when
+/// a call starts (an ERROR event if it cannot be).
+/// `CALLING_RESULT_INVALID_ARGUMENT` for an empty path.
+///
+/// # Safety
+///
+/// `config` is NULL or live; `path` NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_config_set_audio_file(
+    config: *mut calling_config,
+    path: *const c_char,
+) -> calling_result {
+    with_config(config, |config| {
+        // SAFETY: as documented.
+        let path = unsafe { opt_str_arg(path) }?;
+        if path.is_some_and(str::is_empty) {
+            return Err(CALLING_RESULT_INVALID_ARGUMENT);
+        }
+        config.audio_file = path.map(PathBuf::from);
+        Ok(())
+    })
+}
+
+/// Sets how many events wait for the poll functions before the oldest are
+/// dropped (and for the app before voice volumes are dropped); default
+/// 1024. `CALLING_RESULT_INVALID_ARGUMENT` unless 16 to 1048576.
+///
+/// # Safety
+///
+/// `config` is NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_config_set_event_capacity(
+    config: *mut calling_config,
+    capacity: u32,
+) -> calling_result {
+    with_config(config, |config| {
+        if !(MIN_EVENT_CAPACITY..=MAX_EVENT_CAPACITY).contains(&capacity) {
+            return Err(CALLING_RESULT_INVALID_ARGUMENT);
+        }
+        config.event_capacity = capacity;
+        Ok(())
+    })
 }
 
 /// Media figures of the connection with one remote user in the current
@@ -270,6 +510,42 @@ pub struct calling_client {
     config: CallingConfig,
     session: Mutex<Option<Session>>,
     shared: Arc<Shared>,
+    /// What the last failed operation said, for `calling_client_last_error`.
+    last_error: Mutex<String>,
+}
+
+/// Why an operation on a client failed: the code C gets back and, when
+/// there is more to say than the code's text, the detail kept for
+/// `calling_client_last_error`.
+pub(crate) struct Failure {
+    code: calling_result,
+    detail: Option<String>,
+}
+
+impl Failure {
+    fn new(code: calling_result, detail: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            detail: Some(detail.into()),
+        }
+    }
+}
+
+impl From<calling_result> for Failure {
+    fn from(code: calling_result) -> Failure {
+        Failure { code, detail: None }
+    }
+}
+
+impl From<&CallingError> for Failure {
+    fn from(e: &CallingError) -> Failure {
+        Failure::new(calling_result::from(e), e.to_string())
+    }
+}
+
+/// An argument check, naming the argument in the detail when it fails.
+fn arg<T>(name: &str, checked: Result<T, calling_result>) -> Result<T, Failure> {
+    checked.map_err(|code| Failure::new(code, format!("`{name}`: {}", code.describe())))
 }
 
 impl calling_client {
@@ -289,24 +565,24 @@ impl calling_client {
     }
 
     /// Runs one facade operation to completion on the runtime.
-    fn run<T, F>(&self, op: impl FnOnce(Calling) -> F) -> Result<T, calling_result>
+    fn run<T, F>(&self, op: impl FnOnce(Calling) -> F) -> Result<T, Failure>
     where
-        F: Future<Output = Result<T, calling::CallingError>>,
+        F: Future<Output = Result<T, CallingError>>,
     {
         let rt = self.rt()?;
         let calling = self.calling()?;
         rt.block_on(op(calling)).map_err(|e| {
             tracing::debug!(error = %e, "operation failed");
-            calling_result::from(&e)
+            Failure::from(&e)
         })
     }
 
     /// Stops the session, if any: logs out, then waits (bounded) until the
     /// forwarding task has delivered the last events.
-    fn stop_session(&self) -> Result<(), calling_result> {
+    fn stop_session(&self) -> Result<(), Failure> {
         let rt = self.rt()?;
         let Some(session) = lock(&self.session).take() else {
-            return Err(CALLING_RESULT_NOT_LOGGED_IN);
+            return Err(CALLING_RESULT_NOT_LOGGED_IN.into());
         };
         let result = rt.block_on(session.calling.logout());
         drop(session.calling);
@@ -320,8 +596,44 @@ impl calling_client {
                 let _ = forwarder.await;
             }
         });
-        result.map_err(|e| calling_result::from(&e))
+        result.map_err(|e| Failure::from(&e))
     }
+
+    /// Keeps what a failed operation `op` said and returns its code.
+    /// `CALLING_RESULT_NO_EVENT` is an answer, not a failure: not kept.
+    fn fail(&self, op: &str, failure: Failure) -> calling_result {
+        if failure.code != CALLING_RESULT_NO_EVENT {
+            let detail = failure
+                .detail
+                .unwrap_or_else(|| failure.code.describe().to_owned());
+            *lock(&self.last_error) = format!("{op}: {detail}");
+        }
+        failure.code
+    }
+}
+
+/// Runs the body of an entry point on a client, named `op` in the last
+/// error: checks the handle, keeps the failure's detail for
+/// `calling_client_last_error`, and turns a panic into
+/// `CALLING_RESULT_PANIC` (kept too).
+fn with_client(
+    client: *const calling_client,
+    op: &str,
+    body: impl FnOnce(&calling_client) -> Result<(), Failure>,
+) -> calling_result {
+    guard(|| {
+        let client = try_ffi!(client_ref(client));
+        let outcome = catch(|| body(client)).unwrap_or_else(|panic| {
+            Err(Failure::new(
+                CALLING_RESULT_PANIC,
+                format!("the library panicked: {panic}"),
+            ))
+        });
+        match outcome {
+            Ok(()) => CALLING_RESULT_OK,
+            Err(failure) => client.fail(op, failure),
+        }
+    })
 }
 
 fn client_ref<'a>(client: *const calling_client) -> Result<&'a calling_client, calling_result> {
@@ -330,11 +642,16 @@ fn client_ref<'a>(client: *const calling_client) -> Result<&'a calling_client, c
     unsafe { client.as_ref() }.ok_or(CALLING_RESULT_NULL_PARAMETER)
 }
 
-fn media_type_arg(m: u32) -> Result<MediaType, calling_result> {
+fn media_type_arg(m: u32) -> Result<MediaType, Failure> {
     u8::try_from(m)
         .ok()
         .and_then(MediaType::from_code)
-        .ok_or(CALLING_RESULT_INVALID_ARGUMENT)
+        .ok_or_else(|| {
+            Failure::new(
+                CALLING_RESULT_INVALID_ARGUMENT,
+                format!("`media_type`: {m} is not a calling_media_type"),
+            )
+        })
 }
 
 fn quality_arg(q: u32) -> Result<VideoQuality, calling_result> {
@@ -351,47 +668,27 @@ fn secs(s: u32) -> Duration {
 }
 
 /// Hands a Rust string to C; free it with `calling_string_free`.
-fn string_out(s: &str, out: *mut *mut c_char) -> calling_result {
+fn string_out(s: &str, out: *mut *mut c_char) -> Result<(), Failure> {
     // Ids are ASCII without NUL, so this only fails on a broken invariant.
     let Ok(c) = CString::new(s) else {
-        return CALLING_RESULT_INVALID_ARGUMENT;
+        return Err(Failure::new(
+            CALLING_RESULT_INVALID_ARGUMENT,
+            "a string to return holds a NUL byte",
+        ));
     };
     // SAFETY: `out` was checked non-null by the caller of this helper.
     unsafe { *out = c.into_raw() };
-    CALLING_RESULT_OK
+    Ok(())
 }
 
-/// Fills `config` with the defaults: no server URL, app id 0, the test
-/// pattern camera at 480p, a 440 Hz tone, 1024 queued events.
+/// Creates a client (not logged in yet) from `config` and writes it to
+/// `*out`. The client keeps a copy of the config: free or change the config
+/// afterwards as you like. `CALLING_RESULT_INVALID_ARGUMENT` if the config
+/// has no server URL.
 ///
 /// # Safety
 ///
-/// `config` is NULL or points to writable memory for a `calling_config`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn calling_config_init(config: *mut calling_config) -> calling_result {
-    guard(|| {
-        try_ffi!(out_arg(config));
-        let value = calling_config {
-            server_url: std::ptr::null(),
-            sdk_app_id: 0,
-            video_source: calling_video_source::CALLING_VIDEO_SOURCE_TEST_PATTERN as u32,
-            video_quality: calling_video_quality::CALLING_VIDEO_QUALITY_480P as u32,
-            tone_frequency_hz: 440.0,
-            audio_file: std::ptr::null(),
-            event_capacity: 1024,
-        };
-        // SAFETY: checked non-null; the caller promises it is writable.
-        unsafe { config.write(value) };
-        CALLING_RESULT_OK
-    })
-}
-
-/// Creates a client (not logged in yet) and writes it to `*out`.
-///
-/// # Safety
-///
-/// `config` is NULL or a valid `calling_config` whose strings are NULL or
-/// NUL-terminated; `out` is NULL or writable.
+/// `config` is NULL or a live config; `out` is NULL or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn calling_client_new(
     config: *const calling_config,
@@ -399,41 +696,13 @@ pub unsafe extern "C" fn calling_client_new(
 ) -> calling_result {
     guard(|| {
         try_ffi!(out_arg(out));
-        // SAFETY: NULL or a valid config, as documented.
+        // SAFETY: NULL or a live config, as documented.
         let Some(c) = (unsafe { config.as_ref() }) else {
             return CALLING_RESULT_NULL_PARAMETER;
         };
-        // SAFETY: as documented.
-        let url = try_ffi!(unsafe { str_arg(c.server_url) });
-        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+        let Some(url) = c.server_url.clone() else {
             return CALLING_RESULT_INVALID_ARGUMENT;
-        }
-        let quality = try_ffi!(quality_arg(c.video_quality));
-        let video = match c.video_source {
-            0 => None,
-            1 => Some(VideoInput::TestPattern),
-            _ => return CALLING_RESULT_INVALID_ARGUMENT,
         };
-        if !(c.tone_frequency_hz.is_finite() && c.tone_frequency_hz > 0.0) {
-            return CALLING_RESULT_INVALID_ARGUMENT;
-        }
-        // SAFETY: as documented.
-        let audio_file = try_ffi!(unsafe { opt_str_arg(c.audio_file) });
-        let capacity = usize::try_from(c.event_capacity.max(16)).unwrap_or(1024);
-        let mut cfg = CallingConfig::default();
-        cfg.media.video_quality = quality;
-        cfg.video = video;
-        cfg.audio = match audio_file {
-            Some(path) => calling::AudioInput::OggFile {
-                path: PathBuf::from(path),
-                looped: true,
-            },
-            None => calling::AudioInput::Tone {
-                frequency_hz: c.tone_frequency_hz,
-                amplitude: 0.3,
-            },
-        };
-        cfg.event_capacity = capacity;
         let runtime = match tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("calling-ffi")
@@ -448,18 +717,19 @@ pub unsafe extern "C" fn calling_client_new(
         };
         let client = calling_client {
             runtime: Some(runtime),
-            url: url.to_owned(),
+            url,
             sdk_app_id: c.sdk_app_id,
-            config: cfg,
+            config: c.sdk_config(),
             session: Mutex::new(None),
             shared: Arc::new(Shared {
                 event_cb: Mutex::new(None),
                 queue: Mutex::new(VecDeque::new()),
                 queued: Condvar::new(),
-                capacity,
+                capacity: c.capacity(),
                 frame_cb: Mutex::new(None),
                 frames: Mutex::new(HashMap::new()),
             }),
+            last_error: Mutex::new(String::new()),
         };
         // SAFETY: checked non-null; the caller promises it is writable.
         unsafe { *out = Box::into_raw(Box::new(client)) };
@@ -500,6 +770,42 @@ pub unsafe extern "C" fn calling_client_free(client: *mut calling_client) {
     });
 }
 
+/// Writes a copy of the detail of the most recent failed operation on this
+/// client (from any thread) to `*out`, e.g. `"calling_client_login:
+/// transport: login refused: sig_expired: ..."`: the function that failed,
+/// then why. An empty string if none has failed yet. A later success does
+/// not clear it; `CALLING_RESULT_NO_EVENT` is not a failure and does not
+/// change it, nor does this function. Free the copy with
+/// `calling_string_free`. Never blocks; may be called inside a callback.
+///
+/// # Safety
+///
+/// `client` is NULL or live; `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_last_error(
+    client: *const calling_client,
+    out: *mut *mut c_char,
+) -> calling_result {
+    guard(|| {
+        let client = try_ffi!(client_ref(client));
+        try_ffi!(out_arg(out));
+        let text = lock(&client.last_error).clone();
+        // A server's message could hold a NUL: cut it there.
+        let text = match CString::new(text) {
+            Ok(c) => c,
+            Err(e) => {
+                let at = e.nul_position();
+                let mut bytes = e.into_vec();
+                bytes.truncate(at);
+                CString::new(bytes).unwrap_or_default()
+            }
+        };
+        // SAFETY: checked non-null, writable as documented.
+        unsafe { *out = text.into_raw() };
+        CALLING_RESULT_OK
+    })
+}
+
 /// Registers the event callback (NULL `callback` removes it). While one is
 /// registered, events go to it and not to the poll queue. Replacing it waits
 /// for a call of the old one in progress.
@@ -514,11 +820,10 @@ pub unsafe extern "C" fn calling_client_set_event_callback(
     callback: calling_event_callback,
     user_data: *mut c_void,
 ) -> calling_result {
-    guard(|| {
-        let client = try_ffi!(client_ref(client));
-        try_ffi!(client.rt());
+    with_client(client, "calling_client_set_event_callback", |client| {
+        client.rt()?;
         *lock(&client.shared.event_cb) = callback.map(|f| Callback { f, user_data });
-        CALLING_RESULT_OK
+        Ok(())
     })
 }
 
@@ -534,11 +839,10 @@ pub unsafe extern "C" fn calling_client_set_frame_callback(
     callback: calling_frame_callback,
     user_data: *mut c_void,
 ) -> calling_result {
-    guard(|| {
-        let client = try_ffi!(client_ref(client));
-        try_ffi!(client.rt());
+    with_client(client, "calling_client_set_frame_callback", |client| {
+        client.rt()?;
         *lock(&client.shared.frame_cb) = callback.map(|f| Callback { f, user_data });
-        CALLING_RESULT_OK
+        Ok(())
     })
 }
 
@@ -571,13 +875,12 @@ pub unsafe extern "C" fn calling_client_wait_event(
     timeout_ms: u32,
     out: *mut *mut calling_event,
 ) -> calling_result {
-    guard(|| {
-        let client = try_ffi!(client_ref(client));
-        try_ffi!(out_arg(out));
+    with_client(client, "calling_client_wait_event", |client| {
+        arg("out", out_arg(out))?;
         if timeout_ms > 0 {
             // Waiting would hold up a runtime thread, maybe the one that
             // would deliver the event.
-            try_ffi!(client.rt());
+            client.rt()?;
         }
         let q = lock(&client.shared.queue);
         let (mut q, _) = client
@@ -588,11 +891,11 @@ pub unsafe extern "C" fn calling_client_wait_event(
             })
             .unwrap_or_else(|e| e.into_inner());
         let Some(event) = q.pop_front() else {
-            return CALLING_RESULT_NO_EVENT;
+            return Err(CALLING_RESULT_NO_EVENT.into());
         };
         // SAFETY: checked non-null, writable as documented.
         unsafe { *out = PolledEvent::into_raw(event) };
-        CALLING_RESULT_OK
+        Ok(())
     })
 }
 
@@ -610,15 +913,19 @@ pub unsafe extern "C" fn calling_client_frames_received(
     kind: u32,
     out: *mut u64,
 ) -> calling_result {
-    guard(|| {
-        let client = try_ffi!(client_ref(client));
+    with_client(client, "calling_client_frames_received", |client| {
         // SAFETY: as documented.
-        let user = try_ffi!(unsafe { str_arg(user) });
-        try_ffi!(out_arg(out));
+        let user = arg("user", unsafe { str_arg(user) })?;
+        arg("out", out_arg(out))?;
         let kind = match kind {
             1 => MediaKind::Audio,
             2 => MediaKind::Video,
-            _ => return CALLING_RESULT_INVALID_ARGUMENT,
+            _ => {
+                return Err(Failure::new(
+                    CALLING_RESULT_INVALID_ARGUMENT,
+                    format!("`kind`: {kind} is not a calling_media_kind"),
+                ));
+            }
         };
         let n = lock(&client.shared.frames)
             .get(&(user.to_owned(), kind))
@@ -626,12 +933,17 @@ pub unsafe extern "C" fn calling_client_frames_received(
             .unwrap_or(0);
         // SAFETY: checked non-null, writable as documented.
         unsafe { *out = n };
-        CALLING_RESULT_OK
+        Ok(())
     })
 }
 
 /// Logs in to the configured server as `user_id` with `user_sig`
-/// (TRTCCalling `login`). Blocks until the server answers.
+/// (TRTCCalling `login`). Blocks until the server answers: at most about
+/// 5 s to connect and log in, plus up to 5 s letting the last events of a
+/// session that was kicked out or expired through first. A refusal is
+/// `CALLING_RESULT_LOGIN_SIG_EXPIRED`, `_LOGIN_BAD_SIGNATURE`,
+/// `_LOGIN_WRONG_APP` or `_LOGIN_REFUSED`; the server's reason is in
+/// `calling_client_last_error`.
 ///
 /// # Safety
 ///
@@ -642,17 +954,16 @@ pub unsafe extern "C" fn calling_client_login(
     user_id: *const c_char,
     user_sig: *const c_char,
 ) -> calling_result {
-    guard(|| {
-        let client = try_ffi!(client_ref(client));
+    with_client(client, "calling_client_login", |client| {
         // SAFETY: as documented.
-        let user_id = try_ffi!(unsafe { str_arg(user_id) });
+        let user_id = arg("user_id", unsafe { str_arg(user_id) })?;
         // SAFETY: as documented.
-        let user_sig = try_ffi!(unsafe { str_arg(user_sig) });
-        let rt = try_ffi!(client.rt());
+        let user_sig = arg("user_sig", unsafe { str_arg(user_sig) })?;
+        let rt = client.rt()?;
         let mut session = lock(&client.session);
         if let Some(s) = session.as_ref() {
             if !s.forwarder.is_finished() && !s.ended.load(Ordering::Acquire) {
-                return CALLING_RESULT_ALREADY_LOGGED_IN;
+                return Err(CALLING_RESULT_ALREADY_LOGGED_IN.into());
             }
         }
         // Kicked out or expired: the old session is over; let its last
@@ -681,15 +992,12 @@ pub unsafe extern "C" fn calling_client_login(
             )
             .await?;
             calling.set_frame_sink(Some(sink)).await?;
-            Ok::<_, calling::CallingError>((calling, events))
+            Ok::<_, CallingError>((calling, events))
         });
-        let (calling, events) = match logged_in {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::info!(error = %e, "login failed");
-                return calling_result::from(&e);
-            }
-        };
+        let (calling, events) = logged_in.map_err(|e| {
+            tracing::info!(error = %e, "login failed");
+            Failure::from(&e)
+        })?;
         let ended = Arc::new(AtomicBool::new(false));
         let forwarder = rt.spawn(forward(events, shared, Arc::clone(&ended)));
         *session = Some(Session {
@@ -697,7 +1005,7 @@ pub unsafe extern "C" fn calling_client_login(
             forwarder,
             ended,
         });
-        CALLING_RESULT_OK
+        Ok(())
     })
 }
 
@@ -724,13 +1032,10 @@ async fn forward(mut events: Events, shared: Arc<Shared>, ended: Arc<AtomicBool>
 /// `client` is NULL or live.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn calling_client_logout(client: *mut calling_client) -> calling_result {
-    guard(|| {
-        let client = try_ffi!(client_ref(client));
-        match client.stop_session() {
-            Ok(()) => CALLING_RESULT_OK,
-            // Kicked out before: the session is gone now all the same.
-            Err(e) => e,
-        }
+    // Kicked out before: the logout fails (not logged in), but the session
+    // is gone now all the same.
+    with_client(client, "calling_client_logout", |client| {
+        client.stop_session()
     })
 }
 
@@ -750,14 +1055,12 @@ pub unsafe extern "C" fn calling_client_call(
     timeout_secs: u32,
     out_call_id: *mut *mut c_char,
 ) -> calling_result {
-    guard(|| {
-        let client = try_ffi!(client_ref(client));
+    with_client(client, "calling_client_call", |client| {
         // SAFETY: as documented.
-        let user = try_ffi!(unsafe { str_arg(user) });
-        try_ffi!(out_arg(out_call_id));
-        let media = try_ffi!(media_type_arg(media_type));
-        let id =
-            try_ffi!(client.run(|c| async move { c.call(user, media, secs(timeout_secs)).await }));
+        let user = arg("user", unsafe { str_arg(user) })?;
+        arg("out_call_id", out_arg(out_call_id))?;
+        let media = media_type_arg(media_type)?;
+        let id = client.run(|c| async move { c.call(user, media, secs(timeout_secs)).await })?;
         string_out(id.as_str(), out_call_id)
     })
 }
@@ -778,15 +1081,13 @@ pub unsafe extern "C" fn calling_client_group_call(
     timeout_secs: u32,
     out_call_id: *mut *mut c_char,
 ) -> calling_result {
-    guard(|| {
-        let client = try_ffi!(client_ref(client));
+    with_client(client, "calling_client_group_call", |client| {
         // SAFETY: as documented.
-        let users = try_ffi!(unsafe { str_array_arg(users, users_len) });
-        try_ffi!(out_arg(out_call_id));
-        let media = try_ffi!(media_type_arg(media_type));
-        let id = try_ffi!(
-            client.run(|c| async move { c.group_call(&users, media, secs(timeout_secs)).await })
-        );
+        let users = arg("users", unsafe { str_array_arg(users, users_len) })?;
+        arg("out_call_id", out_arg(out_call_id))?;
+        let media = media_type_arg(media_type)?;
+        let id =
+            client.run(|c| async move { c.group_call(&users, media, secs(timeout_secs)).await })?;
         string_out(id.as_str(), out_call_id)
     })
 }
@@ -810,26 +1111,30 @@ pub unsafe extern "C" fn calling_client_call_with(
     group_id: *const c_char,
     out_call_id: *mut *mut c_char,
 ) -> calling_result {
-    guard(|| {
-        let client = try_ffi!(client_ref(client));
+    with_client(client, "calling_client_call_with", |client| {
         // SAFETY: as documented.
-        let users = try_ffi!(unsafe { str_array_arg(users, users_len) });
+        let users = arg("users", unsafe { str_array_arg(users, users_len) })?;
         // SAFETY: as documented.
-        let user_data = try_ffi!(unsafe { opt_str_arg(user_data) });
+        let user_data = arg("user_data", unsafe { opt_str_arg(user_data) })?;
         // SAFETY: as documented.
-        let group_id = try_ffi!(unsafe { opt_str_arg(group_id) });
-        try_ffi!(out_arg(out_call_id));
-        let media = try_ffi!(media_type_arg(media_type));
+        let group_id = arg("group_id", unsafe { opt_str_arg(group_id) })?;
+        arg("out_call_id", out_arg(out_call_id))?;
+        let media = media_type_arg(media_type)?;
         let group_id = match group_id.map(calling::GroupId::new).transpose() {
             Ok(g) => g,
-            Err(_) => return CALLING_RESULT_INVALID_ARGUMENT,
+            Err(e) => {
+                return Err(Failure::new(
+                    CALLING_RESULT_INVALID_ARGUMENT,
+                    format!("`group_id`: {e}"),
+                ));
+            }
         };
         let options = calling::CallOptions {
             timeout: timeout_secs,
             user_data: user_data.map(str::to_owned),
             group_id,
         };
-        let id = try_ffi!(client.run(|c| async move { c.call_with(&users, media, options).await }));
+        let id = client.run(|c| async move { c.call_with(&users, media, options).await })?;
         string_out(id.as_str(), out_call_id)
     })
 }
@@ -842,22 +1147,29 @@ enum Answer {
     Ignore,
 }
 
-fn answer(client: *mut calling_client, invite_id: *const c_char, how: Answer) -> calling_result {
-    guard(|| {
-        let client = try_ffi!(client_ref(client));
+fn answer(
+    client: *mut calling_client,
+    op: &str,
+    invite_id: *const c_char,
+    how: Answer,
+) -> calling_result {
+    with_client(client, op, |client| {
         // SAFETY: the public wrappers document the same contract.
-        let invite_id = try_ffi!(unsafe { str_arg(invite_id) });
+        let invite_id = arg("invite_id", unsafe { str_arg(invite_id) })?;
         let Ok(invite_id) = InviteId::new(invite_id) else {
-            return CALLING_RESULT_NO_SUCH_INVITE;
+            return Err(Failure::new(
+                CALLING_RESULT_NO_SUCH_INVITE,
+                format!("`invite_id`: {invite_id:?} is not an invite id"),
+            ));
         };
-        try_ffi!(client.run(|c| async move {
+        client.run(|c| async move {
             match how {
                 Answer::Accept => c.accept(&invite_id).await,
                 Answer::Reject => c.reject(&invite_id).await,
                 Answer::Ignore => c.ignore(&invite_id).await,
             }
-        }));
-        CALLING_RESULT_OK
+        })?;
+        Ok(())
     })
 }
 
@@ -871,7 +1183,7 @@ pub unsafe extern "C" fn calling_client_accept(
     client: *mut calling_client,
     invite_id: *const c_char,
 ) -> calling_result {
-    answer(client, invite_id, Answer::Accept)
+    answer(client, "calling_client_accept", invite_id, Answer::Accept)
 }
 
 /// Declines the ringing invite `invite_id`.
@@ -884,7 +1196,7 @@ pub unsafe extern "C" fn calling_client_reject(
     client: *mut calling_client,
     invite_id: *const c_char,
 ) -> calling_result {
-    answer(client, invite_id, Answer::Reject)
+    answer(client, "calling_client_reject", invite_id, Answer::Reject)
 }
 
 /// Stops ringing for `invite_id` without answering (TUICallKit `ignore`).
@@ -897,7 +1209,7 @@ pub unsafe extern "C" fn calling_client_ignore(
     client: *mut calling_client,
     invite_id: *const c_char,
 ) -> calling_result {
-    answer(client, invite_id, Answer::Ignore)
+    answer(client, "calling_client_ignore", invite_id, Answer::Ignore)
 }
 
 /// Leaves the call, or cancels it if nobody answered yet. Does nothing
@@ -908,10 +1220,9 @@ pub unsafe extern "C" fn calling_client_ignore(
 /// `client` NULL or live.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn calling_client_hangup(client: *mut calling_client) -> calling_result {
-    guard(|| {
-        let client = try_ffi!(client_ref(client));
-        try_ffi!(client.run(|c| async move { c.hangup().await }));
-        CALLING_RESULT_OK
+    with_client(client, "calling_client_hangup", |client| {
+        client.run(|c| async move { c.hangup().await })?;
+        Ok(())
     })
 }
 
@@ -929,13 +1240,11 @@ pub unsafe extern "C" fn calling_client_invite(
     timeout_secs: u32,
     out_invite_id: *mut *mut c_char,
 ) -> calling_result {
-    guard(|| {
-        let client = try_ffi!(client_ref(client));
+    with_client(client, "calling_client_invite", |client| {
         // SAFETY: as documented.
-        let users = try_ffi!(unsafe { str_array_arg(users, users_len) });
-        try_ffi!(out_arg(out_invite_id));
-        let id =
-            try_ffi!(client.run(|c| async move { c.invite(&users, secs(timeout_secs)).await }));
+        let users = arg("users", unsafe { str_array_arg(users, users_len) })?;
+        arg("out_invite_id", out_arg(out_invite_id))?;
+        let id = client.run(|c| async move { c.invite(&users, secs(timeout_secs)).await })?;
         string_out(id.as_str(), out_invite_id)
     })
 }
@@ -950,12 +1259,11 @@ pub unsafe extern "C" fn calling_client_join(
     client: *mut calling_client,
     call_id: *const c_char,
 ) -> calling_result {
-    guard(|| {
-        let client = try_ffi!(client_ref(client));
+    with_client(client, "calling_client_join", |client| {
         // SAFETY: as documented.
-        let call_id = try_ffi!(unsafe { str_arg(call_id) });
-        try_ffi!(client.run(|c| async move { c.join(call_id).await }));
-        CALLING_RESULT_OK
+        let call_id = arg("call_id", unsafe { str_arg(call_id) })?;
+        client.run(|c| async move { c.join(call_id).await })?;
+        Ok(())
     })
 }
 
@@ -970,11 +1278,10 @@ pub unsafe extern "C" fn calling_client_switch_media_type(
     client: *mut calling_client,
     media_type: u32,
 ) -> calling_result {
-    guard(|| {
-        let client = try_ffi!(client_ref(client));
-        let to = try_ffi!(media_type_arg(media_type));
-        try_ffi!(client.run(|c| async move { c.switch_media_type(to).await }));
-        CALLING_RESULT_OK
+    with_client(client, "calling_client_switch_media_type", |client| {
+        let to = media_type_arg(media_type)?;
+        client.run(|c| async move { c.switch_media_type(to).await })?;
+        Ok(())
     })
 }
 
@@ -989,10 +1296,9 @@ pub unsafe extern "C" fn calling_client_answer_media_switch(
     request_id: u32,
     accept: bool,
 ) -> calling_result {
-    guard(|| {
-        let client = try_ffi!(client_ref(client));
-        try_ffi!(client.run(|c| async move { c.answer_media_switch(request_id, accept).await }));
-        CALLING_RESULT_OK
+    with_client(client, "calling_client_answer_media_switch", |client| {
+        client.run(|c| async move { c.answer_media_switch(request_id, accept).await })?;
+        Ok(())
     })
 }
 
@@ -1007,10 +1313,9 @@ pub unsafe extern "C" fn calling_client_set_mic_mute(
     client: *mut calling_client,
     muted: bool,
 ) -> calling_result {
-    guard(|| {
-        let client = try_ffi!(client_ref(client));
-        try_ffi!(client.run(|c| async move { c.set_mic_mute(muted).await }));
-        CALLING_RESULT_OK
+    with_client(client, "calling_client_set_mic_mute", |client| {
+        client.run(|c| async move { c.set_mic_mute(muted).await })?;
+        Ok(())
     })
 }
 
@@ -1025,10 +1330,9 @@ pub unsafe extern "C" fn calling_client_set_hands_free(
     client: *mut calling_client,
     on: bool,
 ) -> calling_result {
-    guard(|| {
-        let client = try_ffi!(client_ref(client));
-        try_ffi!(client.run(|c| async move { c.set_hands_free(on).await }));
-        CALLING_RESULT_OK
+    with_client(client, "calling_client_set_hands_free", |client| {
+        client.run(|c| async move { c.set_hands_free(on).await })?;
+        Ok(())
     })
 }
 
@@ -1043,14 +1347,18 @@ pub unsafe extern "C" fn calling_client_open_camera(
     client: *mut calling_client,
     source: u32,
 ) -> calling_result {
-    guard(|| {
-        let client = try_ffi!(client_ref(client));
+    with_client(client, "calling_client_open_camera", |client| {
         let input = match source {
             1 => VideoInput::TestPattern,
-            _ => return CALLING_RESULT_INVALID_ARGUMENT,
+            _ => {
+                return Err(Failure::new(
+                    CALLING_RESULT_INVALID_ARGUMENT,
+                    format!("`source`: {source} is not a camera source"),
+                ));
+            }
         };
-        try_ffi!(client.run(|c| async move { c.open_camera(input).await }));
-        CALLING_RESULT_OK
+        client.run(|c| async move { c.open_camera(input).await })?;
+        Ok(())
     })
 }
 
@@ -1067,20 +1375,22 @@ pub unsafe extern "C" fn calling_client_open_camera_file(
     fps: u32,
     looped: bool,
 ) -> calling_result {
-    guard(|| {
-        let client = try_ffi!(client_ref(client));
+    with_client(client, "calling_client_open_camera_file", |client| {
         // SAFETY: as documented.
-        let path = try_ffi!(unsafe { str_arg(path) });
+        let path = arg("path", unsafe { str_arg(path) })?;
         if fps == 0 || fps > 240 {
-            return CALLING_RESULT_INVALID_ARGUMENT;
+            return Err(Failure::new(
+                CALLING_RESULT_INVALID_ARGUMENT,
+                format!("`fps`: {fps} is not 1 to 240"),
+            ));
         }
         let input = VideoInput::H264File {
             path: PathBuf::from(path),
             fps,
             looped,
         };
-        try_ffi!(client.run(|c| async move { c.open_camera(input).await }));
-        CALLING_RESULT_OK
+        client.run(|c| async move { c.open_camera(input).await })?;
+        Ok(())
     })
 }
 
@@ -1093,10 +1403,9 @@ pub unsafe extern "C" fn calling_client_open_camera_file(
 pub unsafe extern "C" fn calling_client_close_camera(
     client: *mut calling_client,
 ) -> calling_result {
-    guard(|| {
-        let client = try_ffi!(client_ref(client));
-        try_ffi!(client.run(|c| async move { c.close_camera().await }));
-        CALLING_RESULT_OK
+    with_client(client, "calling_client_close_camera", |client| {
+        client.run(|c| async move { c.close_camera().await })?;
+        Ok(())
     })
 }
 
@@ -1110,11 +1419,15 @@ pub unsafe extern "C" fn calling_client_set_video_quality(
     client: *mut calling_client,
     quality: u32,
 ) -> calling_result {
-    guard(|| {
-        let client = try_ffi!(client_ref(client));
-        let quality = try_ffi!(quality_arg(quality));
-        try_ffi!(client.run(|c| async move { c.set_video_quality(quality).await }));
-        CALLING_RESULT_OK
+    with_client(client, "calling_client_set_video_quality", |client| {
+        let quality = quality_arg(quality).map_err(|code| {
+            Failure::new(
+                code,
+                format!("`quality`: {quality} is not a calling_video_quality"),
+            )
+        })?;
+        client.run(|c| async move { c.set_video_quality(quality).await })?;
+        Ok(())
     })
 }
 
@@ -1129,13 +1442,12 @@ pub unsafe extern "C" fn calling_client_current_call(
     client: *mut calling_client,
     out_call_id: *mut *mut c_char,
 ) -> calling_result {
-    guard(|| {
-        let client = try_ffi!(client_ref(client));
-        try_ffi!(out_arg(out_call_id));
-        let snapshot = try_ffi!(client.run(|c| async move { c.current_call().await }));
+    with_client(client, "calling_client_current_call", |client| {
+        arg("out_call_id", out_arg(out_call_id))?;
+        let snapshot = client.run(|c| async move { c.current_call().await })?;
         match snapshot {
             Some(s) => string_out(s.call_id.as_str(), out_call_id),
-            None => CALLING_RESULT_NOT_IN_CALL,
+            None => Err(CALLING_RESULT_NOT_IN_CALL.into()),
         }
     })
 }
@@ -1154,14 +1466,16 @@ pub unsafe extern "C" fn calling_client_peer_stats(
     user: *const c_char,
     out: *mut calling_peer_stats,
 ) -> calling_result {
-    guard(|| {
-        let client = try_ffi!(client_ref(client));
+    with_client(client, "calling_client_peer_stats", |client| {
         // SAFETY: as documented.
-        let user = try_ffi!(unsafe { str_arg(user) });
-        try_ffi!(out_arg(out));
-        let all = try_ffi!(client.run(|c| async move { c.stats().await }));
+        let user = arg("user", unsafe { str_arg(user) })?;
+        arg("out", out_arg(out))?;
+        let all = client.run(|c| async move { c.stats().await })?;
         let Some(p) = all.into_iter().find(|p| p.user == user) else {
-            return CALLING_RESULT_NOT_IN_CALL;
+            return Err(Failure::new(
+                CALLING_RESULT_NOT_IN_CALL,
+                format!("no connection with {user:?} in the current call"),
+            ));
         };
         let stats = calling_peer_stats {
             connected: matches!(p.state, Some(calling_media::PeerState::Connected)),
@@ -1181,6 +1495,6 @@ pub unsafe extern "C" fn calling_client_peer_stats(
         };
         // SAFETY: checked non-null, writable as documented.
         unsafe { out.write(stats) };
-        CALLING_RESULT_OK
+        Ok(())
     })
 }

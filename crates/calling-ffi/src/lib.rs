@@ -7,6 +7,9 @@
 //! out-parameters written only on success, every entry point behind one
 //! panic boundary with its pointers checked, strings in as NUL-terminated
 //! UTF-8 (checked), and strings out freed by [`calling_string_free`].
+//! Nothing C sees has a layout that must stay fixed as the API grows: a
+//! client is made from an opaque [`calling_config`] built with setters, and
+//! a failed operation leaves its detail for [`calling_client_last_error`].
 //!
 //! A [`calling_client`] owns a two-thread tokio runtime; each operation
 //! blocks the calling thread until the SDK answers. Events reach C through a
@@ -21,15 +24,25 @@
 //! use calling_ffi::*;
 //! use std::ffi::CStr;
 //!
-//! let mut config = std::mem::MaybeUninit::uninit();
-//! // SAFETY: a valid out-pointer.
-//! let r = unsafe { calling_config_init(config.as_mut_ptr()) };
-//! assert_eq!(r, calling_result::CALLING_RESULT_OK);
+//! let mut config = std::ptr::null_mut();
+//! // SAFETY: a valid out-pointer; the config is freed below.
+//! unsafe {
+//!     assert_eq!(calling_config_new(&mut config), calling_result::CALLING_RESULT_OK);
+//!     let r = calling_config_set_server_url(config, c"ws://127.0.0.1:8080/ws".as_ptr());
+//!     assert_eq!(r, calling_result::CALLING_RESULT_OK);
+//!     // A value outside the enum is refused, and the config is unchanged.
+//!     let r = calling_config_set_video_quality(config, 7);
+//!     assert_eq!(r, calling_result::CALLING_RESULT_INVALID_ARGUMENT);
+//!     calling_config_free(config);
+//! }
 //! // A NULL handle is refused, not dereferenced.
 //! let r = unsafe { calling_client_hangup(std::ptr::null_mut()) };
 //! assert_eq!(r, calling_result::CALLING_RESULT_NULL_PARAMETER);
-//! let text = unsafe { CStr::from_ptr(calling_result_text(r)) };
+//! let text = unsafe { CStr::from_ptr(calling_result_text(r as u32)) };
 //! assert_eq!(text.to_str().unwrap(), "a required pointer argument was NULL");
+//! // Any integer has a text, codes or not.
+//! let text = unsafe { CStr::from_ptr(calling_result_text(u32::MAX)) };
+//! assert_eq!(text.to_str().unwrap(), "unknown result code");
 //! ```
 
 // The C API names its types in C style, as the header shows them.
@@ -51,7 +64,22 @@ pub use result::{calling_result, calling_result_text};
 use result::calling_result::*;
 use result::{guard, guard_void, out_arg, str_arg, try_ffi};
 
+/// The major version of the library this header belongs to. Compare it
+/// with `calling_version()` at run time to catch a header and a library of
+/// different versions. Kept equal to the crate version by a test.
+pub const CALLING_VERSION_MAJOR: u32 = 0;
+/// The minor version of the library this header belongs to.
+pub const CALLING_VERSION_MINOR: u32 = 1;
+/// The patch version of the library this header belongs to.
+pub const CALLING_VERSION_PATCH: u32 = 0;
+
+/// `CALLING_EVENT_ERROR` code: a call's media could not start (the media
+/// session, the microphone file or the camera source failed); the call
+/// itself goes on. Error codes are stable: never renumbered or reused.
+pub const CALLING_ERROR_MEDIA_START: u32 = 2001;
+
 /// The library version, e.g. `"0.1.0"`: a static string, do not free it.
+/// Equal to `CALLING_VERSION_STRING` when header and library match.
 #[unsafe(no_mangle)]
 pub extern "C" fn calling_version() -> *const c_char {
     const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
@@ -173,4 +201,44 @@ pub unsafe extern "C" fn calling_log_init(filter: *const c_char) -> calling_resu
             .try_init();
         CALLING_RESULT_OK
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CStr;
+
+    #[test]
+    fn the_version_constants_are_the_crate_version() {
+        let parts = [
+            CALLING_VERSION_MAJOR,
+            CALLING_VERSION_MINOR,
+            CALLING_VERSION_PATCH,
+        ];
+        let cargo = [
+            env!("CARGO_PKG_VERSION_MAJOR"),
+            env!("CARGO_PKG_VERSION_MINOR"),
+            env!("CARGO_PKG_VERSION_PATCH"),
+        ];
+        for (ours, theirs) in parts.iter().zip(cargo) {
+            assert_eq!(
+                ours.to_string(),
+                theirs,
+                "update the CALLING_VERSION_* constants"
+            );
+        }
+        let dotted =
+            format!("{CALLING_VERSION_MAJOR}.{CALLING_VERSION_MINOR}.{CALLING_VERSION_PATCH}");
+        // A pre-release or build suffix would need a string of its own in
+        // the header: the header builds CALLING_VERSION_STRING from the three.
+        assert_eq!(dotted, env!("CARGO_PKG_VERSION"));
+        // SAFETY: a static NUL-terminated string.
+        let runtime = unsafe { CStr::from_ptr(calling_version()) };
+        assert_eq!(runtime.to_str().ok(), Some(dotted.as_str()));
+    }
+
+    #[test]
+    fn the_error_code_constants_are_the_sdk_codes() {
+        assert_eq!(CALLING_ERROR_MEDIA_START, calling::ERROR_MEDIA_START);
+    }
 }

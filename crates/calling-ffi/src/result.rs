@@ -6,6 +6,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use calling::CallingError;
 use calling_core::{AnswerError, CallError, JoinError, SwitchError};
 use calling_signal::TransportError;
+use calling_signal::protocol::ErrorCode;
 
 /// What every fallible function returns. `CALLING_RESULT_OK` is zero;
 /// [`calling_result_text`] names each code.
@@ -41,8 +42,10 @@ pub enum calling_result {
     /// A media type switch was refused (already that type, a request
     /// pending, unknown request id).
     CALLING_RESULT_SWITCH_REFUSED = 11,
-    /// The signaling server refused the login (bad or expired UserSig,
-    /// wrong app id).
+    /// The signaling server refused the login for a reason without a code
+    /// of its own (see `CALLING_RESULT_LOGIN_SIG_EXPIRED`,
+    /// `_LOGIN_BAD_SIGNATURE` and `_LOGIN_WRONG_APP` for the usual ones);
+    /// `calling_client_last_error` has the server's reason.
     CALLING_RESULT_LOGIN_REFUSED = 12,
     /// Connecting to or talking with the signaling server failed.
     CALLING_RESULT_IO = 13,
@@ -65,44 +68,110 @@ pub enum calling_result {
     /// The library panicked; the operation did not complete. The client is
     /// still safe to free.
     CALLING_RESULT_PANIC = 20,
+    /// The signaling server refused the login: the UserSig has expired.
+    /// Get a fresh one and log in again.
+    CALLING_RESULT_LOGIN_SIG_EXPIRED = 21,
+    /// The signaling server refused the login: the UserSig is malformed,
+    /// forged, or was issued for another user.
+    CALLING_RESULT_LOGIN_BAD_SIGNATURE = 22,
+    /// The signaling server refused the login: it does not serve this
+    /// `sdk_app_id` (or the UserSig was issued for another app).
+    CALLING_RESULT_LOGIN_WRONG_APP = 23,
+}
+
+/// Every code, in order: `ALL_RESULTS[n]` is the code `n`. Codes are never
+/// renumbered or reused; new ones are appended.
+const ALL_RESULTS: [calling_result; 24] = [
+    calling_result::CALLING_RESULT_OK,
+    calling_result::CALLING_RESULT_NULL_PARAMETER,
+    calling_result::CALLING_RESULT_INVALID_UTF8,
+    calling_result::CALLING_RESULT_INVALID_ARGUMENT,
+    calling_result::CALLING_RESULT_NOT_LOGGED_IN,
+    calling_result::CALLING_RESULT_ALREADY_LOGGED_IN,
+    calling_result::CALLING_RESULT_NO_SUCH_INVITE,
+    calling_result::CALLING_RESULT_STALE_INVITE,
+    calling_result::CALLING_RESULT_BUSY,
+    calling_result::CALLING_RESULT_NOT_IN_CALL,
+    calling_result::CALLING_RESULT_CALL_REFUSED,
+    calling_result::CALLING_RESULT_SWITCH_REFUSED,
+    calling_result::CALLING_RESULT_LOGIN_REFUSED,
+    calling_result::CALLING_RESULT_IO,
+    calling_result::CALLING_RESULT_MEDIA,
+    calling_result::CALLING_RESULT_SIGNATURE_INVALID,
+    calling_result::CALLING_RESULT_SIGNATURE_EXPIRED,
+    calling_result::CALLING_RESULT_NO_EVENT,
+    calling_result::CALLING_RESULT_WRONG_THREAD,
+    calling_result::CALLING_RESULT_JOIN_REFUSED,
+    calling_result::CALLING_RESULT_PANIC,
+    calling_result::CALLING_RESULT_LOGIN_SIG_EXPIRED,
+    calling_result::CALLING_RESULT_LOGIN_BAD_SIGNATURE,
+    calling_result::CALLING_RESULT_LOGIN_WRONG_APP,
+];
+
+impl calling_result {
+    /// The code with the number `code`, if there is one. C passes codes as
+    /// plain integers: any value may arrive.
+    pub(crate) fn from_code(code: u32) -> Option<calling_result> {
+        usize::try_from(code)
+            .ok()
+            .and_then(|i| ALL_RESULTS.get(i))
+            .copied()
+    }
+
+    /// The code's description as a Rust string.
+    pub(crate) fn describe(self) -> &'static str {
+        self.text().to_str().unwrap_or_default()
+    }
+
+    /// The code's description (exhaustive: a new code needs a text).
+    pub(crate) fn text(self) -> &'static CStr {
+        match self {
+            CALLING_RESULT_OK => c"ok",
+            CALLING_RESULT_NULL_PARAMETER => c"a required pointer argument was NULL",
+            CALLING_RESULT_INVALID_UTF8 => c"a string argument is not valid UTF-8",
+            CALLING_RESULT_INVALID_ARGUMENT => c"invalid argument",
+            CALLING_RESULT_NOT_LOGGED_IN => c"not logged in",
+            CALLING_RESULT_ALREADY_LOGGED_IN => c"already logged in",
+            CALLING_RESULT_NO_SUCH_INVITE => c"no such invite",
+            CALLING_RESULT_STALE_INVITE => c"the invite can no longer be answered",
+            CALLING_RESULT_BUSY => c"already ringing or in a call",
+            CALLING_RESULT_NOT_IN_CALL => c"not in a call",
+            CALLING_RESULT_CALL_REFUSED => c"the call was refused",
+            CALLING_RESULT_SWITCH_REFUSED => c"the media type switch was refused",
+            CALLING_RESULT_LOGIN_REFUSED => c"the server refused the login",
+            CALLING_RESULT_IO => c"signaling connection failed",
+            CALLING_RESULT_MEDIA => c"media engine failed",
+            CALLING_RESULT_SIGNATURE_INVALID => c"the UserSig is invalid",
+            CALLING_RESULT_SIGNATURE_EXPIRED => c"the UserSig has expired",
+            CALLING_RESULT_NO_EVENT => c"no event is waiting",
+            CALLING_RESULT_WRONG_THREAD => c"called from a runtime thread (inside a callback)",
+            CALLING_RESULT_JOIN_REFUSED => c"joining the call was refused",
+            CALLING_RESULT_PANIC => c"the library panicked",
+            CALLING_RESULT_LOGIN_SIG_EXPIRED => c"login refused: the UserSig has expired",
+            CALLING_RESULT_LOGIN_BAD_SIGNATURE => {
+                c"login refused: the UserSig is malformed, forged or for another user"
+            }
+            CALLING_RESULT_LOGIN_WRONG_APP => {
+                c"login refused: the server does not serve this app id"
+            }
+        }
+    }
 }
 
 use calling_result::*;
 
-/// A static, NUL-terminated English description of `result`, never NULL.
-/// Do not free it.
+/// A static, NUL-terminated English description of the result code
+/// `result`, never NULL; `"unknown result code"` for a value that is not
+/// a code (any `uint32_t` is accepted). Do not free it.
 #[unsafe(no_mangle)]
-pub extern "C" fn calling_result_text(result: calling_result) -> *const c_char {
-    result_text(result as u32).as_ptr()
+pub extern "C" fn calling_result_text(result: u32) -> *const c_char {
+    result_text(result).as_ptr()
 }
 
 /// The text of a code, taken as an integer so that a value outside the enum
 /// coming from C is not undefined behaviour.
 fn result_text(code: u32) -> &'static CStr {
-    match code {
-        0 => c"ok",
-        1 => c"a required pointer argument was NULL",
-        2 => c"a string argument is not valid UTF-8",
-        3 => c"invalid argument",
-        4 => c"not logged in",
-        5 => c"already logged in",
-        6 => c"no such invite",
-        7 => c"the invite can no longer be answered",
-        8 => c"already ringing or in a call",
-        9 => c"not in a call",
-        10 => c"the call was refused",
-        11 => c"the media type switch was refused",
-        12 => c"the server refused the login",
-        13 => c"signaling connection failed",
-        14 => c"media engine failed",
-        15 => c"the UserSig is invalid",
-        16 => c"the UserSig has expired",
-        17 => c"no event is waiting",
-        18 => c"called from a runtime thread (inside a callback)",
-        19 => c"joining the call was refused",
-        20 => c"the library panicked",
-        _ => c"unknown result code",
-    }
+    calling_result::from_code(code).map_or(c"unknown result code", calling_result::text)
 }
 
 impl From<&CallingError> for calling_result {
@@ -122,9 +191,12 @@ impl From<&CallingError> for calling_result {
             CallingError::Join(_) => CALLING_RESULT_JOIN_REFUSED,
             CallingError::Switch(SwitchError::NotInCall) => CALLING_RESULT_NOT_IN_CALL,
             CallingError::Switch(_) => CALLING_RESULT_SWITCH_REFUSED,
-            CallingError::Transport(TransportError::LoginRefused { .. }) => {
-                CALLING_RESULT_LOGIN_REFUSED
-            }
+            CallingError::Transport(TransportError::LoginRefused { code, .. }) => match code {
+                ErrorCode::SigExpired => CALLING_RESULT_LOGIN_SIG_EXPIRED,
+                ErrorCode::BadSignature => CALLING_RESULT_LOGIN_BAD_SIGNATURE,
+                ErrorCode::WrongApp => CALLING_RESULT_LOGIN_WRONG_APP,
+                _ => CALLING_RESULT_LOGIN_REFUSED,
+            },
             CallingError::Transport(TransportError::Closed) => CALLING_RESULT_NOT_LOGGED_IN,
             CallingError::Transport(_) => CALLING_RESULT_IO,
             CallingError::Media(_) => CALLING_RESULT_MEDIA,
@@ -136,18 +208,21 @@ impl From<&CallingError> for calling_result {
 /// Runs the body of an `extern "C"` function: a panic becomes
 /// `CALLING_RESULT_PANIC` instead of unwinding into C (which would abort).
 pub(crate) fn guard(body: impl FnOnce() -> calling_result) -> calling_result {
-    match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(r) => r,
-        Err(payload) => {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            tracing::error!(panic = %what, "panic caught at the C boundary");
-            CALLING_RESULT_PANIC
-        }
-    }
+    catch(body).unwrap_or(CALLING_RESULT_PANIC)
+}
+
+/// Runs `body`, turning a panic into `Err` with the panic's message (also
+/// logged).
+pub(crate) fn catch<T>(body: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(body)).map_err(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(panic = %what, "panic caught at the C boundary");
+        what
+    })
 }
 
 /// [`guard`] for functions that return nothing (the `_free` functions).
@@ -244,12 +319,80 @@ mod tests {
 
     #[test]
     fn every_code_has_its_own_text() {
-        let texts: Vec<&CStr> = (0..=20).map(result_text).collect();
+        let texts: Vec<&CStr> = ALL_RESULTS.iter().map(|r| r.text()).collect();
         for (i, t) in texts.iter().enumerate() {
             assert_ne!(*t, c"unknown result code", "code {i}");
             assert!(!texts[..i].contains(t), "code {i} repeats a text");
         }
-        assert_eq!(result_text(21), c"unknown result code");
+    }
+
+    #[test]
+    fn the_code_list_is_complete_and_in_order() {
+        for (i, r) in ALL_RESULTS.iter().enumerate() {
+            assert_eq!(*r as usize, i, "ALL_RESULTS[{i}]");
+        }
+        // Every variant of the enum is in the list.
+        let src = include_str!("result.rs");
+        let start = src.find("pub enum calling_result {").unwrap();
+        let end = start + src[start..].find("\n}\n").unwrap();
+        let variants = src[start..end]
+            .lines()
+            .filter(|l| l.trim_start().starts_with("CALLING_RESULT_"))
+            .count();
+        assert_eq!(variants, ALL_RESULTS.len());
+    }
+
+    /// Any `uint32_t` may come from C: codes get their text, everything
+    /// else the same fixed one, and none of it is undefined behaviour.
+    #[test]
+    fn result_text_takes_any_integer() {
+        let text = |code: u32| {
+            let p = calling_result_text(code);
+            assert!(!p.is_null());
+            // SAFETY: a static NUL-terminated string from this library.
+            unsafe { CStr::from_ptr(p) }
+        };
+        for r in ALL_RESULTS {
+            assert_eq!(text(r as u32), r.text());
+        }
+        let last = ALL_RESULTS.len() as u32;
+        let beyond = [
+            last,
+            last + 1,
+            1000,
+            0x7fff_ffff,
+            0x8000_0000,
+            u32::MAX - 1,
+            u32::MAX,
+        ];
+        for code in beyond.into_iter().chain((last..last + 10_000).step_by(7)) {
+            assert_eq!(text(code), c"unknown result code", "code {code}");
+        }
+        assert_eq!(text(0), c"ok");
+    }
+
+    #[test]
+    fn each_login_refusal_has_its_code() {
+        let refused = |code| {
+            calling_result::from(&CallingError::Transport(TransportError::LoginRefused {
+                code,
+                message: "detail".to_owned(),
+            }))
+        };
+        assert_eq!(
+            refused(ErrorCode::SigExpired),
+            CALLING_RESULT_LOGIN_SIG_EXPIRED
+        );
+        assert_eq!(
+            refused(ErrorCode::BadSignature),
+            CALLING_RESULT_LOGIN_BAD_SIGNATURE
+        );
+        assert_eq!(refused(ErrorCode::WrongApp), CALLING_RESULT_LOGIN_WRONG_APP);
+        assert_eq!(
+            refused(ErrorCode::InvalidUserId),
+            CALLING_RESULT_LOGIN_REFUSED
+        );
+        assert_eq!(refused(ErrorCode::Internal), CALLING_RESULT_LOGIN_REFUSED);
     }
 }
 
@@ -308,6 +451,8 @@ mod boundary {
                 let guarded = body.contains("guard(")
                     || body.contains("guard_void(")
                     || body.contains("answer(client")
+                    || body.contains("with_client(client")
+                    || body.contains("with_config(config")
                     || body.contains("calling_client_wait_event(")
                     // Static text only: nothing in it can panic.
                     || name == "calling_result_text"

@@ -147,11 +147,13 @@ fn c_api_contract_under_sanitizers() {
         &[
             "static ok",
             "usersig ok",
+            "config ok",
             "null arguments ok",
             "invalid input ok",
             "lifecycle ok",
             "no events after free ok",
             "kicked out ok",
+            "expired login ok",
             "all ok",
         ],
     );
