@@ -29,7 +29,7 @@ struct FirstFrame {
 }
 
 impl FrameSink for FirstFrame {
-    fn on_frame(&self, _user: &str, frame: &EncodedFrame) {
+    fn on_frame(&self, _user: &calling::UserId, frame: &EncodedFrame) {
         if frame.kind() != MediaKind::Video {
             return;
         }

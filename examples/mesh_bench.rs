@@ -249,7 +249,7 @@ async fn child() -> Result<(), String> {
         let stats = phone.stats().await.map_err(|e| e.to_string())?;
         let done = others.iter().all(|o| {
             stats.iter().any(|s| {
-                s.user == *o
+                s.user == o.as_str()
                     && s.audio_frames_received > 0
                     && (media_type == MediaType::Audio || s.video_frames_received > 0)
             })

@@ -32,7 +32,7 @@ struct Meter {
 }
 
 impl FrameSink for Meter {
-    fn on_frame(&self, user: &str, frame: &EncodedFrame) {
+    fn on_frame(&self, user: &calling::UserId, frame: &EncodedFrame) {
         if let Ok(mut seen) = self.seen.lock() {
             let e = seen
                 .entry((user.to_string(), frame.kind()))

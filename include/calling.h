@@ -27,10 +27,19 @@
 // The patch version of the library this header belongs to.
 #define CALLING_VERSION_PATCH 0
 
-// `CALLING_EVENT_ERROR` code: a call's media could not start (the media
-// session, the microphone file or the camera source failed); the call
-// itself goes on. Error codes are stable: never renumbered or reused.
+// `CALLING_EVENT_ERROR` code: a call's media session could not be created
+// (no usable network interface, sockets refused); the call goes on without
+// media. Error codes are stable: never renumbered or reused.
 #define CALLING_ERROR_MEDIA_START 2001
+
+// `CALLING_EVENT_ERROR` code: the microphone source could not start (e.g.
+// the audio file is missing); the others see this user's audio as
+// unavailable.
+#define CALLING_ERROR_AUDIO_SOURCE 2002
+
+// `CALLING_EVENT_ERROR` code: the camera source could not start (e.g. the
+// video file is missing); the others see this user's video as unavailable.
+#define CALLING_ERROR_VIDEO_SOURCE 2003
 
 // What every fallible function returns. `CALLING_RESULT_OK` is zero;
 // [`calling_result_text`] names each code.

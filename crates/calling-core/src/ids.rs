@@ -74,6 +74,18 @@ macro_rules! token_id {
             }
         }
 
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0
@@ -218,6 +230,14 @@ mod tests {
             UserId::new("é"),
             Err(IdError::InvalidChar { ch: 'é', at: 0 })
         );
+    }
+
+    #[test]
+    fn ids_compare_with_strings() {
+        let alice = UserId::new("alice").unwrap();
+        assert!(alice == "alice");
+        assert!(alice != "bob");
+        assert!(alice == *"alice");
     }
 
     #[test]

@@ -10,10 +10,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use calling::{
-    Calling, CallingConfig, CallingError, EncodedFrame, Events, FrameSink, InviteId, MediaKind,
-    MediaType, VideoInput, VideoQuality,
+    Calling, CallingConfig, CallingError, Codec, EncodedFrame, Events, FrameSink, InviteId,
+    MediaKind, MediaType, UserId, VideoInput, VideoQuality,
 };
-use calling_media::Codec;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
@@ -453,14 +452,16 @@ impl Shared {
 struct Sink(Arc<Shared>);
 
 impl FrameSink for Sink {
-    fn on_frame(&self, user: &str, frame: &EncodedFrame) {
+    fn on_frame(&self, user: &UserId, frame: &EncodedFrame) {
         let kind = frame.codec.kind();
         *lock(&self.0.frames)
-            .entry((user.to_owned(), kind))
+            .entry((user.to_string(), kind))
             .or_insert(0) += 1;
         let cb = lock(&self.0.frame_cb);
         let Some(cb) = cb.as_ref() else { return };
-        let Ok(user) = CString::new(user) else { return };
+        let Ok(user) = CString::new(user.as_str()) else {
+            return;
+        };
         let c = calling_frame {
             user: user.as_ptr(),
             kind: media_kind_code(kind),
@@ -468,8 +469,6 @@ impl FrameSink for Sink {
                 Codec::Opus => calling_codec::CALLING_CODEC_OPUS,
                 Codec::H264 => calling_codec::CALLING_CODEC_H264,
                 Codec::Vp8 => calling_codec::CALLING_CODEC_VP8,
-                #[allow(unreachable_patterns)]
-                _ => calling_codec::CALLING_CODEC_UNKNOWN,
             } as u32,
             data: frame.data.as_ptr(),
             len: frame.data.len(),
@@ -486,7 +485,7 @@ impl FrameSink for Sink {
 fn media_kind_code(kind: MediaKind) -> u32 {
     match kind {
         MediaKind::Audio => calling_media_kind::CALLING_MEDIA_KIND_AUDIO as u32,
-        _ => calling_media_kind::CALLING_MEDIA_KIND_VIDEO as u32,
+        MediaKind::Video => calling_media_kind::CALLING_MEDIA_KIND_VIDEO as u32,
     }
 }
 
@@ -1471,14 +1470,14 @@ pub unsafe extern "C" fn calling_client_peer_stats(
         let user = arg("user", unsafe { str_arg(user) })?;
         arg("out", out_arg(out))?;
         let all = client.run(|c| async move { c.stats().await })?;
-        let Some(p) = all.into_iter().find(|p| p.user == user) else {
+        let Some(p) = all.into_iter().find(|p| p.user.as_str() == user) else {
             return Err(Failure::new(
                 CALLING_RESULT_NOT_IN_CALL,
                 format!("no connection with {user:?} in the current call"),
             ));
         };
         let stats = calling_peer_stats {
-            connected: matches!(p.state, Some(calling_media::PeerState::Connected)),
+            connected: matches!(p.state, Some(calling::PeerState::Connected)),
             packets_sent: p.packets_sent,
             bytes_sent: p.bytes_sent,
             packets_received: p.packets_received,

@@ -647,7 +647,7 @@ mod tests {
             is_from_group: true,
             group_id: Some(GroupId::new("g1").unwrap()),
             media_type: MediaType::Video,
-            room_id: calling_core::RoomId::new(42).unwrap(),
+            room_id: calling::RoomId::new(42).unwrap(),
             user_data: Some("hello".into()),
             timeout: 30,
         }));

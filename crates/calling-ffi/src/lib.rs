@@ -73,10 +73,19 @@ pub const CALLING_VERSION_MINOR: u32 = 1;
 /// The patch version of the library this header belongs to.
 pub const CALLING_VERSION_PATCH: u32 = 0;
 
-/// `CALLING_EVENT_ERROR` code: a call's media could not start (the media
-/// session, the microphone file or the camera source failed); the call
-/// itself goes on. Error codes are stable: never renumbered or reused.
+/// `CALLING_EVENT_ERROR` code: a call's media session could not be created
+/// (no usable network interface, sockets refused); the call goes on without
+/// media. Error codes are stable: never renumbered or reused.
 pub const CALLING_ERROR_MEDIA_START: u32 = 2001;
+
+/// `CALLING_EVENT_ERROR` code: the microphone source could not start (e.g.
+/// the audio file is missing); the others see this user's audio as
+/// unavailable.
+pub const CALLING_ERROR_AUDIO_SOURCE: u32 = 2002;
+
+/// `CALLING_EVENT_ERROR` code: the camera source could not start (e.g. the
+/// video file is missing); the others see this user's video as unavailable.
+pub const CALLING_ERROR_VIDEO_SOURCE: u32 = 2003;
 
 /// The library version, e.g. `"0.1.0"`: a static string, do not free it.
 /// Equal to `CALLING_VERSION_STRING` when header and library match.
@@ -127,12 +136,12 @@ pub unsafe extern "C" fn calling_usersig_generate(
         if key.is_empty() || user.is_empty() || expire_secs == 0 {
             return CALLING_RESULT_INVALID_ARGUMENT;
         }
-        let sig = calling_usersig::generate(
+        let sig = calling::usersig::generate(
             sdk_app_id,
             key,
             user,
             expire_secs,
-            calling_usersig::now_unix(),
+            calling::usersig::now_unix(),
         );
         let Ok(sig) = CString::new(sig) else {
             return CALLING_RESULT_INVALID_ARGUMENT;
@@ -165,9 +174,9 @@ pub unsafe extern "C" fn calling_usersig_verify(
         let user = try_ffi!(unsafe { str_arg(user_id) });
         // SAFETY: as documented.
         let sig = try_ffi!(unsafe { str_arg(user_sig) });
-        match calling_usersig::verify(sdk_app_id, key, user, sig, calling_usersig::now_unix()) {
+        match calling::usersig::verify(sdk_app_id, key, user, sig, calling::usersig::now_unix()) {
             Ok(_) => CALLING_RESULT_OK,
-            Err(calling_usersig::VerifyError::Expired { .. }) => CALLING_RESULT_SIGNATURE_EXPIRED,
+            Err(calling::usersig::VerifyError::Expired { .. }) => CALLING_RESULT_SIGNATURE_EXPIRED,
             Err(e) => {
                 tracing::debug!(error = %e, "UserSig refused");
                 CALLING_RESULT_SIGNATURE_INVALID
@@ -239,6 +248,15 @@ mod tests {
 
     #[test]
     fn the_error_code_constants_are_the_sdk_codes() {
-        assert_eq!(CALLING_ERROR_MEDIA_START, calling::ERROR_MEDIA_START);
+        use calling::ErrorCode;
+        let c = [
+            (CALLING_ERROR_MEDIA_START, ErrorCode::MediaStart),
+            (CALLING_ERROR_AUDIO_SOURCE, ErrorCode::AudioSource),
+            (CALLING_ERROR_VIDEO_SOURCE, ErrorCode::VideoSource),
+        ];
+        assert_eq!(c.len(), ErrorCode::ALL.len(), "every code has a constant");
+        for (constant, code) in c {
+            assert_eq!(constant, code.code(), "{code:?}");
+        }
     }
 }

@@ -3,10 +3,10 @@
 use std::ffi::{CStr, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use calling::CallingError;
-use calling_core::{AnswerError, CallError, JoinError, SwitchError};
-use calling_signal::TransportError;
-use calling_signal::protocol::ErrorCode;
+use calling::{
+    AnswerError, CallError, CallingError, JoinError, ServerErrorCode as ErrorCode, SwitchError,
+    TransportError,
+};
 
 /// What every fallible function returns. `CALLING_RESULT_OK` is zero;
 /// [`calling_result_text`] names each code.
@@ -179,29 +179,65 @@ impl From<&CallingError> for calling_result {
         match e {
             CallingError::NotLoggedIn => CALLING_RESULT_NOT_LOGGED_IN,
             CallingError::InvalidId(_) => CALLING_RESULT_INVALID_ARGUMENT,
-            CallingError::Call(CallError::Busy) => CALLING_RESULT_BUSY,
-            CallingError::Call(CallError::NotInCall) | CallingError::NotInCall => {
-                CALLING_RESULT_NOT_IN_CALL
-            }
-            CallingError::Call(CallError::NoInvitees) => CALLING_RESULT_INVALID_ARGUMENT,
-            CallingError::Call(_) => CALLING_RESULT_CALL_REFUSED,
+            CallingError::NotInCall => CALLING_RESULT_NOT_IN_CALL,
+            CallingError::Call(e) => call_code(e),
             CallingError::Answer(AnswerError::UnknownInvite(_)) => CALLING_RESULT_NO_SUCH_INVITE,
-            CallingError::Answer(_) => CALLING_RESULT_STALE_INVITE,
+            CallingError::Answer(AnswerError::StaleInvite { .. }) => CALLING_RESULT_STALE_INVITE,
             CallingError::Join(JoinError::Busy) => CALLING_RESULT_BUSY,
-            CallingError::Join(_) => CALLING_RESULT_JOIN_REFUSED,
+            CallingError::Join(JoinError::NoMembers | JoinError::TooManyMembers { .. }) => {
+                CALLING_RESULT_JOIN_REFUSED
+            }
             CallingError::Switch(SwitchError::NotInCall) => CALLING_RESULT_NOT_IN_CALL,
-            CallingError::Switch(_) => CALLING_RESULT_SWITCH_REFUSED,
-            CallingError::Transport(TransportError::LoginRefused { code, .. }) => match code {
-                ErrorCode::SigExpired => CALLING_RESULT_LOGIN_SIG_EXPIRED,
-                ErrorCode::BadSignature => CALLING_RESULT_LOGIN_BAD_SIGNATURE,
-                ErrorCode::WrongApp => CALLING_RESULT_LOGIN_WRONG_APP,
-                _ => CALLING_RESULT_LOGIN_REFUSED,
-            },
-            CallingError::Transport(TransportError::Closed) => CALLING_RESULT_NOT_LOGGED_IN,
-            CallingError::Transport(_) => CALLING_RESULT_IO,
+            CallingError::Switch(
+                SwitchError::AlreadyThatType(_)
+                | SwitchError::RequestPending
+                | SwitchError::UnknownRequest(_),
+            ) => CALLING_RESULT_SWITCH_REFUSED,
+            CallingError::Transport(e) => transport_code(e),
             CallingError::Media(_) => CALLING_RESULT_MEDIA,
-            _ => CALLING_RESULT_IO,
         }
+    }
+}
+
+fn call_code(e: &CallError) -> calling_result {
+    match e {
+        CallError::Busy => CALLING_RESULT_BUSY,
+        CallError::NotInCall => CALLING_RESULT_NOT_IN_CALL,
+        CallError::NoInvitees => CALLING_RESULT_INVALID_ARGUMENT,
+        CallError::SelfInvite
+        | CallError::DuplicateInvitee(_)
+        | CallError::TooManyParticipants { .. }
+        | CallError::UserDataTooLarge { .. } => CALLING_RESULT_CALL_REFUSED,
+    }
+}
+
+fn transport_code(e: &TransportError) -> calling_result {
+    match e {
+        TransportError::LoginRefused { code, .. } => match code {
+            ErrorCode::SigExpired => CALLING_RESULT_LOGIN_SIG_EXPIRED,
+            ErrorCode::BadSignature => CALLING_RESULT_LOGIN_BAD_SIGNATURE,
+            ErrorCode::WrongApp => CALLING_RESULT_LOGIN_WRONG_APP,
+            ErrorCode::BadFrame
+            | ErrorCode::UnknownType
+            | ErrorCode::TooLarge
+            | ErrorCode::NotLoggedIn
+            | ErrorCode::AlreadyLoggedIn
+            | ErrorCode::UnsupportedVersion
+            | ErrorCode::InvalidUserId
+            | ErrorCode::RateLimited
+            | ErrorCode::BadRecipients
+            | ErrorCode::InvalidRoom
+            | ErrorCode::TooManyRooms
+            | ErrorCode::RoomFull
+            | ErrorCode::NotInRoom
+            | ErrorCode::Internal => CALLING_RESULT_LOGIN_REFUSED,
+        },
+        TransportError::Closed => CALLING_RESULT_NOT_LOGGED_IN,
+        TransportError::NotConnected
+        | TransportError::Connect(_)
+        | TransportError::Refused { .. }
+        | TransportError::Timeout
+        | TransportError::Invalid(_) => CALLING_RESULT_IO,
     }
 }
 

@@ -103,13 +103,13 @@ fn last_error(c: &Client) -> String {
 }
 
 fn sig(app: u64, key: &str, user: &str, issued_at: u64) -> String {
-    calling_usersig::generate(app, key, user, 3600, issued_at)
+    calling::usersig::generate(app, key, user, 3600, issued_at)
 }
 
 #[test]
 fn each_refusal_has_its_code_and_the_servers_reason() {
     let (_rt, _server, url) = server();
-    let now = calling_usersig::now_unix();
+    let now = calling::usersig::now_unix();
     let alice = client(&url, APP);
     assert_eq!(last_error(&alice), "", "nothing failed yet");
 

@@ -57,7 +57,7 @@ impl Calling {
         config: CallingConfig,
     ) -> Result<(Calling, Events), CallingError> {
         let user = UserId::new(user_id)?;
-        let ws = WsConfig::new(url, sdk_app_id, user_id, user_sig);
+        let ws = WsConfig::new(url, sdk_app_id, user.clone(), user_sig);
         let transport = WsTransport::connect(ws).await?;
         Self::start(user, Arc::new(transport), config)
     }
@@ -69,7 +69,7 @@ impl Calling {
         transport: impl Transport + 'static,
         config: CallingConfig,
     ) -> Result<(Calling, Events), CallingError> {
-        let user = UserId::new(transport.local_user())?;
+        let user = transport.local_user().clone();
         Self::start(user, Arc::new(transport), config)
     }
 

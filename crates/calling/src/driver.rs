@@ -6,7 +6,7 @@
 //! sends, which the driver runs on itself in its turn. Each operation is
 //! written once, as a driver method; there is no command enum restating it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -37,8 +37,6 @@ struct Media {
     session: MediaSession,
     events: mpsc::UnboundedReceiver<MediaEvent>,
     media_type: MediaType,
-    /// The last [`MediaState`] reported per party.
-    states: HashMap<UserId, MediaState>,
 }
 
 /// Which call each sent message belonged to, so an "undeliverable" answer
@@ -215,11 +213,7 @@ impl Driver {
         self.preflight();
         let members = self.transport.join_room(call_id.as_str()).await?;
         self.room = Some(call_id.clone());
-        let members: Vec<UserId> = members
-            .into_iter()
-            .filter_map(|m| UserId::new(m).ok())
-            .filter(|m| *m != self.user)
-            .collect();
+        let members: Vec<UserId> = members.into_iter().filter(|m| *m != self.user).collect();
         let now = self.now();
         let r = self.machine.join(now, call_id, members);
         if r.is_err() {
@@ -313,40 +307,33 @@ impl Driver {
     async fn on_transport(&mut self, ev: TransportEvent) {
         let now = self.now();
         match ev {
-            TransportEvent::Message { from, payload, .. } => {
-                let Ok(from) = UserId::new(from) else {
-                    warn!("message from an invalid user id dropped");
-                    return;
-                };
-                match wire::decode(payload) {
-                    Ok(Inbound::Control(message)) => {
-                        if let Err(e) = self.machine.handle_message(now, &from, message) {
-                            warn!(%from, error = %e, "call-control message refused");
-                        }
-                        self.drain().await;
+            TransportEvent::Message { from, payload, .. } => match wire::decode(payload) {
+                Ok(Inbound::Control(message)) => {
+                    if let Err(e) = self.machine.handle_message(now, &from, message) {
+                        warn!(%from, error = %e, "call-control message refused");
                     }
-                    Ok(Inbound::Media { call_id, signal }) => match &self.media {
-                        Some(m) if m.call_id == call_id => {
-                            if let Err(e) = m.session.handle_signal(from.as_str(), signal).await {
-                                warn!(%from, error = %e, "media signal refused");
-                            }
-                        }
-                        _ => debug!(%from, %call_id, "media signal for another call dropped"),
-                    },
-                    Err(e) => warn!(%from, error = %e, "undecodable call-layer payload dropped"),
+                    self.drain().await;
                 }
-            }
+                Ok(Inbound::Media { call_id, signal }) => match &self.media {
+                    Some(m) if m.call_id == call_id => {
+                        if let Err(e) = m.session.handle_signal(&from, signal).await {
+                            warn!(%from, error = %e, "media signal refused");
+                        }
+                    }
+                    _ => debug!(%from, %call_id, "media signal for another call dropped"),
+                },
+                Err(e) => warn!(%from, error = %e, "undecodable call-layer payload dropped"),
+            },
             TransportEvent::Undeliverable { id, users } => {
                 if let Some(call) = self.sent.call_of(&id) {
-                    for user in users.into_iter().filter_map(|u| UserId::new(u).ok()) {
+                    for user in users {
                         self.machine.handle_unreachable(now, &user, &call);
                     }
                     self.drain().await;
                 }
             }
             TransportEvent::RoomLeave { room, user } => {
-                let call = self.room.clone().filter(|c| c.as_str() == room);
-                if let (Some(call), Ok(user)) = (call, UserId::new(user)) {
+                if let Some(call) = self.room.clone().filter(|c| c.as_str() == room) {
                     self.machine.handle_unreachable(now, &user, &call);
                     self.drain().await;
                 }
@@ -367,8 +354,6 @@ impl Driver {
             TransportEvent::Error { code, message, .. } => {
                 warn!(?code, %message, "server refused a frame");
             }
-            #[allow(unreachable_patterns)]
-            other => debug!(?other, "transport event ignored"),
         }
     }
 
@@ -382,51 +367,44 @@ impl Driver {
                 self.send(vec![to], payload, call_id).await;
             }
             MediaEvent::VoiceVolume { user, volume } => {
-                if let Ok(user) = UserId::new(user) {
-                    // Volumes are frequent: drop them rather than block on a slow app.
-                    let _ = self
-                        .events
-                        .try_send(Event::UserVoiceVolume { user, volume });
-                }
+                // Volumes are frequent: drop them rather than block on a slow app.
+                let _ = self
+                    .events
+                    .try_send(Event::UserVoiceVolume { user, volume });
             }
-            MediaEvent::PeerState { user, state } => {
-                debug!(%user, ?state, "peer state");
-                if let Ok(user) = UserId::new(user) {
-                    self.on_peer_state(user, state).await;
-                }
+            MediaEvent::PeerState {
+                user,
+                previous,
+                state,
+            } => {
+                debug!(%user, ?previous, ?state, "peer state");
+                self.on_peer_state(user, previous, state).await;
             }
-            #[allow(unreachable_patterns)]
-            other => debug!(?other, "media event"),
+            MediaEvent::RemoteTrack { user, kind } => debug!(%user, ?kind, "remote track"),
+            MediaEvent::FirstFrame { user, kind } => debug!(%user, ?kind, "first frame"),
+            MediaEvent::KeyframeRequested { user } => debug!(%user, "key frame requested"),
         }
     }
 
-    /// Turns the media engine's connection states into [`Event::Media`],
-    /// once per change.
-    async fn on_peer_state(&mut self, user: UserId, state: PeerState) {
-        let Some(m) = self.media.as_mut() else {
+    /// Turns the media engine's connection changes into [`Event::Media`].
+    async fn on_peer_state(&mut self, user: UserId, previous: PeerState, state: PeerState) {
+        let Some(call_id) = self.media.as_ref().map(|m| m.call_id.clone()) else {
             return;
         };
-        let last = m.states.get(&user).copied();
-        let next = match state {
-            PeerState::Connecting if last.is_none() => MediaState::Connecting,
-            PeerState::Connected => match last {
-                Some(MediaState::Disconnected) => MediaState::Restored,
-                Some(MediaState::Connected | MediaState::Restored) => return,
-                _ => MediaState::Connected,
-            },
-            PeerState::Disconnected => MediaState::Disconnected,
-            PeerState::Failed => MediaState::Failed,
-            _ => return,
+        let state = match (previous, state) {
+            (PeerState::Disconnected, PeerState::Connected) => MediaState::Restored,
+            (_, PeerState::Connected) => MediaState::Connected,
+            (_, PeerState::Connecting) => MediaState::Connecting,
+            (_, PeerState::Disconnected) => MediaState::Disconnected,
+            (_, PeerState::Failed) => MediaState::Failed,
+            // New is a fresh start and Closed follows a drop the call rules
+            // asked for (UserLeave says it).
+            (_, PeerState::New | PeerState::Closed) => return,
         };
-        if last == Some(next) {
-            return;
-        }
-        m.states.insert(user.clone(), next);
-        let call_id = m.call_id.clone();
         self.emit(Event::Media {
             call_id,
             user,
-            state: next,
+            state,
         })
         .await;
     }
@@ -447,7 +425,6 @@ impl Driver {
                 match out {
                     Output::Send { to, message } => {
                         let call = message.call_id.clone();
-                        let to = to.into_iter().map(String::from).collect();
                         self.send(to, wire::control(&message), call).await;
                     }
                     Output::Event(e) => self.emit(e.into()).await,
@@ -463,7 +440,7 @@ impl Driver {
         }
     }
 
-    async fn send(&mut self, to: Vec<String>, payload: Value, call: CallId) {
+    async fn send(&mut self, to: Vec<UserId>, payload: Value, call: CallId) {
         match self.transport.send(&to, payload).await {
             Ok(id) => self.sent.record(id, call),
             Err(e) => warn!(?to, error = %e, "send failed"),
@@ -503,15 +480,14 @@ impl Driver {
             }
             MediaInstruction::ConnectPeer { call_id, user } => {
                 if let Some(m) = self.media.as_ref().filter(|m| m.call_id == call_id)
-                    && let Err(e) = m.session.connect(user.as_str()).await
+                    && let Err(e) = m.session.connect(&user).await
                 {
                     warn!(%user, error = %e, "media connect failed");
                 }
             }
             MediaInstruction::DropPeer { call_id, user } => {
-                if let Some(m) = self.media.as_mut().filter(|m| m.call_id == call_id) {
-                    m.states.remove(&user);
-                    m.session.disconnect(user.as_str()).await;
+                if let Some(m) = self.media.as_ref().filter(|m| m.call_id == call_id) {
+                    m.session.disconnect(&user).await;
                 }
             }
             MediaInstruction::SetMediaType {
@@ -527,8 +503,6 @@ impl Driver {
                 self.close_media().await;
                 self.leave_room().await;
             }
-            #[allow(unreachable_patterns)]
-            other => debug!(?other, "media instruction ignored"),
         }
     }
 
@@ -538,9 +512,8 @@ impl Driver {
     async fn open_media(&mut self, call_id: CallId, media_type: MediaType) {
         self.close_media().await;
         let mut config = self.config.media.clone();
-        config.local_user = self.user.to_string();
         config.video_quality = self.local.quality;
-        let (session, events) = match MediaSession::new(config).await {
+        let (session, events) = match MediaSession::new(self.user.clone(), config).await {
             Ok(s) => s,
             Err(e) => {
                 self.local.audio_ok = false;
@@ -560,7 +533,6 @@ impl Driver {
             session,
             events,
             media_type,
-            states: HashMap::new(),
         });
         self.local.audio_ok = audio.is_ok();
         if let Err(e) = audio {

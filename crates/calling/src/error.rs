@@ -7,7 +7,6 @@ use thiserror::Error;
 
 /// Why an SDK call failed.
 #[derive(Debug, Error)]
-#[non_exhaustive]
 pub enum CallingError {
     /// Logged out, kicked out, or the login expired: log in again.
     #[error("not logged in")]

@@ -16,12 +16,12 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use calling::{CallEvent, Calling, CallingConfig, Event, MediaType, MemoryHub};
+//! use calling::{CallEvent, Calling, CallingConfig, Event, MediaType, MemoryHub, UserId};
 //!
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let hub = MemoryHub::new();
-//! let (alice, _) = Calling::with_transport(hub.register("alice")?, CallingConfig::default())?;
-//! let (bob, mut bob_events) = Calling::with_transport(hub.register("bob")?, CallingConfig::default())?;
+//! let (alice, _) = Calling::with_transport(hub.register(UserId::new("alice")?), CallingConfig::default())?;
+//! let (bob, mut bob_events) = Calling::with_transport(hub.register(UserId::new("bob")?), CallingConfig::default())?;
 //!
 //! alice.call("bob", MediaType::Video, Duration::from_secs(30)).await?;
 //! while let Some(event) = bob_events.recv().await {

@@ -350,7 +350,7 @@ async fn four_party_group_call_decline_timeout_late_join_leave() {
         .await
         .unwrap()
         .into_iter()
-        .map(|s| s.user)
+        .map(|s| s.user.to_string())
         .collect();
     assert_eq!(
         peers,

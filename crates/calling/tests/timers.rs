@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use calling::{
     CallEvent, Calling, CallingConfig, EndReason, Event, Events, MediaType, MemoryHub, NoAnswer,
+    UserId,
 };
 
 /// The first event matching `pred`; fails after a virtual minute.
@@ -37,8 +38,10 @@ fn audio_only() -> CallingConfig {
 }
 
 async fn pair(hub: &MemoryHub) -> ((Calling, Events), (Calling, Events)) {
-    let alice = Calling::with_transport(hub.register("alice").unwrap(), audio_only()).unwrap();
-    let bob = Calling::with_transport(hub.register("bob").unwrap(), audio_only()).unwrap();
+    let alice =
+        Calling::with_transport(hub.register(UserId::new("alice").unwrap()), audio_only()).unwrap();
+    let bob =
+        Calling::with_transport(hub.register(UserId::new("bob").unwrap()), audio_only()).unwrap();
     (alice, bob)
 }
 
