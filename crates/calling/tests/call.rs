@@ -39,6 +39,17 @@ async fn connect(
     call_id
 }
 
+/// A server, alice and bob logged in, and alice's call to bob connected.
+async fn two_in_a_call(
+    media: MediaType,
+) -> (Net, (Calling, Events), (Calling, Events), calling::CallId) {
+    let net = start().await;
+    let (alice, mut alice_events) = login(&net, "alice").await;
+    let (bob, mut bob_events) = login(&net, "bob").await;
+    let call_id = connect((&alice, &mut alice_events), (&bob, &mut bob_events), media).await;
+    (net, (alice, alice_events), (bob, bob_events), call_id)
+}
+
 fn end_reason(e: &Event) -> EndReason {
     match e {
         Event::Call(CallEvent::CallEnd { reason, .. }) => *reason,
@@ -103,15 +114,8 @@ async fn video_call_flows_both_ways_then_hangs_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audio_call_sends_no_video() {
-    let net = start().await;
-    let (alice, mut alice_events) = login(&net, "alice").await;
-    let (bob, mut bob_events) = login(&net, "bob").await;
-    connect(
-        (&alice, &mut alice_events),
-        (&bob, &mut bob_events),
-        MediaType::Audio,
-    )
-    .await;
+    let (_net, (alice, _alice_events), (bob, mut bob_events), _) =
+        two_in_a_call(MediaType::Audio).await;
     wait_frames(&alice, "bob", MediaKind::Audio, 20).await;
     wait_frames(&bob, "alice", MediaKind::Audio, 20).await;
     assert_eq!(frames_from(&alice, "bob", MediaKind::Video).await, 0);
@@ -197,15 +201,8 @@ async fn offline_callee_is_reported_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mute_and_camera_off_reach_the_peer() {
-    let net = start().await;
-    let (alice, mut alice_events) = login(&net, "alice").await;
-    let (bob, mut bob_events) = login(&net, "bob").await;
-    connect(
-        (&alice, &mut alice_events),
-        (&bob, &mut bob_events),
-        MediaType::Video,
-    )
-    .await;
+    let (_net, (alice, mut alice_events), (bob, _bob_events), _) =
+        two_in_a_call(MediaType::Video).await;
     bob.set_mic_mute(true).await.unwrap();
     expect(&mut alice_events, "bob's audio off", |e| {
         matches!(e, Event::Call(CallEvent::UserAudioAvailable { user, available: false, .. }) if user.as_str() == "bob")
@@ -226,15 +223,8 @@ async fn mute_and_camera_off_reach_the_peer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kicked_out_during_a_call() {
-    let net = start().await;
-    let (alice, mut alice_events) = login(&net, "alice").await;
-    let (bob, mut bob_events) = login(&net, "bob").await;
-    connect(
-        (&alice, &mut alice_events),
-        (&bob, &mut bob_events),
-        MediaType::Audio,
-    )
-    .await;
+    let (net, (_alice, mut alice_events), (bob, mut bob_events), _) =
+        two_in_a_call(MediaType::Audio).await;
 
     // Bob logs in again elsewhere: the first bob is kicked out.
     let (_bob2, _bob2_events) = login(&net, "bob").await;
@@ -331,15 +321,8 @@ async fn login_with_a_forged_or_mismatched_usersig_is_a_typed_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_sides_see_the_media_connect() {
-    let net = start().await;
-    let (alice, mut alice_events) = login(&net, "alice").await;
-    let (bob, mut bob_events) = login(&net, "bob").await;
-    let call_id = connect(
-        (&alice, &mut alice_events),
-        (&bob, &mut bob_events),
-        MediaType::Audio,
-    )
-    .await;
+    let (_net, (alice, mut alice_events), (_bob, mut bob_events), call_id) =
+        two_in_a_call(MediaType::Audio).await;
     for (events, peer) in [(&mut alice_events, "bob"), (&mut bob_events, "alice")] {
         expect(events, "the media with the peer connected", |e| {
             matches!(e, Event::Media { user, state: MediaState::Connected, call_id: c }
