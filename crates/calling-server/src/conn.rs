@@ -359,6 +359,7 @@ impl Conn<'_> {
                 ClientFrame::Send { id, .. } => self.not_logged_in(Some(id)).await,
                 ClientFrame::Ping { id }
                 | ClientFrame::Join { id, .. }
+                | ClientFrame::Allow { id, .. }
                 | ClientFrame::Leave { id, .. }
                 | ClientFrame::Logout { id } => self.not_logged_in(id).await,
             };
@@ -375,9 +376,13 @@ impl Conn<'_> {
                 let from = session.user.clone();
                 self.route(from, id, to, payload).await
             }
-            ClientFrame::Join { id, room } => {
+            ClientFrame::Join { id, room, allow } => {
                 let user = session.user.clone();
-                self.join(user, sid, id, room).await
+                self.join(user, sid, id, room, allow).await
+            }
+            ClientFrame::Allow { id, room, users } => {
+                let user = session.user.clone();
+                self.allow(user, sid, id, room, users).await
             }
             ClientFrame::Leave { id, room } => {
                 let hub = &self.shared.config.hub;
@@ -491,26 +496,35 @@ impl Conn<'_> {
             payload,
         };
         let bytes = Utf8Bytes::from(frame.to_json());
-        let offline = self.shared.config.hub.deliver(&valid, bytes).await;
+        let lost = self.shared.config.hub.deliver(&valid, bytes).await;
         let m = &self.shared.metrics;
         m.messages_routed.fetch_add(
-            valid.len().saturating_sub(offline.len()) as u64,
+            valid.len().saturating_sub(lost.len()) as u64,
             Ordering::Relaxed,
         );
-        let offline: Vec<String> = recipients
-            .into_iter()
-            .filter_map(|r| match r {
-                Ok(user) => offline.contains(&user).then(|| user.into()),
-                Err(malformed) => Some(malformed),
-            })
-            .collect();
-        if offline.is_empty() {
+        let mut users = Vec::new();
+        let mut congested = Vec::new();
+        for r in recipients {
+            match r {
+                Ok(user) if lost.congested.contains(&user) => congested.push(user.into()),
+                Ok(user) if lost.offline.contains(&user) => users.push(user.into()),
+                Ok(_) => {}
+                Err(malformed) => users.push(malformed),
+            }
+        }
+        if users.is_empty() && congested.is_empty() {
             return Flow::Continue;
         }
         m.undeliverable
-            .fetch_add(offline.len() as u64, Ordering::Relaxed);
-        self.answer(&ServerFrame::Undeliverable { id, users: offline })
-            .await
+            .fetch_add((users.len() + congested.len()) as u64, Ordering::Relaxed);
+        m.congested
+            .fetch_add(congested.len() as u64, Ordering::Relaxed);
+        self.answer(&ServerFrame::Undeliverable {
+            id,
+            users,
+            congested,
+        })
+        .await
     }
 
     async fn join(
@@ -519,11 +533,16 @@ impl Conn<'_> {
         sid: SessionId,
         id: Option<String>,
         room: String,
+        allow: Vec<String>,
     ) -> Flow {
         if !valid_room(&room) {
             let message = "room must be 1-128 bytes without control characters".to_string();
             return self.refuse(id, ErrorCode::InvalidRoom, message).await;
         }
+        let allow = match user_ids(allow) {
+            Ok(allow) => allow,
+            Err(message) => return self.refuse(id, ErrorCode::InvalidUserId, message).await,
+        };
         let limits = &self.shared.config.limits;
         let room_limits = RoomLimits {
             max_rooms_per_user: limits.max_rooms_per_user,
@@ -533,7 +552,7 @@ impl Conn<'_> {
             .shared
             .config
             .hub
-            .join(&room, &user, sid, room_limits)
+            .join(&room, &user, sid, &allow, room_limits)
             .await
         {
             Ok(members) => {
@@ -546,6 +565,44 @@ impl Conn<'_> {
             }
         }
     }
+}
+
+impl Conn<'_> {
+    async fn allow(
+        &mut self,
+        user: UserId,
+        sid: SessionId,
+        id: Option<String>,
+        room: String,
+        users: Vec<String>,
+    ) -> Flow {
+        let users = match user_ids(users) {
+            Ok(users) => users,
+            Err(message) => return self.refuse(id, ErrorCode::InvalidUserId, message).await,
+        };
+        match self
+            .shared
+            .config
+            .hub
+            .allow(&room, &user, sid, &users)
+            .await
+        {
+            Ok(()) => self.answer(&ServerFrame::Allowed { id, room }).await,
+            Err(code) => {
+                let message = format!("cannot extend the allow list of room {room:?}");
+                self.refuse(id, code, message).await
+            }
+        }
+    }
+}
+
+/// The user ids of an allow list, or why one of them names nobody: a list
+/// the sender got wrong is refused whole rather than kept in part.
+fn user_ids(names: Vec<String>) -> Result<Vec<UserId>, String> {
+    names
+        .into_iter()
+        .map(|n| UserId::new(n.as_str()).map_err(|e| format!("allow list names {n:?}: {e}")))
+        .collect()
 }
 
 /// The checks of a `login` frame in the documented order: protocol, app,

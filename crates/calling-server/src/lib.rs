@@ -49,7 +49,7 @@ pub mod web;
 
 pub use auth::{LoginRefused, LoginVerifier, VerifiedLogin};
 pub use calling_signal::protocol::Limits;
-pub use hub::{Hub, LocalHub};
+pub use hub::{Hub, LocalHub, Undelivered};
 pub use metrics::Metrics;
 pub use web::DemoMode;
 

@@ -75,12 +75,16 @@ async fn exchange(
         next(alice_ev).await,
         TransportEvent::Undeliverable {
             id: id2,
-            users: vec![uid("nobody")]
+            offline: vec![uid("nobody")],
+            congested: vec![]
         }
     );
-    assert_eq!(alice.join_room("room-1").await.unwrap(), [uid("alice")]);
     assert_eq!(
-        bob.join_room("room-1").await.unwrap(),
+        alice.join_room("room-1", &[]).await.unwrap(),
+        [uid("alice")]
+    );
+    assert_eq!(
+        bob.join_room("room-1", &[]).await.unwrap(),
         [uid("alice"), uid("bob")]
     );
     assert_eq!(
@@ -182,7 +186,7 @@ async fn client_reconnects_after_server_restart_and_can_send_again() {
     let addr = server.local_addr();
     let (alice, mut ae) = ws_user(addr, "alice").await;
     let (_bob, mut be) = ws_user(addr, "bob").await;
-    alice.join_room("r").await.unwrap();
+    alice.join_room("r", &[]).await.unwrap();
     server.shutdown().await;
     assert_eq!(next(&mut ae).await, TransportEvent::Disconnected);
     assert_eq!(next(&mut be).await, TransportEvent::Disconnected);
@@ -247,7 +251,7 @@ async fn server_error_frames_surface_as_events() {
         other => panic!("unexpected {other:?}"),
     }
     assert!(matches!(
-        alice.join_room("bad\nroom").await,
+        alice.join_room("bad\nroom", &[]).await,
         Err(TransportError::Refused {
             code: ErrorCode::InvalidRoom,
             ..
@@ -316,7 +320,7 @@ async fn rejoins_after_a_reconnect_are_paced() {
     let (alice, mut ae) = ws_user(addr, "alice").await;
     let (_bob, mut be) = ws_user(addr, "bob").await;
     for room in ["r1", "r2", "r3"] {
-        alice.join_room(room).await.unwrap();
+        alice.join_room(room, &[]).await.unwrap();
     }
     server.shutdown().await;
     assert_eq!(next(&mut ae).await, TransportEvent::Disconnected);
