@@ -337,3 +337,43 @@ async fn rejoins_after_a_reconnect_are_paced() {
     assert!(ae.try_recv().is_err(), "no error event for alice");
     server.shutdown().await;
 }
+
+/// A closed room whose members all lost their connection ends with them;
+/// the re-join after the reconnect creates it again with the allow list it
+/// had, so a stranger cannot walk in while the members come back.
+#[tokio::test]
+async fn a_rejoin_brings_a_closed_room_back_closed() {
+    let server = start().await;
+    let addr = server.local_addr();
+    let (alice, mut ae) = ws_user(addr, "alice").await;
+    alice.join_room("call", &[uid("bob")]).await.unwrap();
+    alice.allow_room("call", &[uid("carol")]).await.unwrap();
+    server.shutdown().await;
+    assert_eq!(next(&mut ae).await, TransportEvent::Disconnected);
+
+    let server = start_with(|c| c.listen = addr).await;
+    assert_eq!(next(&mut ae).await, TransportEvent::Reconnected);
+    // Requests follow the re-joins on the wire: this one is answered only
+    // once alice is back in a room that still has an allow list.
+    alice.allow_room("call", &[uid("dave")]).await.unwrap();
+    let mut eve = login_as(addr, "eve").await;
+    send(&mut eve, json!({"type":"join","id":"j","room":"call"})).await;
+    assert_eq!(recv(&mut eve).await["code"], "not_allowed");
+    let mut invited = Vec::new();
+    for user in ["bob", "carol", "dave"] {
+        let mut ws = login_as(addr, user).await;
+        send(&mut ws, json!({"type":"join","id":"j","room":"call"})).await;
+        assert_eq!(recv(&mut ws).await["type"], "joined", "{user}");
+        invited.push(ws);
+    }
+    for user in ["bob", "carol", "dave"] {
+        assert_eq!(
+            next(&mut ae).await,
+            TransportEvent::RoomEnter {
+                room: "call".into(),
+                user: uid(user)
+            }
+        );
+    }
+    server.shutdown().await;
+}
