@@ -2,9 +2,9 @@
 //! [`MemoryHub`] and exchange payloads with the same semantics as over the
 //! signaling server (offline recipients are reported undeliverable, rooms
 //! announce enter/leave and keep to their allow lists, a second
-//! registration of a user kicks the first). Events are queued without limit
-//! of time but with [`EVENT_CAPACITY`] per user: a user whose queue is full
-//! is reported congested, as the server does.
+//! registration of a user kicks the first). Each user's events queue holds
+//! [`EVENT_CAPACITY`]; a message to a user whose queue is full is reported
+//! congested, as the server reports a full outbound queue.
 //!
 //! Useful for tests, and for applications that carry the call layer over a
 //! channel of their own.
@@ -24,7 +24,8 @@ use crate::transport::{
     EventSlot, MessageId, MessageIds, Transport, TransportError, TransportEvent,
 };
 
-/// Events buffered per registered user before further ones are dropped.
+/// Events buffered per registered user; past it messages to the user are
+/// reported congested and other events are dropped.
 pub const EVENT_CAPACITY: usize = 4096;
 
 struct Member {

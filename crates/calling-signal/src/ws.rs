@@ -46,7 +46,8 @@ pub struct WsConfig {
     pub user_sig: String,
     /// Limit for one connect + login attempt (default 5 s).
     pub connect_timeout: Duration,
-    /// How long `join_room` / `leave_room` wait for the answer (default 5 s).
+    /// How long `join_room` / `allow_room` / `leave_room` wait for the
+    /// answer (default 5 s).
     pub request_timeout: Duration,
     /// Reconnect after a lost connection (default true).
     pub reconnect: bool,
