@@ -30,6 +30,7 @@ use crate::Shared;
 use crate::auth::VerifiedLogin;
 use crate::hub::{Outbound, RoomLimits, SessionHandle, SessionId};
 use crate::metrics::Metrics;
+use crate::rates::UserRate;
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -82,6 +83,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         tx,
         kick: Arc::new(Notify::new()),
         session: None,
+        user_rate: None,
         bucket: TokenBucket::new(
             f64::from(cfg.limits.rate_per_sec),
             f64::from(cfg.limits.rate_burst),
@@ -89,6 +91,9 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         ),
     };
     conn.run(rx).await;
+    if let Some(rate) = conn.user_rate.take() {
+        shared.rates.session_end(rate, Instant::now());
+    }
     if let Some(s) = conn.session.take() {
         cfg.hub.unregister(&s.user, s.id).await;
         debug!(%peer, user = %s.user, "session ended");
@@ -108,6 +113,9 @@ struct Conn<'a> {
     tx: mpsc::Sender<Outbound>,
     kick: Arc<Notify>,
     session: Option<Session>,
+    /// The logged-in user's bucket, shared with its other sessions; before
+    /// login, frames draw from `bucket`, this connection's own.
+    user_rate: Option<UserRate>,
     bucket: TokenBucket,
 }
 
@@ -325,7 +333,12 @@ impl Conn<'_> {
             );
             return self.refuse(None, ErrorCode::TooLarge, message).await;
         }
-        if !self.bucket.try_take(Instant::now()) {
+        let now = Instant::now();
+        let allowed = match &self.user_rate {
+            Some(rate) => rate.try_take(now),
+            None => self.bucket.try_take(now),
+        };
+        if !allowed {
             Metrics::inc(&self.shared.metrics.rate_limited);
             let id = std::str::from_utf8(&bytes).ok().and_then(peek_id);
             return self
@@ -453,6 +466,9 @@ impl Conn<'_> {
             expires_at: verified.expires_at,
             limits: cfg.limits.clone(),
         };
+        if self.user_rate.is_none() {
+            self.user_rate = Some(self.shared.rates.session_start(&user, Instant::now()));
+        }
         self.session = Some(Session {
             user,
             id: sid,

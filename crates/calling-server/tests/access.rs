@@ -272,3 +272,40 @@ async fn the_ws_transport_joins_and_extends_closed_rooms() {
     }
     server.shutdown().await;
 }
+
+/// Attack: probing presence (or flooding) past the rate limit by logging
+/// in again for a fresh burst. A user's sessions share one bucket, which a
+/// new login does not refill: the limit is per user, not per connection.
+#[tokio::test]
+async fn a_new_login_does_not_refill_the_rate_limit() {
+    // Rate zero: the bucket never refills, so the test reads no clock.
+    let server = start_with(|c| {
+        c.limits.rate_per_sec = 0;
+        c.limits.rate_burst = 3;
+    })
+    .await;
+    let addr = server.local_addr();
+    let ping = |id: &str| json!({"type":"ping","id":id});
+    let mut first = login_as(addr, "eve").await;
+    for id in ["1", "2", "3"] {
+        send(&mut first, ping(id)).await;
+        assert_eq!(recv(&mut first).await["type"], "pong");
+    }
+    send(&mut first, ping("4")).await;
+    assert_eq!(recv(&mut first).await["code"], "rate_limited");
+    // Logging in elsewhere (which kicks the first session), and logging in
+    // after the first session ended, both find the bucket as it was left.
+    let mut second = login_as(addr, "eve").await;
+    assert_eq!(expect_close(&mut first).await, 4002);
+    send(&mut second, ping("5")).await;
+    assert_eq!(recv(&mut second).await["code"], "rate_limited");
+    drop(second);
+    let mut third = login_as(addr, "eve").await;
+    send(&mut third, ping("6")).await;
+    assert_eq!(recv(&mut third).await["code"], "rate_limited");
+    // Another user has a bucket of its own.
+    let mut bob = login_as(addr, "bob").await;
+    send(&mut bob, ping("b")).await;
+    assert_eq!(recv(&mut bob).await["type"], "pong");
+    server.shutdown().await;
+}

@@ -140,20 +140,38 @@ struct SessionParams {
 /// server's own kind of bucket), so that bursts, e.g. ICE candidates of
 /// several calls, are delayed a little instead of dropped with
 /// `rate_limited`.
-struct Pacer(TokenBucket);
+///
+/// The server's bucket is the user's, not the connection's: a new login
+/// does not refill it. So one pacer lasts across reconnects while the
+/// announced limits stay the same, and keeps counting what was sent.
+struct Pacer {
+    bucket: TokenBucket,
+    limits: (u32, u32),
+}
 
 impl Pacer {
     fn new(params: &SessionParams) -> Self {
-        // Never ahead of the server's bucket: it started full and our login
-        // took one token, so start one lower still and refill a little slower.
+        // Never ahead of the server's bucket: it started full, so start two
+        // lower and refill a little slower.
         let burst = f64::from(params.rate_burst.max(2));
         let rate = f64::from(params.rate_per_sec.max(1)) * 0.9;
-        Pacer(TokenBucket::new(rate, burst - 1.0, Instant::now()).with_tokens(burst - 2.0))
+        Pacer {
+            bucket: TokenBucket::new(rate, burst - 1.0, Instant::now()).with_tokens(burst - 2.0),
+            limits: (params.rate_per_sec, params.rate_burst),
+        }
+    }
+
+    /// This pacer if it paces for the limits of `params`, else a new one.
+    fn keep_for(this: Option<Self>, params: &SessionParams) -> Self {
+        match this {
+            Some(p) if p.limits == (params.rate_per_sec, params.rate_burst) => p,
+            _ => Pacer::new(params),
+        }
     }
 
     /// Sends one frame as soon as the rate allows; false if the write failed.
     async fn send(&mut self, ws: &mut Ws, text: String) -> bool {
-        let wait = self.0.reserve(Instant::now());
+        let wait = self.bucket.reserve(Instant::now());
         if !wait.is_zero() {
             debug!(
                 ?wait,
@@ -181,6 +199,7 @@ impl WsTransport {
             pending_allow: HashMap::new(),
             pending_leave: HashMap::new(),
             next_req: 0,
+            pacer: None,
         };
         tokio::spawn(driver.run(ws, params, cmd_rx));
         Ok(WsTransport {
@@ -368,6 +387,8 @@ struct Driver {
     pending_allow: HashMap<String, (Vec<UserId>, Reply<()>)>,
     pending_leave: HashMap<String, Reply<()>>,
     next_req: u64,
+    /// The pacer of the last session, for the next.
+    pacer: Option<Pacer>,
 }
 
 impl Driver {
@@ -498,11 +519,23 @@ impl Driver {
         params: &SessionParams,
         cmds: &mut mpsc::Receiver<Command>,
     ) -> End {
+        let mut pacer = Pacer::keep_for(self.pacer.take(), params);
+        let end = self.paced_session(ws, params, cmds, &mut pacer).await;
+        self.pacer = Some(pacer);
+        end
+    }
+
+    async fn paced_session(
+        &mut self,
+        ws: &mut Ws,
+        params: &SessionParams,
+        cmds: &mut mpsc::Receiver<Command>,
+        pacer: &mut Pacer,
+    ) -> End {
         let mut heartbeat = tokio::time::interval(params.heartbeat_interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.tick().await;
         let mut last_seen = Instant::now();
-        let mut pacer = Pacer::new(params);
         // Back into the rooms of the previous connection (none the first
         // time), paced: the server counts them like any frame. The answers
         // arrive as ordinary frames.
