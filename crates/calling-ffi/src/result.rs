@@ -230,6 +230,7 @@ fn transport_code(e: &TransportError) -> calling_result {
             | ErrorCode::TooManyRooms
             | ErrorCode::RoomFull
             | ErrorCode::NotInRoom
+            | ErrorCode::NotAllowed
             | ErrorCode::Internal => CALLING_RESULT_LOGIN_REFUSED,
         },
         TransportError::Closed => CALLING_RESULT_NOT_LOGGED_IN,

@@ -30,6 +30,7 @@ use crate::Shared;
 use crate::auth::VerifiedLogin;
 use crate::hub::{Outbound, RoomLimits, SessionHandle, SessionId};
 use crate::metrics::Metrics;
+use crate::rates::UserRate;
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -82,6 +83,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         tx,
         kick: Arc::new(Notify::new()),
         session: None,
+        user_rate: None,
         bucket: TokenBucket::new(
             f64::from(cfg.limits.rate_per_sec),
             f64::from(cfg.limits.rate_burst),
@@ -89,6 +91,9 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         ),
     };
     conn.run(rx).await;
+    if let Some(rate) = conn.user_rate.take() {
+        shared.rates.session_end(rate, Instant::now());
+    }
     if let Some(s) = conn.session.take() {
         cfg.hub.unregister(&s.user, s.id).await;
         debug!(%peer, user = %s.user, "session ended");
@@ -108,6 +113,9 @@ struct Conn<'a> {
     tx: mpsc::Sender<Outbound>,
     kick: Arc<Notify>,
     session: Option<Session>,
+    /// The logged-in user's bucket, shared with its other sessions; before
+    /// login, frames draw from `bucket`, this connection's own.
+    user_rate: Option<UserRate>,
     bucket: TokenBucket,
 }
 
@@ -325,7 +333,12 @@ impl Conn<'_> {
             );
             return self.refuse(None, ErrorCode::TooLarge, message).await;
         }
-        if !self.bucket.try_take(Instant::now()) {
+        let now = Instant::now();
+        let allowed = match &self.user_rate {
+            Some(rate) => rate.try_take(now),
+            None => self.bucket.try_take(now),
+        };
+        if !allowed {
             Metrics::inc(&self.shared.metrics.rate_limited);
             let id = std::str::from_utf8(&bytes).ok().and_then(peek_id);
             return self
@@ -359,6 +372,7 @@ impl Conn<'_> {
                 ClientFrame::Send { id, .. } => self.not_logged_in(Some(id)).await,
                 ClientFrame::Ping { id }
                 | ClientFrame::Join { id, .. }
+                | ClientFrame::Allow { id, .. }
                 | ClientFrame::Leave { id, .. }
                 | ClientFrame::Logout { id } => self.not_logged_in(id).await,
             };
@@ -375,9 +389,13 @@ impl Conn<'_> {
                 let from = session.user.clone();
                 self.route(from, id, to, payload).await
             }
-            ClientFrame::Join { id, room } => {
+            ClientFrame::Join { id, room, allow } => {
                 let user = session.user.clone();
-                self.join(user, sid, id, room).await
+                self.join(user, sid, id, room, allow).await
+            }
+            ClientFrame::Allow { id, room, users } => {
+                let user = session.user.clone();
+                self.allow(user, sid, id, room, users).await
             }
             ClientFrame::Leave { id, room } => {
                 let hub = &self.shared.config.hub;
@@ -448,6 +466,9 @@ impl Conn<'_> {
             expires_at: verified.expires_at,
             limits: cfg.limits.clone(),
         };
+        if self.user_rate.is_none() {
+            self.user_rate = Some(self.shared.rates.session_start(&user, Instant::now()));
+        }
         self.session = Some(Session {
             user,
             id: sid,
@@ -491,26 +512,35 @@ impl Conn<'_> {
             payload,
         };
         let bytes = Utf8Bytes::from(frame.to_json());
-        let offline = self.shared.config.hub.deliver(&valid, bytes).await;
+        let lost = self.shared.config.hub.deliver(&valid, bytes).await;
         let m = &self.shared.metrics;
         m.messages_routed.fetch_add(
-            valid.len().saturating_sub(offline.len()) as u64,
+            valid.len().saturating_sub(lost.len()) as u64,
             Ordering::Relaxed,
         );
-        let offline: Vec<String> = recipients
-            .into_iter()
-            .filter_map(|r| match r {
-                Ok(user) => offline.contains(&user).then(|| user.into()),
-                Err(malformed) => Some(malformed),
-            })
-            .collect();
-        if offline.is_empty() {
+        let mut users = Vec::new();
+        let mut congested = Vec::new();
+        for r in recipients {
+            match r {
+                Ok(user) if lost.congested.contains(&user) => congested.push(user.into()),
+                Ok(user) if lost.offline.contains(&user) => users.push(user.into()),
+                Ok(_) => {}
+                Err(malformed) => users.push(malformed),
+            }
+        }
+        if users.is_empty() && congested.is_empty() {
             return Flow::Continue;
         }
         m.undeliverable
-            .fetch_add(offline.len() as u64, Ordering::Relaxed);
-        self.answer(&ServerFrame::Undeliverable { id, users: offline })
-            .await
+            .fetch_add((users.len() + congested.len()) as u64, Ordering::Relaxed);
+        m.congested
+            .fetch_add(congested.len() as u64, Ordering::Relaxed);
+        self.answer(&ServerFrame::Undeliverable {
+            id,
+            users,
+            congested,
+        })
+        .await
     }
 
     async fn join(
@@ -519,11 +549,16 @@ impl Conn<'_> {
         sid: SessionId,
         id: Option<String>,
         room: String,
+        allow: Vec<String>,
     ) -> Flow {
         if !valid_room(&room) {
             let message = "room must be 1-128 bytes without control characters".to_string();
             return self.refuse(id, ErrorCode::InvalidRoom, message).await;
         }
+        let allow = match user_ids(allow) {
+            Ok(allow) => allow,
+            Err(message) => return self.refuse(id, ErrorCode::InvalidUserId, message).await,
+        };
         let limits = &self.shared.config.limits;
         let room_limits = RoomLimits {
             max_rooms_per_user: limits.max_rooms_per_user,
@@ -533,7 +568,7 @@ impl Conn<'_> {
             .shared
             .config
             .hub
-            .join(&room, &user, sid, room_limits)
+            .join(&room, &user, sid, &allow, room_limits)
             .await
         {
             Ok(members) => {
@@ -546,6 +581,44 @@ impl Conn<'_> {
             }
         }
     }
+}
+
+impl Conn<'_> {
+    async fn allow(
+        &mut self,
+        user: UserId,
+        sid: SessionId,
+        id: Option<String>,
+        room: String,
+        users: Vec<String>,
+    ) -> Flow {
+        let users = match user_ids(users) {
+            Ok(users) => users,
+            Err(message) => return self.refuse(id, ErrorCode::InvalidUserId, message).await,
+        };
+        match self
+            .shared
+            .config
+            .hub
+            .allow(&room, &user, sid, &users)
+            .await
+        {
+            Ok(()) => self.answer(&ServerFrame::Allowed { id, room }).await,
+            Err(code) => {
+                let message = format!("cannot extend the allow list of room {room:?}");
+                self.refuse(id, code, message).await
+            }
+        }
+    }
+}
+
+/// The user ids of an allow list, or why one of them names nobody: a list
+/// the sender got wrong is refused whole rather than kept in part.
+fn user_ids(names: Vec<String>) -> Result<Vec<UserId>, String> {
+    names
+        .into_iter()
+        .map(|n| UserId::new(n.as_str()).map_err(|e| format!("allow list names {n:?}: {e}")))
+        .collect()
 }
 
 /// The checks of a `login` frame in the documented order: protocol, app,

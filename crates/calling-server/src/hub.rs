@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use calling_core::UserId;
-use calling_signal::protocol::{ErrorCode, ServerFrame};
+use calling_signal::protocol::{ErrorCode, MAX_ALLOW_LIST, RoomAccess, ServerFrame};
 use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -46,6 +46,27 @@ pub struct RoomLimits {
     pub max_room_members: usize,
 }
 
+/// The recipients of one delivery that did not get the frame.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Undelivered {
+    /// Not logged in.
+    pub offline: Vec<UserId>,
+    /// Logged in, but their outbound queue was full.
+    pub congested: Vec<UserId>,
+}
+
+impl Undelivered {
+    /// Whether every recipient got the frame.
+    pub fn is_empty(&self) -> bool {
+        self.offline.is_empty() && self.congested.is_empty()
+    }
+
+    /// How many recipients did not get it.
+    pub fn len(&self) -> usize {
+        self.offline.len() + self.congested.len()
+    }
+}
+
 /// Presence, routing and rooms.
 #[async_trait]
 pub trait Hub: Send + Sync + 'static {
@@ -58,19 +79,35 @@ pub trait Hub: Send + Sync + 'static {
     /// replaced it) and leaves its rooms, notifying their members.
     async fn unregister(&self, user: &UserId, session: SessionId);
 
-    /// Queues `frame` for every user in `to`; returns those that are offline
-    /// (or whose queue is full), in the order given.
-    async fn deliver(&self, to: &[UserId], frame: Utf8Bytes) -> Vec<UserId>;
+    /// Queues `frame` for every user in `to`; returns those that did not
+    /// get it, offline or congested, each in the order given.
+    async fn deliver(&self, to: &[UserId], frame: Utf8Bytes) -> Undelivered;
 
     /// Adds `user` (session `session`) to `room` and returns the members,
     /// the joiner included, sorted. Other members get `room_enter`.
+    ///
+    /// Room access follows [`RoomAccess`]: a new room is created closed with
+    /// `allow` (open when it is empty); an existing one is refused with
+    /// `not_allowed` when its access says so, before any other check that
+    /// depends on its members, so a stranger learns nothing about them.
     async fn join(
         &self,
         room: &str,
         user: &UserId,
         session: SessionId,
+        allow: &[UserId],
         limits: RoomLimits,
     ) -> Result<Vec<UserId>, ErrorCode>;
+
+    /// Adds `users` to the allow list of `room`, which `user` (session
+    /// `session`) must be in (`not_in_room`, whether the room exists or not).
+    async fn allow(
+        &self,
+        room: &str,
+        user: &UserId,
+        session: SessionId,
+        users: &[UserId],
+    ) -> Result<(), ErrorCode>;
 
     /// Removes `user` from `room`; other members get `room_leave`.
     async fn leave(&self, room: &str, user: &UserId, session: SessionId) -> Result<(), ErrorCode>;
@@ -87,10 +124,15 @@ struct UserEntry {
     rooms: Vec<String>,
 }
 
+struct Room {
+    members: BTreeMap<UserId, SessionId>,
+    access: RoomAccess,
+}
+
 #[derive(Default)]
 struct State {
     users: HashMap<UserId, UserEntry>,
-    rooms: HashMap<String, BTreeMap<UserId, SessionId>>,
+    rooms: HashMap<String, Room>,
 }
 
 /// The embedded in-memory [`Hub`]: one process, one map.
@@ -126,13 +168,14 @@ fn encode(frame: &ServerFrame) -> Utf8Bytes {
 
 /// Removes `user` from `room` and tells the remaining members.
 fn drop_member(st: &mut State, room: &str, user: &UserId) {
-    let Some(members) = st.rooms.get_mut(room) else {
+    let Some(r) = st.rooms.get_mut(room) else {
         return;
     };
-    if members.remove(user).is_none() {
+    if r.members.remove(user).is_none() {
         return;
     }
-    if members.is_empty() {
+    if r.members.is_empty() {
+        // The allow list ends with the room: its name is free again.
         st.rooms.remove(room);
         return;
     }
@@ -140,7 +183,7 @@ fn drop_member(st: &mut State, room: &str, user: &UserId) {
         room: room.to_owned(),
         user: user.clone(),
     });
-    for m in members.keys() {
+    for m in r.members.keys() {
         if let Some(e) = st.users.get(m) {
             let _ = e.session.tx.try_send(Outbound::Frame(note.clone()));
         }
@@ -180,21 +223,22 @@ impl Hub for LocalHub {
         }
     }
 
-    async fn deliver(&self, to: &[UserId], frame: Utf8Bytes) -> Vec<UserId> {
+    async fn deliver(&self, to: &[UserId], frame: Utf8Bytes) -> Undelivered {
         let st = self.lock();
-        let mut offline = Vec::new();
+        let mut out = Undelivered::default();
         for user in to {
-            let ok = st.users.get(user).is_some_and(|e| {
-                e.session
-                    .tx
-                    .try_send(Outbound::Frame(frame.clone()))
-                    .is_ok()
-            });
-            if !ok {
-                offline.push(user.clone());
+            let Some(e) = st.users.get(user) else {
+                out.offline.push(user.clone());
+                continue;
+            };
+            match e.session.tx.try_send(Outbound::Frame(frame.clone())) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => out.congested.push(user.clone()),
+                // The connection task is gone and will unregister next.
+                Err(mpsc::error::TrySendError::Closed(_)) => out.offline.push(user.clone()),
             }
         }
-        offline
+        out
     }
 
     async fn join(
@@ -202,8 +246,12 @@ impl Hub for LocalHub {
         room: &str,
         user: &UserId,
         session: SessionId,
+        allow: &[UserId],
         limits: RoomLimits,
     ) -> Result<Vec<UserId>, ErrorCode> {
+        if allow.len() > MAX_ALLOW_LIST {
+            return Err(ErrorCode::RoomFull);
+        }
         let mut st = self.lock();
         let st = &mut *st;
         let Some(entry) = st.users.get_mut(user) else {
@@ -213,18 +261,32 @@ impl Hub for LocalHub {
             return Err(ErrorCode::NotLoggedIn);
         }
         let already = entry.rooms.iter().any(|r| r == room);
+        // Access first: what a stranger is told must not depend on the
+        // members (how many, or whether any).
+        if let Some(r) = st.rooms.get(room) {
+            r.access.check_join(user, allow)?;
+        }
         if !already && entry.rooms.len() >= limits.max_rooms_per_user {
             return Err(ErrorCode::TooManyRooms);
         }
-        let members = st.rooms.entry(room.to_owned()).or_default();
-        if !already && members.len() >= limits.max_room_members {
-            if members.is_empty() {
-                st.rooms.remove(room);
+        let r = match st.rooms.get_mut(room) {
+            Some(r) => {
+                if !already && r.members.len() >= limits.max_room_members {
+                    return Err(ErrorCode::RoomFull);
+                }
+                if !allow.is_empty() {
+                    r.access.extend(allow)?;
+                }
+                r
             }
-            return Err(ErrorCode::RoomFull);
-        }
-        members.insert(user.clone(), session);
-        let list: Vec<UserId> = members.keys().cloned().collect();
+            None if limits.max_room_members == 0 => return Err(ErrorCode::RoomFull),
+            None => st.rooms.entry(room.to_owned()).or_insert(Room {
+                members: BTreeMap::new(),
+                access: RoomAccess::new_room(user, allow),
+            }),
+        };
+        r.members.insert(user.clone(), session);
+        let list: Vec<UserId> = r.members.keys().cloned().collect();
         if !already {
             entry.rooms.push(room.to_owned());
             let note = encode(&ServerFrame::RoomEnter {
@@ -241,6 +303,25 @@ impl Hub for LocalHub {
             }
         }
         Ok(list)
+    }
+
+    async fn allow(
+        &self,
+        room: &str,
+        user: &UserId,
+        session: SessionId,
+        users: &[UserId],
+    ) -> Result<(), ErrorCode> {
+        if users.len() > MAX_ALLOW_LIST {
+            return Err(ErrorCode::RoomFull);
+        }
+        let mut st = self.lock();
+        let r = st
+            .rooms
+            .get_mut(room)
+            .filter(|r| r.members.get(user) == Some(&session))
+            .ok_or(ErrorCode::NotInRoom)?;
+        r.access.extend(users)
     }
 
     async fn leave(&self, room: &str, user: &UserId, session: SessionId) -> Result<(), ErrorCode> {

@@ -45,11 +45,12 @@ mod conn;
 mod http;
 pub mod hub;
 pub mod metrics;
+mod rates;
 pub mod web;
 
 pub use auth::{LoginRefused, LoginVerifier, VerifiedLogin};
 pub use calling_signal::protocol::Limits;
-pub use hub::{Hub, LocalHub};
+pub use hub::{Hub, LocalHub, Undelivered};
 pub use metrics::Metrics;
 pub use web::DemoMode;
 
@@ -162,6 +163,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) next_session: std::sync::atomic::AtomicU64,
+    /// The rate limit of logged-in users.
+    pub(crate) rates: rates::UserRates,
     /// Dropped by each connection task when it ends; shutdown waits for all.
     pub(crate) _alive: mpsc::Sender<()>,
 }
@@ -203,11 +206,13 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (alive_tx, alive_rx) = mpsc::channel(1);
         let metrics = Arc::new(Metrics::default());
+        let rates = rates::UserRates::new(config.limits.rate_per_sec, config.limits.rate_burst);
         let shared = Arc::new(Shared {
             config,
             metrics: metrics.clone(),
             shutdown: stop_rx,
             next_session: std::sync::atomic::AtomicU64::new(1),
+            rates,
             _alive: alive_tx,
         });
         info!(%local_addr, "signaling server listening");

@@ -17,8 +17,10 @@ pub struct Metrics {
     pub logins_failed: AtomicU64,
     /// Payload copies queued to an online recipient.
     pub messages_routed: AtomicU64,
-    /// Recipients reported undeliverable.
+    /// Recipients reported undeliverable (offline, congested or malformed).
     pub undeliverable: AtomicU64,
+    /// Of those, recipients online whose outbound queue was full.
+    pub congested: AtomicU64,
     /// Sessions kicked out by a newer login of the same user.
     pub kicks: AtomicU64,
     /// Frames refused with an `error` frame.
@@ -40,7 +42,7 @@ impl Metrics {
     /// Renders every metric, plus the hub's gauges, in the Prometheus text
     /// exposition format.
     pub fn render(&self, online: usize, rooms: usize) -> String {
-        let rows: [(&str, &str, &str, u64); 13] = [
+        let rows: [(&str, &str, &str, u64); 14] = [
             (
                 "calling_connections",
                 "gauge",
@@ -88,6 +90,12 @@ impl Metrics {
                 "counter",
                 "Recipients reported undeliverable",
                 g(&self.undeliverable),
+            ),
+            (
+                "calling_congested_total",
+                "counter",
+                "Recipients online whose outbound queue was full",
+                g(&self.congested),
             ),
             (
                 "calling_kicks_total",

@@ -75,12 +75,16 @@ async fn exchange(
         next(alice_ev).await,
         TransportEvent::Undeliverable {
             id: id2,
-            users: vec![uid("nobody")]
+            offline: vec![uid("nobody")],
+            congested: vec![]
         }
     );
-    assert_eq!(alice.join_room("room-1").await.unwrap(), [uid("alice")]);
     assert_eq!(
-        bob.join_room("room-1").await.unwrap(),
+        alice.join_room("room-1", &[]).await.unwrap(),
+        [uid("alice")]
+    );
+    assert_eq!(
+        bob.join_room("room-1", &[]).await.unwrap(),
         [uid("alice"), uid("bob")]
     );
     assert_eq!(
@@ -182,7 +186,7 @@ async fn client_reconnects_after_server_restart_and_can_send_again() {
     let addr = server.local_addr();
     let (alice, mut ae) = ws_user(addr, "alice").await;
     let (_bob, mut be) = ws_user(addr, "bob").await;
-    alice.join_room("r").await.unwrap();
+    alice.join_room("r", &[]).await.unwrap();
     server.shutdown().await;
     assert_eq!(next(&mut ae).await, TransportEvent::Disconnected);
     assert_eq!(next(&mut be).await, TransportEvent::Disconnected);
@@ -247,7 +251,7 @@ async fn server_error_frames_surface_as_events() {
         other => panic!("unexpected {other:?}"),
     }
     assert!(matches!(
-        alice.join_room("bad\nroom").await,
+        alice.join_room("bad\nroom", &[]).await,
         Err(TransportError::Refused {
             code: ErrorCode::InvalidRoom,
             ..
@@ -316,7 +320,7 @@ async fn rejoins_after_a_reconnect_are_paced() {
     let (alice, mut ae) = ws_user(addr, "alice").await;
     let (_bob, mut be) = ws_user(addr, "bob").await;
     for room in ["r1", "r2", "r3"] {
-        alice.join_room(room).await.unwrap();
+        alice.join_room(room, &[]).await.unwrap();
     }
     server.shutdown().await;
     assert_eq!(next(&mut ae).await, TransportEvent::Disconnected);
@@ -331,5 +335,45 @@ async fn rejoins_after_a_reconnect_are_paced() {
     assert_eq!(next(&mut be).await, TransportEvent::Reconnected);
     delivered_to_bob(&alice, &mut be, json!("after the re-joins")).await;
     assert!(ae.try_recv().is_err(), "no error event for alice");
+    server.shutdown().await;
+}
+
+/// A closed room whose members all lost their connection ends with them;
+/// the re-join after the reconnect creates it again with the allow list it
+/// had, so a stranger cannot walk in while the members come back.
+#[tokio::test]
+async fn a_rejoin_brings_a_closed_room_back_closed() {
+    let server = start().await;
+    let addr = server.local_addr();
+    let (alice, mut ae) = ws_user(addr, "alice").await;
+    alice.join_room("call", &[uid("bob")]).await.unwrap();
+    alice.allow_room("call", &[uid("carol")]).await.unwrap();
+    server.shutdown().await;
+    assert_eq!(next(&mut ae).await, TransportEvent::Disconnected);
+
+    let server = start_with(|c| c.listen = addr).await;
+    assert_eq!(next(&mut ae).await, TransportEvent::Reconnected);
+    // Requests follow the re-joins on the wire: this one is answered only
+    // once alice is back in a room that still has an allow list.
+    alice.allow_room("call", &[uid("dave")]).await.unwrap();
+    let mut eve = login_as(addr, "eve").await;
+    send(&mut eve, json!({"type":"join","id":"j","room":"call"})).await;
+    assert_eq!(recv(&mut eve).await["code"], "not_allowed");
+    let mut invited = Vec::new();
+    for user in ["bob", "carol", "dave"] {
+        let mut ws = login_as(addr, user).await;
+        send(&mut ws, json!({"type":"join","id":"j","room":"call"})).await;
+        assert_eq!(recv(&mut ws).await["type"], "joined", "{user}");
+        invited.push(ws);
+    }
+    for user in ["bob", "carol", "dave"] {
+        assert_eq!(
+            next(&mut ae).await,
+            TransportEvent::RoomEnter {
+                room: "call".into(),
+                user: uid(user)
+            }
+        );
+    }
     server.shutdown().await;
 }

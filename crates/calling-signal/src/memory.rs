@@ -1,11 +1,15 @@
 //! An in-process [`Transport`]: several users register with one
 //! [`MemoryHub`] and exchange payloads with the same semantics as over the
 //! signaling server (offline recipients are reported undeliverable, rooms
-//! announce enter/leave, a second registration of a user kicks the first).
+//! announce enter/leave and keep to their allow lists, a second
+//! registration of a user kicks the first). Each user's events queue holds
+//! [`EVENT_CAPACITY`]; a message to a user whose queue is full is reported
+//! congested, as the server reports a full outbound queue.
 //!
 //! Useful for tests, and for applications that carry the call layer over a
 //! channel of their own.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,13 +19,14 @@ use calling_core::UserId;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::protocol::{ErrorCode, valid_room};
+use crate::protocol::{ErrorCode, MAX_ALLOW_LIST, RoomAccess, valid_room};
 use crate::transport::{
     EventSlot, MessageId, MessageIds, Transport, TransportError, TransportEvent,
 };
 
-/// Events buffered per registered user before further ones are dropped.
-const EVENT_CAPACITY: usize = 4096;
+/// Events buffered per registered user; past it messages to the user are
+/// reported congested and other events are dropped.
+pub const EVENT_CAPACITY: usize = 4096;
 
 struct Member {
     session: u64,
@@ -29,10 +34,15 @@ struct Member {
     rooms: BTreeSet<String>,
 }
 
+struct Room {
+    members: BTreeSet<UserId>,
+    access: RoomAccess,
+}
+
 #[derive(Default)]
 struct HubState {
     users: HashMap<UserId, Member>,
-    rooms: HashMap<String, BTreeSet<UserId>>,
+    rooms: HashMap<String, Room>,
 }
 
 /// A shared switchboard for [`MemoryTransport`]s. Cheap to clone.
@@ -96,15 +106,16 @@ impl MemoryHub {
 
 fn remove_from_rooms(st: &mut HubState, user: &UserId, rooms: &BTreeSet<String>) {
     for room in rooms {
-        let Some(members) = st.rooms.get_mut(room) else {
+        let Some(r) = st.rooms.get_mut(room) else {
             continue;
         };
-        members.remove(user);
-        if members.is_empty() {
+        r.members.remove(user);
+        if r.members.is_empty() {
+            // The allow list ends with the room, as on the server.
             st.rooms.remove(room);
             continue;
         }
-        for m in members.iter() {
+        for m in r.members.iter() {
             if let Some(member) = st.users.get(m) {
                 let _ = member.events.try_send(TransportEvent::RoomLeave {
                     room: room.clone(),
@@ -179,25 +190,30 @@ impl Transport for MemoryTransport {
         let id = self.next_id.next_for(to)?;
         self.with_live(|st| {
             let mut offline = Vec::new();
+            let mut congested = Vec::new();
             for user in to {
-                let delivered = st.users.get(user).is_some_and(|m| {
-                    m.events
-                        .try_send(TransportEvent::Message {
-                            from: self.user.clone(),
-                            id: id.clone(),
-                            payload: payload.clone(),
-                        })
-                        .is_ok()
-                });
-                if !delivered {
+                let Some(m) = st.users.get(user) else {
                     offline.push(user.clone());
+                    continue;
+                };
+                let message = TransportEvent::Message {
+                    from: self.user.clone(),
+                    id: id.clone(),
+                    payload: payload.clone(),
+                };
+                match m.events.try_send(message) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => congested.push(user.clone()),
+                    // Its transport is gone but not yet unregistered.
+                    Err(mpsc::error::TrySendError::Closed(_)) => offline.push(user.clone()),
                 }
             }
-            if !offline.is_empty() {
+            if !offline.is_empty() || !congested.is_empty() {
                 if let Some(me) = st.users.get(&self.user) {
                     let _ = me.events.try_send(TransportEvent::Undeliverable {
                         id: id.clone(),
-                        users: offline,
+                        offline,
+                        congested,
                     });
                 }
             }
@@ -206,17 +222,32 @@ impl Transport for MemoryTransport {
         Ok(id)
     }
 
-    async fn join_room(&self, room: &str) -> Result<Vec<UserId>, TransportError> {
+    async fn join_room(&self, room: &str, allow: &[UserId]) -> Result<Vec<UserId>, TransportError> {
         if !valid_room(room) {
-            return Err(TransportError::Refused {
-                code: ErrorCode::InvalidRoom,
-                message: format!("invalid room {room:?}"),
-            });
+            return Err(refused(ErrorCode::InvalidRoom, room));
+        }
+        if allow.len() > MAX_ALLOW_LIST {
+            return Err(refused(ErrorCode::RoomFull, room));
         }
         self.with_live(|st| {
-            let members = st.rooms.entry(room.to_owned()).or_default();
-            let newly = members.insert(self.user.clone());
-            let list: Vec<UserId> = members.iter().cloned().collect();
+            let r = match st.rooms.entry(room.to_owned()) {
+                Entry::Vacant(v) => v.insert(Room {
+                    members: BTreeSet::new(),
+                    access: RoomAccess::new_room(&self.user, allow),
+                }),
+                Entry::Occupied(o) => {
+                    let r = o.into_mut();
+                    r.access
+                        .check_join(&self.user, allow)
+                        .map_err(|code| refused(code, room))?;
+                    if !allow.is_empty() {
+                        r.access.extend(allow).map_err(|code| refused(code, room))?;
+                    }
+                    r
+                }
+            };
+            let newly = r.members.insert(self.user.clone());
+            let list: Vec<UserId> = r.members.iter().cloned().collect();
             if newly {
                 for m in &list {
                     if m == &self.user {
@@ -237,6 +268,17 @@ impl Transport for MemoryTransport {
         })
     }
 
+    async fn allow_room(&self, room: &str, users: &[UserId]) -> Result<(), TransportError> {
+        self.with_live(|st| {
+            let r = st
+                .rooms
+                .get_mut(room)
+                .filter(|r| r.members.contains(&self.user))
+                .ok_or_else(|| refused(ErrorCode::NotInRoom, room))?;
+            r.access.extend(users).map_err(|code| refused(code, room))
+        })
+    }
+
     async fn leave_room(&self, room: &str) -> Result<(), TransportError> {
         self.with_live(|st| {
             let was_in = st
@@ -244,10 +286,7 @@ impl Transport for MemoryTransport {
                 .get_mut(&self.user)
                 .is_some_and(|me| me.rooms.remove(room));
             if !was_in {
-                return Err(TransportError::Refused {
-                    code: ErrorCode::NotInRoom,
-                    message: format!("not in room {room:?}"),
-                });
+                return Err(refused(ErrorCode::NotInRoom, room));
             }
             let one = BTreeSet::from([room.to_owned()]);
             remove_from_rooms(st, &self.user, &one);
@@ -261,6 +300,14 @@ impl Transport for MemoryTransport {
 
     fn take_events(&self) -> Option<mpsc::Receiver<TransportEvent>> {
         self.events.take()
+    }
+}
+
+/// The refusal of a request about `room`.
+fn refused(code: ErrorCode, room: &str) -> TransportError {
+    TransportError::Refused {
+        code,
+        message: format!("{code}: room {room:?}"),
     }
 }
 
@@ -311,9 +358,91 @@ mod tests {
             next(&mut ea).await,
             TransportEvent::Undeliverable {
                 id,
-                users: vec![uid("carol")]
+                offline: vec![uid("carol")],
+                congested: vec![]
             }
         );
+    }
+
+    #[tokio::test]
+    async fn a_full_event_queue_is_congested_not_offline() {
+        let hub = MemoryHub::new();
+        let a = hub.register(uid("alice"));
+        let b = hub.register(uid("bob"));
+        let mut ea = a.take_events().unwrap();
+        // Bob never reads: his queue fills after EVENT_CAPACITY messages.
+        for _ in 0..EVENT_CAPACITY {
+            a.send(&[uid("bob")], json!(1)).await.unwrap();
+        }
+        let id = a.send(&[uid("bob"), uid("carol")], json!(2)).await.unwrap();
+        assert_eq!(
+            next(&mut ea).await,
+            TransportEvent::Undeliverable {
+                id,
+                offline: vec![uid("carol")],
+                congested: vec![uid("bob")]
+            }
+        );
+        drop(b);
+    }
+
+    #[tokio::test]
+    async fn closed_rooms_admit_their_list_only() {
+        let hub = MemoryHub::new();
+        let a = hub.register(uid("alice"));
+        let b = hub.register(uid("bob"));
+        let c = hub.register(uid("carol"));
+        let e = hub.register(uid("eve"));
+        let mut ea = a.take_events().unwrap();
+        assert_eq!(
+            a.join_room("call", &[uid("bob")]).await.unwrap(),
+            [uid("alice")]
+        );
+        let not_allowed = |r: Result<Vec<UserId>, TransportError>| {
+            matches!(
+                r,
+                Err(TransportError::Refused {
+                    code: ErrorCode::NotAllowed,
+                    ..
+                })
+            )
+        };
+        assert!(not_allowed(e.join_room("call", &[]).await));
+        assert!(not_allowed(e.join_room("call", &[uid("eve")]).await));
+        assert!(not_allowed(c.join_room("call", &[]).await));
+        assert!(matches!(
+            e.allow_room("call", &[uid("eve")]).await,
+            Err(TransportError::Refused {
+                code: ErrorCode::NotInRoom,
+                ..
+            })
+        ));
+        assert_eq!(
+            b.join_room("call", &[]).await.unwrap(),
+            [uid("alice"), uid("bob")]
+        );
+        b.allow_room("call", &[uid("carol")]).await.unwrap();
+        assert_eq!(c.join_room("call", &[]).await.unwrap().len(), 3);
+        // Nobody but the joiners was announced: eve never got in.
+        for who in ["bob", "carol"] {
+            assert_eq!(
+                next(&mut ea).await,
+                TransportEvent::RoomEnter {
+                    room: "call".into(),
+                    user: uid(who)
+                }
+            );
+        }
+        // An open room stays open.
+        e.join_room("open", &[]).await.unwrap();
+        assert!(not_allowed(a.join_room("open", &[uid("bob")]).await));
+        assert!(matches!(
+            e.allow_room("open", &[uid("bob")]).await,
+            Err(TransportError::Refused {
+                code: ErrorCode::NotAllowed,
+                ..
+            })
+        ));
     }
 
     #[tokio::test]
@@ -340,9 +469,9 @@ mod tests {
         let a = hub.register(uid("alice"));
         let b = hub.register(uid("bob"));
         let mut ea = a.take_events().unwrap();
-        assert_eq!(a.join_room("r1").await.unwrap(), vec![uid("alice")]);
+        assert_eq!(a.join_room("r1", &[]).await.unwrap(), vec![uid("alice")]);
         assert_eq!(
-            b.join_room("r1").await.unwrap(),
+            b.join_room("r1", &[]).await.unwrap(),
             vec![uid("alice"), uid("bob")]
         );
         assert_eq!(

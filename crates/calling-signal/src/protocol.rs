@@ -13,6 +13,8 @@
 //! answers a bad one with a typed error (`invalid_user_id` at login) or by
 //! listing it `undeliverable`, never with `bad_frame`.
 
+use std::collections::BTreeSet;
+
 use calling_core::UserId;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -78,8 +80,12 @@ pub enum ErrorCode {
     TooManyRooms,
     /// The room already holds `max_room_members` members.
     RoomFull,
-    /// `leave` named a room the user is not in.
+    /// `leave` or `allow` named a room the user is not in.
     NotInRoom,
+    /// The room has an allow list that does not name the user (`join`), or
+    /// the request needs an allow list the room does not have (`join` with
+    /// `allow` of an existing open room, `allow` in an open room).
+    NotAllowed,
     /// The server failed internally; the frame was not processed. Also what
     /// a code this version does not know decodes to, as `docs/PROTOCOL.md`
     /// asks of clients (servers may add codes within a version).
@@ -107,6 +113,7 @@ impl ErrorCode {
             ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::RoomFull => "room_full",
             ErrorCode::NotInRoom => "not_in_room",
+            ErrorCode::NotAllowed => "not_allowed",
             ErrorCode::Internal => "internal",
         }
     }
@@ -170,13 +177,28 @@ pub enum ClientFrame {
         /// Opaque call-layer payload (any JSON value).
         payload: Box<RawValue>,
     },
-    /// Join a room.
+    /// Join a room; the first joiner creates it.
     Join {
         /// Optional request id echoed in the answer.
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<String>,
         /// Room name.
         room: String,
+        /// Users allowed to join besides the joiner: creates the room with
+        /// this allow list, or extends the list of a room the joiner may
+        /// enter. Empty (or absent on the wire): no list asked for.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        allow: Vec<String>,
+    },
+    /// Extend the allow list of a room this user is in.
+    Allow {
+        /// Optional request id echoed in the answer.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// Room name.
+        room: String,
+        /// Users to add, as sent: the server checks them.
+        users: Vec<String>,
     },
     /// Leave a room.
     Leave {
@@ -231,13 +253,18 @@ pub enum ServerFrame {
         /// The payload exactly as the sender sent it.
         payload: Box<RawValue>,
     },
-    /// Some recipients of a `send` were offline; sent at once.
+    /// Some recipients of a `send` did not get it; sent at once.
     Undeliverable {
         /// The `send` frame's id.
         id: String,
-        /// The recipients that did not get the payload, spelt as the `send`
-        /// named them (so possibly malformed).
+        /// The recipients that are offline or name nobody, spelt as the
+        /// `send` named them (so possibly malformed).
         users: Vec<String>,
+        /// The recipients that are online but whose outbound queue was full:
+        /// the payload was lost, the user is still there. Absent on the wire
+        /// when empty, so a server without it reads the same.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        congested: Vec<String>,
     },
     /// `join` succeeded.
     Joined {
@@ -248,6 +275,14 @@ pub enum ServerFrame {
         room: String,
         /// Every member now in the room, the joiner included.
         members: Vec<UserId>,
+    },
+    /// `allow` succeeded: the users are on the room's allow list.
+    Allowed {
+        /// The request id of the `allow`, if it had one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// Room name.
+        room: String,
     },
     /// `leave` succeeded.
     Left {
@@ -339,6 +374,8 @@ struct WireClient {
     #[serde(default, deserialize_with = "present_raw")]
     payload: Option<Box<RawValue>>,
     room: Option<String>,
+    allow: Option<Vec<String>>,
+    users: Option<Vec<String>>,
 }
 
 /// Same trick for server frames.
@@ -357,6 +394,7 @@ struct WireServer {
     #[serde(default, deserialize_with = "present_raw")]
     payload: Option<Box<RawValue>>,
     users: Option<Vec<String>>,
+    congested: Option<Vec<String>>,
     room: Option<String>,
     members: Option<Vec<UserId>>,
     user: Option<UserId>,
@@ -425,6 +463,12 @@ impl ClientFrame {
             "join" => ClientFrame::Join {
                 id: w.id,
                 room: need(w.room, "join", "room")?,
+                allow: w.allow.unwrap_or_default(),
+            },
+            "allow" => ClientFrame::Allow {
+                id: w.id,
+                room: need(w.room, "allow", "room")?,
+                users: need(w.users, "allow", "users")?,
             },
             "leave" => ClientFrame::Leave {
                 id: w.id,
@@ -472,11 +516,16 @@ impl ServerFrame {
             "undeliverable" => ServerFrame::Undeliverable {
                 id: need(w.id, "undeliverable", "id")?,
                 users: need(w.users, "undeliverable", "users")?,
+                congested: w.congested.unwrap_or_default(),
             },
             "joined" => ServerFrame::Joined {
                 id: w.id,
                 room: need(w.room, "joined", "room")?,
                 members: need(w.members, "joined", "members")?,
+            },
+            "allowed" => ServerFrame::Allowed {
+                id: w.id,
+                room: need(w.room, "allowed", "room")?,
             },
             "left" => ServerFrame::Left {
                 id: w.id,
@@ -527,6 +576,62 @@ pub fn valid_room(room: &str) -> bool {
 /// Longest room name, in bytes.
 pub const MAX_ROOM_BYTES: usize = 128;
 
+/// Most users one room's allow list may name; past it `allow` is refused
+/// with `room_full`. Bounds what a member can make the server hold.
+pub const MAX_ALLOW_LIST: usize = 256;
+
+/// Who may join a room (`docs/PROTOCOL.md`, "Room access"): the one rule
+/// both the server's hub and the in-memory hub apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomAccess {
+    /// Anyone may join: a room created without an allow list.
+    Open,
+    /// Only the users listed may join; the creator is always listed.
+    Closed(BTreeSet<UserId>),
+}
+
+impl RoomAccess {
+    /// The access of a room `owner` creates by joining with `allow`: closed
+    /// with `owner` and `allow` listed, or open when `allow` is empty.
+    /// `allow` must already be within [`MAX_ALLOW_LIST`].
+    pub fn new_room(owner: &UserId, allow: &[UserId]) -> Self {
+        if allow.is_empty() {
+            return RoomAccess::Open;
+        }
+        let mut list: BTreeSet<UserId> = allow.iter().cloned().collect();
+        list.insert(owner.clone());
+        RoomAccess::Closed(list)
+    }
+
+    /// Whether `user` may join this existing room with `allow`. A closed
+    /// room admits only its list, so a stranger gets `not_allowed` whoever
+    /// is inside; an open room cannot be closed by a later joiner, who gets
+    /// `not_allowed` rather than a room others may still watch.
+    pub fn check_join(&self, user: &UserId, allow: &[UserId]) -> Result<(), ErrorCode> {
+        match self {
+            RoomAccess::Open if allow.is_empty() => Ok(()),
+            RoomAccess::Open => Err(ErrorCode::NotAllowed),
+            RoomAccess::Closed(list) if list.contains(user) => Ok(()),
+            RoomAccess::Closed(_) => Err(ErrorCode::NotAllowed),
+        }
+    }
+
+    /// Adds `users` to a closed room's list (a member asked). Refused with
+    /// `not_allowed` for an open room and `room_full` when the list would
+    /// pass [`MAX_ALLOW_LIST`]; nothing is added then.
+    pub fn extend(&mut self, users: &[UserId]) -> Result<(), ErrorCode> {
+        let RoomAccess::Closed(list) = self else {
+            return Err(ErrorCode::NotAllowed);
+        };
+        let new = users.iter().filter(|u| !list.contains(*u)).count();
+        if list.len() + new > MAX_ALLOW_LIST {
+            return Err(ErrorCode::RoomFull);
+        }
+        list.extend(users.iter().cloned());
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -573,6 +678,16 @@ mod tests {
             ServerFrame::Undeliverable {
                 id: "7".into(),
                 users: vec!["bob".into()],
+                congested: vec![],
+            },
+            ServerFrame::Undeliverable {
+                id: "8".into(),
+                users: vec![],
+                congested: vec!["carol".into()],
+            },
+            ServerFrame::Allowed {
+                id: Some("a".into()),
+                room: "r".into(),
             },
             ServerFrame::error(Some("x".into()), ErrorCode::RateLimited, "slow down"),
             ServerFrame::LoginExpired {},
@@ -664,6 +779,68 @@ mod tests {
             ClientFrame::parse(login),
             Ok(ClientFrame::Login { .. })
         ));
+    }
+
+    #[test]
+    fn join_allow_and_undeliverable_stay_readable_by_old_peers() {
+        // An old client's join carries no allow list: an open-room join.
+        let old = ClientFrame::parse(r#"{"type":"join","id":"j","room":"r"}"#).unwrap();
+        assert!(matches!(old, ClientFrame::Join { allow, .. } if allow.is_empty()));
+        let join = ClientFrame::Join {
+            id: None,
+            room: "r".into(),
+            allow: vec!["bob".into()],
+        };
+        assert_eq!(
+            join.to_json(),
+            r#"{"type":"join","room":"r","allow":["bob"]}"#
+        );
+        let allow = ClientFrame::parse(r#"{"type":"allow","room":"r","users":["x"]}"#).unwrap();
+        assert!(matches!(allow, ClientFrame::Allow { users, .. } if users == ["x"]));
+        assert!(matches!(
+            ClientFrame::parse(r#"{"type":"allow","room":"r"}"#),
+            Err(FrameError::MissingField { field: "users", .. })
+        ));
+        // Without congestion the frame is what old clients know.
+        let plain = ServerFrame::Undeliverable {
+            id: "m".into(),
+            users: vec!["a".into()],
+            congested: vec![],
+        };
+        assert_eq!(
+            plain.to_json(),
+            r#"{"type":"undeliverable","id":"m","users":["a"]}"#
+        );
+        let old = ServerFrame::parse(r#"{"type":"undeliverable","id":"m","users":["a"]}"#);
+        assert!(
+            matches!(old, Ok(ServerFrame::Undeliverable { congested, .. }) if congested.is_empty())
+        );
+    }
+
+    #[test]
+    fn room_access_admits_only_its_list() {
+        let (alice, bob, eve) = (uid("alice"), uid("bob"), uid("eve"));
+        let (just_bob, just_eve) = ([bob.clone()], [eve.clone()]);
+        let open = RoomAccess::new_room(&alice, &[]);
+        assert_eq!(open, RoomAccess::Open);
+        assert_eq!(open.check_join(&eve, &[]), Ok(()));
+        assert_eq!(open.check_join(&bob, &just_bob), Err(ErrorCode::NotAllowed));
+        let mut closed = RoomAccess::new_room(&alice, &just_bob);
+        assert_eq!(closed.check_join(&alice, &[]), Ok(()));
+        assert_eq!(closed.check_join(&bob, &[]), Ok(()));
+        assert_eq!(closed.check_join(&eve, &[]), Err(ErrorCode::NotAllowed));
+        assert_eq!(
+            closed.check_join(&eve, &just_eve),
+            Err(ErrorCode::NotAllowed)
+        );
+        closed.extend(&just_eve).unwrap();
+        assert_eq!(closed.check_join(&eve, &[]), Ok(()));
+        let many: Vec<UserId> = (0..MAX_ALLOW_LIST).map(|i| uid(&format!("u{i}"))).collect();
+        assert_eq!(closed.extend(&many), Err(ErrorCode::RoomFull));
+        assert_eq!(
+            RoomAccess::Open.extend(&just_eve),
+            Err(ErrorCode::NotAllowed)
+        );
     }
 
     #[test]

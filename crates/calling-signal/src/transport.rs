@@ -32,12 +32,16 @@ pub enum TransportEvent {
         /// The payload as sent.
         payload: Value,
     },
-    /// Some recipients of a message were offline and did not get it.
+    /// Some recipients of a message did not get it.
     Undeliverable {
         /// The id returned by [`Transport::send`].
         id: MessageId,
-        /// The recipients that did not get it.
-        users: Vec<UserId>,
+        /// Recipients that are offline: they are gone.
+        offline: Vec<UserId>,
+        /// Recipients that are online but could not take the message (their
+        /// queue on the server was full): the message is lost, the user is
+        /// still there.
+        congested: Vec<UserId>,
     },
     /// A user entered a room this transport is in.
     RoomEnter {
@@ -120,14 +124,28 @@ pub trait Transport: Send + Sync {
     fn local_user(&self) -> &UserId;
 
     /// Sends `payload` to every user in `to`. Returns once the payload is
-    /// handed to the wire; recipients that turn out offline are reported by
+    /// handed to the wire; recipients that turn out offline or congested are
+    /// reported by
     /// [`TransportEvent::Undeliverable`] carrying the returned id, and a
     /// refusal by the server (rate limit, too many recipients, too large)
     /// by [`TransportEvent::Error`] carrying it.
     async fn send(&self, to: &[UserId], payload: Value) -> Result<MessageId, TransportError>;
 
     /// Joins `room` and returns its members (this user included).
-    async fn join_room(&self, room: &str) -> Result<Vec<UserId>, TransportError>;
+    ///
+    /// A room that does not exist is created with this user as its first
+    /// member; a non-empty `allow` makes it a closed room that only this
+    /// user and the users in `allow` may join. Joining a closed room needs
+    /// a place on its list (else [`ErrorCode::NotAllowed`]), and a
+    /// non-empty `allow` then extends the list. An empty `allow` asks for no
+    /// list: an open room anyone may join, as rooms were before allow lists.
+    async fn join_room(&self, room: &str, allow: &[UserId]) -> Result<Vec<UserId>, TransportError>;
+
+    /// Adds `users` to the allow list of `room`, a closed room this user is
+    /// in, so that they may join it. Refused with
+    /// [`ErrorCode::NotInRoom`] when this user is not in the room and
+    /// [`ErrorCode::NotAllowed`] when the room is open.
+    async fn allow_room(&self, room: &str, users: &[UserId]) -> Result<(), TransportError>;
 
     /// Leaves `room`.
     async fn leave_room(&self, room: &str) -> Result<(), TransportError>;

@@ -5,9 +5,10 @@
 //! one background task owns the socket: it writes frames, sends heartbeats,
 //! turns server frames into [`TransportEvent`]s and, when the connection
 //! drops, reconnects with jittered exponential backoff, logs in again and
-//! re-joins the rooms it was in.
+//! re-joins the rooms it was in, with the allow lists it gave them, so that
+//! a closed room that ended meanwhile comes back closed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -45,7 +46,8 @@ pub struct WsConfig {
     pub user_sig: String,
     /// Limit for one connect + login attempt (default 5 s).
     pub connect_timeout: Duration,
-    /// How long `join_room` / `leave_room` wait for the answer (default 5 s).
+    /// How long `join_room` / `allow_room` / `leave_room` wait for the
+    /// answer (default 5 s).
     pub request_timeout: Duration,
     /// Reconnect after a lost connection (default true).
     pub reconnect: bool,
@@ -92,7 +94,13 @@ enum Command {
     },
     Join {
         room: String,
+        allow: Vec<UserId>,
         reply: oneshot::Sender<Result<Vec<UserId>, TransportError>>,
+    },
+    Allow {
+        room: String,
+        users: Vec<UserId>,
+        reply: oneshot::Sender<Result<(), TransportError>>,
     },
     Leave {
         room: String,
@@ -132,20 +140,38 @@ struct SessionParams {
 /// server's own kind of bucket), so that bursts, e.g. ICE candidates of
 /// several calls, are delayed a little instead of dropped with
 /// `rate_limited`.
-struct Pacer(TokenBucket);
+///
+/// The server's bucket is the user's, not the connection's: a new login
+/// does not refill it. So one pacer lasts across reconnects while the
+/// announced limits stay the same, and keeps counting what was sent.
+struct Pacer {
+    bucket: TokenBucket,
+    limits: (u32, u32),
+}
 
 impl Pacer {
     fn new(params: &SessionParams) -> Self {
-        // Never ahead of the server's bucket: it started full and our login
-        // took one token, so start one lower still and refill a little slower.
+        // Never ahead of the server's bucket: it started full, so start two
+        // lower and refill a little slower.
         let burst = f64::from(params.rate_burst.max(2));
         let rate = f64::from(params.rate_per_sec.max(1)) * 0.9;
-        Pacer(TokenBucket::new(rate, burst - 1.0, Instant::now()).with_tokens(burst - 2.0))
+        Pacer {
+            bucket: TokenBucket::new(rate, burst - 1.0, Instant::now()).with_tokens(burst - 2.0),
+            limits: (params.rate_per_sec, params.rate_burst),
+        }
+    }
+
+    /// This pacer if it paces for the limits of `params`, else a new one.
+    fn keep_for(this: Option<Self>, params: &SessionParams) -> Self {
+        match this {
+            Some(p) if p.limits == (params.rate_per_sec, params.rate_burst) => p,
+            _ => Pacer::new(params),
+        }
     }
 
     /// Sends one frame as soon as the rate allows; false if the write failed.
     async fn send(&mut self, ws: &mut Ws, text: String) -> bool {
-        let wait = self.0.reserve(Instant::now());
+        let wait = self.bucket.reserve(Instant::now());
         if !wait.is_zero() {
             debug!(
                 ?wait,
@@ -168,10 +194,12 @@ impl WsTransport {
         let driver = Driver {
             config,
             events: ev_tx,
-            rooms: BTreeSet::new(),
+            rooms: BTreeMap::new(),
             pending_join: HashMap::new(),
+            pending_allow: HashMap::new(),
             pending_leave: HashMap::new(),
             next_req: 0,
+            pacer: None,
         };
         tokio::spawn(driver.run(ws, params, cmd_rx));
         Ok(WsTransport {
@@ -220,9 +248,18 @@ impl Transport for WsTransport {
         Ok(id)
     }
 
-    async fn join_room(&self, room: &str) -> Result<Vec<UserId>, TransportError> {
+    async fn join_room(&self, room: &str, allow: &[UserId]) -> Result<Vec<UserId>, TransportError> {
         let room = room.to_owned();
-        self.request(|reply| Command::Join { room, reply }).await
+        let allow = allow.to_vec();
+        self.request(|reply| Command::Join { room, allow, reply })
+            .await
+    }
+
+    async fn allow_room(&self, room: &str, users: &[UserId]) -> Result<(), TransportError> {
+        let room = room.to_owned();
+        let users = users.to_vec();
+        self.request(|reply| Command::Allow { room, users, reply })
+            .await
     }
 
     async fn leave_room(&self, room: &str) -> Result<(), TransportError> {
@@ -309,6 +346,7 @@ async fn connect_and_login(config: &WsConfig) -> Result<(Ws, SessionParams), Tra
                     | ServerFrame::Message { .. }
                     | ServerFrame::Undeliverable { .. }
                     | ServerFrame::Joined { .. }
+                    | ServerFrame::Allowed { .. }
                     | ServerFrame::Left { .. }
                     | ServerFrame::RoomEnter { .. }
                     | ServerFrame::RoomLeave { .. }
@@ -340,11 +378,17 @@ enum End {
 struct Driver {
     config: WsConfig,
     events: mpsc::Sender<TransportEvent>,
-    rooms: BTreeSet<String>,
-    /// Replies awaiting `joined` / `left`, by request id.
-    pending_join: HashMap<String, Reply<Vec<UserId>>>,
+    /// The rooms we are in, each with the allow list we gave it (empty for
+    /// an open room), to re-join them as they were.
+    rooms: BTreeMap<String, BTreeSet<UserId>>,
+    /// Replies awaiting `joined` / `allowed` / `left`, by request id, with
+    /// the allow list asked for.
+    pending_join: HashMap<String, (Vec<UserId>, Reply<Vec<UserId>>)>,
+    pending_allow: HashMap<String, (Vec<UserId>, Reply<()>)>,
     pending_leave: HashMap<String, Reply<()>>,
     next_req: u64,
+    /// The pacer of the last session, for the next.
+    pacer: Option<Pacer>,
 }
 
 impl Driver {
@@ -405,7 +449,10 @@ impl Driver {
     }
 
     fn fail_pending(&mut self) {
-        for (_, reply) in self.pending_join.drain() {
+        for (_, (_, reply)) in self.pending_join.drain() {
+            let _ = reply.send(Err(TransportError::NotConnected));
+        }
+        for (_, (_, reply)) in self.pending_allow.drain() {
             let _ = reply.send(Err(TransportError::NotConnected));
         }
         for (_, reply) in self.pending_leave.drain() {
@@ -442,6 +489,9 @@ impl Driver {
                         Some(Command::Join { reply, .. }) => {
                             let _ = reply.send(Err(TransportError::NotConnected));
                         }
+                        Some(Command::Allow { reply, .. }) => {
+                            let _ = reply.send(Err(TransportError::NotConnected));
+                        }
                         Some(Command::Leave { reply, .. }) => {
                             let _ = reply.send(Err(TransportError::NotConnected));
                         }
@@ -469,17 +519,34 @@ impl Driver {
         params: &SessionParams,
         cmds: &mut mpsc::Receiver<Command>,
     ) -> End {
+        let mut pacer = Pacer::keep_for(self.pacer.take(), params);
+        let end = self.paced_session(ws, params, cmds, &mut pacer).await;
+        self.pacer = Some(pacer);
+        end
+    }
+
+    async fn paced_session(
+        &mut self,
+        ws: &mut Ws,
+        params: &SessionParams,
+        cmds: &mut mpsc::Receiver<Command>,
+        pacer: &mut Pacer,
+    ) -> End {
         let mut heartbeat = tokio::time::interval(params.heartbeat_interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.tick().await;
         let mut last_seen = Instant::now();
-        let mut pacer = Pacer::new(params);
         // Back into the rooms of the previous connection (none the first
         // time), paced: the server counts them like any frame. The answers
         // arrive as ordinary frames.
-        for room in self.rooms.clone() {
+        for (room, allow) in self.rooms.clone() {
             let id = self.request_id("rejoin");
-            let frame = ClientFrame::Join { id: Some(id), room };
+            let allow = allow.iter().map(|u| u.as_str().to_owned()).collect();
+            let frame = ClientFrame::Join {
+                id: Some(id),
+                room,
+                allow,
+            };
             if !pacer.send(ws, frame.to_json()).await {
                 return self.after_write_error(ws).await;
             }
@@ -516,10 +583,20 @@ impl Driver {
                                 return self.after_write_error(ws).await;
                             }
                         }
-                        Command::Join { room, reply } => {
+                        Command::Join { room, allow, reply } => {
                             let id = self.request_id("j");
-                            self.pending_join.insert(id.clone(), reply);
-                            let frame = ClientFrame::Join { id: Some(id), room };
+                            let names = allow.iter().map(|u| u.as_str().to_owned()).collect();
+                            self.pending_join.insert(id.clone(), (allow, reply));
+                            let frame = ClientFrame::Join { id: Some(id), room, allow: names };
+                            if !pacer.send(ws, frame.to_json()).await {
+                                return self.after_write_error(ws).await;
+                            }
+                        }
+                        Command::Allow { room, users, reply } => {
+                            let id = self.request_id("a");
+                            let names = users.iter().map(|u| u.as_str().to_owned()).collect();
+                            self.pending_allow.insert(id.clone(), (users, reply));
+                            let frame = ClientFrame::Allow { id: Some(id), room, users: names };
                             if !pacer.send(ws, frame.to_json()).await {
                                 return self.after_write_error(ws).await;
                             }
@@ -604,14 +681,29 @@ impl Driver {
                     Err(e) => warn!(error = %e, "payload not JSON; dropped"),
                 }
             }
-            ServerFrame::Undeliverable { id, users } => self.emit(TransportEvent::Undeliverable {
+            ServerFrame::Undeliverable {
+                id,
+                users,
+                congested,
+            } => self.emit(TransportEvent::Undeliverable {
                 id: MessageId(id),
-                users: sent_ids(users),
+                offline: sent_ids(users),
+                congested: sent_ids(congested),
             }),
             ServerFrame::Joined { id, room, members } => {
-                self.rooms.insert(room.clone());
-                if let Some(reply) = id.and_then(|id| self.pending_join.remove(&id)) {
+                // A re-join's answer has no pending entry and keeps the list.
+                let allowed = self.rooms.entry(room).or_default();
+                if let Some((allow, reply)) = id.and_then(|id| self.pending_join.remove(&id)) {
+                    allowed.extend(allow);
                     let _ = reply.send(Ok(members));
+                }
+            }
+            ServerFrame::Allowed { id, room } => {
+                if let Some((users, reply)) = id.and_then(|id| self.pending_allow.remove(&id)) {
+                    if let Some(allowed) = self.rooms.get_mut(&room) {
+                        allowed.extend(users);
+                    }
+                    let _ = reply.send(Ok(()));
                 }
             }
             ServerFrame::Left { id, room } => {
@@ -630,8 +722,11 @@ impl Driver {
             ServerFrame::LoginExpired {} => return Some(End::Expired),
             ServerFrame::Error { id, code, message } => {
                 let join = id.as_ref().and_then(|i| self.pending_join.remove(i));
+                let allow = id.as_ref().and_then(|i| self.pending_allow.remove(i));
                 let leave = id.as_ref().and_then(|i| self.pending_leave.remove(i));
-                if let Some(reply) = join {
+                if let Some((_, reply)) = join {
+                    let _ = reply.send(Err(TransportError::Refused { code, message }));
+                } else if let Some((_, reply)) = allow {
                     let _ = reply.send(Err(TransportError::Refused { code, message }));
                 } else if let Some(reply) = leave {
                     let _ = reply.send(Err(TransportError::Refused { code, message }));
@@ -681,6 +776,7 @@ fn refused_for_good(code: ErrorCode) -> bool {
         | ErrorCode::TooManyRooms
         | ErrorCode::RoomFull
         | ErrorCode::NotInRoom
+        | ErrorCode::NotAllowed
         | ErrorCode::Internal => false,
     }
 }

@@ -211,7 +211,7 @@ impl Driver {
             return Err(calling_core::JoinError::Busy.into());
         }
         self.preflight();
-        let members = self.transport.join_room(call_id.as_str()).await?;
+        let members = self.transport.join_room(call_id.as_str(), &[]).await?;
         self.room = Some(call_id.clone());
         let members: Vec<UserId> = members.into_iter().filter(|m| *m != self.user).collect();
         let now = self.now();
@@ -324,9 +324,18 @@ impl Driver {
                 },
                 Err(e) => warn!(%from, error = %e, "undecodable call-layer payload dropped"),
             },
-            TransportEvent::Undeliverable { id, users } => {
+            TransportEvent::Undeliverable {
+                id,
+                offline,
+                congested,
+            } => {
+                if !congested.is_empty() {
+                    // A full queue at the server is not a departure: the
+                    // message is lost, the member is still there.
+                    warn!(?congested, "message lost to congested recipients");
+                }
                 if let Some(call) = self.sent.call_of(&id) {
-                    for user in users {
+                    for user in offline {
                         self.machine.handle_unreachable(now, &user, &call);
                     }
                     self.drain().await;
@@ -472,7 +481,7 @@ impl Driver {
                 self.open_media(call_id.clone(), media_type).await;
                 if self.room.as_ref() != Some(&call_id) {
                     self.leave_room().await;
-                    match self.transport.join_room(call_id.as_str()).await {
+                    match self.transport.join_room(call_id.as_str(), &[]).await {
                         Ok(_) => self.room = Some(call_id),
                         Err(e) => warn!(error = %e, "could not join the call's room"),
                     }
