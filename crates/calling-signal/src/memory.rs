@@ -5,6 +5,12 @@
 //!
 //! Useful for tests, and for applications that carry the call layer over a
 //! channel of their own.
+//!
+//! Nothing is dropped on the way: a payload to a user whose event queue is
+//! full waits in [`Transport::send`] until there is room (backpressure, as
+//! the signaling server's own queue gives). Two clients that each wait for
+//! room in the other's full queue wait for each other; the queues are deep
+//! ([`EVENT_CAPACITY`]) so that only a flood gets there.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,8 +26,26 @@ use crate::transport::{
     EventSlot, MessageId, MessageIds, Transport, TransportError, TransportEvent,
 };
 
-/// Events buffered per registered user before further ones are dropped.
-const EVENT_CAPACITY: usize = 4096;
+/// Events buffered per registered user before senders wait for room.
+pub const EVENT_CAPACITY: usize = 4096;
+
+/// Hands `ev` over without waiting, from where no await is possible (a
+/// drop, a registration): if the queue is full, a task delivers it when
+/// there is room.
+fn hand_off(events: &mpsc::Sender<TransportEvent>, ev: TransportEvent) {
+    match events.try_send(ev) {
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+        Err(mpsc::error::TrySendError::Full(ev)) => match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let events = events.clone();
+                runtime.spawn(async move {
+                    let _ = events.send(ev).await;
+                });
+            }
+            Err(_) => tracing::warn!(?ev, "event queue full outside a runtime; event lost"),
+        },
+    }
+}
 
 struct Member {
     session: u64,
@@ -68,7 +92,7 @@ impl MemoryHub {
         let mut st = self.lock();
         if let Some(old) = st.users.remove(&user) {
             remove_from_rooms(&mut st, &user, &old.rooms);
-            let _ = old.events.try_send(TransportEvent::KickedOut);
+            hand_off(&old.events, TransportEvent::KickedOut);
         }
         st.users.insert(
             user.clone(),
@@ -106,10 +130,11 @@ fn remove_from_rooms(st: &mut HubState, user: &UserId, rooms: &BTreeSet<String>)
         }
         for m in members.iter() {
             if let Some(member) = st.users.get(m) {
-                let _ = member.events.try_send(TransportEvent::RoomLeave {
+                let ev = TransportEvent::RoomLeave {
                     room: room.clone(),
                     user: user.clone(),
-                });
+                };
+                hand_off(&member.events, ev);
             }
         }
     }
@@ -177,32 +202,38 @@ impl Transport for MemoryTransport {
 
     async fn send(&self, to: &[UserId], payload: Value) -> Result<MessageId, TransportError> {
         let id = self.next_id.next_for(to)?;
-        self.with_live(|st| {
-            let mut offline = Vec::new();
-            for user in to {
-                let delivered = st.users.get(user).is_some_and(|m| {
-                    m.events
-                        .try_send(TransportEvent::Message {
-                            from: self.user.clone(),
-                            id: id.clone(),
-                            payload: payload.clone(),
-                        })
-                        .is_ok()
-                });
-                if !delivered {
-                    offline.push(user.clone());
-                }
-            }
-            if !offline.is_empty() {
-                if let Some(me) = st.users.get(&self.user) {
-                    let _ = me.events.try_send(TransportEvent::Undeliverable {
-                        id: id.clone(),
-                        users: offline,
-                    });
-                }
-            }
-            Ok(())
+        // Who is online, read under the lock; the deliveries wait outside it.
+        let (me, recipients) = self.with_live(|st| {
+            let me = st.users.get(&self.user).map(|m| m.events.clone());
+            let recipients: Vec<(UserId, Option<mpsc::Sender<TransportEvent>>)> = to
+                .iter()
+                .map(|u| (u.clone(), st.users.get(u).map(|m| m.events.clone())))
+                .collect();
+            Ok((me, recipients))
         })?;
+        let mut offline = Vec::new();
+        for (user, events) in recipients {
+            let ev = TransportEvent::Message {
+                from: self.user.clone(),
+                id: id.clone(),
+                payload: payload.clone(),
+            };
+            let delivered = match events {
+                Some(events) => events.send(ev).await.is_ok(),
+                None => false,
+            };
+            if !delivered {
+                offline.push(user);
+            }
+        }
+        if let (false, Some(me)) = (offline.is_empty(), me) {
+            // Never wait on our own queue: its reader may be our caller.
+            let ev = TransportEvent::Undeliverable {
+                id: id.clone(),
+                users: offline,
+            };
+            hand_off(&me, ev);
+        }
         Ok(id)
     }
 
@@ -213,28 +244,34 @@ impl Transport for MemoryTransport {
                 message: format!("invalid room {room:?}"),
             });
         }
-        self.with_live(|st| {
+        let (list, notices) = self.with_live(|st| {
             let members = st.rooms.entry(room.to_owned()).or_default();
             let newly = members.insert(self.user.clone());
             let list: Vec<UserId> = members.iter().cloned().collect();
+            let mut notices = Vec::new();
             if newly {
                 for m in &list {
                     if m == &self.user {
                         continue;
                     }
                     if let Some(member) = st.users.get(m) {
-                        let _ = member.events.try_send(TransportEvent::RoomEnter {
-                            room: room.to_owned(),
-                            user: self.user.clone(),
-                        });
+                        notices.push(member.events.clone());
                     }
                 }
             }
             if let Some(me) = st.users.get_mut(&self.user) {
                 me.rooms.insert(room.to_owned());
             }
-            Ok(list)
-        })
+            Ok((list, notices))
+        })?;
+        for events in notices {
+            let ev = TransportEvent::RoomEnter {
+                room: room.to_owned(),
+                user: self.user.clone(),
+            };
+            let _ = events.send(ev).await;
+        }
+        Ok(list)
     }
 
     async fn leave_room(&self, room: &str) -> Result<(), TransportError> {
