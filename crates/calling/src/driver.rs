@@ -15,13 +15,14 @@
 //! Network input is never held up by the app: events wait in the driver's
 //! own backlog when the app's channel is full (see [`Driver::emit`]).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use calling_core::{
-    CallId, CallMachine, CallState, MediaInstruction, MediaType, Output, ResetReason, UserId,
+    CallId, CallMachine, CallState, MediaInstruction, MediaType, Output, PartyId, ResetReason,
+    UserId,
 };
 use calling_media::{
     AudioSource, FrameSink, MediaError, MediaEvent, MediaSession, MediaSignal, PeerState,
@@ -51,6 +52,10 @@ struct Media {
     session: MediaSession,
     events: mpsc::UnboundedReceiver<MediaEvent>,
     media_type: MediaType,
+    /// The participation each media peer was last heard from in: a higher
+    /// one is a new participation (a rejoin whose leave we never saw), which
+    /// gets a fresh connection and may bring a new certificate.
+    parties: HashMap<UserId, PartyId>,
 }
 
 /// Which call each sent message belonged to, so an "undeliverable" answer
@@ -358,12 +363,14 @@ impl Driver {
                 }
                 match wire::decode(payload) {
                     Ok(Inbound::Control(message)) => {
+                        let (call_id, party) = (message.call_id.clone(), message.party);
                         if let Err(e) = self.machine.handle_message(now, &from, message) {
                             debug!(%from, error = %e, "call-control message refused");
                         }
                         // Whoever was or now is a party may be answered freely.
                         let known = before.union(&self.parties());
                         self.drain_answering(Some(&known)).await;
+                        self.on_participation(&from, &call_id, party).await;
                     }
                     Ok(Inbound::Media { call_id, signal }) => {
                         self.on_media_signal(&from, call_id, signal).await;
@@ -401,6 +408,37 @@ impl Driver {
             TransportEvent::Error { code, message, .. } => {
                 warn!(?code, %message, "server refused a frame");
             }
+        }
+    }
+
+    /// A connected party heard from in a later participation than its media
+    /// peer was set up for re-entered: its media starts over (and its
+    /// certificate binds anew), as after a leave and an enter.
+    async fn on_participation(&mut self, from: &UserId, call_id: &CallId, party: PartyId) {
+        let connected = self.machine.call().is_some_and(|c| {
+            c.call_id == *call_id && c.state == CallState::InCall && c.connected.contains(from)
+        });
+        let Some(m) = self
+            .media
+            .as_mut()
+            .filter(|m| connected && m.call_id == *call_id)
+        else {
+            return;
+        };
+        if !m.session.members().contains(from) {
+            return;
+        }
+        let Some(known) = m.parties.insert(from.clone(), party) else {
+            return;
+        };
+        if party <= known {
+            m.parties.insert(from.clone(), known);
+            return;
+        }
+        debug!(%from, "a party re-entered; its media starts over");
+        m.session.disconnect(from).await;
+        if let Err(e) = m.session.connect(from).await {
+            warn!(user = %from, error = %e, "media connect failed");
         }
     }
 
@@ -599,7 +637,8 @@ impl Driver {
                 }
             }
             MediaInstruction::DropPeer { call_id, user } => {
-                if let Some(m) = self.media.as_ref().filter(|m| m.call_id == call_id) {
+                if let Some(m) = self.media.as_mut().filter(|m| m.call_id == call_id) {
+                    m.parties.remove(&user);
                     m.session.disconnect(&user).await;
                 }
             }
@@ -646,6 +685,7 @@ impl Driver {
             session,
             events,
             media_type,
+            parties: HashMap::new(),
         });
         self.local.audio_ok = audio.is_ok();
         if let Err(e) = audio {
