@@ -293,3 +293,56 @@ async fn a_flood_of_made_up_enters_does_not_hide_the_real_hangup() {
     // And it is free for the next call.
     assert!(victim.current_call().await.unwrap().is_none());
 }
+
+/// An app that stops reading its events must not stall call control: with
+/// its channel full, the client still answers a new caller busy at once,
+/// and every call event waits for the app, in order, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_app_reader_does_not_stall_call_control() {
+    let net = start().await;
+    let small = CallingConfig {
+        event_capacity: 16,
+        ..audio_only()
+    };
+    let (alice, mut alice_events) = login_with(&net, "alice", audio_only()).await;
+    let (victim, mut victim_events) = login_with(&net, "victim", small).await;
+    let (bob, mut bob_events) = login_with(&net, "bob", audio_only()).await;
+    in_call((&alice, &mut alice_events), (&victim, &mut victim_events)).await;
+
+    // The victim's app stops reading; alice's microphone flips more often
+    // than its channel holds.
+    const FLIPS: usize = 40;
+    for i in 0..FLIPS {
+        alice.set_mic_mute(i % 2 == 0).await.unwrap();
+    }
+    let call_id = bob
+        .call("victim", MediaType::Audio, Duration::from_secs(30))
+        .await
+        .unwrap();
+    expect(&mut bob_events, "the victim's client answers busy", |e| {
+        matches!(e, Event::Call(CallEvent::LineBusy { call_id: c, user }) if *c == call_id && user == "victim")
+    })
+    .await;
+
+    // Now the app reads: every flip is there, in order (after the
+    // availability alice entered with).
+    let expected: Vec<bool> = (0..FLIPS).map(|i| i % 2 != 0).collect();
+    let mut seen = Vec::new();
+    let got_all = tokio::time::timeout(WAIT, async {
+        while !seen.ends_with(&expected) {
+            match victim_events.recv().await {
+                Some(Event::Call(CallEvent::UserAudioAvailable {
+                    user, available, ..
+                })) if user == "alice" => seen.push(available),
+                Some(_) => {}
+                None => return,
+            }
+        }
+    })
+    .await;
+    assert!(
+        got_all.is_ok(),
+        "the flips did not all arrive in order: {seen:?}"
+    );
+    assert!(seen.len() <= FLIPS + 1, "{seen:?}");
+}
