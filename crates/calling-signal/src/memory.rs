@@ -354,6 +354,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_full_queue_makes_the_sender_wait_and_loses_nothing() {
+        let hub = MemoryHub::new();
+        let a = hub.register(uid("alice"));
+        let b = hub.register(uid("bob"));
+        let mut ea = a.take_events().unwrap();
+        let mut eb = b.take_events().unwrap();
+        let total = EVENT_CAPACITY + 10;
+        // bob reads nothing until alice has sent more than his queue holds.
+        let sender = tokio::spawn(async move {
+            for i in 0..total {
+                a.send(&[uid("bob")], json!(i)).await.unwrap();
+            }
+            a
+        });
+        let filled = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while eb.len() < EVENT_CAPACITY {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        assert!(filled.is_ok(), "bob's queue never filled");
+        // Full: alice waits for room instead of calling bob offline.
+        assert!(!sender.is_finished());
+        for i in 0..total {
+            match next(&mut eb).await {
+                TransportEvent::Message { payload, .. } => assert_eq!(payload, json!(i)),
+                other => panic!("{other:?}"),
+            }
+        }
+        let _a = sender.await.unwrap();
+        // Nobody was reported offline.
+        assert!(ea.try_recv().is_err());
+    }
+
+    #[tokio::test]
     async fn second_registration_kicks_first() {
         let hub = MemoryHub::new();
         let a1 = hub.register(uid("alice"));
