@@ -7,7 +7,7 @@
 //! drops, reconnects with jittered exponential backoff, logs in again and
 //! re-joins the rooms it was in.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -517,8 +517,9 @@ impl Driver {
         ws: &mut Ws,
         params: &SessionParams,
         cmds: &mut mpsc::Receiver<Command>,
-        mut held: Option<TransportEvent>,
+        held: Option<TransportEvent>,
     ) -> End {
+        let mut held: VecDeque<TransportEvent> = held.into_iter().collect();
         let mut heartbeat = tokio::time::interval(params.heartbeat_interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.tick().await;
@@ -534,19 +535,22 @@ impl Driver {
                 return self.after_write_error(ws).await;
             }
         }
-        // While `held` waits for room in the application's queue, the socket
-        // is not read (backpressure: the server holds what follows), but
-        // commands and heartbeats go on, and the server's silence is not
-        // held against it.
+        // While events wait in `held` for room in the application's queue,
+        // the socket is not read (backpressure: the server holds what
+        // follows), but commands and heartbeats go on, and the server's
+        // silence is not held against it. Only while a join or leave waits
+        // for its answer is the socket read on, into `held` (bounded): the
+        // application may be waiting for that answer instead of reading.
         let events = self.events.clone();
         loop {
             let dead_at = last_seen + params.heartbeat_timeout;
             tokio::select! {
-                permit = events.reserve(), if held.is_some() => {
-                    if let (Ok(permit), Some(ev)) = (permit, held.take()) {
-                        permit.send(ev);
+                permit = events.reserve(), if !held.is_empty() => {
+                    match (permit, held.pop_front()) {
+                        (Ok(permit), Some(ev)) => permit.send(ev),
+                        // Nobody listens any more: nothing to deliver.
+                        _ => held.clear(),
                     }
-                    held = None;
                     last_seen = Instant::now();
                 }
                 _ = heartbeat.tick() => {
@@ -555,7 +559,7 @@ impl Driver {
                         return self.after_write_error(ws).await;
                     }
                 }
-                () = tokio::time::sleep_until(dead_at), if held.is_none() => {
+                () = tokio::time::sleep_until(dead_at), if held.is_empty() => {
                     info!(user = %self.config.user_id, "server silent past the heartbeat timeout");
                     return End::Lost;
                 }
@@ -596,7 +600,7 @@ impl Driver {
                         }
                     }
                 }
-                msg = ws.next(), if held.is_none() => {
+                msg = ws.next(), if self.may_read(&held) => {
                     last_seen = Instant::now();
                     let text = match msg {
                         None | Some(Err(_)) => return End::Lost,
@@ -607,13 +611,24 @@ impl Driver {
                         Some(Ok(_)) => continue,
                     };
                     match self.on_frame(&text) {
-                        Ok(Some(ev)) => held = self.offer(ev),
+                        Ok(Some(ev)) if held.is_empty() => held.extend(self.offer(ev)),
+                        Ok(Some(ev)) => held.push_back(ev),
                         Ok(None) => {}
                         Err(end) => return end,
                     }
                 }
             }
         }
+    }
+
+    /// Events read on while a join or leave waits for its answer, at most:
+    /// as many as the server queues for one client.
+    const MAX_HELD: usize = 256;
+
+    /// Whether the session reads the socket with `held` waiting.
+    fn may_read(&self, held: &VecDeque<TransportEvent>) -> bool {
+        let awaited = !self.pending_join.is_empty() || !self.pending_leave.is_empty();
+        held.is_empty() || (awaited && held.len() < Self::MAX_HELD)
     }
 
     async fn logout(&mut self, ws: &mut Ws) -> Result<(), ()> {
