@@ -11,9 +11,23 @@ pub enum MediaError {
     /// `connect` or a signal named our own user id.
     #[error("cannot connect to ourselves")]
     SelfConnect,
-    /// No peer connection exists for this user.
+    /// This user is not a member of the session (it was never connected,
+    /// or was disconnected), or no peer connection exists for it.
     #[error("no peer connection for user {0}")]
     UnknownPeer(UserId),
+    /// A member's offer or answer announced another DTLS certificate than
+    /// its first one: refused, since within one participation the
+    /// certificate cannot change (a new participation is disconnected and
+    /// connected again).
+    #[error("{from} announced DTLS fingerprint {announced:?}, bound to {bound:?}")]
+    FingerprintChanged {
+        /// The member.
+        from: UserId,
+        /// The fingerprint bound to it.
+        bound: String,
+        /// The one the refused description announced (empty: none).
+        announced: String,
+    },
     /// An SDP from a peer could not be parsed or applied.
     #[error("invalid SDP from {from}: {reason}")]
     InvalidSdp {

@@ -121,14 +121,16 @@ async fn audio_and_video_flow_both_ways_and_decode() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_offer_may_arrive_before_connect() {
+async fn the_answerer_connects_first_and_waits_for_the_offer() {
     let mut m = mesh(&["alice", "bob"]).await;
     m.session("alice").set_audio_source(Some(tone())).unwrap();
-    // Only alice connects; bob's peer is created by her offer.
+    // bob (the answerer) builds his side and offers nothing.
+    m.session("bob").connect(&uid("alice")).await.unwrap();
+    assert_eq!(m.session("bob").peers(), vec![uid("alice")]);
+    assert!(m.offers().is_empty());
     m.session("alice").connect(&uid("bob")).await.unwrap();
     m.node("bob").collect("alice", MediaKind::Audio, 3).await;
-    assert_eq!(m.session("bob").peers(), vec![uid("alice")]);
-    // bob's connect afterwards changes nothing and offers nothing.
+    // Connecting again changes nothing and offers nothing.
     m.session("bob").connect(&uid("alice")).await.unwrap();
     m.node("bob").collect("alice", MediaKind::Audio, 3).await;
     assert_eq!(m.offers().len(), 1);
@@ -314,6 +316,8 @@ async fn video_quality_sets_the_encoded_resolution() {
 async fn malformed_signals_get_typed_errors_and_the_session_survives() {
     let mut m = mesh(&["alice", "bob"]).await;
     let bob = m.session("bob");
+    // alice is a member (bob, the answerer, just waits).
+    bob.connect(&uid("alice")).await.unwrap();
 
     let err = bob
         .handle_signal(
@@ -370,8 +374,6 @@ async fn malformed_signals_get_typed_errors_and_the_session_survives() {
     let err = bob.connect(&uid("bob")).await.unwrap_err();
     assert!(matches!(err, MediaError::SelfConnect), "{err}");
 
-    // Now a real peer exists (bob, the answerer, just waits).
-    bob.connect(&uid("alice")).await.unwrap();
     for bad in [
         "garbage",
         "candidate:",

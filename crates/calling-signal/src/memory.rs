@@ -3,11 +3,17 @@
 //! signaling server (offline recipients are reported undeliverable, rooms
 //! announce enter/leave and keep to their allow lists, a second
 //! registration of a user kicks the first). Each user's events queue holds
-//! [`EVENT_CAPACITY`]; a message to a user whose queue is full is reported
-//! congested, as the server reports a full outbound queue.
+//! [`EVENT_CAPACITY`]; a sender to a user whose queue is full waits for
+//! room, so nobody is ever reported congested here.
 //!
 //! Useful for tests, and for applications that carry the call layer over a
 //! channel of their own.
+//!
+//! Nothing is dropped on the way: a payload to a user whose event queue is
+//! full waits in [`Transport::send`] until there is room (backpressure, as
+//! the signaling server's own queue gives). Two clients that each wait for
+//! room in the other's full queue wait for each other; the queues are deep
+//! ([`EVENT_CAPACITY`]) so that only a flood gets there.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
@@ -24,9 +30,26 @@ use crate::transport::{
     EventSlot, MessageId, MessageIds, Transport, TransportError, TransportEvent,
 };
 
-/// Events buffered per registered user; past it messages to the user are
-/// reported congested and other events are dropped.
+/// Events buffered per registered user before senders wait for room.
 pub const EVENT_CAPACITY: usize = 4096;
+
+/// Hands `ev` over without waiting, from where no await is possible (a
+/// drop, a registration): if the queue is full, a task delivers it when
+/// there is room.
+fn hand_off(events: &mpsc::Sender<TransportEvent>, ev: TransportEvent) {
+    match events.try_send(ev) {
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+        Err(mpsc::error::TrySendError::Full(ev)) => match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let events = events.clone();
+                runtime.spawn(async move {
+                    let _ = events.send(ev).await;
+                });
+            }
+            Err(_) => tracing::warn!(?ev, "event queue full outside a runtime; event lost"),
+        },
+    }
+}
 
 struct Member {
     session: u64,
@@ -78,7 +101,7 @@ impl MemoryHub {
         let mut st = self.lock();
         if let Some(old) = st.users.remove(&user) {
             remove_from_rooms(&mut st, &user, &old.rooms);
-            let _ = old.events.try_send(TransportEvent::KickedOut);
+            hand_off(&old.events, TransportEvent::KickedOut);
         }
         st.users.insert(
             user.clone(),
@@ -117,10 +140,11 @@ fn remove_from_rooms(st: &mut HubState, user: &UserId, rooms: &BTreeSet<String>)
         }
         for m in r.members.iter() {
             if let Some(member) = st.users.get(m) {
-                let _ = member.events.try_send(TransportEvent::RoomLeave {
+                let ev = TransportEvent::RoomLeave {
                     room: room.clone(),
                     user: user.clone(),
-                });
+                };
+                hand_off(&member.events, ev);
             }
         }
     }
@@ -188,37 +212,40 @@ impl Transport for MemoryTransport {
 
     async fn send(&self, to: &[UserId], payload: Value) -> Result<MessageId, TransportError> {
         let id = self.next_id.next_for(to)?;
-        self.with_live(|st| {
-            let mut offline = Vec::new();
-            let mut congested = Vec::new();
-            for user in to {
-                let Some(m) = st.users.get(user) else {
-                    offline.push(user.clone());
-                    continue;
-                };
-                let message = TransportEvent::Message {
-                    from: self.user.clone(),
-                    id: id.clone(),
-                    payload: payload.clone(),
-                };
-                match m.events.try_send(message) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => congested.push(user.clone()),
-                    // Its transport is gone but not yet unregistered.
-                    Err(mpsc::error::TrySendError::Closed(_)) => offline.push(user.clone()),
-                }
-            }
-            if !offline.is_empty() || !congested.is_empty() {
-                if let Some(me) = st.users.get(&self.user) {
-                    let _ = me.events.try_send(TransportEvent::Undeliverable {
-                        id: id.clone(),
-                        offline,
-                        congested,
-                    });
-                }
-            }
-            Ok(())
+        // Who is online, read under the lock; the deliveries wait outside it.
+        let (me, recipients) = self.with_live(|st| {
+            let me = st.users.get(&self.user).map(|m| m.events.clone());
+            let recipients: Vec<(UserId, Option<mpsc::Sender<TransportEvent>>)> = to
+                .iter()
+                .map(|u| (u.clone(), st.users.get(u).map(|m| m.events.clone())))
+                .collect();
+            Ok((me, recipients))
         })?;
+        let mut offline = Vec::new();
+        for (user, events) in recipients {
+            let ev = TransportEvent::Message {
+                from: self.user.clone(),
+                id: id.clone(),
+                payload: payload.clone(),
+            };
+            let delivered = match events {
+                Some(events) => events.send(ev).await.is_ok(),
+                None => false,
+            };
+            if !delivered {
+                offline.push(user);
+            }
+        }
+        if let (false, Some(me)) = (offline.is_empty(), me) {
+            // Never wait on our own queue: its reader may be our caller.
+            // Nobody is congested here: a full queue makes the sender wait.
+            let ev = TransportEvent::Undeliverable {
+                id: id.clone(),
+                offline,
+                congested: Vec::new(),
+            };
+            hand_off(&me, ev);
+        }
         Ok(id)
     }
 
@@ -229,7 +256,7 @@ impl Transport for MemoryTransport {
         if allow.len() > MAX_ALLOW_LIST {
             return Err(refused(ErrorCode::RoomFull, room));
         }
-        self.with_live(|st| {
+        let (list, notices) = self.with_live(|st| {
             let r = match st.rooms.entry(room.to_owned()) {
                 Entry::Vacant(v) => v.insert(Room {
                     members: BTreeSet::new(),
@@ -248,24 +275,30 @@ impl Transport for MemoryTransport {
             };
             let newly = r.members.insert(self.user.clone());
             let list: Vec<UserId> = r.members.iter().cloned().collect();
+            let mut notices = Vec::new();
             if newly {
                 for m in &list {
                     if m == &self.user {
                         continue;
                     }
                     if let Some(member) = st.users.get(m) {
-                        let _ = member.events.try_send(TransportEvent::RoomEnter {
-                            room: room.to_owned(),
-                            user: self.user.clone(),
-                        });
+                        notices.push(member.events.clone());
                     }
                 }
             }
             if let Some(me) = st.users.get_mut(&self.user) {
                 me.rooms.insert(room.to_owned());
             }
-            Ok(list)
-        })
+            Ok((list, notices))
+        })?;
+        for events in notices {
+            let ev = TransportEvent::RoomEnter {
+                room: room.to_owned(),
+                user: self.user.clone(),
+            };
+            let _ = events.send(ev).await;
+        }
+        Ok(list)
     }
 
     async fn allow_room(&self, room: &str, users: &[UserId]) -> Result<(), TransportError> {
@@ -365,25 +398,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_event_queue_is_congested_not_offline() {
+    async fn a_full_queue_makes_the_sender_wait_and_loses_nothing() {
         let hub = MemoryHub::new();
         let a = hub.register(uid("alice"));
         let b = hub.register(uid("bob"));
         let mut ea = a.take_events().unwrap();
-        // Bob never reads: his queue fills after EVENT_CAPACITY messages.
-        for _ in 0..EVENT_CAPACITY {
-            a.send(&[uid("bob")], json!(1)).await.unwrap();
-        }
-        let id = a.send(&[uid("bob"), uid("carol")], json!(2)).await.unwrap();
-        assert_eq!(
-            next(&mut ea).await,
-            TransportEvent::Undeliverable {
-                id,
-                offline: vec![uid("carol")],
-                congested: vec![uid("bob")]
+        let mut eb = b.take_events().unwrap();
+        let total = EVENT_CAPACITY + 10;
+        // bob reads nothing until alice has sent more than his queue holds.
+        let sender = tokio::spawn(async move {
+            for i in 0..total {
+                a.send(&[uid("bob")], json!(i)).await.unwrap();
             }
-        );
-        drop(b);
+            a
+        });
+        let filled = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while eb.len() < EVENT_CAPACITY {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        assert!(filled.is_ok(), "bob's queue never filled");
+        // Full: alice waits for room instead of calling bob offline.
+        assert!(!sender.is_finished());
+        for i in 0..total {
+            match next(&mut eb).await {
+                TransportEvent::Message { payload, .. } => assert_eq!(payload, json!(i)),
+                other => panic!("{other:?}"),
+            }
+        }
+        let _a = sender.await.unwrap();
+        // Nobody was reported offline.
+        assert!(ea.try_recv().is_err());
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@
 //! re-joins the rooms it was in, with the allow lists it gave them, so that
 //! a closed room that ended meanwhile comes back closed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -58,8 +58,10 @@ pub struct WsConfig {
     pub backoff_max: Duration,
     /// Override of the heartbeat interval the server announces.
     pub heartbeat_interval: Option<Duration>,
-    /// Events buffered for the application; when it falls this far behind,
-    /// further events are dropped with a warning (default 1024).
+    /// Events buffered for the application (default 1024). When it falls
+    /// this far behind, the transport stops reading the socket until there
+    /// is room again (the server queues and, past its own limit, reports
+    /// `undeliverable` to the senders): no event is dropped here.
     pub event_capacity: usize,
 }
 
@@ -398,13 +400,54 @@ impl Driver {
         format!("{prefix}{}", self.next_req)
     }
 
-    fn emit(&self, ev: TransportEvent) {
-        if let Err(e) = self.events.try_send(ev) {
-            match e {
-                mpsc::error::TrySendError::Full(ev) => {
-                    warn!(?ev, "event queue full; event dropped")
+    /// Hands `ev` to the application at once if there is room; otherwise
+    /// gives it back, to be delivered when there is.
+    fn offer(&self, ev: TransportEvent) -> Option<TransportEvent> {
+        match self.events.try_send(ev) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(ev)) => {
+                debug!("event queue full; reading paused until the application catches up");
+                Some(ev)
+            }
+            // Nobody listens any more: nothing to deliver.
+            Err(mpsc::error::TrySendError::Closed(_)) => None,
+        }
+    }
+
+    /// Hands `ev` to the application while no session is up, waiting for
+    /// room; commands that come meanwhile are refused with `refusal`. False
+    /// when the application closed the transport meanwhile.
+    async fn deliver_offline(
+        &self,
+        ev: TransportEvent,
+        cmds: &mut mpsc::Receiver<Command>,
+        refusal: TransportError,
+    ) -> bool {
+        loop {
+            tokio::select! {
+                permit = self.events.reserve() => {
+                    if let Ok(permit) = permit {
+                        permit.send(ev);
+                    }
+                    return true;
                 }
-                mpsc::error::TrySendError::Closed(_) => {}
+                cmd = cmds.recv() => match cmd {
+                    None => return false,
+                    Some(Command::Close { reply }) => {
+                        let _ = reply.send(());
+                        return false;
+                    }
+                    Some(
+                        Command::Send { reply, .. }
+                        | Command::Leave { reply, .. }
+                        | Command::Allow { reply, .. },
+                    ) => {
+                        let _ = reply.send(Err(refusal.clone()));
+                    }
+                    Some(Command::Join { reply, .. }) => {
+                        let _ = reply.send(Err(refusal.clone()));
+                    }
+                }
             }
         }
     }
@@ -415,23 +458,30 @@ impl Driver {
         mut params: SessionParams,
         mut cmds: mpsc::Receiver<Command>,
     ) {
+        let mut held = None;
         loop {
-            let end = self.session(&mut ws, &params, &mut cmds).await;
+            let end = self.session(&mut ws, &params, &mut cmds, held.take()).await;
             self.fail_pending();
             match end {
                 End::Closed => return,
                 End::Kicked => {
                     info!(user = %self.config.user_id, "kicked out");
-                    self.emit(TransportEvent::KickedOut);
+                    let ev = TransportEvent::KickedOut;
+                    self.deliver_offline(ev, &mut cmds, TransportError::Closed)
+                        .await;
                     return;
                 }
                 End::Expired => {
-                    self.emit(TransportEvent::LoginExpired);
+                    let ev = TransportEvent::LoginExpired;
+                    self.deliver_offline(ev, &mut cmds, TransportError::Closed)
+                        .await;
                     return;
                 }
                 End::Lost => {
-                    self.emit(TransportEvent::Disconnected);
-                    if !self.config.reconnect {
+                    let ev = TransportEvent::Disconnected;
+                    let refusal = TransportError::NotConnected;
+                    if !self.deliver_offline(ev, &mut cmds, refusal).await || !self.config.reconnect
+                    {
                         return;
                     }
                 }
@@ -441,7 +491,9 @@ impl Driver {
                     ws = new_ws;
                     params = new_params;
                     info!(user = %self.config.user_id, "reconnected");
-                    self.emit(TransportEvent::Reconnected);
+                    // Delivered by the new session, which serves commands
+                    // while the application makes room.
+                    held = Some(TransportEvent::Reconnected);
                 }
                 None => return,
             }
@@ -503,7 +555,8 @@ impl Driver {
                 Err(TransportError::LoginRefused { code, message }) => {
                     warn!(%code, %message, "re-login refused");
                     if refused_for_good(code) {
-                        self.emit(TransportEvent::LoginExpired);
+                        let ev = TransportEvent::LoginExpired;
+                        self.deliver_offline(ev, cmds, TransportError::Closed).await;
                         return None;
                     }
                 }
@@ -518,9 +571,10 @@ impl Driver {
         ws: &mut Ws,
         params: &SessionParams,
         cmds: &mut mpsc::Receiver<Command>,
+        held: Option<TransportEvent>,
     ) -> End {
         let mut pacer = Pacer::keep_for(self.pacer.take(), params);
-        let end = self.paced_session(ws, params, cmds, &mut pacer).await;
+        let end = self.paced_session(ws, params, cmds, &mut pacer, held).await;
         self.pacer = Some(pacer);
         end
     }
@@ -531,7 +585,9 @@ impl Driver {
         params: &SessionParams,
         cmds: &mut mpsc::Receiver<Command>,
         pacer: &mut Pacer,
+        held: Option<TransportEvent>,
     ) -> End {
+        let mut held: VecDeque<TransportEvent> = held.into_iter().collect();
         let mut heartbeat = tokio::time::interval(params.heartbeat_interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.tick().await;
@@ -551,16 +607,31 @@ impl Driver {
                 return self.after_write_error(ws).await;
             }
         }
+        // While events wait in `held` for room in the application's queue,
+        // the socket is not read (backpressure: the server holds what
+        // follows), but commands and heartbeats go on, and the server's
+        // silence is not held against it. Only while a join or leave waits
+        // for its answer is the socket read on, into `held` (bounded): the
+        // application may be waiting for that answer instead of reading.
+        let events = self.events.clone();
         loop {
             let dead_at = last_seen + params.heartbeat_timeout;
             tokio::select! {
+                permit = events.reserve(), if !held.is_empty() => {
+                    match (permit, held.pop_front()) {
+                        (Ok(permit), Some(ev)) => permit.send(ev),
+                        // Nobody listens any more: nothing to deliver.
+                        _ => held.clear(),
+                    }
+                    last_seen = Instant::now();
+                }
                 _ = heartbeat.tick() => {
                     let ping = ClientFrame::Ping { id: None }.to_json();
                     if !pacer.send(ws, ping).await {
                         return self.after_write_error(ws).await;
                     }
                 }
-                () = tokio::time::sleep_until(dead_at) => {
+                () = tokio::time::sleep_until(dead_at), if held.is_empty() => {
                     info!(user = %self.config.user_id, "server silent past the heartbeat timeout");
                     return End::Lost;
                 }
@@ -611,7 +682,7 @@ impl Driver {
                         }
                     }
                 }
-                msg = ws.next() => {
+                msg = ws.next(), if self.may_read(&held) => {
                     last_seen = Instant::now();
                     let text = match msg {
                         None | Some(Err(_)) => return End::Lost,
@@ -621,12 +692,25 @@ impl Driver {
                         }
                         Some(Ok(_)) => continue,
                     };
-                    if let Some(end) = self.on_frame(&text) {
-                        return end;
+                    match self.on_frame(&text) {
+                        Ok(Some(ev)) if held.is_empty() => held.extend(self.offer(ev)),
+                        Ok(Some(ev)) => held.push_back(ev),
+                        Ok(None) => {}
+                        Err(end) => return end,
                     }
                 }
             }
         }
+    }
+
+    /// Events read on while a join or leave waits for its answer, at most:
+    /// as many as the server queues for one client.
+    const MAX_HELD: usize = 256;
+
+    /// Whether the session reads the socket with `held` waiting.
+    fn may_read(&self, held: &VecDeque<TransportEvent>) -> bool {
+        let awaited = !self.pending_join.is_empty() || !self.pending_leave.is_empty();
+        held.is_empty() || (awaited && held.len() < Self::MAX_HELD)
     }
 
     async fn logout(&mut self, ws: &mut Ws) -> Result<(), ()> {
@@ -646,11 +730,14 @@ impl Driver {
         let read = async {
             while let Some(Ok(msg)) = ws.next().await {
                 match msg {
-                    Message::Text(t) => {
-                        if let Some(end) = self.on_frame(&t) {
-                            return end;
+                    Message::Text(t) => match self.on_frame(&t) {
+                        Ok(Some(ev)) => {
+                            // Bounded by the timeout below, like the read.
+                            let _ = self.events.send(ev).await;
                         }
-                    }
+                        Ok(None) => {}
+                        Err(end) => return end,
+                    },
                     Message::Close(frame) => return close_end(frame.map(|f| u16::from(f.code))),
                     _ => {}
                 }
@@ -662,34 +749,40 @@ impl Driver {
             .unwrap_or(End::Lost)
     }
 
-    fn on_frame(&mut self, text: &Utf8Bytes) -> Option<End> {
+    /// What a server frame means: an event for the application (at most
+    /// one per frame), nothing (an answer consumed here), or the end of
+    /// the session.
+    fn on_frame(&mut self, text: &Utf8Bytes) -> Result<Option<TransportEvent>, End> {
         let frame = match ServerFrame::parse(text) {
             Ok(f) => f,
             Err(e) => {
                 warn!(error = %e, "undecodable server frame ignored");
-                return None;
+                return Ok(None);
             }
         };
-        match frame {
+        let ev = match frame {
             ServerFrame::Message { from, id, payload } => {
                 match serde_json::from_str::<Value>(payload.get()) {
-                    Ok(payload) => self.emit(TransportEvent::Message {
+                    Ok(payload) => TransportEvent::Message {
                         from,
                         id: MessageId(id),
                         payload,
-                    }),
-                    Err(e) => warn!(error = %e, "payload not JSON; dropped"),
+                    },
+                    Err(e) => {
+                        warn!(error = %e, "payload not JSON; dropped");
+                        return Ok(None);
+                    }
                 }
             }
             ServerFrame::Undeliverable {
                 id,
                 users,
                 congested,
-            } => self.emit(TransportEvent::Undeliverable {
+            } => TransportEvent::Undeliverable {
                 id: MessageId(id),
                 offline: sent_ids(users),
                 congested: sent_ids(congested),
-            }),
+            },
             ServerFrame::Joined { id, room, members } => {
                 // A re-join's answer has no pending entry and keeps the list.
                 let allowed = self.rooms.entry(room).or_default();
@@ -697,6 +790,7 @@ impl Driver {
                     allowed.extend(allow);
                     let _ = reply.send(Ok(members));
                 }
+                return Ok(None);
             }
             ServerFrame::Allowed { id, room } => {
                 if let Some((users, reply)) = id.and_then(|id| self.pending_allow.remove(&id)) {
@@ -705,21 +799,19 @@ impl Driver {
                     }
                     let _ = reply.send(Ok(()));
                 }
+                return Ok(None);
             }
             ServerFrame::Left { id, room } => {
                 self.rooms.remove(&room);
                 if let Some(reply) = id.and_then(|id| self.pending_leave.remove(&id)) {
                     let _ = reply.send(Ok(()));
                 }
+                return Ok(None);
             }
-            ServerFrame::RoomEnter { room, user } => {
-                self.emit(TransportEvent::RoomEnter { room, user })
-            }
-            ServerFrame::RoomLeave { room, user } => {
-                self.emit(TransportEvent::RoomLeave { room, user })
-            }
-            ServerFrame::KickedOut { .. } => return Some(End::Kicked),
-            ServerFrame::LoginExpired {} => return Some(End::Expired),
+            ServerFrame::RoomEnter { room, user } => TransportEvent::RoomEnter { room, user },
+            ServerFrame::RoomLeave { room, user } => TransportEvent::RoomLeave { room, user },
+            ServerFrame::KickedOut { .. } => return Err(End::Kicked),
+            ServerFrame::LoginExpired {} => return Err(End::Expired),
             ServerFrame::Error { id, code, message } => {
                 let join = id.as_ref().and_then(|i| self.pending_join.remove(i));
                 let allow = id.as_ref().and_then(|i| self.pending_allow.remove(i));
@@ -731,12 +823,13 @@ impl Driver {
                 } else if let Some(reply) = leave {
                     let _ = reply.send(Err(TransportError::Refused { code, message }));
                 } else {
-                    self.emit(TransportEvent::Error { id, code, message });
+                    return Ok(Some(TransportEvent::Error { id, code, message }));
                 }
+                return Ok(None);
             }
-            ServerFrame::Pong { .. } | ServerFrame::LoginOk { .. } => {}
-        }
-        None
+            ServerFrame::Pong { .. } | ServerFrame::LoginOk { .. } => return Ok(None),
+        };
+        Ok(Some(ev))
     }
 }
 

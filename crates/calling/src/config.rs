@@ -86,8 +86,9 @@ pub struct CallingConfig {
     pub audio: AudioInput,
     /// The camera source used in video calls (`None`: camera closed).
     pub video: Option<VideoInput>,
-    /// How many events may wait for the app before voice-volume events are
-    /// dropped (call events are never dropped).
+    /// How many events the app's channel holds. When it is full, voice
+    /// volumes are dropped and other events wait in the client (which keeps
+    /// handling the network) until the app reads.
     pub event_capacity: usize,
     /// Where the client reads the time (default: tokio's clock).
     pub clock: Arc<dyn Clock>,

@@ -5,24 +5,39 @@
 //! An app operation is a [`Job`]: a closure the [`crate::Calling`] handle
 //! sends, which the driver runs on itself in its turn. Each operation is
 //! written once, as a driver method; there is no command enum restating it.
+//!
+//! A message is data from a stranger until the call rules say who sent it:
+//! media negotiation is taken only from parties the rules list as connected
+//! in the current call (anything else is dropped unanswered), and traffic
+//! from users who are not parties of the call, and the answers to them, are
+//! limited per user ([`crate::guard`]).
+//!
+//! Network input is never held up by the app: events wait in the driver's
+//! own backlog when the app's channel is full (see [`Driver::emit`]).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use calling_core::{CallId, CallMachine, MediaInstruction, MediaType, Output, ResetReason, UserId};
+use calling_core::{
+    CallId, CallMachine, CallState, MediaInstruction, MediaType, Output, PartyId, ResetReason,
+    UserId,
+};
 use calling_media::{
-    AudioSource, FrameSink, MediaEvent, MediaSession, PeerState, VideoQuality, VideoSource,
+    AudioSource, FrameSink, MediaError, MediaEvent, MediaSession, MediaSignal, PeerState,
+    VideoQuality, VideoSource,
 };
 use calling_signal::{MessageId, Transport, TransportEvent};
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tokio::sync::mpsc::error::TrySendError;
+use tracing::{debug, error, info, warn};
 
 use crate::config::{AudioInput, CallingConfig, VideoInput};
 use crate::error::CallingError;
 use crate::event::{ErrorCode, Event, MediaState};
+use crate::guard::{Parties, Strangers};
 use crate::wire::{self, Inbound};
 
 /// A boxed future borrowing the driver.
@@ -37,6 +52,10 @@ struct Media {
     session: MediaSession,
     events: mpsc::UnboundedReceiver<MediaEvent>,
     media_type: MediaType,
+    /// The participation each media peer was last heard from in: a higher
+    /// one is a new participation (a rejoin whose leave we never saw), which
+    /// gets a fresh connection and may bring a new certificate.
+    parties: HashMap<UserId, PartyId>,
 }
 
 /// Which call each sent message belonged to, so an "undeliverable" answer
@@ -89,6 +108,10 @@ pub(crate) struct Driver {
     inbound: mpsc::Receiver<TransportEvent>,
     config: CallingConfig,
     events: mpsc::Sender<Event>,
+    /// Events the app's channel had no room for, oldest first.
+    backlog: VecDeque<Event>,
+    /// The limits on users who are not parties of the current call.
+    strangers: Strangers,
     media: Option<Media>,
     room: Option<CallId>,
     sent: SentLog,
@@ -123,6 +146,7 @@ impl Driver {
             video_ok: true,
             announced: (true, true),
         };
+        let strangers = Strangers::new(config.clock.now());
         Self {
             user,
             machine,
@@ -130,6 +154,8 @@ impl Driver {
             inbound,
             config,
             events,
+            backlog: VecDeque::new(),
+            strangers,
             media: None,
             room: None,
             sent: SentLog {
@@ -150,9 +176,18 @@ impl Driver {
         // The call rules start with audio and video on: tell them the truth
         // (e.g. the camera is closed) before the first call.
         self.announce_media();
+        let app = self.events.clone();
         while !self.closed {
             let deadline = self.machine.poll_timeout();
             tokio::select! {
+                permit = app.reserve(), if !self.backlog.is_empty() => match permit {
+                    Ok(permit) => {
+                        if let Some(event) = self.backlog.pop_front() {
+                            permit.send(event);
+                        }
+                    }
+                    Err(_) => self.backlog.clear(),
+                },
                 job = jobs.recv() => match job {
                     Some(job) => job(&mut self).await,
                     // Every handle dropped: leave like a logout.
@@ -173,6 +208,13 @@ impl Driver {
         self.close_media().await;
         self.transport.close().await;
         info!(user = %self.user, "calling client stopped");
+        // The last events (the call's end, a kick) still reach an app that
+        // reads them; nothing else is left to hold up.
+        while let Some(event) = self.backlog.pop_front() {
+            if self.events.send(event).await.is_err() {
+                break;
+            }
+        }
     }
 
     /// Runs one operation on the call rules, then carries out what they
@@ -304,26 +346,38 @@ impl Driver {
         self.local.announced = (audio, video);
     }
 
+    /// The parties of the current call, as the call rules list them.
+    fn parties(&self) -> Parties {
+        Parties::of(self.machine.call().as_ref())
+    }
+
     async fn on_transport(&mut self, ev: TransportEvent) {
         let now = self.now();
         match ev {
-            TransportEvent::Message { from, payload, .. } => match wire::decode(payload) {
-                Ok(Inbound::Control(message)) => {
-                    if let Err(e) = self.machine.handle_message(now, &from, message) {
-                        warn!(%from, error = %e, "call-control message refused");
-                    }
-                    self.drain().await;
+            TransportEvent::Message { from, payload, .. } => {
+                let before = self.parties();
+                let stranger = !before.contains(&from);
+                if stranger && !self.strangers.admit(&from, now) {
+                    debug!(%from, "message from a stranger over its limit shed");
+                    return;
                 }
-                Ok(Inbound::Media { call_id, signal }) => match &self.media {
-                    Some(m) if m.call_id == call_id => {
-                        if let Err(e) = m.session.handle_signal(&from, signal).await {
-                            warn!(%from, error = %e, "media signal refused");
+                match wire::decode(payload) {
+                    Ok(Inbound::Control(message)) => {
+                        let (call_id, party) = (message.call_id.clone(), message.party);
+                        if let Err(e) = self.machine.handle_message(now, &from, message) {
+                            debug!(%from, error = %e, "call-control message refused");
                         }
+                        // Whoever was or now is a party may be answered freely.
+                        let known = before.union(&self.parties());
+                        self.drain_answering(Some(&known)).await;
+                        self.on_participation(&from, &call_id, party).await;
                     }
-                    _ => debug!(%from, %call_id, "media signal for another call dropped"),
-                },
-                Err(e) => warn!(%from, error = %e, "undecodable call-layer payload dropped"),
-            },
+                    Ok(Inbound::Media { call_id, signal }) => {
+                        self.on_media_signal(&from, call_id, signal).await;
+                    }
+                    Err(e) => debug!(%from, error = %e, "undecodable call-layer payload dropped"),
+                }
+            }
             TransportEvent::Undeliverable {
                 id,
                 offline,
@@ -351,18 +405,74 @@ impl Driver {
                 debug!(%room, %user, "room enter");
             }
             TransportEvent::KickedOut => {
-                self.emit(Event::KickedOut).await;
+                self.emit(Event::KickedOut);
                 self.stop(ResetReason::KickedOut).await;
             }
             TransportEvent::LoginExpired => {
                 self.stop(ResetReason::Logout).await;
-                self.emit(Event::LoginExpired).await;
+                self.emit(Event::LoginExpired);
             }
-            TransportEvent::Disconnected => self.emit(Event::Disconnected).await,
-            TransportEvent::Reconnected => self.emit(Event::Reconnected).await,
+            TransportEvent::Disconnected => self.emit(Event::Disconnected),
+            TransportEvent::Reconnected => self.emit(Event::Reconnected),
             TransportEvent::Error { code, message, .. } => {
                 warn!(?code, %message, "server refused a frame");
             }
+        }
+    }
+
+    /// A connected party heard from in a later participation than its media
+    /// peer was set up for re-entered: its media starts over (and its
+    /// certificate binds anew), as after a leave and an enter.
+    async fn on_participation(&mut self, from: &UserId, call_id: &CallId, party: PartyId) {
+        let connected = self.machine.call().is_some_and(|c| {
+            c.call_id == *call_id && c.state == CallState::InCall && c.connected.contains(from)
+        });
+        let Some(m) = self
+            .media
+            .as_mut()
+            .filter(|m| connected && m.call_id == *call_id)
+        else {
+            return;
+        };
+        if !m.session.members().contains(from) {
+            return;
+        }
+        let Some(known) = m.parties.insert(from.clone(), party) else {
+            return;
+        };
+        if party <= known {
+            m.parties.insert(from.clone(), known);
+            return;
+        }
+        debug!(%from, "a party re-entered; its media starts over");
+        m.session.disconnect(from).await;
+        if let Err(e) = m.session.connect(from).await {
+            warn!(user = %from, error = %e, "media connect failed");
+        }
+    }
+
+    /// Media negotiation is taken only from a party the call rules list as
+    /// connected in the current call, and only by a media session that was
+    /// told to connect to it: anything else is dropped, never answered (an
+    /// answer would hand a stranger our media).
+    async fn on_media_signal(&mut self, from: &UserId, call_id: CallId, signal: MediaSignal) {
+        let member = self.machine.call().is_some_and(|c| {
+            c.call_id == call_id && c.state == CallState::InCall && c.connected.contains(from)
+        });
+        let Some(m) = self
+            .media
+            .as_ref()
+            .filter(|m| member && m.call_id == call_id)
+        else {
+            debug!(%from, %call_id, "media signal from a non-member dropped");
+            return;
+        };
+        match m.session.handle_signal(from, signal).await {
+            Ok(()) => {}
+            Err(e @ MediaError::FingerprintChanged { .. }) => {
+                warn!(%from, error = %e, "media signal with another certificate refused");
+            }
+            Err(e) => warn!(%from, error = %e, "media signal refused"),
         }
     }
 
@@ -376,10 +486,13 @@ impl Driver {
                 self.send(vec![to], payload, call_id).await;
             }
             MediaEvent::VoiceVolume { user, volume } => {
-                // Volumes are frequent: drop them rather than block on a slow app.
-                let _ = self
-                    .events
-                    .try_send(Event::UserVoiceVolume { user, volume });
+                // Volumes are frequent and stale at once: they never wait,
+                // so they are what a slow app loses first.
+                if self.backlog.is_empty() {
+                    let _ = self
+                        .events
+                        .try_send(Event::UserVoiceVolume { user, volume });
+                }
             }
             MediaEvent::PeerState {
                 user,
@@ -414,8 +527,7 @@ impl Driver {
             call_id,
             user,
             state,
-        })
-        .await;
+        });
     }
 
     /// Carries out everything the machine asked for. Messages go out (and
@@ -428,15 +540,29 @@ impl Driver {
     /// (a source that cannot start changes what this user announces), so
     /// this goes on until the machine has nothing left.
     pub(crate) async fn drain(&mut self) {
+        self.drain_answering(None).await;
+    }
+
+    /// [`drain`](Self::drain) after a message from the network: a message
+    /// to nobody in `known` (the parties before and after it) answers a
+    /// stranger, and goes only within the strangers' limits.
+    async fn drain_answering(&mut self, known: Option<&Parties>) {
         loop {
             let mut media = Vec::new();
             while let Some(out) = self.machine.poll_output() {
                 match out {
                     Output::Send { to, message } => {
+                        if let Some(known) = known
+                            && !to.iter().any(|u| known.contains(u))
+                            && !self.strangers.may_answer(&to, self.now())
+                        {
+                            debug!(?to, "answer to a stranger over its limit dropped");
+                            continue;
+                        }
                         let call = message.call_id.clone();
                         self.send(to, wire::control(&message), call).await;
                     }
-                    Output::Event(e) => self.emit(e.into()).await,
+                    Output::Event(e) => self.emit(e.into()),
                     Output::Media(m) => media.push(m),
                 }
             }
@@ -456,10 +582,36 @@ impl Driver {
         }
     }
 
-    async fn emit(&mut self, event: Event) {
-        if self.events.send(event).await.is_err() {
-            debug!("event dropped: the app no longer listens");
+    /// Most events an app that stopped reading can leave waiting; past
+    /// this, call events are dropped (with an error in the log). An event is
+    /// a few hundred bytes at most, so this bounds the backlog to some tens
+    /// of MiB, and an app this far behind has lost its calls anyway.
+    const MAX_BACKLOG: usize = 64 * 1024;
+
+    /// Hands an event to the app without ever waiting for it: when its
+    /// channel is full, the event waits in the backlog, which the run loop
+    /// empties as the app reads. Order is kept.
+    fn emit(&mut self, event: Event) {
+        let event = if self.backlog.is_empty() {
+            match self.events.try_send(event) {
+                Ok(()) => return,
+                Err(TrySendError::Closed(_)) => {
+                    debug!("event dropped: the app no longer listens");
+                    return;
+                }
+                Err(TrySendError::Full(event)) => event,
+            }
+        } else {
+            event
+        };
+        if self.backlog.len() >= Self::MAX_BACKLOG {
+            error!(
+                ?event,
+                "the app has not read its events for too long; event dropped"
+            );
+            return;
         }
+        self.backlog.push_back(event);
     }
 
     async fn error(&mut self, code: ErrorCode, detail: impl std::fmt::Display) {
@@ -467,8 +619,7 @@ impl Driver {
         self.emit(Event::Error {
             code,
             message: format!("{code}: {detail}"),
-        })
-        .await;
+        });
     }
 
     async fn on_instruction(&mut self, instruction: MediaInstruction) {
@@ -495,7 +646,8 @@ impl Driver {
                 }
             }
             MediaInstruction::DropPeer { call_id, user } => {
-                if let Some(m) = self.media.as_ref().filter(|m| m.call_id == call_id) {
+                if let Some(m) = self.media.as_mut().filter(|m| m.call_id == call_id) {
+                    m.parties.remove(&user);
                     m.session.disconnect(&user).await;
                 }
             }
@@ -542,6 +694,7 @@ impl Driver {
             session,
             events,
             media_type,
+            parties: HashMap::new(),
         });
         self.local.audio_ok = audio.is_ok();
         if let Err(e) = audio {

@@ -33,7 +33,9 @@ pub enum Event {
     /// about every [`calling_media::MediaConfig::volume_interval`]: remote
     /// users from the level their packets carry, the local user from its
     /// microphone samples. Dropped rather than queued when the app reads
-    /// events slowly; no other event is ever dropped.
+    /// events slowly; other events wait for the app (up to 64 Ki of them,
+    /// for an app that stopped reading), and the client goes on handling
+    /// the network meanwhile.
     UserVoiceVolume {
         /// Who (the local user for the microphone).
         user: UserId,

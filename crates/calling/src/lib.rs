@@ -41,6 +41,7 @@ mod config;
 mod driver;
 mod error;
 mod event;
+mod guard;
 mod wire;
 
 pub use calling_signal::WsTransport;

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGua
 use calling_core::UserId;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
-use webrtc::peer_connection::RTCIceCandidateInit;
+use webrtc::peer_connection::{RTCCertificate, RTCIceCandidateInit};
 
 pub use codec::AUDIO_LEVEL_URI;
 use peer::{Peer, close_peer};
@@ -35,6 +35,16 @@ use crate::types::{
 /// Whether `local` makes the offer to `remote`: the byte-wise lower id does.
 pub fn is_offerer(local: &UserId, remote: &UserId) -> bool {
     local.as_str().as_bytes() < remote.as_str().as_bytes()
+}
+
+/// A fresh self-signed DTLS certificate (ECDSA P-256, as browsers make).
+fn session_certificate() -> Result<RTCCertificate, MediaError> {
+    use rtc::peer_connection::certificate::CertificateParams;
+    use webrtc::peer_connection::crypto::{SignatureScheme, default_provider};
+    let provider = default_provider().map_err(MediaError::webrtc)?;
+    let params = CertificateParams::new(vec!["calling".to_owned()]).map_err(MediaError::webrtc)?;
+    RTCCertificate::generate(provider.crypto(), SignatureScheme::EcdsaP256Sha256, params)
+        .map_err(MediaError::webrtc)
 }
 
 /// A media session for one call: one WebRTC peer connection per remote
@@ -63,6 +73,14 @@ struct Inner {
     local_user: UserId,
     config: MediaConfig,
     events: mpsc::UnboundedSender<MediaEvent>,
+    /// The users we were told to [`connect`](MediaSession::connect) to, each
+    /// with the DTLS fingerprint its first description announced: nobody
+    /// else gets a peer connection, and a member's certificate cannot change
+    /// within one participation.
+    members: Mutex<HashMap<UserId, Option<String>>>,
+    /// One DTLS certificate for every connection of the session: what a
+    /// member binds to us is the session, not one connection of it.
+    certificate: RTCCertificate,
     peers: RwLock<HashMap<UserId, Arc<Peer>>>,
     creating: tokio::sync::Mutex<()>,
     sink: RwLock<Option<Arc<dyn FrameSink>>>,
@@ -104,6 +122,15 @@ impl Inner {
         self.peers.write().unwrap_or_else(PoisonError::into_inner)
     }
 
+    // Each change is one insert or remove: usable whatever panicked.
+    fn members(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Option<String>>> {
+        self.members.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn is_member(&self, user: &UserId) -> bool {
+        self.members().contains_key(user)
+    }
+
     fn request_keyframe(&self) {
         if let Ok(c) = self.video_control.lock() {
             if let Some(c) = c.as_ref() {
@@ -120,7 +147,8 @@ impl MediaSession {
     /// # Errors
     ///
     /// [`MediaError::InvalidConfig`] for a bad setting,
-    /// [`MediaError::NoRuntime`] outside a tokio runtime.
+    /// [`MediaError::NoRuntime`] outside a tokio runtime,
+    /// [`MediaError::WebRtc`] if no DTLS certificate can be made.
     pub async fn new(
         local_user: UserId,
         config: MediaConfig,
@@ -132,12 +160,15 @@ impl MediaSession {
             )));
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| MediaError::NoRuntime)?;
+        let certificate = session_certificate()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let quality = config.video_quality;
         let inner = Arc::new(Inner {
             local_user,
             config,
             events: tx,
+            members: Mutex::new(HashMap::new()),
+            certificate,
             peers: RwLock::new(HashMap::new()),
             creating: tokio::sync::Mutex::new(()),
             sink: RwLock::new(None),
@@ -159,6 +190,14 @@ impl MediaSession {
     /// Our own user id.
     pub fn local_user(&self) -> &UserId {
         &self.inner.local_user
+    }
+
+    /// The users this session accepts signals from: connected and not
+    /// disconnected since.
+    pub fn members(&self) -> Vec<UserId> {
+        let mut v: Vec<UserId> = self.inner.members().keys().cloned().collect();
+        v.sort();
+        v
     }
 
     /// Users we have a peer connection with.
@@ -191,10 +230,11 @@ impl MediaSession {
         Ok(())
     }
 
-    /// Starts media with `remote`. Both sides call this; the side whose user
-    /// id is byte-wise lower creates the offer (emitted as a
-    /// [`MediaEvent::Signal`]), the other waits for it. Calling it again, or
-    /// after the remote's offer already arrived, is harmless.
+    /// Starts media with `remote`, a member of the call: from now on (until
+    /// [`disconnect`](Self::disconnect)) its signals are accepted. Both sides
+    /// call this; the side whose user id is byte-wise lower creates the offer
+    /// (emitted as a [`MediaEvent::Signal`]), the other builds its side and
+    /// waits for it. Calling it again is harmless.
     ///
     /// # Errors
     ///
@@ -203,21 +243,30 @@ impl MediaSession {
     /// the UDP address cannot be bound).
     pub async fn connect(&self, remote: &UserId) -> Result<(), MediaError> {
         self.check_remote(remote)?;
+        // Before any await: the remote may offer as soon as it knows us.
+        self.inner.members().entry(remote.clone()).or_insert(None);
         let peer = self.ensure_peer(remote).await?;
         self.make_offer(&peer).await
     }
 
-    /// Applies a signal from `from`. An offer may arrive before
-    /// [`connect`](Self::connect) and creates the peer connection. An offer
+    /// Applies a signal from `from`, which must be a member: a user this
+    /// session was told to [`connect`](Self::connect) to (and not
+    /// disconnected since). A signal from anyone else builds nothing and is
+    /// [`MediaError::UnknownPeer`]: the caller drops it unanswered. An offer
     /// on a connection that already finished its negotiation replaces it
     /// (the offerer disconnected and connected again); to restart media the
     /// other way, both sides disconnect and connect.
+    ///
+    /// The DTLS fingerprint of a member's first description is bound to it
+    /// until it is disconnected: a later offer or answer announcing another
+    /// certificate is [`MediaError::FingerprintChanged`].
     ///
     /// # Errors
     ///
     /// [`MediaError::InvalidSdp`] / [`MediaError::InvalidCandidate`] for
     /// malformed input, [`MediaError::Oversized`], [`MediaError::UnknownPeer`]
-    /// for an answer or candidate with no peer connection,
+    /// for a user that is not a member, or an answer or candidate with no
+    /// peer connection, [`MediaError::FingerprintChanged`],
     /// [`MediaError::UnexpectedSignal`] for an answer we did not ask for or an
     /// offer that collides with ours, plus the errors of `connect`. The
     /// session and other peers are unaffected.
@@ -227,6 +276,9 @@ impl MediaSession {
         signal: MediaSignal,
     ) -> Result<(), MediaError> {
         self.check_remote(from)?;
+        if !self.inner.is_member(from) {
+            return Err(MediaError::UnknownPeer(from.clone()));
+        }
         match signal {
             MediaSignal::Offer { sdp } => self.handle_offer(from, sdp).await,
             MediaSignal::Answer { sdp } => self.handle_answer(from, sdp).await,
@@ -249,8 +301,16 @@ impl MediaSession {
     }
 
     /// Closes the peer connection with `remote`, if any, and emits
-    /// [`PeerState::Closed`](crate::PeerState::Closed) for it.
+    /// [`PeerState::Closed`](crate::PeerState::Closed) for it. `remote` is no
+    /// member any more: its signals are refused until it is connected again
+    /// (a new participation, which may bring a new certificate).
     pub async fn disconnect(&self, remote: &UserId) {
+        self.inner.members().remove(remote);
+        self.drop_peer(remote).await;
+    }
+
+    /// Closes the connection with `remote`, which stays a member.
+    async fn drop_peer(&self, remote: &UserId) {
         let peer = self.inner.peer_map_mut().remove(remote);
         if let Some(peer) = peer {
             close_peer(&self.inner, &peer).await;
@@ -261,6 +321,7 @@ impl MediaSession {
     /// refuses further connections.
     pub async fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
+        self.inner.members().clear();
         if let Ok(mut pumps) = self.inner.pumps.lock() {
             for p in pumps.iter_mut() {
                 if let Some(p) = p.take() {

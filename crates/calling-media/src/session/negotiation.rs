@@ -73,6 +73,27 @@ fn invalid_sdp(from: &UserId, e: impl std::fmt::Display) -> MediaError {
     }
 }
 
+/// The DTLS certificate fingerprints an SDP announces (session or media
+/// level), normalised and sorted: `sha-256 AB:CD:…`, comma-separated. Empty
+/// when there is none.
+pub(crate) fn fingerprints(sdp: &str) -> String {
+    let mut all: Vec<String> = sdp
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("a=fingerprint:"))
+        .filter_map(|rest| {
+            let (algorithm, value) = rest.trim().split_once(' ')?;
+            Some(format!(
+                "{} {}",
+                algorithm.to_ascii_lowercase(),
+                value.trim().to_ascii_uppercase()
+            ))
+        })
+        .collect();
+    all.sort();
+    all.dedup();
+    all.join(",")
+}
+
 /// Finds the id the remote gave the audio level extension in its SDP.
 fn audio_level_id(sdp: &str) -> Option<u8> {
     sdp.lines().find_map(|line| {
@@ -150,8 +171,36 @@ impl MediaSession {
             });
         }
         let level_id = audio_level_id(&sdp);
+        let announced = fingerprints(&sdp);
         let desc = parse(sdp).map_err(|e| invalid_sdp(from, e))?;
+        self.bind_fingerprint(from, announced)?;
         Ok((desc, level_id))
+    }
+
+    /// Binds the certificate of a member's first description to it, and
+    /// refuses a later one announcing another.
+    fn bind_fingerprint(&self, from: &UserId, announced: String) -> Result<(), MediaError> {
+        let mut members = self.inner.members();
+        let Some(bound) = members.get_mut(from) else {
+            return Err(MediaError::UnknownPeer(from.clone()));
+        };
+        match bound {
+            Some(b) if *b != announced => {
+                tracing::warn!(user = %from, bound = %b, %announced, "DTLS fingerprint changed; description refused");
+                Err(MediaError::FingerprintChanged {
+                    from: from.clone(),
+                    bound: b.clone(),
+                    announced,
+                })
+            }
+            Some(_) => Ok(()),
+            // No fingerprint binds nothing: webrtc-rs refuses such an SDP.
+            None if announced.is_empty() => Ok(()),
+            None => {
+                *bound = Some(announced);
+                Ok(())
+            }
+        }
     }
 
     /// Applies the remote's description, then the candidates that waited
@@ -190,7 +239,7 @@ impl MediaSession {
             // A fresh offer after a finished negotiation means the remote
             // dropped its side and starts over: so do we.
             tracing::debug!(user = %from, "new offer on a negotiated connection; replacing it");
-            self.disconnect(from).await;
+            self.drop_peer(from).await;
             peer = self.ensure_peer(from).await?;
         }
         let mut neg = peer.negotiation.lock().await;
@@ -300,5 +349,12 @@ mod tests {
         let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=extmap:3 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time\r\na=extmap:7/sendrecv urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n";
         assert_eq!(audio_level_id(sdp), Some(7));
         assert_eq!(audio_level_id("v=0\r\n"), None);
+    }
+
+    #[test]
+    fn fingerprints_are_normalised_and_sorted() {
+        let sdp = "v=0\r\na=fingerprint:SHA-256 ab:cd\r\nm=audio 9 x\r\na=fingerprint:sha-256 AB:CD\r\na=fingerprint:sha-1 01:02\r\n";
+        assert_eq!(fingerprints(sdp), "sha-1 01:02,sha-256 AB:CD");
+        assert_eq!(fingerprints("v=0\r\n"), "");
     }
 }

@@ -275,10 +275,19 @@ impl MediaSession {
         if let Some(p) = self.inner.peer(remote) {
             return Ok(p);
         }
+        // Only members get a connection (and our tracks).
+        if !self.inner.is_member(remote) {
+            return Err(MediaError::UnknownPeer(remote.clone()));
+        }
         let peer = Arc::new(self.build_peer(remote).await?);
         if self.inner.closed.load(Ordering::Acquire) {
             let _ = peer.pc.close().await;
             return Err(MediaError::Closed);
+        }
+        if !self.inner.is_member(remote) {
+            // Disconnected while the connection was being built.
+            let _ = peer.pc.close().await;
+            return Err(MediaError::UnknownPeer(remote.clone()));
         }
         self.inner
             .peer_map_mut()
@@ -302,7 +311,8 @@ impl MediaSession {
             .with_host_acceptance_min_wait(Some(Duration::ZERO))
             .with_include_loopback_candidate(cfg.udp_addrs.iter().any(|a| a.ip().is_loopback()))
             .build();
-        let mut rtc_config = RTCConfigurationBuilder::default();
+        let mut rtc_config = RTCConfigurationBuilder::default()
+            .with_certificates(vec![self.inner.certificate.clone()]);
         if !cfg.ice_servers.is_empty() {
             rtc_config = rtc_config.with_ice_servers(vec![RTCIceServer {
                 urls: cfg.ice_servers.clone(),

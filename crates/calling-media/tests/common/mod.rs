@@ -230,12 +230,20 @@ impl Mesh {
             .clone()
     }
 
-    /// Every pair connects, all at once.
+    /// Every pair connects, at once: the answering sides first, as a call's
+    /// members know each other before an offer comes (a session takes
+    /// signals only from the users it connected to).
     pub async fn connect_all(&self) {
+        for offerers in [false, true] {
+            self.connect_pairs(offerers).await;
+        }
+    }
+
+    async fn connect_pairs(&self, offerers: bool) {
         let mut tasks = Vec::new();
         for a in &self.nodes {
             for b in &self.nodes {
-                if a.name != b.name {
+                if a.name != b.name && calling_media::is_offerer(&a.id, &b.id) == offerers {
                     let s = a.session.clone();
                     let remote = b.id.clone();
                     tasks.push(tokio::spawn(async move { s.connect(&remote).await }));
