@@ -429,3 +429,37 @@ fn a_vanished_member_is_dropped_within_the_bound() {
     assert!(took >= timeout() - interval(), "{took:?}");
     assert_eq!(s.connected("alice"), set(&["bob"]));
 }
+
+/// Two members that cannot hear each other while both hear the third drop
+/// each other; exactly one of them (the higher user id) leaves, and the
+/// rest agree on who is in the call.
+#[test]
+fn two_members_that_drop_each_other_settle_on_one_leaving() {
+    let mut s = Sim::new(&["alice", "bob", "carol"]);
+    s.group_call("alice", &["bob", "carol"], MediaType::Audio, 30);
+    s.accept("bob");
+    s.accept("carol");
+    let (alice, bob) = (uid("alice"), uid("bob"));
+    let cut =
+        |m: &sim::InFlight| (m.from == alice && m.to == bob) || (m.from == bob && m.to == alice);
+    for _ in 0..(timeout() + interval()).as_secs() {
+        s.now += Duration::from_secs(1);
+        let now = s.now;
+        for p in s.parties.values_mut() {
+            p.machine.handle_timeout(now);
+        }
+        s.flush();
+        s.net.retain(|m| !cut(m));
+        s.settle();
+        if left(&s, "alice", "bob") && left(&s, "bob", "alice") {
+            break;
+        }
+    }
+    // The link heals: what they sent each other on dropping now arrives.
+    s.settle();
+    run_for(&mut s, 30, &[]);
+    assert_eq!(s.state("bob"), CallState::Idle);
+    assert_eq!(s.connected("alice"), set(&["carol"]));
+    assert_eq!(s.connected("carol"), set(&["alice"]));
+    assert_eq!(ended(&s, "alice"), 0);
+}

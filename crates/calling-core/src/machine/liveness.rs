@@ -11,7 +11,9 @@
 //! - a party that drops *some* members tells each one with `gone`
 //!   `dropped`; that member, on hearing it from someone it counts in the
 //!   call, leaves the whole call (with `leave` to everyone), so the others
-//!   drop it too;
+//!   drop it too. The notice is repeated with each `alive` round for a
+//!   timeout, in case it was lost; of two members that dropped each other,
+//!   the higher user id leaves;
 //! - a party that hears from *nobody* (and has nobody ringing) is more
 //!   likely the one cut off: the drops end its call, it sends `leave`
 //!   instead, and evicts no one.
@@ -54,21 +56,24 @@ pub(super) struct Liveness {
     /// No one is dropped before this: the local party has just asked
     /// everyone (after a reconnect, or a late wake-up).
     grace_until: Option<Instant>,
-    /// Participations dropped for silence: their `gone` still counts as a
-    /// member's, and their messages are answered `gone` `dropped`.
-    silenced: VecDeque<(UserId, PartyId)>,
+    /// Participations dropped for silence, and until when they are told
+    /// again with every `alive` (the first notice may be lost): their
+    /// messages are answered `gone` `dropped`.
+    silenced: VecDeque<(UserId, PartyId, Instant)>,
 }
 
 impl Liveness {
-    fn silence(&mut self, user: &UserId, party: PartyId) {
+    fn silence(&mut self, user: &UserId, party: PartyId, until: Instant) {
         if self.silenced.len() == SILENCED_MEMORY {
             self.silenced.pop_front();
         }
-        self.silenced.push_back((user.clone(), party));
+        self.silenced.push_back((user.clone(), party, until));
     }
 
     fn is_silenced(&self, user: &UserId, party: PartyId) -> bool {
-        self.silenced.iter().any(|(u, p)| u == user && *p == party)
+        self.silenced
+            .iter()
+            .any(|(u, p, _)| u == user && *p == party)
     }
 
     /// The earliest keepalive timer: the next `alive`, or a member falling
@@ -256,6 +261,18 @@ impl Call {
         self.liveness.next_alive =
             (!self.connected.is_empty()).then(|| now + ctx.config.keepalive_interval);
         self.send(ctx, self.connected.keys().cloned().collect(), Body::Alive);
+        // Members dropped lately are told again, unless they came back as a
+        // new participation: a lost notice must not leave one half in.
+        let told: Vec<(UserId, PartyId)> = self
+            .liveness
+            .silenced
+            .iter()
+            .filter(|(user, _, until)| *until > now && !self.connected.contains_key(user))
+            .map(|(user, party, _)| (user.clone(), *party))
+            .collect();
+        for (user, party) in told {
+            self.send_dropped(ctx, &user, party);
+        }
     }
 
     /// Tells `user` that its participation `party` was dropped here.
@@ -303,7 +320,8 @@ impl Call {
         let ends = silent.len() == self.connected.len() && self.ringing.is_empty();
         let mut step = Step::Continue;
         for (user, party) in silent {
-            self.liveness.silence(&user, party);
+            let until = now + ctx.config.keepalive_timeout;
+            self.liveness.silence(&user, party, until);
             if ends {
                 self.send(ctx, vec![user.clone()], Body::Leave);
             } else {
@@ -319,10 +337,12 @@ impl Call {
     }
 
     /// `from` (participation `party`) dropped the local participation
-    /// `dropped` for silence. If it is a member (or one the local party
-    /// itself dropped: both dropped each other) and `dropped` is the current
+    /// `dropped` for silence. If it is a member and `dropped` is the current
     /// participation, the local party leaves the whole call, so that every
     /// member drops it; an older participation's notice changes nothing.
+    /// Of two members that dropped each other (neither heard the other, both
+    /// hear the rest), the one with the higher user id leaves, as the lower
+    /// one makes the media offer: one of them must go for all to agree.
     pub(super) fn on_dropped(
         &mut self,
         ctx: &mut Ctx,
@@ -334,7 +354,7 @@ impl Call {
             return Step::Continue;
         }
         let member = self.connected.get(from).is_some_and(|p| p.party == party)
-            || self.liveness.is_silenced(from, party);
+            || (self.liveness.is_silenced(from, party) && *from < ctx.me);
         if !member {
             return Step::Continue;
         }
