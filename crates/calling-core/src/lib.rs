@@ -53,7 +53,13 @@
 //!   invite is a distinct [`AnswerError`]; late, duplicated and reordered
 //!   messages are recognised by call id and party and change nothing;
 //! - parties that learn of each other late (invites and joins racing)
-//!   exchange rosters until everyone agrees on who is in the call.
+//!   exchange rosters until everyone agrees on who is in the call;
+//! - connected members send each other `alive` every
+//!   [`Config::keepalive_interval`]; one silent for
+//!   [`Config::keepalive_timeout`] is dropped as if it had left, and a party
+//!   still talking about a call it was dropped from, or that the others
+//!   left, is answered `gone` and ends its side
+//!   ([`CallMachine::recheck`] asks at once after a reconnect).
 
 mod error;
 mod event;

@@ -155,11 +155,21 @@ pub enum Body {
         roster: Roster,
     },
     /// The sender is not in this call (an answer to a message about it):
-    /// every participation of the sender below `upto` is over.
+    /// every participation of the sender below `upto` is over. With
+    /// `dropped`, the sender is still in the call but has dropped the
+    /// receiver's participation `dropped` for silence: that participation
+    /// is over, and its party leaves the call.
     Gone {
         /// The sender's next party id when it answered.
         upto: PartyId,
+        /// The receiver's participation the sender dropped, if that is what
+        /// this answer says.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dropped: Option<PartyId>,
     },
+    /// The sender is still connected in the call (the call-level
+    /// keepalive, sent every [`crate::Config::keepalive_interval`]).
+    Alive,
     /// The sender's microphone or camera changed.
     MediaState {
         /// Whether the sender sends audio.
@@ -200,6 +210,7 @@ impl Body {
             Body::Leave => "leave",
             Body::Roster { .. } => "roster",
             Body::Gone { .. } => "gone",
+            Body::Alive => "alive",
             Body::MediaState { .. } => "media_state",
             Body::MediaType { .. } => "media_type",
             Body::SwitchRequest { .. } => "switch_request",
@@ -218,6 +229,7 @@ pub const KINDS: &[&str] = &[
     "leave",
     "roster",
     "gone",
+    "alive",
     "media_state",
     "media_type",
     "switch_request",

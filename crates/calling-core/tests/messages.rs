@@ -75,7 +75,15 @@ fn every_body() -> Vec<Body> {
             info: info(),
             roster: roster(),
         },
-        Body::Gone { upto: PartyId(9) },
+        Body::Gone {
+            upto: PartyId(9),
+            dropped: None,
+        },
+        Body::Gone {
+            upto: PartyId(9),
+            dropped: Some(PartyId(7)),
+        },
+        Body::Alive,
         Body::MediaState {
             audio: false,
             video: true,

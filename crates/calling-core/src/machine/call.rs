@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Instant;
 
 use super::ctx::Ctx;
+use super::liveness::Liveness;
 use crate::error::StaleReason;
 use crate::event::{EndReason, Event, MediaInstruction};
 use crate::ids::{CallId, InviteId, MediaType, PartyId, UserId};
@@ -101,6 +102,8 @@ pub(super) struct Call {
     pub(super) switch_out: Option<OutgoingSwitch>,
     /// Switch requests of others, by request id, waiting for the app.
     pub(super) switch_in: BTreeMap<u32, UserId>,
+    /// The keepalive among the connected members.
+    pub(super) liveness: Liveness,
 }
 
 /// What a handler decided about the call.
@@ -138,6 +141,7 @@ impl Call {
             cause,
             switch_out: None,
             switch_in: BTreeMap::new(),
+            liveness: Liveness::default(),
         }
     }
 
@@ -276,6 +280,7 @@ impl Call {
         for user in self.connected.keys() {
             self.announce(ctx, user);
         }
+        self.sync_liveness(ctx, now);
     }
 
     /// Whether the call is still alive for the local party after a change:

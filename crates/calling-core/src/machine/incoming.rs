@@ -54,9 +54,12 @@ impl CallMachine {
             return Ok(());
         }
         if self.call.as_ref().is_some_and(|c| c.id == call_id) {
-            self.on_call_message(now, from, party, body);
+            if !self.answer_dropped(now, from, party, &body) {
+                self.on_call_message(now, from, party, body);
+            }
+            self.heard(now, from, &call_id, party);
         } else {
-            self.on_foreign_message(from, &call_id, body);
+            self.on_foreign_message(now, from, &call_id, party, body);
         }
         Ok(())
     }
@@ -109,6 +112,7 @@ impl CallMachine {
             | Body::Reject { .. }
             | Body::Leave
             | Body::Gone { .. }
+            | Body::Alive
             | Body::MediaState { .. }
             | Body::MediaType { .. }
             | Body::SwitchRequest { .. }
@@ -118,7 +122,14 @@ impl CallMachine {
     }
 
     /// A message about a call other than the current one.
-    fn on_foreign_message(&mut self, from: &UserId, call_id: &CallId, body: Body) {
+    fn on_foreign_message(
+        &mut self,
+        now: Instant,
+        from: &UserId,
+        call_id: &CallId,
+        party: PartyId,
+        body: Body,
+    ) {
         match body {
             Body::Cancel { invite_id } => {
                 // It may overtake its invite: remember it so the invite never rings.
@@ -129,16 +140,23 @@ impl CallMachine {
             } if users.contains(&self.ctx.me) => {
                 self.remember_answer(invite_id, StaleReason::TimedOut);
             }
-            Body::Enter { .. }
+            Body::Alive
+            | Body::Enter { .. }
             | Body::Roster { .. }
             | Body::MediaState { .. }
             | Body::MediaType { .. }
             | Body::SwitchRequest { .. }
             | Body::SwitchAnswer { .. } => {
-                // The sender thinks we are in this call: say we are not.
-                let upto = self.ctx.next_party;
-                self.ctx
-                    .send(vec![from.clone()], call_id, upto, Body::Gone { upto });
+                // The sender thinks we are in this call: say we are not
+                // (rate-limited: a stranger must not draw replies at will).
+                if self.may_answer_gone(now, from, call_id, party) {
+                    let upto = self.ctx.next_party;
+                    let gone = Body::Gone {
+                        upto,
+                        dropped: None,
+                    };
+                    self.ctx.send(vec![from.clone()], call_id, upto, gone);
+                }
             }
             Body::Invite { .. }
             | Body::Reject { .. }
@@ -168,7 +186,10 @@ impl CallMachine {
         {
             // Ringing again for a call we were in: whoever still counts our
             // earlier participation as connected must drop it.
-            let gone = Body::Gone { upto: call.party };
+            let gone = Body::Gone {
+                upto: call.party,
+                dropped: None,
+            };
             ctx.send(vec![from.clone()], &call.id, call.party, gone);
         }
         let step = match body {
@@ -191,7 +212,16 @@ impl CallMachine {
                 reason,
             } => call.on_timeout(ctx, invite_id, &users, reason),
             Body::Leave => call.on_leave(ctx, from, party),
-            Body::Gone { upto } => call.on_gone(ctx, from, upto),
+            Body::Gone {
+                upto,
+                dropped: None,
+            } => call.on_gone(ctx, from, upto),
+            Body::Gone {
+                dropped: Some(dropped),
+                ..
+            } => call.on_dropped(ctx, from, party, dropped),
+            // Its sign of life is noted once the message is handled.
+            Body::Alive => Step::Continue,
             Body::Roster { info, roster } => call.on_roster(ctx, now, from, party, info, &roster),
             Body::MediaState { audio, video } => {
                 call.on_media_state(ctx, from, party, audio, video);

@@ -329,6 +329,9 @@ impl Call {
                 Step::Continue
             };
         }
+        // Retired even though not connected here: a roster that still
+        // lists it must not bring it back.
+        self.mark_over(from, over);
         self.remove_invitee(ctx, from)
             .unwrap_or_else(|| self.join_refused(from))
     }

@@ -8,6 +8,8 @@
 //! - `membership`: who is connected: enter, rosters, leave, gone, join by
 //!   id, hangup;
 //! - `media`: microphone, camera and media type switches;
+//! - `liveness`: the keepalive among connected members, dropping the
+//!   silent, and `gone` for stale participations;
 //! - `timers`: what fires when, for all of the above;
 //! - `incoming`: checking and routing messages to the handler of their kind;
 //! - `call` and `ctx`: the state of the current call and of the machine.
@@ -21,6 +23,7 @@ mod call;
 mod ctx;
 mod incoming;
 mod invites;
+mod liveness;
 mod media;
 mod membership;
 mod ringing;
@@ -51,6 +54,12 @@ pub struct Config {
     pub max_participants: usize,
     /// Largest `user_data` accepted, in bytes.
     pub max_user_data: usize,
+    /// How often a connected party sends `alive` to every other connected
+    /// member of its call.
+    pub keepalive_interval: Duration,
+    /// How long a connected member may stay silent (nothing at all from its
+    /// current participation) before it is dropped as if it had left.
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for Config {
@@ -61,6 +70,8 @@ impl Default for Config {
             switch_timeout: Duration::from_secs(30),
             max_participants: 9,
             max_user_data: 4096,
+            keepalive_interval: Duration::from_secs(5),
+            keepalive_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -139,7 +150,9 @@ pub struct CallSnapshot {
 ///   [`user`](Self::user);
 /// - input: [`handle_message`](Self::handle_message),
 ///   [`handle_unreachable`](Self::handle_unreachable),
-///   [`handle_timeout`](Self::handle_timeout);
+///   [`handle_congested`](Self::handle_congested),
+///   [`handle_timeout`](Self::handle_timeout),
+///   [`recheck`](Self::recheck) (after the driver's transport reconnects);
 /// - application commands: [`call_user`](Self::call_user),
 ///   [`group_call`](Self::group_call), [`accept`](Self::accept),
 ///   [`reject`](Self::reject), [`ignore`](Self::ignore),
@@ -160,6 +173,8 @@ pub struct CallMachine {
     answered: Recent<InviteId, StaleReason>,
     /// Calls the local party was in.
     past_calls: Recent<CallId, ()>,
+    /// The `gone` answers sent lately, to bound how many a sender can draw.
+    gone_sent: liveness::GoneLimiter,
 }
 
 impl std::fmt::Debug for CallMachine {
@@ -181,6 +196,7 @@ impl CallMachine {
             call: None,
             answered: Recent::new(),
             past_calls: Recent::new(),
+            gone_sent: liveness::GoneLimiter::default(),
         }
     }
 

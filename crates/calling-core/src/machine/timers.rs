@@ -1,6 +1,7 @@
 //! Timers: the local party's ringing, a join waiting for answers, a switch
-//! request waiting for answers, and the invitees' no-answer timers on the
-//! inviter's side. The machine never reads the clock: its owner asks
+//! request waiting for answers, the invitees' no-answer timers on the
+//! inviter's side, and the keepalive among connected members (see
+//! `liveness`). The machine never reads the clock: its owner asks
 //! [`CallMachine::poll_timeout`] and calls [`CallMachine::handle_timeout`].
 
 use std::time::Instant;
@@ -14,6 +15,11 @@ use crate::message::{Body, NoAnswer};
 impl CallMachine {
     /// Fires the timers due at `now`. Calling it early does nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
+        // Timers served a whole keepalive interval late mean the driver did
+        // not run (a stopped process, a sleeping host).
+        let late = self
+            .poll_timeout()
+            .is_some_and(|due| now >= due + self.ctx.config.keepalive_interval);
         let ctx = &mut self.ctx;
         let Some(call) = self.call.as_mut() else {
             return;
@@ -46,6 +52,10 @@ impl CallMachine {
         call.switch_timeout(ctx, now);
         let step = call.invitee_timeouts(ctx, now);
         self.apply(now, step);
+        if let Some(call) = self.call.as_mut() {
+            let step = call.keepalive(&mut self.ctx, now, late);
+            self.apply(now, step);
+        }
     }
 }
 
@@ -59,6 +69,11 @@ impl Call {
         };
         let invitees = self.ringing.values().filter_map(|i| i.deadline);
         let switch = self.switch_out.as_ref().map(|s| s.deadline);
-        mine.into_iter().chain(invitees).chain(switch).min()
+        let liveness = self.liveness.deadline();
+        mine.into_iter()
+            .chain(invitees)
+            .chain(switch)
+            .chain(liveness)
+            .min()
     }
 }
