@@ -66,7 +66,8 @@ pub use error::{
 };
 pub use event::{EndReason, Event, MediaInstruction, Output};
 pub use ids::{
-    CallId, GroupId, InviteId, MAX_TOKEN_LEN, MAX_USER_ID_LEN, MediaType, PartyId, RoomId, UserId,
+    CallId, GroupId, InviteId, JoinSecret, JoinTicket, MAX_TOKEN_LEN, MAX_USER_ID_LEN, MediaType,
+    PartyId, RoomId, UserId,
 };
 pub use machine::{CallMachine, CallOptions, CallSnapshot, CallState, Config, ResetReason};
 pub use message::{

@@ -194,12 +194,11 @@ fn apply(sim: &mut Sim, tracker: &mut Tracker, n: usize, a: &Action) {
         }
         Action::Join { who, via } => {
             let (who, via) = (name(*who), name(*via));
+            // A member hands out its ticket; the joiner asks its host.
             let target = sim.m(via).call().filter(|c| c.state == CallState::InCall);
             if let Some(c) = target
-                && sim
-                    .m(who)
-                    .join(now, c.call_id.clone(), vec![uid(via)])
-                    .is_ok()
+                && let Some(ticket) = c.join_ticket.clone()
+                && sim.m(who).join(now, c.call_id.clone(), ticket).is_ok()
             {
                 tracker.start(&uid(who), c.call_id);
             }

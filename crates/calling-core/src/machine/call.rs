@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::ctx::Ctx;
 use crate::error::StaleReason;
 use crate::event::{EndReason, Event, MediaInstruction};
-use crate::ids::{CallId, InviteId, MediaType, PartyId, UserId};
+use crate::ids::{CallId, InviteId, JoinSecret, MediaType, PartyId, UserId};
 use crate::message::{Body, CallInfo, Member, Pending, Roster};
 
 /// Where the local party stands in the call.
@@ -94,6 +94,11 @@ pub(super) struct Call {
     pub(super) ended: BTreeMap<UserId, PartyId>,
     /// Invitations that were answered, withdrawn or timed out.
     pub(super) closed: HashSet<(UserId, InviteId)>,
+    /// Every invitation known to be addressed to a user: an `enter` that
+    /// accepts one of these, not closed, is let in even after its invitee
+    /// stopped ringing here for a `gone` that was about an earlier
+    /// participation.
+    pub(super) invited: HashSet<(UserId, InviteId)>,
     /// When the local user first talked to someone in this call.
     pub(super) since: Option<Instant>,
     /// The end reason if the call empties before anyone connected.
@@ -101,6 +106,10 @@ pub(super) struct Call {
     pub(super) switch_out: Option<OutgoingSwitch>,
     /// Switch requests of others, by request id, waiting for the app.
     pub(super) switch_in: BTreeMap<u32, UserId>,
+    /// The secret of the call's join tickets, once known: minted by the
+    /// sponsor, learned from a connected member's roster or from the ticket
+    /// the local party joined with.
+    pub(super) join_secret: Option<JoinSecret>,
 }
 
 /// What a handler decided about the call.
@@ -134,10 +143,12 @@ impl Call {
             ringing: BTreeMap::new(),
             ended: BTreeMap::new(),
             closed: HashSet::new(),
+            invited: HashSet::new(),
             since: None,
             cause,
             switch_out: None,
             switch_in: BTreeMap::new(),
+            join_secret: None,
         }
     }
 
@@ -150,6 +161,31 @@ impl Call {
             known.extend(waiting);
         }
         known.into_iter().cloned().collect()
+    }
+
+    /// Whether `user` is connected in the call as participation `party`:
+    /// what it takes to change the call's media.
+    pub(super) fn is_member(&self, user: &UserId, party: PartyId) -> bool {
+        self.connected.get(user).is_some_and(|p| p.party == party)
+    }
+
+    /// Whether `user` may enter by accepting `invite_id`: it rings here for
+    /// it, or was invited with it and never answered it.
+    pub(super) fn may_accept(&self, user: &UserId, invite_id: Option<&InviteId>) -> bool {
+        if let Some(i) = self.ringing.get(user) {
+            return invite_id.is_none_or(|id| *id == i.invite_id);
+        }
+        invite_id.is_some_and(|id| {
+            let key = (user.clone(), id.clone());
+            self.invited.contains(&key) && !self.closed.contains(&key)
+        })
+    }
+
+    /// Records that `user` rings for an invitation.
+    pub(super) fn add_invitee(&mut self, user: UserId, invitee: Invitee) {
+        self.invited
+            .insert((user.clone(), invitee.invite_id.clone()));
+        self.ringing.insert(user, invitee);
     }
 
     pub(super) fn is_over(&self, user: &UserId, party: PartyId) -> bool {
@@ -200,13 +236,27 @@ impl Call {
     }
 
     /// Tells `to` what the call is and who is in it, as the local party
-    /// knows it.
+    /// knows it. Only the connected among `to` get the join secret: a
+    /// ringing invitee has no right to hand out tickets yet.
     pub(super) fn send_roster(&self, ctx: &mut Ctx, to: Vec<UserId>) {
-        let body = Body::Roster {
-            info: self.info.clone(),
-            roster: self.roster(ctx),
-        };
-        self.send(ctx, to, body);
+        let (members, others): (Vec<UserId>, Vec<UserId>) = to
+            .into_iter()
+            .partition(|u| self.in_call() && self.connected.contains_key(u));
+        for (to, join_secret) in [(members, self.join_secret.clone()), (others, None)] {
+            let body = Body::Roster {
+                info: self.info.clone(),
+                roster: self.roster(ctx),
+                join_secret,
+            };
+            self.send(ctx, to, body);
+        }
+    }
+
+    /// Tells every other connected party who is in the call: sent when the
+    /// local party let someone in, so that the others learn the newcomer
+    /// from a member rather than from the newcomer's own claim.
+    pub(super) fn send_roster_to_connected(&self, ctx: &mut Ctx) {
+        self.send_roster(ctx, self.connected.keys().cloned().collect());
     }
 
     /// Tells `to` that the local party is connected, and how its microphone
@@ -214,6 +264,7 @@ impl Call {
     pub(super) fn send_enter(&self, ctx: &mut Ctx, to: Vec<UserId>, invite_id: Option<InviteId>) {
         let body = Body::Enter {
             invite_id,
+            join_secret: None,
             audio: ctx.audio,
             video: ctx.video,
         };

@@ -13,7 +13,7 @@ use super::call::{Call, Invitee, Me, Peer, Step};
 use super::ctx::Ctx;
 use crate::error::{JoinError, StaleReason};
 use crate::event::{EndReason, Event, MediaInstruction};
-use crate::ids::{CallId, MediaType, PartyId, UserId};
+use crate::ids::{CallId, InviteId, JoinSecret, JoinTicket, MediaType, PartyId, UserId};
 use crate::message::{Body, CallInfo, Roster};
 
 impl CallMachine {
@@ -51,34 +51,32 @@ impl CallMachine {
         }
     }
 
-    /// Joins a running call by its id (TUICallKit `joinInGroupCall`), asking
-    /// `members` (who the app knows to be in it, e.g. from the server room
-    /// named by the call id). The call is joined when the first member
-    /// answers; with no answer in [`Config::join_timeout`] it ends with
-    /// [`EndReason::NotFound`].
+    /// Joins a running call with a ticket a member handed out (TUICallKit
+    /// `joinInGroupCall`; see [`CallSnapshot::join_ticket`]): asks the
+    /// ticket's host with `enter` carrying the secret. The call is joined
+    /// when the host answers with its roster, which also names the others;
+    /// with no answer in [`Config::join_timeout`] it ends with
+    /// [`EndReason::NotFound`]. A call id alone gets nobody in: members
+    /// drop an `enter` that shows neither an invite nor the secret.
     ///
     /// [`Config::join_timeout`]: super::Config::join_timeout
+    /// [`CallSnapshot::join_ticket`]: super::CallSnapshot::join_ticket
     pub fn join(
         &mut self,
         now: Instant,
         call_id: CallId,
-        members: Vec<UserId>,
+        ticket: JoinTicket,
     ) -> Result<(), JoinError> {
         if self.call.is_some() {
             return Err(JoinError::Busy);
         }
-        let waiting: BTreeSet<UserId> = members.into_iter().filter(|u| *u != self.ctx.me).collect();
-        if waiting.is_empty() {
-            return Err(JoinError::NoMembers);
-        }
-        let max = self.ctx.config.max_participants;
-        if waiting.len() >= max {
-            return Err(JoinError::TooManyMembers { max: max - 1 });
+        if ticket.host == self.ctx.me {
+            return Err(JoinError::OwnTicket);
         }
         let ctx = &mut self.ctx;
-        let call = Call::new(
+        let mut call = Call::new(
             call_id,
-            // Placeholder until a member's roster says what the call is.
+            // Placeholder until the host's roster says what the call is.
             CallInfo {
                 room_id: ctx.room_id(),
                 media_type: MediaType::Audio,
@@ -90,19 +88,40 @@ impl CallMachine {
             ctx.party(),
             Me::Joining {
                 deadline: now + ctx.config.join_timeout,
-                waiting: waiting.clone(),
+                waiting: BTreeSet::from([ticket.host.clone()]),
             },
             EndReason::NotFound,
         );
-        call.send_enter(ctx, waiting.into_iter().collect(), None);
+        call.join_secret = Some(ticket.secret);
+        call.send_join_enter(ctx, ticket.host);
         self.call = Some(call);
         Ok(())
     }
 }
 
+/// What an `enter` shows as its right to be in the call.
+#[derive(Default)]
+pub(super) struct Credentials {
+    /// The invite it accepts, if any.
+    pub(super) invite_id: Option<InviteId>,
+    /// The join ticket's secret, if any.
+    pub(super) join_secret: Option<JoinSecret>,
+}
+
 impl Call {
-    /// A party entered (accepted, joined, or introduced itself).
-    pub(super) fn on_enter(&mut self, ctx: &mut Ctx, now: Instant, from: &UserId, entered: Peer) {
+    /// A party entered (accepted, joined, or introduced itself). Only a
+    /// right lets a user in: the invite addressed to it (it rings here for
+    /// that invite), the call's join secret, or being connected already (a
+    /// duplicate, or a later participation of a member). Anyone else is
+    /// dropped without an answer, so the members stay unseen.
+    pub(super) fn on_enter(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        from: &UserId,
+        entered: Peer,
+        shown: &Credentials,
+    ) {
         if matches!(self.me, Me::Joining { .. }) {
             self.introduced_while_joining(ctx, from, entered);
             return;
@@ -115,18 +134,24 @@ impl Call {
                 return; // a duplicate, or late
             }
             // A new participation whose earlier leave we never saw (e.g. a
-            // join by id): it waits for our roster.
+            // rejoin with a ticket): it waits for our roster.
             *peer = entered;
             if self.in_call() {
                 self.send_roster(ctx, vec![from.clone()]);
             }
             return;
         }
+        let invited = self.may_accept(from, shown.invite_id.as_ref());
+        let ticketed = !invited
+            && self.in_call()
+            && matches!((&shown.join_secret, &self.join_secret),
+                (Some(shown), Some(ours)) if shown.matches(ours));
+        if !invited && !ticketed {
+            return;
+        }
         let was_ringing = self.ringing.remove(from).is_some();
-        if !was_ringing {
-            // Neither an invitee answering nor a party we know: someone who
-            // joined by id (or was introduced by one who did). A call with a
-            // party nobody invited to it is a group call.
+        if !invited {
+            // A party nobody invited to the call makes it a group call.
             self.info.is_group = true;
         }
         self.connected.insert(from.clone(), entered);
@@ -136,33 +161,47 @@ impl Call {
             if was_ringing {
                 self.emit_invitees(ctx);
             }
-            self.send_roster(ctx, vec![from.clone()]);
+            // The newcomer learns who is in the call, and the others learn
+            // the newcomer from us: they let in only whom a member vouches for.
+            self.send_roster_to_connected(ctx);
         }
     }
 
-    /// A member introducing itself to a joiner: it may count an earlier
+    /// The host a joiner asked introducing itself: it may count an earlier
     /// participation of ours, so answer with this one and wait for its
-    /// roster too. Only a participation we have not seen is answered: two
-    /// joiners introducing themselves to each other must not ping-pong.
+    /// roster. Only a participation we have not seen is answered, and only
+    /// the host is listened to: anyone else may be a stranger posing as a
+    /// member, and the host's roster names the real ones.
     fn introduced_while_joining(&mut self, ctx: &mut Ctx, from: &UserId, entered: Peer) {
+        let asked = matches!(&self.me, Me::Joining { waiting, .. } if waiting.contains(from));
         let seen = self
             .connected
             .get(from)
             .is_some_and(|p| p.party >= entered.party);
-        if self.is_over(from, entered.party) || seen {
+        if !asked || self.is_over(from, entered.party) || seen {
             return;
         }
-        if let Me::Joining { waiting, .. } = &mut self.me {
-            waiting.insert(from.clone());
-        }
         self.connected.insert(from.clone(), entered);
-        self.send_enter(ctx, vec![from.clone()], None);
+        self.send_join_enter(ctx, from.clone());
     }
 
-    /// What a roster from `from` says. A sender still in the call is
-    /// connected, whatever its roster says; one that has left since matters
-    /// only to a joiner: its roster still says what the call is and who else
-    /// is in it, so the joiner joins them, not it.
+    /// A joiner's `enter`, showing the ticket's secret.
+    fn send_join_enter(&self, ctx: &mut Ctx, to: UserId) {
+        let body = Body::Enter {
+            invite_id: None,
+            join_secret: self.join_secret.clone(),
+            audio: ctx.audio,
+            video: ctx.video,
+        };
+        self.send(ctx, vec![to], body);
+    }
+
+    /// What a roster from `from` says. Only a connected member's roster
+    /// counts (or, for a joiner, the host's): a member vouches for whom it
+    /// lists, a stranger's roster is ignored entirely. A joiner's host that
+    /// has left since still says what the call is and who else is in it,
+    /// so the joiner joins them, not it.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_roster(
         &mut self,
         ctx: &mut Ctx,
@@ -171,13 +210,9 @@ impl Call {
         party: PartyId,
         info: CallInfo,
         roster: &Roster,
+        join_secret: Option<JoinSecret>,
     ) -> Step {
-        let present = !self.is_over(from, party);
-        let joining = matches!(self.me, Me::Joining { .. });
-        if !present && !joining {
-            return Step::Continue;
-        }
-        let sender = (present && !self.connected.contains_key(from)).then(|| {
+        let sender_peer = || {
             let (audio, video) = roster
                 .connected
                 .iter()
@@ -189,18 +224,36 @@ impl Call {
                 audio,
                 video,
             }
-        });
-        if joining {
+        };
+        if let Me::Joining { waiting, .. } = &self.me {
+            if !waiting.contains(from) {
+                return Step::Continue;
+            }
+            let present = !self.is_over(from, party);
+            let sender = (present && !self.connected.contains_key(from)).then(sender_peer);
+            if self.join_secret.is_none() {
+                self.join_secret = join_secret;
+            }
             self.join_by_roster(ctx, now, from, sender, info, roster);
             // Joined through a sender that has left, the joiner may be alone.
             return self.check_alive();
+        }
+        let Some(known) = self.connected.get(from).map(|p| p.party) else {
+            return Step::Continue;
+        };
+        if party < known || self.is_over(from, party) {
+            return Step::Continue;
+        }
+        if party > known {
+            // A member's later participation, whose leave we never saw.
+            self.on_enter(ctx, now, from, sender_peer(), &Credentials::default());
         }
         if info.is_group {
             // Someone invited more: it is a group call now.
             self.info.is_group = true;
         }
-        if let Some(peer) = sender {
-            self.on_enter(ctx, now, from, peer);
+        if self.in_call() && self.join_secret.is_none() {
+            self.join_secret = join_secret;
         }
         self.merge_roster(ctx, now, roster);
         if self.in_call() && !roster.connected.iter().any(|m| m.user == ctx.me) {
@@ -287,7 +340,7 @@ impl Call {
             {
                 continue;
             }
-            self.ringing.insert(p.user.clone(), Invitee::of(p));
+            self.add_invitee(p.user.clone(), Invitee::of(p));
             invitees_changed = true;
             introduce.push(p.user.clone());
         }
@@ -329,6 +382,8 @@ impl Call {
                 Step::Continue
             };
         }
+        // A late enter of one of those participations must not let it in.
+        self.mark_over(from, over);
         self.remove_invitee(ctx, from)
             .unwrap_or_else(|| self.join_refused(from))
     }

@@ -33,7 +33,7 @@ use ctx::{Ctx, Recent};
 
 use crate::error::StaleReason;
 use crate::event::{EndReason, Event, MediaInstruction, Output};
-use crate::ids::{CallId, GroupId, InviteId, MediaType, PartyId, RoomId, UserId};
+use crate::ids::{CallId, GroupId, InviteId, JoinTicket, MediaType, PartyId, RoomId, UserId};
 use crate::message::Body;
 
 /// Tunables of the call rules. [`Config::default`] matches TRTCCalling.
@@ -130,6 +130,10 @@ pub struct CallSnapshot {
     pub ringing: Vec<UserId>,
     /// The invite the local user is ringing for, if it is.
     pub invite_id: Option<InviteId>,
+    /// A ticket to join this call through the local user, once it is
+    /// connected and knows the call's join secret. Hand it only to whom the
+    /// local user wants in: whoever holds it can join.
+    pub join_ticket: Option<JoinTicket>,
 }
 
 /// The call state machine of one user: sans-IO, driven by its owner.
@@ -160,6 +164,9 @@ pub struct CallMachine {
     answered: Recent<InviteId, StaleReason>,
     /// Calls the local party was in.
     past_calls: Recent<CallId, ()>,
+    /// Cancels and timeouts that overtook their invite, by sender: the
+    /// invite does not ring if it comes from that same sender.
+    early_answers: Recent<(UserId, InviteId), StaleReason>,
 }
 
 impl std::fmt::Debug for CallMachine {
@@ -181,6 +188,7 @@ impl CallMachine {
             call: None,
             answered: Recent::new(),
             past_calls: Recent::new(),
+            early_answers: Recent::new(),
         }
     }
 
@@ -233,6 +241,14 @@ impl CallMachine {
                 Me::Ringing { invite_id, .. } => Some(invite_id.clone()),
                 Me::Joining { .. } | Me::InCall => None,
             },
+            join_ticket: c
+                .join_secret
+                .clone()
+                .filter(|_| c.in_call())
+                .map(|secret| JoinTicket {
+                    host: self.ctx.me.clone(),
+                    secret,
+                }),
         })
     }
 

@@ -102,6 +102,14 @@ impl CallMachine {
         if self.answered.get(&inv.invite_id).is_some() {
             return;
         }
+        if let Some(how) = self
+            .early_answers
+            .get(&(from.clone(), inv.invite_id.clone()))
+        {
+            // Its inviter withdrew it (or gave up) before it arrived.
+            self.answered.put(inv.invite_id, how);
+            return;
+        }
         let ctx = &mut self.ctx;
         let Some(call) = self.call.as_mut() else {
             self.call = Some(ring(ctx, now, from, inv));
@@ -111,8 +119,9 @@ impl CallMachine {
             // Already part of this call: the invite must never ring later.
             self.answered
                 .put(inv.invite_id.clone(), StaleReason::CallEnded);
-            if call.in_call() {
-                // A stale re-invite: tell the inviter we are already here.
+            if call.in_call() && call.connected.contains_key(from) {
+                // A member's stale re-invite: tell it we are already here.
+                // Anyone else learns nothing of who is in the call.
                 call.send_enter(ctx, vec![from.clone()], None);
             }
             return;
@@ -228,7 +237,7 @@ impl Call {
             audio: true,
             video: true,
         });
-        let ringing = inv
+        let ringing: Vec<(UserId, Invitee)> = inv
             .roster
             .ringing
             .iter()
@@ -249,17 +258,22 @@ impl Call {
             EndReason::Cancelled,
         );
         call.connected = connected;
-        call.ringing = ringing;
+        for (user, invitee) in ringing {
+            call.add_invitee(user, invitee);
+        }
         call
     }
 
     /// The inviter withdrew an invitation; it matters only if it is the one
-    /// ringing here.
+    /// ringing here, and only from the inviter itself: a co-invitee knows
+    /// the invite id too.
     pub(super) fn on_cancel(&self, ctx: &mut Ctx, from: &UserId, invite_id: &InviteId) -> Step {
         match &self.me {
             Me::Ringing {
-                invite_id: mine, ..
-            } if mine == invite_id => {
+                invite_id: mine,
+                inviter,
+                ..
+            } if mine == invite_id && inviter == from => {
                 self.cancel_notice(ctx, from);
                 Step::End {
                     reason: EndReason::Cancelled,
@@ -271,19 +285,27 @@ impl Call {
     }
 
     /// Invitees did not answer: the local party's own ringing, or others'.
+    /// Only the invitee itself or its inviter may say so; names sent by
+    /// anyone else are ignored.
     pub(super) fn on_timeout(
         &mut self,
         ctx: &mut Ctx,
+        from: &UserId,
         invite_id: InviteId,
         users: &[UserId],
         reason: NoAnswer,
     ) -> Step {
-        let mine = matches!(&self.me, Me::Ringing { invite_id: i, .. } if *i == invite_id);
+        let mine = matches!(&self.me,
+            Me::Ringing { invite_id: i, inviter, .. } if *i == invite_id && inviter == from);
         if mine && users.contains(&ctx.me) {
-            self.ringing_timed_out(ctx, invite_id)
-        } else {
-            self.remove_ringing(ctx, users, &invite_id, Removal::NoAnswer(reason))
+            return self.ringing_timed_out(ctx, invite_id);
         }
+        let users: Vec<UserId> = users
+            .iter()
+            .filter(|u| *u == from || self.ringing.get(u).is_some_and(|i| i.inviter == *from))
+            .cloned()
+            .collect();
+        self.remove_ringing(ctx, &users, &invite_id, Removal::NoAnswer(reason))
     }
 
     /// The local party rang for `invite_id` until it timed out.

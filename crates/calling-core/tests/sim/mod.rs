@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use calling_core::{
-    CallId, CallMachine, CallOptions, CallState, Config, EndReason, Event, InviteId,
+    CallId, CallMachine, CallOptions, CallState, Config, EndReason, Event, InviteId, JoinTicket,
     MediaInstruction, MediaType, Message, Output, UserId,
 };
 
@@ -265,6 +265,15 @@ impl Sim {
         let now = self.now;
         self.m(user).hangup(now);
         self.settle();
+    }
+
+    /// The join ticket `user` hands out for its call.
+    pub fn ticket(&self, user: &str) -> JoinTicket {
+        self.parties[&uid(user)]
+            .machine
+            .call()
+            .and_then(|c| c.join_ticket)
+            .unwrap_or_else(|| panic!("{user} has no join ticket"))
     }
 
     /// Who `user` sees connected in its call (empty when idle).
