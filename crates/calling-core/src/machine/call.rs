@@ -95,9 +95,9 @@ pub(super) struct Call {
     /// Invitations that were answered, withdrawn or timed out.
     pub(super) closed: HashSet<(UserId, InviteId)>,
     /// Every invitation known to be addressed to a user: an `enter` that
-    /// accepts one of these, not closed, is let in even after its invitee
-    /// stopped ringing here for a `gone` that was about an earlier
-    /// participation.
+    /// accepts one of these is let in even after its invitee stopped
+    /// ringing here (it timed out, or a `gone` of an earlier participation
+    /// overtook it).
     pub(super) invited: HashSet<(UserId, InviteId)>,
     /// When the local user first talked to someone in this call.
     pub(super) since: Option<Instant>,
@@ -170,15 +170,14 @@ impl Call {
     }
 
     /// Whether `user` may enter by accepting `invite_id`: it rings here for
-    /// it, or was invited with it and never answered it.
+    /// it, or it was invited with it. An invite that timed out or was
+    /// answered still counts: the invitee's own accept may have crossed the
+    /// inviter's timeout, and only the invitee itself can show its invite.
     pub(super) fn may_accept(&self, user: &UserId, invite_id: Option<&InviteId>) -> bool {
         if let Some(i) = self.ringing.get(user) {
             return invite_id.is_none_or(|id| *id == i.invite_id);
         }
-        invite_id.is_some_and(|id| {
-            let key = (user.clone(), id.clone());
-            self.invited.contains(&key) && !self.closed.contains(&key)
-        })
+        invite_id.is_some_and(|id| self.invited.contains(&(user.clone(), id.clone())))
     }
 
     /// Records that `user` rings for an invitation.

@@ -283,11 +283,7 @@ impl Call {
     ) -> Step {
         let mut removed = Vec::new();
         for user in users {
-            if !matches!(why, Removal::Gone) {
-                // A `gone` may be about an earlier participation: the invite
-                // can still be accepted.
-                self.closed.insert((user.clone(), invite_id.clone()));
-            }
+            self.closed.insert((user.clone(), invite_id.clone()));
             let matches = self
                 .ringing
                 .get(user)

@@ -238,6 +238,13 @@ impl Call {
             // Joined through a sender that has left, the joiner may be alone.
             return self.check_alive();
         }
+        if !self.connected.contains_key(from)
+            && self.ringing.contains_key(from)
+            && roster.connected.iter().any(|m| m.user == *from)
+        {
+            // An invitee that accepted and says so: its roster is its enter.
+            self.on_enter(ctx, now, from, sender_peer(), &Credentials::default());
+        }
         let Some(known) = self.connected.get(from).map(|p| p.party) else {
             return Step::Continue;
         };
