@@ -53,7 +53,11 @@
 //!   invite is a distinct [`AnswerError`]; late, duplicated and reordered
 //!   messages are recognised by call id and party and change nothing;
 //! - parties that learn of each other late (invites and joins racing)
-//!   exchange rosters until everyone agrees on who is in the call.
+//!   exchange rosters until everyone agrees on who is in the call;
+//! - membership is a right, not a claim: a user gets in with the invite
+//!   addressed to it or a [`JoinTicket`] a member handed out, a roster counts
+//!   only from a member, and only an inviter or its invitee may cancel or time
+//!   out an invite (`docs/PROTOCOL.md`, "Security model").
 
 mod error;
 mod event;

@@ -240,6 +240,51 @@ fn attack_4_a_strangers_roster_invents_no_members() {
     assert_eq!(s.state("bob"), CallState::Idle);
 }
 
+/// Attack 4 through an invite: the attacker calls the victim under the id
+/// of a real call and lists its members as connected, with a party no
+/// `gone` can retire. The victim, who accepts, connects to the attacker
+/// only; the real members are untouched; the call ends when the attacker
+/// hangs up.
+#[test]
+fn attack_4_an_invite_invents_no_members_either() {
+    let mut s = Sim::new(&["alice", "bob", "victim"]);
+    s.add_sink(MALLORY);
+    let call = s.call("alice", "bob", MediaType::Video, 30);
+    s.accept("bob");
+    let members = views(&s, &["alice", "bob"]);
+    let invite = Body::Invite {
+        invite_id: InviteId::new("lure").unwrap(),
+        info: info_of(&s, "alice"),
+        timeout: 0,
+        user_data: None,
+        roster: Roster {
+            connected: vec![
+                member(MALLORY, 5),
+                member("alice", 1 << 62),
+                member("bob", 1 << 62),
+            ],
+            ringing: vec![],
+        },
+    };
+    forge(&mut s, MALLORY, "victim", &call, 5, invite);
+    s.settle();
+    s.accept("victim");
+    assert_eq!(s.connected("victim"), set(&[MALLORY]));
+    assert!(!s.media("victim").iter().any(|m| matches!(
+        m,
+        MediaInstruction::ConnectPeer { user, .. } if *user != uid(MALLORY)
+    )));
+    assert_eq!(
+        views(&s, &["alice", "bob"]),
+        members,
+        "the real call is untouched"
+    );
+    forge(&mut s, MALLORY, "victim", &call, 5, Body::Leave);
+    s.settle();
+    assert_eq!(s.end_reason("victim"), Some(EndReason::Hangup));
+    assert_eq!(s.state("victim"), CallState::Idle);
+}
+
 /// Attack 5, shared invite id: a co-invitee of a group call forges the
 /// inviter's cancel and a timeout for the other invitee.
 #[test]

@@ -20,10 +20,14 @@ pub(super) enum Me {
         inviter: UserId,
         deadline: Option<Instant>,
     },
-    /// Joining by id: asked `waiting`, gives up at `deadline`.
+    /// Joining with a ticket: asked its host (`waiting`), gives up at
+    /// `deadline`. `heard` are the others that introduced themselves before
+    /// the host answered: not let in, but told if the join is given up,
+    /// since they list the joiner on the host's word.
     Joining {
         deadline: Instant,
         waiting: BTreeSet<UserId>,
+        heard: BTreeSet<UserId>,
     },
     /// Placed, accepted or joined the call.
     InCall,
@@ -88,6 +92,12 @@ pub(super) struct Call {
     /// The invite the local user accepted to get here.
     pub(super) accepted: Option<InviteId>,
     pub(super) connected: BTreeMap<UserId, Peer>,
+    /// Parties an invite's roster listed as connected that have not
+    /// answered themselves yet: the inviter's word, not ours. They become
+    /// connected when they enter or send their roster, or a member's roster
+    /// lists them; they never keep the call alive once the local party is
+    /// in it, so names an inviter made up cannot either.
+    pub(super) vouched: BTreeMap<UserId, Peer>,
     pub(super) ringing: BTreeMap<UserId, Invitee>,
     /// Per user, the highest participation known to be over: messages of
     /// that one or earlier ones are late and ignored.
@@ -140,6 +150,7 @@ impl Call {
             me,
             accepted: None,
             connected: BTreeMap::new(),
+            vouched: BTreeMap::new(),
             ringing: BTreeMap::new(),
             ended: BTreeMap::new(),
             closed: HashSet::new(),
@@ -155,10 +166,15 @@ impl Call {
     /// Everyone the local party knows in the call, including the members a
     /// joiner is still waiting on.
     pub(super) fn known(&self) -> Vec<UserId> {
-        let mut known: BTreeSet<&UserId> =
-            self.connected.keys().chain(self.ringing.keys()).collect();
-        if let Me::Joining { waiting, .. } = &self.me {
+        let mut known: BTreeSet<&UserId> = self
+            .connected
+            .keys()
+            .chain(self.vouched.keys())
+            .chain(self.ringing.keys())
+            .collect();
+        if let Me::Joining { waiting, heard, .. } = &self.me {
             known.extend(waiting);
+            known.extend(heard);
         }
         known.into_iter().cloned().collect()
     }
@@ -341,10 +357,12 @@ impl Call {
                 },
                 stale: StaleReason::Accepted,
             },
-            Me::Ringing { .. } if self.connected.is_empty() => Step::End {
-                reason: EndReason::Cancelled,
-                stale: StaleReason::Cancelled,
-            },
+            Me::Ringing { .. } if self.connected.is_empty() && self.vouched.is_empty() => {
+                Step::End {
+                    reason: EndReason::Cancelled,
+                    stale: StaleReason::Cancelled,
+                }
+            }
             Me::InCall | Me::Ringing { .. } | Me::Joining { .. } => Step::Continue,
         }
     }

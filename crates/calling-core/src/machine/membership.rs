@@ -1,4 +1,8 @@
-//! Who is connected: enters, rosters, leaves and joins by id. A party stays
+//! Who is connected: enters, rosters, leaves and joins with a ticket. Being
+//! connected is a right (the invite addressed to the user, or the call's join
+//! secret), never a claim: an `enter` without one and a roster from anyone but
+//! a member are dropped, and a member that lets someone in tells the others,
+//! who take newcomers from members only. A party stays
 //! in the call while anyone else is connected or still ringing, so one
 //! callee hanging up does not end a group call; parties that learn of each
 //! other late (invites and joins racing) exchange rosters until everyone
@@ -89,6 +93,7 @@ impl CallMachine {
             Me::Joining {
                 deadline: now + ctx.config.join_timeout,
                 waiting: BTreeSet::from([ticket.host.clone()]),
+                heard: BTreeSet::new(),
             },
             EndReason::NotFound,
         );
@@ -142,6 +147,8 @@ impl Call {
             return;
         }
         let invited = self.may_accept(from, shown.invite_id.as_ref());
+        let vouched = self.vouched.remove(from).is_some();
+        let invited = invited || vouched;
         let ticketed = !invited
             && self.in_call()
             && matches!((&shown.join_secret, &self.join_secret),
@@ -173,12 +180,18 @@ impl Call {
     /// the host is listened to: anyone else may be a stranger posing as a
     /// member, and the host's roster names the real ones.
     fn introduced_while_joining(&mut self, ctx: &mut Ctx, from: &UserId, entered: Peer) {
-        let asked = matches!(&self.me, Me::Joining { waiting, .. } if waiting.contains(from));
+        let Me::Joining { waiting, heard, .. } = &mut self.me else {
+            return;
+        };
+        if !waiting.contains(from) {
+            heard.insert(from.clone());
+            return;
+        }
         let seen = self
             .connected
             .get(from)
             .is_some_and(|p| p.party >= entered.party);
-        if !asked || self.is_over(from, entered.party) || seen {
+        if self.is_over(from, entered.party) || seen {
             return;
         }
         self.connected.insert(from.clone(), entered);
@@ -239,7 +252,7 @@ impl Call {
             return self.check_alive();
         }
         if !self.connected.contains_key(from)
-            && self.ringing.contains_key(from)
+            && (self.ringing.contains_key(from) || self.vouched.contains_key(from))
             && roster.connected.iter().any(|m| m.user == *from)
         {
             // An invitee that accepted and says so: its roster is its enter.
@@ -282,7 +295,7 @@ impl Call {
         roster: &Roster,
     ) {
         self.info = info;
-        // Joining by id makes it a group call, even if it was 1v1.
+        // Joining with a ticket makes it a group call, even if it was 1v1.
         self.info.is_group = true;
         if let Some(peer) = sender {
             self.connected.insert(from.clone(), peer);
@@ -331,6 +344,7 @@ impl Call {
                 continue;
             }
             invitees_changed |= self.ringing.remove(&m.user).is_some();
+            self.vouched.remove(&m.user);
             self.connected.insert(m.user.clone(), Peer::of(m));
             if in_call {
                 self.since.get_or_insert(now);
@@ -371,6 +385,9 @@ impl Call {
         // A leave that overtook the sender's enter: remember the
         // participation so the enter is ignored.
         self.mark_over(from, party);
+        if self.vouched.remove(from).is_some() {
+            return self.check_alive();
+        }
         self.remove_invitee(ctx, from).unwrap_or(Step::Continue)
     }
 
@@ -391,6 +408,9 @@ impl Call {
         }
         // A late enter of one of those participations must not let it in.
         self.mark_over(from, over);
+        if self.vouched.remove(from).is_some() {
+            return self.check_alive();
+        }
         self.remove_invitee(ctx, from)
             .unwrap_or_else(|| self.join_refused(from))
     }
@@ -400,6 +420,9 @@ impl Call {
     pub(super) fn on_unreachable(&mut self, ctx: &mut Ctx, user: &UserId) -> Step {
         if let Some(party) = self.connected.get(user).map(|p| p.party) {
             return self.remove_connected(ctx, user, party);
+        }
+        if self.vouched.remove(user).is_some() {
+            return self.check_alive();
         }
         self.invitee_offline(ctx, user)
             .unwrap_or_else(|| self.join_refused(user))

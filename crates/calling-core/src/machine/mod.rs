@@ -5,8 +5,8 @@
 //! - `invites`: placing calls and inviting more; the invitees' answers and
 //!   the inviter's no-answer timers;
 //! - `ringing`: being invited: ringing, busy, glare, accept, reject, ignore;
-//! - `membership`: who is connected: enter, rosters, leave, gone, join by
-//!   id, hangup;
+//! - `membership`: who is connected and by what right: enter, rosters,
+//!   leave, gone, join with a ticket, hangup;
 //! - `media`: microphone, camera and media type switches;
 //! - `timers`: what fires when, for all of the above;
 //! - `incoming`: checking and routing messages to the handler of their kind;
@@ -103,7 +103,7 @@ pub enum CallState {
     Idle,
     /// An invite is ringing.
     Ringing,
-    /// Waiting for an answer to a join by id.
+    /// Waiting for the host's answer to a join with a ticket.
     Joining,
     /// In a call: placed it, accepted it, or joined it.
     InCall,

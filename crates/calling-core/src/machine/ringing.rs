@@ -209,7 +209,12 @@ fn ring(ctx: &mut Ctx, now: Instant, from: &UserId, inv: IncomingInvite) -> Call
             sponsor: call.info.sponsor.clone(),
             inviter: inviter.clone(),
             other_invitees: call.ringing.keys().cloned().collect(),
-            members: call.connected.keys().cloned().collect(),
+            members: call
+                .connected
+                .keys()
+                .chain(call.vouched.keys())
+                .cloned()
+                .collect(),
             is_from_group: call.info.is_group,
             group_id: call.info.group_id.clone(),
             media_type: call.info.media_type,
@@ -223,25 +228,31 @@ fn ring(ctx: &mut Ctx, now: Instant, from: &UserId, inv: IncomingInvite) -> Call
 
 impl Call {
     /// The call state for an incoming invite, without telling the app: the
-    /// inviter is connected, whatever its roster says.
+    /// inviter is connected, whatever its roster says; the others it lists
+    /// are only vouched for until they answer themselves.
     fn ringing(ctx: &mut Ctx, now: Instant, from: &UserId, inv: IncomingInvite) -> Self {
-        let mut connected: BTreeMap<UserId, Peer> = inv
+        let mut vouched: BTreeMap<UserId, Peer> = inv
             .roster
             .connected
             .iter()
             .filter(|m| m.user != ctx.me)
             .map(|m| (m.user.clone(), Peer::of(m)))
             .collect();
-        connected.entry(from.clone()).or_insert(Peer {
+        let inviter = vouched.remove(from).unwrap_or(Peer {
             party: inv.party,
             audio: true,
             video: true,
         });
+        let connected = BTreeMap::from([(from.clone(), inviter)]);
         let ringing: Vec<(UserId, Invitee)> = inv
             .roster
             .ringing
             .iter()
-            .filter(|p| p.user != ctx.me && !connected.contains_key(&p.user))
+            .filter(|p| {
+                p.user != ctx.me
+                    && !connected.contains_key(&p.user)
+                    && !vouched.contains_key(&p.user)
+            })
             .map(|p| (p.user.clone(), Invitee::of(p)))
             .collect();
         let deadline = (inv.timeout > 0).then(|| now + Duration::from_secs(u64::from(inv.timeout)));
@@ -258,6 +269,7 @@ impl Call {
             EndReason::Cancelled,
         );
         call.connected = connected;
+        call.vouched = vouched;
         for (user, invitee) in ringing {
             call.add_invitee(user, invitee);
         }
