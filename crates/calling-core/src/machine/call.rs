@@ -109,6 +109,9 @@ pub(super) struct Call {
     /// ringing here (it timed out, or a `gone` of an earlier participation
     /// overtook it).
     pub(super) invited: HashSet<(UserId, InviteId)>,
+    /// Invitations their invitee declined (rejected, or busy): declining
+    /// gives the right up for good.
+    pub(super) declined: HashSet<(UserId, InviteId)>,
     /// When the local user first talked to someone in this call.
     pub(super) since: Option<Instant>,
     /// The end reason if the call empties before anyone connected.
@@ -155,6 +158,7 @@ impl Call {
             ended: BTreeMap::new(),
             closed: HashSet::new(),
             invited: HashSet::new(),
+            declined: HashSet::new(),
             since: None,
             cause,
             switch_out: None,
@@ -186,14 +190,17 @@ impl Call {
     }
 
     /// Whether `user` may enter by accepting `invite_id`: it rings here for
-    /// it, or it was invited with it. An invite that timed out or was
-    /// answered still counts: the invitee's own accept may have crossed the
+    /// it, or it was invited with it and did not decline it. An invite that
+    /// timed out still counts: the invitee's accept may have crossed the
     /// inviter's timeout, and only the invitee itself can show its invite.
     pub(super) fn may_accept(&self, user: &UserId, invite_id: Option<&InviteId>) -> bool {
         if let Some(i) = self.ringing.get(user) {
             return invite_id.is_none_or(|id| *id == i.invite_id);
         }
-        invite_id.is_some_and(|id| self.invited.contains(&(user.clone(), id.clone())))
+        invite_id.is_some_and(|id| {
+            let key = (user.clone(), id.clone());
+            self.invited.contains(&key) && !self.declined.contains(&key)
+        })
     }
 
     /// Records that `user` rings for an invitation.

@@ -284,6 +284,9 @@ impl Call {
         let mut removed = Vec::new();
         for user in users {
             self.closed.insert((user.clone(), invite_id.clone()));
+            if matches!(why, Removal::Rejected | Removal::Busy) {
+                self.declined.insert((user.clone(), invite_id.clone()));
+            }
             let matches = self
                 .ringing
                 .get(user)

@@ -139,10 +139,11 @@ impl Call {
                 return; // a duplicate, or late
             }
             // A new participation whose earlier leave we never saw (e.g. a
-            // rejoin with a ticket): it waits for our roster.
+            // rejoin with a ticket): it waits for our roster, and the others
+            // may have seen that leave, so they learn the new one from us.
             *peer = entered;
             if self.in_call() {
-                self.send_roster(ctx, vec![from.clone()]);
+                self.send_roster_to_connected(ctx);
             }
             return;
         }
@@ -275,7 +276,18 @@ impl Call {
         if self.in_call() && self.join_secret.is_none() {
             self.join_secret = join_secret;
         }
-        self.merge_roster(ctx, now, roster);
+        let learned = self.merge_roster(ctx, now, roster);
+        if learned && self.in_call() {
+            // The others may not know whom we just learned of (two parties
+            // let in at once by different members): pass it on.
+            let others = self
+                .connected
+                .keys()
+                .filter(|u| *u != from)
+                .cloned()
+                .collect();
+            self.send_roster(ctx, others);
+        }
         if self.in_call() && !roster.connected.iter().any(|m| m.user == ctx.me) {
             // The sender does not count us as connected yet: tell it.
             self.send_enter(ctx, vec![from.clone()], None);
@@ -321,17 +333,20 @@ impl Call {
             .filter(|u| *u != from)
             .cloned()
             .collect();
-        self.merge_roster(ctx, now, roster);
+        // The others get our roster below, which names whom we learn here.
+        let _ = self.merge_roster(ctx, now, roster);
         if !others.is_empty() {
             self.send_roster(ctx, others);
         }
     }
 
     /// Merges what a roster says; introduces the local user to parties it
-    /// did not know.
-    fn merge_roster(&mut self, ctx: &mut Ctx, now: Instant, roster: &Roster) {
+    /// did not know. Returns whether it learned a connected party (or a
+    /// later participation of one).
+    fn merge_roster(&mut self, ctx: &mut Ctx, now: Instant, roster: &Roster) -> bool {
         let in_call = self.in_call();
         let mut invitees_changed = false;
+        let mut learned = false;
         for m in &roster.connected {
             if m.user == ctx.me || self.is_over(&m.user, m.party) {
                 continue;
@@ -340,9 +355,11 @@ impl Call {
                 // A later participation replaces an earlier one silently.
                 if peer.party < m.party {
                     *peer = Peer::of(m);
+                    learned = true;
                 }
                 continue;
             }
+            learned = true;
             invitees_changed |= self.ringing.remove(&m.user).is_some();
             self.vouched.remove(&m.user);
             self.connected.insert(m.user.clone(), Peer::of(m));
@@ -375,6 +392,7 @@ impl Call {
                 self.emit_invitees(ctx);
             }
         }
+        learned
     }
 
     /// A party hung up.
