@@ -231,8 +231,18 @@ fn apply(sim: &mut Sim, tracker: &mut Tracker, n: usize, a: &Action) {
             sim.m(name(*who)).reset(now, reason);
         }
         Action::Deliver(i) => {
+            // Any pair's next message, in that pair's order: the server keeps
+            // each sender's order to each recipient, and the membership rules
+            // rely on it (a member's roster vouching for a newcomer comes
+            // before that member's leave).
             if let Some(i) = pick(sim, *i) {
-                sim.deliver(i);
+                let (from, to) = (sim.net[i].from.clone(), sim.net[i].to.clone());
+                let first = sim
+                    .net
+                    .iter()
+                    .position(|m| m.from == from && m.to == to)
+                    .unwrap_or(i);
+                sim.deliver(first);
             }
         }
         Action::Duplicate(i) => {
