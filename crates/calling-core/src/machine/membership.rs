@@ -169,9 +169,10 @@ impl Call {
             if was_ringing {
                 self.emit_invitees(ctx);
             }
-            // The newcomer learns who is in the call, and the others learn
-            // the newcomer from us: they let in only whom a member vouches for.
-            self.send_roster_to_connected(ctx);
+            // The newcomer learns who is in the call, and the others (the
+            // ringing too) learn the newcomer from us: they let in only whom
+            // a member vouches for.
+            self.send_roster(ctx, self.known());
         }
     }
 
