@@ -12,7 +12,7 @@
 //!
 //! Commands, one per line on stdin (`help` lists them): `call bob video`,
 //! `group bob,carol audio`, `accept`, `reject`, `ignore`, `hangup`,
-//! `invite dave`, `join <call-id>`, `mute`, `unmute`, `camera on|off`,
+//! `invite dave`, `join <call-id> <ticket>`, `ticket`, `mute`, `unmute`, `camera on|off`,
 //! `audio` / `video` (switch the call), `allow` / `refuse` (answer a switch
 //! request), `handsfree on|off`, `quality 480|720|1080`, `status`, `stats`,
 //! `quit`. Events are printed as they come, one per line, starting with
@@ -194,7 +194,7 @@ fn user_list(word: Option<&str>) -> Result<Vec<&str>, String> {
 }
 
 const HELP: &str = "commands: call <user> [audio|video] | group <u1,u2,..> [audio|video] | \
-accept | reject | ignore | hangup | invite <u1,u2,..> | join <call-id> | mute | unmute | \
+accept | reject | ignore | hangup | invite <u1,u2,..> | join <call-id> <ticket> | ticket | mute | unmute | \
 camera on|off | audio | video | allow | refuse | handsfree on|off | quality 480|720|1080 | \
 status | stats | quit";
 
@@ -205,6 +205,7 @@ async fn command(phone: &Calling, pending: &mut Pending, line: &str, ring: Durat
         return true;
     };
     let arg = words.next();
+    let arg2 = words.next();
     let result: Result<String, String> = async {
         let e = |e: calling::CallingError| e.to_string();
         match verb {
@@ -243,9 +244,18 @@ async fn command(phone: &Calling, pending: &mut Pending, line: &str, ring: Durat
                 Ok(format!("invited {}", users.join(",")))
             }
             "join" => {
-                let id = arg.ok_or("join which call id?")?;
-                phone.join(id).await.map_err(e)?;
+                let (Some(id), Some(ticket)) = (arg, arg2) else {
+                    return Err("join <call-id> <ticket>".into());
+                };
+                phone.join(id, ticket).await.map_err(e)?;
                 Ok(format!("joining {id}"))
+            }
+            "ticket" => {
+                let call = phone.current_call().await.map_err(e)?;
+                match call.and_then(|c| c.join_ticket.map(|t| (c.call_id, t))) {
+                    Some((id, ticket)) => Ok(format!("join {id} {ticket}")),
+                    None => Err("no call to hand a ticket out for".into()),
+                }
             }
             "mute" | "unmute" => {
                 phone.set_mic_mute(verb == "mute").await.map_err(e)?;

@@ -852,12 +852,23 @@ calling_result calling_client_invite(calling_client *client,
                                      uint32_t timeout_secs,
                                      char **out_invite_id);
 
-// Joins a running group call by its id (TUICallKit `joinInGroupCall`).
+// Joins a running call (TUICallKit `joinInGroupCall`) with the join
+// ticket a member handed out (`calling_client_join_ticket` on the member's
+// side, text form `host:secret`). Knowing the call id alone is not enough.
 //
 // # Safety
 //
-// `client` NULL or live; `call_id` NULL or NUL-terminated.
-calling_result calling_client_join(calling_client *client, const char *call_id);
+// `client` NULL or live; `call_id` and `ticket` NULL or NUL-terminated.
+calling_result calling_client_join(calling_client *client, const char *call_id, const char *ticket);
+
+// Writes the join ticket of the current call to `*out` (free it with
+// `calling_string_free`): hand it, with the call id, to whoever may join.
+// `CALLING_RESULT_NOT_IN_CALL` while not connected in a call.
+//
+// # Safety
+//
+// `client` NULL or live; `out` NULL or writable.
+calling_result calling_client_join_ticket(calling_client *client, char **out);
 
 // Switches the call to `media_type` (a `calling_media_type`); switching to
 // video asks the others first.

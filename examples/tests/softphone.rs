@@ -1,6 +1,6 @@
 //! Drives the `softphone` example the way a person would, through piped
 //! stdin and its printed events: a group call with a decline and a join by
-//! id, then `quit` and end of input.
+//! ticket, then `quit` and end of input.
 //!
 //! Needs the example binary, which `cargo test -p calling-examples` builds
 //! (a run filtered with `--test softphone` alone does not).
@@ -122,8 +122,14 @@ async fn group_call_decline_join_by_id_quit_and_eof() {
     carol.line("event call-end reason=Rejected").await;
     alice.line("event rejected user=carol").await;
 
-    // dave was not invited: he joins by the call id.
-    dave.send(&format!("join {call_id}")).await;
+    // dave was not invited: the call id alone does not let him in...
+    dave.send("join").await;
+    dave.line("error join <call-id> <ticket>").await;
+    // ...a member hands him the call's ticket, and he joins with it.
+    bob.send("ticket").await;
+    let ticket = bob.line(&format!("ok join {call_id} ")).await;
+    let ticket = ticket.rsplit(' ').next().unwrap().to_string();
+    dave.send(&format!("join {call_id} {ticket}")).await;
     dave.line("ok joining").await;
     dave.line("event user-enter user=alice").await;
     dave.line("event user-enter user=bob").await;

@@ -112,15 +112,10 @@ pub enum JoinError {
     /// Already ringing, joining or in a call.
     #[error("already ringing or in a call")]
     Busy,
-    /// No member to ask: the joiner must know at least one participant.
-    #[error("no member of the call to ask")]
-    NoMembers,
-    /// Too many members listed.
-    #[error("at most {max} members may be listed")]
-    TooManyMembers {
-        /// The limit.
-        max: usize,
-    },
+    /// The ticket names the local user as its host: it was handed out by
+    /// this very user.
+    #[error("the join ticket is the local user's own")]
+    OwnTicket,
 }
 
 /// Why a media type switch or its answer was refused.

@@ -89,7 +89,7 @@ pub enum EndReason {
     KickedOut,
     /// The local user logged out.
     LoggedOut,
-    /// A join by id found no call.
+    /// A join with a ticket got no answer, or the host was not in the call.
     NotFound,
 }
 

@@ -129,6 +129,89 @@ token_id!(
     MAX_TOKEN_LEN
 );
 
+/// The secret of a call's join tickets: 128 random bits minted by the call's
+/// sponsor, shared with connected members only (in rosters sent to them),
+/// never in an invite. Whoever shows it in an `enter` may join. Its `Debug`
+/// hides the value so that logs do not leak it.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct JoinSecret(String);
+
+impl JoinSecret {
+    /// Validates `s` as a token: ASCII letters, digits, `-` and `_`, 1 to
+    /// [`MAX_TOKEN_LEN`] bytes.
+    pub fn new(s: impl Into<String>) -> Result<Self, IdError> {
+        let s = s.into();
+        check_token(&s, MAX_TOKEN_LEN)?;
+        Ok(Self(s))
+    }
+
+    /// The secret as a string slice, to hand to another user.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Compares in time that depends on the lengths only, so that a guesser
+    /// learns nothing from how fast a wrong secret is refused.
+    pub(crate) fn matches(&self, other: &JoinSecret) -> bool {
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+impl TryFrom<String> for JoinSecret {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        Self::new(s)
+    }
+}
+
+impl From<JoinSecret> for String {
+    fn from(secret: JoinSecret) -> String {
+        secret.0
+    }
+}
+
+impl fmt::Debug for JoinSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JoinSecret(..)")
+    }
+}
+
+/// What a connected member hands out so that someone can join its call
+/// ([`crate::CallSnapshot::join_ticket`], [`crate::CallMachine::join`]):
+/// whom to ask, and the secret that proves the right to join. Knowing a call
+/// id alone gives no way in.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct JoinTicket {
+    /// The member the joiner asks: the one that handed the ticket out.
+    pub host: UserId,
+    /// The call's join secret.
+    pub secret: JoinSecret,
+}
+
+impl fmt::Display for JoinTicket {
+    /// The ticket's text form, `host:secret`, to hand to a joiner.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.secret.as_str())
+    }
+}
+
+impl std::str::FromStr for JoinTicket {
+    type Err = IdError;
+
+    /// Reads the text form `host:secret`.
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let Some((host, secret)) = s.split_once(':') else {
+            return Err(IdError::Empty);
+        };
+        Ok(JoinTicket {
+            host: UserId::new(host)?,
+            secret: JoinSecret::new(secret)?,
+        })
+    }
+}
+
 /// The media room number of a call, random in `1..=2^31-1` as in TRTCCalling.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 #[serde(try_from = "u32", into = "u32")]
@@ -230,6 +313,21 @@ mod tests {
             UserId::new("é"),
             Err(IdError::InvalidChar { ch: 'é', at: 0 })
         );
+    }
+
+    #[test]
+    fn join_tickets_read_back_their_text_form() {
+        let ticket = JoinTicket {
+            host: UserId::new("alice").unwrap(),
+            secret: JoinSecret::new("s3cr3t").unwrap(),
+        };
+        let text = ticket.to_string();
+        assert_eq!(text, "alice:s3cr3t");
+        assert_eq!(text.parse::<JoinTicket>().unwrap(), ticket);
+        assert!("no-colon".parse::<JoinTicket>().is_err());
+        assert!(":secret".parse::<JoinTicket>().is_err());
+        assert!("alice:".parse::<JoinTicket>().is_err());
+        assert!("al ice:secret".parse::<JoinTicket>().is_err());
     }
 
     #[test]

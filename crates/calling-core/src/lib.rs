@@ -60,6 +60,10 @@
 //!   still talking about a call it was dropped from, or that the others
 //!   left, is answered `gone` and ends its side
 //!   ([`CallMachine::recheck`] asks at once after a reconnect).
+//! - membership is a right, not a claim: a user gets in with the invite
+//!   addressed to it or a [`JoinTicket`] a member handed out, a roster counts
+//!   only from a member, and only an inviter or its invitee may cancel or time
+//!   out an invite (`docs/PROTOCOL.md`, "Security model").
 
 mod error;
 mod event;
@@ -72,7 +76,8 @@ pub use error::{
 };
 pub use event::{EndReason, Event, MediaInstruction, Output};
 pub use ids::{
-    CallId, GroupId, InviteId, MAX_TOKEN_LEN, MAX_USER_ID_LEN, MediaType, PartyId, RoomId, UserId,
+    CallId, GroupId, InviteId, JoinSecret, JoinTicket, MAX_TOKEN_LEN, MAX_USER_ID_LEN, MediaType,
+    PartyId, RoomId, UserId,
 };
 pub use machine::{CallMachine, CallOptions, CallSnapshot, CallState, Config, ResetReason};
 pub use message::{

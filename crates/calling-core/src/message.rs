@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::DecodeError;
-use crate::ids::{CallId, GroupId, InviteId, MediaType, PartyId, RoomId, UserId};
+use crate::ids::{CallId, GroupId, InviteId, JoinSecret, MediaType, PartyId, RoomId, UserId};
 
 /// The call-layer protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -115,12 +115,15 @@ pub enum Body {
         invite_id: InviteId,
     },
     /// The sender is now connected in the call: it accepted an invite
-    /// (`invite_id` set), joined by id, or introduces itself to a member it
-    /// just learned of.
+    /// (`invite_id` set), joins with a ticket (`join_secret` set), or
+    /// introduces itself to a member it just learned of.
     Enter {
         /// The invitation accepted, if this is an accept.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         invite_id: Option<InviteId>,
+        /// The join ticket's secret, if this is a join.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        join_secret: Option<JoinSecret>,
         /// Whether the sender sends audio.
         audio: bool,
         /// Whether the sender sends video.
@@ -146,13 +149,18 @@ pub enum Body {
     /// The sender hangs up and leaves the call.
     Leave,
     /// Who is in the call, as the sender knows it. Sent to a party that just
-    /// entered, and to everyone when the sender invites more users.
+    /// entered, to every connected party when one entered, and to everyone
+    /// when the sender invites more users.
     Roster {
         /// What the call is.
         #[serde(flatten)]
         info: CallInfo,
         /// Who is in it.
         roster: Roster,
+        /// The call's join secret: only in a roster sent to connected
+        /// parties, never to one that is only ringing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        join_secret: Option<JoinSecret>,
     },
     /// The sender is not in this call (an answer to a message about it):
     /// every participation of the sender below `upto` is over. With

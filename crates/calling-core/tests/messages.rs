@@ -3,8 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 use calling_core::{
-    Body, CallId, CallInfo, DecodeError, GroupId, InviteId, KINDS, MediaType, Member, Message,
-    NoAnswer, PROTOCOL_VERSION, PartyId, Pending, RoomId, Roster, UserId,
+    Body, CallId, CallInfo, DecodeError, GroupId, InviteId, JoinSecret, KINDS, MediaType, Member,
+    Message, NoAnswer, PROTOCOL_VERSION, PartyId, Pending, RoomId, Roster, UserId,
 };
 use proptest::prelude::*;
 
@@ -53,11 +53,13 @@ fn every_body() -> Vec<Body> {
         },
         Body::Enter {
             invite_id: Some(invite_id.clone()),
+            join_secret: None,
             audio: true,
             video: false,
         },
         Body::Enter {
             invite_id: None,
+            join_secret: Some(JoinSecret::new("s3cret").unwrap()),
             audio: false,
             video: true,
         },
@@ -74,6 +76,12 @@ fn every_body() -> Vec<Body> {
         Body::Roster {
             info: info(),
             roster: roster(),
+            join_secret: None,
+        },
+        Body::Roster {
+            info: info(),
+            roster: roster(),
+            join_secret: Some(JoinSecret::new("s3cret").unwrap()),
         },
         Body::Gone {
             upto: PartyId(9),

@@ -194,12 +194,11 @@ fn apply(sim: &mut Sim, tracker: &mut Tracker, n: usize, a: &Action) {
         }
         Action::Join { who, via } => {
             let (who, via) = (name(*who), name(*via));
+            // A member hands out its ticket; the joiner asks its host.
             let target = sim.m(via).call().filter(|c| c.state == CallState::InCall);
             if let Some(c) = target
-                && sim
-                    .m(who)
-                    .join(now, c.call_id.clone(), vec![uid(via)])
-                    .is_ok()
+                && let Some(ticket) = c.join_ticket.clone()
+                && sim.m(who).join(now, c.call_id.clone(), ticket).is_ok()
             {
                 tracker.start(&uid(who), c.call_id);
             }
@@ -232,8 +231,18 @@ fn apply(sim: &mut Sim, tracker: &mut Tracker, n: usize, a: &Action) {
             sim.m(name(*who)).reset(now, reason);
         }
         Action::Deliver(i) => {
+            // Any pair's next message, in that pair's order: the server keeps
+            // each sender's order to each recipient, and the membership rules
+            // rely on it (a member's roster vouching for a newcomer comes
+            // before that member's leave).
             if let Some(i) = pick(sim, *i) {
-                sim.deliver(i);
+                let (from, to) = (sim.net[i].from.clone(), sim.net[i].to.clone());
+                let first = sim
+                    .net
+                    .iter()
+                    .position(|m| m.from == from && m.to == to)
+                    .unwrap_or(i);
+                sim.deliver(first);
             }
         }
         Action::Duplicate(i) => {

@@ -620,9 +620,8 @@ fn join_a_running_call_by_id() {
     s.accept("bob");
     let now = s.now;
     // Dave only knows alice is in it; he learns of bob (and ringing carol) from her.
-    s.m("dave")
-        .join(now, call.clone(), vec![uid("alice")])
-        .unwrap();
+    let ticket = s.ticket("alice");
+    s.m("dave").join(now, call.clone(), ticket).unwrap();
     s.settle();
     assert_eq!(s.state("dave"), CallState::InCall);
     assert_eq!(s.connected("dave"), set(&["alice", "bob"]));
@@ -641,9 +640,8 @@ fn joining_a_1v1_call_by_id_makes_it_a_group_call_everywhere() {
     s.accept("bob");
     assert!(!s.m("alice").call().unwrap().is_group);
     let now = s.now;
-    s.m("carol")
-        .join(now, call, vec![uid("alice"), uid("bob")])
-        .unwrap();
+    let ticket = s.ticket("alice");
+    s.m("carol").join(now, call, ticket).unwrap();
     s.settle();
     assert_eq!(s.connected("carol"), set(&["alice", "bob"]));
     for user in ["alice", "bob", "carol"] {
@@ -664,9 +662,10 @@ fn a_rejoin_is_not_answered_by_the_roster_of_the_abandoned_join() {
     let call = s.call("u0", "u2", MediaType::Audio, 0);
     s.accept("u2");
     let now = s.now;
-    s.m("u1").join(now, call.clone(), vec![uid("u2")]).unwrap();
+    let (via_u2, via_u0) = (s.ticket("u2"), s.ticket("u0"));
+    s.m("u1").join(now, call.clone(), via_u2).unwrap();
     s.m("u1").hangup(now);
-    s.m("u1").join(now, call, vec![uid("u0")]).unwrap();
+    s.m("u1").join(now, call, via_u0).unwrap();
     s.settle();
     assert_eq!(s.state("u1"), CallState::InCall);
     assert_eq!(s.connected("u1"), set(&["u0", "u2"]));
@@ -694,7 +693,8 @@ fn a_joiner_whose_only_answer_comes_from_a_member_that_left_still_joins_the_rest
             .unwrap_or_else(|| panic!("no {kind} from {from} to {to} in flight"))
     };
     // u1 joins via u0, who answers it.
-    s.m("u1").join(now, call, vec![uid("u0")]).unwrap();
+    let ticket = s.ticket("u0");
+    s.m("u1").join(now, call, ticket).unwrap();
     s.flush();
     let i = find(&s, "u1", "u0", "Enter");
     s.deliver(i);
@@ -722,19 +722,22 @@ fn a_joiner_whose_only_answer_comes_from_a_member_that_left_still_joins_the_rest
 fn join_of_a_finished_or_silent_call_ends_not_found() {
     let mut s = Sim::new(&["alice", "bob", "dave"]);
     let call = s.call("alice", "bob", MediaType::Audio, 30);
+    let ticket = s.ticket("alice");
     s.hangup("alice");
     let now = s.now;
-    s.m("dave")
-        .join(now, call.clone(), vec![uid("alice"), uid("bob")])
-        .unwrap();
+    s.m("dave").join(now, call.clone(), ticket.clone()).unwrap();
     s.settle();
     assert_eq!(s.end_reason("dave"), Some(EndReason::NotFound));
+    let own = calling_core::JoinTicket {
+        host: uid("dave"),
+        ..ticket.clone()
+    };
     assert_eq!(
-        s.m("dave").join(now, call.clone(), vec![]),
-        Err(JoinError::NoMembers)
+        s.m("dave").join(now, call.clone(), own),
+        Err(JoinError::OwnTicket)
     );
     // Nobody answers at all (messages lost): the join times out.
-    s.m("dave").join(now, call, vec![uid("alice")]).unwrap();
+    s.m("dave").join(now, call, ticket).unwrap();
     s.flush();
     s.net.clear();
     s.run_timers();
@@ -1004,10 +1007,8 @@ fn call_commands_validate_their_input() {
         Err(CallError::Busy)
     );
     let call = s.m("alice").call().unwrap().call_id;
-    assert_eq!(
-        s.m("alice").join(now, call, vec![uid("bob")]),
-        Err(JoinError::Busy)
-    );
+    let ticket = s.ticket("alice");
+    assert_eq!(s.m("alice").join(now, call, ticket), Err(JoinError::Busy));
 }
 
 #[test]

@@ -1248,21 +1248,48 @@ pub unsafe extern "C" fn calling_client_invite(
     })
 }
 
-/// Joins a running group call by its id (TUICallKit `joinInGroupCall`).
+/// Joins a running call (TUICallKit `joinInGroupCall`) with the join
+/// ticket a member handed out (`calling_client_join_ticket` on the member's
+/// side, text form `host:secret`). Knowing the call id alone is not enough.
 ///
 /// # Safety
 ///
-/// `client` NULL or live; `call_id` NULL or NUL-terminated.
+/// `client` NULL or live; `call_id` and `ticket` NULL or NUL-terminated.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn calling_client_join(
     client: *mut calling_client,
     call_id: *const c_char,
+    ticket: *const c_char,
 ) -> calling_result {
     with_client(client, "calling_client_join", |client| {
         // SAFETY: as documented.
         let call_id = arg("call_id", unsafe { str_arg(call_id) })?;
-        client.run(|c| async move { c.join(call_id).await })?;
+        // SAFETY: as documented.
+        let ticket = arg("ticket", unsafe { str_arg(ticket) })?;
+        client.run(|c| async move { c.join(call_id, ticket).await })?;
         Ok(())
+    })
+}
+
+/// Writes the join ticket of the current call to `*out` (free it with
+/// `calling_string_free`): hand it, with the call id, to whoever may join.
+/// `CALLING_RESULT_NOT_IN_CALL` while not connected in a call.
+///
+/// # Safety
+///
+/// `client` NULL or live; `out` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_join_ticket(
+    client: *mut calling_client,
+    out: *mut *mut c_char,
+) -> calling_result {
+    with_client(client, "calling_client_join_ticket", |client| {
+        arg("out", out_arg(out))?;
+        let snapshot = client.run(|c| async move { c.current_call().await })?;
+        match snapshot.and_then(|s| s.join_ticket) {
+            Some(ticket) => string_out(&ticket.to_string(), out),
+            None => Err(CALLING_RESULT_NOT_IN_CALL.into()),
+        }
     })
 }
 

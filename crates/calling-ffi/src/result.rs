@@ -184,9 +184,7 @@ impl From<&CallingError> for calling_result {
             CallingError::Answer(AnswerError::UnknownInvite(_)) => CALLING_RESULT_NO_SUCH_INVITE,
             CallingError::Answer(AnswerError::StaleInvite { .. }) => CALLING_RESULT_STALE_INVITE,
             CallingError::Join(JoinError::Busy) => CALLING_RESULT_BUSY,
-            CallingError::Join(JoinError::NoMembers | JoinError::TooManyMembers { .. }) => {
-                CALLING_RESULT_JOIN_REFUSED
-            }
+            CallingError::Join(JoinError::OwnTicket) => CALLING_RESULT_JOIN_REFUSED,
             CallingError::Switch(SwitchError::NotInCall) => CALLING_RESULT_NOT_IN_CALL,
             CallingError::Switch(
                 SwitchError::AlreadyThatType(_)

@@ -20,8 +20,11 @@ const CALL_VERSION = 1;
 const SESSION_VERSION = 1;
 const KINDS = new Set([
   'invite', 'cancel', 'enter', 'reject', 'timeout', 'leave', 'roster', 'gone',
-  'media_state', 'media_type', 'switch_request', 'switch_answer', 'media',
+  'media_state', 'media_type', 'switch_request', 'switch_answer', 'media', 'alive',
 ]);
+// PROTOCOL "Liveness": connected members send `alive` this often, and drop a
+// member silent for three times as long.
+const KEEPALIVE_MS = 5000;
 const INVITER_GRACE_S = 5;
 // Call-layer user ids (TRTCCalling's rule).
 const CALL_USER_RE = /^[A-Za-z0-9_-]{1,32}$/;
@@ -111,6 +114,8 @@ export class CallingClient extends EventTarget {
             this.userId = frame.user_id;
             const every = Math.max(500, Number(frame.heartbeat_interval_ms) || 3000);
             const deadAfter = Math.max(every, Number(frame.heartbeat_timeout_ms) || 10000);
+            clearInterval(this.keepalive);
+            this.keepalive = setInterval(() => this.sendAlive(), KEEPALIVE_MS);
             this.heartbeat = setInterval(() => {
               // PROTOCOL "Heartbeats": nothing (a pong included) for
               // heartbeat_timeout_ms means the server is gone.
@@ -157,6 +162,8 @@ export class CallingClient extends EventTarget {
   closeSocket() {
     clearInterval(this.heartbeat);
     this.heartbeat = null;
+    clearInterval(this.keepalive);
+    this.keepalive = null;
     if (this.ws) {
       const ws = this.ws;
       this.ws = null;
@@ -168,6 +175,8 @@ export class CallingClient extends EventTarget {
   onClosed(code, reason) {
     clearInterval(this.heartbeat);
     this.heartbeat = null;
+    clearInterval(this.keepalive);
+    this.keepalive = null;
     this.ws = null;
     if (this.active) this.endCall('disconnected');
     if (code === 4002) this.emit('kickedOut', {});
@@ -491,6 +500,10 @@ export class CallingClient extends EventTarget {
         if (typeof p.upto === 'number') this.markOver(from, p.upto - 1);
         if (call) this.partyGone(from, 'left');
         return;
+      case 'alive':
+        // A sign of life; about a call this client is not in: gone.
+        if (!call) return this.answerGone(from, p);
+        return;
       case 'media_state':
         if (!call || call.state !== 'connected') return this.answerGone(from, p);
         if (call.connected.has(from)) this.setMemberMedia(call, from, !!p.audio, !!p.video);
@@ -506,6 +519,13 @@ export class CallingClient extends EventTarget {
         return;
       default:
         return; // switch_answer: the demo never asks
+    }
+  }
+
+  sendAlive() {
+    const call = this.active;
+    if (call && call.state === 'connected' && call.connected.size > 0) {
+      this.sendPayload([...call.connected.keys()], this.envelope('alive'));
     }
   }
 

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use calling_core::{CallId, CallMachine, CallOptions, CallSnapshot, InviteId, MediaType, UserId};
+use calling_core::{
+    CallId, CallMachine, CallOptions, CallSnapshot, InviteId, JoinTicket, MediaType, UserId,
+};
 use calling_media::{FrameSink, PeerStats, VideoQuality};
 use calling_signal::{Transport, WsConfig, WsTransport};
 use tokio::sync::{mpsc, oneshot};
@@ -222,11 +224,14 @@ impl Calling {
             .await
     }
 
-    /// Joins a running group call by its id (TUICallKit `joinInGroupCall`):
-    /// the members are found through the server room named by the call id.
-    pub async fn join(&self, call_id: &str) -> Result<(), CallingError> {
+    /// Joins a running call (TUICallKit `joinInGroupCall`) with the join
+    /// ticket a member handed out (its [`CallSnapshot::join_ticket`], in its
+    /// text form `host:secret`). Knowing a call id alone is not enough: that
+    /// is what keeps strangers out of a call.
+    pub async fn join(&self, call_id: &str, ticket: &str) -> Result<(), CallingError> {
         let call_id = CallId::new(call_id)?;
-        self.run(move |d| Box::pin(d.join(call_id))).await
+        let ticket: JoinTicket = ticket.parse()?;
+        self.run(move |d| Box::pin(d.join(call_id, ticket))).await
     }
 
     /// Switches the call between audio and video (TUICallKit

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use calling_core::{
-    CallId, CallMachine, CallState, MediaInstruction, MediaType, Output, PartyId, ResetReason,
-    UserId,
+    CallId, CallMachine, CallState, JoinTicket, MediaInstruction, MediaType, Output, PartyId,
+    ResetReason, UserId,
 };
 use calling_media::{
     AudioSource, FrameSink, MediaError, MediaEvent, MediaSession, MediaSignal, PeerState,
@@ -114,6 +114,8 @@ pub(crate) struct Driver {
     strangers: Strangers,
     media: Option<Media>,
     room: Option<CallId>,
+    /// Who the call's room admits, as far as this client asked.
+    room_allowed: std::collections::BTreeSet<UserId>,
     sent: SentLog,
     local: Local,
     /// Set when the transport is gone for good: the driver stops.
@@ -158,6 +160,7 @@ impl Driver {
             strangers,
             media: None,
             room: None,
+            room_allowed: std::collections::BTreeSet::new(),
             sent: SentLog {
                 entries: VecDeque::new(),
             },
@@ -246,23 +249,14 @@ impl Driver {
         self.announce_media();
     }
 
-    /// Joins a running call by id: the members are found through the
-    /// server room named by the call id.
-    pub(crate) async fn join(&mut self, call_id: CallId) -> Result<(), CallingError> {
-        if self.machine.call().is_some() {
-            return Err(calling_core::JoinError::Busy.into());
-        }
-        self.preflight();
-        let members = self.transport.join_room(call_id.as_str(), &[]).await?;
-        self.room = Some(call_id.clone());
-        let members: Vec<UserId> = members.into_iter().filter(|m| *m != self.user).collect();
-        let now = self.now();
-        let r = self.machine.join(now, call_id, members);
-        if r.is_err() {
-            self.leave_room().await;
-        }
-        self.drain().await;
-        r.map_err(Into::into)
+    /// Joins a running call with a ticket a member handed out: the
+    /// ticket's host lets this user in and tells the others.
+    pub(crate) async fn join(
+        &mut self,
+        call_id: CallId,
+        ticket: JoinTicket,
+    ) -> Result<(), CallingError> {
+        self.rules(move |m, now| m.join(now, call_id, ticket)).await
     }
 
     /// Ends the call in progress and stops the client.
@@ -383,12 +377,14 @@ impl Driver {
                 offline,
                 congested,
             } => {
-                if !congested.is_empty() {
-                    // A full queue at the server is not a departure: the
-                    // message is lost, the member is still there.
-                    warn!(?congested, "message lost to congested recipients");
-                }
                 if let Some(call) = self.sent.call_of(&id) {
+                    // A full queue at the server is not a departure: the
+                    // message is lost, the member is still there (the
+                    // keepalive notices one that really vanished).
+                    for user in congested {
+                        debug!(%user, "message lost to a congested recipient");
+                        self.machine.handle_congested(now, &user, &call);
+                    }
                     for user in offline {
                         self.machine.handle_unreachable(now, &user, &call);
                     }
@@ -413,7 +409,13 @@ impl Driver {
                 self.emit(Event::LoginExpired);
             }
             TransportEvent::Disconnected => self.emit(Event::Disconnected),
-            TransportEvent::Reconnected => self.emit(Event::Reconnected),
+            TransportEvent::Reconnected => {
+                self.emit(Event::Reconnected);
+                // Whatever was lost while disconnected (a hangup, a leave),
+                // the members' answers tell within one round trip.
+                self.machine.recheck(now);
+                self.drain().await;
+            }
             TransportEvent::Error { code, message, .. } => {
                 warn!(?code, %message, "server refused a frame");
             }
@@ -567,12 +569,13 @@ impl Driver {
                 }
             }
             if media.is_empty() {
-                return;
+                break;
             }
             for m in media {
                 self.on_instruction(m).await;
             }
         }
+        self.allow_into_room().await;
     }
 
     async fn send(&mut self, to: Vec<UserId>, payload: Value, call: CallId) {
@@ -632,10 +635,7 @@ impl Driver {
                 self.open_media(call_id.clone(), media_type).await;
                 if self.room.as_ref() != Some(&call_id) {
                     self.leave_room().await;
-                    match self.transport.join_room(call_id.as_str(), &[]).await {
-                        Ok(_) => self.room = Some(call_id),
-                        Err(e) => warn!(error = %e, "could not join the call's room"),
-                    }
+                    self.join_call_room(call_id).await;
                 }
             }
             MediaInstruction::ConnectPeer { call_id, user } => {
@@ -731,6 +731,51 @@ impl Driver {
     async fn close_media(&mut self) {
         if let Some(m) = self.media.take() {
             m.session.close().await;
+        }
+    }
+
+    /// Joins the server room named by the call, through which the server
+    /// tells when a member's connection dies. The sponsor creates it closed,
+    /// open only to the users it invites; members let in whom they add
+    /// later ([`Self::allow_into_room`]). Without the room, the call's
+    /// keepalive still notices a vanished member, only later.
+    async fn join_call_room(&mut self, call_id: CallId) {
+        let allow: Vec<UserId> = match self.machine.call() {
+            Some(c) if c.sponsor == self.user => c.ringing.clone(),
+            _ => Vec::new(),
+        };
+        match self.transport.join_room(call_id.as_str(), &allow).await {
+            Ok(_) => {
+                self.room = Some(call_id);
+                self.room_allowed = allow.into_iter().collect();
+            }
+            Err(e) => warn!(error = %e, "could not join the call's room"),
+        }
+    }
+
+    /// Lets into the call's room the parties it does not admit yet (an
+    /// invitee added later, a joiner with a ticket).
+    async fn allow_into_room(&mut self) {
+        let (Some(room), Some(call)) = (self.room.clone(), self.machine.call()) else {
+            return;
+        };
+        if call.call_id != room {
+            return;
+        }
+        let new: Vec<UserId> = call
+            .connected
+            .iter()
+            .chain(&call.ringing)
+            .filter(|u| **u != self.user && !self.room_allowed.contains(*u))
+            .cloned()
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        self.room_allowed.extend(new.iter().cloned());
+        if let Err(e) = self.transport.allow_room(room.as_str(), &new).await {
+            // An open room (e.g. made by a browser client) admits anyone.
+            debug!(error = %e, "could not extend the call room's allow list");
         }
     }
 

@@ -214,6 +214,7 @@ mod tests {
             connected: vec![uid("bob")],
             ringing: vec![uid("carol")],
             invite_id: None,
+            join_ticket: None,
         };
         let p = Parties::of(Some(&call));
         for u in ["alice", "bob", "carol"] {

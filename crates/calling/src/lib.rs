@@ -56,8 +56,8 @@ pub use wire::MEDIA_KIND;
 // needs this crate alone.
 pub use calling_core::{
     AnswerError, CallError, CallId, CallOptions, CallSnapshot, CallState, Config as CallRules,
-    EndReason, GroupId, IdError, InviteId, JoinError, MAX_USER_ID_LEN, MediaType, NoAnswer, RoomId,
-    StaleReason, SwitchError, UserId,
+    EndReason, GroupId, IdError, InviteId, JoinError, JoinSecret, JoinTicket, MAX_USER_ID_LEN,
+    MediaType, NoAnswer, RoomId, StaleReason, SwitchError, UserId,
 };
 pub use calling_media::{
     AudioSource, ChannelSink, Codec, EncodedFrame, FrameSink, MediaConfig, MediaError, MediaKind,

@@ -296,9 +296,19 @@ async fn four_party_group_call_decline_timeout_late_join_leave() {
         .await;
     }
 
-    // frank was not invited but knows the call id: he joins by id and
-    // connects media to everyone already there.
-    frank.join(call_id.as_str()).await.unwrap();
+    // frank was not invited: a member hands him the call's join ticket,
+    // he joins with it and connects media to everyone already there.
+    let ticket = bob
+        .current_call()
+        .await
+        .unwrap()
+        .unwrap()
+        .join_ticket
+        .unwrap();
+    frank
+        .join(call_id.as_str(), &ticket.to_string())
+        .await
+        .unwrap();
     for who in ["alice", "bob", "erin"] {
         f.user_enter(who).await;
     }
@@ -792,11 +802,24 @@ async fn joining_a_video_call_by_id_brings_video_both_ways() {
     bob.accept(&invite_of(&inv)).await.unwrap();
     a.user_enter("bob").await;
 
-    // A join by an unknown id fails with a typed end, not a hang.
-    carol.join("no-such-call").await.unwrap_err();
+    // A join needs a ticket: a malformed one is a typed error.
+    carol
+        .join(call_id.as_str(), "not-a-ticket")
+        .await
+        .unwrap_err();
     assert!(carol.current_call().await.unwrap().is_none());
 
-    carol.join(call_id.as_str()).await.unwrap();
+    let ticket = alice
+        .current_call()
+        .await
+        .unwrap()
+        .unwrap()
+        .join_ticket
+        .unwrap();
+    carol
+        .join(call_id.as_str(), &ticket.to_string())
+        .await
+        .unwrap();
     c.user_enter("alice").await;
     c.user_enter("bob").await;
     b.user_enter("carol").await;

@@ -9,7 +9,7 @@ use super::ctx::Ctx;
 use super::liveness::Liveness;
 use crate::error::StaleReason;
 use crate::event::{EndReason, Event, MediaInstruction};
-use crate::ids::{CallId, InviteId, MediaType, PartyId, UserId};
+use crate::ids::{CallId, InviteId, JoinSecret, MediaType, PartyId, UserId};
 use crate::message::{Body, CallInfo, Member, Pending, Roster};
 
 /// Where the local party stands in the call.
@@ -21,10 +21,14 @@ pub(super) enum Me {
         inviter: UserId,
         deadline: Option<Instant>,
     },
-    /// Joining by id: asked `waiting`, gives up at `deadline`.
+    /// Joining with a ticket: asked its host (`waiting`), gives up at
+    /// `deadline`. `heard` are the others that introduced themselves before
+    /// the host answered: not let in, but told if the join is given up,
+    /// since they list the joiner on the host's word.
     Joining {
         deadline: Instant,
         waiting: BTreeSet<UserId>,
+        heard: BTreeSet<UserId>,
     },
     /// Placed, accepted or joined the call.
     InCall,
@@ -89,12 +93,26 @@ pub(super) struct Call {
     /// The invite the local user accepted to get here.
     pub(super) accepted: Option<InviteId>,
     pub(super) connected: BTreeMap<UserId, Peer>,
+    /// Parties an invite's roster listed as connected that have not
+    /// answered themselves yet: the inviter's word, not ours. They become
+    /// connected when they enter or send their roster, or a member's roster
+    /// lists them; they never keep the call alive once the local party is
+    /// in it, so names an inviter made up cannot either.
+    pub(super) vouched: BTreeMap<UserId, Peer>,
     pub(super) ringing: BTreeMap<UserId, Invitee>,
     /// Per user, the highest participation known to be over: messages of
     /// that one or earlier ones are late and ignored.
     pub(super) ended: BTreeMap<UserId, PartyId>,
     /// Invitations that were answered, withdrawn or timed out.
     pub(super) closed: HashSet<(UserId, InviteId)>,
+    /// Every invitation known to be addressed to a user: an `enter` that
+    /// accepts one of these is let in even after its invitee stopped
+    /// ringing here (it timed out, or a `gone` of an earlier participation
+    /// overtook it).
+    pub(super) invited: HashSet<(UserId, InviteId)>,
+    /// Invitations their invitee declined (rejected, or busy): declining
+    /// gives the right up for good.
+    pub(super) declined: HashSet<(UserId, InviteId)>,
     /// When the local user first talked to someone in this call.
     pub(super) since: Option<Instant>,
     /// The end reason if the call empties before anyone connected.
@@ -104,6 +122,10 @@ pub(super) struct Call {
     pub(super) switch_in: BTreeMap<u32, UserId>,
     /// The keepalive among the connected members.
     pub(super) liveness: Liveness,
+    /// The secret of the call's join tickets, once known: minted by the
+    /// sponsor, learned from a connected member's roster or from the ticket
+    /// the local party joined with.
+    pub(super) join_secret: Option<JoinSecret>,
 }
 
 /// What a handler decided about the call.
@@ -134,26 +156,62 @@ impl Call {
             me,
             accepted: None,
             connected: BTreeMap::new(),
+            vouched: BTreeMap::new(),
             ringing: BTreeMap::new(),
             ended: BTreeMap::new(),
             closed: HashSet::new(),
+            invited: HashSet::new(),
+            declined: HashSet::new(),
             since: None,
             cause,
             switch_out: None,
             switch_in: BTreeMap::new(),
             liveness: Liveness::default(),
+            join_secret: None,
         }
     }
 
     /// Everyone the local party knows in the call, including the members a
     /// joiner is still waiting on.
     pub(super) fn known(&self) -> Vec<UserId> {
-        let mut known: BTreeSet<&UserId> =
-            self.connected.keys().chain(self.ringing.keys()).collect();
-        if let Me::Joining { waiting, .. } = &self.me {
+        let mut known: BTreeSet<&UserId> = self
+            .connected
+            .keys()
+            .chain(self.vouched.keys())
+            .chain(self.ringing.keys())
+            .collect();
+        if let Me::Joining { waiting, heard, .. } = &self.me {
             known.extend(waiting);
+            known.extend(heard);
         }
         known.into_iter().cloned().collect()
+    }
+
+    /// Whether `user` is connected in the call as participation `party`:
+    /// what it takes to change the call's media.
+    pub(super) fn is_member(&self, user: &UserId, party: PartyId) -> bool {
+        self.connected.get(user).is_some_and(|p| p.party == party)
+    }
+
+    /// Whether `user` may enter by accepting `invite_id`: it rings here for
+    /// it, or it was invited with it and did not decline it. An invite that
+    /// timed out still counts: the invitee's accept may have crossed the
+    /// inviter's timeout, and only the invitee itself can show its invite.
+    pub(super) fn may_accept(&self, user: &UserId, invite_id: Option<&InviteId>) -> bool {
+        if let Some(i) = self.ringing.get(user) {
+            return invite_id.is_none_or(|id| *id == i.invite_id);
+        }
+        invite_id.is_some_and(|id| {
+            let key = (user.clone(), id.clone());
+            self.invited.contains(&key) && !self.declined.contains(&key)
+        })
+    }
+
+    /// Records that `user` rings for an invitation.
+    pub(super) fn add_invitee(&mut self, user: UserId, invitee: Invitee) {
+        self.invited
+            .insert((user.clone(), invitee.invite_id.clone()));
+        self.ringing.insert(user, invitee);
     }
 
     pub(super) fn is_over(&self, user: &UserId, party: PartyId) -> bool {
@@ -204,13 +262,27 @@ impl Call {
     }
 
     /// Tells `to` what the call is and who is in it, as the local party
-    /// knows it.
+    /// knows it. Only the connected among `to` get the join secret: a
+    /// ringing invitee has no right to hand out tickets yet.
     pub(super) fn send_roster(&self, ctx: &mut Ctx, to: Vec<UserId>) {
-        let body = Body::Roster {
-            info: self.info.clone(),
-            roster: self.roster(ctx),
-        };
-        self.send(ctx, to, body);
+        let (members, others): (Vec<UserId>, Vec<UserId>) = to
+            .into_iter()
+            .partition(|u| self.in_call() && self.connected.contains_key(u));
+        for (to, join_secret) in [(members, self.join_secret.clone()), (others, None)] {
+            let body = Body::Roster {
+                info: self.info.clone(),
+                roster: self.roster(ctx),
+                join_secret,
+            };
+            self.send(ctx, to, body);
+        }
+    }
+
+    /// Tells every other connected party who is in the call: sent when the
+    /// local party let someone in, so that the others learn the newcomer
+    /// from a member rather than from the newcomer's own claim.
+    pub(super) fn send_roster_to_connected(&self, ctx: &mut Ctx) {
+        self.send_roster(ctx, self.connected.keys().cloned().collect());
     }
 
     /// Tells `to` that the local party is connected, and how its microphone
@@ -218,6 +290,7 @@ impl Call {
     pub(super) fn send_enter(&self, ctx: &mut Ctx, to: Vec<UserId>, invite_id: Option<InviteId>) {
         let body = Body::Enter {
             invite_id,
+            join_secret: None,
             audio: ctx.audio,
             video: ctx.video,
         };
@@ -296,10 +369,12 @@ impl Call {
                 },
                 stale: StaleReason::Accepted,
             },
-            Me::Ringing { .. } if self.connected.is_empty() => Step::End {
-                reason: EndReason::Cancelled,
-                stale: StaleReason::Cancelled,
-            },
+            Me::Ringing { .. } if self.connected.is_empty() && self.vouched.is_empty() => {
+                Step::End {
+                    reason: EndReason::Cancelled,
+                    stale: StaleReason::Cancelled,
+                }
+            }
             Me::InCall | Me::Ringing { .. } | Me::Joining { .. } => Step::Continue,
         }
     }

@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 
 use super::Config;
 use crate::event::{Event, MediaInstruction, Output};
-use crate::ids::{CallId, InviteId, PartyId, RoomId, UserId};
+use crate::ids::{CallId, InviteId, JoinSecret, PartyId, RoomId, UserId};
 use crate::message::{Body, Member, Message, PROTOCOL_VERSION};
 
 /// How many answered invites and finished calls are remembered, so that late
@@ -89,6 +89,11 @@ impl Ctx {
 
     pub(super) fn invite_id(&mut self) -> InviteId {
         InviteId::new(self.token()).unwrap_or_else(|_| unreachable_id())
+    }
+
+    /// 122 random bits: a secret nobody guesses.
+    pub(super) fn join_secret(&mut self) -> JoinSecret {
+        JoinSecret::new(self.token()).unwrap_or_else(|_| unreachable_id())
     }
 
     pub(super) fn room_id(&mut self) -> RoomId {

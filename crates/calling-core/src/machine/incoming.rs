@@ -8,9 +8,10 @@ use std::time::Instant;
 
 use super::CallMachine;
 use super::call::{Me, Peer, Step};
+use super::membership::Credentials;
 use super::ringing::IncomingInvite;
 use crate::error::{MessageError, StaleReason};
-use crate::ids::{CallId, InviteId, PartyId, UserId};
+use crate::ids::{CallId, PartyId, UserId};
 use crate::message::{Body, Message};
 
 impl CallMachine {
@@ -132,13 +133,17 @@ impl CallMachine {
     ) {
         match body {
             Body::Cancel { invite_id } => {
-                // It may overtake its invite: remember it so the invite never rings.
-                self.remember_answer(invite_id, StaleReason::Cancelled);
+                // It may overtake its invite: remember it so the invite never
+                // rings, if it comes from the same sender (only the inviter
+                // may withdraw an invite).
+                self.early_answers
+                    .put((from.clone(), invite_id), StaleReason::Cancelled);
             }
             Body::Timeout {
                 invite_id, users, ..
             } if users.contains(&self.ctx.me) => {
-                self.remember_answer(invite_id, StaleReason::TimedOut);
+                self.early_answers
+                    .put((from.clone(), invite_id), StaleReason::TimedOut);
             }
             Body::Alive
             | Body::Enter { .. }
@@ -166,13 +171,6 @@ impl CallMachine {
         }
     }
 
-    /// Remembers how an invite ended unless it already has an answer.
-    fn remember_answer(&mut self, invite_id: InviteId, reason: StaleReason) {
-        if self.answered.get(&invite_id).is_none() {
-            self.answered.put(invite_id, reason);
-        }
-    }
-
     /// A message about the current call, to the handler of its kind. Only
     /// some kinds can end the call.
     fn on_call_message(&mut self, now: Instant, from: &UserId, party: PartyId, body: Body) {
@@ -196,13 +194,22 @@ impl CallMachine {
             // Invites never reach here: handle_message rings or answers them.
             Body::Invite { .. } => Step::Continue,
             Body::Cancel { invite_id } => call.on_cancel(ctx, from, &invite_id),
-            Body::Enter { audio, video, .. } => {
+            Body::Enter {
+                invite_id,
+                join_secret,
+                audio,
+                video,
+            } => {
                 let entered = Peer {
                     party,
                     audio,
                     video,
                 };
-                call.on_enter(ctx, now, from, entered);
+                let shown = Credentials {
+                    invite_id,
+                    join_secret,
+                };
+                call.on_enter(ctx, now, from, entered, &shown);
                 Step::Continue
             }
             Body::Reject { invite_id, busy } => call.on_reject(ctx, from, &invite_id, busy),
@@ -210,7 +217,7 @@ impl CallMachine {
                 invite_id,
                 users,
                 reason,
-            } => call.on_timeout(ctx, invite_id, &users, reason),
+            } => call.on_timeout(ctx, from, invite_id, &users, reason),
             Body::Leave => call.on_leave(ctx, from, party),
             Body::Gone {
                 upto,
@@ -222,20 +229,24 @@ impl CallMachine {
             } => call.on_dropped(ctx, from, party, dropped),
             // Its sign of life is noted once the message is handled.
             Body::Alive => Step::Continue,
-            Body::Roster { info, roster } => call.on_roster(ctx, now, from, party, info, &roster),
+            Body::Roster {
+                info,
+                roster,
+                join_secret,
+            } => call.on_roster(ctx, now, from, party, info, &roster, join_secret),
             Body::MediaState { audio, video } => {
                 call.on_media_state(ctx, from, party, audio, video);
                 Step::Continue
             }
             Body::MediaType { media_type } => {
-                call.on_media_type(ctx, from, media_type);
+                call.on_media_type(ctx, from, party, media_type);
                 Step::Continue
             }
             Body::SwitchRequest {
                 request_id,
                 media_type,
             } => {
-                call.on_switch_request(ctx, from, request_id, media_type);
+                call.on_switch_request(ctx, from, party, request_id, media_type);
                 Step::Continue
             }
             Body::SwitchAnswer {

@@ -131,6 +131,8 @@ impl CallMachine {
             Me::InCall,
             EndReason::NoResponse,
         );
+        // The sponsor mints the join secret; it reaches members in rosters.
+        call.join_secret = Some(ctx.join_secret());
         ctx.media(MediaInstruction::JoinRoom {
             call_id: call.id.clone(),
             room_id: call.info.room_id,
@@ -182,7 +184,7 @@ impl Call {
         let deadline = (timeout > 0)
             .then(|| now + Duration::from_secs(u64::from(timeout)) + ctx.config.caller_grace);
         for user in users {
-            self.ringing.insert(
+            self.add_invitee(
                 user.clone(),
                 Invitee {
                     invite_id: invite_id.clone(),
@@ -201,14 +203,21 @@ impl Call {
         self.send(ctx, users.to_vec(), body);
     }
 
-    /// Withdraws every invitation still ringing, each to its invitees.
+    /// Withdraws the local party's invitations still ringing, each to its
+    /// invitees. Invitees of other inviters (who left) cannot be cancelled
+    /// by us: they are told we leave, and stop ringing when nobody is left.
     pub(super) fn cancel_invites(&self, ctx: &mut Ctx) {
         let mut by_invite: BTreeMap<&InviteId, Vec<UserId>> = BTreeMap::new();
+        let mut others = Vec::new();
         for (user, inv) in &self.ringing {
-            by_invite
-                .entry(&inv.invite_id)
-                .or_default()
-                .push(user.clone());
+            if inv.inviter == ctx.me {
+                by_invite
+                    .entry(&inv.invite_id)
+                    .or_default()
+                    .push(user.clone());
+            } else {
+                others.push(user.clone());
+            }
         }
         for (invite_id, users) in by_invite {
             let body = Body::Cancel {
@@ -216,6 +225,7 @@ impl Call {
             };
             self.send(ctx, users, body);
         }
+        self.send(ctx, others, Body::Leave);
     }
 
     /// An invitee declined, or is busy in another call.
@@ -274,6 +284,9 @@ impl Call {
         let mut removed = Vec::new();
         for user in users {
             self.closed.insert((user.clone(), invite_id.clone()));
+            if matches!(why, Removal::Rejected | Removal::Busy) {
+                self.declined.insert((user.clone(), invite_id.clone()));
+            }
             let matches = self
                 .ringing
                 .get(user)

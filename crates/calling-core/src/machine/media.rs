@@ -132,9 +132,16 @@ impl Call {
         }
     }
 
-    /// A connected party switched the call's media type.
-    pub(super) fn on_media_type(&mut self, ctx: &mut Ctx, from: &UserId, media_type: MediaType) {
-        if self.connected.contains_key(from) {
+    /// A connected party switched the call's media type; a message of
+    /// another participation of it is late.
+    pub(super) fn on_media_type(
+        &mut self,
+        ctx: &mut Ctx,
+        from: &UserId,
+        party: PartyId,
+        media_type: MediaType,
+    ) {
+        if self.is_member(from, party) {
             self.apply_media_type(ctx, media_type, Some(from));
         }
     }
@@ -145,10 +152,11 @@ impl Call {
         &mut self,
         ctx: &mut Ctx,
         from: &UserId,
+        party: PartyId,
         request_id: u32,
         media_type: MediaType,
     ) {
-        if !self.in_call() || !self.connected.contains_key(from) {
+        if !self.in_call() || !self.is_member(from, party) {
             return;
         }
         if media_type == self.info.media_type {

@@ -1,4 +1,8 @@
-//! Who is connected: enters, rosters, leaves and joins by id. A party stays
+//! Who is connected: enters, rosters, leaves and joins with a ticket. Being
+//! connected is a right (the invite addressed to the user, or the call's join
+//! secret), never a claim: an `enter` without one and a roster from anyone but
+//! a member are dropped, and a member that lets someone in tells the others,
+//! who take newcomers from members only. A party stays
 //! in the call while anyone else is connected or still ringing, so one
 //! callee hanging up does not end a group call; parties that learn of each
 //! other late (invites and joins racing) exchange rosters until everyone
@@ -13,7 +17,7 @@ use super::call::{Call, Invitee, Me, Peer, Step};
 use super::ctx::Ctx;
 use crate::error::{JoinError, StaleReason};
 use crate::event::{EndReason, Event, MediaInstruction};
-use crate::ids::{CallId, MediaType, PartyId, UserId};
+use crate::ids::{CallId, InviteId, JoinSecret, JoinTicket, MediaType, PartyId, UserId};
 use crate::message::{Body, CallInfo, Roster};
 
 impl CallMachine {
@@ -51,34 +55,32 @@ impl CallMachine {
         }
     }
 
-    /// Joins a running call by its id (TUICallKit `joinInGroupCall`), asking
-    /// `members` (who the app knows to be in it, e.g. from the server room
-    /// named by the call id). The call is joined when the first member
-    /// answers; with no answer in [`Config::join_timeout`] it ends with
-    /// [`EndReason::NotFound`].
+    /// Joins a running call with a ticket a member handed out (TUICallKit
+    /// `joinInGroupCall`; see [`CallSnapshot::join_ticket`]): asks the
+    /// ticket's host with `enter` carrying the secret. The call is joined
+    /// when the host answers with its roster, which also names the others;
+    /// with no answer in [`Config::join_timeout`] it ends with
+    /// [`EndReason::NotFound`]. A call id alone gets nobody in: members
+    /// drop an `enter` that shows neither an invite nor the secret.
     ///
     /// [`Config::join_timeout`]: super::Config::join_timeout
+    /// [`CallSnapshot::join_ticket`]: super::CallSnapshot::join_ticket
     pub fn join(
         &mut self,
         now: Instant,
         call_id: CallId,
-        members: Vec<UserId>,
+        ticket: JoinTicket,
     ) -> Result<(), JoinError> {
         if self.call.is_some() {
             return Err(JoinError::Busy);
         }
-        let waiting: BTreeSet<UserId> = members.into_iter().filter(|u| *u != self.ctx.me).collect();
-        if waiting.is_empty() {
-            return Err(JoinError::NoMembers);
-        }
-        let max = self.ctx.config.max_participants;
-        if waiting.len() >= max {
-            return Err(JoinError::TooManyMembers { max: max - 1 });
+        if ticket.host == self.ctx.me {
+            return Err(JoinError::OwnTicket);
         }
         let ctx = &mut self.ctx;
-        let call = Call::new(
+        let mut call = Call::new(
             call_id,
-            // Placeholder until a member's roster says what the call is.
+            // Placeholder until the host's roster says what the call is.
             CallInfo {
                 room_id: ctx.room_id(),
                 media_type: MediaType::Audio,
@@ -90,19 +92,41 @@ impl CallMachine {
             ctx.party(),
             Me::Joining {
                 deadline: now + ctx.config.join_timeout,
-                waiting: waiting.clone(),
+                waiting: BTreeSet::from([ticket.host.clone()]),
+                heard: BTreeSet::new(),
             },
             EndReason::NotFound,
         );
-        call.send_enter(ctx, waiting.into_iter().collect(), None);
+        call.join_secret = Some(ticket.secret);
+        call.send_join_enter(ctx, ticket.host);
         self.call = Some(call);
         Ok(())
     }
 }
 
+/// What an `enter` shows as its right to be in the call.
+#[derive(Default)]
+pub(super) struct Credentials {
+    /// The invite it accepts, if any.
+    pub(super) invite_id: Option<InviteId>,
+    /// The join ticket's secret, if any.
+    pub(super) join_secret: Option<JoinSecret>,
+}
+
 impl Call {
-    /// A party entered (accepted, joined, or introduced itself).
-    pub(super) fn on_enter(&mut self, ctx: &mut Ctx, now: Instant, from: &UserId, entered: Peer) {
+    /// A party entered (accepted, joined, or introduced itself). Only a
+    /// right lets a user in: the invite addressed to it (it rings here for
+    /// that invite), the call's join secret, or being connected already (a
+    /// duplicate, or a later participation of a member). Anyone else is
+    /// dropped without an answer, so the members stay unseen.
+    pub(super) fn on_enter(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        from: &UserId,
+        entered: Peer,
+        shown: &Credentials,
+    ) {
         if matches!(self.me, Me::Joining { .. }) {
             self.introduced_while_joining(ctx, from, entered);
             return;
@@ -115,18 +139,27 @@ impl Call {
                 return; // a duplicate, or late
             }
             // A new participation whose earlier leave we never saw (e.g. a
-            // join by id): it waits for our roster.
+            // rejoin with a ticket): it waits for our roster, and the others
+            // may have seen that leave, so they learn the new one from us.
             *peer = entered;
             if self.in_call() {
-                self.send_roster(ctx, vec![from.clone()]);
+                self.send_roster_to_connected(ctx);
             }
             return;
         }
+        let invited = self.may_accept(from, shown.invite_id.as_ref());
+        let vouched = self.vouched.remove(from).is_some();
+        let invited = invited || vouched;
+        let ticketed = !invited
+            && self.in_call()
+            && matches!((&shown.join_secret, &self.join_secret),
+                (Some(shown), Some(ours)) if shown.matches(ours));
+        if !invited && !ticketed {
+            return;
+        }
         let was_ringing = self.ringing.remove(from).is_some();
-        if !was_ringing {
-            // Neither an invitee answering nor a party we know: someone who
-            // joined by id (or was introduced by one who did). A call with a
-            // party nobody invited to it is a group call.
+        if !invited {
+            // A party nobody invited to the call makes it a group call.
             self.info.is_group = true;
         }
         self.connected.insert(from.clone(), entered);
@@ -136,15 +169,26 @@ impl Call {
             if was_ringing {
                 self.emit_invitees(ctx);
             }
-            self.send_roster(ctx, vec![from.clone()]);
+            // The newcomer learns who is in the call, and the others (the
+            // ringing too) learn the newcomer from us: they let in only whom
+            // a member vouches for.
+            self.send_roster(ctx, self.known());
         }
     }
 
-    /// A member introducing itself to a joiner: it may count an earlier
+    /// The host a joiner asked introducing itself: it may count an earlier
     /// participation of ours, so answer with this one and wait for its
-    /// roster too. Only a participation we have not seen is answered: two
-    /// joiners introducing themselves to each other must not ping-pong.
+    /// roster. Only a participation we have not seen is answered, and only
+    /// the host is listened to: anyone else may be a stranger posing as a
+    /// member, and the host's roster names the real ones.
     fn introduced_while_joining(&mut self, ctx: &mut Ctx, from: &UserId, entered: Peer) {
+        let Me::Joining { waiting, heard, .. } = &mut self.me else {
+            return;
+        };
+        if !waiting.contains(from) {
+            heard.insert(from.clone());
+            return;
+        }
         let seen = self
             .connected
             .get(from)
@@ -152,17 +196,27 @@ impl Call {
         if self.is_over(from, entered.party) || seen {
             return;
         }
-        if let Me::Joining { waiting, .. } = &mut self.me {
-            waiting.insert(from.clone());
-        }
         self.connected.insert(from.clone(), entered);
-        self.send_enter(ctx, vec![from.clone()], None);
+        self.send_join_enter(ctx, from.clone());
     }
 
-    /// What a roster from `from` says. A sender still in the call is
-    /// connected, whatever its roster says; one that has left since matters
-    /// only to a joiner: its roster still says what the call is and who else
-    /// is in it, so the joiner joins them, not it.
+    /// A joiner's `enter`, showing the ticket's secret.
+    fn send_join_enter(&self, ctx: &mut Ctx, to: UserId) {
+        let body = Body::Enter {
+            invite_id: None,
+            join_secret: self.join_secret.clone(),
+            audio: ctx.audio,
+            video: ctx.video,
+        };
+        self.send(ctx, vec![to], body);
+    }
+
+    /// What a roster from `from` says. Only a connected member's roster
+    /// counts (or, for a joiner, the host's): a member vouches for whom it
+    /// lists, a stranger's roster is ignored entirely. A joiner's host that
+    /// has left since still says what the call is and who else is in it,
+    /// so the joiner joins them, not it.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_roster(
         &mut self,
         ctx: &mut Ctx,
@@ -171,13 +225,9 @@ impl Call {
         party: PartyId,
         info: CallInfo,
         roster: &Roster,
+        join_secret: Option<JoinSecret>,
     ) -> Step {
-        let present = !self.is_over(from, party);
-        let joining = matches!(self.me, Me::Joining { .. });
-        if !present && !joining {
-            return Step::Continue;
-        }
-        let sender = (present && !self.connected.contains_key(from)).then(|| {
+        let sender_peer = || {
             let (audio, video) = roster
                 .connected
                 .iter()
@@ -189,20 +239,56 @@ impl Call {
                 audio,
                 video,
             }
-        });
-        if joining {
+        };
+        if let Me::Joining { waiting, .. } = &self.me {
+            if !waiting.contains(from) {
+                return Step::Continue;
+            }
+            let present = !self.is_over(from, party);
+            let sender = (present && !self.connected.contains_key(from)).then(sender_peer);
+            if self.join_secret.is_none() {
+                self.join_secret = join_secret;
+            }
             self.join_by_roster(ctx, now, from, sender, info, roster);
             // Joined through a sender that has left, the joiner may be alone.
             return self.check_alive();
+        }
+        if !self.connected.contains_key(from)
+            && (self.ringing.contains_key(from) || self.vouched.contains_key(from))
+            && roster.connected.iter().any(|m| m.user == *from)
+        {
+            // An invitee that accepted and says so: its roster is its enter.
+            self.on_enter(ctx, now, from, sender_peer(), &Credentials::default());
+        }
+        let Some(known) = self.connected.get(from).map(|p| p.party) else {
+            return Step::Continue;
+        };
+        if party < known || self.is_over(from, party) {
+            return Step::Continue;
+        }
+        if party > known {
+            // A member's later participation, whose leave we never saw.
+            self.on_enter(ctx, now, from, sender_peer(), &Credentials::default());
         }
         if info.is_group {
             // Someone invited more: it is a group call now.
             self.info.is_group = true;
         }
-        if let Some(peer) = sender {
-            self.on_enter(ctx, now, from, peer);
+        if self.in_call() && self.join_secret.is_none() {
+            self.join_secret = join_secret;
         }
-        self.merge_roster(ctx, now, roster);
+        let learned = self.merge_roster(ctx, now, roster);
+        if learned && self.in_call() {
+            // The others may not know whom we just learned of (two parties
+            // let in at once by different members): pass it on.
+            let others = self
+                .connected
+                .keys()
+                .filter(|u| *u != from)
+                .cloned()
+                .collect();
+            self.send_roster(ctx, others);
+        }
         if self.in_call() && !roster.connected.iter().any(|m| m.user == ctx.me) {
             // The sender does not count us as connected yet: tell it.
             self.send_enter(ctx, vec![from.clone()], None);
@@ -222,7 +308,7 @@ impl Call {
         roster: &Roster,
     ) {
         self.info = info;
-        // Joining by id makes it a group call, even if it was 1v1.
+        // Joining with a ticket makes it a group call, even if it was 1v1.
         self.info.is_group = true;
         if let Some(peer) = sender {
             self.connected.insert(from.clone(), peer);
@@ -248,17 +334,20 @@ impl Call {
             .filter(|u| *u != from)
             .cloned()
             .collect();
-        self.merge_roster(ctx, now, roster);
+        // The others get our roster below, which names whom we learn here.
+        let _ = self.merge_roster(ctx, now, roster);
         if !others.is_empty() {
             self.send_roster(ctx, others);
         }
     }
 
     /// Merges what a roster says; introduces the local user to parties it
-    /// did not know.
-    fn merge_roster(&mut self, ctx: &mut Ctx, now: Instant, roster: &Roster) {
+    /// did not know. Returns whether it learned a connected party (or a
+    /// later participation of one).
+    fn merge_roster(&mut self, ctx: &mut Ctx, now: Instant, roster: &Roster) -> bool {
         let in_call = self.in_call();
         let mut invitees_changed = false;
+        let mut learned = false;
         for m in &roster.connected {
             if m.user == ctx.me || self.is_over(&m.user, m.party) {
                 continue;
@@ -267,10 +356,13 @@ impl Call {
                 // A later participation replaces an earlier one silently.
                 if peer.party < m.party {
                     *peer = Peer::of(m);
+                    learned = true;
                 }
                 continue;
             }
+            learned = true;
             invitees_changed |= self.ringing.remove(&m.user).is_some();
+            self.vouched.remove(&m.user);
             self.connected.insert(m.user.clone(), Peer::of(m));
             if in_call {
                 self.since.get_or_insert(now);
@@ -287,7 +379,7 @@ impl Call {
             {
                 continue;
             }
-            self.ringing.insert(p.user.clone(), Invitee::of(p));
+            self.add_invitee(p.user.clone(), Invitee::of(p));
             invitees_changed = true;
             introduce.push(p.user.clone());
         }
@@ -301,6 +393,7 @@ impl Call {
                 self.emit_invitees(ctx);
             }
         }
+        learned
     }
 
     /// A party hung up.
@@ -311,6 +404,9 @@ impl Call {
         // A leave that overtook the sender's enter: remember the
         // participation so the enter is ignored.
         self.mark_over(from, party);
+        if self.vouched.remove(from).is_some() {
+            return self.check_alive();
+        }
         self.remove_invitee(ctx, from).unwrap_or(Step::Continue)
     }
 
@@ -329,9 +425,13 @@ impl Call {
                 Step::Continue
             };
         }
-        // Retired even though not connected here: a roster that still
-        // lists it must not bring it back.
+        // Retired even though not connected here: a roster that still lists
+        // it, or a late enter of one of those participations, must not let
+        // it back in.
         self.mark_over(from, over);
+        if self.vouched.remove(from).is_some() {
+            return self.check_alive();
+        }
         self.remove_invitee(ctx, from)
             .unwrap_or_else(|| self.join_refused(from))
     }
@@ -341,6 +441,9 @@ impl Call {
     pub(super) fn on_unreachable(&mut self, ctx: &mut Ctx, user: &UserId) -> Step {
         if let Some(party) = self.connected.get(user).map(|p| p.party) {
             return self.remove_connected(ctx, user, party);
+        }
+        if self.vouched.remove(user).is_some() {
+            return self.check_alive();
         }
         self.invitee_offline(ctx, user)
             .unwrap_or_else(|| self.join_refused(user))

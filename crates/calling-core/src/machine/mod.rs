@@ -5,8 +5,8 @@
 //! - `invites`: placing calls and inviting more; the invitees' answers and
 //!   the inviter's no-answer timers;
 //! - `ringing`: being invited: ringing, busy, glare, accept, reject, ignore;
-//! - `membership`: who is connected: enter, rosters, leave, gone, join by
-//!   id, hangup;
+//! - `membership`: who is connected and by what right: enter, rosters,
+//!   leave, gone, join with a ticket, hangup;
 //! - `media`: microphone, camera and media type switches;
 //! - `liveness`: the keepalive among connected members, dropping the
 //!   silent, and `gone` for stale participations;
@@ -36,7 +36,7 @@ use ctx::{Ctx, Recent};
 
 use crate::error::StaleReason;
 use crate::event::{EndReason, Event, MediaInstruction, Output};
-use crate::ids::{CallId, GroupId, InviteId, MediaType, PartyId, RoomId, UserId};
+use crate::ids::{CallId, GroupId, InviteId, JoinTicket, MediaType, PartyId, RoomId, UserId};
 use crate::message::Body;
 
 /// Tunables of the call rules. [`Config::default`] matches TRTCCalling.
@@ -114,7 +114,7 @@ pub enum CallState {
     Idle,
     /// An invite is ringing.
     Ringing,
-    /// Waiting for an answer to a join by id.
+    /// Waiting for the host's answer to a join with a ticket.
     Joining,
     /// In a call: placed it, accepted it, or joined it.
     InCall,
@@ -141,6 +141,10 @@ pub struct CallSnapshot {
     pub ringing: Vec<UserId>,
     /// The invite the local user is ringing for, if it is.
     pub invite_id: Option<InviteId>,
+    /// A ticket to join this call through the local user, once it is
+    /// connected and knows the call's join secret. Hand it only to whom the
+    /// local user wants in: whoever holds it can join.
+    pub join_ticket: Option<JoinTicket>,
 }
 
 /// The call state machine of one user: sans-IO, driven by its owner.
@@ -175,6 +179,9 @@ pub struct CallMachine {
     past_calls: Recent<CallId, ()>,
     /// The `gone` answers sent lately, to bound how many a sender can draw.
     gone_sent: liveness::GoneLimiter,
+    /// Cancels and timeouts that overtook their invite, by sender: the
+    /// invite does not ring if it comes from that same sender.
+    early_answers: Recent<(UserId, InviteId), StaleReason>,
 }
 
 impl std::fmt::Debug for CallMachine {
@@ -197,6 +204,7 @@ impl CallMachine {
             answered: Recent::new(),
             past_calls: Recent::new(),
             gone_sent: liveness::GoneLimiter::default(),
+            early_answers: Recent::new(),
         }
     }
 
@@ -249,6 +257,14 @@ impl CallMachine {
                 Me::Ringing { invite_id, .. } => Some(invite_id.clone()),
                 Me::Joining { .. } | Me::InCall => None,
             },
+            join_ticket: c
+                .join_secret
+                .clone()
+                .filter(|_| c.in_call())
+                .map(|secret| JoinTicket {
+                    host: self.ctx.me.clone(),
+                    secret,
+                }),
         })
     }
 

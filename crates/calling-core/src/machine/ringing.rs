@@ -102,6 +102,14 @@ impl CallMachine {
         if self.answered.get(&inv.invite_id).is_some() {
             return;
         }
+        if let Some(how) = self
+            .early_answers
+            .get(&(from.clone(), inv.invite_id.clone()))
+        {
+            // Its inviter withdrew it (or gave up) before it arrived.
+            self.answered.put(inv.invite_id, how);
+            return;
+        }
         let ctx = &mut self.ctx;
         let Some(call) = self.call.as_mut() else {
             self.call = Some(ring(ctx, now, from, inv));
@@ -111,8 +119,9 @@ impl CallMachine {
             // Already part of this call: the invite must never ring later.
             self.answered
                 .put(inv.invite_id.clone(), StaleReason::CallEnded);
-            if call.in_call() {
-                // A stale re-invite: tell the inviter we are already here.
+            if call.in_call() && call.connected.contains_key(from) {
+                // A member's stale re-invite: tell it we are already here.
+                // Anyone else learns nothing of who is in the call.
                 call.send_enter(ctx, vec![from.clone()], None);
             }
             return;
@@ -200,7 +209,12 @@ fn ring(ctx: &mut Ctx, now: Instant, from: &UserId, inv: IncomingInvite) -> Call
             sponsor: call.info.sponsor.clone(),
             inviter: inviter.clone(),
             other_invitees: call.ringing.keys().cloned().collect(),
-            members: call.connected.keys().cloned().collect(),
+            members: call
+                .connected
+                .keys()
+                .chain(call.vouched.keys())
+                .cloned()
+                .collect(),
             is_from_group: call.info.is_group,
             group_id: call.info.group_id.clone(),
             media_type: call.info.media_type,
@@ -214,25 +228,31 @@ fn ring(ctx: &mut Ctx, now: Instant, from: &UserId, inv: IncomingInvite) -> Call
 
 impl Call {
     /// The call state for an incoming invite, without telling the app: the
-    /// inviter is connected, whatever its roster says.
+    /// inviter is connected, whatever its roster says; the others it lists
+    /// are only vouched for until they answer themselves.
     fn ringing(ctx: &mut Ctx, now: Instant, from: &UserId, inv: IncomingInvite) -> Self {
-        let mut connected: BTreeMap<UserId, Peer> = inv
+        let mut vouched: BTreeMap<UserId, Peer> = inv
             .roster
             .connected
             .iter()
             .filter(|m| m.user != ctx.me)
             .map(|m| (m.user.clone(), Peer::of(m)))
             .collect();
-        connected.entry(from.clone()).or_insert(Peer {
+        let inviter = vouched.remove(from).unwrap_or(Peer {
             party: inv.party,
             audio: true,
             video: true,
         });
-        let ringing = inv
+        let connected = BTreeMap::from([(from.clone(), inviter)]);
+        let ringing: Vec<(UserId, Invitee)> = inv
             .roster
             .ringing
             .iter()
-            .filter(|p| p.user != ctx.me && !connected.contains_key(&p.user))
+            .filter(|p| {
+                p.user != ctx.me
+                    && !connected.contains_key(&p.user)
+                    && !vouched.contains_key(&p.user)
+            })
             .map(|p| (p.user.clone(), Invitee::of(p)))
             .collect();
         let deadline = (inv.timeout > 0).then(|| now + Duration::from_secs(u64::from(inv.timeout)));
@@ -249,17 +269,23 @@ impl Call {
             EndReason::Cancelled,
         );
         call.connected = connected;
-        call.ringing = ringing;
+        call.vouched = vouched;
+        for (user, invitee) in ringing {
+            call.add_invitee(user, invitee);
+        }
         call
     }
 
     /// The inviter withdrew an invitation; it matters only if it is the one
-    /// ringing here.
+    /// ringing here, and only from the inviter itself: a co-invitee knows
+    /// the invite id too.
     pub(super) fn on_cancel(&self, ctx: &mut Ctx, from: &UserId, invite_id: &InviteId) -> Step {
         match &self.me {
             Me::Ringing {
-                invite_id: mine, ..
-            } if mine == invite_id => {
+                invite_id: mine,
+                inviter,
+                ..
+            } if mine == invite_id && inviter == from => {
                 self.cancel_notice(ctx, from);
                 Step::End {
                     reason: EndReason::Cancelled,
@@ -271,19 +297,27 @@ impl Call {
     }
 
     /// Invitees did not answer: the local party's own ringing, or others'.
+    /// Only the invitee itself or its inviter may say so; names sent by
+    /// anyone else are ignored.
     pub(super) fn on_timeout(
         &mut self,
         ctx: &mut Ctx,
+        from: &UserId,
         invite_id: InviteId,
         users: &[UserId],
         reason: NoAnswer,
     ) -> Step {
-        let mine = matches!(&self.me, Me::Ringing { invite_id: i, .. } if *i == invite_id);
+        let mine = matches!(&self.me,
+            Me::Ringing { invite_id: i, inviter, .. } if *i == invite_id && inviter == from);
         if mine && users.contains(&ctx.me) {
-            self.ringing_timed_out(ctx, invite_id)
-        } else {
-            self.remove_ringing(ctx, users, &invite_id, Removal::NoAnswer(reason))
+            return self.ringing_timed_out(ctx, invite_id);
         }
+        let users: Vec<UserId> = users
+            .iter()
+            .filter(|u| *u == from || self.ringing.get(u).is_some_and(|i| i.inviter == *from))
+            .cloned()
+            .collect();
+        self.remove_ringing(ctx, &users, &invite_id, Removal::NoAnswer(reason))
     }
 
     /// The local party rang for `invite_id` until it timed out.

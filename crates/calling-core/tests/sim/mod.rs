@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use calling_core::{
-    CallId, CallMachine, CallOptions, CallState, Config, EndReason, Event, InviteId,
+    CallId, CallMachine, CallOptions, CallState, Config, EndReason, Event, InviteId, JoinTicket,
     MediaInstruction, MediaType, Message, Output, UserId,
 };
 
@@ -33,6 +33,9 @@ pub struct Sim {
     pub net: Vec<InFlight>,
     /// Messages sent, in total (for the benchmark and sanity checks).
     pub sent: usize,
+    /// Users that are online but run no machine (an attacker): what reaches
+    /// them is kept here instead.
+    pub sinks: BTreeMap<UserId, Vec<InFlight>>,
 }
 
 pub fn uid(s: &str) -> UserId {
@@ -63,6 +66,7 @@ impl Sim {
             parties,
             net: Vec::new(),
             sent: 0,
+            sinks: BTreeMap::new(),
         }
     }
 
@@ -111,6 +115,10 @@ impl Sim {
     pub fn deliver(&mut self, index: usize) {
         let m = self.net.remove(index);
         let now = self.now;
+        if let Some(inbox) = self.sinks.get_mut(&m.to) {
+            inbox.push(m);
+            return;
+        }
         // Every message crosses the wire as JSON, as in production.
         let message = Message::from_json(&m.message.to_json()).expect("round trip");
         match self.parties.get_mut(&m.to) {
@@ -172,6 +180,16 @@ impl Sim {
             self.settle();
         }
         panic!("timers keep firing");
+    }
+
+    /// Makes `user` an online user without a machine (see [`Sim::sinks`]).
+    pub fn add_sink(&mut self, user: &str) {
+        self.sinks.insert(uid(user), Vec::new());
+    }
+
+    /// What reached the sink `user`.
+    pub fn sink(&self, user: &str) -> &[InFlight] {
+        &self.sinks[&uid(user)]
     }
 
     pub fn events(&self, user: &str) -> &[Event] {
@@ -265,6 +283,15 @@ impl Sim {
         let now = self.now;
         self.m(user).hangup(now);
         self.settle();
+    }
+
+    /// The join ticket `user` hands out for its call.
+    pub fn ticket(&self, user: &str) -> JoinTicket {
+        self.parties[&uid(user)]
+            .machine
+            .call()
+            .and_then(|c| c.join_ticket)
+            .unwrap_or_else(|| panic!("{user} has no join ticket"))
     }
 
     /// Who `user` sees connected in its call (empty when idle).

@@ -269,7 +269,7 @@ static void test_null_arguments(void) {
   EXPECT_RESULT(calling_client_ignore(NULL, "x"), CALLING_RESULT_NULL_PARAMETER);
   EXPECT_RESULT(calling_client_hangup(NULL), CALLING_RESULT_NULL_PARAMETER);
   EXPECT_RESULT(calling_client_invite(NULL, users, 1, 30, &s), CALLING_RESULT_NULL_PARAMETER);
-  EXPECT_RESULT(calling_client_join(NULL, "x"), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_join(NULL, "x", "alice:s"), CALLING_RESULT_NULL_PARAMETER);
   EXPECT_RESULT(calling_client_switch_media_type(NULL, CALLING_MEDIA_TYPE_VIDEO), CALLING_RESULT_NULL_PARAMETER);
   EXPECT_RESULT(calling_client_answer_media_switch(NULL, 1, true), CALLING_RESULT_NULL_PARAMETER);
   EXPECT_RESULT(calling_client_set_mic_mute(NULL, true), CALLING_RESULT_NULL_PARAMETER);
@@ -303,7 +303,8 @@ static void test_null_arguments(void) {
   EXPECT_RESULT(calling_client_ignore(c, NULL), CALLING_RESULT_NULL_PARAMETER);
   EXPECT_RESULT(calling_client_invite(c, NULL, 1, 30, &s), CALLING_RESULT_NULL_PARAMETER);
   EXPECT_RESULT(calling_client_invite(c, users, 1, 30, NULL), CALLING_RESULT_NULL_PARAMETER);
-  EXPECT_RESULT(calling_client_join(c, NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_join(c, NULL, "alice:s"), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_join(c, "call", NULL), CALLING_RESULT_NULL_PARAMETER);
   EXPECT_RESULT(calling_client_open_camera_file(c, NULL, 30, true), CALLING_RESULT_NULL_PARAMETER);
   EXPECT_RESULT(calling_client_current_call(c, NULL), CALLING_RESULT_NULL_PARAMETER);
   EXPECT_RESULT(calling_client_peer_stats(c, NULL, &st), CALLING_RESULT_NULL_PARAMETER);
@@ -323,7 +324,7 @@ static void test_invalid_input(calling_client *c) {
   EXPECT_RESULT(calling_client_group_call(c, bad_users, 2, CALLING_MEDIA_TYPE_AUDIO, 30, &s), CALLING_RESULT_INVALID_UTF8);
   EXPECT_RESULT(calling_client_call_with(c, bad_users, 1, CALLING_MEDIA_TYPE_AUDIO, 30, "\xff", NULL, &s), CALLING_RESULT_INVALID_UTF8);
   EXPECT_RESULT(calling_client_accept(c, "\xc0\xaf"), CALLING_RESULT_INVALID_UTF8);
-  EXPECT_RESULT(calling_client_join(c, "\xff"), CALLING_RESULT_INVALID_UTF8);
+  EXPECT_RESULT(calling_client_join(c, "\xff", "alice:s"), CALLING_RESULT_INVALID_UTF8);
   EXPECT_RESULT(calling_client_call(c, "bob", 7, 30, &s), CALLING_RESULT_INVALID_ARGUMENT);
   EXPECT_RESULT(calling_client_call(c, "bad id!", CALLING_MEDIA_TYPE_AUDIO, 30, &s), CALLING_RESULT_INVALID_ARGUMENT);
   EXPECT_RESULT(calling_client_group_call(c, NULL, 0, CALLING_MEDIA_TYPE_AUDIO, 30, &s), CALLING_RESULT_INVALID_ARGUMENT);
