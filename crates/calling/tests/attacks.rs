@@ -346,3 +346,216 @@ async fn a_stalled_app_reader_does_not_stall_call_control() {
     );
     assert!(seen.len() <= FLIPS + 1, "{seen:?}");
 }
+
+/// The events `events` holds within `window`, read without waiting past it.
+async fn events_within(events: &mut Events, window: Duration) -> Vec<Event> {
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(window, async {
+        while let Some(e) = events.recv().await {
+            got.push(e);
+        }
+    })
+    .await;
+    got
+}
+
+fn mentions(events: &[Event], who: &str) -> bool {
+    events.iter().any(|e| match e {
+        Event::Call(CallEvent::UserEnter { user, .. })
+        | Event::Call(CallEvent::UserLeave { user, .. })
+        | Event::Call(CallEvent::LineBusy { user, .. })
+        | Event::Call(CallEvent::Rejected { user, .. }) => user == who,
+        Event::Call(CallEvent::NoResponse { users, .. }) => users.iter().any(|u| u == who),
+        _ => false,
+    })
+}
+
+/// A call-layer payload of `kind` for `call_id`, from a made-up party.
+fn forged(call_id: &str, kind: &str, fields: Value) -> Value {
+    let mut p = json!({"version": 1, "call_id": call_id, "party": 1u64 << 52, "kind": kind});
+    if let (Some(p), Some(f)) = (p.as_object_mut(), fields.as_object()) {
+        p.extend(f.clone());
+    }
+    p
+}
+
+/// Case 2: an outsider who knows the call id sends `enter` with no invite
+/// (and a `media_type` switch): no member lets it in or obeys it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outsider_cannot_enter_uninvited() {
+    let net = start().await;
+    let (alice, mut alice_events) = login_with(&net, "alice", audio_only()).await;
+    let (victim, mut victim_events) = login_with(&net, "victim", audio_only()).await;
+    let call_id = in_call((&alice, &mut alice_events), (&victim, &mut victim_events)).await;
+    let mut mallory = Raw::login(&net, "mallory").await;
+    for to in ["alice", "victim"] {
+        let enter = forged(
+            call_id.as_str(),
+            "enter",
+            json!({"audio": true, "video": true}),
+        );
+        mallory.send(to, enter).await;
+        let switch = forged(
+            call_id.as_str(),
+            "media_type",
+            json!({"media_type": "video"}),
+        );
+        mallory.send(to, switch).await;
+    }
+    let answers = mallory.payloads_within(Duration::from_secs(2)).await;
+    assert!(
+        answers
+            .iter()
+            .all(|p| p["kind"] != "roster" && p["kind"] != "enter" && p["kind"] != "media"),
+        "an outsider was answered as a member: {answers:?}"
+    );
+    for (client, events) in [(&alice, &mut alice_events), (&victim, &mut victim_events)] {
+        let seen = events_within(events, Duration::from_millis(200)).await;
+        assert!(!mentions(&seen, "mallory"), "{seen:?}");
+        let call = client.current_call().await.unwrap().unwrap();
+        assert!(!call.connected.iter().any(|u| u == "mallory"), "{call:?}");
+        assert_eq!(
+            call.media_type,
+            MediaType::Audio,
+            "the outsider switched the call"
+        );
+    }
+    alice.hangup().await.unwrap();
+}
+
+/// Case 3: an outsider holding a real invitee's invite id cannot take its
+/// seat while it rings; the invitee then accepts into a call without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outsider_cannot_take_a_ringing_invitees_seat() {
+    let net = start().await;
+    let (alice, mut alice_events) = login_with(&net, "alice", audio_only()).await;
+    let (bob, mut bob_events) = login_with(&net, "bob", audio_only()).await;
+    let call_id = alice
+        .call("bob", MediaType::Audio, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let invite = invited(&mut bob_events).await;
+    let mut mallory = Raw::login(&net, "mallory").await;
+    let enter = forged(
+        call_id.as_str(),
+        "enter",
+        json!({"invite_id": invite.as_str(), "audio": true, "video": true}),
+    );
+    mallory.send("alice", enter).await;
+    let answers = mallory.payloads_within(Duration::from_secs(2)).await;
+    assert!(
+        answers
+            .iter()
+            .all(|p| p["kind"] != "roster" && p["kind"] != "media"),
+        "{answers:?}"
+    );
+    let seen = events_within(&mut alice_events, Duration::from_millis(200)).await;
+    assert!(!mentions(&seen, "mallory"), "{seen:?}");
+    bob.accept(&invite).await.unwrap();
+    expect(
+        &mut alice_events,
+        "bob enters",
+        |e| matches!(e, Event::Call(CallEvent::UserEnter { user, .. }) if user == "bob"),
+    )
+    .await;
+    for client in [&alice, &bob] {
+        let call = client.current_call().await.unwrap().unwrap();
+        assert!(!call.connected.iter().any(|u| u == "mallory"), "{call:?}");
+    }
+    alice.hangup().await.unwrap();
+}
+
+/// Case 4: a roster from an outsider naming an uninvolved online user
+/// (party 2^62) makes nobody a member, sends that user nothing, and the
+/// victim's call still ends when its real peer hangs up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outsiders_roster_invents_no_members() {
+    let net = start().await;
+    let (alice, mut alice_events) = login_with(&net, "alice", audio_only()).await;
+    let (victim, mut victim_events) = login_with(&net, "victim", audio_only()).await;
+    let call_id = in_call((&alice, &mut alice_events), (&victim, &mut victim_events)).await;
+    let mut carol = Raw::login(&net, "carol").await;
+    let mut mallory = Raw::login(&net, "mallory").await;
+    let roster = forged(
+        call_id.as_str(),
+        "roster",
+        json!({
+            "room_id": 7, "media_type": "audio", "sponsor": "alice", "is_group": true,
+            "roster": {
+                "connected": [{"user": "carol", "party": 1u64 << 62, "audio": true, "video": false}],
+                "ringing": [],
+            },
+        }),
+    );
+    mallory.send("victim", roster).await;
+    let to_carol = carol.payloads_within(Duration::from_secs(2)).await;
+    assert!(
+        to_carol.is_empty(),
+        "an invented member was contacted: {to_carol:?}"
+    );
+    let call = victim.current_call().await.unwrap().unwrap();
+    assert_eq!(call.connected, vec![uid("alice")]);
+    alice.hangup().await.unwrap();
+    expect(&mut victim_events, "the victim's call ends", |e| {
+        matches!(e, Event::Call(CallEvent::CallEnd { .. }))
+    })
+    .await;
+    assert!(victim.current_call().await.unwrap().is_none());
+}
+
+/// Case 5: a co-invitee of a group call forges `timeout` and `cancel` about
+/// another invitee's invitation: the caller still waits for that invitee,
+/// and the invitee can still accept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_co_invitee_cannot_speak_for_another() {
+    let net = start().await;
+    let (alice, mut alice_events) = login_with(&net, "alice", audio_only()).await;
+    let (bob, mut bob_events) = login_with(&net, "bob", audio_only()).await;
+    let mut mallory = Raw::login(&net, "mallory").await;
+    let call_id = alice
+        .group_call(
+            &["bob", "mallory"],
+            MediaType::Audio,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let invite = invited(&mut bob_events).await;
+    // mallory got the same invitation: it knows the invite id.
+    let got = mallory.payloads_within(Duration::from_secs(1)).await;
+    assert!(got.iter().any(|p| p["kind"] == "invite"), "{got:?}");
+    let timeout = forged(
+        call_id.as_str(),
+        "timeout",
+        json!({"invite_id": invite.as_str(), "users": ["bob"], "reason": "timeout"}),
+    );
+    mallory.send("alice", timeout).await;
+    let cancel = forged(
+        call_id.as_str(),
+        "cancel",
+        json!({"invite_id": invite.as_str()}),
+    );
+    mallory.send("bob", cancel).await;
+    mallory.ping().await;
+    let _ = mallory.payloads_within(Duration::from_secs(2)).await;
+    let seen = events_within(&mut alice_events, Duration::from_millis(200)).await;
+    assert!(
+        !mentions(&seen, "bob"),
+        "alice was told about bob by mallory: {seen:?}"
+    );
+    let seen = events_within(&mut bob_events, Duration::from_millis(200)).await;
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, Event::Call(CallEvent::CallingCancel { .. }))),
+        "{seen:?}"
+    );
+    bob.accept(&invite).await.unwrap();
+    expect(
+        &mut alice_events,
+        "bob enters",
+        |e| matches!(e, Event::Call(CallEvent::UserEnter { user, .. }) if user == "bob"),
+    )
+    .await;
+    alice.hangup().await.unwrap();
+}
