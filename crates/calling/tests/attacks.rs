@@ -559,3 +559,50 @@ async fn a_co_invitee_cannot_speak_for_another() {
     .await;
     alice.hangup().await.unwrap();
 }
+
+/// Case 9: a hangup sent while the server is down is lost on the way; once
+/// the server is back and both have reconnected, the party that missed it
+/// ends its call too (the reconnect's recheck and the keepalive are
+/// answered `gone` by the party that hung up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hangup_lost_while_the_server_is_down_still_ends_the_call() {
+    let net = start().await;
+    let (alice, mut alice_events) = login_with(&net, "alice", audio_only()).await;
+    let (bob, mut bob_events) = login_with(&net, "bob", audio_only()).await;
+    in_call((&alice, &mut alice_events), (&bob, &mut bob_events)).await;
+
+    let Net { server, url: _ } = net;
+    let addr = server.local_addr();
+    server.shutdown().await;
+    expect(&mut alice_events, "alice sees the server go", |e| {
+        matches!(e, Event::Disconnected)
+    })
+    .await;
+    alice.hangup().await.unwrap();
+    expect(&mut alice_events, "alice's call ends", |e| {
+        matches!(e, Event::Call(CallEvent::CallEnd { .. }))
+    })
+    .await;
+
+    // The same address again: the clients reconnect to where they were.
+    let mut config = calling_server::Config::new(APP, KEY);
+    config.listen = addr;
+    let server = calling_server::Server::bind(config).await.unwrap();
+    expect(&mut bob_events, "bob's call ends", |e| {
+        matches!(e, Event::Call(CallEvent::CallEnd { .. }))
+    })
+    .await;
+    assert!(bob.current_call().await.unwrap().is_none());
+    assert!(alice.current_call().await.unwrap().is_none());
+    // And bob can call again, once alice is back.
+    expect(&mut alice_events, "alice reconnects", |e| {
+        matches!(e, Event::Reconnected)
+    })
+    .await;
+    bob.call("alice", MediaType::Audio, Duration::from_secs(30))
+        .await
+        .unwrap();
+    invited(&mut alice_events).await;
+    bob.hangup().await.unwrap();
+    server.shutdown().await;
+}
