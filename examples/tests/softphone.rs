@@ -162,3 +162,48 @@ async fn group_call_decline_join_by_id_quit_and_eof() {
     assert!(dave.exits_cleanly().await);
     server.shutdown().await;
 }
+
+/// Case 8 of the call-security issue: a callee frozen (SIGSTOP) past the
+/// server's heartbeat timeout loses its connection; the caller sees it
+/// leave. When the callee comes back it reconnects, learns that the call is
+/// over (its recheck is answered `gone`), ends it, and can call again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_callee_ends_its_call_when_it_comes_back() {
+    let mut config = calling_server::Config::new(APP, KEY);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.heartbeat_interval = Duration::from_millis(500);
+    config.heartbeat_timeout = Duration::from_secs(2);
+    let server = calling_server::Server::bind(config).await.unwrap();
+    let url = format!("ws://{}/ws", server.local_addr());
+
+    let mut alice = Phone::start(&url, "alice");
+    let mut bob = Phone::start(&url, "bob");
+    for p in [&mut alice, &mut bob] {
+        p.line("ready").await;
+    }
+    alice.send("call bob audio").await;
+    bob.line("event invited").await;
+    bob.send("accept").await;
+    alice.line("event user-enter user=bob").await;
+
+    let pid = bob.child.id().expect("bob runs").to_string();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    // The server drops the silent connection; alice is left alone.
+    alice.line("event call-end").await;
+    signal("-CONT");
+    bob.line("event call-end").await;
+    bob.send("status").await;
+    bob.line("ok idle").await;
+    alice.stdin = None;
+    bob.stdin = None;
+    assert!(alice.exits_cleanly().await);
+    assert!(bob.exits_cleanly().await);
+    server.shutdown().await;
+}
