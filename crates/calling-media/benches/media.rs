@@ -81,11 +81,17 @@ async fn session(
     (s, events)
 }
 
-/// Both sessions connect to each other at once, as two clients would.
+/// Both sessions connect to each other, the answering side first, as two
+/// clients do: each has seen the other enter before the offer arrives (a
+/// session negotiates only with users it was told to connect).
 async fn connect_pair(a: &MediaSession, b: &MediaSession) {
-    let (x, y) = tokio::join!(a.connect(b.local_user()), b.connect(a.local_user()));
-    x.unwrap();
-    y.unwrap();
+    let (answerer, offerer) = if calling_media::is_offerer(a.local_user(), b.local_user()) {
+        (b, a)
+    } else {
+        (a, b)
+    };
+    answerer.connect(offerer.local_user()).await.unwrap();
+    offerer.connect(answerer.local_user()).await.unwrap();
 }
 
 async fn wait_for(
