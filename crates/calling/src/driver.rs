@@ -15,7 +15,7 @@
 //! Network input is never held up by the app: events wait in the driver's
 //! own backlog when the app's channel is full (see [`Driver::emit`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -95,9 +95,6 @@ struct Local {
     /// Whether the camera source of the current call is running (or not
     /// needed).
     video_ok: bool,
-    /// Audio and video availability as last given to the call rules (which
-    /// start with both on).
-    announced: (bool, bool),
 }
 
 pub(crate) struct Driver {
@@ -115,7 +112,7 @@ pub(crate) struct Driver {
     media: Option<Media>,
     room: Option<CallId>,
     /// Who the call's room admits, as far as this client asked.
-    room_allowed: std::collections::BTreeSet<UserId>,
+    room_allowed: BTreeSet<UserId>,
     sent: SentLog,
     local: Local,
     /// Set when the transport is gone for good: the driver stops.
@@ -146,7 +143,6 @@ impl Driver {
             local_sink: None,
             audio_ok: true,
             video_ok: true,
-            announced: (true, true),
         };
         let strangers = Strangers::new(config.clock.now());
         Self {
@@ -160,7 +156,7 @@ impl Driver {
             strangers,
             media: None,
             room: None,
-            room_allowed: std::collections::BTreeSet::new(),
+            room_allowed: BTreeSet::new(),
             sent: SentLog {
                 entries: VecDeque::new(),
             },
@@ -330,14 +326,17 @@ impl Driver {
         let now = self.now();
         let audio = !self.local.mic_muted && self.local.audio_ok;
         let video = self.config.video.is_some() && self.local.video_ok;
-        let (was_audio, was_video) = self.local.announced;
-        if audio != was_audio {
-            self.machine.set_audio_available(now, audio);
-        }
-        if video != was_video {
-            self.machine.set_video_available(now, video);
-        }
-        self.local.announced = (audio, video);
+        // The rules tell the others only what changed.
+        self.machine.set_audio_available(now, audio);
+        self.machine.set_video_available(now, video);
+    }
+
+    /// Whether the call rules list `user` as connected in the current call
+    /// `call_id`, with the local party in it too.
+    fn is_member(&self, user: &UserId, call_id: &CallId) -> bool {
+        self.machine.call().is_some_and(|c| {
+            c.call_id == *call_id && c.state == CallState::InCall && c.connected.contains(user)
+        })
     }
 
     /// The parties of the current call, as the call rules list them.
@@ -426,25 +425,27 @@ impl Driver {
     /// peer was set up for re-entered: its media starts over (and its
     /// certificate binds anew), as after a leave and an enter.
     async fn on_participation(&mut self, from: &UserId, call_id: &CallId, party: PartyId) {
-        let connected = self.machine.call().is_some_and(|c| {
-            c.call_id == *call_id && c.state == CallState::InCall && c.connected.contains(from)
-        });
+        let member = self.is_member(from, call_id);
         let Some(m) = self
             .media
             .as_mut()
-            .filter(|m| connected && m.call_id == *call_id)
+            .filter(|m| member && m.call_id == *call_id)
         else {
             return;
         };
         if !m.session.members().contains(from) {
             return;
         }
-        let Some(known) = m.parties.insert(from.clone(), party) else {
-            return;
-        };
-        if party <= known {
-            m.parties.insert(from.clone(), known);
-            return;
+        match m.parties.get(from) {
+            Some(known) if party <= *known => return,
+            // The first participation heard from: media was set up for it.
+            None => {
+                m.parties.insert(from.clone(), party);
+                return;
+            }
+            Some(_) => {
+                m.parties.insert(from.clone(), party);
+            }
         }
         debug!(%from, "a party re-entered; its media starts over");
         m.session.disconnect(from).await;
@@ -458,9 +459,7 @@ impl Driver {
     /// told to connect to it: anything else is dropped, never answered (an
     /// answer would hand a stranger our media).
     async fn on_media_signal(&mut self, from: &UserId, call_id: CallId, signal: MediaSignal) {
-        let member = self.machine.call().is_some_and(|c| {
-            c.call_id == call_id && c.state == CallState::InCall && c.connected.contains(from)
-        });
+        let member = self.is_member(from, &call_id);
         let Some(m) = self
             .media
             .as_ref()

@@ -73,17 +73,23 @@ impl CallMachine {
     }
 
     /// Microphone on or off (TRTCCalling `setMicMute`, inverted): the peers
-    /// raise `UserAudioAvailable`. Kept across calls.
+    /// raise `UserAudioAvailable`. Kept across calls; setting what is
+    /// already set tells nobody anything.
     pub fn set_audio_available(&mut self, _now: Instant, available: bool) {
-        self.ctx.audio = available;
-        self.send_media_state();
+        if self.ctx.audio != available {
+            self.ctx.audio = available;
+            self.send_media_state();
+        }
     }
 
     /// Camera on or off (TRTCCalling `openCamera` / `closeCamera`): the peers
-    /// raise `UserVideoAvailable`. Kept across calls.
+    /// raise `UserVideoAvailable`. Kept across calls; setting what is
+    /// already set tells nobody anything.
     pub fn set_video_available(&mut self, _now: Instant, available: bool) {
-        self.ctx.video = available;
-        self.send_media_state();
+        if self.ctx.video != available {
+            self.ctx.video = available;
+            self.send_media_state();
+        }
     }
 
     fn send_media_state(&mut self) {
