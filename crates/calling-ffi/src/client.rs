@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use crate::event::{OwnedEvent, PolledEvent, calling_event};
 use crate::result::calling_result::{self, *};
 use crate::result::{
-    catch, guard, guard_void, opt_str_arg, out_arg, str_arg, str_array_arg, try_ffi,
+    c_text, catch, guard, guard_void, opt_str_arg, out_arg, str_arg, str_array_arg, try_ffi,
 };
 
 /// How long `calling_client_logout` and `calling_client_free` wait for the
@@ -788,17 +788,8 @@ pub unsafe extern "C" fn calling_client_last_error(
     guard(|| {
         let client = try_ffi!(client_ref(client));
         try_ffi!(out_arg(out));
-        let text = lock(&client.last_error).clone();
         // A server's message could hold a NUL: cut it there.
-        let text = match CString::new(text) {
-            Ok(c) => c,
-            Err(e) => {
-                let at = e.nul_position();
-                let mut bytes = e.into_vec();
-                bytes.truncate(at);
-                CString::new(bytes).unwrap_or_default()
-            }
-        };
+        let text = c_text(lock(&client.last_error).clone());
         // SAFETY: checked non-null, writable as documented.
         unsafe { *out = text.into_raw() };
         CALLING_RESULT_OK

@@ -236,15 +236,7 @@ impl Builder {
     fn string(&mut self, s: &str) -> *const c_char {
         // Ids are checked ASCII; only free text (user data, messages) could
         // hold a NUL, and it is cut there rather than lost.
-        let c = match CString::new(s) {
-            Ok(c) => c,
-            Err(e) => {
-                let at = e.nul_position();
-                let mut bytes = e.into_vec();
-                bytes.truncate(at);
-                CString::new(bytes).unwrap_or_default()
-            }
-        };
+        let c = crate::result::c_text(s);
         let p = c.as_ptr();
         self.strings.push(c);
         p

@@ -1,6 +1,6 @@
 //! Result codes and the panic and pointer boundary every entry point uses.
 
-use std::ffi::{CStr, c_char};
+use std::ffi::{CStr, CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use calling::{
@@ -166,6 +166,17 @@ use calling_result::*;
 #[unsafe(no_mangle)]
 pub extern "C" fn calling_result_text(result: u32) -> *const c_char {
     result_text(result).as_ptr()
+}
+
+/// Free text (a server's message, user data) for C: a NUL inside would end
+/// the C string early anyway, so the text is cut there rather than lost.
+pub(crate) fn c_text(s: impl Into<Vec<u8>>) -> CString {
+    CString::new(s).unwrap_or_else(|e| {
+        let at = e.nul_position();
+        let mut bytes = e.into_vec();
+        bytes.truncate(at);
+        CString::new(bytes).unwrap_or_default()
+    })
 }
 
 /// The text of a code, taken as an integer so that a value outside the enum
