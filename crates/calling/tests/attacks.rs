@@ -155,6 +155,36 @@ async fn in_call(
     call_id
 }
 
+/// alice (audio only) calls `callee` (audio only), who accepts: both are
+/// connected.
+async fn alice_calls(
+    net: &Net,
+    callee: &str,
+) -> ((Calling, Events), (Calling, Events), calling::CallId) {
+    let mut alice = login_with(net, "alice", audio_only()).await;
+    let mut other = login_with(net, callee, audio_only()).await;
+    let call_id = in_call((&alice.0, &mut alice.1), (&other.0, &mut other.1)).await;
+    (alice, other, call_id)
+}
+
+/// Waits for `who` to enter the call.
+async fn enters(events: &mut Events, who: &str) {
+    expect(
+        events,
+        "a party enters",
+        |e| matches!(e, Event::Call(CallEvent::UserEnter { user, .. }) if user == who),
+    )
+    .await;
+}
+
+/// Waits for the call's end.
+async fn call_ends(events: &mut Events, what: &str) {
+    expect(events, what, |e| {
+        matches!(e, Event::Call(CallEvent::CallEnd { .. }))
+    })
+    .await;
+}
+
 /// A real SDP offer (with its candidates) from a media session of `from`
 /// to `to`: what an attacker's browser would send.
 async fn real_offer(from: &str, to: &str) -> (MediaSession, Vec<MediaSignal>) {
@@ -216,10 +246,7 @@ async fn an_outsiders_offer_during_a_live_call_gets_no_answer_and_no_media() {
     assert_eq!(call.connected, vec![uid("alice")]);
     offerer.close().await;
     alice.hangup().await.unwrap();
-    expect(&mut victim_events, "the call ends", |e| {
-        matches!(e, Event::Call(CallEvent::CallEnd { .. }))
-    })
-    .await;
+    call_ends(&mut victim_events, "the call ends").await;
 }
 
 /// Sends made-up `enter`s to `victim` as fast as the server's rate limit
@@ -252,9 +279,8 @@ async fn flood(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_made_up_enters_does_not_hide_the_real_hangup() {
     let net = start().await;
-    let (alice, mut alice_events) = login_with(&net, "alice", audio_only()).await;
-    let (victim, mut victim_events) = login_with(&net, "victim", audio_only()).await;
-    let call_id = in_call((&alice, &mut alice_events), (&victim, &mut victim_events)).await;
+    let ((alice, _alice_events), (victim, mut victim_events), call_id) =
+        alice_calls(&net, "victim").await;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut floods = Vec::new();
@@ -384,9 +410,8 @@ fn forged(call_id: &str, kind: &str, fields: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outsider_cannot_enter_uninvited() {
     let net = start().await;
-    let (alice, mut alice_events) = login_with(&net, "alice", audio_only()).await;
-    let (victim, mut victim_events) = login_with(&net, "victim", audio_only()).await;
-    let call_id = in_call((&alice, &mut alice_events), (&victim, &mut victim_events)).await;
+    let ((alice, mut alice_events), (victim, mut victim_events), call_id) =
+        alice_calls(&net, "victim").await;
     let mut mallory = Raw::login(&net, "mallory").await;
     for to in ["alice", "victim"] {
         let enter = forged(
@@ -452,12 +477,7 @@ async fn an_outsider_cannot_take_a_ringing_invitees_seat() {
     let seen = events_within(&mut alice_events, Duration::from_millis(200)).await;
     assert!(!mentions(&seen, "mallory"), "{seen:?}");
     bob.accept(&invite).await.unwrap();
-    expect(
-        &mut alice_events,
-        "bob enters",
-        |e| matches!(e, Event::Call(CallEvent::UserEnter { user, .. }) if user == "bob"),
-    )
-    .await;
+    enters(&mut alice_events, "bob").await;
     for client in [&alice, &bob] {
         let call = client.current_call().await.unwrap().unwrap();
         assert!(!call.connected.iter().any(|u| u == "mallory"), "{call:?}");
@@ -471,9 +491,8 @@ async fn an_outsider_cannot_take_a_ringing_invitees_seat() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outsiders_roster_invents_no_members() {
     let net = start().await;
-    let (alice, mut alice_events) = login_with(&net, "alice", audio_only()).await;
-    let (victim, mut victim_events) = login_with(&net, "victim", audio_only()).await;
-    let call_id = in_call((&alice, &mut alice_events), (&victim, &mut victim_events)).await;
+    let ((alice, _alice_events), (victim, mut victim_events), call_id) =
+        alice_calls(&net, "victim").await;
     let mut carol = Raw::login(&net, "carol").await;
     let mut mallory = Raw::login(&net, "mallory").await;
     let roster = forged(
@@ -496,10 +515,7 @@ async fn an_outsiders_roster_invents_no_members() {
     let call = victim.current_call().await.unwrap().unwrap();
     assert_eq!(call.connected, vec![uid("alice")]);
     alice.hangup().await.unwrap();
-    expect(&mut victim_events, "the victim's call ends", |e| {
-        matches!(e, Event::Call(CallEvent::CallEnd { .. }))
-    })
-    .await;
+    call_ends(&mut victim_events, "the victim's call ends").await;
     assert!(victim.current_call().await.unwrap().is_none());
 }
 
@@ -551,12 +567,7 @@ async fn a_co_invitee_cannot_speak_for_another() {
         "{seen:?}"
     );
     bob.accept(&invite).await.unwrap();
-    expect(
-        &mut alice_events,
-        "bob enters",
-        |e| matches!(e, Event::Call(CallEvent::UserEnter { user, .. }) if user == "bob"),
-    )
-    .await;
+    enters(&mut alice_events, "bob").await;
     alice.hangup().await.unwrap();
 }
 
@@ -567,9 +578,7 @@ async fn a_co_invitee_cannot_speak_for_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hangup_lost_while_the_server_is_down_still_ends_the_call() {
     let net = start().await;
-    let (alice, mut alice_events) = login_with(&net, "alice", audio_only()).await;
-    let (bob, mut bob_events) = login_with(&net, "bob", audio_only()).await;
-    in_call((&alice, &mut alice_events), (&bob, &mut bob_events)).await;
+    let ((alice, mut alice_events), (bob, mut bob_events), _) = alice_calls(&net, "bob").await;
 
     let Net { server, url: _ } = net;
     let addr = server.local_addr();
@@ -579,19 +588,13 @@ async fn a_hangup_lost_while_the_server_is_down_still_ends_the_call() {
     })
     .await;
     alice.hangup().await.unwrap();
-    expect(&mut alice_events, "alice's call ends", |e| {
-        matches!(e, Event::Call(CallEvent::CallEnd { .. }))
-    })
-    .await;
+    call_ends(&mut alice_events, "alice's call ends").await;
 
     // The same address again: the clients reconnect to where they were.
     let mut config = calling_server::Config::new(APP, KEY);
     config.listen = addr;
     let server = calling_server::Server::bind(config).await.unwrap();
-    expect(&mut bob_events, "bob's call ends", |e| {
-        matches!(e, Event::Call(CallEvent::CallEnd { .. }))
-    })
-    .await;
+    call_ends(&mut bob_events, "bob's call ends").await;
     assert!(bob.current_call().await.unwrap().is_none());
     assert!(alice.current_call().await.unwrap().is_none());
     // And bob can call again, once alice is back.

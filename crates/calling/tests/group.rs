@@ -170,6 +170,14 @@ async fn mesh_has_media(clients: &[(&str, &Calling)], kind: MediaKind, min: u64)
     }
 }
 
+/// The join ticket a connected member hands out, in its text form.
+async fn ticket_of(member: &Calling) -> String {
+    let call = member.current_call().await.unwrap().expect("in a call");
+    call.join_ticket
+        .expect("a connected member has a ticket")
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_party_group_call_decline_timeout_late_join_leave() {
     let net = start().await;
@@ -298,15 +306,8 @@ async fn four_party_group_call_decline_timeout_late_join_leave() {
 
     // frank was not invited: a member hands him the call's join ticket,
     // he joins with it and connects media to everyone already there.
-    let ticket = bob
-        .current_call()
-        .await
-        .unwrap()
-        .unwrap()
-        .join_ticket
-        .unwrap();
     frank
-        .join(call_id.as_str(), &ticket.to_string())
+        .join(call_id.as_str(), &ticket_of(&bob).await)
         .await
         .unwrap();
     for who in ["alice", "bob", "erin"] {
@@ -809,15 +810,8 @@ async fn joining_a_video_call_by_id_brings_video_both_ways() {
         .unwrap_err();
     assert!(carol.current_call().await.unwrap().is_none());
 
-    let ticket = alice
-        .current_call()
-        .await
-        .unwrap()
-        .unwrap()
-        .join_ticket
-        .unwrap();
     carol
-        .join(call_id.as_str(), &ticket.to_string())
+        .join(call_id.as_str(), &ticket_of(&alice).await)
         .await
         .unwrap();
     c.user_enter("alice").await;
