@@ -6,7 +6,8 @@ use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
 };
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability,
+    RTCRtpHeaderExtensionParameters, RtpCodecKind,
 };
 use webrtc::peer_connection::MediaEngine;
 
@@ -131,6 +132,17 @@ pub(super) fn mime_of(codec: Codec) -> &'static str {
     }
 }
 
+/// The id a sender's negotiated header extensions give the audio level
+/// extension, if negotiated with a one-byte id (1 to 14, RFC 8285), which is
+/// the only form we write.
+pub(super) fn audio_level_id(extensions: &[RTCRtpHeaderExtensionParameters]) -> Option<u8> {
+    extensions
+        .iter()
+        .find(|e| e.uri == AUDIO_LEVEL_URI)
+        .and_then(|e| u8::try_from(e.id).ok())
+        .filter(|id| (1..=14).contains(id))
+}
+
 /// The payload type negotiated for `codec` among a sender's codecs. Only an
 /// H.264 entry with packetization mode 1 will do: that is what we packetize.
 pub(super) fn payload_type(codecs: &[RTCRtpCodecParameters], codec: Codec) -> Option<u8> {
@@ -155,6 +167,24 @@ mod tests {
             assert_eq!(codec_of(&mime_of(codec).to_uppercase()), Some(codec));
         }
         assert_eq!(codec_of("video/AV1"), None);
+    }
+
+    #[test]
+    fn audio_level_id_is_the_negotiated_one_byte_id() {
+        let ext = |uri: &str, id: u16| RTCRtpHeaderExtensionParameters {
+            uri: uri.to_owned(),
+            id,
+            encrypted: false,
+        };
+        let mid = "urn:ietf:params:rtp-hdrext:sdes:mid";
+        // aiortc's offer: mid 1, audio level 2.
+        assert_eq!(
+            audio_level_id(&[ext(mid, 1), ext(AUDIO_LEVEL_URI, 2)]),
+            Some(2)
+        );
+        assert_eq!(audio_level_id(&[ext(AUDIO_LEVEL_URI, 14)]), Some(14));
+        assert_eq!(audio_level_id(&[ext(AUDIO_LEVEL_URI, 15)]), None);
+        assert_eq!(audio_level_id(&[ext(mid, 1)]), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
-use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
@@ -55,7 +55,7 @@ pub(super) async fn request_keyframe(peer: &Peer) -> Result<(), MediaError> {
 /// Reads the RTCP that webrtc-rs hands up for our video track: key-frame
 /// requests from the remote.
 pub(super) async fn read_feedback(
-    track: Arc<TrackLocalStaticSample>,
+    track: Arc<TrackLocalStaticRTP>,
     shared: Arc<PeerShared>,
     session: Weak<Inner>,
 ) {

@@ -1,20 +1,22 @@
 //! Sending: our two local tracks, the pumps that carry a source's frames to
 //! every ready peer, and writing one frame as RTP.
 
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Instant;
 
-use rtc::media::Sample;
+use bytes::Bytes;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
+use rtc::rtp::packet::Packet;
+use rtc::rtp::packetizer::{Packetizer, new_packetizer};
+use rtc::rtp::sequence::new_random_sequencer;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::PeerConnection;
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -25,11 +27,24 @@ use crate::frame::VolumeMeter;
 use crate::source;
 use crate::types::{Codec, EncodedFrame, MediaEvent, MediaKind, VideoCodec};
 
-/// One of our tracks on a peer connection.
+/// Largest RTP packet we build, as webrtc-rs's sample track does.
+const RTP_MTU: usize = 1200;
+
+/// One of our tracks on a peer connection. We packetize frames ourselves
+/// rather than through webrtc-rs's sample track: that track reads header
+/// extension ids from the parameters it was bound with when the track was
+/// added, before any negotiation, so an answer to a peer that maps the audio
+/// level extension to another id (aiortc: 2) had every packet refused
+/// ("extension not found"). Here the id comes from the negotiated sender.
 pub(super) struct LocalTrack {
-    pub(super) track: Arc<TrackLocalStaticSample>,
+    pub(super) track: Arc<TrackLocalStaticRTP>,
     pub(super) ssrc: u32,
     sender: Arc<dyn RtpSender>,
+    packetizer: Mutex<Box<dyn Packetizer>>,
+    clock_rate: u32,
+    /// The negotiated id of the audio level extension on this sender, 0
+    /// when it is not negotiated (then no level is written).
+    level_id: AtomicU8,
 }
 
 impl LocalTrack {
@@ -46,6 +61,17 @@ impl LocalTrack {
             MediaKind::Audio => ("audio", RtpCodecKind::Audio),
             MediaKind::Video => ("video", RtpCodecKind::Video),
         };
+        let payloader = codec.payloader().map_err(MediaError::webrtc)?;
+        let clock_rate = codec.clock_rate;
+        let packetizer: Box<dyn Packetizer> = Box::new(new_packetizer(
+            Instant::now(),
+            RTP_MTU,
+            0, // set per packet: the negotiated payload type
+            ssrc,
+            payloader,
+            Box::new(new_random_sequencer()),
+            clock_rate,
+        ));
         let track = MediaStreamTrack::new(
             stream.to_owned(),
             id.to_owned(),
@@ -60,9 +86,7 @@ impl LocalTrack {
                 ..Default::default()
             }],
         );
-        let track = Arc::new(
-            TrackLocalStaticSample::new(Instant::now(), track).map_err(MediaError::webrtc)?,
-        );
+        let track = Arc::new(TrackLocalStaticRTP::new(track));
         let sender = pc
             .add_track(track.clone() as Arc<dyn TrackLocal>)
             .await
@@ -71,8 +95,42 @@ impl LocalTrack {
             track,
             ssrc,
             sender,
+            packetizer: Mutex::new(packetizer),
+            clock_rate,
+            level_id: AtomicU8::new(0),
         })
     }
+
+    /// Cuts `frame` into RTP packets with payload type `pt`, each carrying
+    /// the frame's audio level under the negotiated id.
+    fn packetize(&self, frame: &EncodedFrame, pt: u8) -> Result<Vec<Packet>, MediaError> {
+        let samples = (frame.duration.as_secs_f64() * f64::from(self.clock_rate)) as u32;
+        let mut packets = self
+            .packetizer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .packetize(Instant::now(), &frame.data, samples)
+            .map_err(MediaError::webrtc)?;
+        let level_id = self.level_id.load(Ordering::Relaxed);
+        for packet in &mut packets {
+            packet.header.payload_type = pt;
+            if let (Some(level), 1..=14) = (frame.audio_level, level_id) {
+                packet
+                    .header
+                    .set_extension(level_id, audio_level_bytes(level))
+                    .map_err(MediaError::webrtc)?;
+            }
+        }
+        Ok(packets)
+    }
+}
+
+/// The RFC 6464 one-byte payload: the voice flag, then the level in -dBov
+/// (0 loudest, 127 silence).
+fn audio_level_bytes(level: u8) -> Bytes {
+    let level = level.min(127);
+    let voice = if level < 127 { 0x80 } else { 0 };
+    Bytes::copy_from_slice(&[voice | level])
 }
 
 impl Peer {
@@ -82,40 +140,35 @@ impl Peer {
         let Some(pt) = self.shared.pt(kind) else {
             return;
         };
-        let sample = Sample {
-            data: frame.data.clone(),
-            duration: frame.duration,
-            ..Sample::new(Instant::now())
-        };
         let local = self.local(kind);
-        let mut writer = local.track.sample_writer(local.ssrc, pt);
-        // Only audio frames carry a level.
-        if let Some(level) = frame.audio_level {
-            writer = writer.with_audio_level(AudioLevelExtension {
-                level: level.min(127),
-                voice: level < 127,
-            });
-        }
-        match writer.write_sample(&sample).await {
-            Ok(()) => {
-                self.shared
-                    .counters
-                    .frames_sent(kind)
-                    .fetch_add(1, Ordering::Relaxed);
-            }
+        let packets = match local.packetize(frame, pt) {
+            Ok(p) => p,
             Err(e) => {
-                tracing::debug!(user = %self.shared.remote, error = %e, "write_sample failed")
+                tracing::debug!(user = %self.shared.remote, error = %e, "packetizing failed");
+                return;
+            }
+        };
+        for packet in packets {
+            if let Err(e) = local.track.write_rtp(packet).await {
+                tracing::debug!(user = %self.shared.remote, error = %e, "write_rtp failed");
+                return;
             }
         }
+        self.shared
+            .counters
+            .frames_sent(kind)
+            .fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Reads the negotiated payload types off the senders.
+    /// Reads the negotiated payload types and audio level extension id off
+    /// the senders.
     pub(super) async fn resolve_payload_types(&self, video_codec: VideoCodec) {
         for (kind, codec, slot) in [
             (MediaKind::Audio, Codec::Opus, &self.shared.audio_pt),
             (MediaKind::Video, video_codec.codec(), &self.shared.video_pt),
         ] {
-            let params = match self.local(kind).sender.get_parameters().await {
+            let local = self.local(kind);
+            let params = match local.sender.get_parameters().await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::debug!(error = %e, "get_parameters failed");
@@ -125,6 +178,10 @@ impl Peer {
             let pt = codec::payload_type(&params.rtp_parameters.codecs, codec);
             if let Ok(mut g) = slot.lock() {
                 *g = pt;
+            }
+            if kind == MediaKind::Audio {
+                let id = codec::audio_level_id(&params.rtp_parameters.header_extensions);
+                local.level_id.store(id.unwrap_or(0), Ordering::Relaxed);
             }
             if pt.is_none() {
                 tracing::warn!(user = %self.shared.remote, ?codec, "codec not negotiated");

@@ -52,6 +52,15 @@ pub async fn mesh_with(names: &[&str], tweak: impl Fn(MediaConfig) -> MediaConfi
     build(names, tweak, None).await
 }
 
+/// A change the router makes to each signal on its way: (from, signal).
+pub type Rewrite = Arc<dyn Fn(&str, MediaSignal) -> MediaSignal + Send + Sync>;
+
+/// [`mesh`] whose router passes every signal through `rewrite`, as another
+/// WebRTC stack would describe the same session differently.
+pub async fn mesh_rewriting(names: &[&str], rewrite: Rewrite) -> Mesh {
+    build_with(names, |c| c, None, Some(rewrite)).await
+}
+
 /// [`mesh`] whose media all travels through UDP relays that the returned
 /// [`Path`] can cut, as a lost network would.
 pub async fn mesh_relayed(names: &[&str]) -> (Mesh, Path) {
@@ -160,6 +169,15 @@ async fn build(
     tweak: impl Fn(MediaConfig) -> MediaConfig,
     path: Option<Path>,
 ) -> Mesh {
+    build_with(names, tweak, path, None).await
+}
+
+async fn build_with(
+    names: &[&str],
+    tweak: impl Fn(MediaConfig) -> MediaConfig,
+    path: Option<Path>,
+    rewrite: Option<Rewrite>,
+) -> Mesh {
     let log: SignalLog = Arc::new(Mutex::new(Vec::new()));
     let mut sessions = HashMap::new();
     let mut raw = Vec::new();
@@ -177,12 +195,17 @@ async fn build(
         let log = log.clone();
         let from = uid(&name);
         let path = path.clone();
+        let rewrite = rewrite.clone();
         tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
                 match ev {
                     MediaEvent::Signal { to, signal } => {
                         let signal = match &path {
                             Some(path) => path.reroute(&from, signal).await,
+                            None => signal,
+                        };
+                        let signal = match &rewrite {
+                            Some(rewrite) => rewrite(from.as_str(), signal),
                             None => signal,
                         };
                         log.lock().unwrap().push((
