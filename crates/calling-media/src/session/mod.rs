@@ -8,6 +8,7 @@
 //! peer connection).
 
 mod codec;
+mod gate;
 mod negotiation;
 mod peer;
 mod receive;

@@ -30,8 +30,60 @@ pub(super) struct Negotiation {
     pending: Vec<RTCIceCandidateInit>,
 }
 
-/// A local candidate webrtc-rs gathered: sent at once if our description is
-/// out, else held until it is.
+/// Our candidates on their way to one remote.
+#[derive(Default)]
+pub(crate) struct LocalCandidates {
+    /// Our offer or answer went out: candidates may follow at once.
+    described: bool,
+    /// The mid of the m-line our candidates belong to (with BUNDLE, the
+    /// first one), read off our description.
+    mid: Option<String>,
+    /// Candidates gathered before our description went out.
+    held: Vec<MediaSignal>,
+}
+
+impl LocalCandidates {
+    /// `signal` with the m-line it belongs to, once we know it.
+    fn with_mid(&self, signal: MediaSignal) -> MediaSignal {
+        match signal {
+            MediaSignal::Candidate {
+                candidate,
+                sdp_mid,
+                sdp_mline_index,
+                username_fragment,
+            } => MediaSignal::Candidate {
+                candidate,
+                sdp_mid: sdp_mid
+                    .filter(|m| !m.is_empty())
+                    .or_else(|| self.mid.clone()),
+                sdp_mline_index: sdp_mline_index.or(Some(0)),
+                username_fragment,
+            },
+            other => other,
+        }
+    }
+}
+
+/// Sends `signal` (a candidate, or the end of them) at once if our
+/// description is out, else holds it until it is.
+fn send_candidate(shared: &PeerShared, session: &Weak<Inner>, signal: MediaSignal) {
+    let Some(session) = session.upgrade() else {
+        return;
+    };
+    let Ok(mut local) = shared.local_candidates.lock() else {
+        return;
+    };
+    if local.described {
+        session.emit(MediaEvent::Signal {
+            to: shared.remote.clone(),
+            signal: local.with_mid(signal),
+        });
+    } else {
+        local.held.push(signal);
+    }
+}
+
+/// A local candidate webrtc-rs gathered.
 pub(super) fn on_local_candidate(
     shared: &PeerShared,
     session: &Weak<Inner>,
@@ -50,20 +102,31 @@ pub(super) fn on_local_candidate(
         sdp_mline_index: init.sdp_mline_index,
         username_fragment: init.username_fragment,
     };
-    let Some(session) = session.upgrade() else {
-        return;
+    send_candidate(shared, session, signal);
+}
+
+/// Gathering finished: tell the remote there will be no more candidates
+/// (an empty candidate, as a browser's end-of-candidates), so that it can
+/// conclude ICE failed when none of the pairs works.
+pub(super) fn on_gathering_complete(shared: &PeerShared, session: &Weak<Inner>) {
+    let end = MediaSignal::Candidate {
+        candidate: String::new(),
+        sdp_mid: None,
+        sdp_mline_index: None,
+        username_fragment: None,
     };
-    let Ok(mut held) = shared.local_candidates.lock() else {
-        return;
-    };
-    if held.0 {
-        session.emit(MediaEvent::Signal {
-            to: shared.remote.clone(),
-            signal,
-        });
-    } else {
-        held.1.push(signal);
-    }
+    send_candidate(shared, session, end);
+}
+
+/// The mid candidates belong to in `sdp`: the first of its BUNDLE group,
+/// else its first m-line's.
+fn transport_mid(sdp: &str) -> Option<String> {
+    let lines = || sdp.lines().map(str::trim);
+    lines()
+        .find_map(|l| l.strip_prefix("a=group:BUNDLE "))
+        .and_then(|mids| mids.split_whitespace().next())
+        .or_else(|| lines().find_map(|l| l.strip_prefix("a=mid:")))
+        .map(str::to_owned)
 }
 
 fn invalid_sdp(from: &UserId, e: impl std::fmt::Display) -> MediaError {
@@ -111,18 +174,21 @@ impl MediaSession {
     /// while it was being made.
     fn emit_description(&self, peer: &Peer, signal: MediaSignal) {
         let remote = peer.shared.remote.clone();
-        let Ok(mut held) = peer.shared.local_candidates.lock() else {
+        let Ok(mut local) = peer.shared.local_candidates.lock() else {
             return;
         };
+        if let MediaSignal::Offer { sdp } | MediaSignal::Answer { sdp } = &signal {
+            local.mid = transport_mid(sdp);
+        }
         self.inner.emit(MediaEvent::Signal {
             to: remote.clone(),
             signal,
         });
-        held.0 = true;
-        for c in held.1.drain(..) {
+        local.described = true;
+        for c in std::mem::take(&mut local.held) {
             self.inner.emit(MediaEvent::Signal {
                 to: remote.clone(),
-                signal: c,
+                signal: local.with_mid(c),
             });
         }
     }
@@ -217,6 +283,7 @@ impl MediaSession {
             .await
             .map_err(|e| invalid_sdp(from, e))?;
         neg.remote_set = true;
+        peer.gate.open();
         if let Some(id) = level_id {
             peer.shared.audio_level_id.store(id, Ordering::Relaxed);
         }
@@ -349,6 +416,16 @@ mod tests {
         let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=extmap:3 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time\r\na=extmap:7/sendrecv urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n";
         assert_eq!(audio_level_id(sdp), Some(7));
         assert_eq!(audio_level_id("v=0\r\n"), None);
+    }
+
+    #[test]
+    fn candidates_belong_to_the_bundles_first_mid() {
+        let bundled =
+            "v=0\r\na=group:BUNDLE 0 1\r\nm=audio 9 x\r\na=mid:0\r\nm=video 9 x\r\na=mid:1\r\n";
+        assert_eq!(transport_mid(bundled).as_deref(), Some("0"));
+        let unbundled = "v=0\r\nm=audio 9 x\r\na=mid:audio\r\n";
+        assert_eq!(transport_mid(unbundled).as_deref(), Some("audio"));
+        assert_eq!(transport_mid("v=0\r\n"), None);
     }
 
     #[test]

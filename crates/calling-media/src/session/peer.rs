@@ -11,16 +11,17 @@ use tokio::sync::Notify;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    Registry, SettingEngineBuilder, StatsSelector, configure_rtcp_reports,
+    RTCConfigurationBuilder, RTCIceGatheringState, RTCIceServer, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, Registry, SettingEngineBuilder, StatsSelector, configure_rtcp_reports,
     configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 
-use super::negotiation::Negotiation;
+use super::gate::{Gate, GatedRuntime};
+use super::negotiation::{LocalCandidates, Negotiation};
 use super::send::LocalTrack;
 use super::{Inner, MediaSession, codec, is_offerer, negotiation, receive};
 use crate::error::MediaError;
-use crate::types::{MediaEvent, MediaKind, MediaSignal, PeerState, PeerStats};
+use crate::types::{MediaEvent, MediaKind, PeerState, PeerStats};
 
 /// Frame and byte counts of one peer connection.
 #[derive(Default)]
@@ -65,7 +66,7 @@ pub(super) struct PeerShared {
     pub(super) audio_level_id: AtomicU8,
     /// Local candidates are held back until our offer/answer has been emitted,
     /// so the remote always sees the description first.
-    pub(super) local_candidates: Mutex<(bool, Vec<MediaSignal>)>,
+    pub(super) local_candidates: Mutex<LocalCandidates>,
     pub(super) counters: Counters,
     live: Arc<AtomicUsize>,
     /// The remote's video track and SSRC, to send key-frame requests to.
@@ -134,6 +135,8 @@ pub(super) struct Peer {
     pub(super) video: LocalTrack,
     pub(super) shared: Arc<PeerShared>,
     pub(super) negotiation: tokio::sync::Mutex<Negotiation>,
+    /// Holds early connectivity checks until the remote description is set.
+    pub(super) gate: Arc<Gate>,
 }
 
 impl Peer {
@@ -193,6 +196,12 @@ struct Handler {
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
         negotiation::on_local_candidate(&self.shared, &self.session, event);
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            negotiation::on_gathering_complete(&self.shared, &self.session);
+        }
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
@@ -329,7 +338,7 @@ impl MediaSession {
             video_primed: AtomicBool::new(false),
             awaiting_keyframe: AtomicBool::new(true),
             audio_level_id: AtomicU8::new(0),
-            local_candidates: Mutex::new((false, Vec::new())),
+            local_candidates: Mutex::new(LocalCandidates::default()),
             counters: Counters::default(),
             live: self.inner.live.clone(),
             remote_video: Mutex::new(None),
@@ -341,7 +350,9 @@ impl MediaSession {
             session: Arc::downgrade(&self.inner),
             nudge: self.inner.video_nudge.clone(),
         });
+        let gate = Arc::new(Gate::default());
         let pc = PeerConnectionBuilder::new()
+            .with_runtime(Arc::new(GatedRuntime::new(gate.clone())))
             .with_configuration(rtc_config.build())
             .with_media_engine(engine)
             .with_interceptor_registry(registry)
@@ -383,6 +394,7 @@ impl MediaSession {
             video,
             shared,
             negotiation: tokio::sync::Mutex::new(Negotiation::default()),
+            gate,
         })
     }
 }
