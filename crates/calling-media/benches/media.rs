@@ -326,6 +326,14 @@ fn env(name: &str, default: u64) -> u64 {
 }
 
 fn main() {
+    // RUST_LOG=rtc_ice=trace,... shows where a setup's milliseconds go.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let which: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))

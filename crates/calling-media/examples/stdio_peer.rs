@@ -89,6 +89,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 // Our own volume, and track and frame notices: the report
                 // counts frames as they arrive instead.
                 MediaEvent::VoiceVolume { .. }
+                | MediaEvent::SourceFailed { .. }
                 | MediaEvent::RemoteTrack { .. }
                 | MediaEvent::FirstFrame { .. } => {}
             },

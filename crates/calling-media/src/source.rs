@@ -37,6 +37,9 @@ pub(crate) struct Running {
     pub(crate) frames: mpsc::Receiver<EncodedFrame>,
     pub(crate) control: Option<std_mpsc::Sender<Control>>,
     stop: Arc<AtomicBool>,
+    /// Why the source stopped by itself, if it failed: read once `frames`
+    /// has closed.
+    pub(crate) failure: Arc<std::sync::Mutex<Option<MediaError>>>,
 }
 
 impl Drop for Running {
@@ -75,6 +78,7 @@ pub(crate) fn start_audio(src: AudioSource) -> Result<Running, MediaError> {
             frames: rx,
             control: None,
             stop,
+            failure: Arc::default(),
         }),
         AudioSource::Tone {
             frequency_hz,
@@ -98,6 +102,7 @@ pub(crate) fn start_audio(src: AudioSource) -> Result<Running, MediaError> {
                 frames: rx,
                 control: None,
                 stop,
+                failure: Arc::default(),
             })
         }
         AudioSource::OggFile { path, looped } => {
@@ -184,6 +189,7 @@ fn file_source(
         frames: rx,
         control: Some(ctl_tx),
         stop,
+        failure: Arc::default(),
     })
 }
 
@@ -208,27 +214,26 @@ pub(crate) fn start_video(
             frames: rx,
             control: None,
             stop,
+            failure: Arc::default(),
         }),
         VideoSource::TestPattern => {
             need(VideoCodec::H264)?;
             let (tx, rx) = mpsc::channel(CHANNEL);
             let (ctl_tx, ctl_rx) = std_mpsc::channel();
             let flag = stop.clone();
-            // The encoder is created on its thread; report a failure to build
-            // it back here so the caller gets a typed error.
-            let (ready_tx, ready_rx) = std_mpsc::channel();
+            // The encoder is created on its thread, and we do not wait for
+            // it (a few milliseconds a call start would wait): a failure to
+            // build it ends the source, and the session reports it.
+            let failure: Arc<std::sync::Mutex<Option<MediaError>>> = Arc::default();
+            let failed = failure.clone();
             spawn("calling-pattern", move || {
-                pattern_loop(quality, &tx, &ctl_rx, &flag, &ready_tx)
+                pattern_loop(quality, &tx, &ctl_rx, &flag, &failed)
             })?;
-            match ready_rx.recv() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(MediaError::Encoder("pattern thread died".into())),
-            }
             Ok(Running {
                 frames: rx,
                 control: Some(ctl_tx),
                 stop,
+                failure,
             })
         }
         VideoSource::H264File { path, fps, looped } => {
@@ -268,15 +273,15 @@ fn pattern_loop(
     tx: &mpsc::Sender<EncodedFrame>,
     control: &std_mpsc::Receiver<Control>,
     stop: &AtomicBool,
-    ready: &std_mpsc::Sender<Result<(), MediaError>>,
+    failure: &std::sync::Mutex<Option<MediaError>>,
 ) {
     let mut encoder = match h264_encoder(quality) {
-        Ok(e) => {
-            let _ = ready.send(Ok(()));
-            e
-        }
+        Ok(e) => e,
         Err(e) => {
-            let _ = ready.send(Err(e));
+            tracing::warn!(error = %e, "the test pattern's encoder cannot start");
+            if let Ok(mut f) = failure.lock() {
+                *f = Some(e);
+            }
             return;
         }
     };

@@ -364,6 +364,15 @@ pub enum MediaEvent {
         /// Audio or video.
         kind: MediaKind,
     },
+    /// Our own source of `kind` stopped because it failed after it was set
+    /// (e.g. the test pattern's encoder could not be built, which is
+    /// created on the source's thread so that starting never waits on it).
+    SourceFailed {
+        /// Audio or video.
+        kind: MediaKind,
+        /// What went wrong.
+        error: String,
+    },
     /// A remote asked for a key frame (RTCP PLI or FIR), e.g. after loss.
     /// The generated test pattern answers by itself; an app feeding its own
     /// video frames should send a key frame next.

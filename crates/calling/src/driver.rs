@@ -506,6 +506,20 @@ impl Driver {
             MediaEvent::RemoteTrack { user, kind } => debug!(%user, ?kind, "remote track"),
             MediaEvent::FirstFrame { user, kind } => debug!(%user, ?kind, "first frame"),
             MediaEvent::KeyframeRequested { user } => debug!(%user, "key frame requested"),
+            MediaEvent::SourceFailed { kind, error } => {
+                let code = match kind {
+                    MediaKind::Audio => {
+                        self.local.audio_ok = false;
+                        ErrorCode::AudioSource
+                    }
+                    MediaKind::Video => {
+                        self.local.video_ok = false;
+                        ErrorCode::VideoSource
+                    }
+                };
+                self.error(code, error).await;
+                self.announce_media();
+            }
             MediaEvent::NoCommonCodec { user, kind } => {
                 let (code, what) = match kind {
                     MediaKind::Video => (ErrorCode::NoCommonVideoCodec, "video (we send H.264)"),
@@ -556,6 +570,7 @@ impl Driver {
     /// to nobody in `known` (the parties before and after it) answers a
     /// stranger, and goes only within the strangers' limits.
     async fn drain_answering(&mut self, known: Option<&Parties>) {
+        let mut ringing = None;
         loop {
             let mut media = Vec::new();
             while let Some(out) = self.machine.poll_output() {
@@ -571,7 +586,17 @@ impl Driver {
                         let call = message.call_id.clone();
                         self.send(to, wire::control(&message), call).await;
                     }
-                    Output::Event(e) => self.emit(e.into()),
+                    Output::Event(e) => {
+                        if let calling_core::Event::Invited {
+                            call_id,
+                            media_type,
+                            ..
+                        } = &e
+                        {
+                            ringing = Some((call_id.clone(), *media_type));
+                        }
+                        self.emit(e.into())
+                    }
                     Output::Media(m) => media.push(m),
                 }
             }
@@ -582,7 +607,29 @@ impl Driver {
                 self.on_instruction(m).await;
             }
         }
+        self.prepare_media(ringing).await;
         self.allow_into_room().await;
+    }
+
+    /// Opens the media session of a call that starts ringing here, so that
+    /// accepting it does not wait for the encoders to start and make their
+    /// first key frame (for the generated test pattern, some 15 ms here):
+    /// nothing is sent before the accept, since no peer is connected. A
+    /// session whose call is gone (rejected, cancelled, timed out) closes.
+    async fn prepare_media(&mut self, ringing: Option<(CallId, MediaType)>) {
+        if let Some((call_id, media_type)) = ringing
+            && self.media.is_none()
+        {
+            self.open_media(call_id, media_type).await;
+        }
+        let current = self.machine.call().map(|c| c.call_id);
+        if self
+            .media
+            .as_ref()
+            .is_some_and(|m| current.as_ref() != Some(&m.call_id))
+        {
+            self.close_media().await;
+        }
     }
 
     async fn send(&mut self, to: Vec<UserId>, payload: Value, call: CallId) {
@@ -639,7 +686,16 @@ impl Driver {
                 media_type,
                 ..
             } => {
-                self.open_media(call_id.clone(), media_type).await;
+                // Opened while ringing: keep it and its running sources
+                // (restarting them would lose the first key frame made).
+                if let Some(m) = self.media.as_mut().filter(|m| m.call_id == call_id) {
+                    if m.media_type != media_type {
+                        m.media_type = media_type;
+                        self.start_video().await;
+                    }
+                } else {
+                    self.open_media(call_id.clone(), media_type).await;
+                }
                 if self.room.as_ref() != Some(&call_id) {
                     self.leave_room().await;
                     self.join_call_room(call_id).await;

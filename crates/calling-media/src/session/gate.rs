@@ -15,6 +15,11 @@
 //! ("remote_srtp_context is not set yet"): the first key frame was lost and
 //! the first picture waited for the next one.
 //!
+//! And webrtc-rs's driver flushes what its event handling wrote only on its
+//! next wake: when ICE connects, the DTLS ClientHello waited for the next
+//! connectivity-check tick (up to 5 ms) before it left. The runtime's timer
+//! can be cut short ([`Gate::kick`]) so that the driver flushes at once.
+//!
 //! So each peer connection gets its own runtime whose UDP sockets hold
 //! binding requests until the remote description is applied
 //! ([`Gate::described`]) and RTP and RTCP until the connection is up
@@ -93,6 +98,8 @@ impl Stage {
 pub(super) struct Gate {
     stage: AtomicU8,
     sockets: Mutex<Vec<Weak<GatedSocket>>>,
+    /// Ends the driver's current (or next) timer early.
+    kick: Arc<tokio::sync::Notify>,
 }
 
 impl Default for Gate {
@@ -100,11 +107,18 @@ impl Default for Gate {
         Gate {
             stage: AtomicU8::new(Stage::Closed as u8),
             sockets: Mutex::default(),
+            kick: Arc::default(),
         }
     }
 }
 
 impl Gate {
+    /// Wakes the connection's driver at once, so that it sends what its
+    /// last events queued (a permit is kept if it is not waiting yet).
+    pub(super) fn kick(&self) {
+        self.kick.notify_one();
+    }
+
     /// The remote description is applied: hand over the held checks.
     pub(super) fn described(&self) {
         self.advance(Stage::Described);
@@ -377,7 +391,17 @@ impl Runtime for GatedRuntime {
     }
 
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        self.inner.sleep(duration)
+        // The driver's loop timer (the only sleep of a connection's driver
+        // that we use): a kick ends it early, and the driver handles a
+        // timeout with nothing due as a no-op before it flushes its writes.
+        let timer = self.inner.sleep(duration);
+        let kick = self.gate.kick.clone();
+        Box::pin(async move {
+            tokio::select! {
+                () = timer => {}
+                () = kick.notified() => {}
+            }
+        })
     }
 
     fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {

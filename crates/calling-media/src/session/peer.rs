@@ -11,9 +11,10 @@ use tokio::sync::Notify;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceGatheringState, RTCIceServer, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, Registry, SettingEngineBuilder, StatsSelector, configure_rtcp_reports,
-    configure_simulcast_extension_headers, configure_twcc_receiver_only,
+    RTCConfigurationBuilder, RTCIceConnectionState, RTCIceGatheringState, RTCIceServer,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, Registry, SettingEngineBuilder,
+    StatsSelector, configure_rtcp_reports, configure_simulcast_extension_headers,
+    configure_twcc_receiver_only,
 };
 
 use super::gate::{Gate, GatedRuntime};
@@ -196,6 +197,13 @@ struct Handler {
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
         negotiation::on_local_candidate(&self.shared, &self.session, event);
+    }
+
+    async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        if state == RTCIceConnectionState::Connected {
+            // DTLS starts now; make the driver send its first flight at once.
+            self.shared.gate.kick();
+        }
     }
 
     async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {

@@ -227,6 +227,17 @@ impl MediaSession {
     }
 }
 
+/// Tells the app that a source stopped by itself because it failed.
+fn report_failure(session: &Weak<Inner>, kind: MediaKind, running: &source::Running) {
+    let failure = running.failure.lock().ok().and_then(|mut f| f.take());
+    if let (Some(error), Some(inner)) = (failure, session.upgrade()) {
+        inner.emit(MediaEvent::SourceFailed {
+            kind,
+            error: error.to_string(),
+        });
+    }
+}
+
 async fn audio_pump(session: Weak<Inner>, mut running: source::Running) {
     let mut meter: Option<VolumeMeter> = None;
     while let Some(frame) = running.frames.recv().await {
@@ -257,6 +268,7 @@ async fn audio_pump(session: Weak<Inner>, mut running: source::Running) {
             }
         }
     }
+    report_failure(&session, MediaKind::Audio, &running);
 }
 
 async fn video_pump(session: Weak<Inner>, nudge: Arc<Notify>, mut running: source::Running) {
@@ -325,4 +337,5 @@ async fn video_pump(session: Weak<Inner>, nudge: Arc<Notify>, mut running: sourc
             peer.send(&frame).await;
         }
     }
+    report_failure(&session, MediaKind::Video, &running);
 }
