@@ -1,0 +1,513 @@
+//! An independent WebRTC stack on the other end: `tests/aiortc/client.py`, a
+//! Python client of our protocol written from docs/PROTOCOL.md on aiortc
+//! (PyPI) and `websockets`, talks to the Rust `Calling` SDK through an
+//! in-process `calling-server` on 127.0.0.1:0. The client is driven by JSON
+//! lines on stdin and reports JSON lines on stdout.
+//!
+//! Covered: video calls in both offer directions and both call directions
+//! (audio and video counted at both ends), an audio-only call, reject, busy,
+//! cancel and ringing timeout as each side sees them, the call keepalive,
+//! and a VP8-only peer.
+//!
+//! Needs `tests/aiortc/.venv` (or `$CALLING_AIORTC_PYTHON`, an interpreter
+//! with `tests/aiortc/requirements.txt` installed): `scripts/setup.sh` makes
+//! it. Without it each test prints a loud SKIPPED banner, and fails when `CI`
+//! is set, so CI cannot pass without having run them.
+//!
+//! The setup-time benchmark is `aiortc_setup_bench` (ignored by default):
+//! `BENCH_CALLS=20 cargo test --release -p calling --test aiortc -- --ignored --nocapture aiortc_setup_bench`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use calling::{CallEvent, Calling, CallingConfig, EndReason, Event, Events, MediaKind, MediaType};
+use calling_server::{Config, RunningServer, Server};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+const APP: u64 = 1_400_000_000;
+const KEY: &str = "aiortc-test-secret-key";
+/// Longest any single wait may take before the test fails.
+const WAIT: Duration = Duration::from_secs(40);
+const RING: Duration = Duration::from_secs(30);
+/// The Python client's user id. "a-rust" < "py" < "z-rust", byte-wise, so
+/// Rust offers as "a-rust" and the Python client offers to "z-rust".
+const PY: &str = "py";
+const RUST_OFFERS: &str = "a-rust";
+const PY_OFFERS: &str = "z-rust";
+/// Frames each way that show media flows (a quarter second of audio, two
+/// thirds of a second of video at the client's 15 fps).
+const MIN_FRAMES: u64 = 10;
+
+/// One Python client at a time: the machine has two cores and aiortc
+/// encodes video in Python's process.
+static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("CALLING_AIORTC_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("tests/aiortc/.venv/bin/python"))
+}
+
+/// `Ok` when the Python client can run; otherwise fails under CI and returns
+/// `Err` (after a loud banner) locally.
+fn prerequisites(test: &str) -> Result<(), ()> {
+    let python = python();
+    let missing = if !python.exists() {
+        Some(format!("{} (the venv)", python.display()))
+    } else {
+        let imports = Command::new(&python)
+            .args(["-c", "import aiortc, av, websockets"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        (!imports).then(|| format!("aiortc, av or websockets in {}", python.display()))
+    };
+    let Some(what) = missing else {
+        return Ok(());
+    };
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "aiortc test {test} cannot run under CI: missing {what}; scripts/setup.sh installs it"
+        );
+    }
+    // Straight to stderr: libtest captures eprintln! of passing tests, and
+    // this must be seen.
+    let banner = format!(
+        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+         !!! SKIPPED aiortc test {test}: missing {what}.\n\
+         !!! Run scripts/setup.sh to install it. This test did NOT run.\n\
+         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+    );
+    let _ = std::io::stderr().write_all(banner.as_bytes());
+    Err(())
+}
+
+async fn start() -> RunningServer {
+    let mut config = Config::new(APP, KEY);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    Server::bind(config).await.unwrap()
+}
+
+fn sig(user: &str) -> String {
+    calling_usersig::generate(APP, KEY, user, 3600, calling_usersig::now_unix())
+}
+
+fn url(server: &RunningServer) -> String {
+    format!("ws://{}/ws", server.local_addr())
+}
+
+async fn login(server: &RunningServer, user: &str) -> (Calling, Events) {
+    login_with(server, user, CallingConfig::default()).await
+}
+
+async fn login_with(
+    server: &RunningServer,
+    user: &str,
+    config: CallingConfig,
+) -> (Calling, Events) {
+    Calling::login(&url(server), APP, user, &sig(user), config)
+        .await
+        .unwrap()
+}
+
+/// The Python client; killed if dropped early.
+struct Py {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::UnboundedReceiver<Value>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Py {
+    /// Starts the client as `user` and waits until it is logged in.
+    async fn start(server: &RunningServer, user: &str, options: &[&str]) -> Py {
+        let mut child = Command::new(python())
+            .arg(root().join("tests/aiortc/client.py"))
+            .args(["--url", &url(server)])
+            .args(["--app", &APP.to_string()])
+            .args(["--user", user])
+            .args(["--sig", &sig(user)])
+            .args(options)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::unbounded_channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| json!({"event": "bad line", "line": line}));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let err = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let stdin = child.stdin.take();
+        let mut py = Py {
+            child,
+            stdin,
+            lines,
+            stderr,
+        };
+        py.expect("ready").await;
+        py
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn send(&mut self, cmd: Value) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{cmd}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Gives the stderr reader a moment (bounded) to collect the end of the
+    /// log before a failure shows it.
+    async fn settle(&mut self) {
+        let _ = timeout(Duration::from_secs(2), async {
+            while self.child.try_wait().ok().flatten().is_none() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    /// Waits for the next event named `event` that `pred` accepts, skipping
+    /// others. An `error` event from the client fails the test.
+    async fn expect_where<F: Fn(&Value) -> bool>(&mut self, event: &str, pred: F) -> Value {
+        let got = timeout(WAIT, async {
+            while let Some(line) = self.lines.recv().await {
+                let name = line["event"].as_str().unwrap_or_default();
+                if name == event && pred(&line) {
+                    return Ok(line);
+                }
+                if name == "error" || name == "bad line" {
+                    return Err(line);
+                }
+            }
+            Err(Value::Null)
+        })
+        .await;
+        match got {
+            Ok(Ok(line)) => line,
+            Ok(Err(Value::Null)) => {
+                self.settle().await;
+                panic!("the Python client ended before {event}:\n{}", self.log())
+            }
+            Ok(Err(line)) => {
+                self.settle().await;
+                panic!(
+                    "the Python client reported {line} while waiting for {event}:\n{}",
+                    self.log()
+                )
+            }
+            Err(_) => panic!(
+                "timed out waiting for {event} from the Python client:\n{}",
+                self.log()
+            ),
+        }
+    }
+
+    async fn expect(&mut self, event: &str) -> Value {
+        self.expect_where(event, |_| true).await
+    }
+
+    /// The client's frame counts of its current (or last) peer connection.
+    async fn report(&mut self) -> Value {
+        self.send(json!({"cmd": "report"}));
+        self.expect("report").await
+    }
+
+    /// Waits until the client has decoded at least `min` frames of `kind`;
+    /// returns the report that shows it.
+    async fn wait_frames(&mut self, kind: &str, min: u64) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let report = self.report().await;
+            if report["received"][kind].as_u64().unwrap_or(0) >= min {
+                return report;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Python client decoded fewer than {min} {kind} frames: {report}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Asks the client to log out and checks that it exits cleanly.
+    async fn quit(mut self) {
+        self.send(json!({"cmd": "quit"}));
+        drop(self.stdin.take());
+        let status = timeout(WAIT, async {
+            loop {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!("the Python client failed ({s}):\n{}", self.log())
+            }
+            Err(_) => panic!("the Python client did not exit:\n{}", self.log()),
+        }
+    }
+}
+
+impl Drop for Py {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+async fn expect_event<F: Fn(&Event) -> bool>(events: &mut Events, what: &str, pred: F) -> Event {
+    let found = timeout(WAIT, async {
+        while let Some(e) = events.recv().await {
+            if pred(&e) {
+                return Some(e);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(e)) => e,
+        Ok(None) => panic!("event stream ended while waiting for {what}"),
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+async fn invited(events: &mut Events, from: &str) -> calling::InviteId {
+    match expect_event(events, "the invite", |e| {
+        matches!(e, Event::Call(CallEvent::Invited { .. }))
+    })
+    .await
+    {
+        Event::Call(CallEvent::Invited {
+            invite_id, sponsor, ..
+        }) => {
+            assert_eq!(sponsor.as_str(), from);
+            invite_id
+        }
+        _ => unreachable!(),
+    }
+}
+
+async fn call_end(events: &mut Events) -> EndReason {
+    match expect_event(events, "call end", |e| {
+        matches!(e, Event::Call(CallEvent::CallEnd { .. }))
+    })
+    .await
+    {
+        Event::Call(CallEvent::CallEnd { reason, .. }) => reason,
+        _ => unreachable!(),
+    }
+}
+
+fn frames(stats: &[calling::PeerStats], from: &str, kind: MediaKind, sent: bool) -> u64 {
+    stats
+        .iter()
+        .find(|s| s.user == from)
+        .map(|s| match (kind, sent) {
+            (MediaKind::Audio, false) => s.audio_frames_received,
+            (MediaKind::Audio, true) => s.audio_frames_sent,
+            (_, false) => s.video_frames_received,
+            (_, true) => s.video_frames_sent,
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until `client` has received at least `min` frames of `kind` from `from`.
+async fn wait_frames(client: &Calling, from: &str, kind: MediaKind, min: u64) -> u64 {
+    let got = timeout(WAIT, async {
+        loop {
+            let n = frames(&client.stats().await.unwrap(), from, kind, false);
+            if n >= min {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    match got {
+        Ok(n) => n,
+        Err(_) => panic!(
+            "{} got fewer than {min} {kind:?} frames from {from}",
+            client.user()
+        ),
+    }
+}
+
+fn count(report: &Value, way: &str, kind: &str) -> u64 {
+    report[way][kind].as_u64().unwrap()
+}
+
+/// Who places the call.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Caller {
+    Rust,
+    Python,
+}
+
+/// Sets up a 1v1 call of `media` between `rust` (logged in as `user`) and
+/// the Python client, placed by `caller`; returns once both sides count the
+/// other as connected.
+async fn connect(
+    rust: &Calling,
+    events: &mut Events,
+    user: &str,
+    py: &mut Py,
+    caller: Caller,
+    media: MediaType,
+) {
+    let media_name = match media {
+        MediaType::Audio => "audio",
+        MediaType::Video => "video",
+    };
+    match caller {
+        Caller::Rust => {
+            rust.call(PY, media, RING).await.unwrap();
+            let invite = py.expect("invited").await;
+            assert_eq!(invite["user"], user, "{invite}");
+            assert_eq!(invite["media"], media_name, "{invite}");
+            py.send(json!({"cmd": "accept"}));
+        }
+        Caller::Python => {
+            py.send(json!({"cmd": "call", "user": user, "media": media_name, "timeout": 30}));
+            let invite = invited(events, PY).await;
+            rust.accept(&invite).await.unwrap();
+        }
+    }
+    py.expect_where("user_enter", |e| e["user"] == user).await;
+    expect_event(
+        events,
+        "the Python client enters",
+        |e| matches!(e, Event::Call(CallEvent::UserEnter { user, .. }) if user.as_str() == PY),
+    )
+    .await;
+}
+
+/// Ends the call from `caller`'s side and checks both sides see it end.
+async fn hang_up(rust: &Calling, events: &mut Events, py: &mut Py, by: Caller) {
+    match by {
+        Caller::Rust => rust.hangup().await.unwrap(),
+        Caller::Python => py.send(json!({"cmd": "hangup"})),
+    }
+    let end = py.expect("call_end").await;
+    assert_eq!(end["reason"], "hangup", "{end}");
+    assert_eq!(call_end(events).await, EndReason::Hangup);
+}
+
+/// A video call placed by `caller` with Rust as `user`: video and audio
+/// flow both ways, counted at both ends.
+async fn video_call(test: &str, user: &str, caller: Caller) {
+    if prerequisites(test).is_err() {
+        return;
+    }
+    let _one = ONE.lock().await;
+    let server = start().await;
+    let (rust, mut events) = login(&server, user).await;
+    let mut py = Py::start(&server, PY, &[]).await;
+    connect(&rust, &mut events, user, &mut py, caller, MediaType::Video).await;
+
+    let video = wait_frames(&rust, PY, MediaKind::Video, MIN_FRAMES).await;
+    let audio = wait_frames(&rust, PY, MediaKind::Audio, MIN_FRAMES).await;
+    py.wait_frames("video", MIN_FRAMES).await;
+    let report = py.wait_frames("audio", MIN_FRAMES).await;
+    eprintln!("rust got {video} video and {audio} audio frames; python: {report}");
+    assert_eq!(report["peer"], user, "{report}");
+    assert!(count(&report, "sent", "video") >= MIN_FRAMES, "{report}");
+    assert!(count(&report, "sent", "audio") >= MIN_FRAMES, "{report}");
+    let stats = rust.stats().await.unwrap();
+    assert!(frames(&stats, PY, MediaKind::Video, true) >= MIN_FRAMES);
+    assert!(frames(&stats, PY, MediaKind::Audio, true) >= MIN_FRAMES);
+
+    // The callee hangs up in one direction, the caller in the other.
+    let by = if caller == Caller::Rust {
+        Caller::Python
+    } else {
+        Caller::Rust
+    };
+    hang_up(&rust, &mut events, &mut py, by).await;
+    py.quit().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_calls_python_and_rust_offers() {
+    video_call(
+        "rust_calls_python_and_rust_offers",
+        RUST_OFFERS,
+        Caller::Rust,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_calls_python_and_python_offers() {
+    video_call(
+        "rust_calls_python_and_python_offers",
+        PY_OFFERS,
+        Caller::Rust,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_calls_rust_and_rust_offers() {
+    video_call(
+        "python_calls_rust_and_rust_offers",
+        RUST_OFFERS,
+        Caller::Python,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_calls_rust_and_python_offers() {
+    video_call(
+        "python_calls_rust_and_python_offers",
+        PY_OFFERS,
+        Caller::Python,
+    )
+    .await;
+}
