@@ -25,7 +25,9 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use calling::{CallEvent, Calling, CallingConfig, EndReason, Event, Events, MediaKind, MediaType};
+use calling::{
+    CallEvent, Calling, CallingConfig, EndReason, Event, Events, MediaKind, MediaType, NoAnswer,
+};
 use calling_server::{Config, RunningServer, Server};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -510,4 +512,287 @@ async fn python_calls_rust_and_python_offers() {
         Caller::Python,
     )
     .await;
+}
+
+/// An audio call placed by `caller` with Rust as `user`: audio both ways,
+/// and no video either way although both keep a video m-line.
+async fn audio_call(test: &str, user: &str, caller: Caller) {
+    if prerequisites(test).is_err() {
+        return;
+    }
+    let _one = ONE.lock().await;
+    let server = start().await;
+    let (rust, mut events) = login(&server, user).await;
+    let mut py = Py::start(&server, PY, &[]).await;
+    connect(&rust, &mut events, user, &mut py, caller, MediaType::Audio).await;
+
+    // Two thirds of a second of audio: video, had any been sent, would have
+    // shown by then in both directions.
+    let audio = wait_frames(&rust, PY, MediaKind::Audio, 3 * MIN_FRAMES).await;
+    let report = py.wait_frames("audio", 3 * MIN_FRAMES).await;
+    eprintln!("rust got {audio} audio frames; python: {report}");
+    assert_eq!(count(&report, "received", "video"), 0, "{report}");
+    assert_eq!(count(&report, "sent", "video"), 0, "{report}");
+    assert!(
+        count(&report, "sent", "audio") >= 3 * MIN_FRAMES,
+        "{report}"
+    );
+    let stats = rust.stats().await.unwrap();
+    assert_eq!(frames(&stats, PY, MediaKind::Video, false), 0);
+    assert_eq!(frames(&stats, PY, MediaKind::Video, true), 0);
+    assert!(frames(&stats, PY, MediaKind::Audio, true) >= 3 * MIN_FRAMES);
+
+    hang_up(&rust, &mut events, &mut py, caller).await;
+    py.quit().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_only_call_rust_offers() {
+    audio_call("audio_only_call_rust_offers", RUST_OFFERS, Caller::Rust).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_only_call_python_offers() {
+    audio_call("audio_only_call_python_offers", PY_OFFERS, Caller::Python).await;
+}
+
+/// Each side declines the other's call, and each sees the other's reject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_each_way() {
+    if prerequisites("reject_each_way").is_err() {
+        return;
+    }
+    let _one = ONE.lock().await;
+    let server = start().await;
+    let (rust, mut events) = login(&server, "rust").await;
+    let mut py = Py::start(&server, PY, &[]).await;
+
+    rust.call(PY, MediaType::Video, RING).await.unwrap();
+    py.expect("invited").await;
+    py.send(json!({"cmd": "reject"}));
+    let end = py.expect("call_end").await;
+    assert_eq!(end["reason"], "rejected", "{end}");
+    expect_event(
+        &mut events,
+        "the Python client's reject",
+        |e| matches!(e, Event::Call(CallEvent::Rejected { user, .. }) if user.as_str() == PY),
+    )
+    .await;
+    assert_eq!(call_end(&mut events).await, EndReason::Rejected);
+
+    py.send(json!({"cmd": "call", "user": "rust", "media": "audio", "timeout": 30}));
+    let invite = invited(&mut events, PY).await;
+    rust.reject(&invite).await.unwrap();
+    assert_eq!(call_end(&mut events).await, EndReason::Rejected);
+    let rejected = py.expect("rejected").await;
+    assert_eq!(rejected["user"], "rust", "{rejected}");
+    assert_eq!(rejected["busy"], false, "{rejected}");
+    let end = py.expect("call_end").await;
+    assert_eq!(end["reason"], "rejected", "{end}");
+
+    py.quit().await;
+    server.shutdown().await;
+}
+
+/// A second invite to a party in a call is answered busy, automatically,
+/// by either side; the call it is in goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_each_way() {
+    if prerequisites("busy_each_way").is_err() {
+        return;
+    }
+    let _one = ONE.lock().await;
+    let server = start().await;
+    let (rust, mut events) = login(&server, "rust").await;
+    let (two, mut two_events) = login(&server, "r-two").await;
+    let mut py = Py::start(&server, PY, &[]).await;
+
+    // The Python client is in a call with r-two when rust calls it.
+    connect(
+        &two,
+        &mut two_events,
+        "r-two",
+        &mut py,
+        Caller::Rust,
+        MediaType::Audio,
+    )
+    .await;
+    rust.call(PY, MediaType::Video, RING).await.unwrap();
+    expect_event(
+        &mut events,
+        "line busy",
+        |e| matches!(e, Event::Call(CallEvent::LineBusy { user, .. }) if user.as_str() == PY),
+    )
+    .await;
+    assert_eq!(call_end(&mut events).await, EndReason::LineBusy);
+    let busy = py.expect("busy_sent").await;
+    assert_eq!(busy["user"], "rust", "{busy}");
+    let report = py.report().await;
+    assert_eq!(report["connected"], json!(["r-two"]), "{report}");
+    hang_up(&two, &mut two_events, &mut py, Caller::Rust).await;
+
+    // rust is in a call with r-two when the Python client calls it.
+    rust.call("r-two", MediaType::Audio, RING).await.unwrap();
+    let invite = invited(&mut two_events, "rust").await;
+    two.accept(&invite).await.unwrap();
+    expect_event(
+        &mut events,
+        "r-two enters",
+        |e| matches!(e, Event::Call(CallEvent::UserEnter { user, .. }) if user.as_str() == "r-two"),
+    )
+    .await;
+    py.send(json!({"cmd": "call", "user": "rust", "media": "video", "timeout": 30}));
+    let busy = py.expect("line_busy").await;
+    assert_eq!(busy["user"], "rust", "{busy}");
+    let end = py.expect("call_end").await;
+    assert_eq!(end["reason"], "busy", "{end}");
+    let call = rust.current_call().await.unwrap().unwrap();
+    assert_eq!(call.connected, vec![calling::UserId::new("r-two").unwrap()]);
+    rust.hangup().await.unwrap();
+    assert_eq!(call_end(&mut events).await, EndReason::Hangup);
+    assert_eq!(call_end(&mut two_events).await, EndReason::Hangup);
+
+    py.quit().await;
+    server.shutdown().await;
+}
+
+/// A caller that hangs up before the answer cancels the ringing invite, on
+/// either side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_each_way() {
+    if prerequisites("cancel_each_way").is_err() {
+        return;
+    }
+    let _one = ONE.lock().await;
+    let server = start().await;
+    let (rust, mut events) = login(&server, "rust").await;
+    let mut py = Py::start(&server, PY, &[]).await;
+
+    rust.call(PY, MediaType::Video, RING).await.unwrap();
+    py.expect("invited").await;
+    rust.hangup().await.unwrap();
+    assert_eq!(call_end(&mut events).await, EndReason::Cancelled);
+    let cancelled = py.expect("cancelled").await;
+    assert_eq!(cancelled["user"], "rust", "{cancelled}");
+    let end = py.expect("call_end").await;
+    assert_eq!(end["reason"], "cancelled", "{end}");
+
+    py.send(json!({"cmd": "call", "user": "rust", "media": "video", "timeout": 30}));
+    invited(&mut events, PY).await;
+    py.send(json!({"cmd": "cancel"}));
+    expect_event(
+        &mut events,
+        "the Python client's cancel",
+        |e| matches!(e, Event::Call(CallEvent::CallingCancel { user, .. }) if user.as_str() == PY),
+    )
+    .await;
+    assert_eq!(call_end(&mut events).await, EndReason::Cancelled);
+    py.expect("call_end").await;
+
+    py.quit().await;
+    server.shutdown().await;
+}
+
+/// An invitee that does not answer stops ringing when the invite's timeout
+/// runs out and tells the caller, on either side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ringing_times_out_each_way() {
+    if prerequisites("ringing_times_out_each_way").is_err() {
+        return;
+    }
+    let _one = ONE.lock().await;
+    let server = start().await;
+    let (rust, mut events) = login(&server, "rust").await;
+    let mut py = Py::start(&server, PY, &[]).await;
+
+    rust.call(PY, MediaType::Audio, Duration::from_secs(1))
+        .await
+        .unwrap();
+    py.expect("invited").await;
+    py.expect("calling_timeout").await;
+    let end = py.expect("call_end").await;
+    assert_eq!(end["reason"], "timeout", "{end}");
+    match expect_event(&mut events, "no response", |e| {
+        matches!(e, Event::Call(CallEvent::NoResponse { .. }))
+    })
+    .await
+    {
+        Event::Call(CallEvent::NoResponse { users, reason, .. }) => {
+            assert_eq!(users, vec![calling::UserId::new(PY).unwrap()]);
+            assert_eq!(reason, NoAnswer::Timeout);
+        }
+        _ => unreachable!(),
+    }
+    assert_eq!(call_end(&mut events).await, EndReason::NoResponse);
+
+    py.send(json!({"cmd": "call", "user": "rust", "media": "audio", "timeout": 1}));
+    invited(&mut events, PY).await;
+    expect_event(&mut events, "ringing timeout", |e| {
+        matches!(e, Event::Call(CallEvent::CallingTimeout { .. }))
+    })
+    .await;
+    assert_eq!(call_end(&mut events).await, EndReason::TimedOut);
+    let no_resp = py.expect("no_resp").await;
+    assert_eq!(no_resp["user"], "rust", "{no_resp}");
+    assert_eq!(no_resp["reason"], "timeout", "{no_resp}");
+    let end = py.expect("call_end").await;
+    assert_eq!(end["reason"], "no_answer", "{end}");
+
+    py.quit().await;
+    server.shutdown().await;
+}
+
+/// The Python client's `alive` keeps it in a call past the keepalive
+/// timeout: Rust here drops a member silent for 8 s, and the call is held
+/// for longer than that with no other call-control message from Python.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_keepalive_holds_the_call() {
+    if prerequisites("python_keepalive_holds_the_call").is_err() {
+        return;
+    }
+    let _one = ONE.lock().await;
+    let server = start().await;
+    let mut config = CallingConfig::default();
+    config.core.keepalive_interval = Duration::from_secs(1);
+    // The client sends `alive` every 5 s: 8 s leaves it 3 s of slack.
+    config.core.keepalive_timeout = Duration::from_secs(8);
+    let hold = Duration::from_secs(12);
+    let (rust, mut events) = login_with(&server, "rust", config).await;
+    let mut py = Py::start(&server, PY, &[]).await;
+    connect(
+        &rust,
+        &mut events,
+        "rust",
+        &mut py,
+        Caller::Rust,
+        MediaType::Audio,
+    )
+    .await;
+
+    let dropped = timeout(hold, async {
+        while let Some(e) = events.recv().await {
+            if matches!(
+                e,
+                Event::Call(CallEvent::UserLeave { .. } | CallEvent::CallEnd { .. })
+            ) {
+                return Some(e);
+            }
+        }
+        None
+    })
+    .await;
+    assert!(
+        dropped.is_err(),
+        "the call did not hold: {dropped:?}\n{}",
+        py.log()
+    );
+    let call = rust.current_call().await.unwrap().unwrap();
+    assert_eq!(call.connected, vec![calling::UserId::new(PY).unwrap()]);
+    let report = py.report().await;
+    assert_eq!(report["connected"], json!(["rust"]), "{report}");
+
+    hang_up(&rust, &mut events, &mut py, Caller::Rust).await;
+    py.quit().await;
+    server.shutdown().await;
 }
