@@ -41,6 +41,15 @@
 // video file is missing); the others see this user's video as unavailable.
 #define CALLING_ERROR_VIDEO_SOURCE 2003
 
+// `CALLING_EVENT_ERROR` code: a member's WebRTC stack shares no video
+// codec we send (we send H.264; e.g. a VP8-only peer): it gets no video
+// from us, its own still arrives. The message names the member.
+#define CALLING_ERROR_NO_COMMON_VIDEO_CODEC 2004
+
+// `CALLING_EVENT_ERROR` code: a member's WebRTC stack shares no audio
+// codec we send (we send Opus): it gets no audio from us.
+#define CALLING_ERROR_NO_COMMON_AUDIO_CODEC 2005
+
 // What every fallible function returns. `CALLING_RESULT_OK` is zero;
 // [`calling_result_text`] names each code.
 enum calling_result

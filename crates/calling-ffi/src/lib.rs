@@ -87,6 +87,15 @@ pub const CALLING_ERROR_AUDIO_SOURCE: u32 = 2002;
 /// video file is missing); the others see this user's video as unavailable.
 pub const CALLING_ERROR_VIDEO_SOURCE: u32 = 2003;
 
+/// `CALLING_EVENT_ERROR` code: a member's WebRTC stack shares no video
+/// codec we send (we send H.264; e.g. a VP8-only peer): it gets no video
+/// from us, its own still arrives. The message names the member.
+pub const CALLING_ERROR_NO_COMMON_VIDEO_CODEC: u32 = 2004;
+
+/// `CALLING_EVENT_ERROR` code: a member's WebRTC stack shares no audio
+/// codec we send (we send Opus): it gets no audio from us.
+pub const CALLING_ERROR_NO_COMMON_AUDIO_CODEC: u32 = 2005;
+
 /// The library version, e.g. `"0.1.0"`: a static string, do not free it.
 /// Equal to `CALLING_VERSION_STRING` when header and library match.
 #[unsafe(no_mangle)]
@@ -253,6 +262,14 @@ mod tests {
             (CALLING_ERROR_MEDIA_START, ErrorCode::MediaStart),
             (CALLING_ERROR_AUDIO_SOURCE, ErrorCode::AudioSource),
             (CALLING_ERROR_VIDEO_SOURCE, ErrorCode::VideoSource),
+            (
+                CALLING_ERROR_NO_COMMON_VIDEO_CODEC,
+                ErrorCode::NoCommonVideoCodec,
+            ),
+            (
+                CALLING_ERROR_NO_COMMON_AUDIO_CODEC,
+                ErrorCode::NoCommonAudioCodec,
+            ),
         ];
         assert_eq!(c.len(), ErrorCode::ALL.len(), "every code has a constant");
         for (constant, code) in c {

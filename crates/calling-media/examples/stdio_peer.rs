@@ -64,6 +64,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut states = Vec::new();
     let mut first_h264_types = None;
     let mut keyframe_requests = 0u32;
+    let mut no_common_codec = Vec::new();
     let deadline = tokio::time::sleep(Duration::from_secs(secs));
     tokio::pin!(deadline);
     let mut connected = false;
@@ -84,6 +85,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 MediaEvent::VoiceVolume { user, volume } if user == remote => volumes.push(volume),
                 MediaEvent::KeyframeRequested { .. } => keyframe_requests += 1,
+                MediaEvent::NoCommonCodec { kind, .. } => no_common_codec.push(format!("{kind:?}")),
                 // Our own volume, and track and frame notices: the report
                 // counts frames as they arrive instead.
                 MediaEvent::VoiceVolume { .. }
@@ -110,6 +112,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "remote_volumes": volumes,
             "first_h264_nal_types": first_h264_types,
             "keyframe_requests": keyframe_requests,
+            "no_common_codec": no_common_codec,
             "packets_sent": s.map(|s| s.packets_sent),
             "video_frames_sent": s.map(|s| s.video_frames_sent),
             "audio_frames_sent": s.map(|s| s.audio_frames_sent),

@@ -355,6 +355,15 @@ pub enum MediaEvent {
         /// Audio or video.
         kind: MediaKind,
     },
+    /// Negotiation with `user` left no codec of `kind` that we send (a
+    /// VP8-only peer: we send H.264 video): `user` gets no `kind` from us,
+    /// while what it sends still arrives. Reported once per negotiation.
+    NoCommonCodec {
+        /// The remote user.
+        user: UserId,
+        /// Audio or video.
+        kind: MediaKind,
+    },
     /// A remote asked for a key frame (RTCP PLI or FIR), e.g. after loss.
     /// The generated test pattern answers by itself; an app feeding its own
     /// video frames should send a key frame next.

@@ -3,6 +3,8 @@
 //! codecs), and the Rust session on the other end must follow what was
 //! negotiated.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::Arc;
@@ -120,6 +122,77 @@ async fn video_still_flows_when_the_offer_renumbers_extensions() {
     for (me, other) in [("alice", "bob"), ("bob", "alice")] {
         m.node(me).collect(other, MediaKind::Video, 3).await;
         m.node(me).collect(other, MediaKind::Audio, 3).await;
+    }
+    m.close().await;
+}
+
+/// `sdp` without its H.264 payload types: a VP8-only stack's description.
+fn vp8_only(sdp: &str) -> String {
+    let h264: Vec<String> = sdp
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=rtpmap:"))
+        .filter(|rest| rest.to_ascii_uppercase().contains(" H264/"))
+        .filter_map(|rest| rest.split(' ').next().map(str::to_owned))
+        .collect();
+    assert!(!h264.is_empty(), "the offer has H.264");
+    // Ours offers VP8 too, after H.264, so that a VP8-only peer can send.
+    let video = sdp.lines().find(|l| l.starts_with("m=video ")).unwrap();
+    assert_eq!(video.trim_end(), "m=video 9 UDP/TLS/RTP/SAVPF 102 96");
+    sdp.split_inclusive('\n')
+        .filter(|line| {
+            !h264.iter().any(|pt| {
+                ["a=rtpmap:", "a=fmtp:", "a=rtcp-fb:"]
+                    .iter()
+                    .any(|p| line.starts_with(&format!("{p}{pt} ")))
+            })
+        })
+        .map(|line| {
+            if !line.starts_with("m=video ") {
+                return line.to_owned();
+            }
+            let end = if line.ends_with("\r\n") { "\r\n" } else { "\n" };
+            let kept: Vec<&str> = line
+                .trim_end()
+                .split(' ')
+                .enumerate()
+                .filter(|(i, f)| *i < 3 || !h264.iter().any(|pt| pt == f))
+                .map(|(_, f)| f)
+                .collect();
+            format!("{}{end}", kept.join(" "))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vp8_only_description_is_reported_on_both_sides_and_audio_still_flows() {
+    let rewrite: Rewrite = Arc::new(|_from, signal| match signal {
+        MediaSignal::Offer { sdp } => MediaSignal::Offer {
+            sdp: vp8_only(&sdp),
+        },
+        other => other,
+    });
+    let mut m = mesh_rewriting(&["alice", "bob"], rewrite).await;
+    for name in ["alice", "bob"] {
+        let s = m.session(name);
+        s.set_audio_source(Some(tone())).unwrap();
+        s.set_video_source(Some(VideoSource::TestPattern)).unwrap();
+    }
+    m.connect_all().await;
+    for (me, other) in [("alice", "bob"), ("bob", "alice")] {
+        let event = m
+            .node(me)
+            .event(|e| matches!(e, MediaEvent::NoCommonCodec { .. }))
+            .await;
+        let MediaEvent::NoCommonCodec { user, kind } = event else {
+            unreachable!()
+        };
+        assert_eq!((user.as_str(), kind), (other, MediaKind::Video));
+        let frames = m.node(me).collect(other, MediaKind::Audio, 10).await;
+        assert_eq!(
+            of(&frames, other, MediaKind::Video).count(),
+            0,
+            "{me} got H.264 that was not negotiated"
+        );
     }
     m.close().await;
 }

@@ -25,8 +25,8 @@ use calling_core::{
     ResetReason, UserId,
 };
 use calling_media::{
-    AudioSource, FrameSink, MediaError, MediaEvent, MediaSession, MediaSignal, PeerState,
-    VideoQuality, VideoSource,
+    AudioSource, FrameSink, MediaError, MediaEvent, MediaKind, MediaSession, MediaSignal,
+    PeerState, VideoQuality, VideoSource,
 };
 use calling_signal::{MessageId, Transport, TransportEvent};
 use serde_json::Value;
@@ -506,6 +506,14 @@ impl Driver {
             MediaEvent::RemoteTrack { user, kind } => debug!(%user, ?kind, "remote track"),
             MediaEvent::FirstFrame { user, kind } => debug!(%user, ?kind, "first frame"),
             MediaEvent::KeyframeRequested { user } => debug!(%user, "key frame requested"),
+            MediaEvent::NoCommonCodec { user, kind } => {
+                let (code, what) = match kind {
+                    MediaKind::Video => (ErrorCode::NoCommonVideoCodec, "video (we send H.264)"),
+                    MediaKind::Audio => (ErrorCode::NoCommonAudioCodec, "audio (we send Opus)"),
+                };
+                let detail = format!("{user} gets no {what} from us; its own still arrives");
+                self.error(code, detail).await;
+            }
         }
     }
 

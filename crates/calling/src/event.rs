@@ -99,14 +99,24 @@ pub enum ErrorCode {
     /// The camera source could not start (e.g. the video file is missing):
     /// the others see this user's video as unavailable.
     VideoSource,
+    /// A member's WebRTC stack shares no video codec we send (we send
+    /// H.264; e.g. a VP8-only peer): that member gets no video from us,
+    /// while its own video still reaches us. Also raised in audio calls,
+    /// where it matters once the call switches to video.
+    NoCommonVideoCodec,
+    /// A member's WebRTC stack shares no audio codec we send (we send
+    /// Opus): that member gets no audio from us.
+    NoCommonAudioCodec,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 3] = [
+    pub const ALL: [ErrorCode; 5] = [
         ErrorCode::MediaStart,
         ErrorCode::AudioSource,
         ErrorCode::VideoSource,
+        ErrorCode::NoCommonVideoCodec,
+        ErrorCode::NoCommonAudioCodec,
     ];
 
     /// The stable number of this code.
@@ -115,6 +125,8 @@ impl ErrorCode {
             ErrorCode::MediaStart => 2001,
             ErrorCode::AudioSource => 2002,
             ErrorCode::VideoSource => 2003,
+            ErrorCode::NoCommonVideoCodec => 2004,
+            ErrorCode::NoCommonAudioCodec => 2005,
         }
     }
 }
@@ -125,6 +137,8 @@ impl std::fmt::Display for ErrorCode {
             ErrorCode::MediaStart => "media could not start",
             ErrorCode::AudioSource => "the microphone source could not start",
             ErrorCode::VideoSource => "the camera source could not start",
+            ErrorCode::NoCommonVideoCodec => "no common video codec",
+            ErrorCode::NoCommonAudioCodec => "no common audio codec",
         };
         f.write_str(text)
     }

@@ -74,14 +74,31 @@ pub(super) fn video_codec(codec: VideoCodec) -> RTCRtpCodec {
     }
 }
 
+/// The video codecs we offer and answer with, in order of preference: the
+/// one we send first, then the other, which we only receive (a VP8-only
+/// peer's video still reaches us).
+pub(super) fn video_preferences(sent: VideoCodec) -> Vec<RTCRtpCodecParameters> {
+    video_codecs(sent)
+        .into_iter()
+        .map(|(rtp_codec, payload_type)| RTCRtpCodecParameters {
+            rtp_codec,
+            payload_type,
+        })
+        .collect()
+}
+
+fn video_codecs(sent: VideoCodec) -> [(RTCRtpCodec, u8); 2] {
+    match sent {
+        VideoCodec::H264 => [(h264_codec(), H264_PT), (vp8_codec(), VP8_PT)],
+        VideoCodec::Vp8 => [(vp8_codec(), VP8_PT), (h264_codec(), H264_PT)],
+    }
+}
+
 /// A media engine with Opus, both video codecs (the one we send first, so
 /// it is preferred in our offers) and the audio level extension.
 pub(super) fn media_engine(sent: VideoCodec) -> Result<MediaEngine, MediaError> {
     let mut engine = MediaEngine::default();
-    let video = match sent {
-        VideoCodec::H264 => [(h264_codec(), H264_PT), (vp8_codec(), VP8_PT)],
-        VideoCodec::Vp8 => [(vp8_codec(), VP8_PT), (h264_codec(), H264_PT)],
-    };
+    let video = video_codecs(sent);
     let audio = [(opus_codec(), OPUS_PT)];
     for (codecs, kind) in [
         (&audio[..], RtpCodecKind::Audio),

@@ -294,8 +294,15 @@ impl MediaSession {
     /// Both descriptions are set: learn the payload types to send with, and
     /// wake the video pump to prime the peer once it connects.
     async fn negotiated(&self, peer: &Peer) {
-        peer.resolve_payload_types(self.inner.config.video_codec)
+        let missing = peer
+            .resolve_payload_types(self.inner.config.video_codec)
             .await;
+        for kind in missing {
+            self.inner.emit(MediaEvent::NoCommonCodec {
+                user: peer.shared.remote.clone(),
+                kind,
+            });
+        }
         self.inner.video_nudge.notify_one();
     }
 

@@ -21,7 +21,7 @@ use super::negotiation::{LocalCandidates, Negotiation};
 use super::send::LocalTrack;
 use super::{Inner, MediaSession, codec, is_offerer, negotiation, receive};
 use crate::error::MediaError;
-use crate::types::{MediaEvent, MediaKind, PeerState, PeerStats};
+use crate::types::{MediaEvent, MediaKind, PeerState, PeerStats, VideoCodec};
 
 /// Frame and byte counts of one peer connection.
 #[derive(Default)]
@@ -379,6 +379,15 @@ impl MediaSession {
             Ok::<_, MediaError>((audio, video))
         }
         .await;
+        // A track's transceiver offers only the track's own codec: offer
+        // the other video codec too, so that a peer that has only that one
+        // can still send us its video.
+        let tracks = match tracks {
+            Ok((audio, video)) => offer_both_video_codecs(pc.as_ref(), &video, cfg.video_codec)
+                .await
+                .map(|()| (audio, video)),
+            Err(e) => Err(e),
+        };
         let (audio, video) = match tracks {
             Ok(t) => t,
             Err(e) => {
@@ -397,6 +406,28 @@ impl MediaSession {
             gate,
         })
     }
+}
+
+/// Sets the codec preferences of `video`'s transceiver to both our video
+/// codecs, the sent one first.
+async fn offer_both_video_codecs(
+    pc: &dyn PeerConnection,
+    video: &LocalTrack,
+    sent: VideoCodec,
+) -> Result<(), MediaError> {
+    let id = video.sender().id();
+    for transceiver in pc.get_transceivers().await {
+        let Ok(Some(sender)) = transceiver.sender().await else {
+            continue;
+        };
+        if sender.id() == id {
+            return transceiver
+                .set_codec_preferences(codec::video_preferences(sent))
+                .await
+                .map_err(MediaError::webrtc);
+        }
+    }
+    Err(MediaError::webrtc("the video track has no transceiver"))
 }
 
 /// Closes `peer`'s connection and reports it closed, once.

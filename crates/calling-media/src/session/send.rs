@@ -101,6 +101,11 @@ impl LocalTrack {
         })
     }
 
+    /// The sender of this track on its connection.
+    pub(super) fn sender(&self) -> &Arc<dyn RtpSender> {
+        &self.sender
+    }
+
     /// Cuts `frame` into RTP packets with payload type `pt`, each carrying
     /// the frame's audio level under the negotiated id.
     fn packetize(&self, frame: &EncodedFrame, pt: u8) -> Result<Vec<Packet>, MediaError> {
@@ -161,8 +166,10 @@ impl Peer {
     }
 
     /// Reads the negotiated payload types and audio level extension id off
-    /// the senders.
-    pub(super) async fn resolve_payload_types(&self, video_codec: VideoCodec) {
+    /// the senders. Returns the kinds for which no codec we send was
+    /// negotiated.
+    pub(super) async fn resolve_payload_types(&self, video_codec: VideoCodec) -> Vec<MediaKind> {
+        let mut missing = Vec::new();
         for (kind, codec, slot) in [
             (MediaKind::Audio, Codec::Opus, &self.shared.audio_pt),
             (MediaKind::Video, video_codec.codec(), &self.shared.video_pt),
@@ -185,8 +192,10 @@ impl Peer {
             }
             if pt.is_none() {
                 tracing::warn!(user = %self.shared.remote, ?codec, "codec not negotiated");
+                missing.push(kind);
             }
         }
+        missing
     }
 }
 
