@@ -26,7 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use calling::{
-    CallEvent, Calling, CallingConfig, EndReason, Event, Events, MediaKind, MediaType, NoAnswer,
+    CallEvent, Calling, CallingConfig, Codec, EncodedFrame, EndReason, ErrorCode, Event, Events,
+    FrameSink, MediaKind, MediaType, NoAnswer, UserId,
 };
 use calling_server::{Config, RunningServer, Server};
 use serde_json::{Value, json};
@@ -648,7 +649,7 @@ async fn busy_each_way() {
     let end = py.expect("call_end").await;
     assert_eq!(end["reason"], "busy", "{end}");
     let call = rust.current_call().await.unwrap().unwrap();
-    assert_eq!(call.connected, vec![calling::UserId::new("r-two").unwrap()]);
+    assert_eq!(call.connected, vec![UserId::new("r-two").unwrap()]);
     rust.hangup().await.unwrap();
     assert_eq!(call_end(&mut events).await, EndReason::Hangup);
     assert_eq!(call_end(&mut two_events).await, EndReason::Hangup);
@@ -719,7 +720,7 @@ async fn ringing_times_out_each_way() {
     .await
     {
         Event::Call(CallEvent::NoResponse { users, reason, .. }) => {
-            assert_eq!(users, vec![calling::UserId::new(PY).unwrap()]);
+            assert_eq!(users, vec![UserId::new(PY).unwrap()]);
             assert_eq!(reason, NoAnswer::Timeout);
         }
         _ => unreachable!(),
@@ -788,11 +789,224 @@ async fn python_keepalive_holds_the_call() {
         py.log()
     );
     let call = rust.current_call().await.unwrap().unwrap();
-    assert_eq!(call.connected, vec![calling::UserId::new(PY).unwrap()]);
+    assert_eq!(call.connected, vec![UserId::new(PY).unwrap()]);
     let report = py.report().await;
     assert_eq!(report["connected"], json!(["rust"]), "{report}");
 
     hang_up(&rust, &mut events, &mut py, Caller::Rust).await;
     py.quit().await;
+    server.shutdown().await;
+}
+
+/// Records, per remote user, the codecs of the video frames Rust received
+/// and when the first one arrived (since the last `reset`).
+#[derive(Default)]
+struct VideoSeen {
+    inner: Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    codecs: Vec<(UserId, Codec)>,
+    first: Option<Instant>,
+}
+
+impl VideoSeen {
+    fn codecs(&self, from: &str) -> Vec<Codec> {
+        let inner = self.inner.lock().unwrap();
+        let mut codecs: Vec<Codec> = inner
+            .codecs
+            .iter()
+            .filter(|(u, _)| u.as_str() == from)
+            .map(|(_, c)| *c)
+            .collect();
+        codecs.dedup();
+        codecs
+    }
+
+    fn first(&self) -> Option<Instant> {
+        self.inner.lock().unwrap().first
+    }
+
+    fn reset(&self) {
+        *self.inner.lock().unwrap() = Seen::default();
+    }
+}
+
+impl FrameSink for VideoSeen {
+    fn on_frame(&self, user: &UserId, frame: &EncodedFrame) {
+        if frame.codec == Codec::Opus {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap();
+        inner.first.get_or_insert_with(Instant::now);
+        let seen = (user.clone(), frame.codec);
+        if !inner.codecs.contains(&seen) {
+            inner.codecs.push(seen);
+        }
+    }
+}
+
+/// A video call with a peer that does VP8 alone (`--vp8-only`, codec
+/// preferences on its video transceiver): Rust receives its VP8 video, the
+/// peer gets Rust's audio but no video (Rust sends H.264 only), and Rust's
+/// app is told with `Error` 2004 naming the peer.
+async fn vp8_only_peer(test: &str, user: &str) {
+    if prerequisites(test).is_err() {
+        return;
+    }
+    let _one = ONE.lock().await;
+    let server = start().await;
+    let (rust, mut events) = login(&server, user).await;
+    let seen = Arc::new(VideoSeen::default());
+    rust.set_frame_sink(Some(seen.clone())).await.unwrap();
+    let mut py = Py::start(&server, PY, &["--vp8-only"]).await;
+    connect(
+        &rust,
+        &mut events,
+        user,
+        &mut py,
+        Caller::Rust,
+        MediaType::Video,
+    )
+    .await;
+
+    match expect_event(&mut events, "the no-common-codec error", |e| {
+        matches!(e, Event::Error { .. })
+    })
+    .await
+    {
+        Event::Error { code, message } => {
+            assert_eq!(code, ErrorCode::NoCommonVideoCodec, "{message}");
+            assert_eq!(code.code(), 2004);
+            assert!(message.contains(PY), "{message}");
+        }
+        _ => unreachable!(),
+    }
+    wait_frames(&rust, PY, MediaKind::Video, MIN_FRAMES).await;
+    assert_eq!(seen.codecs(PY), vec![Codec::Vp8]);
+    let report = py.wait_frames("audio", MIN_FRAMES).await;
+    assert_eq!(report["codecs"]["video"], json!(["video/VP8"]), "{report}");
+    assert!(count(&report, "sent", "video") >= MIN_FRAMES, "{report}");
+    assert_eq!(count(&report, "received", "video"), 0, "{report}");
+    let stats = rust.stats().await.unwrap();
+    assert_eq!(frames(&stats, PY, MediaKind::Video, true), 0);
+
+    hang_up(&rust, &mut events, &mut py, Caller::Rust).await;
+    py.quit().await;
+    server.shutdown().await;
+}
+
+/// Rust offers H.264 and VP8; the peer's answer keeps VP8 alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vp8_only_peer_answers_rust() {
+    vp8_only_peer("vp8_only_peer_answers_rust", RUST_OFFERS).await;
+}
+
+/// The peer's offer lists VP8 alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vp8_only_peer_offers_to_rust() {
+    vp8_only_peer("vp8_only_peer_offers_to_rust", PY_OFFERS).await;
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+fn row(direction: &str, side: &str, mut v: Vec<f64>) -> String {
+    v.sort_by(f64::total_cmp);
+    format!(
+        "| {direction:<22} | {side:<38} | {:>3} | {:>7.1} | {:>7.1} | {:>7.1} |",
+        v.len(),
+        percentile(&v, 0.5),
+        percentile(&v, 0.95),
+        v[v.len() - 1]
+    )
+}
+
+/// Setup time, answer (the Python callee's accept) → first video frame, at
+/// both ends, in both offer directions: "a-rust" < "py-bench" (Rust offers)
+/// and "z-rust" > "py-bench" (Python offers). Rust's figure runs from just
+/// before it writes `accept` to the client to the first complete video frame
+/// its sink gets (Rust does not decode); Python's from its own accept to the
+/// first frame aiortc decoded, on its own monotonic clock. `BENCH_CALLS`
+/// calls per direction (default 10), interleaved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+async fn aiortc_setup_bench() {
+    if prerequisites("aiortc_setup_bench").is_err() {
+        return;
+    }
+    let calls: usize = std::env::var("BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let _one = ONE.lock().await;
+    let server = start().await;
+    let callee = "py-bench";
+    let (a, mut a_events) = login(&server, RUST_OFFERS).await;
+    let (z, mut z_events) = login(&server, PY_OFFERS).await;
+    let seen = Arc::new(VideoSeen::default());
+    a.set_frame_sink(Some(seen.clone())).await.unwrap();
+    z.set_frame_sink(Some(seen.clone())).await.unwrap();
+    let mut py = Py::start(&server, callee, &[]).await;
+    // Per direction: (Rust's first frame, Python's first decoded frame), ms.
+    let mut rust_offers = (Vec::new(), Vec::new());
+    let mut py_offers = (Vec::new(), Vec::new());
+    for i in 0..calls * 2 {
+        let (caller, events, out) = if i % 2 == 0 {
+            (&a, &mut a_events, &mut rust_offers)
+        } else {
+            (&z, &mut z_events, &mut py_offers)
+        };
+        seen.reset();
+        caller.call(callee, MediaType::Video, RING).await.unwrap();
+        py.expect("invited").await;
+        let answer = Instant::now();
+        py.send(json!({"cmd": "accept"}));
+        let first = py
+            .expect_where("first_frame", |e| e["kind"] == "video")
+            .await;
+        let rust_first = timeout(WAIT, async {
+            loop {
+                if let Some(t) = seen.first() {
+                    return t;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("Rust got no video frame");
+        out.0
+            .push(rust_first.duration_since(answer).as_secs_f64() * 1000.0);
+        out.1.push(first["ms_since_answer"].as_f64().unwrap());
+        caller.hangup().await.unwrap();
+        py.expect("call_end").await;
+        call_end(events).await;
+    }
+    py.quit().await;
+    println!("\naiortc setup, answer -> first video frame, ms ({calls} calls per direction)");
+    println!(
+        "| {:<22} | {:<38} | {:>3} | {:>7} | {:>7} | {:>7} |",
+        "offer direction", "measured at", "n", "p50", "p95", "max"
+    );
+    println!(
+        "|{:-<24}|{:-<40}|{:-<5}|{:-<9}|{:-<9}|{:-<9}|",
+        "", "", "", "", "", ""
+    );
+    for (direction, (rust, python)) in [
+        ("Rust offers (a-rust)", rust_offers),
+        ("Python offers (z-rust)", py_offers),
+    ] {
+        println!(
+            "{}",
+            row(direction, "Rust: first complete frame received", rust)
+        );
+        println!(
+            "{}",
+            row(direction, "Python: first frame decoded by aiortc", python)
+        );
+    }
     server.shutdown().await;
 }
