@@ -233,6 +233,7 @@ class Client:
         self.send_kinds = {}  # send id -> (kind, call id, users)
         self.gone_sent = {}  # (sender, call id, party) -> time of the last answer
         self.done = asyncio.Event()
+        self.outbox = asyncio.Queue()
 
     # ---- session layer ----------------------------------------------------
 
@@ -240,16 +241,20 @@ class Client:
         self.next_id += 1
         return f"{prefix}{self.next_id}"
 
-    async def send_frame(self, frame):
-        if self.ws is None:
-            return
-        try:
-            await self.ws.send(json.dumps(frame))
-        except Exception as e:  # the connection died: the reader loop ends too
-            log.warning("send failed: %s", e)
-
     def send_frame_soon(self, frame):
-        asyncio.get_running_loop().create_task(self.send_frame(frame))
+        # One writer drains one queue, so frames leave in the order they were
+        # made (an `enter` before the offer that follows it).
+        self.outbox.put_nowait(frame)
+
+    async def writer(self):
+        while True:
+            frame = await self.outbox.get()
+            try:
+                await self.ws.send(json.dumps(frame))
+            except Exception as e:  # the connection died: the reader loop ends too
+                log.warning("send failed: %s", e)
+            finally:
+                self.outbox.task_done()
 
     def send_payload(self, users, payload):
         to = sorted({u for u in users if u != self.user})
@@ -275,6 +280,7 @@ class Client:
                 return 1
             every = max(0.5, ok.get("heartbeat_interval_ms", 3000) / 1000)
             tasks = [
+                asyncio.create_task(self.writer()),
                 asyncio.create_task(self.heartbeat(every)),
                 asyncio.create_task(self.keepalive()),
                 asyncio.create_task(self.reader()),
@@ -284,16 +290,19 @@ class Client:
             await self.done.wait()
             if self.call is not None:
                 self.hangup()
-            await self.send_frame({"type": "logout"})
+            self.send_frame_soon({"type": "logout"})
+            try:
+                await asyncio.wait_for(self.outbox.join(), 2)
+            except asyncio.TimeoutError:
+                log.warning("logout: frames left unsent")
             for t in tasks:
                 t.cancel()
-            await asyncio.sleep(0.1)
         return 0
 
     async def heartbeat(self, every):
         while True:
             await asyncio.sleep(every)
-            await self.send_frame({"type": "ping"})
+            self.send_frame_soon({"type": "ping"})
 
     async def reader(self):
         try:

@@ -14,6 +14,9 @@
 //! it. Without it each test prints a loud SKIPPED banner, and fails when `CI`
 //! is set, so CI cannot pass without having run them.
 //!
+//! A failing test shows the client's log (stderr); `AIORTC_CLIENT_LOG=1`
+//! shows it for passing ones too (with `--nocapture`).
+//!
 //! The setup-time benchmark is `aiortc_setup_bench` (ignored by default):
 //! `BENCH_CALLS=20 cargo test --release -p calling --test aiortc -- --ignored --nocapture aiortc_setup_bench`.
 
@@ -282,10 +285,13 @@ impl Py {
             }
         })
         .await;
+        std::thread::sleep(Duration::from_millis(100));
+        if std::env::var_os("AIORTC_CLIENT_LOG").is_some() {
+            eprintln!("{}", self.log());
+        }
         match status {
             Ok(s) if s.success() => {}
             Ok(s) => {
-                std::thread::sleep(Duration::from_millis(100));
                 panic!("the Python client failed ({s}):\n{}", self.log())
             }
             Err(_) => panic!("the Python client did not exit:\n{}", self.log()),
