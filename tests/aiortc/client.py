@@ -925,6 +925,7 @@ class Client:
             try:
                 kind = s.get("type")
                 if kind == "offer" and isinstance(s.get("sdp"), str):
+                    log.info("offer from %s", peer.user)
                     await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=s["sdp"], type="offer"))
                     await peer.pc.setLocalDescription(await peer.pc.createAnswer())
                     self.send_media(call, peer.user, {"type": "answer", "sdp": peer.pc.localDescription.sdp})

@@ -70,7 +70,10 @@ fn python() -> PathBuf {
 fn prerequisites(test: &str) -> Result<(), ()> {
     let python = python();
     let missing = if !python.exists() {
-        Some(format!("{} (the venv)", python.display()))
+        Some(format!(
+            "{} (tests/aiortc/.venv, or $CALLING_AIORTC_PYTHON)",
+            python.display()
+        ))
     } else {
         let imports = Command::new(&python)
             .args(["-c", "import aiortc, av, websockets"])
