@@ -148,6 +148,12 @@ async fn main() -> Result<(), String> {
         })
         .await
         .map_err(|e| step("hangup", e))?;
+        // Between calls the caller is a stranger to the callee again, and
+        // a callee takes 5 messages a second from each stranger: calls
+        // back to back would exhaust that (each ends with a few messages
+        // that arrive after the callee's call is over). No real caller
+        // calls one person several times a second.
+        tokio::time::sleep(Duration::from_millis(400)).await;
         until(&mut bob_events, "bob's call end", |e| {
             matches!(e, Event::Call(CallEvent::CallEnd { .. }))
         })

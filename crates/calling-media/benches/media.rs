@@ -134,13 +134,25 @@ async fn setup(runs: usize) {
         .unwrap();
     // Let the encoder produce its first key frame.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut times = Vec::new();
+    // connect -> the callee's connection is up (ICE and DTLS), and from
+    // there -> its first assembled video frame (SRTP, the first key frame).
+    let (mut times, mut to_connected, mut to_frame) = (Vec::new(), Vec::new(), Vec::new());
     let mut failures = 0;
     for i in 0..runs {
         let name = format!("callee-{i:03}");
         let (callee, mut events) = session(&name, &dir, VideoQuality::P480).await;
         let start = Instant::now();
         connect_pair(&caller, &callee).await;
+        let connected = wait_for(&mut events, |e| {
+            matches!(
+                e,
+                MediaEvent::PeerState {
+                    state: PeerState::Connected,
+                    ..
+                }
+            )
+        })
+        .await;
         let first = wait_for(&mut events, |e| {
             matches!(
                 e,
@@ -151,27 +163,38 @@ async fn setup(runs: usize) {
             )
         })
         .await;
-        match first {
-            Some(t) => times.push(t - start),
-            None => failures += 1,
+        match (connected, first) {
+            (Some(c), Some(f)) => {
+                times.push(f - start);
+                to_connected.push(c - start);
+                to_frame.push(f - c);
+            }
+            _ => failures += 1,
         }
         caller.disconnect(callee.local_user()).await;
         callee.close().await;
         dir.lock().await.remove(callee.local_user());
     }
     caller.close().await;
-    times.sort();
     println!(
         "setup: connect -> first remote video frame, {} runs ({failures} timed out)",
         runs
     );
-    if !times.is_empty() {
+    for (what, mut v) in [
+        ("connect -> first frame", times),
+        ("  connect -> connected", to_connected),
+        ("  connected -> frame", to_frame),
+    ] {
+        if v.is_empty() {
+            continue;
+        }
+        v.sort();
         println!(
-            "  p50 {}  p95 {}  min {}  max {}",
-            ms(percentile(&times, 0.5)),
-            ms(percentile(&times, 0.95)),
-            ms(times[0]),
-            ms(times[times.len() - 1])
+            "  {what:<24} p50 {}  p95 {}  min {}  max {}",
+            ms(percentile(&v, 0.5)),
+            ms(percentile(&v, 0.95)),
+            ms(v[0]),
+            ms(v[v.len() - 1])
         );
     }
 }

@@ -1,4 +1,4 @@
-//! Connectivity checks that arrive before the remote description.
+//! Packets that arrive before the connection can take them.
 //!
 //! When we offer, the answerer starts its ICE checks as soon as it has sent
 //! its answer, and the checks travel straight over UDP while the answer
@@ -7,10 +7,18 @@
 //! request while it does not know the remote's credentials ("password is
 //! empty"), although it could answer it (the request is checked against our
 //! own password), and the answerer then waits for its retransmit timer: 500
-//! ms with aiortc, ~50-100 ms with Chromium. So each peer connection gets
-//! its own runtime whose UDP sockets hold such requests back until the
-//! remote description is applied ([`Gate::open`]), then hand them to the
-//! agent as if they had just arrived.
+//! ms with aiortc, ~50-100 ms with Chromium.
+//!
+//! Likewise the side whose DTLS handshake completes first starts sending
+//! SRTP at once (our video pump primes a new peer with its last key frame),
+//! and the other side drops what arrives before it has set its SRTP keys
+//! ("remote_srtp_context is not set yet"): the first key frame was lost and
+//! the first picture waited for the next one.
+//!
+//! So each peer connection gets its own runtime whose UDP sockets hold
+//! binding requests until the remote description is applied
+//! ([`Gate::described`]) and RTP and RTCP until the connection is up
+//! ([`Gate::connected`]), then hand them over as if they had just arrived.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -18,8 +26,8 @@ use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -28,9 +36,12 @@ use webrtc::runtime::{
     TokioRuntime, Transmit,
 };
 
-/// Requests held per socket at most; more are dropped as before.
-const MAX_HELD: usize = 32;
-/// A held request older than this is stale: the peer has retransmitted it.
+/// Binding requests held per socket at most; more are dropped as before.
+const MAX_HELD_CHECKS: usize = 32;
+/// RTP and RTCP packets held per socket at most: a 720p key frame and the
+/// reports around it.
+const MAX_HELD_MEDIA: usize = 256;
+/// A held datagram older than this is stale (a check was retransmitted).
 const MAX_AGE: Duration = Duration::from_secs(5);
 /// The STUN magic cookie (RFC 5389).
 const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
@@ -40,17 +51,75 @@ fn is_binding_request(datagram: &[u8]) -> bool {
     datagram.len() >= 20 && datagram[..2] == [0x00, 0x01] && datagram[4..8] == MAGIC_COOKIE
 }
 
-/// Closed until the remote description of one peer connection is applied.
-#[derive(Default)]
+/// Whether `datagram` is RTP or RTCP (RFC 7983: first byte 128 to 191).
+fn is_rtp_or_rtcp(datagram: &[u8]) -> bool {
+    datagram.len() >= 12 && (128..=191).contains(&datagram[0])
+}
+
+/// How far a peer connection is, and so what its sockets may hand over.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Stage {
+    /// Nothing yet: binding requests wait.
+    Closed = 0,
+    /// The remote description is applied: RTP and RTCP wait.
+    Described = 1,
+    /// The connection is up: everything passes.
+    Open = 2,
+}
+
+impl Stage {
+    /// The stage `datagram` waits for (STUN responses, DTLS and anything
+    /// else never wait).
+    fn needed_by(datagram: &[u8]) -> Stage {
+        if is_binding_request(datagram) {
+            Stage::Described
+        } else if is_rtp_or_rtcp(datagram) {
+            Stage::Open
+        } else {
+            Stage::Closed
+        }
+    }
+
+    fn from_u8(v: u8) -> Stage {
+        match v {
+            0 => Stage::Closed,
+            1 => Stage::Described,
+            _ => Stage::Open,
+        }
+    }
+}
+
+/// The stage of one peer connection, shared by its sockets.
 pub(super) struct Gate {
-    open: AtomicBool,
+    stage: AtomicU8,
     sockets: Mutex<Vec<Weak<GatedSocket>>>,
 }
 
+impl Default for Gate {
+    fn default() -> Self {
+        Gate {
+            stage: AtomicU8::new(Stage::Closed as u8),
+            sockets: Mutex::default(),
+        }
+    }
+}
+
 impl Gate {
-    /// The remote description is applied: replay what was held.
-    pub(super) fn open(&self) {
-        self.open.store(true, Ordering::SeqCst);
+    /// The remote description is applied: hand over the held checks.
+    pub(super) fn described(&self) {
+        self.advance(Stage::Described);
+    }
+
+    /// The connection is up (DTLS done, SRTP keys set): hand over the
+    /// held media too, and hold nothing from now on.
+    pub(super) fn connected(&self) {
+        self.advance(Stage::Open);
+    }
+
+    fn advance(&self, to: Stage) {
+        if self.stage.fetch_max(to as u8, Ordering::SeqCst) >= to as u8 {
+            return;
+        }
         let sockets = self.sockets.lock().unwrap_or_else(PoisonError::into_inner);
         for socket in sockets.iter().filter_map(Weak::upgrade) {
             let waker = socket.held().waker.take();
@@ -60,27 +129,67 @@ impl Gate {
         }
     }
 
-    fn is_open(&self) -> bool {
-        self.open.load(Ordering::SeqCst)
+    fn stage(&self) -> Stage {
+        Stage::from_u8(self.stage.load(Ordering::SeqCst))
     }
 }
 
 impl fmt::Debug for Gate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Gate")
-            .field("open", &self.is_open())
+            .field("stage", &self.stage())
             .finish()
     }
 }
 
+/// One held datagram: the stage it waits for, when it came, its bytes.
+type Waiting = (Stage, Instant, Vec<u8>, RecvMeta);
+
 #[derive(Default)]
 struct Held {
-    queue: VecDeque<(Instant, Vec<u8>, RecvMeta)>,
-    /// The waker of the last receive that found nothing: woken on open.
+    /// In arrival order.
+    queue: VecDeque<Waiting>,
+    checks: usize,
+    media: usize,
+    /// The waker of the last receive that found nothing: woken when the
+    /// gate advances.
     waker: Option<Waker>,
 }
 
-/// A UDP socket that holds binding requests while its gate is closed.
+impl Held {
+    /// Holds `datagram` until `stage`, unless its kind's room is full.
+    fn hold(&mut self, stage: Stage, datagram: &[u8], meta: RecvMeta) {
+        let (count, max) = if stage == Stage::Described {
+            (&mut self.checks, MAX_HELD_CHECKS)
+        } else {
+            (&mut self.media, MAX_HELD_MEDIA)
+        };
+        if *count < max {
+            *count += 1;
+            self.queue
+                .push_back((stage, Instant::now(), datagram.to_vec(), meta));
+        }
+    }
+
+    /// Takes the first held datagram that may go at `stage`.
+    fn take(&mut self, stage: Stage) -> Option<Waiting> {
+        let i = self.queue.iter().position(|(s, ..)| *s <= stage)?;
+        let waiting = self.queue.remove(i)?;
+        if waiting.0 == Stage::Described {
+            self.checks -= 1;
+        } else {
+            self.media -= 1;
+        }
+        Some(waiting)
+    }
+
+    /// Whether something held may go at `stage`.
+    fn ready(&self, stage: Stage) -> bool {
+        self.queue.iter().any(|(s, ..)| *s <= stage)
+    }
+}
+
+/// A UDP socket that holds what its connection cannot take yet.
 struct GatedSocket {
     inner: Arc<dyn AsyncUdpSocket>,
     gate: Arc<Gate>,
@@ -97,17 +206,18 @@ impl fmt::Debug for GatedSocket {
 }
 
 impl GatedSocket {
-    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+    fn held(&self) -> MutexGuard<'_, Held> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A held request for `bufs[0]`, once the gate is open.
+    /// A held datagram whose stage has come, copied into `bufs[0]`.
     fn replay(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> Option<usize> {
-        if !self.gate.is_open() {
+        let stage = self.gate.stage();
+        if stage == Stage::Closed {
             return None;
         }
         let mut held = self.held();
-        while let Some((at, data, mut m)) = held.queue.pop_front() {
+        while let Some((_, at, data, mut m)) = held.take(stage) {
             if at.elapsed() > MAX_AGE {
                 continue;
             }
@@ -142,11 +252,11 @@ impl AsyncUdpSocket for GatedSocket {
             if let Some(n) = self.replay(bufs, meta) {
                 return Poll::Ready(Ok(n));
             }
-            if self.gate.is_open() {
+            if self.gate.stage() == Stage::Open {
                 return self.inner.poll_recv(cx, bufs, meta);
             }
-            // One datagram at a time while closed, so that holding one
-            // never means moving the others of a batch.
+            // One datagram at a time until open, so that holding one never
+            // means moving the others of a batch.
             let (Some(buf), Some(m)) = (bufs.first_mut(), meta.first_mut()) else {
                 return self.inner.poll_recv(cx, bufs, meta);
             };
@@ -156,14 +266,12 @@ impl AsyncUdpSocket for GatedSocket {
             {
                 Poll::Ready(Ok(n)) if n >= 1 => {
                     let len = m.len.min(buf.len());
-                    let single = m.stride == m.len;
-                    if single && is_binding_request(&buf[..len]) && !self.gate.is_open() {
-                        let mut held = self.held();
-                        if held.queue.len() < MAX_HELD {
-                            held.queue
-                                .push_back((Instant::now(), buf[..len].to_vec(), *m));
-                            tracing::trace!(from = %m.addr, "connectivity check held until the remote description");
-                        }
+                    let needed = Stage::needed_by(&buf[..len]);
+                    // A GRO batch (stride below len) is several datagrams:
+                    // it passes as it is.
+                    if m.stride == m.len && needed > self.gate.stage() {
+                        self.held().hold(needed, &buf[..len], *m);
+                        tracing::trace!(from = %m.addr, ?needed, "datagram held until the connection can take it");
                         continue;
                     }
                     return Poll::Ready(Ok(n));
@@ -171,8 +279,8 @@ impl AsyncUdpSocket for GatedSocket {
                 Poll::Pending => {
                     let mut held = self.held();
                     held.waker = Some(cx.waker().clone());
-                    // The gate may have opened before the waker was in place.
-                    if self.gate.is_open() && !held.queue.is_empty() {
+                    // The gate may have advanced before the waker was in place.
+                    if held.ready(self.gate.stage()) {
                         drop(held);
                         continue;
                     }
@@ -317,7 +425,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn early_checks_wait_for_the_remote_description_and_the_rest_passes() {
+    async fn early_checks_wait_for_the_description_and_media_for_the_connection() {
         let gate = Arc::new(Gate::default());
         let runtime = GatedRuntime::new(gate.clone());
         let std_socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -338,21 +446,43 @@ mod tests {
             None
         );
 
-        // Open while a receive waits: the held check is handed over first.
+        // Described while a receive waits: the held check is handed over.
         let waiting = {
             let socket = socket.clone();
             tokio::spawn(async move { next(socket.as_ref(), Duration::from_secs(5)).await })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
-        gate.open();
+        gate.described();
         assert_eq!(waiting.await.unwrap(), Some(request.clone()));
 
-        // Open: checks pass straight through.
+        // Described: checks pass straight through, media waits.
+        let rtp = [0x80u8, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9, 42];
+        peer.send_to(&rtp, to).await.unwrap();
         request[8] = 8;
         peer.send_to(&request, to).await.unwrap();
         assert_eq!(
             next(socket.as_ref(), Duration::from_secs(5)).await,
             Some(request)
+        );
+        assert_eq!(
+            next(socket.as_ref(), Duration::from_millis(100)).await,
+            None
+        );
+
+        // Connected: the held media comes, then everything passes.
+        gate.connected();
+        assert_eq!(
+            next(socket.as_ref(), Duration::from_secs(5))
+                .await
+                .as_deref(),
+            Some(&rtp[..])
+        );
+        peer.send_to(&rtp[..12], to).await.unwrap();
+        assert_eq!(
+            next(socket.as_ref(), Duration::from_secs(5))
+                .await
+                .as_deref(),
+            Some(&rtp[..12])
         );
     }
 
@@ -366,6 +496,13 @@ mod tests {
         assert!(!is_binding_request(&response));
         assert!(!is_binding_request(&[22u8; 40]));
         assert!(!is_binding_request(&[0x80u8; 40]));
+        // RFC 7983: DTLS 20-63, RTP/RTCP 128-191.
+        assert_eq!(Stage::needed_by(&request), Stage::Described);
+        assert_eq!(Stage::needed_by(&response), Stage::Closed);
+        assert_eq!(Stage::needed_by(&[22u8; 40]), Stage::Closed);
+        assert_eq!(Stage::needed_by(&[0x80u8; 40]), Stage::Open);
+        assert_eq!(Stage::needed_by(&[0xbfu8; 40]), Stage::Open);
+        assert_eq!(Stage::needed_by(&[0xc0u8; 40]), Stage::Closed);
         assert!(!is_binding_request(&request[..19]));
         let mut no_cookie = request.clone();
         no_cookie[4] = 0;

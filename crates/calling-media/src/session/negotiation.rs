@@ -283,7 +283,7 @@ impl MediaSession {
             .await
             .map_err(|e| invalid_sdp(from, e))?;
         neg.remote_set = true;
-        peer.gate.open();
+        peer.shared.gate.described();
         if let Some(id) = level_id {
             peer.shared.audio_level_id.store(id, Ordering::Relaxed);
         }

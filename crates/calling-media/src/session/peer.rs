@@ -73,6 +73,8 @@ pub(super) struct PeerShared {
     pub(super) remote_video: Mutex<Option<(Weak<dyn TrackRemote>, u32)>>,
     /// Whether the task reading feedback on our video track was started.
     feedback_started: AtomicBool,
+    /// Holds packets that come before the connection can take them.
+    pub(super) gate: Arc<Gate>,
 }
 
 impl Drop for PeerShared {
@@ -135,8 +137,6 @@ pub(super) struct Peer {
     pub(super) video: LocalTrack,
     pub(super) shared: Arc<PeerShared>,
     pub(super) negotiation: tokio::sync::Mutex<Negotiation>,
-    /// Holds early connectivity checks until the remote description is set.
-    pub(super) gate: Arc<Gate>,
 }
 
 impl Peer {
@@ -214,6 +214,10 @@ impl PeerConnectionEventHandler for Handler {
             RTCPeerConnectionState::Closed => PeerState::Closed,
             _ => return,
         };
+        if state == PeerState::Connected {
+            // DTLS is done and the SRTP keys are set: media may come in.
+            self.shared.gate.connected();
+        }
         let session = self.session.upgrade();
         if !self.shared.set_state(session.as_deref(), state) || state != PeerState::Connected {
             return;
@@ -343,6 +347,7 @@ impl MediaSession {
             live: self.inner.live.clone(),
             remote_video: Mutex::new(None),
             feedback_started: AtomicBool::new(false),
+            gate: Arc::new(Gate::default()),
         });
         self.inner.live.fetch_add(1, Ordering::AcqRel);
         let handler = Arc::new(Handler {
@@ -350,9 +355,8 @@ impl MediaSession {
             session: Arc::downgrade(&self.inner),
             nudge: self.inner.video_nudge.clone(),
         });
-        let gate = Arc::new(Gate::default());
         let pc = PeerConnectionBuilder::new()
-            .with_runtime(Arc::new(GatedRuntime::new(gate.clone())))
+            .with_runtime(Arc::new(GatedRuntime::new(shared.gate.clone())))
             .with_configuration(rtc_config.build())
             .with_media_engine(engine)
             .with_interceptor_registry(registry)
@@ -403,7 +407,6 @@ impl MediaSession {
             video,
             shared,
             negotiation: tokio::sync::Mutex::new(Negotiation::default()),
-            gate,
         })
     }
 }
