@@ -393,6 +393,18 @@ fn count(report: &Value, way: &str, kind: &str) -> u64 {
     report[way][kind].as_u64().unwrap()
 }
 
+/// Waits for a voice volume of the Python client above zero: Rust reads it
+/// from the RFC 6464 level aiortc writes on its audio, under the id the
+/// offer gave the extension (aiortc offers it as 2).
+async fn hears_volume(events: &mut Events) {
+    expect_event(
+        events,
+        "a voice volume of the Python client",
+        |e| matches!(e, Event::UserVoiceVolume { user, volume } if user.as_str() == PY && *volume > 0),
+    )
+    .await;
+}
+
 /// Who places the call.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Caller {
@@ -463,6 +475,7 @@ async fn video_call(test: &str, user: &str, caller: Caller) {
 
     let video = wait_frames(&rust, PY, MediaKind::Video, MIN_FRAMES).await;
     let audio = wait_frames(&rust, PY, MediaKind::Audio, MIN_FRAMES).await;
+    hears_volume(&mut events).await;
     py.wait_frames("video", MIN_FRAMES).await;
     let report = py.wait_frames("audio", MIN_FRAMES).await;
     eprintln!("rust got {video} video and {audio} audio frames; python: {report}");
@@ -539,6 +552,7 @@ async fn audio_call(test: &str, user: &str, caller: Caller) {
     // Two thirds of a second of audio: video, had any been sent, would have
     // shown by then in both directions.
     let audio = wait_frames(&rust, PY, MediaKind::Audio, 3 * MIN_FRAMES).await;
+    hears_volume(&mut events).await;
     let report = py.wait_frames("audio", 3 * MIN_FRAMES).await;
     eprintln!("rust got {audio} audio frames; python: {report}");
     assert_eq!(count(&report, "received", "video"), 0, "{report}");
