@@ -192,6 +192,8 @@ class Peer:
         self.lock = asyncio.Lock()  # signals are applied one at a time, in order
         self.tracks = []
         self.tasks = []
+        self.trickled = []  # (sdp_mid, sdp_mline_index) of each trickled candidate
+        self.end_of_candidates = False
 
 
 class Call:
@@ -523,6 +525,13 @@ class Client:
         if peer is not None:
             out["connection"] = peer.pc.connectionState
             out["codecs"] = self.negotiated(peer)
+            out["candidates"] = {
+                "trickled": len(peer.trickled),
+                "end": peer.end_of_candidates,
+                # Each distinct value as sent (null when left out), first seen first.
+                "mids": list(dict.fromkeys(m for m, _ in peer.trickled)),
+                "mline_indexes": list(dict.fromkeys(i for _, i in peer.trickled)),
+            }
         emit("report", **out)
 
     def negotiated(self, peer):
@@ -937,6 +946,10 @@ class Client:
                     await self.flush_candidates(peer)
                 elif kind == "candidate" and isinstance(s.get("candidate"), str):
                     candidate = to_candidate(s)
+                    if candidate is None:
+                        peer.end_of_candidates = True
+                    else:
+                        peer.trickled.append((s.get("sdp_mid"), s.get("sdp_mline_index")))
                     if peer.pc.remoteDescription is None:
                         peer.queued.append(candidate)
                     else:

@@ -405,6 +405,16 @@ async fn hears_volume(events: &mut Events) {
     .await;
 }
 
+/// Rust trickles its candidates under the first m-line's mid and index,
+/// then ends them with candidate "" (aiortc's own are in its SDP).
+fn assert_candidates(report: &Value) {
+    let candidates = &report["candidates"];
+    assert!(candidates["trickled"].as_u64().unwrap() >= 1, "{report}");
+    assert_eq!(candidates["end"], true, "{report}");
+    assert_eq!(candidates["mids"], json!(["0"]), "{report}");
+    assert_eq!(candidates["mline_indexes"], json!([0]), "{report}");
+}
+
 /// Who places the call.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Caller {
@@ -480,6 +490,7 @@ async fn video_call(test: &str, user: &str, caller: Caller) {
     let report = py.wait_frames("audio", MIN_FRAMES).await;
     eprintln!("rust got {video} video and {audio} audio frames; python: {report}");
     assert_eq!(report["peer"], user, "{report}");
+    assert_candidates(&report);
     assert!(count(&report, "sent", "video") >= MIN_FRAMES, "{report}");
     assert!(count(&report, "sent", "audio") >= MIN_FRAMES, "{report}");
     let stats = rust.stats().await.unwrap();
@@ -557,6 +568,7 @@ async fn audio_call(test: &str, user: &str, caller: Caller) {
     eprintln!("rust got {audio} audio frames; python: {report}");
     assert_eq!(count(&report, "received", "video"), 0, "{report}");
     assert_eq!(count(&report, "sent", "video"), 0, "{report}");
+    assert_candidates(&report);
     assert!(
         count(&report, "sent", "audio") >= 3 * MIN_FRAMES,
         "{report}"
