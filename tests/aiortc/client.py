@@ -15,8 +15,10 @@ its candidates are in its SDP. It accepts trickled candidates, the
 end-of-candidates one (candidate "") included. It sends real media: a 440 Hz
 tone (Opus) and, in video calls, a generated 320x240 picture at 15 fps. It
 counts the frames it decodes from the peer's tracks and the frames its own
-tracks hand to the encoders. Glare, group calls, join tickets and media type
-switches are not implemented (a switch request is declined).
+tracks hand to the encoders. A switch from audio to video that the peer asks
+for is answered by the test's command, and applies by attaching the camera to
+the video m-line every call keeps: no renegotiation. Glare, group calls, join
+tickets and asking for a switch are not implemented.
 
     tests/aiortc/.venv/bin/python tests/aiortc/client.py \\
         --url ws://127.0.0.1:PORT/ws --app 1400000000 --user py --sig SIG [--vp8-only]
@@ -24,9 +26,11 @@ switches are not implemented (a switch request is declined).
 Commands (one JSON object a line):
     {"cmd": "call", "user": "rust", "media": "video", "timeout": 30}
     {"cmd": "accept"}  {"cmd": "reject"}  {"cmd": "hangup"}  {"cmd": "cancel"}
+    {"cmd": "switch_answer", "accepted": true}  (to the oldest switch_request)
     {"cmd": "report"}  {"cmd": "quit"}
 Events: ready, invited, user_enter, user_leave, rejected, line_busy, no_resp,
-cancelled, calling_timeout, busy_sent, call_end, media, first_frame, report,
+cancelled, calling_timeout, busy_sent, call_end, media, first_frame,
+switch_request, media_type, media_state, report,
 error. Every event carries "event" and "t_ms" (ms on this process's monotonic
 clock); first_frame also has "ms_since_answer" (since this side accepted, or
 saw the callee accept).
@@ -192,6 +196,8 @@ class Peer:
         self.lock = asyncio.Lock()  # signals are applied one at a time, in order
         self.tracks = []
         self.tasks = []
+        self.video = None  # the video transceiver
+        self.descriptions = 0  # offers and answers applied or sent
         self.trickled = []  # (sdp_mid, sdp_mline_index) of each trickled candidate
         self.end_of_candidates = False
 
@@ -213,6 +219,7 @@ class Call:
         self.peers = {}
         self.timers = {}
         self.join_secret = None
+        self.switch_in = []  # (asker, request_id) of switch requests to answer
         self.answered_at = None
         self.in_room = False
         self.__dict__.update(fields)
@@ -377,7 +384,7 @@ class Client:
         return {"room_id": call.room_id, "media_type": call.media_type, "sponsor": call.sponsor, "is_group": call.is_group}
 
     def me(self, call):
-        return {"user": self.user, "party": call.party, "audio": True, "video": call.media_type == "video"}
+        return {"user": self.user, "party": call.party, "audio": True, "video": True}
 
     def roster(self, call):
         connected = [self.me(call)] if call.state == "connected" else []
@@ -431,6 +438,8 @@ class Client:
                 self.reject()
             elif what in ("hangup", "cancel"):
                 self.hangup()
+            elif what == "switch_answer":
+                self.answer_switch(bool(cmd.get("accepted")))
             elif what == "report":
                 self.report()
             elif what == "quit":
@@ -470,7 +479,7 @@ class Client:
         call.state = "connected"
         call.answered_at = time.monotonic()
         self.send_payload(self.everyone(call), self.envelope(
-            call, "enter", invite_id=call.invite_id, audio=True, video=call.media_type == "video",
+            call, "enter", invite_id=call.invite_id, audio=True, video=True,
         ))
         self.join_room(call)
         now = time.monotonic()
@@ -507,6 +516,14 @@ class Client:
             self.send_payload(self.everyone(call), self.envelope(call, "leave"))
         self.end_call("hangup")
 
+    def answer_switch(self, accepted):
+        call = self.call
+        if call is None or not call.switch_in:
+            emit("error", what="no switch request to answer")
+            return
+        asker, request_id = call.switch_in.pop(0)
+        self.send_payload([asker], self.envelope(call, "switch_answer", request_id=request_id, accepted=accepted))
+
     def report(self):
         call = self.call
         peer = None
@@ -525,6 +542,9 @@ class Client:
         if peer is not None:
             out["connection"] = peer.pc.connectionState
             out["codecs"] = self.negotiated(peer)
+            out["media_type"] = call.media_type
+            # One offer and one answer per connection: 2 unless it was renegotiated.
+            out["descriptions"] = peer.descriptions
             out["candidates"] = {
                 "trickled": len(peer.trickled),
                 "end": peer.end_of_candidates,
@@ -587,7 +607,7 @@ class Client:
         if call is not None:
             # Our own call: never rings; a connected sender gets our enter.
             if sender in call.connected and call.state == "connected":
-                self.send_payload([sender], self.envelope(call, "enter", audio=True, video=call.media_type == "video"))
+                self.send_payload([sender], self.envelope(call, "enter", audio=True, video=True))
             return
         if self.call is not None:
             # One call at a time: busy, to everyone in the invite's roster.
@@ -607,8 +627,11 @@ class Client:
             invite_id=invite_id, inviter=sender,
         )
         # Only the inviter counts as connected (PROTOCOL "An invite's roster").
-        sender_party = next((m.get("party") for m in connected if m.get("user") == sender), party_of(p))
-        call.connected[sender] = {"party": sender_party, "audio": True, "video": call.media_type == "video"}
+        entry = next((m for m in connected if m.get("user") == sender), {})
+        call.connected[sender] = {
+            "party": entry.get("party") if isinstance(entry.get("party"), int) else party_of(p),
+            "audio": bool(entry.get("audio", True)), "video": bool(entry.get("video", True)),
+        }
         for r in ringing:
             if isinstance(r.get("user"), str) and r["user"] != self.user:
                 call.ringing[r["user"]] = {"invite_id": r.get("invite_id"), "inviter": r.get("inviter")}
@@ -682,7 +705,7 @@ class Client:
                 call.connected[sender].update(audio=bool(m.get("audio")), video=bool(m.get("video")))
             # Others would be a group call: out of this client's scope.
         if call.state == "connected" and not lists_me:
-            self.send_payload([sender], self.envelope(call, "enter", audio=True, video=call.media_type == "video"))
+            self.send_payload([sender], self.envelope(call, "enter", audio=True, video=True))
 
     def on_reject(self, call, sender, p):
         if call is None:
@@ -742,13 +765,25 @@ class Client:
             emit("media_state", user=sender, audio=member["audio"], video=member["video"])
 
     def on_media_type(self, call, sender, p):
-        if sender in call.connected and p.get("media_type") in ("audio", "video"):
+        member = call.connected.get(sender)
+        if member is None or member["party"] != p["party"] or p.get("media_type") not in ("audio", "video"):
+            return
+        if call.media_type != p["media_type"]:
             call.media_type = p["media_type"]
-            emit("media_type", user=sender, media=call.media_type)
+            for peer in call.peers.values():
+                self.show_camera(call, peer)
+        emit("media_type", user=sender, media=call.media_type)
 
     def on_switch_request(self, call, sender, p):
-        if sender in call.connected and call.state == "connected":
-            self.send_payload([sender], self.envelope(call, "switch_answer", request_id=p.get("request_id"), accepted=False))
+        member = call.connected.get(sender)
+        if call.state != "connected" or member is None or member["party"] != p["party"]:
+            return
+        if p.get("media_type") == call.media_type:
+            self.send_payload([sender], self.envelope(call, "switch_answer", request_id=p.get("request_id"), accepted=True))
+            return
+        # The test answers with {"cmd": "switch_answer"}.
+        call.switch_in.append((sender, p.get("request_id")))
+        emit("switch_request", user=sender, request_id=p.get("request_id"), media=p.get("media_type"))
 
     def on_switch_answer(self, call, sender, p):
         pass  # this client never asks
@@ -853,13 +888,11 @@ class Client:
         audio = ToneTrack(counter)
         peer.tracks.append(audio)
         pc.addTrack(audio)
-        if call.media_type == "video":
-            video = PatternTrack(counter)
-            peer.tracks.append(video)
-            transceiver = pc.addTransceiver(video, direction="sendrecv")
-        else:
-            # Audio calls keep a video m-line, as the Rust side does.
-            transceiver = pc.addTransceiver("video", direction="recvonly")
+        # Audio calls keep a sendrecv video m-line, as the Rust side does, so
+        # that a switch to video only attaches the camera: no renegotiation.
+        transceiver = pc.addTransceiver("video", direction="sendrecv")
+        peer.video = transceiver
+        self.show_camera(call, peer)
         if self.args.vp8_only:
             vp8 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/VP8"]
             transceiver.setCodecPreferences(vp8)
@@ -881,6 +914,18 @@ class Client:
         if self.user.encode() < user.encode():
             asyncio.get_running_loop().create_task(self.offer(call, peer))
         return peer
+
+    def show_camera(self, call, peer):
+        """Attaches the camera to the video sender in video calls, detaches it in audio calls."""
+        sender = peer.video.sender
+        if call.media_type == "video" and sender.track is None:
+            camera = PatternTrack(peer.counter)
+            peer.tracks.append(camera)
+            sender.replaceTrack(camera)
+        elif call.media_type == "audio" and sender.track is not None:
+            camera = sender.track
+            sender.replaceTrack(None)
+            camera.stop()
 
     async def consume(self, call, peer, track):
         kind = track.kind
@@ -907,6 +952,7 @@ class Client:
                 # aiortc gathers all candidates here and puts them in the SDP.
                 await peer.pc.setLocalDescription(await peer.pc.createOffer())
                 self.send_media(call, peer.user, {"type": "offer", "sdp": peer.pc.localDescription.sdp})
+                peer.descriptions += 1
                 log.info("offer sent to %s", peer.user)
             except Exception as e:
                 log.exception("offer failed")
@@ -938,10 +984,12 @@ class Client:
                     await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=s["sdp"], type="offer"))
                     await peer.pc.setLocalDescription(await peer.pc.createAnswer())
                     self.send_media(call, peer.user, {"type": "answer", "sdp": peer.pc.localDescription.sdp})
+                    peer.descriptions += 2
                     log.info("answer sent to %s", peer.user)
                     await self.flush_candidates(peer)
                 elif kind == "answer" and isinstance(s.get("sdp"), str):
                     await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=s["sdp"], type="answer"))
+                    peer.descriptions += 1
                     log.info("answer applied from %s", peer.user)
                     await self.flush_candidates(peer)
                 elif kind == "candidate" and isinstance(s.get("candidate"), str):

@@ -7,7 +7,7 @@
 //! Covered: video calls in both offer directions and both call directions
 //! (audio and video counted at both ends), an audio-only call, reject, busy,
 //! cancel and ringing timeout as each side sees them, the call keepalive,
-//! and a VP8-only peer.
+//! a switch from audio to video without renegotiation, and a VP8-only peer.
 //!
 //! Needs `tests/aiortc/.venv` (or `$CALLING_AIORTC_PYTHON`, an interpreter
 //! with `tests/aiortc/requirements.txt` installed): `scripts/setup.sh` makes
@@ -831,6 +831,69 @@ async fn python_keepalive_holds_the_call() {
     hang_up(&rust, &mut events, &mut py, Caller::Rust).await;
     py.quit().await;
     server.shutdown().await;
+}
+
+/// An audio call that Rust asks to switch to video: the Python client
+/// agrees, and video then flows both ways on the video m-line the call kept
+/// from its start, with no second offer (PROTOCOL: a `media_type` switch
+/// never renegotiates).
+async fn switch_to_video(test: &str, user: &str) {
+    if prerequisites(test).is_err() {
+        return;
+    }
+    let _one = ONE.lock().await;
+    let server = start().await;
+    let (rust, mut events) = login(&server, user).await;
+    let mut py = Py::start(&server, PY, &[]).await;
+    connect(
+        &rust,
+        &mut events,
+        user,
+        &mut py,
+        Caller::Rust,
+        MediaType::Audio,
+    )
+    .await;
+    wait_frames(&rust, PY, MediaKind::Audio, MIN_FRAMES).await;
+    py.wait_frames("audio", MIN_FRAMES).await;
+
+    rust.switch_media_type(MediaType::Video).await.unwrap();
+    let request = py.expect("switch_request").await;
+    assert_eq!(request["user"], user, "{request}");
+    assert_eq!(request["media"], "video", "{request}");
+    py.send(json!({"cmd": "switch_answer", "accepted": true}));
+    expect_event(&mut events, "the switch to video", |e| {
+        matches!(
+            e,
+            Event::Call(CallEvent::MediaTypeChanged {
+                to: MediaType::Video,
+                ..
+            })
+        )
+    })
+    .await;
+    let changed = py.expect("media_type").await;
+    assert_eq!(changed["media"], "video", "{changed}");
+
+    wait_frames(&rust, PY, MediaKind::Video, MIN_FRAMES).await;
+    let report = py.wait_frames("video", MIN_FRAMES).await;
+    assert_eq!(report["media_type"], "video", "{report}");
+    assert_eq!(report["descriptions"], 2, "renegotiated: {report}");
+    assert!(count(&report, "sent", "video") >= MIN_FRAMES, "{report}");
+
+    hang_up(&rust, &mut events, &mut py, Caller::Rust).await;
+    py.quit().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_to_video_rust_offers() {
+    switch_to_video("switch_to_video_rust_offers", RUST_OFFERS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_to_video_python_offers() {
+    switch_to_video("switch_to_video_python_offers", PY_OFFERS).await;
 }
 
 /// Records, per remote user, the codecs of the video frames Rust received
