@@ -112,6 +112,11 @@ class Counter:
         self.received = {"audio": 0, "video": 0}
         self.sent = {"audio": 0, "video": 0}
         self.first = {}
+        # Inbound audio RTP packets, those carrying the RFC 6464 level, and
+        # the loudest level seen (0 = 0 dBov ... 127 = silence).
+        self.audio_packets = 0
+        self.audio_levels = 0
+        self.loudest = None
 
 
 class ToneTrack(MediaStreamTrack):
@@ -539,6 +544,12 @@ class Client:
             "received": counter.received if counter else {"audio": 0, "video": 0},
             "sent": counter.sent if counter else {"audio": 0, "video": 0},
         }
+        if counter is not None:
+            out["audio_level"] = {
+                "packets": counter.audio_packets,
+                "with_level": counter.audio_levels,
+                "loudest": counter.loudest,
+            }
         if peer is not None:
             out["connection"] = peer.pc.connectionState
             out["codecs"] = self.negotiated(peer)
@@ -893,6 +904,9 @@ class Client:
         transceiver = pc.addTransceiver("video", direction="sendrecv")
         peer.video = transceiver
         self.show_camera(call, peer)
+        for t in pc.getTransceivers():
+            if t.kind == "audio":
+                watch_audio_levels(t.receiver, counter)
         if self.args.vp8_only:
             vp8 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/VP8"]
             transceiver.setCodecPreferences(vp8)
@@ -1021,6 +1035,24 @@ class Client:
         for t in peer.tasks:
             t.cancel()
         asyncio.get_running_loop().create_task(peer.pc.close())
+
+
+def watch_audio_levels(receiver, counter):
+    """Counts the audio level extension on each inbound packet. aiortc parses
+    it (under the negotiated id) but keeps it to itself, so this wraps the
+    receiver's packet handler, a private method of aiortc 1.16."""
+    handle = receiver._handle_rtp_packet
+
+    async def counting(packet, arrival_time_ms):
+        counter.audio_packets += 1
+        level = packet.extensions.audio_level
+        if level is not None:
+            counter.audio_levels += 1
+            if counter.loudest is None or level[1] < counter.loudest:
+                counter.loudest = level[1]
+        await handle(packet, arrival_time_ms=arrival_time_ms)
+
+    receiver._handle_rtp_packet = counting
 
 
 def party_of(p):

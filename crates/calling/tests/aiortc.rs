@@ -415,6 +415,16 @@ fn assert_candidates(report: &Value) {
     assert_eq!(candidates["mline_indexes"], json!([0]), "{report}");
 }
 
+/// Rust writes the RFC 6464 audio level on every audio packet, under the id
+/// the offer negotiated, and its tone is not silence.
+fn assert_audio_levels(report: &Value) {
+    let levels = &report["audio_level"];
+    let packets = levels["packets"].as_u64().unwrap();
+    assert!(packets >= MIN_FRAMES, "{report}");
+    assert_eq!(levels["with_level"].as_u64().unwrap(), packets, "{report}");
+    assert!(levels["loudest"].as_u64().unwrap() < 127, "{report}");
+}
+
 /// Who places the call.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Caller {
@@ -491,6 +501,7 @@ async fn video_call(test: &str, user: &str, caller: Caller) {
     eprintln!("rust got {video} video and {audio} audio frames; python: {report}");
     assert_eq!(report["peer"], user, "{report}");
     assert_candidates(&report);
+    assert_audio_levels(&report);
     assert!(count(&report, "sent", "video") >= MIN_FRAMES, "{report}");
     assert!(count(&report, "sent", "audio") >= MIN_FRAMES, "{report}");
     let stats = rust.stats().await.unwrap();
@@ -569,6 +580,7 @@ async fn audio_call(test: &str, user: &str, caller: Caller) {
     assert_eq!(count(&report, "received", "video"), 0, "{report}");
     assert_eq!(count(&report, "sent", "video"), 0, "{report}");
     assert_candidates(&report);
+    assert_audio_levels(&report);
     assert!(
         count(&report, "sent", "audio") >= 3 * MIN_FRAMES,
         "{report}"
