@@ -1076,17 +1076,20 @@ def to_candidate(s):
 
 def stdin_lines(loop, client):
     """Reads commands on a thread; end of input quits."""
-    for line in sys.stdin:
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            cmd = json.loads(line)
-        except ValueError:
-            loop.call_soon_threadsafe(emit, "error", what=f"bad command {line!r}")
-            continue
-        loop.call_soon_threadsafe(client.command, cmd)
-    loop.call_soon_threadsafe(client.done.set)
+    try:
+        for line in sys.stdin:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                cmd = json.loads(line)
+            except ValueError:
+                loop.call_soon_threadsafe(emit, "error", what=f"bad command {line!r}")
+                continue
+            loop.call_soon_threadsafe(client.command, cmd)
+        loop.call_soon_threadsafe(client.done.set)
+    except RuntimeError:
+        pass  # the loop already closed: the client is exiting anyway
 
 
 async def main():
