@@ -6,7 +6,8 @@
 //!
 //! Covered: video calls in both offer directions and both call directions
 //! (audio and video counted at both ends), an audio-only call, reject, busy,
-//! cancel and ringing timeout as each side sees them, the call keepalive,
+//! cancel and ringing timeout as each side sees them, the call keepalive
+//! and the call room (a vanished client leaves at once),
 //! a switch from audio to video without renegotiation, and a VP8-only peer.
 //!
 //! Needs `tests/aiortc/.venv` (or `$CALLING_AIORTC_PYTHON`, an interpreter
@@ -273,6 +274,12 @@ impl Py {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Kills the client's process: its connection dies without a word.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Asks the client to log out and checks that it exits cleanly.
@@ -842,6 +849,38 @@ async fn python_keepalive_holds_the_call() {
 
     hang_up(&rust, &mut events, &mut py, Caller::Rust).await;
     py.quit().await;
+    server.shutdown().await;
+}
+
+/// The Python client joins the call's server room, so when its process dies
+/// mid-call the server's `room_leave` tells Rust at once. Rust's keepalive
+/// is stretched here past the test's wait, so nothing else could end the
+/// call in time: not a silence timeout, not an `undeliverable` alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_vanishing_leaves_the_room() {
+    if prerequisites("python_vanishing_leaves_the_room").is_err() {
+        return;
+    }
+    let _one = ONE.lock().await;
+    let server = start().await;
+    let mut config = CallingConfig::default();
+    config.core.keepalive_interval = WAIT * 2;
+    config.core.keepalive_timeout = WAIT * 6;
+    for (user, caller) in [("rust", Caller::Rust), ("rust", Caller::Python)] {
+        let (rust, mut events) = login_with(&server, user, config.clone()).await;
+        let mut py = Py::start(&server, PY, &[]).await;
+        connect(&rust, &mut events, user, &mut py, caller, MediaType::Audio).await;
+        wait_frames(&rust, PY, MediaKind::Audio, MIN_FRAMES).await;
+        py.kill();
+        expect_event(
+            &mut events,
+            "the Python client to leave",
+            |e| matches!(e, Event::Call(CallEvent::UserLeave { user, .. }) if user.as_str() == PY),
+        )
+        .await;
+        assert_eq!(call_end(&mut events).await, EndReason::Hangup);
+        rust.logout().await.unwrap();
+    }
     server.shutdown().await;
 }
 
