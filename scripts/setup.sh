@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the browser tests need on a fresh Debian machine: Debian's
 # chromium package (headless, with fake camera and microphone) and
-# playwright-core from npm to drive it. Idempotent; quick when everything is
-# already there. .ci/run calls it (as root) before the tests.
+# playwright-core from npm to drive it; and what the aiortc interop tests
+# need: a Python venv at tests/aiortc/.venv with tests/aiortc/requirements.txt.
+# Idempotent; quick when everything is already there. .ci/run calls it (as
+# root) before the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,4 +39,30 @@ if [ ! -f "$stamp" ] || ! cmp -s "$lock" "$stamp"; then
     cp "$lock" "$stamp"
 fi
 
-echo "setup: $(/usr/bin/chromium --version 2>/dev/null | tail -1), node $(node --version)"
+# The aiortc interop client runs in its own venv with pinned packages
+# (wheels from PyPI: nothing is compiled).
+venv=tests/aiortc/.venv
+req=tests/aiortc/requirements.txt
+pystamp=$venv/.setup-stamp
+if [ ! -x "$venv/bin/pip" ]; then
+    if ! command -v python3 >/dev/null 2>&1; then
+        echo "setup: installing python3"
+        apt_install python3
+    fi
+    echo "setup: creating $venv"
+    rm -rf "$venv"
+    # Debian ships the venv module's ensurepip apart from python3.
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+        echo "setup: installing python3-venv"
+        apt_install python3-venv
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+    fi
+fi
+if [ ! -f "$pystamp" ] || ! cmp -s "$req" "$pystamp"; then
+    echo "setup: pip install -r $req"
+    "$venv/bin/pip" install --disable-pip-version-check --no-input -q -r "$req"
+    cp "$req" "$pystamp"
+fi
+
+echo "setup: $(/usr/bin/chromium --version 2>/dev/null | tail -1), node $(node --version), $("$venv/bin/python" --version)"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. This is the README's test command.
 # The browser tests (crates/calling/tests/browser.rs) need Chromium and
-# tests/browser/node_modules: scripts/setup.sh installs them.
+# tests/browser/node_modules; the aiortc interop tests
+# (crates/calling/tests/aiortc.rs) need the venv tests/aiortc/.venv with
+# tests/aiortc/requirements.txt: scripts/setup.sh installs them all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,9 +11,20 @@ browser_ready() {
     [ -x "${CHROMIUM:-/usr/bin/chromium}" ] && [ -d tests/browser/node_modules/playwright-core ]
 }
 
-# A fresh machine needs only this command: install what the browser tests
-# need when we are allowed to (root, or sudo without a password).
-if ! browser_ready && { [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; }; then
+# The venv is ready when its packages match requirements.txt (setup.sh
+# stamps it); $CALLING_AIORTC_PYTHON names another interpreter instead.
+aiortc_ready() {
+    if [ -n "${CALLING_AIORTC_PYTHON:-}" ]; then
+        [ -x "$CALLING_AIORTC_PYTHON" ]
+    else
+        [ -x tests/aiortc/.venv/bin/python ] &&
+            cmp -s tests/aiortc/requirements.txt tests/aiortc/.venv/.setup-stamp
+    fi
+}
+
+# A fresh machine needs only this command: install what the browser and
+# aiortc tests need when we are allowed to (root, or sudo without a password).
+if { ! browser_ready || ! aiortc_ready; } && { [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; }; then
     scripts/setup.sh
 fi
 
@@ -19,6 +32,11 @@ browser_missing=""
 if ! browser_ready; then
     browser_missing="yes"
     echo "!!! Chromium or tests/browser/node_modules is missing: the browser tests will be SKIPPED (run scripts/setup.sh)" >&2
+fi
+aiortc_missing=""
+if ! aiortc_ready; then
+    aiortc_missing="yes"
+    echo "!!! tests/aiortc/.venv is missing or out of date: the aiortc interop tests will be SKIPPED (run scripts/setup.sh)" >&2
 fi
 
 # CI explores a fixed sample of the property tests so that its verdict is
@@ -34,4 +52,7 @@ cargo test --workspace --doc
 
 if [ -n "$browser_missing" ]; then
     echo "!!! the browser tests were SKIPPED: Chromium or tests/browser/node_modules is missing (run scripts/setup.sh)" >&2
+fi
+if [ -n "$aiortc_missing" ]; then
+    echo "!!! the aiortc interop tests were SKIPPED: tests/aiortc/.venv is missing or out of date (run scripts/setup.sh)" >&2
 fi
