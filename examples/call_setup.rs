@@ -3,13 +3,16 @@
 //! H.264 test pattern.
 //!
 //! ```sh
-//! cargo run --release --example call_setup [-- --calls 50]
+//! cargo run --release --example call_setup [-- --calls 50] [--ring-ms 300]
 //! ```
 //!
 //! For each call it measures, at the caller: accept -> first remote video
 //! frame, and call() -> first remote video frame; then prints p50 / p95 /
-//! max over all calls. The server's rate limit is raised for the run: calls
-//! follow each other with no pause, which real users never do.
+//! max over all calls. The callee lets each call ring `--ring-ms` (default
+//! 300 ms, quicker than any person answers) before it accepts: a callee
+//! starts its media while ringing, so an accept at once (`--ring-ms 0`)
+//! also measures its encoder's start. The server's rate limit is raised
+//! for the run: calls follow each other quickly, which real users never do.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -66,11 +69,25 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
+    // RUST_LOG=calling=debug,rtc_dtls=debug,... shows where a call's
+    // milliseconds go.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let calls: usize = std::env::args()
         .skip_while(|a| a != "--calls")
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(50);
+    let ring_ms: u64 = std::env::args()
+        .skip_while(|a| a != "--ring-ms")
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
     let mut config = calling_server::Config::new(APP, KEY);
     config.listen = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
     // Calls follow each other with no pause: at the default 50 frames/s the
@@ -119,7 +136,9 @@ async fn main() -> Result<(), String> {
             Event::Call(CallEvent::Invited { invite_id, .. }) => invite_id,
             _ => return Err("no invite".into()),
         };
+        tokio::time::sleep(Duration::from_millis(ring_ms)).await;
         let accepted = Instant::now();
+        tracing::info!(call = n, "accepting");
         bob.accept(&invite).await.map_err(|e| e.to_string())?;
         until(&mut alice_events, "bob's enter", |e| {
             matches!(e, Event::Call(CallEvent::UserEnter { .. }))
@@ -141,6 +160,7 @@ async fn main() -> Result<(), String> {
         .await
         .map_err(|_| format!("call {n}: no video frame within 10 s"))?;
         from_accept.push(got.duration_since(accepted).as_secs_f64() * 1e3);
+        tracing::info!(call = n, elapsed = ?got.duration_since(accepted), "first frame");
         from_call.push(got.duration_since(placed).as_secs_f64() * 1e3);
         alice.hangup().await.map_err(|e| e.to_string())?;
         until(&mut alice_events, "alice's call end", |e| {
