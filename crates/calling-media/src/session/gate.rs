@@ -9,6 +9,10 @@
 //! own password), and the answerer then waits for its retransmit timer: 500
 //! ms with aiortc, ~50-100 ms with Chromium.
 //!
+//! A peer whose ICE finishes first sends its DTLS ClientHello at once
+//! (Chromium does), and webrtc-rs drops DTLS that arrives before its own ICE
+//! is connected, so the handshake waited for the peer's retransmission.
+//!
 //! Likewise the side whose DTLS handshake completes first starts sending
 //! SRTP at once (our video pump primes a new peer with its last key frame),
 //! and the other side drops what arrives before it has set its SRTP keys
@@ -22,7 +26,8 @@
 //!
 //! So each peer connection gets its own runtime whose UDP sockets hold
 //! binding requests until the remote description is applied
-//! ([`Gate::described`]) and RTP and RTCP until the connection is up
+//! ([`Gate::described`]), DTLS until ICE is connected
+//! ([`Gate::ice_connected`]), and RTP and RTCP until the connection is up
 //! ([`Gate::connected`]), then hand them over as if they had just arrived.
 
 use std::collections::VecDeque;
@@ -43,17 +48,25 @@ use webrtc::runtime::{
 
 /// Binding requests held per socket at most; more are dropped as before.
 const MAX_HELD_CHECKS: usize = 32;
-/// RTP and RTCP packets held per socket at most: a 720p key frame and the
-/// reports around it.
+/// DTLS and media datagrams held per socket at most: a 720p key frame and
+/// the reports around it.
 const MAX_HELD_MEDIA: usize = 256;
 /// A held datagram older than this is stale (a check was retransmitted).
 const MAX_AGE: Duration = Duration::from_secs(5);
+/// Held DTLS goes to webrtc-rs after this even if we never heard that ICE
+/// connected, so that holding can never stall a handshake for good.
+const DTLS_HOLD: Duration = Duration::from_millis(200);
 /// The STUN magic cookie (RFC 5389).
 const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
 
 /// Whether `datagram` is a STUN Binding request.
 fn is_binding_request(datagram: &[u8]) -> bool {
     datagram.len() >= 20 && datagram[..2] == [0x00, 0x01] && datagram[4..8] == MAGIC_COOKIE
+}
+
+/// Whether `datagram` is DTLS (RFC 7983: first byte 20 to 63).
+fn is_dtls(datagram: &[u8]) -> bool {
+    datagram.len() >= 13 && (20..=63).contains(&datagram[0])
 }
 
 /// Whether `datagram` is RTP or RTCP (RFC 7983: first byte 128 to 191).
@@ -66,10 +79,12 @@ fn is_rtp_or_rtcp(datagram: &[u8]) -> bool {
 enum Stage {
     /// Nothing yet: binding requests wait.
     Closed = 0,
-    /// The remote description is applied: RTP and RTCP wait.
+    /// The remote description is applied: DTLS, RTP and RTCP wait.
     Described = 1,
+    /// ICE is connected (DTLS starts): RTP and RTCP wait.
+    IceConnected = 2,
     /// The connection is up: everything passes.
-    Open = 2,
+    Open = 3,
 }
 
 impl Stage {
@@ -78,6 +93,8 @@ impl Stage {
     fn needed_by(datagram: &[u8]) -> Stage {
         if is_binding_request(datagram) {
             Stage::Described
+        } else if is_dtls(datagram) {
+            Stage::IceConnected
         } else if is_rtp_or_rtcp(datagram) {
             Stage::Open
         } else {
@@ -89,6 +106,7 @@ impl Stage {
         match v {
             0 => Stage::Closed,
             1 => Stage::Described,
+            2 => Stage::IceConnected,
             _ => Stage::Open,
         }
     }
@@ -122,6 +140,11 @@ impl Gate {
     /// The remote description is applied: hand over the held checks.
     pub(super) fn described(&self) {
         self.advance(Stage::Described);
+    }
+
+    /// ICE is connected and DTLS starts: hand over the held DTLS.
+    pub(super) fn ice_connected(&self) {
+        self.advance(Stage::IceConnected);
     }
 
     /// The connection is up (DTLS done, SRTP keys set): hand over the
@@ -185,9 +208,14 @@ impl Held {
         }
     }
 
+    /// Whether the held `waiting` may go at `stage`.
+    fn may_go((needed, at, ..): &Waiting, stage: Stage) -> bool {
+        *needed <= stage || (*needed == Stage::IceConnected && at.elapsed() >= DTLS_HOLD)
+    }
+
     /// Takes the first held datagram that may go at `stage`.
     fn take(&mut self, stage: Stage) -> Option<Waiting> {
-        let i = self.queue.iter().position(|(s, ..)| *s <= stage)?;
+        let i = self.queue.iter().position(|w| Self::may_go(w, stage))?;
         let waiting = self.queue.remove(i)?;
         if waiting.0 == Stage::Described {
             self.checks -= 1;
@@ -199,7 +227,7 @@ impl Held {
 
     /// Whether something held may go at `stage`.
     fn ready(&self, stage: Stage) -> bool {
-        self.queue.iter().any(|(s, ..)| *s <= stage)
+        self.queue.iter().any(|w| Self::may_go(w, stage))
     }
 }
 
@@ -227,9 +255,6 @@ impl GatedSocket {
     /// A held datagram whose stage has come, copied into `bufs[0]`.
     fn replay(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> Option<usize> {
         let stage = self.gate.stage();
-        if stage == Stage::Closed {
-            return None;
-        }
         let mut held = self.held();
         while let Some((_, at, data, mut m)) = held.take(stage) {
             if at.elapsed() > MAX_AGE {
@@ -493,6 +518,25 @@ mod tests {
             None
         );
 
+        // ICE connected: DTLS comes, media still waits.
+        let dtls = [22u8; 20];
+        peer.send_to(&dtls, to).await.unwrap();
+        assert_eq!(
+            next(socket.as_ref(), Duration::from_millis(100)).await,
+            None
+        );
+        gate.ice_connected();
+        assert_eq!(
+            next(socket.as_ref(), Duration::from_secs(5))
+                .await
+                .as_deref(),
+            Some(&dtls[..])
+        );
+        assert_eq!(
+            next(socket.as_ref(), Duration::from_millis(100)).await,
+            None
+        );
+
         // Connected: the held media comes, then everything passes.
         gate.connected();
         assert_eq!(
@@ -523,7 +567,7 @@ mod tests {
         // RFC 7983: DTLS 20-63, RTP/RTCP 128-191.
         assert_eq!(Stage::needed_by(&request), Stage::Described);
         assert_eq!(Stage::needed_by(&response), Stage::Closed);
-        assert_eq!(Stage::needed_by(&[22u8; 40]), Stage::Closed);
+        assert_eq!(Stage::needed_by(&[22u8; 40]), Stage::IceConnected);
         assert_eq!(Stage::needed_by(&[0x80u8; 40]), Stage::Open);
         assert_eq!(Stage::needed_by(&[0xbfu8; 40]), Stage::Open);
         assert_eq!(Stage::needed_by(&[0xc0u8; 40]), Stage::Closed);

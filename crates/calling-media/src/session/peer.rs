@@ -200,8 +200,13 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
-        if state == RTCIceConnectionState::Connected {
-            // DTLS starts now; make the driver send its first flight at once.
+        if matches!(
+            state,
+            RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
+        ) {
+            // DTLS starts now: let the peer's early DTLS in, and make the
+            // driver send our first flight at once.
+            self.shared.gate.ice_connected();
             self.shared.gate.kick();
         }
     }
