@@ -151,6 +151,6 @@ mod tests {
     #[test]
     fn error_codes_are_distinct_and_in_order() {
         let codes: Vec<u32> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
-        assert_eq!(codes, [2001, 2002, 2003]);
+        assert_eq!(codes, [2001, 2002, 2003, 2004, 2005]);
     }
 }
