@@ -474,10 +474,11 @@ fn summary(mut v: Vec<f64>) -> String {
     }
     v.sort_by(f64::total_cmp);
     format!(
-        "n={} p50={:.0} ms p90={:.0} ms min={:.0} ms max={:.0} ms",
+        "n={} p50={:.0} ms p90={:.0} ms p95={:.0} ms min={:.0} ms max={:.0} ms",
         v.len(),
         percentile(&v, 0.5),
         percentile(&v, 0.9),
+        percentile(&v, 0.95),
         v[0],
         v[v.len() - 1]
     )
