@@ -5,7 +5,18 @@
 //! Run it with `cargo run --release -p calling-server -- --listen
 //! 127.0.0.1:8080 --sdk-app-id N --secret-key K`, or with `--demo` for the
 //! web demo at `/` (module [`web`]; demo mode hands out UserSigs, local
-//! development only), or embed it:
+//! development only), or embed it (below).
+//!
+//! # TLS
+//!
+//! With `--tls-cert chain.pem --tls-key key.pem` (or [`Config::tls`]) the
+//! listen address serves `wss://…/ws` and `https://` for every page, with
+//! rustls; the handshake counts against the login timeout. The pair is
+//! reloaded on SIGHUP (binary), when the files change and on
+//! [`RunningServer::reload_tls`]; a failed reload keeps the old pair. See
+//! module [`tls`] and "TLS" in `docs/PROTOCOL.md`.
+//!
+//! # Embedding
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
