@@ -47,4 +47,4 @@ mod ws;
 pub use calling_core::UserId;
 pub use memory::{MemoryHub, MemoryTransport};
 pub use transport::{MessageId, TlsFailure, Transport, TransportError, TransportEvent};
-pub use ws::{WsConfig, WsTransport};
+pub use ws::{WsConfig, WsTransport, read_ca_file};

@@ -107,18 +107,22 @@ impl WsConfig {
         }
     }
 
-    /// Reads [`WsConfig::extra_ca_pem`] from a PEM file, checking that it
-    /// holds at least one certificate.
+    /// Reads [`WsConfig::extra_ca_pem`] from a PEM file (see
+    /// [`read_ca_file`]).
     pub fn with_extra_ca_file(mut self, path: impl AsRef<Path>) -> Result<Self, TransportError> {
-        let path = path.as_ref();
-        let pem = std::fs::read(path).map_err(|e| TransportError::Tls {
-            kind: TlsFailure::Config,
-            message: format!("cannot read {}: {e}", path.display()),
-        })?;
-        extra_roots(&pem)?;
-        self.extra_ca_pem = Some(pem);
+        self.extra_ca_pem = Some(read_ca_file(path.as_ref())?);
         Ok(self)
     }
+}
+
+/// Reads a PEM file of CA certificates for [`WsConfig::extra_ca_pem`],
+/// checking that it holds at least one well-formed certificate, so a wrong
+/// path is reported here rather than at the first connect.
+pub fn read_ca_file(path: &Path) -> Result<Vec<u8>, TransportError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| tls_config_error(format!("cannot read {}: {e}", path.display())))?;
+    extra_roots(&pem)?;
+    Ok(pem)
 }
 
 /// The socket under a client WebSocket, plain or TLS.
