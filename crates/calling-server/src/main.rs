@@ -158,7 +158,8 @@ async fn run(args: Args) -> Result<(), calling_server::ServerError> {
         let now = calling_usersig::now_unix();
         println!("demo mode: sdk_app_id={sdk_app_id} secret_key={secret_key}");
         println!(
-            "demo mode: open http://{addr}/ in two tabs; the page gets UserSigs from /demo/usersig (unsafe outside development)"
+            "demo mode: open {}://{addr}/ in two tabs; the page gets UserSigs from /demo/usersig (unsafe outside development)",
+            if scheme == "wss" { "https" } else { "http" }
         );
         for user in args.demo_users {
             let sig =
