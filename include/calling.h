@@ -664,6 +664,17 @@ calling_result calling_config_set_audio_file(calling_config *config, const char 
 // `config` is NULL or live.
 calling_result calling_config_set_event_capacity(calling_config *config, uint32_t capacity);
 
+// Trusts the CA certificates in a PEM file for a `wss://` server, in
+// addition to the system roots (for private deployments); NULL trusts the
+// system roots only again. The file is read now (a later change to it is
+// not seen). `CALLING_RESULT_INVALID_ARGUMENT` when it cannot be read or
+// holds no valid certificate.
+//
+// # Safety
+//
+// `config` is NULL or live; `path` NULL or NUL-terminated.
+calling_result calling_config_set_extra_ca_pem(calling_config *config, const char *path);
+
 // Creates a client (not logged in yet) from `config` and writes it to
 // `*out`. The client keeps a copy of the config: free or change the config
 // afterwards as you like. `CALLING_RESULT_INVALID_ARGUMENT` if the config

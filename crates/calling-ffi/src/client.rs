@@ -95,6 +95,7 @@ pub struct calling_config {
     tone_frequency_hz: f32,
     audio_file: Option<PathBuf>,
     event_capacity: u32,
+    extra_ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for calling_config {
@@ -107,6 +108,7 @@ impl Default for calling_config {
             tone_frequency_hz: 440.0,
             audio_file: None,
             event_capacity: 1024,
+            extra_ca_pem: None,
         }
     }
 }
@@ -128,6 +130,7 @@ impl calling_config {
             },
         };
         cfg.event_capacity = self.capacity();
+        cfg.extra_ca_pem = self.extra_ca_pem.clone();
         cfg
     }
 
@@ -331,6 +334,34 @@ pub unsafe extern "C" fn calling_config_set_event_capacity(
             return Err(CALLING_RESULT_INVALID_ARGUMENT);
         }
         config.event_capacity = capacity;
+        Ok(())
+    })
+}
+
+/// Trusts the CA certificates in a PEM file for a `wss://` server, in
+/// addition to the system roots (for private deployments); NULL trusts the
+/// system roots only again. The file is read now (a later change to it is
+/// not seen). `CALLING_RESULT_INVALID_ARGUMENT` when it cannot be read or
+/// holds no valid certificate.
+///
+/// # Safety
+///
+/// `config` is NULL or live; `path` NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_config_set_extra_ca_pem(
+    config: *mut calling_config,
+    path: *const c_char,
+) -> calling_result {
+    with_config(config, |config| {
+        // SAFETY: as documented.
+        let path = unsafe { opt_str_arg(path) }?;
+        config.extra_ca_pem = match path {
+            None => None,
+            Some(p) => Some(
+                calling::read_ca_file(std::path::Path::new(p))
+                    .map_err(|_| CALLING_RESULT_INVALID_ARGUMENT)?,
+            ),
+        };
         Ok(())
     })
 }

@@ -247,7 +247,8 @@ fn transport_code(e: &TransportError) -> calling_result {
         | TransportError::Connect(_)
         | TransportError::Refused { .. }
         | TransportError::Timeout
-        | TransportError::Invalid(_) => CALLING_RESULT_IO,
+        | TransportError::Invalid(_)
+        | TransportError::Tls { .. } => CALLING_RESULT_IO,
     }
 }
 

@@ -17,7 +17,6 @@ use calling_signal::protocol::{
 use calling_signal::rate::TokenBucket;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::value::RawValue;
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
@@ -31,8 +30,9 @@ use crate::auth::VerifiedLogin;
 use crate::hub::{Outbound, RoomLimits, SessionHandle, SessionId};
 use crate::metrics::Metrics;
 use crate::rates::UserRate;
+use crate::stream::Stream;
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<Stream>;
 
 /// Decrements the open-connections gauge however the task ends.
 struct OpenGuard<'a>(&'a Metrics);
@@ -46,7 +46,7 @@ impl Drop for OpenGuard<'_> {
 /// Serves one WebSocket connection, from the upgrade on `/ws` (the request
 /// is still unread in `stream`) until it closes. The handshake shares the
 /// login deadline.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>) {
     let cfg = &shared.config;
     let m = &shared.metrics;
     let ws_config = WebSocketConfig::default()

@@ -2,8 +2,8 @@
 //! WebSocket session ([`crate::conn`]) and the few plain HTTP paths served
 //! on the same port, answered here.
 //!
-//! The request line is peeked (not consumed) so that `/ws` requests go to
-//! tungstenite's handshake untouched; anything else gets a small HTTP/1.1
+//! The request line is read ahead and replayed (see [`crate::stream`]) so
+//! that `/ws` requests go to tungstenite's handshake untouched; anything else gets a small HTTP/1.1
 //! answer. Hand-rolled on purpose: a few fixed GET paths (two
 //! endpoints, the demo page's embedded files, the demo UserSig) do not
 //! justify an HTTP framework in front of every WebSocket.
@@ -16,7 +16,10 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use tracing::debug;
+
 use crate::metrics::Metrics;
+use crate::stream::{Io, Stream};
 use crate::{Shared, conn, web};
 
 /// Longest request head we accept for plain HTTP paths.
@@ -44,14 +47,33 @@ enum Page {
     NotFound,
 }
 
-/// Serves one accepted connection: hands a WebSocket upgrade to
-/// [`conn::serve`], answers anything else and closes. Waiting for the
-/// request line and answering a plain request are each bounded by the login
-/// timeout.
-pub(crate) async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// Serves one accepted connection: completes the TLS handshake when the
+/// server speaks TLS, hands a WebSocket upgrade to [`conn::serve`], answers
+/// anything else and closes. The TLS handshake plus the request line share
+/// one login timeout (so a peer that never sends a ClientHello is dropped
+/// like one that never logs in); answering a plain request gets another.
+pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let cfg = &shared.config;
     let deadline = cfg.login_timeout;
-    let Some(route) = route(&stream, deadline).await else {
+    let until = tokio::time::Instant::now() + deadline;
+    let io = match &shared.tls {
+        None => Io::Plain(tcp),
+        Some(tls) => match tokio::time::timeout_at(until, tls.acceptor().accept(tcp)).await {
+            Ok(Ok(s)) => Io::Tls(Box::new(s)),
+            Ok(Err(e)) => {
+                Metrics::inc(&shared.metrics.tls_handshake_failures);
+                debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                Metrics::inc(&shared.metrics.tls_handshake_failures);
+                debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+    };
+    let mut stream = Stream::new(io);
+    let Some(route) = route(&mut stream, until).await else {
         return;
     };
     let page = match route {
@@ -76,30 +98,34 @@ pub(crate) async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shar
     respond(stream, status, content_type, &body, deadline).await;
 }
 
-/// Peeks at the request line and decides the route. `None` when the peer
-/// sent nothing usable within `deadline`.
-async fn route(stream: &TcpStream, deadline: Duration) -> Option<Route> {
-    let mut buf = [0u8; 512];
-    let line = tokio::time::timeout(deadline, async {
+/// Reads the request line (kept in `stream` for whoever reads next) and
+/// decides the route. `None` when the peer sent nothing usable by `until`.
+async fn route(stream: &mut Stream, until: tokio::time::Instant) -> Option<Route> {
+    const LINE: usize = 512;
+    let line = tokio::time::timeout_at(until, async {
         loop {
-            let n = stream.peek(&mut buf).await.ok()?;
-            if n == 0 {
+            let ahead = stream.ahead();
+            if ahead.first() == Some(&0x16) {
+                // A TLS ClientHello on a plain listener: close at once so
+                // the client sees a failed handshake, not a stall.
                 return None;
             }
-            if let Some(end) = buf[..n].iter().position(|&b| b == b'\n') {
+            if let Some(end) = ahead.iter().position(|&b| b == b'\n') {
                 return Some(end);
             }
-            if n == buf.len() {
-                // A request line longer than our buffer: not one of ours.
-                return Some(n);
+            if ahead.len() >= LINE {
+                // A request line longer than this: not one of ours.
+                return Some(LINE);
             }
-            // Partial line: peek returns at once while data is pending, so
-            // wait a little before looking again.
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            let want = LINE - ahead.len();
+            if stream.fill(want).await.ok()? == 0 {
+                return None;
+            }
         }
     })
     .await
     .ok()??;
+    let buf = stream.ahead();
     let text = std::str::from_utf8(&buf[..line]).unwrap_or("");
     let mut parts = text.split(' ');
     let method = parts.next().unwrap_or("");
@@ -117,7 +143,7 @@ async fn route(stream: &TcpStream, deadline: Duration) -> Option<Route> {
 
 /// Reads the request head, writes a complete response and closes.
 async fn respond(
-    mut stream: TcpStream,
+    mut stream: Stream,
     status: &str,
     content_type: &str,
     body: &str,

@@ -5,7 +5,18 @@
 //! Run it with `cargo run --release -p calling-server -- --listen
 //! 127.0.0.1:8080 --sdk-app-id N --secret-key K`, or with `--demo` for the
 //! web demo at `/` (module [`web`]; demo mode hands out UserSigs, local
-//! development only), or embed it:
+//! development only), or embed it (below).
+//!
+//! # TLS
+//!
+//! With `--tls-cert chain.pem --tls-key key.pem` (or [`Config::tls`]) the
+//! listen address serves `wss://…/ws` and `https://` for every page, with
+//! rustls; the handshake counts against the login timeout. The pair is
+//! reloaded on SIGHUP (binary), when the files change and on
+//! [`RunningServer::reload_tls`]; a failed reload keeps the old pair. See
+//! module [`tls`] and "TLS" in `docs/PROTOCOL.md`.
+//!
+//! # Embedding
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -46,12 +57,15 @@ mod http;
 pub mod hub;
 pub mod metrics;
 mod rates;
+mod stream;
+pub mod tls;
 pub mod web;
 
 pub use auth::{LoginRefused, LoginVerifier, VerifiedLogin};
 pub use calling_signal::protocol::Limits;
 pub use hub::{Hub, LocalHub, Undelivered};
 pub use metrics::Metrics;
+pub use tls::{TlsError, TlsFiles};
 pub use web::DemoMode;
 
 /// Everything the server can be told. [`Config::new`] gives the documented
@@ -90,6 +104,10 @@ pub struct Config {
     /// **never** on outside local development). The demo page itself is
     /// always served at `/`.
     pub demo: Option<DemoMode>,
+    /// Serve TLS (`https://`, `wss://`) with this certificate and key on
+    /// the listen address (default none: plain HTTP, for local use). The
+    /// TLS handshake counts against `login_timeout`.
+    pub tls: Option<TlsFiles>,
 }
 
 impl std::fmt::Debug for Config {
@@ -103,6 +121,7 @@ impl std::fmt::Debug for Config {
             .field("limits", &self.limits)
             .field("hard_frame_bytes", &self.hard_frame_bytes)
             .field("demo", &self.demo)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -137,6 +156,7 @@ impl Config {
             backlog: 4096,
             read_buffer_bytes: 4096,
             demo: None,
+            tls: None,
         }
     }
 }
@@ -155,6 +175,9 @@ pub enum ServerError {
     /// The configuration is inconsistent.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The TLS certificate or key could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// Shared by every connection task.
@@ -165,6 +188,8 @@ pub(crate) struct Shared {
     pub(crate) next_session: std::sync::atomic::AtomicU64,
     /// The rate limit of logged-in users.
     pub(crate) rates: rates::UserRates,
+    /// The TLS acceptor, when the listener speaks TLS.
+    pub(crate) tls: Option<Arc<tls::TlsState>>,
     /// Dropped by each connection task when it ends; shutdown waits for all.
     pub(crate) _alive: mpsc::Sender<()>,
 }
@@ -188,6 +213,12 @@ impl Server {
             // Allowed but hardly ever meant: said once here, not per refusal.
             warn!("rate_per_sec is 0: every frame past the burst is refused");
         }
+        // Loaded before binding: a bad certificate must not leave a port
+        // open that nobody can use.
+        let tls = match &config.tls {
+            Some(files) => Some(tls::TlsState::load(files.clone())?),
+            None => None,
+        };
         let addr = config.listen;
         let bind_err = |source| ServerError::Bind { addr, source };
         let socket = if addr.is_ipv4() {
@@ -213,9 +244,13 @@ impl Server {
             shutdown: stop_rx,
             next_session: std::sync::atomic::AtomicU64::new(1),
             rates,
+            tls: tls.clone(),
             _alive: alive_tx,
         });
-        info!(%local_addr, "signaling server listening");
+        info!(%local_addr, tls = tls.is_some(), "signaling server listening");
+        if let Some(tls) = &tls {
+            tokio::spawn(tls.clone().watch(shared.shutdown.clone()));
+        }
         let hub = shared.config.hub.clone();
         let accept = tokio::spawn(accept_loop(listener, shared));
         Ok(RunningServer {
@@ -225,6 +260,7 @@ impl Server {
             alive: alive_rx,
             metrics,
             hub,
+            tls,
         })
     }
 }
@@ -261,6 +297,13 @@ pub struct RunningServer {
     alive: mpsc::Receiver<()>,
     metrics: Arc<Metrics>,
     hub: Arc<dyn Hub>,
+    tls: Option<Arc<tls::TlsState>>,
+}
+
+impl std::fmt::Debug for tls::TlsState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsState").finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for dyn Hub {
@@ -288,6 +331,17 @@ impl RunningServer {
     /// The server's counters.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Reloads the TLS certificate and key from their files now (as SIGHUP
+    /// or a file change does). New connections get the new certificate;
+    /// open ones keep theirs. On failure the previous certificate stays in
+    /// use and the error is returned (and logged).
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        match &self.tls {
+            Some(tls) => tls.reload(),
+            None => Err(TlsError::NotEnabled),
+        }
     }
 
     /// Users logged in right now.

@@ -71,6 +71,13 @@ struct Args {
     /// Listen backlog.
     #[arg(long, env = "CALLING_BACKLOG", default_value_t = 4096)]
     backlog: u32,
+    /// PEM certificate chain: serve https:// and wss:// on --listen
+    /// (reloaded on SIGHUP and when the file changes). Needs --tls-key.
+    #[arg(long, env = "CALLING_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CALLING_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// Worker threads (default: one per core).
     #[arg(long, env = "CALLING_WORKERS")]
     workers: Option<usize>,
@@ -113,6 +120,12 @@ async fn run(args: Args) -> Result<(), calling_server::ServerError> {
     };
     let mut config = calling_server::Config::new(sdk_app_id, &secret_key);
     config.listen = args.listen;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let mut files = calling_server::TlsFiles::new(cert, key);
+        files.reload_on_sighup = true;
+        config.tls = Some(files);
+    }
+    let scheme = if config.tls.is_some() { "wss" } else { "ws" };
     if args.demo {
         config.demo = Some(calling_server::DemoMode::new(secret_key.clone()));
     }
@@ -140,12 +153,13 @@ async fn run(args: Args) -> Result<(), calling_server::ServerError> {
     }
     let server = calling_server::Server::bind(config).await?;
     let addr = server.local_addr();
-    info!(%addr, sdk_app_id, "WebSocket at ws://{addr}/ws, health at /healthz, metrics at /metrics");
+    info!(%addr, sdk_app_id, "WebSocket at {scheme}://{addr}/ws, health at /healthz, metrics at /metrics");
     if args.demo {
         let now = calling_usersig::now_unix();
         println!("demo mode: sdk_app_id={sdk_app_id} secret_key={secret_key}");
         println!(
-            "demo mode: open http://{addr}/ in two tabs; the page gets UserSigs from /demo/usersig (unsafe outside development)"
+            "demo mode: open {}://{addr}/ in two tabs; the page gets UserSigs from /demo/usersig (unsafe outside development)",
+            if scheme == "wss" { "https" } else { "http" }
         );
         for user in args.demo_users {
             let sig =

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub heartbeat_timeouts: AtomicU64,
     /// HTTP requests served (`/healthz`, `/metrics`, 404s).
     pub http_requests: AtomicU64,
+    /// TLS handshakes that failed or timed out (TLS listeners only).
+    pub tls_handshake_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -42,7 +44,7 @@ impl Metrics {
     /// Renders every metric, plus the hub's gauges, in the Prometheus text
     /// exposition format.
     pub fn render(&self, online: usize, rooms: usize) -> String {
-        let rows: [(&str, &str, &str, u64); 14] = [
+        let rows: [(&str, &str, &str, u64); 15] = [
             (
                 "calling_connections",
                 "gauge",
@@ -126,6 +128,12 @@ impl Metrics {
                 "counter",
                 "Plain HTTP requests served",
                 g(&self.http_requests),
+            ),
+            (
+                "calling_tls_handshake_failures_total",
+                "counter",
+                "TLS handshakes failed or timed out",
+                g(&self.tls_handshake_failures),
             ),
         ];
         let mut out = String::with_capacity(2048);

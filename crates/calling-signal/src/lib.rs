@@ -46,5 +46,5 @@ mod ws;
 #[doc(no_inline)]
 pub use calling_core::UserId;
 pub use memory::{MemoryHub, MemoryTransport};
-pub use transport::{MessageId, Transport, TransportError, TransportEvent};
-pub use ws::{WsConfig, WsTransport};
+pub use transport::{MessageId, TlsFailure, Transport, TransportError, TransportEvent};
+pub use ws::{WsConfig, WsTransport, read_ca_file};

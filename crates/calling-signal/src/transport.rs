@@ -111,6 +111,39 @@ pub enum TransportError {
     /// The payload could not be encoded or was rejected locally.
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A `wss://` connection failed at the TLS layer. Returned by the first
+    /// connect rather than retried: an untrusted certificate stays
+    /// untrusted.
+    #[error("TLS {kind}: {message}")]
+    Tls {
+        /// What kind of failure.
+        kind: TlsFailure,
+        /// Detail from rustls or the PEM parser.
+        message: String,
+    },
+}
+
+/// The kinds of [`TransportError::Tls`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// The server's certificate did not verify: unknown issuer (not in the
+    /// system roots nor the extra CA), wrong name, expired, ...
+    Untrusted,
+    /// The handshake failed otherwise, e.g. the server does not speak TLS.
+    Handshake,
+    /// The client's own TLS settings are unusable (bad extra CA PEM, a
+    /// host name that cannot be a TLS server name).
+    Config,
+}
+
+impl std::fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TlsFailure::Untrusted => "certificate not trusted",
+            TlsFailure::Handshake => "handshake failed",
+            TlsFailure::Config => "bad client configuration",
+        })
+    }
 }
 
 /// Carries call-layer payloads between users.

@@ -7,36 +7,50 @@
 //! drops, reconnects with jittered exponential backoff, logs in again and
 //! re-joins the rooms it was in, with the allow lists it gave them, so that
 //! a closed room that ended meanwhile comes back closed.
+//!
+//! `wss://` URLs are served by rustls, trusting the webpki root set (Mozilla's,
+//! compiled in, so that trust is the same on every platform and in minimal
+//! containers) plus [`WsConfig::extra_ca_pem`] for private deployments.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use calling_core::UserId;
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
 use serde_json::value::RawValue;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::{debug, info, warn};
 
 use crate::protocol::{ClientFrame, ErrorCode, PROTOCOL_VERSION, ServerFrame, close_code};
 use crate::rate::TokenBucket;
 use crate::transport::{
-    EventSlot, MessageId, MessageIds, Transport, TransportError, TransportEvent,
+    EventSlot, MessageId, MessageIds, TlsFailure, Transport, TransportError, TransportEvent,
 };
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Ws = WebSocketStream<ClientStream>;
 
 /// How a [`WsTransport`] connects and behaves.
 #[derive(Debug, Clone)]
 pub struct WsConfig {
-    /// Server URL, e.g. `ws://127.0.0.1:8080/ws`.
+    /// Server URL, e.g. `ws://127.0.0.1:8080/ws` or
+    /// `wss://calls.example.com/ws`.
     pub url: String,
     /// Application id.
     pub sdk_app_id: u64,
@@ -63,6 +77,10 @@ pub struct WsConfig {
     /// is room again (the server queues and, past its own limit, reports
     /// `undeliverable` to the senders): no event is dropped here.
     pub event_capacity: usize,
+    /// For `wss://`: PEM certificates (one or more `CERTIFICATE` blocks)
+    /// trusted in addition to the system roots, for private deployments
+    /// and tests (default none). See [`WsConfig::with_extra_ca_file`].
+    pub extra_ca_pem: Option<Vec<u8>>,
 }
 
 impl WsConfig {
@@ -85,8 +103,167 @@ impl WsConfig {
             backoff_max: Duration::from_secs(5),
             heartbeat_interval: None,
             event_capacity: 1024,
+            extra_ca_pem: None,
         }
     }
+
+    /// Reads [`WsConfig::extra_ca_pem`] from a PEM file (see
+    /// [`read_ca_file`]).
+    pub fn with_extra_ca_file(mut self, path: impl AsRef<Path>) -> Result<Self, TransportError> {
+        self.extra_ca_pem = Some(read_ca_file(path.as_ref())?);
+        Ok(self)
+    }
+}
+
+/// Reads a PEM file of CA certificates for [`WsConfig::extra_ca_pem`],
+/// checking that it holds at least one well-formed certificate, so a wrong
+/// path is reported here rather than at the first connect.
+pub fn read_ca_file(path: &Path) -> Result<Vec<u8>, TransportError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| tls_config_error(format!("cannot read {}: {e}", path.display())))?;
+    extra_roots(&pem)?;
+    Ok(pem)
+}
+
+/// The socket under a client WebSocket, plain or TLS.
+enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+fn tls_config_error(message: String) -> TransportError {
+    TransportError::Tls {
+        kind: TlsFailure::Config,
+        message,
+    }
+}
+
+/// The certificates of an extra-CA PEM.
+fn extra_roots(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TransportError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_config_error(format!("bad extra CA PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(tls_config_error(
+            "extra CA PEM holds no CERTIFICATE block".into(),
+        ));
+    }
+    Ok(certs)
+}
+
+/// rustls client settings: webpki roots plus the extra CA.
+fn client_tls(config: &WsConfig) -> Result<Arc<rustls::ClientConfig>, TransportError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = &config.extra_ca_pem {
+        for cert in extra_roots(pem)? {
+            roots
+                .add(cert)
+                .map_err(|e| tls_config_error(format!("unusable extra CA: {e}")))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_config_error(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(tls))
+}
+
+/// Sorts a failed TLS handshake into untrusted certificate or other.
+fn tls_failure(e: io::Error) -> TransportError {
+    let kind = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(_)) => TlsFailure::Untrusted,
+        _ => TlsFailure::Handshake,
+    };
+    TransportError::Tls {
+        kind,
+        message: e.to_string(),
+    }
+}
+
+/// TCP connect, TLS for `wss://`, then the WebSocket handshake.
+async fn open(config: &WsConfig) -> Result<Ws, TransportError> {
+    let connect = |e: String| TransportError::Connect(e);
+    let request = config
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| connect(e.to_string()))?;
+    let uri = request.uri();
+    let tls = match uri.scheme_str() {
+        Some("ws") => false,
+        Some("wss") => true,
+        other => return Err(connect(format!("unsupported URL scheme {other:?}"))),
+    };
+    let host = uri
+        .host()
+        .ok_or_else(|| connect("URL has no host".into()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| connect(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    let stream = if tls {
+        let name = ServerName::try_from(host)
+            .map_err(|e| tls_config_error(format!("bad server name: {e}")))?;
+        let s = tokio_rustls::TlsConnector::from(client_tls(config)?)
+            .connect(name, tcp)
+            .await
+            .map_err(tls_failure)?;
+        ClientStream::Tls(Box::new(s))
+    } else {
+        ClientStream::Plain(tcp)
+    };
+    let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config()))
+        .await
+        .map_err(|e| connect(e.to_string()))?;
+    Ok(ws)
 }
 
 enum Command {
@@ -294,10 +471,7 @@ fn ws_config() -> WebSocketConfig {
 /// One connect + login attempt, bounded by `connect_timeout`.
 async fn connect_and_login(config: &WsConfig) -> Result<(Ws, SessionParams), TransportError> {
     tokio::time::timeout(config.connect_timeout, async {
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async_with_config(&config.url, Some(ws_config()), true)
-                .await
-                .map_err(|e| TransportError::Connect(e.to_string()))?;
+        let mut ws = open(config).await?;
         let login = ClientFrame::Login {
             id: Some("login".into()),
             sdk_app_id: config.sdk_app_id,
@@ -560,6 +734,9 @@ impl Driver {
                         return None;
                     }
                 }
+                // Kept retrying (a rotated certificate may be fixed on the
+                // server) but said loudly: it will not pass by itself.
+                Err(e @ TransportError::Tls { .. }) => warn!(error = %e, "reconnect failed at TLS"),
                 Err(e) => debug!(error = %e, "reconnect attempt failed"),
             }
             delay = (delay * 2).min(self.config.backoff_max);

@@ -59,7 +59,8 @@ impl Calling {
         config: CallingConfig,
     ) -> Result<(Calling, Events), CallingError> {
         let user = UserId::new(user_id)?;
-        let ws = WsConfig::new(url, sdk_app_id, user.clone(), user_sig);
+        let mut ws = WsConfig::new(url, sdk_app_id, user.clone(), user_sig);
+        ws.extra_ca_pem = config.extra_ca_pem.clone();
         let transport = WsTransport::connect(ws).await?;
         Self::start(user, Arc::new(transport), config)
     }

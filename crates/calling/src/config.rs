@@ -92,6 +92,10 @@ pub struct CallingConfig {
     pub event_capacity: usize,
     /// Where the client reads the time (default: tokio's clock).
     pub clock: Arc<dyn Clock>,
+    /// PEM CA certificates trusted for a `wss://` server in addition to
+    /// the system roots (default none); see
+    /// [`calling_signal::read_ca_file`].
+    pub extra_ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for CallingConfig {
@@ -103,6 +107,7 @@ impl Default for CallingConfig {
             video: Some(VideoInput::TestPattern),
             event_capacity: 1024,
             clock: Arc::new(TokioClock),
+            extra_ca_pem: None,
         }
     }
 }

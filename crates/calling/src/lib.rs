@@ -65,7 +65,8 @@ pub use calling_media::{
 };
 pub use calling_signal::protocol::ErrorCode as ServerErrorCode;
 pub use calling_signal::{
-    MemoryHub, MemoryTransport, MessageId, Transport, TransportError, TransportEvent, WsConfig,
+    MemoryHub, MemoryTransport, MessageId, TlsFailure, Transport, TransportError, TransportEvent,
+    WsConfig, read_ca_file,
 };
 /// UserSigs: generate (for development and backends) and verify.
 pub use calling_usersig as usersig;
