@@ -44,6 +44,7 @@ pub mod auth;
 mod conn;
 mod http;
 pub mod hub;
+pub mod ice;
 pub mod metrics;
 mod rates;
 pub mod web;
@@ -51,6 +52,7 @@ pub mod web;
 pub use auth::{LoginRefused, LoginVerifier, VerifiedLogin};
 pub use calling_signal::protocol::Limits;
 pub use hub::{Hub, LocalHub, Undelivered};
+pub use ice::{IceConfig, TurnConfig};
 pub use metrics::Metrics;
 pub use web::DemoMode;
 
@@ -90,6 +92,8 @@ pub struct Config {
     /// **never** on outside local development). The demo page itself is
     /// always served at `/`.
     pub demo: Option<DemoMode>,
+    /// STUN/TURN servers announced in `login_ok` (default none).
+    pub ice: IceConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -103,6 +107,7 @@ impl std::fmt::Debug for Config {
             .field("limits", &self.limits)
             .field("hard_frame_bytes", &self.hard_frame_bytes)
             .field("demo", &self.demo)
+            .field("ice", &self.ice)
             .finish_non_exhaustive()
     }
 }
@@ -137,6 +142,7 @@ impl Config {
             backlog: 4096,
             read_buffer_bytes: 4096,
             demo: None,
+            ice: IceConfig::default(),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! a closed room that ended meanwhile comes back closed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,7 +26,9 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::{debug, info, warn};
 
-use crate::protocol::{ClientFrame, ErrorCode, PROTOCOL_VERSION, ServerFrame, close_code};
+use crate::protocol::{
+    ClientFrame, ErrorCode, IceServer, PROTOCOL_VERSION, ServerFrame, close_code,
+};
 use crate::rate::TokenBucket;
 use crate::transport::{
     EventSlot, MessageId, MessageIds, Transport, TransportError, TransportEvent,
@@ -120,6 +123,8 @@ pub struct WsTransport {
     events: EventSlot,
     next_id: MessageIds,
     request_timeout: Duration,
+    /// The ICE servers of the latest `login_ok`, replaced on every re-login.
+    ice_servers: Arc<Mutex<Vec<IceServer>>>,
 }
 
 impl std::fmt::Debug for WsTransport {
@@ -136,6 +141,7 @@ struct SessionParams {
     heartbeat_timeout: Duration,
     rate_per_sec: u32,
     rate_burst: u32,
+    ice_servers: Vec<IceServer>,
 }
 
 /// Keeps the frames we send within the rate the server announced (the
@@ -193,7 +199,9 @@ impl WsTransport {
         let (ev_tx, ev_rx) = mpsc::channel(config.event_capacity.max(1));
         let user = config.user_id.clone();
         let request_timeout = config.request_timeout;
+        let ice_servers = Arc::new(Mutex::new(params.ice_servers.clone()));
         let driver = Driver {
+            ice_servers: ice_servers.clone(),
             config,
             events: ev_tx,
             rooms: BTreeMap::new(),
@@ -210,6 +218,7 @@ impl WsTransport {
             events: EventSlot::new(ev_rx),
             next_id: MessageIds::default(),
             request_timeout,
+            ice_servers,
         })
     }
 
@@ -276,6 +285,13 @@ impl Transport for WsTransport {
         }
     }
 
+    fn ice_servers(&self) -> Vec<IceServer> {
+        self.ice_servers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     fn take_events(&self) -> Option<mpsc::Receiver<TransportEvent>> {
         self.events.take()
     }
@@ -328,6 +344,7 @@ async fn connect_and_login(config: &WsConfig) -> Result<(Ws, SessionParams), Tra
                     heartbeat_interval_ms,
                     heartbeat_timeout_ms,
                     limits,
+                    ice_servers,
                     ..
                 }) => {
                     let params = SessionParams {
@@ -337,6 +354,7 @@ async fn connect_and_login(config: &WsConfig) -> Result<(Ws, SessionParams), Tra
                         heartbeat_timeout: Duration::from_millis(heartbeat_timeout_ms.max(20)),
                         rate_per_sec: limits.rate_per_sec,
                         rate_burst: limits.rate_burst,
+                        ice_servers,
                     };
                     return Ok((ws, params));
                 }
@@ -379,6 +397,8 @@ enum End {
 
 struct Driver {
     config: WsConfig,
+    /// Shared with the [`WsTransport`]: what the latest login announced.
+    ice_servers: Arc<Mutex<Vec<IceServer>>>,
     events: mpsc::Sender<TransportEvent>,
     /// The rooms we are in, each with the allow list we gave it (empty for
     /// an open room), to re-join them as they were.
@@ -489,6 +509,11 @@ impl Driver {
             match self.reconnect(&mut cmds).await {
                 Some((new_ws, new_params)) => {
                     ws = new_ws;
+                    // Fresh TURN credentials for the calls from now on.
+                    *self
+                        .ice_servers
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = new_params.ice_servers.clone();
                     params = new_params;
                     info!(user = %self.config.user_id, "reconnected");
                     // Delivered by the new session, which serves commands
