@@ -165,6 +165,9 @@ async fn run(args: Args) -> Result<(), calling_server::ServerError> {
         turn.ttl = Duration::from_secs(args.turn_ttl.max(1));
         config.ice.turn = Some(turn);
     }
+    if !config.ice.stun_urls.is_empty() || config.ice.turn.is_some() {
+        info!(ice = ?config.ice, "announcing ICE servers in login_ok");
+    }
     match raise_nofile_limit() {
         Some((soft, hard)) => info!(
             soft,
