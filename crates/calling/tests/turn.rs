@@ -254,6 +254,51 @@ async fn login_ok_hands_out_turn_rest_api_credentials() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_re_login_replaces_the_turn_credentials() {
+    // The server drops connections silent for 300 ms and carol pings only
+    // every 10 s, so her transport keeps losing the connection and logging
+    // in again: each login_ok brings credentials with a later expiry.
+    let mut config = Config::new(APP, KEY);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.heartbeat_timeout = Duration::from_millis(300);
+    config.ice.turn = Some(TurnConfig::new(
+        vec!["turn:127.0.0.1:3478?transport=udp".into()],
+        SECRET,
+    ));
+    let server = Server::bind(config).await.unwrap();
+    let url = format!("ws://{}/ws", server.local_addr());
+    let mut config = WsConfig::new(url, APP, UserId::new("carol").unwrap(), sig("carol"));
+    config.heartbeat_interval = Some(Duration::from_secs(10));
+    let carol = WsTransport::connect(config).await.unwrap();
+    let mut events = carol.take_events().unwrap();
+    let expiry = |t: &WsTransport| t.ice_servers().first().and_then(|s| s.expires_at);
+    let first = expiry(&carol).unwrap();
+    let renewed = tokio::time::timeout(WAIT, async {
+        loop {
+            match events.recv().await {
+                Some(calling_signal::TransportEvent::Reconnected) => {
+                    if expiry(&carol).unwrap() > first {
+                        return;
+                    }
+                }
+                Some(_) => {}
+                None => panic!("transport ended"),
+            }
+        }
+    })
+    .await;
+    assert!(renewed.is_ok(), "no re-login brought fresh credentials");
+    let turn = carol.ice_servers().remove(0);
+    let username = turn.username.unwrap();
+    assert_eq!(
+        turn.credential.unwrap(),
+        calling_server::ice::turn_password(SECRET, &username)
+    );
+    carol.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_only_video_call_flows_both_ways_through_coturn() {
     if prerequisites("relay_only_video_call_flows_both_ways_through_coturn").is_err() {
         return;
