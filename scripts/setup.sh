@@ -2,7 +2,8 @@
 # Installs what the browser tests need on a fresh Debian machine: Debian's
 # chromium package (headless, with fake camera and microphone) and
 # playwright-core from npm to drive it; and what the aiortc interop tests
-# need: a Python venv at tests/aiortc/.venv with tests/aiortc/requirements.txt.
+# need: a Python venv at tests/aiortc/.venv with tests/aiortc/requirements.txt;
+# and coturn's turnserver for the TURN tests.
 # Idempotent; quick when everything is already there. .ci/run calls it (as
 # root) before the tests.
 set -euo pipefail
@@ -24,6 +25,11 @@ apt_install() {
 if [ ! -x /usr/bin/chromium ]; then
     echo "setup: installing chromium"
     apt_install chromium
+fi
+# coturn: the TURN relay crates/calling/tests/turn.rs starts on loopback.
+if ! command -v turnserver >/dev/null 2>&1; then
+    echo "setup: installing coturn"
+    apt_install coturn
 fi
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     echo "setup: installing nodejs and npm"

@@ -69,6 +69,6 @@ pub use error::MediaError;
 pub use session::{AUDIO_LEVEL_URI, MediaSession, is_offerer};
 pub use sink::{ChannelSink, FrameSink, RecorderSink, RemoteFrame};
 pub use types::{
-    AudioSource, Codec, EncodedFrame, MediaConfig, MediaEvent, MediaKind, MediaSignal, PeerState,
-    PeerStats, VideoCodec, VideoQuality, VideoSource,
+    AudioSource, Codec, EncodedFrame, IceServer, MediaConfig, MediaEvent, MediaKind, MediaSignal,
+    PeerState, PeerStats, VideoCodec, VideoQuality, VideoSource,
 };

@@ -172,8 +172,13 @@ pub struct MediaConfig {
     /// answering our offer check before their candidates arrive, which
     /// webrtc-rs would otherwise hold for 1 s. Default zero.
     pub prflx_acceptance_min_wait: Duration,
-    /// STUN/TURN server URLs (`stun:host:port`). Default none.
-    pub ice_servers: Vec<String>,
+    /// STUN/TURN servers ICE gathers server-reflexive and relay candidates
+    /// from. Default none (host candidates only).
+    pub ice_servers: Vec<IceServer>,
+    /// Use relay (TURN) candidates only, never host or server-reflexive
+    /// ones: hides our addresses from the peer, and proves a relay path.
+    /// Needs a TURN server in `ice_servers`. Default false.
+    pub relay_only: bool,
     /// Video codec we send. Default H.264.
     pub video_codec: VideoCodec,
     /// Profile of the generated video source. Default 480p.
@@ -196,11 +201,34 @@ impl Default for MediaConfig {
             ice_check_window: Duration::from_secs(2),
             prflx_acceptance_min_wait: Duration::ZERO,
             ice_servers: Vec::new(),
+            relay_only: false,
             video_codec: VideoCodec::H264,
             video_quality: VideoQuality::P480,
             volume_interval: Duration::from_millis(300),
             max_sdp_len: 64 * 1024,
             nack_history: 256,
+        }
+    }
+}
+
+/// One STUN or TURN server, as the browser's `RTCIceServer`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IceServer {
+    /// `stun:host:port`, `turn:host:port?transport=udp`, ... all sharing
+    /// the credentials below.
+    pub urls: Vec<String>,
+    /// TURN username (empty for STUN).
+    pub username: String,
+    /// TURN password (empty for STUN).
+    pub credential: String,
+}
+
+impl IceServer {
+    /// A STUN server, or a TURN server without credentials.
+    pub fn stun(url: impl Into<String>) -> Self {
+        IceServer {
+            urls: vec![url.into()],
+            ..Default::default()
         }
     }
 }

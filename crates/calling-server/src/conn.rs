@@ -465,6 +465,7 @@ impl Conn<'_> {
             heartbeat_timeout_ms: duration_ms(cfg.heartbeat_timeout),
             expires_at: verified.expires_at,
             limits: cfg.limits.clone(),
+            ice_servers: cfg.ice.servers_for(&user, calling_usersig::now_unix()),
         };
         if self.user_rate.is_none() {
             self.user_rate = Some(self.shared.rates.session_start(&user, Instant::now()));

@@ -55,6 +55,7 @@ pub mod auth;
 mod conn;
 mod http;
 pub mod hub;
+pub mod ice;
 pub mod metrics;
 mod rates;
 mod stream;
@@ -64,6 +65,7 @@ pub mod web;
 pub use auth::{LoginRefused, LoginVerifier, VerifiedLogin};
 pub use calling_signal::protocol::Limits;
 pub use hub::{Hub, LocalHub, Undelivered};
+pub use ice::{IceConfig, TurnConfig};
 pub use metrics::Metrics;
 pub use tls::{TlsError, TlsFiles};
 pub use web::DemoMode;
@@ -108,6 +110,8 @@ pub struct Config {
     /// the listen address (default none: plain HTTP, for local use). The
     /// TLS handshake counts against `login_timeout`.
     pub tls: Option<TlsFiles>,
+    /// STUN/TURN servers announced in `login_ok` (default none).
+    pub ice: IceConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -122,6 +126,7 @@ impl std::fmt::Debug for Config {
             .field("hard_frame_bytes", &self.hard_frame_bytes)
             .field("demo", &self.demo)
             .field("tls", &self.tls)
+            .field("ice", &self.ice)
             .finish_non_exhaustive()
     }
 }
@@ -157,6 +162,7 @@ impl Config {
             read_buffer_bytes: 4096,
             demo: None,
             tls: None,
+            ice: IceConfig::default(),
         }
     }
 }

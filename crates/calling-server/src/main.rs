@@ -81,6 +81,36 @@ struct Args {
     /// Worker threads (default: one per core).
     #[arg(long, env = "CALLING_WORKERS")]
     workers: Option<usize>,
+    /// STUN server announced to clients in login_ok (`stun:host:port`);
+    /// repeatable or comma-separated.
+    #[arg(
+        long = "stun-url",
+        env = "CALLING_STUN_URL",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    stun_urls: Vec<String>,
+    /// TURN server announced with per-login credentials
+    /// (`turn:host:port?transport=udp`); repeatable or comma-separated.
+    #[arg(
+        long = "turn-url",
+        env = "CALLING_TURN_URL",
+        value_name = "URL",
+        value_delimiter = ',',
+        requires = "turn_secret"
+    )]
+    turn_urls: Vec<String>,
+    /// The TURN server's REST API secret (coturn's static-auth-secret).
+    #[arg(
+        long,
+        env = "CALLING_TURN_SECRET",
+        hide_env_values = true,
+        requires = "turn_urls"
+    )]
+    turn_secret: Option<String>,
+    /// Lifetime of issued TURN credentials, in seconds (default 6 h).
+    #[arg(long, env = "CALLING_TURN_TTL", default_value_t = calling_server::ice::DEFAULT_TURN_TTL.as_secs())]
+    turn_ttl: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -142,6 +172,15 @@ async fn run(args: Args) -> Result<(), calling_server::ServerError> {
         max_rooms_per_user: args.max_rooms_per_user,
         max_room_members: args.max_room_members,
     };
+    config.ice.stun_urls = args.stun_urls;
+    if let Some(secret) = args.turn_secret {
+        let mut turn = calling_server::TurnConfig::new(args.turn_urls, secret);
+        turn.ttl = Duration::from_secs(args.turn_ttl.max(1));
+        config.ice.turn = Some(turn);
+    }
+    if !config.ice.stun_urls.is_empty() || config.ice.turn.is_some() {
+        info!(ice = ?config.ice, "announcing ICE servers in login_ok");
+    }
     match raise_nofile_limit() {
         Some((soft, hard)) => info!(
             soft,

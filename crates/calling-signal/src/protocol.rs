@@ -142,6 +142,25 @@ pub struct Limits {
     pub max_room_members: usize,
 }
 
+/// A STUN or TURN server the client may use for a call's media, announced in
+/// `login_ok`: the browser's `RTCIceServer` shape plus the time the
+/// credential stops working.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `stun:host:port`, `turn:host:port?transport=udp`, ...
+    pub urls: Vec<String>,
+    /// TURN username (absent for STUN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN password (absent for STUN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+    /// Unix time (seconds) after which the TURN server refuses the
+    /// credential; log in again for fresh ones. Absent for STUN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+}
+
 /// A frame sent by a client to the server.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -237,6 +256,10 @@ pub enum ServerFrame {
         expires_at: u64,
         /// The limits in force.
         limits: Limits,
+        /// STUN/TURN servers for this session's calls, TURN ones with
+        /// credentials issued for this user (absent on the wire: none).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
     },
     /// Answer to `ping`.
     Pong {
@@ -390,6 +413,7 @@ struct WireServer {
     heartbeat_timeout_ms: Option<u64>,
     expires_at: Option<u64>,
     limits: Option<Limits>,
+    ice_servers: Option<Vec<IceServer>>,
     from: Option<UserId>,
     #[serde(default, deserialize_with = "present_raw")]
     payload: Option<Box<RawValue>>,
@@ -506,6 +530,7 @@ impl ServerFrame {
                 )?,
                 expires_at: w.expires_at.unwrap_or(0),
                 limits: need(w.limits, "login_ok", "limits")?,
+                ice_servers: w.ice_servers.unwrap_or_default(),
             },
             "pong" => ServerFrame::Pong { id: w.id },
             "message" => ServerFrame::Message {
@@ -655,6 +680,34 @@ mod tests {
         }
         let again = ClientFrame::parse(&f.to_json()).unwrap();
         assert!(matches!(again, ClientFrame::Send { .. }));
+    }
+
+    #[test]
+    fn login_ok_carries_ice_servers_in_the_browser_shape() {
+        let limits = r#"{"max_frame_bytes":1,"max_recipients":1,"rate_per_sec":1,"rate_burst":1,"max_rooms_per_user":1,"max_room_members":1}"#;
+        let text = format!(
+            r#"{{"type":"login_ok","user_id":"alice","heartbeat_interval_ms":1,"heartbeat_timeout_ms":2,"limits":{limits},
+            "ice_servers":[{{"urls":["stun:h:1"]}},{{"urls":["turn:h:1?transport=udp"],"username":"9:alice","credential":"c","expires_at":9}}]}}"#
+        );
+        let ServerFrame::LoginOk { ice_servers, .. } = ServerFrame::parse(&text).unwrap() else {
+            panic!("not login_ok");
+        };
+        let turn = IceServer {
+            urls: vec!["turn:h:1?transport=udp".into()],
+            username: Some("9:alice".into()),
+            credential: Some("c".into()),
+            expires_at: Some(9),
+        };
+        assert_eq!(ice_servers[1], turn);
+        assert_eq!(ice_servers[0].username, None);
+        let json = serde_json::to_value(&ice_servers[0]).unwrap();
+        assert_eq!(json, serde_json::json!({"urls": ["stun:h:1"]}));
+        // Absent means none, so older servers' login_ok still parses.
+        let old = text.split(",\n").next().unwrap().to_owned() + "}";
+        let ServerFrame::LoginOk { ice_servers, .. } = ServerFrame::parse(&old).unwrap() else {
+            panic!("not login_ok");
+        };
+        assert!(ice_servers.is_empty());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use calling_core::UserId;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::protocol::ErrorCode;
+use crate::protocol::{ErrorCode, IceServer};
 
 /// Identifies one sent payload; echoed in [`TransportEvent::Undeliverable`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -186,6 +186,13 @@ pub trait Transport: Send + Sync {
     /// Closes the transport; later operations fail with
     /// [`TransportError::Closed`]. Idempotent.
     async fn close(&self);
+
+    /// The STUN/TURN servers the server announced at the latest login, for
+    /// the media of calls placed or answered from now on; replaced on each
+    /// re-login (fresh TURN credentials). Default: none.
+    fn ice_servers(&self) -> Vec<IceServer> {
+        Vec::new()
+    }
 
     /// Takes the event stream. Returns `Some` exactly once.
     fn take_events(&self) -> Option<mpsc::Receiver<TransportEvent>>;

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -38,7 +38,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tracing::{debug, info, warn};
 
-use crate::protocol::{ClientFrame, ErrorCode, PROTOCOL_VERSION, ServerFrame, close_code};
+use crate::protocol::{
+    ClientFrame, ErrorCode, IceServer, PROTOCOL_VERSION, ServerFrame, close_code,
+};
 use crate::rate::TokenBucket;
 use crate::transport::{
     EventSlot, MessageId, MessageIds, TlsFailure, Transport, TransportError, TransportEvent,
@@ -297,6 +299,8 @@ pub struct WsTransport {
     events: EventSlot,
     next_id: MessageIds,
     request_timeout: Duration,
+    /// The ICE servers of the latest `login_ok`, replaced on every re-login.
+    ice_servers: Arc<Mutex<Vec<IceServer>>>,
 }
 
 impl std::fmt::Debug for WsTransport {
@@ -313,6 +317,7 @@ struct SessionParams {
     heartbeat_timeout: Duration,
     rate_per_sec: u32,
     rate_burst: u32,
+    ice_servers: Vec<IceServer>,
 }
 
 /// Keeps the frames we send within the rate the server announced (the
@@ -370,7 +375,9 @@ impl WsTransport {
         let (ev_tx, ev_rx) = mpsc::channel(config.event_capacity.max(1));
         let user = config.user_id.clone();
         let request_timeout = config.request_timeout;
+        let ice_servers = Arc::new(Mutex::new(params.ice_servers.clone()));
         let driver = Driver {
+            ice_servers: ice_servers.clone(),
             config,
             events: ev_tx,
             rooms: BTreeMap::new(),
@@ -387,6 +394,7 @@ impl WsTransport {
             events: EventSlot::new(ev_rx),
             next_id: MessageIds::default(),
             request_timeout,
+            ice_servers,
         })
     }
 
@@ -453,6 +461,13 @@ impl Transport for WsTransport {
         }
     }
 
+    fn ice_servers(&self) -> Vec<IceServer> {
+        self.ice_servers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     fn take_events(&self) -> Option<mpsc::Receiver<TransportEvent>> {
         self.events.take()
     }
@@ -502,6 +517,7 @@ async fn connect_and_login(config: &WsConfig) -> Result<(Ws, SessionParams), Tra
                     heartbeat_interval_ms,
                     heartbeat_timeout_ms,
                     limits,
+                    ice_servers,
                     ..
                 }) => {
                     let params = SessionParams {
@@ -511,6 +527,7 @@ async fn connect_and_login(config: &WsConfig) -> Result<(Ws, SessionParams), Tra
                         heartbeat_timeout: Duration::from_millis(heartbeat_timeout_ms.max(20)),
                         rate_per_sec: limits.rate_per_sec,
                         rate_burst: limits.rate_burst,
+                        ice_servers,
                     };
                     return Ok((ws, params));
                 }
@@ -553,6 +570,8 @@ enum End {
 
 struct Driver {
     config: WsConfig,
+    /// Shared with the [`WsTransport`]: what the latest login announced.
+    ice_servers: Arc<Mutex<Vec<IceServer>>>,
     events: mpsc::Sender<TransportEvent>,
     /// The rooms we are in, each with the allow list we gave it (empty for
     /// an open room), to re-join them as they were.
@@ -663,6 +682,11 @@ impl Driver {
             match self.reconnect(&mut cmds).await {
                 Some((new_ws, new_params)) => {
                     ws = new_ws;
+                    // Fresh TURN credentials for the calls from now on.
+                    *self
+                        .ice_servers
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = new_params.ice_servers.clone();
                     params = new_params;
                     info!(user = %self.config.user_id, "reconnected");
                     // Delivered by the new session, which serves commands

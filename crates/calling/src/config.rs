@@ -80,7 +80,9 @@ pub struct CallingConfig {
     /// Call rules: ringing grace, join timeout, participant limit.
     pub core: calling_core::Config,
     /// Media engine settings (bind addresses, ICE tuning, codec, quality).
-    /// `local_user` is filled in at login.
+    /// `local_user` is filled in at login. Every call's `ice_servers` are
+    /// these plus the STUN/TURN servers the signaling server announced at
+    /// the latest login (fresh TURN credentials on each re-login).
     pub media: MediaConfig,
     /// The microphone source used in calls.
     pub audio: AudioInput,

@@ -730,13 +730,17 @@ impl Driver {
         }
     }
 
-    /// Opens the call's media session and starts its sources. What cannot
+    /// Opens the call's media session and starts its sources, with the ICE
+    /// servers the app configured plus those the latest login announced. What cannot
     /// start is an [`Event::Error`], and the others are told the truth about
     /// what this user sends.
     async fn open_media(&mut self, call_id: CallId, media_type: MediaType) {
         self.close_media().await;
         let mut config = self.config.media.clone();
         config.video_quality = self.local.quality;
+        config
+            .ice_servers
+            .extend(announced_ice_servers(&*self.transport, unix_now()));
         let (session, events) = match MediaSession::new(self.user.clone(), config).await {
             Ok(s) => s,
             Err(e) => {
@@ -890,4 +894,41 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
         None => std::future::pending().await,
     }
+}
+
+/// The STUN/TURN servers the transport's latest login announced, in the
+/// media engine's shape. Expired TURN credentials are still passed on (the
+/// relay may yet accept them within its clock skew), with a warning: they
+/// are renewed only by a re-login.
+fn announced_ice_servers(
+    transport: &dyn Transport,
+    now_unix: u64,
+) -> Vec<calling_media::IceServer> {
+    transport
+        .ice_servers()
+        .into_iter()
+        .map(|s| {
+            if let Some(at) = s.expires_at.filter(|at| *at <= now_unix) {
+                warn!(
+                    urls = ?s.urls,
+                    expired_at = at,
+                    "TURN credentials from login have expired: the relay will likely refuse \
+                     this call's allocation; log in again for fresh ones"
+                );
+            }
+            calling_media::IceServer {
+                urls: s.urls,
+                username: s.username.unwrap_or_default(),
+                credential: s.credential.unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// Wall-clock Unix seconds, what TURN credential expiries are written in.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -12,9 +12,9 @@ use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceConnectionState, RTCIceGatheringState, RTCIceServer,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, Registry, SettingEngineBuilder,
-    StatsSelector, configure_rtcp_reports, configure_simulcast_extension_headers,
-    configure_twcc_receiver_only,
+    RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState, Registry,
+    SettingEngineBuilder, StatsSelector, configure_rtcp_reports,
+    configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 
 use super::gate::{Gate, GatedRuntime};
@@ -340,10 +340,19 @@ impl MediaSession {
         let mut rtc_config = RTCConfigurationBuilder::default()
             .with_certificates(vec![self.inner.certificate.clone()]);
         if !cfg.ice_servers.is_empty() {
-            rtc_config = rtc_config.with_ice_servers(vec![RTCIceServer {
-                urls: cfg.ice_servers.clone(),
-                ..Default::default()
-            }]);
+            rtc_config = rtc_config.with_ice_servers(
+                cfg.ice_servers
+                    .iter()
+                    .map(|s| RTCIceServer {
+                        urls: s.urls.clone(),
+                        username: s.username.clone(),
+                        credential: s.credential.clone(),
+                    })
+                    .collect(),
+            );
+        }
+        if cfg.relay_only {
+            rtc_config = rtc_config.with_ice_transport_policy(RTCIceTransportPolicy::Relay);
         }
         let shared = Arc::new(PeerShared {
             remote: remote.clone(),

@@ -1,0 +1,410 @@
+//! Media through a real TURN relay: coturn's `turnserver` on 127.0.0.1 with
+//! the TURN REST API secret, `calling-server` handing out credentials in
+//! `login_ok`, and two clients whose ICE may use relay candidates only, so
+//! that media can flow through coturn or not at all.
+//!
+//! Needs `turnserver` (Debian package coturn; scripts/setup.sh installs it).
+//! Without it the tests print a loud SKIPPED banner, and fail under CI.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::UdpSocket;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use calling::{CallEvent, Calling, CallingConfig, Event, Events, MediaKind, MediaState, MediaType};
+use calling_server::{Config, RunningServer, Server, TurnConfig};
+use calling_signal::{Transport, UserId, WsConfig, WsTransport};
+use support::*;
+
+const SECRET: &str = "turn-test-secret";
+
+fn prerequisites(test: &str) -> Result<(), ()> {
+    if turnserver_path().is_some() {
+        return Ok(());
+    }
+    let what = "turnserver (Debian package coturn)";
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "TURN test {test} cannot run under CI: missing {what}; scripts/setup.sh installs it"
+        );
+    }
+    // Straight to stderr: libtest captures eprintln! of passing tests, and
+    // this must be seen.
+    let banner = format!(
+        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+         !!! SKIPPED TURN test {test}: missing {what}.\n\
+         !!! Run scripts/setup.sh (as root) to install it. This test did NOT run.\n\
+         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+    );
+    let _ = std::io::stderr().write_all(banner.as_bytes());
+    Err(())
+}
+
+fn turnserver_path() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("turnserver"))
+        .find(|p| p.is_file())
+}
+
+/// A running `turnserver`, killed (and its scratch directory removed) on drop.
+struct Coturn {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+    log: Arc<Mutex<String>>,
+}
+
+impl Coturn {
+    /// Starts coturn on 127.0.0.1 with REST API secret `secret` and waits
+    /// until it answers a STUN binding request.
+    fn start(secret: &str) -> Coturn {
+        // A free UDP port: bind, read it, release it for coturn.
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("calling-turn-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut child = Command::new(turnserver_path().unwrap())
+            .args([
+                "-n", // no config file: only these flags
+                "--listening-ip=127.0.0.1",
+                "--relay-ip=127.0.0.1",
+                &format!("--listening-port={port}"),
+                "--use-auth-secret",
+                &format!("--static-auth-secret={secret}"),
+                "--realm=calling",
+                "--fingerprint",
+                "--no-tls",
+                "--no-dtls",
+                "--no-cli",
+                // Both peers and their relays are on loopback, which coturn
+                // refuses as peers by default.
+                "--allow-loopback-peers",
+                "--log-file=stdout",
+                "--simple-log",
+                "--verbose",
+                &format!("--pidfile={}", dir.join("pid").display()),
+                &format!("--db={}", dir.join("turndb").display()),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let stdout = child.stdout.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let coturn = Coturn {
+            child,
+            port,
+            dir,
+            log,
+        };
+        coturn.wait_until_it_answers();
+        coturn
+    }
+
+    fn wait_until_it_answers(&self) {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        // A STUN binding request: type 0x0001, length 0, magic cookie, id.
+        let mut req = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+        req.extend_from_slice(b"callingturn1");
+        let deadline = Instant::now() + WAIT;
+        let mut buf = [0u8; 512];
+        while Instant::now() < deadline {
+            let _ = sock.send_to(&req, ("127.0.0.1", self.port));
+            if let Ok(n) = sock.recv(&mut buf)
+                && n >= 20
+                && buf[0..2] == [0x01, 0x01]
+            {
+                return;
+            }
+        }
+        panic!(
+            "turnserver never answered on port {}:\n{}",
+            self.port,
+            self.log()
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("turn:127.0.0.1:{}?transport=udp", self.port)
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until coturn's log holds a line with every one of `parts`.
+    async fn wait_for_line(&self, parts: &[&str]) -> bool {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if self
+                .log()
+                .lines()
+                .any(|l| parts.iter().all(|p| l.contains(p)))
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A signaling server announcing `turn_url` with credentials signed by `secret`.
+async fn server_with_turn(turn_url: String, secret: &str) -> Net {
+    let mut config = Config::new(APP, KEY);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.ice.turn = Some(TurnConfig::new(vec![turn_url], secret));
+    let server: RunningServer = Server::bind(config).await.unwrap();
+    let url = format!("ws://{}/ws", server.local_addr());
+    Net { server, url }
+}
+
+fn relay_only() -> CallingConfig {
+    let mut config = CallingConfig::default();
+    config.media.relay_only = true;
+    config
+}
+
+/// alice calls bob by video and bob accepts.
+async fn place_call(
+    (alice, alice_events): (&Calling, &mut Events),
+    (bob, bob_events): (&Calling, &mut Events),
+) -> calling::CallId {
+    let ring = Duration::from_secs(30);
+    let call_id = alice
+        .call(bob.user().as_str(), MediaType::Video, ring)
+        .await
+        .unwrap();
+    let invite = invited(bob_events).await;
+    bob.accept(&invite).await.unwrap();
+    for (events, who) in [(alice_events, bob.user()), (bob_events, alice.user())] {
+        expect(
+            events,
+            "the peer enters",
+            |e| matches!(e, Event::Call(CallEvent::UserEnter { user, call_id: c }) if user == who && *c == call_id),
+        )
+        .await;
+    }
+    call_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_ok_hands_out_turn_rest_api_credentials() {
+    // No relay needed: only what the server announces.
+    let net = server_with_turn("turn:127.0.0.1:3478?transport=udp".into(), SECRET).await;
+    let config = WsConfig::new(&net.url, APP, UserId::new("carol").unwrap(), sig("carol"));
+    let carol = WsTransport::connect(config).await.unwrap();
+    let now = calling_usersig::now_unix();
+    let servers = carol.ice_servers();
+    assert_eq!(servers.len(), 1, "{servers:?}");
+    let turn = &servers[0];
+    assert_eq!(turn.urls, ["turn:127.0.0.1:3478?transport=udp"]);
+    let username = turn.username.clone().unwrap();
+    let (expiry, user) = username.split_once(':').unwrap();
+    assert_eq!(user, "carol");
+    let expiry: u64 = expiry.parse().unwrap();
+    assert_eq!(turn.expires_at, Some(expiry));
+    let ttl = calling_server::ice::DEFAULT_TURN_TTL.as_secs();
+    assert!(
+        expiry > now && expiry <= now + ttl + 5,
+        "expiry {expiry}, now {now}"
+    );
+    assert_eq!(
+        turn.credential.as_deref(),
+        Some(calling_server::ice::turn_password(SECRET, &username).as_str())
+    );
+    carol.close().await;
+
+    // A server without TURN announces nothing.
+    let plain = start().await;
+    let config = WsConfig::new(&plain.url, APP, UserId::new("dave").unwrap(), sig("dave"));
+    let dave = WsTransport::connect(config).await.unwrap();
+    assert!(dave.ice_servers().is_empty());
+    dave.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_re_login_replaces_the_turn_credentials() {
+    // The server drops connections silent for 300 ms and carol pings only
+    // every 10 s, so her transport keeps losing the connection and logging
+    // in again: each login_ok brings credentials with a later expiry.
+    let mut config = Config::new(APP, KEY);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.heartbeat_timeout = Duration::from_millis(300);
+    config.ice.turn = Some(TurnConfig::new(
+        vec!["turn:127.0.0.1:3478?transport=udp".into()],
+        SECRET,
+    ));
+    let server = Server::bind(config).await.unwrap();
+    let url = format!("ws://{}/ws", server.local_addr());
+    let mut config = WsConfig::new(url, APP, UserId::new("carol").unwrap(), sig("carol"));
+    config.heartbeat_interval = Some(Duration::from_secs(10));
+    let carol = WsTransport::connect(config).await.unwrap();
+    let mut events = carol.take_events().unwrap();
+    let expiry = |t: &WsTransport| t.ice_servers().first().and_then(|s| s.expires_at);
+    let first = expiry(&carol).unwrap();
+    let renewed = tokio::time::timeout(WAIT, async {
+        loop {
+            match events.recv().await {
+                Some(calling_signal::TransportEvent::Reconnected) => {
+                    if expiry(&carol).unwrap() > first {
+                        return;
+                    }
+                }
+                Some(_) => {}
+                None => panic!("transport ended"),
+            }
+        }
+    })
+    .await;
+    assert!(renewed.is_ok(), "no re-login brought fresh credentials");
+    let turn = carol.ice_servers().remove(0);
+    let username = turn.username.unwrap();
+    assert_eq!(
+        turn.credential.unwrap(),
+        calling_server::ice::turn_password(SECRET, &username)
+    );
+    carol.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_only_video_call_flows_both_ways_through_coturn() {
+    if prerequisites("relay_only_video_call_flows_both_ways_through_coturn").is_err() {
+        return;
+    }
+    let coturn = Coturn::start(SECRET);
+    let net = server_with_turn(coturn.url(), SECRET).await;
+    let (alice, mut alice_events) = login_with(&net, "alice", relay_only()).await;
+    let (bob, mut bob_events) = login_with(&net, "bob", relay_only()).await;
+    place_call((&alice, &mut alice_events), (&bob, &mut bob_events)).await;
+
+    for (client, from) in [(&alice, "bob"), (&bob, "alice")] {
+        wait_frames(client, from, MediaKind::Video, 10).await;
+        wait_frames(client, from, MediaKind::Audio, 10).await;
+    }
+    // coturn saw both users allocate with the server's credentials...
+    for user in [":alice", ":bob"] {
+        assert!(
+            coturn
+                .wait_for_line(&["ALLOCATE processed, success", user])
+                .await,
+            "coturn logged no successful allocation for {user}:\n{}",
+            coturn.log()
+        );
+    }
+    // ...and, once the call ends and the allocations are released, reports
+    // the media it relayed between them (stats do not name the selected
+    // pair's candidate type, coturn's accounting does).
+    alice.hangup().await.unwrap();
+    for user in [":alice>", ":bob>"] {
+        assert!(
+            coturn.wait_for_line(&["peer usage", user]).await,
+            "coturn reported no relayed traffic for {user}:\n{}",
+            coturn.log()
+        );
+        let relayed = coturn
+            .log()
+            .lines()
+            .filter(|l| l.contains("peer usage") && l.contains(user))
+            .map(|l| field(l, "rb=") + field(l, "sb="))
+            .sum::<u64>();
+        // ICE checks over relay pairs alone are a few KB; media is tens.
+        assert!(relayed > 10_000, "{user} relayed only {relayed} bytes");
+    }
+}
+
+/// The number after `key` in a coturn usage line (`rb=17664,`).
+fn field(line: &str, key: &str) -> u64 {
+    line.split_once(key)
+        .map(|(_, rest)| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_turn_secret_leaves_relay_only_media_unconnected() {
+    if prerequisites("wrong_turn_secret_leaves_relay_only_media_unconnected").is_err() {
+        return;
+    }
+    let coturn = Coturn::start(SECRET);
+    // The signaling server signs with another secret than coturn checks.
+    let net = server_with_turn(coturn.url(), "not-the-turn-secret").await;
+    let (alice, mut alice_events) = login_with(&net, "alice", relay_only()).await;
+    let (bob, mut bob_events) = login_with(&net, "bob", relay_only()).await;
+    place_call((&alice, &mut alice_events), (&bob, &mut bob_events)).await;
+
+    // coturn refuses the allocations: the message integrity does not match.
+    for user in [":alice", ":bob"] {
+        assert!(
+            coturn.wait_for_line(&["401", user]).await,
+            "coturn did not refuse {user}:\n{}",
+            coturn.log()
+        );
+    }
+    // And the app is told the media failed, not left waiting: webrtc-rs
+    // gives up on ICE after its disconnected (5 s) and failed (25 s)
+    // timeouts, hence a longer bound than the other waits.
+    let failed = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match alice_events.recv().await {
+                Some(
+                    e @ Event::Media {
+                        state: MediaState::Failed | MediaState::Connected,
+                        ..
+                    },
+                ) => return e,
+                Some(_) => {}
+                None => panic!("event stream ended"),
+            }
+        }
+    })
+    .await
+    .expect("no media failure reported within 60 s");
+    assert!(
+        matches!(
+            failed,
+            Event::Media {
+                state: MediaState::Failed,
+                ..
+            }
+        ),
+        "{failed:?}"
+    );
+    assert_eq!(frames_from(&alice, "bob", MediaKind::Video).await, 0);
+    alice.hangup().await.unwrap();
+}
