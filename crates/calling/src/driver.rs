@@ -622,11 +622,11 @@ impl Driver {
         {
             self.open_media(call_id, media_type).await;
         }
-        let current = self.machine.call().map(|c| c.call_id);
+        // Runs after every message: read the call id, not a whole snapshot.
         if self
             .media
             .as_ref()
-            .is_some_and(|m| current.as_ref() != Some(&m.call_id))
+            .is_some_and(|m| self.machine.call_id() != Some(&m.call_id))
         {
             self.close_media().await;
         }

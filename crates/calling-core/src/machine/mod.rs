@@ -241,6 +241,12 @@ impl CallMachine {
         }
     }
 
+    /// The id of the current call, if any: [`call`](Self::call) without
+    /// building a snapshot.
+    pub fn call_id(&self) -> Option<&CallId> {
+        self.call.as_ref().map(|c| &c.id)
+    }
+
     /// The current call, if any.
     pub fn call(&self) -> Option<CallSnapshot> {
         let c = self.call.as_ref()?;
