@@ -70,5 +70,5 @@ pub use session::{AUDIO_LEVEL_URI, MediaSession, is_offerer};
 pub use sink::{ChannelSink, FrameSink, RecorderSink, RemoteFrame};
 pub use types::{
     AudioSource, Codec, EncodedFrame, IceServer, MediaConfig, MediaEvent, MediaKind, MediaSignal,
-    PeerState, PeerStats, VideoCodec, VideoQuality, VideoSource,
+    PeerMedia, PeerState, PeerStats, VideoCodec, VideoQuality, VideoSource,
 };
