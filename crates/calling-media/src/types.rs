@@ -473,8 +473,8 @@ pub enum MediaEvent {
     /// credentials were made with: a 401) or did not answer. With
     /// `relay_only` the connection cannot come up at all; otherwise it goes
     /// on over host and server-reflexive candidates, without a relay to
-    /// fall back on. Reported once per gathering (an ICE restart gathers
-    /// again).
+    /// fall back on. Reported once per connection (ICE restarts gather
+    /// again, and are not reported again).
     NoRelayCandidates {
         /// The remote user.
         user: UserId,

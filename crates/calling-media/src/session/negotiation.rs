@@ -48,6 +48,9 @@ pub(crate) struct LocalCandidates {
     held: Vec<MediaSignal>,
     /// Relay candidates of the current gathering.
     relays: usize,
+    /// A gathering without relay candidates was reported: once per
+    /// connection, not again at every restart.
+    no_relay_reported: bool,
 }
 
 impl LocalCandidates {
@@ -130,12 +133,13 @@ pub(super) fn on_local_candidate(
 /// conclude ICE failed when none of the pairs works.
 pub(super) fn on_gathering_complete(shared: &PeerShared, session: &Weak<Inner>) {
     if let Some(inner) = session.upgrade() {
-        let relays = shared
-            .local_candidates
-            .lock()
-            .map(|l| l.relays)
-            .unwrap_or(0);
-        if relays == 0 && has_turn(&inner.ice_servers()) {
+        let turn = has_turn(&inner.ice_servers());
+        let first_without_relay = shared.local_candidates.lock().is_ok_and(|mut l| {
+            let first = turn && l.relays == 0 && !l.no_relay_reported;
+            l.no_relay_reported |= first;
+            first
+        });
+        if first_without_relay {
             let relay_only = inner.config.relay_only;
             tracing::warn!(user = %shared.remote, relay_only, "ICE gathering ended without a relay candidate: the TURN server refused or did not answer");
             inner.emit(MediaEvent::NoRelayCandidates {
@@ -288,8 +292,12 @@ impl MediaSession {
         if neg.awaiting_answer {
             tracing::debug!(user = %shared.remote, "last restart offer unanswered; offering again");
         }
-        if let Err(e) = peer.pc.set_configuration(self.rtc_configuration()).await {
-            tracing::debug!(user = %shared.remote, error = %e, "ICE servers not updated");
+        if let Err(e) = peer
+            .pc
+            .set_configuration(self.restart_configuration())
+            .await
+        {
+            tracing::warn!(user = %shared.remote, error = %e, "ICE servers not updated for the restart");
         }
         if let Ok(mut local) = peer.shared.local_candidates.lock() {
             local.restart();
@@ -428,8 +436,12 @@ impl MediaSession {
             // with fresh ICE servers, and hold the new candidates until
             // the answer is out.
             tracing::info!(user = %from, "renegotiation offer (ICE restart) applied in place");
-            if let Err(e) = peer.pc.set_configuration(self.rtc_configuration()).await {
-                tracing::debug!(user = %from, error = %e, "ICE servers not updated");
+            if let Err(e) = peer
+                .pc
+                .set_configuration(self.restart_configuration())
+                .await
+            {
+                tracing::warn!(user = %from, error = %e, "ICE servers not updated for the restart");
             }
             if let Ok(mut local) = peer.shared.local_candidates.lock() {
                 local.restart();

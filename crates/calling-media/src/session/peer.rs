@@ -313,12 +313,24 @@ pub(super) fn has_turn(servers: &[IceServer]) -> bool {
 }
 
 impl MediaSession {
-    /// The WebRTC configuration of a connection: our certificate, the
+    /// The WebRTC configuration of a new connection: our certificate, the
     /// session's current ICE servers and transport policy.
     pub(super) fn rtc_configuration(&self) -> RTCConfiguration {
+        self.ice_configuration(
+            RTCConfigurationBuilder::default()
+                .with_certificates(vec![self.inner.certificate.clone()]),
+        )
+    }
+
+    /// The configuration an existing connection is updated with before a
+    /// restart: ICE servers and policy only (webrtc-rs refuses to be given
+    /// certificates again).
+    pub(super) fn restart_configuration(&self) -> RTCConfiguration {
+        self.ice_configuration(RTCConfigurationBuilder::default())
+    }
+
+    fn ice_configuration(&self, mut rtc_config: RTCConfigurationBuilder) -> RTCConfiguration {
         let servers = self.inner.ice_servers();
-        let mut rtc_config = RTCConfigurationBuilder::default()
-            .with_certificates(vec![self.inner.certificate.clone()]);
         if !servers.is_empty() {
             rtc_config = rtc_config.with_ice_servers(
                 servers
