@@ -2,6 +2,8 @@
 //! gets TURN REST credentials issued now; `WsTransport` does it by itself
 //! before the credentials of `login_ok` expire.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 mod common;
 
 use std::time::Duration;
@@ -145,7 +147,10 @@ async fn ws_transport_replaces_its_credentials_before_they_expire() {
         if list != fresh {
             break list;
         }
-        assert!(now_unix() < expires_at, "the refreshed list was never refreshed");
+        assert!(
+            now_unix() < expires_at,
+            "the refreshed list was never refreshed"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(turn_credential(&again).2 > expires_at);
