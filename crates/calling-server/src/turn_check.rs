@@ -15,14 +15,14 @@ use std::time::Duration;
 use calling_core::UserId;
 use rtc_stun::attributes::{
     ATTR_LIFETIME, ATTR_NONCE, ATTR_REALM, ATTR_REQUESTED_TRANSPORT, ATTR_USERNAME,
-    ATTR_XOR_RELAYED_ADDRESS, RawAttribute,
+    ATTR_XOR_PEER_ADDRESS, ATTR_XOR_RELAYED_ADDRESS, RawAttribute,
 };
 use rtc_stun::error_code::ErrorCodeAttribute;
 use rtc_stun::fingerprint::FINGERPRINT;
 use rtc_stun::integrity::MessageIntegrity;
 use rtc_stun::message::{
     CLASS_ERROR_RESPONSE, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE, Getter, METHOD_ALLOCATE,
-    METHOD_REFRESH, Message, MessageType, Setter, TransactionId,
+    METHOD_CREATE_PERMISSION, METHOD_REFRESH, Message, MessageType, Setter, TransactionId,
 };
 use rtc_stun::textattrs::TextAttribute;
 use rtc_stun::xoraddr::XorMappedAddress;
@@ -63,6 +63,13 @@ pub enum TurnCheckError {
         /// The server's reason phrase.
         reason: String,
     },
+    /// The server allocated a relay without asking for credentials
+    /// (coturn's `no-auth`): anyone can relay through it, and it is not
+    /// checking ours.
+    #[error(
+        "allocates without credentials: anyone can use it as a relay; configure use-auth-secret"
+    )]
+    NoAuthentication,
     /// Nothing came back within [`PROBE_TIMEOUT`]: wrong address or port,
     /// a firewall, or no TURN server there.
     #[error("did not answer within {0:?}")]
@@ -124,85 +131,195 @@ pub async fn probe(
     username: &str,
     password: &str,
 ) -> Result<SocketAddr, TurnCheckError> {
-    let (host, port) = udp_target(url)?;
-    let server = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| TurnCheckError::Unprobeable(format!("{url}: {host} does not resolve")))?;
-    let local: SocketAddr = if server.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let io = |e: std::io::Error| TurnCheckError::Io(e.to_string());
-    let sock = UdpSocket::bind(local).await.map_err(io)?;
-    sock.connect(server).await.map_err(io)?;
-    let deadline = Instant::now() + PROBE_TIMEOUT;
+    let alloc = Allocation::new(url, username, password).await?;
+    let relayed = alloc.relayed;
+    alloc.free().await;
+    Ok(relayed)
+}
 
-    // First without credentials: the server answers 401 with its realm
-    // and a nonce (RFC 8656 §7.2).
-    let challenge = exchange(&sock, allocate(Vec::new())?, deadline).await?;
-    if challenge.typ.class == CLASS_SUCCESS_RESPONSE {
-        // A server without authentication: nothing to check.
-        return relayed(&challenge);
+/// Whether the TURN server of `url` lets a client relay to `peer`: allocates
+/// as [`probe`] does, asks for a permission for `peer` (CreatePermission),
+/// frees the relay. `Ok(())` when it would relay there; a server that
+/// refuses the peer (coturn's `denied-peer-ip`) gives
+/// [`TurnCheckError::Refused`] with code 403.
+pub async fn probe_permission(
+    url: &str,
+    username: &str,
+    password: &str,
+    peer: SocketAddr,
+) -> Result<(), TurnCheckError> {
+    let mut alloc = Allocation::new(url, username, password).await?;
+    let answer = alloc
+        .request(METHOD_CREATE_PERMISSION, move || vec![Attr::Peer(peer)])
+        .await;
+    alloc.free().await;
+    answer.map(|_| ())
+}
+
+/// An attribute of a request, before the credentials.
+enum Attr {
+    /// As it is on the wire.
+    Raw(RawAttribute),
+    /// XOR-PEER-ADDRESS, encoded like XOR-MAPPED-ADDRESS (it needs the
+    /// transaction id, so it is added to the message being built).
+    Peer(SocketAddr),
+}
+
+impl Attr {
+    fn add_to(&self, m: &mut Message) -> Result<(), TurnCheckError> {
+        let done = match self {
+            Attr::Raw(raw) => raw.add_to(m),
+            Attr::Peer(peer) => XorMappedAddress {
+                ip: peer.ip(),
+                port: peer.port(),
+            }
+            .add_to_as(m, ATTR_XOR_PEER_ADDRESS),
+        };
+        done.map_err(|e| TurnCheckError::Io(format!("cannot encode a STUN request: {e}")))
     }
-    let (code, reason) = error_of(&challenge)?;
-    if code != 401 {
-        return Err(TurnCheckError::Refused { code, reason });
+}
+
+/// A relay allocated with a long-term credential, and what its later
+/// requests need to authenticate.
+struct Allocation {
+    sock: UdpSocket,
+    relayed: SocketAddr,
+    username: String,
+    realm: TextAttribute,
+    nonce: TextAttribute,
+    key: Vec<u8>,
+    crypto: std::sync::Arc<dyn rtc_stun::crypto::RTCCryptoProvider>,
+    deadline: Instant,
+}
+
+impl Allocation {
+    async fn new(url: &str, username: &str, password: &str) -> Result<Self, TurnCheckError> {
+        let (host, port) = udp_target(url)?;
+        let server = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                TurnCheckError::Unprobeable(format!("{url}: {host} does not resolve"))
+            })?;
+        let local: SocketAddr = if server.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let io = |e: std::io::Error| TurnCheckError::Io(e.to_string());
+        let sock = UdpSocket::bind(local).await.map_err(io)?;
+        sock.connect(server).await.map_err(io)?;
+        let deadline = Instant::now() + PROBE_TIMEOUT;
+
+        // First without credentials: the server answers 401 with its realm
+        // and a nonce (RFC 8656 §7.2).
+        let challenge = exchange(
+            &sock,
+            request(METHOD_ALLOCATE, &allocate_attrs(), &[])?,
+            deadline,
+        )
+        .await?;
+        if challenge.typ.class == CLASS_SUCCESS_RESPONSE {
+            // Free it, unauthenticated as it was made; best effort.
+            let zero = [Attr::Raw(RawAttribute {
+                typ: ATTR_LIFETIME,
+                length: 4,
+                value: vec![0; 4],
+            })];
+            if let Ok(req) = request(METHOD_REFRESH, &zero, &[]) {
+                let _ = exchange(&sock, req, Instant::now() + Duration::from_secs(1)).await;
+            }
+            return Err(TurnCheckError::NoAuthentication);
+        }
+        let (code, reason) = error_of(&challenge)?;
+        if code != 401 {
+            return Err(TurnCheckError::Refused { code, reason });
+        }
+        let realm = text(&challenge, ATTR_REALM)?;
+        let crypto = rtc_stun::crypto::default_provider()
+            .map_err(|e| TurnCheckError::Io(format!("no crypto provider: {e}")))?;
+        let key = MessageIntegrity::long_term_integrity_key(
+            username.to_owned(),
+            realm.text.clone(),
+            password.to_owned(),
+            crypto.crypto(),
+        )
+        .map_err(|e| TurnCheckError::Io(e.to_string()))?;
+        let mut alloc = Allocation {
+            sock,
+            relayed: SocketAddr::from(([0, 0, 0, 0], 0)),
+            username: username.to_owned(),
+            nonce: text(&challenge, ATTR_NONCE)?,
+            realm,
+            key,
+            crypto,
+            deadline,
+        };
+        let answer = match alloc.request(METHOD_ALLOCATE, allocate_attrs).await {
+            // Before the relay exists, a refused credential means the secret.
+            Err(TurnCheckError::Refused { code, reason }) if code == 401 || code == 441 => {
+                return Err(TurnCheckError::Rejected { code, reason });
+            }
+            other => other?,
+        };
+        alloc.relayed = relayed(&answer)?;
+        Ok(alloc)
     }
-    let mut nonce = text(&challenge, ATTR_NONCE)?;
-    let realm = text(&challenge, ATTR_REALM)?;
-    let crypto = rtc_stun::crypto::default_provider()
-        .map_err(|e| TurnCheckError::Io(format!("no crypto provider: {e}")))?;
-    let key = MessageIntegrity::long_term_integrity_key(
-        username.to_owned(),
-        realm.text.clone(),
-        password.to_owned(),
-        crypto.crypto(),
-    )
-    .map_err(|e| TurnCheckError::Io(e.to_string()))?;
-    let auth = |nonce: &TextAttribute| -> Vec<Box<dyn Setter + '_>> {
+
+    /// Sends an authenticated request of `method` with `attrs()` and returns
+    /// the success answer; an error answer is [`TurnCheckError::Refused`].
+    /// A stale nonce (438, which a server may send at any time) is retried
+    /// once with the new one.
+    async fn request<F>(
+        &mut self,
+        method: rtc_stun::message::Method,
+        attrs: F,
+    ) -> Result<Message, TurnCheckError>
+    where
+        F: Fn() -> Vec<Attr>,
+    {
+        for _ in 0..2 {
+            // Built apart from the await: setters are not Send.
+            let req = request(method, &attrs(), &self.auth())?;
+            let answer = exchange(&self.sock, req, self.deadline).await?;
+            if answer.typ.class == CLASS_SUCCESS_RESPONSE {
+                return Ok(answer);
+            }
+            let (code, reason) = error_of(&answer)?;
+            if code != 438 {
+                return Err(TurnCheckError::Refused { code, reason });
+            }
+            self.nonce = text(&answer, ATTR_NONCE)?;
+        }
+        Err(TurnCheckError::BadResponse("stale nonce twice".into()))
+    }
+
+    fn auth(&self) -> Vec<Box<dyn Setter + '_>> {
         vec![
-            Box::new(TextAttribute::new(ATTR_USERNAME, username.to_owned())),
-            Box::new(realm.clone()),
-            Box::new(nonce.clone()),
+            Box::new(TextAttribute::new(ATTR_USERNAME, self.username.clone())),
+            Box::new(self.realm.clone()),
+            Box::new(self.nonce.clone()),
             Box::new(MessageIntegrity::new_raw_integrity_with_provider(
-                key.clone(),
-                crypto.crypto(),
+                self.key.clone(),
+                self.crypto.crypto(),
             )),
         ]
-    };
-    // One retry for a stale nonce (438), which a server may send at any time.
-    for _ in 0..2 {
-        let answer = exchange(&sock, allocate(auth(&nonce))?, deadline).await?;
-        if answer.typ.class == CLASS_SUCCESS_RESPONSE {
-            let addr = relayed(&answer)?;
-            // Free the relay now rather than let it idle for its lifetime;
-            // best effort, the check has its answer.
-            let refresh = {
-                let lifetime_zero = Box::new(RawAttribute {
-                    typ: ATTR_LIFETIME,
-                    length: 4,
-                    value: vec![0; 4],
-                });
-                let mut setters: Vec<Box<dyn Setter + '_>> = vec![lifetime_zero];
-                setters.extend(auth(&nonce));
-                request(METHOD_REFRESH, setters)
-            };
-            if let Ok(refresh) = refresh {
-                let _ = exchange(&sock, refresh, Instant::now() + Duration::from_secs(1)).await;
-            }
-            return Ok(addr);
-        }
-        let (code, reason) = error_of(&answer)?;
-        match code {
-            401 | 441 => return Err(TurnCheckError::Rejected { code, reason }),
-            438 => nonce = text(&answer, ATTR_NONCE)?,
-            _ => return Err(TurnCheckError::Refused { code, reason }),
-        }
     }
-    Err(TurnCheckError::BadResponse("stale nonce twice".into()))
+
+    /// Frees the relay now rather than let it idle for its lifetime; best
+    /// effort, within a second.
+    async fn free(mut self) {
+        self.deadline = Instant::now() + Duration::from_secs(1);
+        let zero = || {
+            vec![Attr::Raw(RawAttribute {
+                typ: ATTR_LIFETIME,
+                length: 4,
+                value: vec![0; 4],
+            })]
+        };
+        let _ = self.request(METHOD_REFRESH, zero).await;
+    }
 }
 
 /// Probes every URL of `turn` with a credential issued as for a login at
@@ -271,31 +388,39 @@ impl TurnChecker {
     }
 }
 
+/// A request of `method`: `attrs`, then the credentials `auth`, then
+/// FINGERPRINT, in the order RFC 8489 wants (integrity after what it covers).
 fn request(
     method: rtc_stun::message::Method,
-    attrs: Vec<Box<dyn Setter + '_>>,
+    attrs: &[Attr],
+    auth: &[Box<dyn Setter + '_>],
 ) -> Result<Message, TurnCheckError> {
-    let mut setters: Vec<Box<dyn Setter + '_>> = vec![
+    let mut m = Message::new();
+    let header: [Box<dyn Setter>; 2] = [
         Box::new(TransactionId::new()),
         Box::new(MessageType::new(method, CLASS_REQUEST)),
     ];
-    setters.extend(attrs);
-    setters.push(Box::new(FINGERPRINT));
-    let mut m = Message::new();
-    m.build(&setters)
-        .map_err(|e| TurnCheckError::Io(format!("cannot encode a STUN request: {e}")))?;
+    let fail = |e: String| TurnCheckError::Io(format!("cannot encode a STUN request: {e}"));
+    m.build(&header).map_err(|e| fail(e.to_string()))?;
+    for a in attrs {
+        a.add_to(&mut m)?;
+    }
+    for s in auth {
+        s.add_to(&mut m).map_err(|e| fail(e.to_string()))?;
+    }
+    FINGERPRINT
+        .add_to(&mut m)
+        .map_err(|e| fail(e.to_string()))?;
     Ok(m)
 }
 
-/// An Allocate of a UDP relay (REQUESTED-TRANSPORT 17) with `auth`.
-fn allocate<'a>(auth: Vec<Box<dyn Setter + 'a>>) -> Result<Message, TurnCheckError> {
-    let mut attrs: Vec<Box<dyn Setter + 'a>> = vec![Box::new(RawAttribute {
+/// REQUESTED-TRANSPORT 17: a UDP relay.
+fn allocate_attrs() -> Vec<Attr> {
+    vec![Attr::Raw(RawAttribute {
         typ: ATTR_REQUESTED_TRANSPORT,
         length: 4,
         value: vec![17, 0, 0, 0],
-    })];
-    attrs.extend(auth);
-    request(METHOD_ALLOCATE, attrs)
+    })]
 }
 
 /// Sends `req` until its answer comes (retransmitting at 250 ms, then

@@ -394,3 +394,54 @@ async fn the_deployment_guides_coturn_block_runs_and_accepts_our_credentials() {
         wrong[0].1
     );
 }
+
+#[tokio::test]
+async fn the_deployment_guides_coturn_block_refuses_private_peers() {
+    if prerequisites("the_deployment_guides_coturn_block_refuses_private_peers").is_err() {
+        return;
+    }
+    let port = free_udp_port();
+    let conf: String = deployment_coturn_block()
+        .lines()
+        .map(|line| match line.split_once('=') {
+            Some(("listening-port", _)) => format!("listening-port={port}\n"),
+            Some(("static-auth-secret", _)) => format!("static-auth-secret={SECRET}\n"),
+            Some((key @ ("listening-ip" | "relay-ip" | "external-ip"), _)) => {
+                format!("{key}=127.0.0.1\n")
+            }
+            _ => format!("{line}\n"),
+        })
+        .collect();
+    let coturn = Coturn::with_config(&conf, port, Coturn::scratch(port));
+    let user = UserId::new("alice").unwrap();
+    let username = turn_username(calling_usersig::now_unix() + 600, &user);
+    let password = turn_password(SECRET, &username);
+    // The operator's LAN and the TURN host itself are out of reach (IPv4:
+    // the relay is; an IPv6 peer would be a family mismatch, not a test of
+    // the list)...
+    for peer in [
+        "10.1.2.3:5000",
+        "172.16.0.9:5000",
+        "192.168.1.10:5000",
+        "127.0.0.1:5000",
+        "169.254.1.1:5000",
+        "100.64.0.1:5000",
+    ] {
+        let result = turn_check::probe_permission(
+            &coturn.url(),
+            &username,
+            &password,
+            peer.parse().unwrap(),
+        )
+        .await;
+        assert!(
+            matches!(result, Err(TurnCheckError::Refused { code: 403, .. })),
+            "the guide's coturn relays to {peer}: {result:?}"
+        );
+    }
+    // ...while a public address is not (TEST-NET-3: never contacted, a
+    // permission sends nothing).
+    let public = "203.0.113.7:5000".parse().unwrap();
+    let result = turn_check::probe_permission(&coturn.url(), &username, &password, public).await;
+    assert!(result.is_ok(), "{result:?}");
+}
