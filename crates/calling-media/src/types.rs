@@ -157,7 +157,10 @@ pub struct MediaConfig {
     /// address per peer). A wildcard (`0.0.0.0:0`, `[::]:0`) stands for
     /// every usable interface present when the connection is built (and
     /// again at each ICE restart): one host candidate each, loopback and
-    /// link-local excluded. A loopback address adds loopback candidates,
+    /// link-local excluded; a wildcard of a family the host has no such
+    /// interface of when the connection is built is left out (rather than
+    /// announced as `0.0.0.0` or `::`). A loopback address adds loopback
+    /// candidates,
     /// which only a peer on the same host can reach.
     ///
     /// Default: every interface, IPv4 and IPv6, plus `127.0.0.1`: two

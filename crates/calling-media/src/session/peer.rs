@@ -24,7 +24,7 @@ use webrtc::peer_connection::{
 use super::gate::{Gate, GatedRuntime};
 use super::negotiation::{LocalCandidates, Negotiation};
 use super::send::LocalTrack;
-use super::{Inner, MediaSession, codec, is_offerer, negotiation, receive};
+use super::{Inner, MediaSession, codec, interfaces, is_offerer, negotiation, receive};
 use crate::error::MediaError;
 use crate::types::{
     CandidateKind, MediaEvent, MediaKind, PeerState, PeerStats, SelectedPair, VideoCodec,
@@ -444,7 +444,7 @@ impl MediaSession {
             .with_interceptor_registry(registry)
             .with_setting_engine(settings)
             .with_handler(handler)
-            .with_udp_addrs(cfg.udp_addrs.clone())
+            .with_udp_addrs(interfaces::bind_addrs(&cfg.udp_addrs))
             .build()
             .await
             .map_err(MediaError::webrtc)?;
