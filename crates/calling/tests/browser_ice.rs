@@ -370,7 +370,7 @@ async fn rust_calls_a_relay_only_browser_through_coturn_with_server_issued_crede
 
     let sig = calling_usersig::generate(APP, KEY, "rust", 3600, calling_usersig::now_unix());
     let url = format!("ws://{}/ws", server.local_addr());
-    let (rust, mut events) = Calling::login(&url, APP, "rust", &sig, CallingConfig::default())
+    let (rust, mut events) = Calling::login(&url, APP, "rust", &sig, CallingConfig::loopback())
         .await
         .unwrap();
 
@@ -406,6 +406,16 @@ async fn rust_calls_a_relay_only_browser_through_coturn_with_server_issued_crede
         Some("relay"),
         "the browser's selected local candidate is not a relay one: {pair}"
     );
+    // Rust's view, for the log: its end is a host candidate; the browser's
+    // is its relay address, often as peer-reflexive (its checks arrive
+    // before its trickled relay candidate does). The browser's own stats
+    // above are what tell.
+    let stats = rust.stats().await.unwrap();
+    let rust_pair = stats
+        .iter()
+        .find(|s| s.user.as_str() == "web-relay")
+        .and_then(|s| s.selected_pair);
+    eprintln!("rust's selected pair: {rust_pair:?}");
     // The page renews its credential before it expires, by itself.
     let refreshed = driver.expect("REFRESHED ").await;
     let fresh: serde_json::Value = serde_json::from_str(&refreshed["REFRESHED ".len()..]).unwrap();
