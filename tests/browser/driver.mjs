@@ -16,7 +16,8 @@
 //   answer-relay        as answer, but the page is set to relay-only (?relay=1): print
 //                       ICE <json of the page's iceServers>, MEDIA_OK, then
 //                       PAIR <local type> <remote type> of the selected candidate pair,
-//                       REFRESHED once the page's TURN credential was renewed, ENDED
+//                       REFRESHED once the page renewed its TURN credential (and set it
+//                       on the live connection), ENDED
 //   bench-b2b           web-a calls web-b count= times; web-b's setup figures
 //   bench               log in as user=, accept count= calls in a row, print
 //                       SETUP <caller> <connect ms> <first frame ms> for each
@@ -301,6 +302,14 @@ const scenarios = {
     const first = JSON.stringify(servers);
     await page.waitForFunction((f) => JSON.stringify(window.demo.client.iceServers) !== f, first, { timeout: 30_000 });
     const fresh = await page.evaluate(() => window.demo.client.iceServers);
+    // ...and hands it to the live connection too, for its next ICE restart.
+    const live = await page.evaluate(() => {
+      const peer = [...window.demo.client.active.peers.values()][0];
+      return peer ? peer.pc.getConfiguration().iceServers : null;
+    });
+    if (!live || JSON.stringify(live.map((s) => s.username)) !== JSON.stringify(fresh.map((s) => s.username))) {
+      fail(`the live connection kept its old ICE servers: ${JSON.stringify(live)} vs ${JSON.stringify(fresh)}`);
+    }
     say(`REFRESHED ${JSON.stringify(fresh)}`);
     await waitEvent(page, 'callEnd');
     say('ENDED');
