@@ -22,7 +22,11 @@ const TURN_URL: &str = "turn:127.0.0.1:3478?transport=udp";
 
 /// The TURN REST API password, computed here independently of the server.
 fn rest_password(username: &str) -> String {
-    let mut mac = Hmac::<Sha1>::new_from_slice(TURN_SECRET.as_bytes()).unwrap();
+    rest_password_with(TURN_SECRET, username)
+}
+
+fn rest_password_with(secret: &str, username: &str) -> String {
+    let mut mac = Hmac::<Sha1>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(username.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
@@ -156,4 +160,69 @@ async fn ws_transport_replaces_its_credentials_before_they_expire() {
     assert!(turn_credential(&again).2 > expires_at);
     alice.close().await;
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reconnect_brings_the_new_servers_credentials_and_restarts_the_schedule() {
+    let ttl_server = |secret: &'static str, ttl: u64| {
+        move |c: &mut calling_server::Config| {
+            let mut turn = TurnConfig::new(vec![TURN_URL.into()], secret);
+            turn.ttl = Duration::from_secs(ttl);
+            c.ice.turn = Some(turn);
+        }
+    };
+    let server = start_with(ttl_server("secret-a", 600)).await;
+    let addr = server.local_addr();
+    let url = format!("ws://{addr}/ws");
+    let alice = WsTransport::connect(WsConfig::new(url, APP, uid("alice"), sig("alice")))
+        .await
+        .unwrap();
+    let mut events = alice.take_events().unwrap();
+    let (username, password, _) = turn_credential(&alice.ice_servers());
+    assert_eq!(password, rest_password_with("secret-a", &username));
+    server.shutdown().await;
+    assert_eq!(
+        next_event(&mut events).await,
+        calling_signal::TransportEvent::Disconnected
+    );
+
+    // The server comes back with another secret and a short lifetime.
+    let server = start_with(|c| {
+        ttl_server("secret-b", 5)(c);
+        c.listen = addr;
+    })
+    .await;
+    assert_eq!(
+        next_event(&mut events).await,
+        calling_signal::TransportEvent::Reconnected
+    );
+    let relogin = alice.ice_servers();
+    let (username, password, expires_at) = turn_credential(&relogin);
+    assert_eq!(password, rest_password_with("secret-b", &username));
+    // Its schedule is the new list's: a refresh before those 5 s are up.
+    let fresh = loop {
+        let list = alice.ice_servers();
+        if list != relogin {
+            break list;
+        }
+        assert!(
+            now_unix() < expires_at,
+            "the re-login's credentials were not renewed before they expired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (username, password, later) = turn_credential(&fresh);
+    assert!(later > expires_at);
+    assert_eq!(password, rest_password_with("secret-b", &username));
+    alice.close().await;
+    server.shutdown().await;
+}
+
+async fn next_event(
+    events: &mut tokio::sync::mpsc::Receiver<calling_signal::TransportEvent>,
+) -> calling_signal::TransportEvent {
+    tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .unwrap()
+        .unwrap()
 }
