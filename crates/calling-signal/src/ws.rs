@@ -895,9 +895,10 @@ impl Driver {
         // While events wait in `held` for room in the application's queue,
         // the socket is not read (backpressure: the server holds what
         // follows), but commands and heartbeats go on, and the server's
-        // silence is not held against it. Only while a join, allow or leave
-        // waits for its answer is the socket read on, into `held` (bounded):
-        // the application may be waiting for that answer instead of reading.
+        // silence is not held against it. Only while a join, allow, leave or
+        // ice_refresh waits for its answer is the socket read on, into `held`
+        // (bounded): the application may be waiting for that answer instead
+        // of reading.
         let events = self.events.clone();
         loop {
             let dead_at = last_seen + params.heartbeat_timeout;
@@ -1002,16 +1003,19 @@ impl Driver {
         }
     }
 
-    /// Events read on while a join, allow or leave waits for its answer, at
-    /// most:
+    /// Events read on while a join, allow, leave or ice_refresh waits for
+    /// its answer, at most:
     /// as many as the server queues for one client.
     const MAX_HELD: usize = 256;
 
     /// Whether the session reads the socket with `held` waiting.
     fn may_read(&self, held: &VecDeque<TransportEvent>) -> bool {
+        // An ice_refresh answer counts too: left unread behind held events
+        // it would time out and be asked for again.
         let awaited = !self.pending_join.is_empty()
             || !self.pending_allow.is_empty()
-            || !self.pending_leave.is_empty();
+            || !self.pending_leave.is_empty()
+            || self.refresh.awaiting.is_some();
         held.is_empty() || (awaited && held.len() < Self::MAX_HELD)
     }
 
