@@ -56,7 +56,7 @@ struct Args {
     #[arg(long, default_value_t = 30)]
     ring_secs: u64,
     /// Local UDP address media binds, repeatable (default: every interface
-    /// plus loopback; `127.0.0.1:0` keeps media on this host).
+    /// (IPv4 and IPv6); `127.0.0.1:0` keeps media on this host).
     #[arg(long = "udp-addr")]
     udp_addrs: Vec<std::net::SocketAddr>,
     /// PEM file of a CA to trust for a `wss://` server besides the system

@@ -163,11 +163,15 @@ pub struct MediaConfig {
     /// candidates,
     /// which only a peer on the same host can reach.
     ///
-    /// Default: every interface, IPv4 and IPv6, plus `127.0.0.1`: two
-    /// machines on one LAN connect with no configuration, and two ends on
-    /// one host still do when it has no other interface. List specific
-    /// addresses to restrict it (e.g. [`MediaConfig::loopback`] for tests
-    /// on one host, or one LAN address).
+    /// Default: every interface, IPv4 and IPv6 (`0.0.0.0:0`, `[::]:0`):
+    /// two machines on one LAN connect with no configuration, and two ends
+    /// on one host connect over its own addresses. A host with no usable
+    /// interface at all binds `127.0.0.1` instead, so that ends on it
+    /// still connect. A loopback socket next to real interfaces is not the
+    /// default: it would try (and fail) to send to every remote candidate.
+    /// List specific addresses to restrict it (e.g.
+    /// [`MediaConfig::loopback`] for tests on one host, or one LAN
+    /// address).
     pub udp_addrs: Vec<SocketAddr>,
     /// ICE connectivity-check interval. webrtc-rs defaults to 200 ms, which
     /// dominates call setup; default here 5 ms (setup on loopback: p50 about
@@ -184,6 +188,17 @@ pub struct MediaConfig {
     /// answering our offer check before their candidates arrive, which
     /// webrtc-rs would otherwise hold for 1 s. Default zero.
     pub prflx_acceptance_min_wait: Duration,
+    /// How long after checks start ICE waits before it accepts a pair
+    /// through a NAT mapping (server-reflexive), so that a host pair that
+    /// works (one LAN) still wins. webrtc-rs waits 500 ms, which was all
+    /// of the setup time behind two NATs; default 50 ms.
+    pub srflx_acceptance_min_wait: Duration,
+    /// How long after checks start ICE waits before it accepts a relay
+    /// pair, so that a direct path answering within it wins (a relay
+    /// costs the operator bandwidth and the users latency). webrtc-rs
+    /// waits 2 s, which was most of a relayed call's setup and of its
+    /// restore after a relay restart; default 250 ms.
+    pub relay_acceptance_min_wait: Duration,
     /// STUN/TURN servers ICE gathers server-reflexive and relay candidates
     /// from. Default none (host candidates only).
     pub ice_servers: Vec<IceServer>,
@@ -238,6 +253,8 @@ impl Default for MediaConfig {
             ice_check_interval: Duration::from_millis(5),
             ice_check_window: Duration::from_secs(2),
             prflx_acceptance_min_wait: Duration::ZERO,
+            srflx_acceptance_min_wait: Duration::from_millis(50),
+            relay_acceptance_min_wait: Duration::from_millis(250),
             ice_servers: Vec::new(),
             relay_only: false,
             video_codec: VideoCodec::H264,
@@ -264,13 +281,11 @@ impl MediaConfig {
         }
     }
 
-    /// The default `udp_addrs`: every IPv4 and IPv6 interface, plus
-    /// loopback.
+    /// The default `udp_addrs`: every IPv4 and IPv6 interface.
     pub fn every_interface() -> Vec<SocketAddr> {
         vec![
             SocketAddr::from(([0, 0, 0, 0], 0)),
             SocketAddr::from(([0u16; 8], 0)),
-            SocketAddr::from(([127, 0, 0, 1], 0)),
         ]
     }
 }
@@ -430,6 +445,12 @@ pub enum MediaSignal {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         username_fragment: Option<String>,
     },
+    /// "Restart ICE, please": sent by the answering side (the higher id)
+    /// while its media is interrupted, since only the offerer restarts. A
+    /// path can break one way only (our packets no longer reach the
+    /// offerer while its still reach us); the offerer then sees nothing
+    /// wrong and would never restart on its own.
+    Restart,
 }
 
 /// What a session reports to the app (and the facade).
@@ -621,6 +642,14 @@ mod tests {
 
     #[test]
     fn signals_have_the_documented_json_shape() {
+        assert_eq!(
+            serde_json::to_string(&MediaSignal::Restart).unwrap(),
+            r#"{"type":"restart"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<MediaSignal>(r#"{"type":"restart"}"#).unwrap(),
+            MediaSignal::Restart
+        );
         let offer = MediaSignal::Offer { sdp: "v=0".into() };
         assert_eq!(
             serde_json::to_string(&offer).unwrap(),

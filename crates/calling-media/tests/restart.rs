@@ -125,15 +125,12 @@ async fn a_changed_address_is_followed_by_the_restarts_new_sockets() {
     // is unblocked: only the sockets the restart binds can carry media.
     let changed = std::time::Instant::now();
     m.session("bob").retire_path(&uid("alice"));
-    for (me, other) in [("alice", "bob"), ("bob", "alice")] {
-        m.node(me)
-            .event(|e| is_media(e, other, PeerMedia::Interrupted))
-            .await;
-    }
-    for (me, other) in [("alice", "bob"), ("bob", "alice")] {
-        m.node(me)
-            .event(|e| is_media(e, other, PeerMedia::Restored))
-            .await;
+    // Whoever notices first (alice restarts, or bob asks her to) brings
+    // it back: the other may never see an interruption at all.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while offers_by_alice(&m).len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no restart offer");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for (me, other) in [("alice", "bob"), ("bob", "alice")] {
         let node = m.node(me);
@@ -219,5 +216,94 @@ async fn restart_offers_from_non_members_and_to_the_offerer_are_refused() {
         .unwrap_err();
     assert!(matches!(err, MediaError::UnknownPeer(_)), "{err}");
     assert!(bob.peers().is_empty());
+    m.close().await;
+}
+
+/// Whether bob asked alice to restart.
+fn restart_requests_by_bob(m: &Mesh) -> usize {
+    m.log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(from, _, s)| from == "bob" && matches!(s, MediaSignal::Restart))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_broken_towards_the_answerer_only_is_restarted_at_its_request() {
+    let mut m = call(Duration::from_secs(60)).await;
+    let before = offers_by_alice(&m).len();
+    // bob hears nothing from alice; alice still hears bob, so her ICE sees
+    // nothing wrong: only bob's request makes her restart.
+    m.session("bob").set_path_deaf(&uid("alice"), true);
+    m.node("bob")
+        .event(|e| is_media(e, "alice", PeerMedia::Interrupted))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while offers_by_alice(&m).len() == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alice never restarted ({} requests from bob)",
+            restart_requests_by_bob(&m)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(restart_requests_by_bob(&m) >= 1);
+    m.session("bob").set_path_deaf(&uid("alice"), false);
+    m.node("bob")
+        .event(|e| is_media(e, "alice", PeerMedia::Restored))
+        .await;
+    for (me, other) in [("alice", "bob"), ("bob", "alice")] {
+        let node = m.node(me);
+        while node.frames.try_recv().is_ok() {}
+        node.collect(other, MediaKind::Audio, 5).await;
+    }
+    m.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_requests_go_to_the_offerer_only_and_from_members_only() {
+    let mut m = call(Duration::from_secs(60)).await;
+    // bob does not offer, so he does not restart.
+    let err = m
+        .session("bob")
+        .handle_signal(&uid("alice"), MediaSignal::Restart)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            MediaError::UnexpectedSignal {
+                what: "restart request",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Nobody alice is not connected with can make her restart.
+    let before = offers_by_alice(&m).len();
+    let err = m
+        .session("alice")
+        .handle_signal(&uid("mallory"), MediaSignal::Restart)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MediaError::UnknownPeer(_)), "{err}");
+    // bob's request is served once; a second right after is the same one.
+    for _ in 0..2 {
+        m.session("alice")
+            .handle_signal(&uid("bob"), MediaSignal::Restart)
+            .await
+            .unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while offers_by_alice(&m).len() == before {
+        assert!(tokio::time::Instant::now() < deadline, "no restart offer");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The restart is answered and media goes on; still one offer.
+    let node = m.node("bob");
+    while node.frames.try_recv().is_ok() {}
+    node.collect("alice", MediaKind::Audio, 5).await;
+    assert_eq!(offers_by_alice(&m).len(), before + 1);
     m.close().await;
 }

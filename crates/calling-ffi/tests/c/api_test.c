@@ -520,10 +520,11 @@ static void test_no_events_after_free(void) {
   EXPECT(st.connected);
   EXPECT(st.packets_received > 0 && st.bytes_received > 0);
   EXPECT(st.video_frames_received == 0); /* an audio call */
-  /* Media flows, so ICE selected a pair: on loopback, host to host. */
+  /* Media flows, so ICE selected a pair: on loopback, host to host (or to
+   * the address carol's checks came from, when they beat her candidate). */
   calling_ice_path path = CALLING_ICE_PATH_RELAY;
   EXPECT_RESULT(calling_client_peer_path(bob, "carol", &path), CALLING_RESULT_OK);
-  EXPECT(path == CALLING_ICE_PATH_HOST);
+  EXPECT(path == CALLING_ICE_PATH_HOST || path == CALLING_ICE_PATH_PEER_REFLEXIVE);
   EXPECT_RESULT(calling_client_peer_path(bob, "nobody", &path), CALLING_RESULT_NOT_IN_CALL);
   calling_client_free(alice);
   atomic_store(&freed, 1);

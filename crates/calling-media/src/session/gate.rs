@@ -128,6 +128,9 @@ pub(super) struct Gate {
     /// Drop everything sent and received (a broken path, for tests).
     #[cfg(feature = "fault-injection")]
     blocked: std::sync::atomic::AtomicBool,
+    /// Drops what this connection receives only (a path broken one way).
+    #[cfg(feature = "fault-injection")]
+    deaf: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Gate {
@@ -138,6 +141,8 @@ impl Default for Gate {
             kick: Arc::default(),
             #[cfg(feature = "fault-injection")]
             blocked: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(feature = "fault-injection")]
+            deaf: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -188,6 +193,24 @@ impl Gate {
     #[cfg(feature = "fault-injection")]
     pub(super) fn set_blocked(&self, blocked: bool) {
         self.blocked.store(blocked, Ordering::SeqCst);
+    }
+
+    /// Drops every datagram this connection receives from now on, and
+    /// none it sends (`true`): the path is broken towards us only.
+    #[cfg(feature = "fault-injection")]
+    pub(super) fn set_deaf(&self, deaf: bool) {
+        self.deaf.store(deaf, Ordering::SeqCst);
+    }
+
+    fn deaf(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        {
+            self.deaf.load(Ordering::SeqCst)
+        }
+        #[cfg(not(feature = "fault-injection"))]
+        {
+            false
+        }
     }
 
     /// Drops every datagram of the sockets bound so far, for good; sockets
@@ -345,7 +368,7 @@ impl AsyncUdpSocket for GatedSocket {
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
         loop {
-            if self.cut() {
+            if self.cut() || self.gate.deaf() {
                 match self.inner.poll_recv(cx, bufs, meta) {
                     Poll::Ready(Ok(_)) => continue,
                     other => return other,

@@ -6,8 +6,9 @@
 //! announces it as a host candidate (`0.0.0.0` or `::`), an address no peer
 //! can use and that the peer's stack would send to itself; a host without
 //! IPv6 would also log a bind error per connection. Such a wildcard is left
-//! out here, so the default (every IPv4 and IPv6 interface plus loopback)
-//! is quiet and clean on every host.
+//! out here, so the default (every IPv4 and IPv6 interface) is quiet and
+//! clean on every host. When that leaves nothing (a host with loopback
+//! only), `127.0.0.1` is bound instead, so ends on that host connect.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -35,10 +36,15 @@ fn filter(configured: &[SocketAddr], usable: &[IpAddr]) -> Vec<SocketAddr> {
         .copied()
         .filter(|a| !a.ip().is_unspecified() || usable.iter().any(|ip| ip.is_ipv4() == a.is_ipv4()))
         .collect();
-    if kept.is_empty() {
-        configured.to_vec()
-    } else {
+    if !kept.is_empty() {
         kept
+    } else if configured.iter().all(|a| a.ip().is_unspecified()) {
+        // Only wildcards, and no interface for any: this host's peers can
+        // only be on this host.
+        let port = configured.first().map_or(0, SocketAddr::port);
+        vec![SocketAddr::from(([127, 0, 0, 1], port))]
+    } else {
+        configured.to_vec()
     }
 }
 
@@ -66,15 +72,25 @@ mod tests {
 
     #[test]
     fn a_wildcard_without_an_interface_of_its_family_is_left_out() {
-        let default = addrs(&["0.0.0.0:0", "[::]:0", "127.0.0.1:0"]);
+        let default = addrs(&["0.0.0.0:0", "[::]:0"]);
         // IPv4 only (a home router's LAN, a container).
         assert_eq!(
             filter(&default, &ips(&["192.0.2.10"])),
-            addrs(&["0.0.0.0:0", "127.0.0.1:0"])
+            addrs(&["0.0.0.0:0"])
         );
         // Both families.
         assert_eq!(filter(&default, &ips(&["192.0.2.10", "fd00::2"])), default);
-        // Loopback only: the loopback address is what is left.
+        // With an explicit loopback address next to the wildcards.
+        let with_loopback = addrs(&["0.0.0.0:0", "[::]:0", "127.0.0.1:0"]);
+        assert_eq!(
+            filter(&with_loopback, &ips(&["fd00::2"])),
+            addrs(&["[::]:0", "127.0.0.1:0"])
+        );
+    }
+
+    #[test]
+    fn wildcards_on_a_host_without_interfaces_become_loopback() {
+        let default = addrs(&["0.0.0.0:0", "[::]:0"]);
         assert_eq!(filter(&default, &[]), addrs(&["127.0.0.1:0"]));
     }
 
@@ -82,8 +98,8 @@ mod tests {
     fn explicit_addresses_are_kept_and_the_list_is_never_emptied() {
         let explicit = addrs(&["192.0.2.10:0", "[fd00::2]:5000"]);
         assert_eq!(filter(&explicit, &[]), explicit);
-        let wildcards = addrs(&["0.0.0.0:0", "[::]:0"]);
-        assert_eq!(filter(&wildcards, &[]), wildcards);
+        let mixed = addrs(&["0.0.0.0:0", "192.0.2.10:0"]);
+        assert_eq!(filter(&mixed, &[]), addrs(&["192.0.2.10:0"]));
     }
 
     #[test]

@@ -328,6 +328,7 @@ impl MediaSession {
                 };
                 self.handle_candidate(from, init).await
             }
+            MediaSignal::Restart => self.handle_restart_request(from).await,
         }
     }
 
@@ -352,6 +353,17 @@ impl MediaSession {
     pub fn set_path_blocked(&self, remote: &UserId, blocked: bool) {
         if let Some(peer) = self.inner.peer(remote) {
             peer.shared.gate.set_blocked(blocked);
+        }
+    }
+
+    /// Drops (`true`) every datagram the connection with `remote` receives
+    /// and none it sends, or passes them again: a path broken towards us
+    /// only. For tests of ICE restart; does nothing without a connection.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn set_path_deaf(&self, remote: &UserId, deaf: bool) {
+        if let Some(peer) = self.inner.peer(remote) {
+            peer.shared.gate.set_deaf(deaf);
         }
     }
 

@@ -34,6 +34,9 @@ pub(super) struct Negotiation {
     remote_session: Option<String>,
     /// The remote's candidates that arrived before its description.
     pending: Vec<RTCIceCandidateInit>,
+    /// Restart offers made again before their answer came (the first may
+    /// have been lost): that many late answers are dropped, not refused.
+    superseded: u32,
 }
 
 /// Our candidates on their way to one remote.
@@ -291,6 +294,7 @@ impl MediaSession {
         }
         if neg.awaiting_answer {
             tracing::debug!(user = %shared.remote, "last restart offer unanswered; offering again");
+            neg.superseded = neg.superseded.saturating_add(1);
         }
         if let Err(e) = peer
             .pc
@@ -314,6 +318,7 @@ impl MediaSession {
             .map_err(MediaError::webrtc)?;
         neg.awaiting_answer = true;
         drop(neg);
+        super::restore::restarted(shared);
         tracing::info!(user = %shared.remote, "ICE restart offered");
         self.emit_description(&peer, MediaSignal::Offer { sdp });
         Ok(())
@@ -465,6 +470,30 @@ impl MediaSession {
         Ok(())
     }
 
+    /// The answering side asks us, the offerer, to restart ICE: its media
+    /// is interrupted, perhaps on a path that broke towards it only. An ask
+    /// that comes right after our last restart (see
+    /// [`super::restore::restart_requested`]) is served by that restart.
+    pub(super) async fn handle_restart_request(&self, from: &UserId) -> Result<(), MediaError> {
+        let Some(peer) = self.inner.peer(from) else {
+            return Err(MediaError::UnknownPeer(from.clone()));
+        };
+        if !peer.offerer {
+            // Only the lower id offers, so only it restarts.
+            return Err(MediaError::UnexpectedSignal {
+                from: from.clone(),
+                what: "restart request",
+            });
+        }
+        let awaiting = peer.negotiation.lock().await.awaiting_answer;
+        if !super::restore::restart_requested(&peer.shared, awaiting) {
+            tracing::debug!(user = %from, "restart request right after a restart: ignored");
+            return Ok(());
+        }
+        tracing::info!(user = %from, "peer asks for an ICE restart");
+        self.restart_ice(&peer.shared).await
+    }
+
     pub(super) async fn handle_answer(&self, from: &UserId, sdp: String) -> Result<(), MediaError> {
         let desc = self.parse_description(from, "answer", sdp, RTCSessionDescription::answer)?;
         let peer = self
@@ -472,6 +501,14 @@ impl MediaSession {
             .peer(from)
             .ok_or_else(|| MediaError::UnknownPeer(from.clone()))?;
         let mut neg = peer.negotiation.lock().await;
+        if !neg.awaiting_answer && neg.superseded > 0 {
+            // The answer to a restart offer we made again: the one that
+            // came first was applied (if it was the stale one, its pairs
+            // fail and the next restart mends it).
+            neg.superseded -= 1;
+            tracing::debug!(user = %from, "late answer to a superseded restart offer: dropped");
+            return Ok(());
+        }
         if !neg.awaiting_answer {
             return Err(MediaError::UnexpectedSignal {
                 from: from.clone(),

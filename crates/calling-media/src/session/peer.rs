@@ -440,6 +440,7 @@ impl MediaSession {
 
     async fn build_peer(&self, remote: &UserId) -> Result<Peer, MediaError> {
         let cfg = &self.inner.config;
+        let udp_addrs = interfaces::bind_addrs(&cfg.udp_addrs);
         let mut engine = codec::media_engine(cfg.video_codec)?;
         let registry = interceptors(&mut engine, cfg.nack_history)?;
         let settings = SettingEngineBuilder::new()
@@ -451,8 +452,10 @@ impl MediaSession {
                 )),
             )
             .with_prflx_acceptance_min_wait(Some(cfg.prflx_acceptance_min_wait))
+            .with_srflx_acceptance_min_wait(Some(cfg.srflx_acceptance_min_wait))
+            .with_relay_acceptance_min_wait(Some(cfg.relay_acceptance_min_wait))
             .with_host_acceptance_min_wait(Some(Duration::ZERO))
-            .with_include_loopback_candidate(cfg.udp_addrs.iter().any(|a| a.ip().is_loopback()))
+            .with_include_loopback_candidate(udp_addrs.iter().any(|a| a.ip().is_loopback()))
             .with_ice_timeouts(
                 Some(cfg.ice_disconnected_timeout),
                 Some(cfg.ice_failed_timeout),
@@ -496,7 +499,7 @@ impl MediaSession {
             .with_interceptor_registry(registry)
             .with_setting_engine(settings)
             .with_handler(handler)
-            .with_udp_addrs(interfaces::bind_addrs(&cfg.udp_addrs))
+            .with_udp_addrs(udp_addrs)
             .build()
             .await
             .map_err(MediaError::webrtc)?;

@@ -5,7 +5,10 @@
 //! not, [`PeerMedia::Failed`] (no more restarts).
 //!
 //! Each side decides by itself: the other may be unreachable, and the
-//! answerer, which never offers, still owes its app a verdict.
+//! answerer, which never offers, still owes its app a verdict. The
+//! answerer asks the offerer to restart ([`MediaSignal::Restart`]) each
+//! time the offerer would retry: a path that broke towards the answerer
+//! only leaves the offerer's ICE connected, and it would not restart.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, Weak};
@@ -13,10 +16,19 @@ use std::time::{Duration, Instant};
 
 use super::peer::PeerShared;
 use super::{Inner, MediaSession};
-use crate::types::{MediaEvent, PeerMedia};
+use crate::types::{MediaEvent, MediaSignal, PeerMedia};
 
 /// The longest wait between two restarts.
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
+
+/// A restart (asked for or our own retry) this soon after the last one is
+/// served by it: the answerer asks once per retry, at least a second apart.
+const MIN_RESTART_GAP: Duration = Duration::from_millis(900);
+
+/// While our last restart offer waits for its answer, a request is served
+/// by it for this long; later, the offer may have been lost on the way
+/// (the signalling connection dropped too) and is made again.
+const ANSWER_WAIT: Duration = Duration::from_secs(3);
 
 /// Where the media of one connection stands across restarts.
 #[derive(Default)]
@@ -27,6 +39,39 @@ pub(super) struct Restore {
     failed: bool,
     /// Counts interruptions, so that the task of an earlier one ends.
     generation: u64,
+    /// When we (the offerer) last offered an ICE restart.
+    last_restart: Option<Instant>,
+}
+
+/// We offered an ICE restart now.
+pub(super) fn restarted(shared: &PeerShared) {
+    shared
+        .restore
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .last_restart = Some(Instant::now());
+}
+
+/// The answering side asked for a restart: whether to make one, not when
+/// one was made a moment ago, or when its offer (`awaiting` an answer) is
+/// still on its way.
+pub(super) fn restart_requested(shared: &PeerShared, awaiting: bool) -> bool {
+    let gap = if awaiting {
+        ANSWER_WAIT
+    } else {
+        MIN_RESTART_GAP
+    };
+    !shared.closed.load(Ordering::Acquire) && !restarted_within(shared, gap)
+}
+
+/// Whether we offered a restart less than `gap` ago.
+fn restarted_within(shared: &PeerShared, gap: Duration) -> bool {
+    shared
+        .restore
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .last_restart
+        .is_some_and(|at| at.elapsed() < gap)
 }
 
 /// The connection went disconnected or failed: report it once per
@@ -106,7 +151,10 @@ async fn restore(shared: Arc<PeerShared>, session: Weak<Inner>, generation: u64)
         if !still_interrupted(&shared, generation) {
             return;
         }
-        if offerer {
+        if offerer && restarted_within(&shared, MIN_RESTART_GAP) {
+            // A request from the answerer made one a moment ago.
+            tracing::debug!(user = %shared.remote, "restarted a moment ago; waiting");
+        } else if offerer {
             let Some(inner) = session.upgrade() else {
                 return;
             };
@@ -114,6 +162,14 @@ async fn restore(shared: Arc<PeerShared>, session: Weak<Inner>, generation: u64)
             if let Err(e) = media.restart_ice(&shared).await {
                 tracing::warn!(user = %shared.remote, error = %e, "ICE restart failed");
             }
+        } else if let Some(inner) = session.upgrade() {
+            // Only the offerer restarts; it may see nothing wrong when the
+            // path broke towards us only, so ask it each time.
+            tracing::debug!(user = %shared.remote, "asking the offerer to restart ICE");
+            inner.emit(MediaEvent::Signal {
+                to: shared.remote.clone(),
+                signal: MediaSignal::Restart,
+            });
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {

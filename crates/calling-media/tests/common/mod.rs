@@ -127,6 +127,7 @@ impl Path {
                     username_fragment,
                 }
             }
+            MediaSignal::Restart => MediaSignal::Restart,
         }
     }
 }
