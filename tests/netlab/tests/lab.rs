@@ -1,0 +1,546 @@
+//! Calls across the NAT lab: real kernel NATs (nftables masquerade) in
+//! network namespaces this test creates, calling-server over TLS (wss://
+//! with the lab's CA) and a real coturn in the public namespace. Every call
+//! carries audio and video both ways, counted at both ends. See
+//! `docs/NETLAB.md`.
+//!
+//! Needs root, iproute2, nftables, conntrack and coturn (scripts/setup.sh).
+//! Without them each test prints a loud SKIPPED banner, and fails under CI.
+//!
+//! The setup-time figures: `cargo test -p calling-netlab --test lab --
+//! --ignored --nocapture setup_time_per_path_type` (scripts/bench-netlab.sh).
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use calling_netlab::{
+    Lab, Nat, Node, PUBLIC_IP, PUBLIC_IP2, TURN_PORT, TURN_SECRET, WAN_A, WAN_A_MOVED, WAN_B,
+    lab_node, prerequisites, set_lab_node,
+};
+
+/// Longest a call may take to carry its first frames both ways.
+const CALL_WAIT: Duration = Duration::from_secs(60);
+
+/// One call at a time: every call encodes H.264 both ways, and the machine
+/// has two cores shared with other work.
+static CALLS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    CALLS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn setup(test: &str) -> bool {
+    set_lab_node(env!("CARGO_BIN_EXE_lab-node"));
+    prerequisites(test)
+}
+
+fn stun_url() -> String {
+    format!("stun:{PUBLIC_IP}:{TURN_PORT}")
+}
+
+fn turn_url() -> String {
+    format!("turn:{PUBLIC_IP}:{TURN_PORT}?transport=udp")
+}
+
+fn stun_servers() -> [String; 2] {
+    [
+        format!("{PUBLIC_IP}:{TURN_PORT}"),
+        format!("{PUBLIC_IP2}:{TURN_PORT}"),
+    ]
+}
+
+/// A Rust SDK peer in `ns` logged in as `user` (answering unless `call`).
+fn peer(lab: &Lab, ns: &str, user: &str, pki_ca: &str, extra: &[&str]) -> Node {
+    let url = lab.wss_url();
+    let mut args = vec![
+        lab_node(),
+        "peer",
+        "--url",
+        &url,
+        "--ca",
+        pki_ca,
+        "--user",
+        user,
+    ];
+    args.extend_from_slice(extra);
+    let node = lab.spawn(ns, user, &args);
+    node.wait_for(Duration::from_secs(30), |v| v["type"] == "ready");
+    node
+}
+
+/// bob (in `callee_ns`) answers, alice (in `caller_ns`) calls him; returns
+/// both once each has received frames of audio and video from the other.
+fn call(
+    lab: &Lab,
+    ca: &str,
+    (caller_ns, caller_flags): (&str, &[&str]),
+    (callee_ns, callee_flags): (&str, &[&str]),
+) -> (Node, Node) {
+    let bob = peer(lab, callee_ns, "bob", ca, callee_flags);
+    let mut flags = vec!["--call", "bob"];
+    flags.extend_from_slice(caller_flags);
+    let alice = peer(lab, caller_ns, "alice", ca, &flags);
+    for (node, from) in [(&alice, "bob"), (&bob, "alice")] {
+        let frames = node.try_wait_for(CALL_WAIT, |v| v["type"] == "frames");
+        let Some(frames) = frames else {
+            panic!(
+                "no media from {from} within {CALL_WAIT:?}\n{}\n{}",
+                alice.text(),
+                bob.text()
+            );
+        };
+        assert_eq!(frames["from"], from);
+        assert!(frames["audio_frames"].as_u64().unwrap() >= 20, "{frames}");
+        assert!(frames["video_frames"].as_u64().unwrap() >= 20, "{frames}");
+    }
+    (alice, bob)
+}
+
+/// Lines of `conntrack -L -p udp` in `router` for flows between `a` and
+/// `b` that got answers (ICE checks that went unanswered do not count).
+fn flows(lab: &Lab, router: &str, a: &str, b: &str) -> Vec<String> {
+    lab.conntrack_udp(router)
+        .lines()
+        .filter(|l| l.contains(&format!("={a} ")) && l.contains(&format!("={b} ")))
+        .filter(|l| !l.contains("[UNREPLIED]"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Bytes coturn relayed for `user` ("peer usage" lines, logged when the
+/// allocation goes away).
+fn relayed_bytes(coturn: &Node, user: &str) -> u64 {
+    coturn
+        .lines()
+        .iter()
+        .filter_map(|v| v["text"].as_str())
+        .filter(|l| l.contains("peer usage") && l.contains(&format!(":{user}>")))
+        .map(|l| field(l, "rb=") + field(l, "sb="))
+        .sum()
+}
+
+/// The number after `key` in a coturn usage line (`rb=17664,`).
+fn field(line: &str, key: &str) -> u64 {
+    line.split_once(key)
+        .map(|(_, rest)| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Hangs up and waits until coturn has accounted both users' relayed media.
+fn assert_relayed(alice: &Node, coturn: &Node) {
+    alice.send("hangup");
+    for user in ["alice", "bob"] {
+        let usage = coturn.try_wait_for(Duration::from_secs(30), |v| {
+            v["text"]
+                .as_str()
+                .is_some_and(|l| l.contains("peer usage") && l.contains(&format!(":{user}>")))
+        });
+        assert!(
+            usage.is_some(),
+            "coturn reported no relayed traffic for {user}\n{}",
+            coturn.text()
+        );
+        let bytes = relayed_bytes(coturn, user);
+        // ICE checks over relay pairs are a few KB; 20 video frames are more.
+        assert!(bytes > 10_000, "{user}: coturn relayed only {bytes} bytes");
+    }
+}
+
+/// The port of an `ip:port` string.
+fn port(addr: &Option<String>) -> u16 {
+    addr.as_deref()
+        .and_then(|a| a.rsplit_once(':'))
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap()
+}
+
+fn ip(addr: &Option<String>) -> String {
+    addr.as_deref()
+        .and_then(|a| a.rsplit_once(':'))
+        .map(|(ip, _)| ip.to_string())
+        .unwrap()
+}
+
+#[test]
+fn same_lan_call_without_stun_takes_the_host_pair() {
+    if !setup("same_lan_call_without_stun_takes_the_host_pair") {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new("lan", Nat::PortRestrictedCone, Nat::PortRestrictedCone, 2);
+    let pki = lab.pki();
+    // No STUN or TURN announced: host candidates are all there is.
+    let _server = lab.start_server(&pki, &[]);
+    let ca = pki.ca.display().to_string();
+    let [a1, a2] = lab.clients_a() else {
+        unreachable!()
+    };
+    let (alice, _bob) = call(&lab, &ca, (a1, &[]), (a2, &[]));
+    // Nothing of the call left the LAN: the router translated no UDP.
+    let wan = lab.conntrack_udp(&lab.router_a());
+    assert!(
+        !wan.contains(&WAN_A.to_string()),
+        "UDP was translated to the router's public address:\n{wan}"
+    );
+    alice.close();
+}
+
+#[test]
+fn port_restricted_nats_connect_through_stun_reflexive_pair() {
+    if !setup("port_restricted_nats_connect_through_stun_reflexive_pair") {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new("cone", Nat::PortRestrictedCone, Nat::PortRestrictedCone, 1);
+    let pki = lab.pki();
+    let _coturn = lab.start_coturn(TURN_SECRET);
+    // STUN only: with no relay, media flows directly between the NATs or not at all.
+    let _server = lab.start_server(&pki, &["--stun-url", &stun_url()]);
+    let ca = pki.ca.display().to_string();
+    let a1 = lab.clients_a()[0].clone();
+
+    // The NAT keeps one public port per socket whatever the destination.
+    let mapped = lab.stun_probe(&a1, &stun_servers());
+    assert_eq!(ip(&mapped[0]), WAN_A.to_string(), "{mapped:?}");
+    assert_eq!(port(&mapped[0]), port(&mapped[1]), "{mapped:?}");
+
+    let (alice, _bob) = call(&lab, &ca, (&a1, &[]), (lab.client_b(), &[]));
+    // Router A translated a flow straight to router B's public address.
+    let direct = flows(&lab, &lab.router_a(), "192.0.2.11", &WAN_B.to_string());
+    assert!(
+        !direct.is_empty(),
+        "no direct flow between the homes:\n{}",
+        lab.conntrack_udp(&lab.router_a())
+    );
+    alice.close();
+}
+
+#[test]
+fn symmetric_nats_connect_through_the_turn_relay() {
+    if !setup("symmetric_nats_connect_through_the_turn_relay") {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new("sym", Nat::Symmetric, Nat::Symmetric, 1);
+    let pki = lab.pki();
+    let coturn = lab.start_coturn(TURN_SECRET);
+    let _server = lab.start_server(
+        &pki,
+        &[
+            "--stun-url",
+            &stun_url(),
+            "--turn-url",
+            &turn_url(),
+            "--turn-secret",
+            TURN_SECRET,
+        ],
+    );
+    let ca = pki.ca.display().to_string();
+    let a1 = lab.clients_a()[0].clone();
+
+    // A new public port per destination: what STUN saw is useless to a peer.
+    let mapped = lab.stun_probe(&a1, &stun_servers());
+    assert_eq!(ip(&mapped[0]), WAN_A.to_string(), "{mapped:?}");
+    assert_ne!(port(&mapped[0]), port(&mapped[1]), "{mapped:?}");
+
+    let (alice, _bob) = call(&lab, &ca, (&a1, &[]), (lab.client_b(), &[]));
+    let direct = flows(&lab, &lab.router_a(), "192.0.2.11", &WAN_B.to_string());
+    assert!(direct.is_empty(), "media went directly: {direct:?}");
+    assert_relayed(&alice, &coturn);
+    alice.close();
+}
+
+#[test]
+fn relay_only_policy_relays_even_where_stun_would_do() {
+    if !setup("relay_only_policy_relays_even_where_stun_would_do") {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new("relay", Nat::PortRestrictedCone, Nat::PortRestrictedCone, 1);
+    let pki = lab.pki();
+    let coturn = lab.start_coturn(TURN_SECRET);
+    let _server = lab.start_server(
+        &pki,
+        &[
+            "--stun-url",
+            &stun_url(),
+            "--turn-url",
+            &turn_url(),
+            "--turn-secret",
+            TURN_SECRET,
+        ],
+    );
+    let ca = pki.ca.display().to_string();
+    let a1 = lab.clients_a()[0].clone();
+    let relay = ["--relay-only"];
+    let (alice, _bob) = call(&lab, &ca, (&a1, &relay), (lab.client_b(), &relay));
+    let direct = flows(&lab, &lab.router_a(), "192.0.2.11", &WAN_B.to_string());
+    assert!(
+        direct.is_empty(),
+        "relay-only media went directly: {direct:?}"
+    );
+    // Router B never even learned of home A's public address.
+    let seen = lab.conntrack_udp(&lab.router_b());
+    assert!(
+        !seen.contains(&format!("={WAN_A} ")),
+        "home B talked to home A directly:\n{seen}"
+    );
+    assert_relayed(&alice, &coturn);
+    alice.close();
+}
+
+#[test]
+fn wrong_turn_secret_with_relay_only_fails_the_media_cleanly() {
+    if !setup("wrong_turn_secret_with_relay_only_fails_the_media_cleanly") {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new(
+        "badkey",
+        Nat::PortRestrictedCone,
+        Nat::PortRestrictedCone,
+        1,
+    );
+    let pki = lab.pki();
+    let coturn = lab.start_coturn(TURN_SECRET);
+    // The server signs credentials with another secret than coturn checks.
+    let _server = lab.start_server(
+        &pki,
+        &[
+            "--turn-url",
+            &turn_url(),
+            "--turn-secret",
+            "not-the-turn-secret",
+        ],
+    );
+    let ca = pki.ca.display().to_string();
+    let relay = ["--relay-only"];
+    let bob = peer(&lab, lab.client_b(), "bob", &ca, &relay);
+    let alice = peer(
+        &lab,
+        &lab.clients_a()[0],
+        "alice",
+        &ca,
+        &["--call", "bob", "--relay-only"],
+    );
+    // coturn refuses the allocations: the message integrity does not match.
+    for user in [":alice", ":bob"] {
+        let refused = coturn.try_wait_for(Duration::from_secs(30), |v| {
+            v["text"]
+                .as_str()
+                .is_some_and(|l| l.contains("401") && l.contains(user))
+        });
+        assert!(
+            refused.is_some(),
+            "coturn did not refuse {user}\n{}",
+            coturn.text()
+        );
+    }
+    // Both ends are told the media failed rather than left waiting:
+    // webrtc-rs gives up after its disconnected (5 s) and failed (25 s)
+    // ICE timeouts, hence the long bound.
+    for node in [&alice, &bob] {
+        let failed = node.try_wait_for(Duration::from_secs(60), |v| {
+            v["type"] == "event"
+                && v["event"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("Media") && e.contains("Failed"))
+        });
+        assert!(
+            failed.is_some(),
+            "no media failure reported\n{}",
+            node.text()
+        );
+        assert!(
+            !node.lines().iter().any(|v| v["type"] == "first_frame"),
+            "media flowed without a relay\n{}",
+            node.text()
+        );
+    }
+    alice.close();
+    bob.close();
+}
+
+#[test]
+#[ignore = "needs ICE restart (branch ice-restart)"]
+fn media_comes_back_after_the_router_changes_its_public_address() {
+    if !setup("media_comes_back_after_the_router_changes_its_public_address") {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new("move", Nat::PortRestrictedCone, Nat::PortRestrictedCone, 1);
+    let pki = lab.pki();
+    let _coturn = lab.start_coturn(TURN_SECRET);
+    let _server = lab.start_server(
+        &pki,
+        &[
+            "--stun-url",
+            &stun_url(),
+            "--turn-url",
+            &turn_url(),
+            "--turn-secret",
+            TURN_SECRET,
+        ],
+    );
+    let ca = pki.ca.display().to_string();
+    let a1 = lab.clients_a()[0].clone();
+    let (alice, bob) = call(&lab, &ca, (&a1, &[]), (lab.client_b(), &[]));
+    move_router_a(&lab);
+    for node in [&alice, &bob] {
+        let back = node.try_wait_for(Duration::from_secs(30), |v| v["type"] == "resumed");
+        assert!(
+            back.is_some(),
+            "media did not come back after the address change\n{}\n{}",
+            alice.text(),
+            bob.text()
+        );
+        eprintln!(
+            "{}: media back after {}",
+            node_name(node),
+            back.unwrap()["gap_ms"]
+        );
+    }
+    alice.close();
+    bob.close();
+}
+
+fn node_name(node: &Node) -> String {
+    node.lines()
+        .iter()
+        .find(|v| v["type"] == "ready")
+        .map(|v| v["user"].to_string())
+        .unwrap_or_default()
+}
+
+/// Home A's router gets a new public address (as after a PPPoE or DHCP
+/// renewal) and forgets every mapping.
+fn move_router_a(lab: &Lab) {
+    let r = lab.router_a();
+    lab.exec(&r, &["ip", "addr", "flush", "dev", "wan"]);
+    lab.exec(
+        &r,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{WAN_A_MOVED}/24"),
+            "dev",
+            "wan",
+        ],
+    );
+    lab.exec(
+        &r,
+        &[
+            "ip",
+            "route",
+            "replace",
+            "default",
+            "via",
+            &PUBLIC_IP.to_string(),
+        ],
+    );
+    // conntrack -F exits non-zero when the table is already empty.
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "exec", &r, "conntrack", "-F"])
+        .output();
+}
+
+/// `(p50, p95)` of `values` in milliseconds.
+fn percentiles(mut values: Vec<f64>) -> (f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| values[((values.len() as f64 - 1.0) * q).round() as usize];
+    (at(0.5), at(0.95))
+}
+
+/// Setup times (accept → first remote frame at the caller) of `n` calls.
+fn setup_times(lab: &Lab, ca: &str, caller: &str, callee: &str, n: u32) -> Vec<f64> {
+    let bob = peer(lab, callee, "bob", ca, &[]);
+    let calls = n.to_string();
+    let alice = peer(
+        lab,
+        caller,
+        "alice",
+        ca,
+        &["--call", "bob", "--calls", &calls, "--frames", "5"],
+    );
+    alice.wait_for(Duration::from_secs(30) * n, |v| v["type"] == "done");
+    let times: Vec<f64> = alice
+        .lines()
+        .iter()
+        .filter(|v| v["type"] == "first_frame")
+        .filter_map(|v| v["setup_ms"].as_f64())
+        .collect();
+    assert_eq!(times.len(), n as usize, "{}", alice.text());
+    alice.close();
+    bob.close();
+    times
+}
+
+#[test]
+#[ignore = "benchmark: scripts/bench-netlab.sh"]
+fn setup_time_per_path_type() {
+    if !setup("setup_time_per_path_type") {
+        return;
+    }
+    let _serial = serial();
+    let n: u32 = std::env::var("NETLAB_BENCH_CALLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20);
+    let mut report = Vec::new();
+    {
+        let lab = Lab::new("bhost", Nat::PortRestrictedCone, Nat::PortRestrictedCone, 2);
+        let pki = lab.pki();
+        let _server = lab.start_server(&pki, &[]);
+        let ca = pki.ca.display().to_string();
+        let [a1, a2] = lab.clients_a() else {
+            unreachable!()
+        };
+        report.push(("host", setup_times(&lab, &ca, a1, a2, n)));
+    }
+    {
+        let lab = Lab::new(
+            "bsrflx",
+            Nat::PortRestrictedCone,
+            Nat::PortRestrictedCone,
+            1,
+        );
+        let pki = lab.pki();
+        let _coturn = lab.start_coturn(TURN_SECRET);
+        let _server = lab.start_server(&pki, &["--stun-url", &stun_url()]);
+        let ca = pki.ca.display().to_string();
+        let a1 = lab.clients_a()[0].clone();
+        report.push(("srflx", setup_times(&lab, &ca, &a1, lab.client_b(), n)));
+    }
+    {
+        let lab = Lab::new("brelay", Nat::Symmetric, Nat::Symmetric, 1);
+        let pki = lab.pki();
+        let _coturn = lab.start_coturn(TURN_SECRET);
+        let _server = lab.start_server(
+            &pki,
+            &[
+                "--stun-url",
+                &stun_url(),
+                "--turn-url",
+                &turn_url(),
+                "--turn-secret",
+                TURN_SECRET,
+            ],
+        );
+        let ca = pki.ca.display().to_string();
+        let a1 = lab.clients_a()[0].clone();
+        report.push(("relay", setup_times(&lab, &ca, &a1, lab.client_b(), n)));
+    }
+    println!("path   calls  p50 ms  p95 ms  (accept -> first remote frame at the caller)");
+    for (path, times) in report {
+        let calls = times.len();
+        let (p50, p95) = percentiles(times);
+        println!("{path:<6} {calls:>5}  {p50:>6.0}  {p95:>6.0}");
+    }
+}
