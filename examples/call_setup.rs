@@ -103,7 +103,7 @@ async fn main() -> Result<(), String> {
         let url = url.clone();
         async move {
             let sig = calling_usersig::generate(APP, KEY, user, 3600, calling_usersig::now_unix());
-            Calling::login(&url, APP, user, &sig, CallingConfig::default())
+            Calling::login(&url, APP, user, &sig, CallingConfig::loopback())
                 .await
                 .map_err(|e| e.to_string())
         }

@@ -214,7 +214,7 @@ async fn child() -> Result<(), String> {
         MediaType::Video
     };
     let sig = calling_usersig::generate(APP, KEY, &user, 3600, calling_usersig::now_unix());
-    let (phone, mut events) = Calling::login(&url, APP, &user, &sig, CallingConfig::default())
+    let (phone, mut events) = Calling::login(&url, APP, &user, &sig, CallingConfig::loopback())
         .await
         .map_err(|e| format!("login: {e}"))?;
     println!("logged-in");

@@ -133,7 +133,7 @@ async fn run(secs: u64) -> Result<(), String> {
         let url = url.clone();
         async move {
             let sig = calling_usersig::generate(APP, key, user, 3600, calling_usersig::now_unix());
-            Calling::login(&url, APP, user, &sig, CallingConfig::default())
+            Calling::login(&url, APP, user, &sig, CallingConfig::loopback())
                 .await
                 .map_err(|e| format!("{user} login: {e}"))
         }

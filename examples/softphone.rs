@@ -55,6 +55,14 @@ struct Args {
     /// Ringing time of outgoing calls and invites, in seconds (0: no limit).
     #[arg(long, default_value_t = 30)]
     ring_secs: u64,
+    /// Local UDP address media binds, repeatable (default: every interface
+    /// plus loopback; `127.0.0.1:0` keeps media on this host).
+    #[arg(long = "udp-addr")]
+    udp_addrs: Vec<std::net::SocketAddr>,
+    /// PEM file of a CA to trust for a `wss://` server besides the system
+    /// roots (a private deployment's own CA).
+    #[arg(long, env = "CALLING_EXTRA_CA")]
+    extra_ca: Option<PathBuf>,
 }
 
 /// What the keyboard may answer.
@@ -103,15 +111,19 @@ async fn run(args: Args) -> Result<(), String> {
         }
         None => None,
     };
-    let (phone, mut events) = Calling::login(
-        &args.url,
-        args.sdk_app_id,
-        &args.user,
-        &sig,
-        CallingConfig::default(),
-    )
-    .await
-    .map_err(|e| format!("login failed: {e}"))?;
+    let mut config = CallingConfig::default();
+    if !args.udp_addrs.is_empty() {
+        config.media.udp_addrs = args.udp_addrs.clone();
+    }
+    if let Some(path) = &args.extra_ca {
+        config.extra_ca_pem = Some(
+            calling::read_ca_file(path)
+                .map_err(|e| format!("cannot read --extra-ca {}: {e}", path.display()))?,
+        );
+    }
+    let (phone, mut events) = Calling::login(&args.url, args.sdk_app_id, &args.user, &sig, config)
+        .await
+        .map_err(|e| format!("login failed: {e}"))?;
     if let Some(rec) = &recorder {
         phone
             .set_frame_sink(Some(rec.clone()))

@@ -208,6 +208,32 @@ typedef uint32_t calling_event_kind;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// The kind of path media takes to a peer: how the candidates of the pair
+// ICE selected were obtained (`calling_client_peer_path`).
+enum calling_ice_path
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // No pair selected yet (connecting, or the connection failed).
+  CALLING_ICE_PATH_NONE = 0,
+  // Host addresses on both ends: the same LAN (or host).
+  CALLING_ICE_PATH_HOST = 1,
+  // Through a NAT mapping learnt from a STUN server.
+  CALLING_ICE_PATH_SERVER_REFLEXIVE = 2,
+  // Through a NAT mapping learnt from the peer's checks.
+  CALLING_ICE_PATH_PEER_REFLEXIVE = 3,
+  // Through a TURN relay.
+  CALLING_ICE_PATH_RELAY = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum calling_ice_path calling_ice_path;
+#else
+typedef uint32_t calling_ice_path;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // A call's media type, numbered as in TRTCCalling.
 enum calling_media_type
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -675,6 +701,19 @@ calling_result calling_config_set_event_capacity(calling_config *config, uint32_
 // `config` is NULL or live; `path` NULL or NUL-terminated.
 calling_result calling_config_set_extra_ca_pem(calling_config *config, const char *path);
 
+// The local UDP addresses media binds, as a comma-separated list of
+// `ip:port` (`"127.0.0.1:0"`, `"0.0.0.0:0,[::]:0"`, `"192.0.2.7:0"`; port 0
+// picks a free one per connection). `0.0.0.0` / `[::]` stand for every
+// interface; a loopback address adds candidates only this host can reach.
+// NULL restores the default: every interface plus `127.0.0.1`.
+// `CALLING_RESULT_INVALID_ARGUMENT` for an empty list or an entry that is
+// not an address (the config is left unchanged).
+//
+// # Safety
+//
+// `config` is NULL or live; `addrs` NULL or NUL-terminated.
+calling_result calling_config_set_udp_addrs(calling_config *config, const char *addrs);
+
 // Creates a client (not logged in yet) from `config` and writes it to
 // `*out`. The client keeps a copy of the config: free or change the config
 // afterwards as you like. `CALLING_RESULT_INVALID_ARGUMENT` if the config
@@ -963,6 +1002,18 @@ calling_result calling_client_set_video_quality(calling_client *client, uint32_t
 //
 // `client` NULL or live; `out_call_id` NULL or writable.
 calling_result calling_client_current_call(calling_client *client, char **out_call_id);
+
+// Writes the kind of path media to `user` in the current call takes to
+// `*out` (`CALLING_ICE_PATH_NONE` until ICE selects a pair);
+// `CALLING_RESULT_NOT_IN_CALL` if there is no connection with `user`.
+//
+// # Safety
+//
+// `client` NULL or live; `user` NULL or NUL-terminated; `out` NULL or
+// writable.
+calling_result calling_client_peer_path(calling_client *client,
+                                        const char *user,
+                                        calling_ice_path *out);
 
 // Writes the media figures of the connection with `user` in the current
 // call to `*out`; `CALLING_RESULT_NOT_IN_CALL` if there is no such

@@ -109,6 +109,9 @@ static calling_client *login(const char *url, uint64_t app, const char *key,
   CHECK(calling_config_new(&cfg));
   CHECK(calling_config_set_server_url(cfg, url));
   CHECK(calling_config_set_sdk_app_id(cfg, app));
+  /* Both users run in this process: media stays on loopback. Leave this
+   * out between machines (the default binds every interface). */
+  CHECK(calling_config_set_udp_addrs(cfg, "127.0.0.1:0"));
   calling_client *c = NULL;
   CHECK(calling_client_new(cfg, &c));
   calling_config_free(cfg);
@@ -213,6 +216,10 @@ int main(int argc, char **argv) {
   printf("[alice] stats for bob: connected=%d packets_received=%llu bytes_received=%llu rtt_us=%llu\n",
          st.connected, (unsigned long long)st.packets_received,
          (unsigned long long)st.bytes_received, (unsigned long long)st.rtt_us);
+  calling_ice_path path = CALLING_ICE_PATH_NONE;
+  CHECK(calling_client_peer_path(alice, "bob", &path));
+  static const char *const path_names[] = {"none", "host", "srflx", "prflx", "relay"};
+  printf("[alice] path to bob: %s\n", path <= CALLING_ICE_PATH_RELAY ? path_names[path] : "?");
   pthread_mutex_unlock(&print_lock);
   if (!ok || atomic_load(&bob_video_bytes) == 0) {
     fprintf(stderr, "media did not flow\n");

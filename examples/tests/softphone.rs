@@ -36,6 +36,7 @@ impl Phone {
         let mut child = Command::new(softphone_bin())
             .args(["--url", url, "--sdk-app-id", &APP.to_string()])
             .args(["--user", name, "--secret-key", KEY])
+            .args(["--udp-addr", "127.0.0.1:0"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -96,6 +96,7 @@ pub struct calling_config {
     audio_file: Option<PathBuf>,
     event_capacity: u32,
     extra_ca_pem: Option<Vec<u8>>,
+    udp_addrs: Option<Vec<std::net::SocketAddr>>,
 }
 
 impl Default for calling_config {
@@ -109,6 +110,7 @@ impl Default for calling_config {
             audio_file: None,
             event_capacity: 1024,
             extra_ca_pem: None,
+            udp_addrs: None,
         }
     }
 }
@@ -131,6 +133,9 @@ impl calling_config {
         };
         cfg.event_capacity = self.capacity();
         cfg.extra_ca_pem = self.extra_ca_pem.clone();
+        if let Some(addrs) = &self.udp_addrs {
+            cfg.media.udp_addrs = addrs.clone();
+        }
         cfg
     }
 
@@ -366,6 +371,42 @@ pub unsafe extern "C" fn calling_config_set_extra_ca_pem(
     })
 }
 
+/// The local UDP addresses media binds, as a comma-separated list of
+/// `ip:port` (`"127.0.0.1:0"`, `"0.0.0.0:0,[::]:0"`, `"192.0.2.7:0"`; port 0
+/// picks a free one per connection). `0.0.0.0` / `[::]` stand for every
+/// interface; a loopback address adds candidates only this host can reach.
+/// NULL restores the default: every interface plus `127.0.0.1`.
+/// `CALLING_RESULT_INVALID_ARGUMENT` for an empty list or an entry that is
+/// not an address (the config is left unchanged).
+///
+/// # Safety
+///
+/// `config` is NULL or live; `addrs` NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_config_set_udp_addrs(
+    config: *mut calling_config,
+    addrs: *const c_char,
+) -> calling_result {
+    with_config(config, |config| {
+        // SAFETY: as documented.
+        let addrs = unsafe { opt_str_arg(addrs) }?;
+        config.udp_addrs = match addrs {
+            None => None,
+            Some(list) => Some(parse_udp_addrs(list).ok_or(CALLING_RESULT_INVALID_ARGUMENT)?),
+        };
+        Ok(())
+    })
+}
+
+/// `"a:1, b:2"` as addresses; `None` when empty or any entry is not one.
+fn parse_udp_addrs(list: &str) -> Option<Vec<std::net::SocketAddr>> {
+    let addrs = list
+        .split(',')
+        .map(|a| a.trim().parse().ok())
+        .collect::<Option<Vec<_>>>()?;
+    (!addrs.is_empty()).then_some(addrs)
+}
+
 /// Media figures of the connection with one remote user in the current
 /// call (`calling_client_peer_stats`).
 #[repr(C)]
@@ -395,6 +436,23 @@ pub struct calling_peer_stats {
     pub packets_lost: i64,
     /// Largest inbound interarrival jitter, in seconds.
     pub jitter: f64,
+}
+
+/// The kind of path media takes to a peer: how the candidates of the pair
+/// ICE selected were obtained (`calling_client_peer_path`).
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum calling_ice_path {
+    /// No pair selected yet (connecting, or the connection failed).
+    CALLING_ICE_PATH_NONE = 0,
+    /// Host addresses on both ends: the same LAN (or host).
+    CALLING_ICE_PATH_HOST = 1,
+    /// Through a NAT mapping learnt from a STUN server.
+    CALLING_ICE_PATH_SERVER_REFLEXIVE = 2,
+    /// Through a NAT mapping learnt from the peer's checks.
+    CALLING_ICE_PATH_PEER_REFLEXIVE = 3,
+    /// Through a TURN relay.
+    CALLING_ICE_PATH_RELAY = 4,
 }
 
 /// One remote media frame, valid only during the frame callback.
@@ -1497,6 +1555,48 @@ pub unsafe extern "C" fn calling_client_current_call(
             Some(s) => string_out(s.call_id.as_str(), out_call_id),
             None => Err(CALLING_RESULT_NOT_IN_CALL.into()),
         }
+    })
+}
+
+/// Writes the kind of path media to `user` in the current call takes to
+/// `*out` (`CALLING_ICE_PATH_NONE` until ICE selects a pair);
+/// `CALLING_RESULT_NOT_IN_CALL` if there is no connection with `user`.
+///
+/// # Safety
+///
+/// `client` NULL or live; `user` NULL or NUL-terminated; `out` NULL or
+/// writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calling_client_peer_path(
+    client: *mut calling_client,
+    user: *const c_char,
+    out: *mut calling_ice_path,
+) -> calling_result {
+    with_client(client, "calling_client_peer_path", |client| {
+        // SAFETY: as documented.
+        let user = arg("user", unsafe { str_arg(user) })?;
+        arg("out", out_arg(out))?;
+        let all = client.run(|c| async move { c.stats().await })?;
+        let Some(p) = all.into_iter().find(|p| p.user.as_str() == user) else {
+            return Err(Failure::new(
+                CALLING_RESULT_NOT_IN_CALL,
+                format!("no connection with {user:?} in the current call"),
+            ));
+        };
+        let path = match p.selected_pair.map(|pair| pair.path()) {
+            None => calling_ice_path::CALLING_ICE_PATH_NONE,
+            Some(calling::CandidateKind::Host) => calling_ice_path::CALLING_ICE_PATH_HOST,
+            Some(calling::CandidateKind::ServerReflexive) => {
+                calling_ice_path::CALLING_ICE_PATH_SERVER_REFLEXIVE
+            }
+            Some(calling::CandidateKind::PeerReflexive) => {
+                calling_ice_path::CALLING_ICE_PATH_PEER_REFLEXIVE
+            }
+            Some(calling::CandidateKind::Relay) => calling_ice_path::CALLING_ICE_PATH_RELAY,
+        };
+        // SAFETY: checked non-null, writable as documented.
+        unsafe { out.write(path) };
+        Ok(())
     })
 }
 

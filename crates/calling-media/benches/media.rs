@@ -67,7 +67,7 @@ async fn session(
 ) -> (MediaSession, mpsc::UnboundedReceiver<MediaEvent>) {
     let mut cfg = MediaConfig {
         video_quality: quality,
-        ..MediaConfig::default()
+        ..MediaConfig::loopback()
     };
     if let Some(ms) = std::env::var("ICE_CHECK_MS")
         .ok()

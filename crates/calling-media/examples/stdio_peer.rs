@@ -33,7 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let remote = UserId::new(args.get(2).map_or("browser", String::as_str))?;
     let secs: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(8);
 
-    let (session, mut events) = MediaSession::new(local, MediaConfig::default()).await?;
+    let (session, mut events) = MediaSession::new(local, MediaConfig::loopback()).await?;
     session.set_audio_source(Some(AudioSource::Tone {
         frequency_hz: 440.0,
         amplitude: 0.5,

@@ -21,8 +21,8 @@
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let (alice_id, bob_id) = (UserId::new("alice")?, UserId::new("bob")?);
-//! let (alice, mut alice_events) = MediaSession::new(alice_id.clone(), MediaConfig::default()).await?;
-//! let (bob, mut bob_events) = MediaSession::new(bob_id.clone(), MediaConfig::default()).await?;
+//! let (alice, mut alice_events) = MediaSession::new(alice_id.clone(), MediaConfig::loopback()).await?;
+//! let (bob, mut bob_events) = MediaSession::new(bob_id.clone(), MediaConfig::loopback()).await?;
 //! alice.set_audio_source(Some(AudioSource::Tone { frequency_hz: 440.0, amplitude: 0.5 }))?;
 //! alice.set_video_source(Some(VideoSource::TestPattern))?;
 //! let (sink, mut frames) = ChannelSink::new(256);
@@ -69,6 +69,6 @@ pub use error::MediaError;
 pub use session::{AUDIO_LEVEL_URI, MediaSession, is_offerer};
 pub use sink::{ChannelSink, FrameSink, RecorderSink, RemoteFrame};
 pub use types::{
-    AudioSource, Codec, EncodedFrame, IceServer, MediaConfig, MediaEvent, MediaKind, MediaSignal,
-    PeerState, PeerStats, VideoCodec, VideoQuality, VideoSource,
+    AudioSource, CandidateKind, Codec, EncodedFrame, IceServer, MediaConfig, MediaEvent, MediaKind,
+    MediaSignal, PeerState, PeerStats, SelectedPair, VideoCodec, VideoQuality, VideoSource,
 };

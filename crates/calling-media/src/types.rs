@@ -154,8 +154,20 @@ impl VideoQuality {
 #[derive(Debug, Clone)]
 pub struct MediaConfig {
     /// Local UDP addresses each peer connection binds (one socket per
-    /// address per peer). Default `127.0.0.1:0`. Binding `0.0.0.0` skips
-    /// loopback candidates.
+    /// address per peer). A wildcard (`0.0.0.0:0`, `[::]:0`) stands for
+    /// every usable interface present when the connection is built (and
+    /// again at each ICE restart): one host candidate each, loopback and
+    /// link-local excluded; a wildcard of a family the host has no such
+    /// interface of when the connection is built is left out (rather than
+    /// announced as `0.0.0.0` or `::`). A loopback address adds loopback
+    /// candidates,
+    /// which only a peer on the same host can reach.
+    ///
+    /// Default: every interface, IPv4 and IPv6, plus `127.0.0.1`: two
+    /// machines on one LAN connect with no configuration, and two ends on
+    /// one host still do when it has no other interface. List specific
+    /// addresses to restrict it (e.g. [`MediaConfig::loopback`] for tests
+    /// on one host, or one LAN address).
     pub udp_addrs: Vec<SocketAddr>,
     /// ICE connectivity-check interval. webrtc-rs defaults to 200 ms, which
     /// dominates call setup; default here 5 ms (setup on loopback: p50 about
@@ -196,7 +208,7 @@ pub struct MediaConfig {
 impl Default for MediaConfig {
     fn default() -> Self {
         MediaConfig {
-            udp_addrs: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            udp_addrs: MediaConfig::every_interface(),
             ice_check_interval: Duration::from_millis(5),
             ice_check_window: Duration::from_secs(2),
             prflx_acceptance_min_wait: Duration::ZERO,
@@ -208,6 +220,28 @@ impl Default for MediaConfig {
             max_sdp_len: 64 * 1024,
             nack_history: 256,
         }
+    }
+}
+
+impl MediaConfig {
+    /// The default configuration bound to `127.0.0.1` only: host
+    /// candidates that never leave the machine, for tests and demos whose
+    /// ends all run on one host.
+    pub fn loopback() -> Self {
+        MediaConfig {
+            udp_addrs: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            ..MediaConfig::default()
+        }
+    }
+
+    /// The default `udp_addrs`: every IPv4 and IPv6 interface, plus
+    /// loopback.
+    pub fn every_interface() -> Vec<SocketAddr> {
+        vec![
+            SocketAddr::from(([0, 0, 0, 0], 0)),
+            SocketAddr::from(([0u16; 8], 0)),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        ]
     }
 }
 
@@ -448,6 +482,64 @@ pub struct PeerStats {
     pub packets_lost: i64,
     /// Largest inbound interarrival jitter, in seconds.
     pub jitter: f64,
+    /// The candidate pair ICE selected, once it has one.
+    pub selected_pair: Option<SelectedPair>,
+}
+
+/// How an ICE candidate's address was obtained (RFC 8445, section 5.1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CandidateKind {
+    /// An address of one of the host's interfaces.
+    Host,
+    /// The address a NAT maps us to, learnt from a STUN server.
+    ServerReflexive,
+    /// The address a NAT maps a peer to, learnt from its checks.
+    PeerReflexive,
+    /// An address on a TURN relay.
+    Relay,
+}
+
+impl CandidateKind {
+    /// The SDP name: `host`, `srflx`, `prflx` or `relay`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CandidateKind::Host => "host",
+            CandidateKind::ServerReflexive => "srflx",
+            CandidateKind::PeerReflexive => "prflx",
+            CandidateKind::Relay => "relay",
+        }
+    }
+}
+
+/// The candidate pair media flows over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SelectedPair {
+    /// How our candidate was obtained.
+    pub local: CandidateKind,
+    /// Our candidate's address (on the relay for a relay candidate).
+    pub local_addr: Option<SocketAddr>,
+    /// How the peer's candidate was obtained.
+    pub remote: CandidateKind,
+    /// The peer's candidate's address.
+    pub remote_addr: Option<SocketAddr>,
+}
+
+impl SelectedPair {
+    /// The kind of path: `Relay` when either end is relayed, else
+    /// `ServerReflexive` or `PeerReflexive` when either end is behind a
+    /// NAT mapping (server-reflexive first), else `Host`.
+    pub fn path(&self) -> CandidateKind {
+        let both = [self.local, self.remote];
+        [
+            CandidateKind::Relay,
+            CandidateKind::ServerReflexive,
+            CandidateKind::PeerReflexive,
+        ]
+        .into_iter()
+        .find(|k| both.contains(k))
+        .unwrap_or(CandidateKind::Host)
+    }
 }
 
 #[cfg(test)]

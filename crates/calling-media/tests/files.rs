@@ -309,7 +309,7 @@ async fn vp8_ivf_source_arrives_intact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_that_cannot_start_is_refused_at_once_and_the_old_one_keeps_running() {
     let dir = TempDir::new("nostart");
-    let (h264, _events) = MediaSession::new(uid("alice"), MediaConfig::default())
+    let (h264, _events) = MediaSession::new(uid("alice"), MediaConfig::loopback())
         .await
         .unwrap();
     // Our own outgoing frames reach the local sink, so it shows which
@@ -377,7 +377,7 @@ async fn a_source_that_cannot_start_is_refused_at_once_and_the_old_one_keeps_run
         uid("bob"),
         MediaConfig {
             video_codec: VideoCodec::Vp8,
-            ..MediaConfig::default()
+            ..MediaConfig::loopback()
         },
     )
     .await

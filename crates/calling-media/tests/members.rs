@@ -13,7 +13,7 @@ fn uid(name: &str) -> UserId {
 }
 
 async fn session(name: &str) -> (MediaSession, UnboundedReceiver<MediaEvent>) {
-    MediaSession::new(uid(name), MediaConfig::default())
+    MediaSession::new(uid(name), MediaConfig::loopback())
         .await
         .unwrap()
 }

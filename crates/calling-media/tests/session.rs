@@ -6,8 +6,8 @@ mod common;
 
 use calling_media::frame::h264_nal_types;
 use calling_media::{
-    AudioSource, Codec, MediaError, MediaEvent, MediaKind, MediaSignal, PeerState, VideoQuality,
-    VideoSource,
+    AudioSource, CandidateKind, Codec, MediaError, MediaEvent, MediaKind, MediaSignal, PeerState,
+    VideoQuality, VideoSource,
 };
 use common::*;
 
@@ -116,6 +116,21 @@ async fn audio_and_video_flow_both_ways_and_decode() {
     assert!(
         s.audio_frames_received >= 10 && s.video_frames_received >= 3,
         "{s:?}"
+    );
+    // Media flows over a pair ICE selected: host to host on loopback.
+    let pair = s.selected_pair.expect("a selected pair once media flows");
+    assert_eq!(pair.path(), CandidateKind::Host, "{pair:?}");
+    assert_eq!(
+        (pair.local, pair.remote),
+        (CandidateKind::Host, CandidateKind::Host)
+    );
+    assert!(
+        pair.local_addr.is_some_and(|a| a.ip().is_loopback()),
+        "{pair:?}"
+    );
+    assert!(
+        pair.remote_addr.is_some_and(|a| a.ip().is_loopback()),
+        "{pair:?}"
     );
     m.close().await;
 }

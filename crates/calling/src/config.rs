@@ -100,6 +100,18 @@ pub struct CallingConfig {
     pub extra_ca_pem: Option<Vec<u8>>,
 }
 
+impl CallingConfig {
+    /// The default configuration with media bound to `127.0.0.1` only
+    /// ([`MediaConfig::loopback`]): for tests and demos whose ends all run
+    /// on one host. The default binds every interface.
+    pub fn loopback() -> Self {
+        CallingConfig {
+            media: MediaConfig::loopback(),
+            ..CallingConfig::default()
+        }
+    }
+}
+
 impl Default for CallingConfig {
     fn default() -> Self {
         Self {

@@ -20,8 +20,8 @@
 //!
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let hub = MemoryHub::new();
-//! let (alice, _) = Calling::with_transport(hub.register(UserId::new("alice")?), CallingConfig::default())?;
-//! let (bob, mut bob_events) = Calling::with_transport(hub.register(UserId::new("bob")?), CallingConfig::default())?;
+//! let (alice, _) = Calling::with_transport(hub.register(UserId::new("alice")?), CallingConfig::loopback())?;
+//! let (bob, mut bob_events) = Calling::with_transport(hub.register(UserId::new("bob")?), CallingConfig::loopback())?;
 //!
 //! alice.call("bob", MediaType::Video, Duration::from_secs(30)).await?;
 //! while let Some(event) = bob_events.recv().await {
@@ -60,8 +60,9 @@ pub use calling_core::{
     MediaType, NoAnswer, RoomId, StaleReason, SwitchError, UserId,
 };
 pub use calling_media::{
-    AudioSource, ChannelSink, Codec, EncodedFrame, FrameSink, MediaConfig, MediaError, MediaKind,
-    PeerState, PeerStats, RecorderSink, RemoteFrame, VideoQuality, VideoSource,
+    AudioSource, CandidateKind, ChannelSink, Codec, EncodedFrame, FrameSink, MediaConfig,
+    MediaError, MediaKind, PeerState, PeerStats, RecorderSink, RemoteFrame, SelectedPair,
+    VideoQuality, VideoSource,
 };
 pub use calling_signal::protocol::ErrorCode as ServerErrorCode;
 pub use calling_signal::{

@@ -120,7 +120,7 @@ fn url(server: &RunningServer) -> String {
 }
 
 async fn login(server: &RunningServer, user: &str) -> (Calling, Events) {
-    login_with(server, user, CallingConfig::default()).await
+    login_with(server, user, CallingConfig::loopback()).await
 }
 
 async fn login_with(
@@ -808,7 +808,7 @@ async fn python_keepalive_holds_the_call() {
     }
     let _one = ONE.lock().await;
     let server = start().await;
-    let mut config = CallingConfig::default();
+    let mut config = CallingConfig::loopback();
     config.core.keepalive_interval = Duration::from_secs(1);
     // The client sends `alive` every 5 s: 8 s leaves it 3 s of slack.
     config.core.keepalive_timeout = Duration::from_secs(8);
@@ -863,7 +863,7 @@ async fn python_vanishing_leaves_the_room() {
     }
     let _one = ONE.lock().await;
     let server = start().await;
-    let mut config = CallingConfig::default();
+    let mut config = CallingConfig::loopback();
     config.core.keepalive_interval = WAIT * 2;
     config.core.keepalive_timeout = WAIT * 6;
     for (user, caller) in [("rust", Caller::Rust), ("rust", Caller::Python)] {

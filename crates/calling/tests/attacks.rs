@@ -121,7 +121,7 @@ fn uid(s: &str) -> UserId {
 fn audio_only() -> CallingConfig {
     CallingConfig {
         video: None,
-        ..CallingConfig::default()
+        ..CallingConfig::loopback()
     }
 }
 
@@ -188,7 +188,7 @@ async fn call_ends(events: &mut Events, what: &str) {
 /// A real SDP offer (with its candidates) from a media session of `from`
 /// to `to`: what an attacker's browser would send.
 async fn real_offer(from: &str, to: &str) -> (MediaSession, Vec<MediaSignal>) {
-    let (session, mut events) = MediaSession::new(uid(from), MediaConfig::default())
+    let (session, mut events) = MediaSession::new(uid(from), MediaConfig::loopback())
         .await
         .unwrap();
     session.connect(&uid(to)).await.unwrap();

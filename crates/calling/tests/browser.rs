@@ -102,7 +102,7 @@ async fn start() -> (RunningServer, String) {
 async fn login(server: &RunningServer, user: &str) -> (Calling, Events) {
     let sig = calling_usersig::generate(APP, KEY, user, 3600, calling_usersig::now_unix());
     let url = format!("ws://{}/ws", server.local_addr());
-    Calling::login(&url, APP, user, &sig, CallingConfig::default())
+    Calling::login(&url, APP, user, &sig, CallingConfig::loopback())
         .await
         .unwrap()
 }

@@ -285,7 +285,7 @@ async fn login_with_a_forged_or_mismatched_usersig_is_a_typed_error() {
     let refused = |user: &'static str, sig: String| {
         let url = net.url.clone();
         async move {
-            calling::Calling::login(&url, APP, user, &sig, calling::CallingConfig::default())
+            calling::Calling::login(&url, APP, user, &sig, calling::CallingConfig::loopback())
                 .await
                 .unwrap_err()
         }
@@ -343,7 +343,7 @@ async fn a_microphone_that_cannot_start_is_an_error_here_and_no_audio_there() {
             path: missing,
             looped: false,
         },
-        ..CallingConfig::default()
+        ..CallingConfig::loopback()
     };
     let (alice, mut alice_events) = login_with(&net, "alice", config).await;
     let (bob, mut bob_events) = login(&net, "bob").await;

@@ -33,7 +33,7 @@ async fn expect(events: &mut Events, what: &str, pred: impl Fn(&Event) -> bool) 
 fn audio_only() -> CallingConfig {
     CallingConfig {
         video: None,
-        ..CallingConfig::default()
+        ..CallingConfig::loopback()
     }
 }
 

@@ -17,7 +17,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use calling::{CallEvent, Calling, CallingConfig, Event, Events, MediaKind, MediaState, MediaType};
+use calling::{
+    CallEvent, Calling, CallingConfig, CandidateKind, Event, Events, MediaKind, MediaState,
+    MediaType,
+};
 use calling_server::{Config, RunningServer, Server, TurnConfig};
 use calling_signal::{Transport, UserId, WsConfig, WsTransport};
 use support::*;
@@ -190,7 +193,7 @@ async fn server_with_turn(turn_url: String, secret: &str) -> Net {
 }
 
 fn relay_only() -> CallingConfig {
-    let mut config = CallingConfig::default();
+    let mut config = CallingConfig::loopback();
     config.media.relay_only = true;
     config
 }
@@ -312,6 +315,15 @@ async fn relay_only_video_call_flows_both_ways_through_coturn() {
     for (client, from) in [(&alice, "bob"), (&bob, "alice")] {
         wait_frames(client, from, MediaKind::Video, 10).await;
         wait_frames(client, from, MediaKind::Audio, 10).await;
+        // The stats name a relay pair, with our end on coturn.
+        let stats = client.stats().await.unwrap();
+        let pair = stats
+            .iter()
+            .find(|s| s.user.as_str() == from)
+            .and_then(|s| s.selected_pair)
+            .expect("a selected pair once media flows");
+        assert_eq!(pair.local, CandidateKind::Relay, "{pair:?}");
+        assert_eq!(pair.path(), CandidateKind::Relay, "{pair:?}");
     }
     // coturn saw both users allocate with the server's credentials...
     for user in [":alice", ":bob"] {
@@ -324,8 +336,7 @@ async fn relay_only_video_call_flows_both_ways_through_coturn() {
         );
     }
     // ...and, once the call ends and the allocations are released, reports
-    // the media it relayed between them (stats do not name the selected
-    // pair's candidate type, coturn's accounting does).
+    // the media it relayed between them.
     alice.hangup().await.unwrap();
     for user in [":alice>", ":bob>"] {
         assert!(

@@ -54,6 +54,8 @@ static calling_client *new_client_for(uint64_t app) {
   EXPECT_RESULT(calling_config_set_server_url(cfg, url), CALLING_RESULT_OK);
   EXPECT_RESULT(calling_config_set_sdk_app_id(cfg, app), CALLING_RESULT_OK);
   EXPECT_RESULT(calling_config_set_video_source(cfg, CALLING_VIDEO_SOURCE_NONE), CALLING_RESULT_OK);
+  /* Media stays on this host: the test's peers all run here. */
+  EXPECT_RESULT(calling_config_set_udp_addrs(cfg, "127.0.0.1:0"), CALLING_RESULT_OK);
   calling_client *c = NULL;
   EXPECT_RESULT(calling_client_new(cfg, &c), CALLING_RESULT_OK);
   calling_config_free(cfg); /* the client keeps a copy */
@@ -192,6 +194,7 @@ static void test_config(void) {
   EXPECT_RESULT(calling_config_set_tone_frequency(NULL, 440.0f), CALLING_RESULT_NULL_PARAMETER);
   EXPECT_RESULT(calling_config_set_audio_file(NULL, NULL), CALLING_RESULT_NULL_PARAMETER);
   EXPECT_RESULT(calling_config_set_event_capacity(NULL, 64), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_config_set_udp_addrs(NULL, "127.0.0.1:0"), CALLING_RESULT_NULL_PARAMETER);
   calling_config_free(NULL);
   EXPECT_RESULT(calling_client_new(NULL, &c), CALLING_RESULT_NULL_PARAMETER);
 
@@ -226,6 +229,12 @@ static void test_config(void) {
   EXPECT_RESULT(calling_config_set_event_capacity(cfg, 15), CALLING_RESULT_INVALID_ARGUMENT);
   EXPECT_RESULT(calling_config_set_event_capacity(cfg, (1u << 20) + 1), CALLING_RESULT_INVALID_ARGUMENT);
   EXPECT_RESULT(calling_config_set_event_capacity(cfg, 16), CALLING_RESULT_OK);
+  EXPECT_RESULT(calling_config_set_udp_addrs(cfg, ""), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT_RESULT(calling_config_set_udp_addrs(cfg, "127.0.0.1"), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT_RESULT(calling_config_set_udp_addrs(cfg, "127.0.0.1:0,nope"), CALLING_RESULT_INVALID_ARGUMENT);
+  EXPECT_RESULT(calling_config_set_udp_addrs(cfg, "\xff"), CALLING_RESULT_INVALID_UTF8);
+  EXPECT_RESULT(calling_config_set_udp_addrs(cfg, "0.0.0.0:0, [::]:0,127.0.0.1:0"), CALLING_RESULT_OK);
+  EXPECT_RESULT(calling_config_set_udp_addrs(cfg, NULL), CALLING_RESULT_OK);
   EXPECT(c == (calling_client *)SENTINEL);
 
   /* The client copies the config: changing or freeing it afterwards does
@@ -281,6 +290,8 @@ static void test_null_arguments(void) {
   EXPECT_RESULT(calling_client_current_call(NULL, &s), CALLING_RESULT_NULL_PARAMETER);
   calling_peer_stats st;
   EXPECT_RESULT(calling_client_peer_stats(NULL, "bob", &st), CALLING_RESULT_NULL_PARAMETER);
+  calling_ice_path pth;
+  EXPECT_RESULT(calling_client_peer_path(NULL, "bob", &pth), CALLING_RESULT_NULL_PARAMETER);
   EXPECT_RESULT(calling_client_last_error(NULL, &s), CALLING_RESULT_NULL_PARAMETER);
 
   /* A live client with NULL strings, arrays and out-parameters. */
@@ -309,10 +320,11 @@ static void test_null_arguments(void) {
   EXPECT_RESULT(calling_client_current_call(c, NULL), CALLING_RESULT_NULL_PARAMETER);
   EXPECT_RESULT(calling_client_peer_stats(c, NULL, &st), CALLING_RESULT_NULL_PARAMETER);
   EXPECT_RESULT(calling_client_peer_stats(c, "bob", NULL), CALLING_RESULT_NULL_PARAMETER);
+  EXPECT_RESULT(calling_client_peer_path(c, "bob", NULL), CALLING_RESULT_NULL_PARAMETER);
   EXPECT_RESULT(calling_client_last_error(c, NULL), CALLING_RESULT_NULL_PARAMETER);
   EXPECT(s == SENTINEL);
   /* The argument that was NULL is named. */
-  EXPECT_LAST_ERROR(c, "calling_client_peer_stats: `out`");
+  EXPECT_LAST_ERROR(c, "calling_client_peer_path: `out`");
   calling_client_free(c);
   printf("null arguments ok\n");
 }
@@ -508,6 +520,11 @@ static void test_no_events_after_free(void) {
   EXPECT(st.connected);
   EXPECT(st.packets_received > 0 && st.bytes_received > 0);
   EXPECT(st.video_frames_received == 0); /* an audio call */
+  /* Media flows, so ICE selected a pair: on loopback, host to host. */
+  calling_ice_path path = CALLING_ICE_PATH_RELAY;
+  EXPECT_RESULT(calling_client_peer_path(bob, "carol", &path), CALLING_RESULT_OK);
+  EXPECT(path == CALLING_ICE_PATH_HOST);
+  EXPECT_RESULT(calling_client_peer_path(bob, "nobody", &path), CALLING_RESULT_NOT_IN_CALL);
   calling_client_free(alice);
   atomic_store(&freed, 1);
   /* Bob sees carol leave; carol's callback must stay silent throughout. */

@@ -9,6 +9,7 @@
 
 mod codec;
 mod gate;
+mod interfaces;
 mod negotiation;
 mod peer;
 mod receive;

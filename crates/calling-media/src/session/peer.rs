@@ -1,12 +1,16 @@
 //! One peer connection: its state, how it is built, the webrtc-rs event
 //! handler that drives it, and how it is closed.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use calling_core::UserId;
+use rtc::peer_connection::transport::RTCIceCandidateType;
 use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RtpCodecKind};
+use rtc::statistics::report::{RTCStatsReport, RTCStatsReportEntry};
+use rtc::statistics::stats::ice_candidate_pair::RTCStatsIceCandidatePairState;
 use tokio::sync::Notify;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
@@ -20,9 +24,11 @@ use webrtc::peer_connection::{
 use super::gate::{Gate, GatedRuntime};
 use super::negotiation::{LocalCandidates, Negotiation};
 use super::send::LocalTrack;
-use super::{Inner, MediaSession, codec, is_offerer, negotiation, receive};
+use super::{Inner, MediaSession, codec, interfaces, is_offerer, negotiation, receive};
 use crate::error::MediaError;
-use crate::types::{MediaEvent, MediaKind, PeerState, PeerStats, VideoCodec};
+use crate::types::{
+    CandidateKind, MediaEvent, MediaKind, PeerState, PeerStats, SelectedPair, VideoCodec,
+};
 
 /// Frame and byte counts of one peer connection.
 #[derive(Default)]
@@ -167,6 +173,7 @@ impl Peer {
             .filter(|pair| pair.nominated && pair.current_round_trip_time > 0.0)
             .last()
             .map(|pair| Duration::from_secs_f64(pair.current_round_trip_time));
+        let selected_pair = selected_pair(&report);
         let s = &self.shared;
         let c = &s.counters;
         PeerStats {
@@ -183,8 +190,61 @@ impl Peer {
             rtt,
             packets_lost,
             jitter,
+            selected_pair,
         }
     }
+}
+
+/// The pair the transport selected (or, before the transport names one, the
+/// last nominated pair that succeeded), with both candidates' kinds.
+fn selected_pair(report: &RTCStatsReport) -> Option<SelectedPair> {
+    let named = report
+        .transport()
+        .map(|t| t.selected_candidate_pair_id.as_str())
+        .filter(|id| !id.is_empty());
+    let pair = match named {
+        Some(id) => report.candidate_pairs().find(|p| p.stats.id == id),
+        None => report
+            .candidate_pairs()
+            .filter(|p| p.nominated && p.state == RTCStatsIceCandidatePairState::Succeeded)
+            .last(),
+    }?;
+    // A pair names its candidates by their ICE ids; their stats entries
+    // carry a prefix (webrtc-rs 0.21.1).
+    let candidate = |prefix: &str, id: &str| {
+        let entry = report
+            .get(id)
+            .or_else(|| report.get(&format!("{prefix}{id}")))?;
+        let (RTCStatsReportEntry::LocalCandidate(c) | RTCStatsReportEntry::RemoteCandidate(c)) =
+            entry
+        else {
+            return None;
+        };
+        let kind = match c.candidate_type {
+            RTCIceCandidateType::Host => CandidateKind::Host,
+            RTCIceCandidateType::Srflx => CandidateKind::ServerReflexive,
+            RTCIceCandidateType::Prflx => CandidateKind::PeerReflexive,
+            RTCIceCandidateType::Relay => CandidateKind::Relay,
+            _ => return None,
+        };
+        let addr = c
+            .address
+            .as_deref()
+            .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+            .map(|ip| SocketAddr::new(ip, c.port));
+        Some((kind, addr))
+    };
+    let (local, local_addr) = candidate("RTCLocalIceCandidate_", &pair.local_candidate_id)?;
+    // Only candidates the peer signalled have stats: one learnt from the
+    // peer's checks is peer-reflexive by definition.
+    let (remote, remote_addr) = candidate("RTCRemoteIceCandidate_", &pair.remote_candidate_id)
+        .unwrap_or((CandidateKind::PeerReflexive, None));
+    Some(SelectedPair {
+        local,
+        local_addr,
+        remote,
+        remote_addr,
+    })
 }
 
 struct Handler {
@@ -384,7 +444,7 @@ impl MediaSession {
             .with_interceptor_registry(registry)
             .with_setting_engine(settings)
             .with_handler(handler)
-            .with_udp_addrs(cfg.udp_addrs.clone())
+            .with_udp_addrs(interfaces::bind_addrs(&cfg.udp_addrs))
             .build()
             .await
             .map_err(MediaError::webrtc)?;

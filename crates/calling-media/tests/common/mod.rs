@@ -182,7 +182,7 @@ async fn build_with(
     let mut sessions = HashMap::new();
     let mut raw = Vec::new();
     for name in names {
-        let (s, rx) = MediaSession::new(uid(name), tweak(MediaConfig::default()))
+        let (s, rx) = MediaSession::new(uid(name), tweak(MediaConfig::loopback()))
             .await
             .unwrap();
         sessions.insert(uid(name), s.clone());

@@ -33,7 +33,7 @@ pub fn sig(user: &str) -> String {
 }
 
 pub async fn login(net: &Net, user: &str) -> (Calling, Events) {
-    login_with(net, user, CallingConfig::default()).await
+    login_with(net, user, CallingConfig::loopback()).await
 }
 
 pub async fn login_with(net: &Net, user: &str, config: CallingConfig) -> (Calling, Events) {
