@@ -680,7 +680,25 @@ impl Node {
     /// Stdout lines and stderr, for failure messages.
     pub fn text(&self) -> String {
         let mut out = format!("--- {} stdout\n", self.name);
-        for l in self.lines() {
+        let lines = self.lines();
+        // Periodic lines only matter at the end: keep the last few.
+        let periodic = |l: &Value| {
+            l["type"] == "stats"
+                || l["event"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("UserVoiceVolume"))
+        };
+        let skip = lines
+            .iter()
+            .filter(|l| periodic(l))
+            .count()
+            .saturating_sub(3);
+        let mut skipped = 0;
+        for l in lines {
+            if periodic(&l) && skipped < skip {
+                skipped += 1;
+                continue;
+            }
             match l["type"].as_str() {
                 Some("text") => out.push_str(l["text"].as_str().unwrap_or("")),
                 _ => out.push_str(&l.to_string()),

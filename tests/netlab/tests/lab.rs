@@ -14,6 +14,8 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
+
 use calling_netlab::{
     Lab, Nat, Node, PUBLIC_IP, PUBLIC_IP2, TURN_PORT, TURN_SECRET, WAN_A, WAN_A_MOVED, WAN_B,
     lab_node, prerequisites, set_lab_node,
@@ -95,6 +97,27 @@ fn call(
         assert!(frames["video_frames"].as_u64().unwrap() >= 20, "{frames}");
     }
     (alice, bob)
+}
+
+/// The selected pair's path type (`host`, `srflx`, `prflx`, `relay`) as
+/// `node` last reported it, with the whole pair for messages.
+fn path(node: &Node) -> (String, Value) {
+    let pair = node
+        .lines()
+        .iter()
+        .rev()
+        .find(|v| v["type"] == "frames" || v["type"] == "stats" && !v["pair"].is_null())
+        .map(|v| v["pair"].clone())
+        .unwrap_or_default();
+    (pair["path"].as_str().unwrap_or("none").to_string(), pair)
+}
+
+/// Both ends selected a pair of path type `want`.
+fn assert_path(alice: &Node, bob: &Node, want: &str) {
+    for node in [alice, bob] {
+        let (got, pair) = path(node);
+        assert_eq!(got, want, "selected pair {pair}");
+    }
 }
 
 /// Lines of `conntrack -L -p udp` in `router` for flows between `a` and
@@ -181,7 +204,20 @@ fn same_lan_call_without_stun_takes_the_host_pair() {
     let [a1, a2] = lab.clients_a() else {
         unreachable!()
     };
-    let (alice, _bob) = call(&lab, &ca, (a1, &[]), (a2, &[]));
+    let (alice, bob) = call(&lab, &ca, (a1, &[]), (a2, &[]));
+    // Each end uses its host candidate; the other end's may show up as
+    // peer-reflexive when its checks arrive before its trickled candidate.
+    for node in [&alice, &bob] {
+        let (_, pair) = path(node);
+        assert_eq!(pair["local"], "host", "selected pair {pair}");
+        assert!(
+            pair["remote"] == "host" || pair["remote"] == "prflx",
+            "selected pair {pair}"
+        );
+        if let Some(addr) = pair["local_addr"].as_str() {
+            assert!(addr.starts_with("192.0.2."), "selected pair {pair}");
+        }
+    }
     // Nothing of the call left the LAN: the router translated no UDP.
     let wan = lab.conntrack_udp(&lab.router_a());
     assert!(
@@ -210,7 +246,8 @@ fn port_restricted_nats_connect_through_stun_reflexive_pair() {
     assert_eq!(ip(&mapped[0]), WAN_A.to_string(), "{mapped:?}");
     assert_eq!(port(&mapped[0]), port(&mapped[1]), "{mapped:?}");
 
-    let (alice, _bob) = call(&lab, &ca, (&a1, &[]), (lab.client_b(), &[]));
+    let (alice, bob) = call(&lab, &ca, (&a1, &[]), (lab.client_b(), &[]));
+    assert_path(&alice, &bob, "srflx");
     // Router A translated a flow straight to router B's public address.
     let direct = flows(&lab, &lab.router_a(), "192.0.2.11", &WAN_B.to_string());
     assert!(
@@ -249,7 +286,8 @@ fn symmetric_nats_connect_through_the_turn_relay() {
     assert_eq!(ip(&mapped[0]), WAN_A.to_string(), "{mapped:?}");
     assert_ne!(port(&mapped[0]), port(&mapped[1]), "{mapped:?}");
 
-    let (alice, _bob) = call(&lab, &ca, (&a1, &[]), (lab.client_b(), &[]));
+    let (alice, bob) = call(&lab, &ca, (&a1, &[]), (lab.client_b(), &[]));
+    assert_path(&alice, &bob, "relay");
     let direct = flows(&lab, &lab.router_a(), "192.0.2.11", &WAN_B.to_string());
     assert!(direct.is_empty(), "media went directly: {direct:?}");
     assert_relayed(&alice, &coturn);
@@ -279,7 +317,8 @@ fn relay_only_policy_relays_even_where_stun_would_do() {
     let ca = pki.ca.display().to_string();
     let a1 = lab.clients_a()[0].clone();
     let relay = ["--relay-only"];
-    let (alice, _bob) = call(&lab, &ca, (&a1, &relay), (lab.client_b(), &relay));
+    let (alice, bob) = call(&lab, &ca, (&a1, &relay), (lab.client_b(), &relay));
+    assert_path(&alice, &bob, "relay");
     let direct = flows(&lab, &lab.router_a(), "192.0.2.11", &WAN_B.to_string());
     assert!(
         direct.is_empty(),
@@ -543,4 +582,171 @@ fn setup_time_per_path_type() {
         let (p50, p95) = percentiles(times);
         println!("{path:<6} {calls:>5}  {p50:>6.0}  {p95:>6.0}");
     }
+}
+
+/// `Ok` when Chromium, node and playwright-core are installed; otherwise
+/// fails under CI and prints a loud SKIPPED banner elsewhere.
+fn browser_ready(test: &str) -> bool {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let mut missing = Vec::new();
+    if !std::path::Path::new(&chromium).exists() {
+        missing.push(format!("{chromium} (Debian package chromium)"));
+    }
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !node {
+        missing.push("node".into());
+    }
+    if !root
+        .join("tests/browser/node_modules/playwright-core")
+        .exists()
+    {
+        missing.push("tests/browser/node_modules (npm ci)".into());
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let what = missing.join(", ");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "NAT lab browser test {test} cannot run under CI: missing {what}; scripts/setup.sh installs them"
+    );
+    let banner = format!(
+        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+         !!! SKIPPED NAT lab browser test {test}: missing {what}.\n\
+         !!! Run scripts/setup.sh (as root). This test did NOT run.\n\
+         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+    );
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), banner.as_bytes());
+    false
+}
+
+/// Headless Chromium in `ns` running `scenario` (`answer` or `place`) of
+/// tests/netlab/browser.mjs as web user `user` with Rust peer `peer`.
+fn chromium(lab: &Lab, ns: &str, scenario: &str, user: &str, peer: &str, spki: &str) -> Node {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/browser.mjs");
+    let base = format!("https://{PUBLIC_IP}:{}", calling_netlab::SERVER_PORT);
+    let (user, peer, spki) = (
+        format!("user={user}"),
+        format!("peer={peer}"),
+        format!("spki={spki}"),
+    );
+    let node = lab.spawn(
+        ns,
+        "chromium",
+        &["node", script, scenario, &base, &user, &peer, &spki],
+    );
+    let ready = node.try_wait_for(Duration::from_secs(60), |v| {
+        v["type"] == "ready" || v["type"] == "fatal"
+    });
+    assert!(
+        ready.as_ref().is_some_and(|v| v["type"] == "ready"),
+        "Chromium did not log in over https://\n{}",
+        node.text()
+    );
+    node
+}
+
+/// The Rust peer and Chromium each receive the other's audio and video;
+/// returns the Rust side's and the browser's selected pairs.
+fn rust_and_browser_media(rust: &Node, browser: &Node, web_user: &str) -> (Value, Value) {
+    let at_rust = rust.try_wait_for(CALL_WAIT, |v| v["type"] == "frames");
+    let at_rust = at_rust.unwrap_or_else(|| {
+        panic!(
+            "no media from Chromium\n{}\n{}",
+            rust.text(),
+            browser.text()
+        )
+    });
+    assert_eq!(at_rust["from"], web_user);
+    let at_web = browser.try_wait_for(CALL_WAIT, |v| v["type"] == "frames" || v["type"] == "fatal");
+    let at_web = at_web.unwrap_or_else(|| panic!("Chromium saw no media\n{}", browser.text()));
+    assert_eq!(
+        at_web["type"],
+        "frames",
+        "{}\n{}",
+        browser.text(),
+        rust.text()
+    );
+    assert!(at_web["framesDecoded"].as_u64().unwrap() > 0, "{at_web}");
+    browser.send("done");
+    let ended = browser.try_wait_for(Duration::from_secs(40), |v| v["type"] == "ended");
+    assert!(
+        ended.is_some(),
+        "the call did not end in Chromium\n{}",
+        browser.text()
+    );
+    (at_rust["pair"].clone(), at_web["pair"].clone())
+}
+
+/// The lab's server in demo mode (the web page fetches UserSigs) with STUN
+/// and TURN.
+fn demo_server(lab: &Lab, pki: &calling_netlab::Pki) -> Node {
+    lab.start_server(
+        pki,
+        &[
+            "--demo",
+            "--stun-url",
+            &stun_url(),
+            "--turn-url",
+            &turn_url(),
+            "--turn-secret",
+            TURN_SECRET,
+        ],
+    )
+}
+
+#[test]
+fn chromium_answers_a_rust_peer_on_its_lan_over_https() {
+    let test = "chromium_answers_a_rust_peer_on_its_lan_over_https";
+    if !setup(test) || !browser_ready(test) {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new("web", Nat::PortRestrictedCone, Nat::PortRestrictedCone, 2);
+    let pki = lab.pki();
+    let _coturn = lab.start_coturn(TURN_SECRET);
+    let _server = demo_server(&lab, &pki);
+    let ca = pki.ca.display().to_string();
+    let [a1, a2] = lab.clients_a() else {
+        unreachable!()
+    };
+    let browser = chromium(&lab, a1, "answer", "web-a", "alice", &pki.spki_sha256);
+    let alice = peer(&lab, a2, "alice", &ca, &["--call", "web-a"]);
+    let (rust_pair, web_pair) = rust_and_browser_media(&alice, &browser, "web-a");
+    assert_eq!(rust_pair["local"], "host", "Rust pair {rust_pair}");
+    assert_eq!(web_pair["local"], "host", "Chromium pair {web_pair}");
+    alice.close();
+}
+
+#[test]
+#[ignore = "needs the browser client to use login_ok's ICE servers (branch ice-refresh)"]
+fn chromium_calls_a_rust_peer_in_the_other_home_through_both_nats() {
+    let test = "chromium_calls_a_rust_peer_in_the_other_home_through_both_nats";
+    if !setup(test) || !browser_ready(test) {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new("webx", Nat::PortRestrictedCone, Nat::PortRestrictedCone, 1);
+    let pki = lab.pki();
+    let _coturn = lab.start_coturn(TURN_SECRET);
+    let _server = demo_server(&lab, &pki);
+    let ca = pki.ca.display().to_string();
+    let bob = peer(&lab, lab.client_b(), "bob", &ca, &[]);
+    let browser = chromium(
+        &lab,
+        &lab.clients_a()[0],
+        "place",
+        "web-a",
+        "bob",
+        &pki.spki_sha256,
+    );
+    let (rust_pair, web_pair) = rust_and_browser_media(&bob, &browser, "web-a");
+    // Across two NATs: never a host pair.
+    assert_ne!(rust_pair["path"], "host", "Rust pair {rust_pair}");
+    assert_ne!(web_pair["local"], "host", "Chromium pair {web_pair}");
+    bob.close();
 }

@@ -191,8 +191,7 @@ async fn peer(args: PeerArgs) -> Result<(), String> {
         extra_ca_pem: Some(ca),
         ..CallingConfig::default()
     };
-    // A lab machine's only address is its LAN one: gather on every interface.
-    config.media.udp_addrs = vec![SocketAddr::from(([0, 0, 0, 0], 0))];
+    // The default bind addresses (every interface) are what the lab proves.
     config.media.relay_only = args.relay_only;
     let sig = calling_usersig::generate(APP, KEY, &args.user, 3600, calling_usersig::now_unix());
     let (client, mut events) = Calling::login(&args.url, APP, &args.user, &sig, config)
@@ -327,6 +326,13 @@ async fn stats_line(client: &Calling) -> serde_json::Value {
             "audio_sent": s.audio_frames_sent,
             "video_sent": s.video_frames_sent,
             "rtt_ms": s.rtt.map(|r| r.as_secs_f64() * 1000.0),
+            "pair": s.selected_pair.map(|p| json!({
+                "path": p.path().as_str(),
+                "local": p.local.as_str(),
+                "local_addr": p.local_addr.map(|a| a.to_string()),
+                "remote": p.remote.as_str(),
+                "remote_addr": p.remote_addr.map(|a| a.to_string()),
+            })),
         }),
         None => json!({"type": "stats"}),
     }
