@@ -430,19 +430,38 @@ fn media_comes_back_after_the_router_changes_its_public_address() {
     let ca = pki.ca.display().to_string();
     let a1 = lab.clients_a()[0].clone();
     let (alice, bob) = call(&lab, &ca, (&a1, &[]), (lab.client_b(), &[]));
+    // A stall before the move (a loaded machine) must not count.
+    let resumed = |n: &Node| {
+        n.lines()
+            .into_iter()
+            .filter(|v| v["type"] == "resumed")
+            .collect::<Vec<_>>()
+    };
+    let before = [resumed(&alice).len(), resumed(&bob).len()];
     move_router_a(&lab);
-    for node in [&alice, &bob] {
-        let back = node.try_wait_for(Duration::from_secs(30), |v| v["type"] == "resumed");
-        assert!(
-            back.is_some(),
-            "media did not come back after the address change\n{}\n{}",
-            alice.text(),
-            bob.text()
-        );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for (node, before) in [(&alice, before[0]), (&bob, before[1])] {
+        let back = loop {
+            if let Some(v) = resumed(node).get(before) {
+                break Some(v.clone());
+            }
+            if std::time::Instant::now() >= deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let Some(back) = back else {
+            panic!(
+                "media did not come back within 30 s of the address change\n{}\n{}",
+                alice.text(),
+                bob.text()
+            );
+        };
+        // The figure for docs/BENCHMARKS.md, not an assertion.
         eprintln!(
-            "{}: media back after {}",
+            "{}: media back after a gap of {} ms",
             node_name(node),
-            back.unwrap()["gap_ms"]
+            back["gap_ms"]
         );
     }
     alice.close();
@@ -516,6 +535,13 @@ fn setup_times(lab: &Lab, ca: &str, caller: &str, callee: &str, n: u32) -> Vec<f
         .filter_map(|v| v["setup_ms"].as_f64())
         .collect();
     assert_eq!(times.len(), n as usize, "{}", alice.text());
+    // The path each call took, as the caller's selected pair says.
+    let mut paths = std::collections::BTreeMap::<String, u32>::new();
+    for v in alice.lines().iter().filter(|v| v["type"] == "frames") {
+        let path = v["pair"]["path"].as_str().unwrap_or("none").to_string();
+        *paths.entry(path).or_default() += 1;
+    }
+    eprintln!("selected paths: {paths:?}");
     alice.close();
     bob.close();
     times
