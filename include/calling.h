@@ -50,6 +50,17 @@
 // codec we send (we send Opus): it gets no audio from us.
 #define CALLING_ERROR_NO_COMMON_AUDIO_CODEC 2005
 
+// `CALLING_EVENT_ERROR` code: relay-only media got no relay candidate:
+// the TURN server refused the allocation (most often calling-server's
+// `--turn-secret` differs from coturn's `static-auth-secret`) or did not
+// answer. Media with the member named in the message cannot connect.
+#define CALLING_ERROR_TURN_UNAVAILABLE 2006
+
+// `CALLING_EVENT_ERROR` code, a warning: TURN servers are configured but
+// no relay candidate was gathered (refused or unanswered, as for 2006).
+// The call goes on over direct paths, with no relay to fall back on.
+#define CALLING_ERROR_TURN_FALLBACK_UNAVAILABLE 2007
+
 // What every fallible function returns. `CALLING_RESULT_OK` is zero;
 // [`calling_result_text`] names each code.
 enum calling_result
@@ -267,12 +278,14 @@ enum calling_media_state
   CALLING_MEDIA_STATE_CONNECTING = 1,
   // Audio and video can flow.
   CALLING_MEDIA_STATE_CONNECTED = 2,
-  // Connectivity was lost; it may come back.
+  // Connectivity was lost; ICE restarts try to bring it back within the
+  // media restore bound.
   CALLING_MEDIA_STATE_DISCONNECTED = 3,
-  // Connectivity came back after DISCONNECTED.
+  // Media flows again after DISCONNECTED, on the same connection.
   CALLING_MEDIA_STATE_RESTORED = 4,
-  // The connection failed for good: no media with this party. The call
-  // goes on.
+  // Media with this party was not restored in time: none flows. When
+  // media failed with every connected party (always in a 1v1 call), the
+  // call ends with CALLING_END_REASON_MEDIA_FAILED; otherwise it goes on.
   CALLING_MEDIA_STATE_FAILED = 5,
 };
 #ifndef __cplusplus
@@ -313,6 +326,11 @@ enum calling_end_reason
   CALLING_END_REASON_LOGGED_OUT = 10,
   // A join by id found no call.
   CALLING_END_REASON_NOT_FOUND = 11,
+  // Media with every other party broke and was not restored within the
+  // media restore bound: the local user left the call (the others see a
+  // hangup). Preceded by CALLING_EVENT_MEDIA_STATE with
+  // CALLING_MEDIA_STATE_FAILED.
+  CALLING_END_REASON_MEDIA_FAILED = 13,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

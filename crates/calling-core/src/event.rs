@@ -91,6 +91,10 @@ pub enum EndReason {
     LoggedOut,
     /// A join with a ticket got no answer, or the host was not in the call.
     NotFound,
+    /// The media with every other connected party broke and could not be
+    /// restored in time (the SDK's media restore bound): the local party
+    /// left the call as with a hangup, so the others see it leave.
+    MediaFailed,
 }
 
 /// An event for the application about a call: the call-level TRTCCalling

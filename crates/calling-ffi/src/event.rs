@@ -85,12 +85,14 @@ pub enum calling_media_state {
     CALLING_MEDIA_STATE_CONNECTING = 1,
     /// Audio and video can flow.
     CALLING_MEDIA_STATE_CONNECTED = 2,
-    /// Connectivity was lost; it may come back.
+    /// Connectivity was lost; ICE restarts try to bring it back within the
+    /// media restore bound.
     CALLING_MEDIA_STATE_DISCONNECTED = 3,
-    /// Connectivity came back after DISCONNECTED.
+    /// Media flows again after DISCONNECTED, on the same connection.
     CALLING_MEDIA_STATE_RESTORED = 4,
-    /// The connection failed for good: no media with this party. The call
-    /// goes on.
+    /// Media with this party was not restored in time: none flows. When
+    /// media failed with every connected party (always in a 1v1 call), the
+    /// call ends with CALLING_END_REASON_MEDIA_FAILED; otherwise it goes on.
     CALLING_MEDIA_STATE_FAILED = 5,
 }
 
@@ -134,8 +136,12 @@ pub enum calling_end_reason {
     CALLING_END_REASON_LOGGED_OUT = 10,
     /// A join by id found no call.
     CALLING_END_REASON_NOT_FOUND = 11,
-    // 12 was CALLING_END_REASON_ERROR, never sent; media failure is
-    // CALLING_EVENT_MEDIA_STATE with CALLING_MEDIA_STATE_FAILED.
+    // 12 was CALLING_END_REASON_ERROR, never sent.
+    /// Media with every other party broke and was not restored within the
+    /// media restore bound: the local user left the call (the others see a
+    /// hangup). Preceded by CALLING_EVENT_MEDIA_STATE with
+    /// CALLING_MEDIA_STATE_FAILED.
+    CALLING_END_REASON_MEDIA_FAILED = 13,
 }
 
 /// Why invitees did not answer (`CALLING_EVENT_NO_RESPONSE`).
@@ -278,6 +284,7 @@ fn end_code(r: EndReason) -> calling_end_reason {
         EndReason::KickedOut => CALLING_END_REASON_KICKED_OUT,
         EndReason::LoggedOut => CALLING_END_REASON_LOGGED_OUT,
         EndReason::NotFound => CALLING_END_REASON_NOT_FOUND,
+        EndReason::MediaFailed => CALLING_END_REASON_MEDIA_FAILED,
     }
 }
 

@@ -96,6 +96,17 @@ pub const CALLING_ERROR_NO_COMMON_VIDEO_CODEC: u32 = 2004;
 /// codec we send (we send Opus): it gets no audio from us.
 pub const CALLING_ERROR_NO_COMMON_AUDIO_CODEC: u32 = 2005;
 
+/// `CALLING_EVENT_ERROR` code: relay-only media got no relay candidate:
+/// the TURN server refused the allocation (most often calling-server's
+/// `--turn-secret` differs from coturn's `static-auth-secret`) or did not
+/// answer. Media with the member named in the message cannot connect.
+pub const CALLING_ERROR_TURN_UNAVAILABLE: u32 = 2006;
+
+/// `CALLING_EVENT_ERROR` code, a warning: TURN servers are configured but
+/// no relay candidate was gathered (refused or unanswered, as for 2006).
+/// The call goes on over direct paths, with no relay to fall back on.
+pub const CALLING_ERROR_TURN_FALLBACK_UNAVAILABLE: u32 = 2007;
+
 /// The library version, e.g. `"0.1.0"`: a static string, do not free it.
 /// Equal to `CALLING_VERSION_STRING` when header and library match.
 #[unsafe(no_mangle)]
@@ -269,6 +280,11 @@ mod tests {
             (
                 CALLING_ERROR_NO_COMMON_AUDIO_CODEC,
                 ErrorCode::NoCommonAudioCodec,
+            ),
+            (CALLING_ERROR_TURN_UNAVAILABLE, ErrorCode::TurnUnavailable),
+            (
+                CALLING_ERROR_TURN_FALLBACK_UNAVAILABLE,
+                ErrorCode::TurnFallbackUnavailable,
             ),
         ];
         assert_eq!(c.len(), ErrorCode::ALL.len(), "every code has a constant");

@@ -91,7 +91,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 MediaEvent::VoiceVolume { .. }
                 | MediaEvent::SourceFailed { .. }
                 | MediaEvent::RemoteTrack { .. }
-                | MediaEvent::FirstFrame { .. } => {}
+                | MediaEvent::FirstFrame { .. }
+                | MediaEvent::PeerMedia { .. }
+                | MediaEvent::NoRelayCandidates { .. } => {}
             },
             Some(f) = frames.recv() => {
                 *counts.entry(format!("{:?}", f.frame.codec)).or_default() += 1;

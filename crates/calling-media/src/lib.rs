@@ -70,5 +70,6 @@ pub use session::{AUDIO_LEVEL_URI, MediaSession, is_offerer};
 pub use sink::{ChannelSink, FrameSink, RecorderSink, RemoteFrame};
 pub use types::{
     AudioSource, CandidateKind, Codec, EncodedFrame, IceServer, MediaConfig, MediaEvent, MediaKind,
-    MediaSignal, PeerState, PeerStats, SelectedPair, VideoCodec, VideoQuality, VideoSource,
+    MediaSignal, PeerMedia, PeerState, PeerStats, SelectedPair, VideoCodec, VideoQuality,
+    VideoSource,
 };

@@ -203,6 +203,32 @@ pub struct MediaConfig {
     /// 1 to 32768). The buffer is allocated up front per peer; 256 packets
     /// cover about a second of 1080p video. Default 256 (webrtc-rs: 1024).
     pub nack_history: u16,
+    /// How long the selected ICE pair may stay silent (no packet, not even
+    /// a keepalive answer) before the connection counts as
+    /// [`PeerState::Disconnected`] and media as
+    /// [`PeerMedia::Interrupted`]; the offering side then restarts ICE at
+    /// once. Default 2 s (webrtc-rs: 5 s): together with the restart this
+    /// brings media back within about 3 s of a path change; shorter would
+    /// call a lossy Wi-Fi second a disconnect and restart for nothing.
+    pub ice_disconnected_timeout: Duration,
+    /// How long after `ice_disconnected_timeout` webrtc-rs gives up on a
+    /// connection by itself ([`PeerState::Failed`]), and how long past the
+    /// two a restarted generation may stay checking. Restarts continue
+    /// after it; what ends media is `media_restore_timeout`. Default 5 s
+    /// (webrtc-rs: 25 s).
+    pub ice_failed_timeout: Duration,
+    /// How often an idle selected pair is checked (RFC 7675 consent, STUN
+    /// binding requests of ~100 bytes). It must be well under
+    /// `ice_disconnected_timeout`, which counts silence: at a quarter of
+    /// it, a lost packet or two are no disconnect. Default 500 ms
+    /// (webrtc-rs: 2 s).
+    pub ice_keepalive_interval: Duration,
+    /// How long media with a peer may stay interrupted, from the first
+    /// [`PeerMedia::Interrupted`], while ICE restarts try to bring it back;
+    /// then it is [`PeerMedia::Failed`] and the app (the SDK) ends the call.
+    /// Long enough for a Wi-Fi/cellular handover and a few restarts, short
+    /// enough that nobody sits in a silent call wondering. Default 15 s.
+    pub media_restore_timeout: Duration,
 }
 
 impl Default for MediaConfig {
@@ -219,6 +245,10 @@ impl Default for MediaConfig {
             volume_interval: Duration::from_millis(300),
             max_sdp_len: 64 * 1024,
             nack_history: 256,
+            ice_disconnected_timeout: Duration::from_secs(2),
+            ice_failed_timeout: Duration::from_secs(5),
+            ice_keepalive_interval: Duration::from_millis(500),
+            media_restore_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -332,15 +362,15 @@ pub enum PeerState {
     /// flows yet. The first change a connection reports.
     Connecting,
     /// Media can flow both ways. After `Connecting`, the connection is up
-    /// for the first time; after `Disconnected`, it was restored on its own,
-    /// with no new negotiation.
+    /// for the first time or again after an ICE restart; after
+    /// `Disconnected`, it was restored on its own, with no new negotiation.
     Connected,
     /// Connectivity was lost (ICE checks go unanswered) and no media flows.
     /// It may come back by itself (to `Connected`) or give up (to `Failed`).
     Disconnected,
-    /// ICE or DTLS failed for good; the connection does not recover. To
-    /// restart media, both sides [`disconnect`](crate::MediaSession::disconnect)
-    /// and [`connect`](crate::MediaSession::connect) again.
+    /// ICE or DTLS failed; the connection does not recover by itself.
+    /// The offering side restarts ICE on the same connection (see
+    /// [`PeerMedia`]), which moves it back to `Connecting`.
     Failed,
     /// Closed, and final for this connection: by
     /// [`MediaSession::disconnect`](crate::MediaSession::disconnect) or
@@ -348,6 +378,26 @@ pub enum PeerState {
     /// fresh offer, in which case a new connection to the same user follows
     /// with its own `New` to `Connecting`.
     Closed,
+}
+
+/// Whether media with one peer flows, as [`MediaEvent::PeerMedia`]
+/// reports it: the view above [`PeerState`], across ICE restarts. Each side
+/// decides by itself (the other may be unreachable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerMedia {
+    /// The connection went [`PeerState::Disconnected`] or
+    /// [`PeerState::Failed`]: no media flows. The offering side restarts
+    /// ICE (again, with backoff) until it is restored or
+    /// [`MediaConfig::media_restore_timeout`] runs out.
+    Interrupted,
+    /// The connection is [`PeerState::Connected`] again after
+    /// `Interrupted`: media flows on the same connection and tracks.
+    Restored,
+    /// Not restored within [`MediaConfig::media_restore_timeout`]: no more
+    /// restarts; media with this peer is over until it is disconnected and
+    /// connected again.
+    Failed,
 }
 
 /// Media negotiation messages between two sessions. The facade carries them
@@ -441,6 +491,29 @@ pub enum MediaEvent {
     KeyframeRequested {
         /// The remote user.
         user: UserId,
+    },
+    /// Media with `user` was interrupted, restored, or failed for good
+    /// (see [`PeerMedia`]). Reported on each change, after the
+    /// [`MediaEvent::PeerState`] that caused it.
+    PeerMedia {
+        /// The remote user.
+        user: UserId,
+        /// What happened to the media.
+        state: PeerMedia,
+    },
+    /// ICE gathering for the connection with `user` completed with a TURN
+    /// server configured but no relay candidate: the TURN server refused
+    /// our allocation (e.g. its shared secret does not match the one the
+    /// credentials were made with: a 401) or did not answer. With
+    /// `relay_only` the connection cannot come up at all; otherwise it goes
+    /// on over host and server-reflexive candidates, without a relay to
+    /// fall back on. Reported once per connection (ICE restarts gather
+    /// again, and are not reported again).
+    NoRelayCandidates {
+        /// The remote user.
+        user: UserId,
+        /// Whether [`MediaConfig::relay_only`] is set.
+        relay_only: bool,
     },
     /// Voice volume of a user, 0..=100, about every
     /// [`MediaConfig::volume_interval`]. Remote users: from the RFC 6464

@@ -322,6 +322,26 @@ impl Calling {
         .await
     }
 
+    /// Drops every datagram of the current call's media connection with
+    /// `user` (`true`), or passes them again: a broken path, for tests of
+    /// ICE restart and media failure. Test-only (feature `fault-injection`).
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub async fn set_media_path_blocked(
+        &self,
+        user: &str,
+        blocked: bool,
+    ) -> Result<(), CallingError> {
+        let user = UserId::new(user)?;
+        self.run(move |d| {
+            if let Some(session) = d.media_session() {
+                session.set_path_blocked(&user, blocked);
+            }
+            Box::pin(async { Ok(()) })
+        })
+        .await
+    }
+
     /// Per-peer media figures of the current call (empty outside a call).
     pub async fn stats(&self) -> Result<Vec<PeerStats>, CallingError> {
         self.run(|d| {

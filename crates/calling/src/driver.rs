@@ -15,10 +15,10 @@
 //! Network input is never held up by the app: events wait in the driver's
 //! own backlog when the app's channel is full (see [`Driver::emit`]).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use calling_core::{
     CallId, CallMachine, CallState, JoinTicket, MediaInstruction, MediaType, Output, PartyId,
@@ -26,7 +26,7 @@ use calling_core::{
 };
 use calling_media::{
     AudioSource, FrameSink, MediaError, MediaEvent, MediaKind, MediaSession, MediaSignal,
-    PeerState, VideoQuality, VideoSource,
+    PeerMedia, PeerState, VideoQuality, VideoSource,
 };
 use calling_signal::{MessageId, Transport, TransportEvent};
 use serde_json::Value;
@@ -56,7 +56,18 @@ struct Media {
     /// one is a new participation (a rejoin whose leave we never saw), which
     /// gets a fresh connection and may bring a new certificate.
     parties: HashMap<UserId, PartyId>,
+    /// Peers whose media is interrupted: their connection's own state
+    /// changes (a restart connecting again) are not the app's news; the
+    /// media engine's verdict (restored or failed) is.
+    interrupted: HashSet<UserId>,
+    /// Peers whose media failed for good.
+    failed: HashSet<UserId>,
 }
+
+/// How often the ICE servers of a call's media are brought up to date with
+/// the transport's (whose TURN credentials are renewed before they
+/// expire), besides just before ICE restarts.
+const ICE_SERVER_REFRESH: Duration = Duration::from_secs(30);
 
 /// Which call each sent message belonged to, so an "undeliverable" answer
 /// can be pinned on the right call. Bounded: old entries are forgotten.
@@ -176,6 +187,8 @@ impl Driver {
         // (e.g. the camera is closed) before the first call.
         self.announce_media();
         let app = self.events.clone();
+        let mut refresh = tokio::time::interval(ICE_SERVER_REFRESH);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !self.closed {
             let deadline = self.machine.poll_timeout();
             tokio::select! {
@@ -197,6 +210,7 @@ impl Driver {
                     None => self.stop(ResetReason::Logout).await,
                 },
                 Some(ev) = next_media_event(&mut self.media) => self.on_media(ev).await,
+                _ = refresh.tick(), if self.media.is_some() => self.refresh_ice_servers(),
                 () = sleep_until(deadline) => {
                     let now = self.now();
                     self.machine.handle_timeout(now);
@@ -410,6 +424,8 @@ impl Driver {
             TransportEvent::Disconnected => self.emit(Event::Disconnected),
             TransportEvent::Reconnected => {
                 self.emit(Event::Reconnected);
+                // A re-login brings fresh TURN credentials.
+                self.refresh_ice_servers();
                 // Whatever was lost while disconnected (a hangup, a leave),
                 // the members' answers tell within one round trip.
                 self.machine.recheck(now);
@@ -448,6 +464,8 @@ impl Driver {
             }
         }
         debug!(%from, "a party re-entered; its media starts over");
+        m.interrupted.remove(from);
+        m.failed.remove(from);
         m.session.disconnect(from).await;
         if let Err(e) = m.session.connect(from).await {
             warn!(user = %from, error = %e, "media connect failed");
@@ -503,6 +521,27 @@ impl Driver {
                 debug!(%user, ?previous, ?state, "peer state");
                 self.on_peer_state(user, previous, state).await;
             }
+            MediaEvent::PeerMedia { user, state } => self.on_peer_media(user, state).await,
+            MediaEvent::NoRelayCandidates { user, relay_only } => {
+                let (code, consequence) = if relay_only {
+                    (
+                        ErrorCode::TurnUnavailable,
+                        "relay-only media with it cannot connect",
+                    )
+                } else {
+                    (
+                        ErrorCode::TurnFallbackUnavailable,
+                        "media goes on over direct paths only",
+                    )
+                };
+                let detail = format!(
+                    "ICE gathering for {user} produced no relay candidate: the TURN server \
+                     refused the allocation or did not answer; check that calling-server's \
+                     --turn-secret matches coturn's static-auth-secret and that the TURN \
+                     server is reachable ({consequence})"
+                );
+                self.error(code, detail).await;
+            }
             MediaEvent::RemoteTrack { user, kind } => debug!(%user, ?kind, "remote track"),
             MediaEvent::FirstFrame { user, kind } => debug!(%user, ?kind, "first frame"),
             MediaEvent::KeyframeRequested { user } => debug!(%user, "key frame requested"),
@@ -531,26 +570,110 @@ impl Driver {
         }
     }
 
-    /// Turns the media engine's connection changes into [`Event::Media`].
+    /// Turns the media engine's connection changes into [`Event::Media`]:
+    /// setting up (connecting, connected). A connection that breaks is
+    /// told by [`PeerMedia`] instead ([`Self::on_peer_media`]), which
+    /// follows it across ICE restarts.
     async fn on_peer_state(&mut self, user: UserId, previous: PeerState, state: PeerState) {
-        let Some(call_id) = self.media.as_ref().map(|m| m.call_id.clone()) else {
+        let Some(m) = self.media.as_ref() else {
             return;
         };
-        let state = match (previous, state) {
-            (PeerState::Disconnected, PeerState::Connected) => MediaState::Restored,
-            (_, PeerState::Connected) => MediaState::Connected,
-            (_, PeerState::Connecting) => MediaState::Connecting,
-            (_, PeerState::Disconnected) => MediaState::Disconnected,
-            (_, PeerState::Failed) => MediaState::Failed,
-            // New is a fresh start and Closed follows a drop the call rules
-            // asked for (UserLeave says it).
-            (_, PeerState::New | PeerState::Closed) => return,
+        if m.interrupted.contains(&user) || m.failed.contains(&user) {
+            debug!(%user, ?previous, ?state, "connection state of interrupted media");
+            return;
+        }
+        let call_id = m.call_id.clone();
+        let state = match state {
+            PeerState::Connected => MediaState::Connected,
+            PeerState::Connecting => MediaState::Connecting,
+            // Reported as PeerMedia right after. New is a fresh start and
+            // Closed follows a drop the call rules asked for (UserLeave
+            // says it).
+            PeerState::Disconnected | PeerState::Failed | PeerState::New | PeerState::Closed => {
+                return;
+            }
         };
         self.emit(Event::Media {
             call_id,
             user,
             state,
         });
+    }
+
+    /// Media with `user` was interrupted, restored, or given up. The app
+    /// hears it as [`Event::Media`]; when media has failed with every
+    /// connected party (always so in a 1v1 call), the client leaves the
+    /// call with [`calling_core::EndReason::MediaFailed`], a normal `leave`
+    /// on the wire, so that the others and the server clean up. A group
+    /// call where some party's media is fine goes on.
+    async fn on_peer_media(&mut self, user: UserId, state: PeerMedia) {
+        let Some(m) = self.media.as_mut() else {
+            return;
+        };
+        let call_id = m.call_id.clone();
+        let state = match state {
+            PeerMedia::Interrupted => {
+                m.interrupted.insert(user.clone());
+                MediaState::Disconnected
+            }
+            PeerMedia::Restored => {
+                m.interrupted.remove(&user);
+                m.failed.remove(&user);
+                MediaState::Restored
+            }
+            PeerMedia::Failed => {
+                m.interrupted.remove(&user);
+                m.failed.insert(user.clone());
+                MediaState::Failed
+            }
+        };
+        if state == MediaState::Disconnected {
+            // The offering side's next restart gathers with these.
+            self.refresh_ice_servers();
+        }
+        self.emit(Event::Media {
+            call_id: call_id.clone(),
+            user,
+            state,
+        });
+        if state == MediaState::Failed && self.media_failed_with_everyone(&call_id) {
+            warn!(%call_id, "media failed with every party; leaving the call");
+            let now = self.now();
+            self.machine.leave_media_failed(now);
+            self.drain().await;
+        }
+    }
+
+    /// Whether the call `call_id` has connected parties and media failed
+    /// with each of them.
+    fn media_failed_with_everyone(&self, call_id: &CallId) -> bool {
+        let (Some(m), Some(call)) = (&self.media, self.machine.call()) else {
+            return false;
+        };
+        if call.call_id != *call_id {
+            return false;
+        }
+        let mut others = call
+            .connected
+            .iter()
+            .filter(|u| **u != self.user)
+            .peekable();
+        others.peek().is_some() && others.all(|u| m.failed.contains(u))
+    }
+
+    /// Hands the call's media the ICE servers as they are now: the app's
+    /// own plus those of the transport's latest login (see
+    /// [`announced_ice_servers`]).
+    fn refresh_ice_servers(&self) {
+        if let Some(m) = &self.media {
+            m.session.set_ice_servers(self.ice_servers());
+        }
+    }
+
+    fn ice_servers(&self) -> Vec<calling_media::IceServer> {
+        let mut servers = self.config.media.ice_servers.clone();
+        servers.extend(announced_ice_servers(&*self.transport, unix_now()));
+        servers
     }
 
     /// Carries out everything the machine asked for. Messages go out (and
@@ -711,6 +834,8 @@ impl Driver {
             MediaInstruction::DropPeer { call_id, user } => {
                 if let Some(m) = self.media.as_mut().filter(|m| m.call_id == call_id) {
                     m.parties.remove(&user);
+                    m.interrupted.remove(&user);
+                    m.failed.remove(&user);
                     m.session.disconnect(&user).await;
                 }
             }
@@ -738,9 +863,7 @@ impl Driver {
         self.close_media().await;
         let mut config = self.config.media.clone();
         config.video_quality = self.local.quality;
-        config
-            .ice_servers
-            .extend(announced_ice_servers(&*self.transport, unix_now()));
+        config.ice_servers = self.ice_servers();
         let (session, events) = match MediaSession::new(self.user.clone(), config).await {
             Ok(s) => s,
             Err(e) => {
@@ -762,6 +885,8 @@ impl Driver {
             events,
             media_type,
             parties: HashMap::new(),
+            interrupted: HashSet::new(),
+            failed: HashSet::new(),
         });
         self.local.audio_ok = audio.is_ok();
         if let Err(e) = audio {

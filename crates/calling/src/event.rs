@@ -77,12 +77,19 @@ pub enum MediaState {
     Connecting,
     /// Audio and video can flow (ICE and DTLS are up).
     Connected,
-    /// Connectivity was lost; it may come back ([`MediaState::Restored`]).
+    /// Connectivity was lost (the path is gone: a changed address, a
+    /// restarted relay): no media flows. ICE restarts try to bring it back
+    /// ([`MediaState::Restored`]) for up to
+    /// [`calling_media::MediaConfig::media_restore_timeout`].
     Disconnected,
-    /// Connectivity came back after [`MediaState::Disconnected`].
+    /// Media flows again after [`MediaState::Disconnected`], on the same
+    /// connection.
     Restored,
-    /// The connection failed for good: no media flows with this party.
-    /// The call itself goes on (signaling is still connected).
+    /// Media with this party was not restored in time (or never came up):
+    /// no media flows with it. When this leaves no connected party whose
+    /// media is not failed (always so in a 1v1 call), the client leaves the
+    /// call, which ends with [`calling_core::EndReason::MediaFailed`]; in a
+    /// group call with another party's media fine, the call goes on.
     Failed,
 }
 
@@ -107,16 +114,30 @@ pub enum ErrorCode {
     /// A member's WebRTC stack shares no audio codec we send (we send
     /// Opus): that member gets no audio from us.
     NoCommonAudioCodec,
+    /// Relay-only media ([`calling_media::MediaConfig::relay_only`]) got no
+    /// relay candidate: the TURN server refused the allocation (most often
+    /// a 401 because calling-server's `--turn-secret` differs from coturn's
+    /// `static-auth-secret`) or did not answer. Media with that member
+    /// cannot connect.
+    TurnUnavailable,
+    /// TURN servers are configured but gathering produced no relay
+    /// candidate (refused or unanswered, as for
+    /// [`ErrorCode::TurnUnavailable`]): a warning. The call goes on over
+    /// direct and server-reflexive paths, with no relay to fall back on
+    /// behind a strict NAT.
+    TurnFallbackUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 5] = [
+    pub const ALL: [ErrorCode; 7] = [
         ErrorCode::MediaStart,
         ErrorCode::AudioSource,
         ErrorCode::VideoSource,
         ErrorCode::NoCommonVideoCodec,
         ErrorCode::NoCommonAudioCodec,
+        ErrorCode::TurnUnavailable,
+        ErrorCode::TurnFallbackUnavailable,
     ];
 
     /// The stable number of this code.
@@ -127,6 +148,8 @@ impl ErrorCode {
             ErrorCode::VideoSource => 2003,
             ErrorCode::NoCommonVideoCodec => 2004,
             ErrorCode::NoCommonAudioCodec => 2005,
+            ErrorCode::TurnUnavailable => 2006,
+            ErrorCode::TurnFallbackUnavailable => 2007,
         }
     }
 }
@@ -139,6 +162,8 @@ impl std::fmt::Display for ErrorCode {
             ErrorCode::VideoSource => "the camera source could not start",
             ErrorCode::NoCommonVideoCodec => "no common video codec",
             ErrorCode::NoCommonAudioCodec => "no common audio codec",
+            ErrorCode::TurnUnavailable => "no TURN relay for relay-only media",
+            ErrorCode::TurnFallbackUnavailable => "no TURN relay to fall back on",
         };
         f.write_str(text)
     }
@@ -151,6 +176,6 @@ mod tests {
     #[test]
     fn error_codes_are_distinct_and_in_order() {
         let codes: Vec<u32> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
-        assert_eq!(codes, [2001, 2002, 2003, 2004, 2005]);
+        assert_eq!(codes, [2001, 2002, 2003, 2004, 2005, 2006, 2007]);
     }
 }

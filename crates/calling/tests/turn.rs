@@ -387,17 +387,20 @@ async fn wrong_turn_secret_leaves_relay_only_media_unconnected() {
             coturn.log()
         );
     }
-    // And the app is told the media failed, not left waiting: webrtc-rs
-    // gives up on ICE after its disconnected (5 s) and failed (25 s)
-    // timeouts, hence a longer bound than the other waits.
+    // And the app is told the media failed, not left waiting: ICE gives up
+    // after its disconnected (2 s) and failed (5 s) timeouts, restarts
+    // fail too, and after the restore bound (15 s) one side reports the
+    // media failed and leaves; the other hears either its own verdict or
+    // that leave first. Hence a longer bound than the other waits.
     let failed = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             match alice_events.recv().await {
                 Some(
-                    e @ Event::Media {
+                    e @ (Event::Media {
                         state: MediaState::Failed | MediaState::Connected,
                         ..
-                    },
+                    }
+                    | Event::Call(CallEvent::CallEnd { .. })),
                 ) => return e,
                 Some(_) => {}
                 None => panic!("event stream ended"),
@@ -412,7 +415,7 @@ async fn wrong_turn_secret_leaves_relay_only_media_unconnected() {
             Event::Media {
                 state: MediaState::Failed,
                 ..
-            }
+            } | Event::Call(CallEvent::CallEnd { .. })
         ),
         "{failed:?}"
     );

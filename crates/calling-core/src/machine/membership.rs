@@ -55,6 +55,21 @@ impl CallMachine {
         }
     }
 
+    /// Leaves the call because its media failed: as [`hangup`](Self::hangup)
+    /// of a call in progress (the others get a `leave`), ending with
+    /// [`EndReason::MediaFailed`]. Does nothing unless the local party is
+    /// in a call with someone connected.
+    pub fn leave_media_failed(&mut self, now: Instant) {
+        let Some(call) = &self.call else {
+            return;
+        };
+        if !matches!(call.me, Me::InCall) || call.connected.is_empty() {
+            return;
+        }
+        call.send(&mut self.ctx, call.known(), Body::Leave);
+        self.finish(now, EndReason::MediaFailed, StaleReason::Accepted);
+    }
+
     /// Joins a running call with a ticket a member handed out (TUICallKit
     /// `joinInGroupCall`; see [`CallSnapshot::join_ticket`]): asks the
     /// ticket's host with `enter` carrying the secret. The call is joined

@@ -29,6 +29,10 @@
 //! ([`Gate::described`]), DTLS until ICE is connected
 //! ([`Gate::ice_connected`]), and RTP and RTCP until the connection is up
 //! ([`Gate::connected`]), then hand them over as if they had just arrived.
+//!
+//! With the `fault-injection` feature, the gate can also drop every
+//! datagram of its connection both ways ([`Gate::set_blocked`]), which is
+//! what a path that is gone looks like to ICE; for tests of ICE restart.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -118,6 +122,9 @@ pub(super) struct Gate {
     sockets: Mutex<Vec<Weak<GatedSocket>>>,
     /// Ends the driver's current (or next) timer early.
     kick: Arc<tokio::sync::Notify>,
+    /// Drop everything sent and received (a broken path, for tests).
+    #[cfg(feature = "fault-injection")]
+    blocked: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Gate {
@@ -126,6 +133,8 @@ impl Default for Gate {
             stage: AtomicU8::new(Stage::Closed as u8),
             sockets: Mutex::default(),
             kick: Arc::default(),
+            #[cfg(feature = "fault-injection")]
+            blocked: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -168,6 +177,25 @@ impl Gate {
 
     fn stage(&self) -> Stage {
         Stage::from_u8(self.stage.load(Ordering::SeqCst))
+    }
+
+    /// Drops every datagram of this connection from now on, both ways
+    /// (`true`), or passes them again. Sockets bound later (an ICE restart
+    /// rebinds them) are blocked too.
+    #[cfg(feature = "fault-injection")]
+    pub(super) fn set_blocked(&self, blocked: bool) {
+        self.blocked.store(blocked, Ordering::SeqCst);
+    }
+
+    fn blocked(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        {
+            self.blocked.load(Ordering::SeqCst)
+        }
+        #[cfg(not(feature = "fault-injection"))]
+        {
+            false
+        }
     }
 }
 
@@ -278,6 +306,10 @@ impl AsyncUdpSocket for GatedSocket {
     }
 
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
+        if self.gate.blocked() {
+            // Sent, as far as the sender can tell, and lost on the way.
+            return Poll::Ready(Ok(transmit.contents.len()));
+        }
         self.inner.poll_send(cx, transmit)
     }
 
@@ -288,6 +320,12 @@ impl AsyncUdpSocket for GatedSocket {
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
         loop {
+            if self.gate.blocked() {
+                match self.inner.poll_recv(cx, bufs, meta) {
+                    Poll::Ready(Ok(_)) => continue,
+                    other => return other,
+                }
+            }
             if let Some(n) = self.replay(bufs, meta) {
                 return Poll::Ready(Ok(n));
             }

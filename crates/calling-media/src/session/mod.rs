@@ -4,8 +4,8 @@
 //! the submodules, one concern each: `codec` (codec parameters, payload
 //! types, MIME mapping), `negotiation` (offer/answer, candidates), `send`
 //! (local tracks and the pumps that feed them), `receive` (remote tracks,
-//! reassembly, RTCP feedback) and `peer` (building, driving and closing one
-//! peer connection).
+//! reassembly, RTCP feedback), `peer` (building, driving and closing one
+//! peer connection) and `restore` (ICE restarts when a connection breaks).
 
 mod codec;
 mod gate;
@@ -13,6 +13,7 @@ mod interfaces;
 mod negotiation;
 mod peer;
 mod receive;
+mod restore;
 mod send;
 
 use std::collections::HashMap;
@@ -31,7 +32,8 @@ use crate::error::MediaError;
 use crate::sink::FrameSink;
 use crate::source::{self, Control};
 use crate::types::{
-    AudioSource, MediaConfig, MediaEvent, MediaSignal, PeerStats, VideoQuality, VideoSource,
+    AudioSource, IceServer, MediaConfig, MediaEvent, MediaSignal, PeerStats, VideoQuality,
+    VideoSource,
 };
 
 /// Whether `local` makes the offer to `remote`: the byte-wise lower id does.
@@ -99,6 +101,9 @@ struct Inner {
     runtime: tokio::runtime::Handle,
     /// Peer states still allocated; shared with each `PeerShared`.
     live: Arc<AtomicUsize>,
+    /// The STUN/TURN servers new connections and ICE restarts gather from
+    /// (first `config.ice_servers`, then [`MediaSession::set_ice_servers`]).
+    ice_servers: RwLock<Vec<IceServer>>,
 }
 
 impl Inner {
@@ -133,6 +138,13 @@ impl Inner {
         self.members().contains_key(user)
     }
 
+    fn ice_servers(&self) -> Vec<IceServer> {
+        self.ice_servers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     fn request_keyframe(&self) {
         if let Ok(c) = self.video_control.lock() {
             if let Some(c) = c.as_ref() {
@@ -161,10 +173,20 @@ impl MediaSession {
                 config.nack_history
             )));
         }
+        if config.ice_keepalive_interval.is_zero()
+            || config.ice_keepalive_interval >= config.ice_disconnected_timeout
+        {
+            return Err(MediaError::InvalidConfig(format!(
+                "ice_keepalive_interval {:?} must be above zero and below \
+                 ice_disconnected_timeout {:?}: the timeout counts silence",
+                config.ice_keepalive_interval, config.ice_disconnected_timeout
+            )));
+        }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| MediaError::NoRuntime)?;
         let certificate = session_certificate()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let quality = config.video_quality;
+        let ice_servers = RwLock::new(config.ice_servers.clone());
         let inner = Arc::new(Inner {
             local_user,
             config,
@@ -185,6 +207,7 @@ impl MediaSession {
             closed: AtomicBool::new(false),
             runtime,
             live: Arc::default(),
+            ice_servers,
         });
         Ok((MediaSession { inner }, rx))
     }
@@ -254,10 +277,16 @@ impl MediaSession {
     /// Applies a signal from `from`, which must be a member: a user this
     /// session was told to [`connect`](Self::connect) to (and not
     /// disconnected since). A signal from anyone else builds nothing and is
-    /// [`MediaError::UnknownPeer`]: the caller drops it unanswered. An offer
-    /// on a connection that already finished its negotiation replaces it
-    /// (the offerer disconnected and connected again); to restart media the
-    /// other way, both sides disconnect and connect.
+    /// [`MediaError::UnknownPeer`]: the caller drops it unanswered.
+    ///
+    /// Only the byte-wise lower id offers ([`is_offerer`]), so offers never
+    /// cross: an offer to the side that offers is
+    /// [`MediaError::UnexpectedSignal`]. An offer on a connection that
+    /// already finished its negotiation is taken by the SDP session id
+    /// (`o=` line): the same id is the same remote connection renegotiating
+    /// (an ICE restart), applied in place and answered; another id is a new
+    /// connection of the offerer (it disconnected and connected again),
+    /// which replaces ours.
     ///
     /// The DTLS fingerprint of a member's first description is bound to it
     /// until it is disconnected: a later offer or answer announcing another
@@ -299,6 +328,30 @@ impl MediaSession {
                 };
                 self.handle_candidate(from, init).await
             }
+        }
+    }
+
+    /// Replaces the STUN/TURN servers (e.g. with fresh TURN credentials).
+    /// Used by connections created from now on and by every later ICE
+    /// restart (both the offering side's and the answering side's); a
+    /// connection that is up keeps its relay allocation until it restarts.
+    pub fn set_ice_servers(&self, servers: Vec<IceServer>) {
+        *self
+            .inner
+            .ice_servers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = servers;
+    }
+
+    /// Drops every datagram of the connection with `remote` from now on,
+    /// both ways (`true`), or passes them again: a path that is gone, as
+    /// ICE sees it. For tests of ICE restart; does nothing without a
+    /// connection.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn set_path_blocked(&self, remote: &UserId, blocked: bool) {
+        if let Some(peer) = self.inner.peer(remote) {
+            peer.shared.gate.set_blocked(blocked);
         }
     }
 

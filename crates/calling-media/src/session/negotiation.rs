@@ -2,16 +2,17 @@
 //! remote's descriptions and candidates (queued until its description is
 //! set), and sending ours in order.
 
-use std::sync::Weak;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
 use calling_core::UserId;
+use rtc::peer_connection::configuration::RTCOfferOptions;
 use webrtc::peer_connection::{
-    RTCIceCandidateInit, RTCPeerConnectionIceEvent, RTCSessionDescription,
+    RTCIceCandidateInit, RTCIceCandidateType, RTCPeerConnectionIceEvent, RTCSessionDescription,
 };
 
 use super::codec::AUDIO_LEVEL_URI;
-use super::peer::{Peer, PeerShared};
+use super::peer::{Peer, PeerShared, has_turn};
 use super::{Inner, MediaSession};
 use crate::error::MediaError;
 use crate::types::{MediaEvent, MediaSignal};
@@ -24,8 +25,13 @@ const MAX_PENDING_CANDIDATES: usize = 256;
 pub(super) struct Negotiation {
     /// We sent an offer.
     offered: bool,
+    /// Our last offer waits for its answer.
+    awaiting_answer: bool,
     /// The remote's description is applied.
     remote_set: bool,
+    /// The SDP session id (`o=` line) of the remote's offer: a later offer
+    /// with the same one renegotiates this connection.
+    remote_session: Option<String>,
     /// The remote's candidates that arrived before its description.
     pending: Vec<RTCIceCandidateInit>,
 }
@@ -40,9 +46,21 @@ pub(crate) struct LocalCandidates {
     mid: Option<String>,
     /// Candidates gathered before our description went out.
     held: Vec<MediaSignal>,
+    /// Relay candidates of the current gathering.
+    relays: usize,
+    /// A gathering without relay candidates was reported: once per
+    /// connection, not again at every restart.
+    no_relay_reported: bool,
 }
 
 impl LocalCandidates {
+    /// A new description (an ICE restart) is being made: its candidates
+    /// wait for it, and gathering counts anew.
+    fn restart(&mut self) {
+        self.described = false;
+        self.relays = 0;
+    }
+
     /// `signal` with the m-line it belongs to, once we know it.
     fn with_mid(&self, signal: MediaSignal) -> MediaSignal {
         match signal {
@@ -89,6 +107,11 @@ pub(super) fn on_local_candidate(
     session: &Weak<Inner>,
     event: RTCPeerConnectionIceEvent,
 ) {
+    if event.candidate.typ == RTCIceCandidateType::Relay {
+        if let Ok(mut local) = shared.local_candidates.lock() {
+            local.relays += 1;
+        }
+    }
     let init = match event.candidate.to_json() {
         Ok(i) => i,
         Err(e) => {
@@ -109,6 +132,22 @@ pub(super) fn on_local_candidate(
 /// (an empty candidate, as a browser's end-of-candidates), so that it can
 /// conclude ICE failed when none of the pairs works.
 pub(super) fn on_gathering_complete(shared: &PeerShared, session: &Weak<Inner>) {
+    if let Some(inner) = session.upgrade() {
+        let turn = has_turn(&inner.ice_servers());
+        let first_without_relay = shared.local_candidates.lock().is_ok_and(|mut l| {
+            let first = turn && l.relays == 0 && !l.no_relay_reported;
+            l.no_relay_reported |= first;
+            first
+        });
+        if first_without_relay {
+            let relay_only = inner.config.relay_only;
+            tracing::warn!(user = %shared.remote, relay_only, "ICE gathering ended without a relay candidate: the TURN server refused or did not answer");
+            inner.emit(MediaEvent::NoRelayCandidates {
+                user: shared.remote.clone(),
+                relay_only,
+            });
+        }
+    }
     let end = MediaSignal::Candidate {
         candidate: String::new(),
         sdp_mid: None,
@@ -116,6 +155,15 @@ pub(super) fn on_gathering_complete(shared: &PeerShared, session: &Weak<Inner>) 
         username_fragment: None,
     };
     send_candidate(shared, session, end);
+}
+
+/// The session id of `sdp`'s origin line (`o=<user> <sess-id> ...`):
+/// the same for every description one peer connection makes.
+fn session_id(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("o="))
+        .and_then(|o| o.split_whitespace().nth(1))
+        .map(str::to_owned)
 }
 
 /// The mid candidates belong to in `sdp`: the first of its BUNDLE group,
@@ -214,8 +262,60 @@ impl MediaSession {
             .await
             .map_err(MediaError::webrtc)?;
         neg.offered = true;
+        neg.awaiting_answer = true;
         drop(neg);
         self.emit_description(peer, MediaSignal::Offer { sdp });
+        Ok(())
+    }
+
+    /// Restarts ICE on the connection `shared` belongs to, if it is still
+    /// ours and we offer: fresh ICE servers, a restart offer (new
+    /// credentials; the driver rebinds its sockets and gathers again), on
+    /// the same connection and tracks. Not before the first negotiation is
+    /// done. A restart offer still unanswered is offered anew (JSEP's
+    /// re-offer): the restore task calls this no sooner than a check window
+    /// later, and the signaling path may have lost it while it was down (an
+    /// address change breaks the WebSocket too). Should the old answer come
+    /// after all, its credentials do not match and the next restart mends it.
+    pub(super) async fn restart_ice(&self, shared: &PeerShared) -> Result<(), MediaError> {
+        let Some(peer) = self.inner.peer(&shared.remote) else {
+            return Ok(());
+        };
+        if !std::ptr::eq(Arc::as_ptr(&peer.shared), shared) || !peer.offerer {
+            return Ok(());
+        }
+        let mut neg = peer.negotiation.lock().await;
+        if !neg.remote_set {
+            tracing::debug!(user = %shared.remote, "no ICE restart before the first answer");
+            return Ok(());
+        }
+        if neg.awaiting_answer {
+            tracing::debug!(user = %shared.remote, "last restart offer unanswered; offering again");
+        }
+        if let Err(e) = peer
+            .pc
+            .set_configuration(self.restart_configuration())
+            .await
+        {
+            tracing::warn!(user = %shared.remote, error = %e, "ICE servers not updated for the restart");
+        }
+        if let Ok(mut local) = peer.shared.local_candidates.lock() {
+            local.restart();
+        }
+        let offer = peer
+            .pc
+            .create_offer(Some(RTCOfferOptions { ice_restart: true }))
+            .await
+            .map_err(MediaError::webrtc)?;
+        let sdp = offer.sdp.clone();
+        peer.pc
+            .set_local_description(offer)
+            .await
+            .map_err(MediaError::webrtc)?;
+        neg.awaiting_answer = true;
+        drop(neg);
+        tracing::info!(user = %shared.remote, "ICE restart offered");
+        self.emit_description(&peer, MediaSignal::Offer { sdp });
         Ok(())
     }
 
@@ -307,23 +407,48 @@ impl MediaSession {
     }
 
     pub(super) async fn handle_offer(&self, from: &UserId, sdp: String) -> Result<(), MediaError> {
-        let desc = self.parse_description(from, "offer", sdp, RTCSessionDescription::offer)?;
-        let mut peer = self.ensure_peer(from).await?;
-        if peer.negotiation.lock().await.remote_set && !peer.offerer {
-            // A fresh offer after a finished negotiation means the remote
-            // dropped its side and starts over: so do we.
-            tracing::debug!(user = %from, "new offer on a negotiated connection; replacing it");
-            self.drop_peer(from).await;
-            peer = self.ensure_peer(from).await?;
-        }
-        let mut neg = peer.negotiation.lock().await;
-        if neg.offered && !neg.remote_set {
+        if super::is_offerer(&self.inner.local_user, from) {
+            // The offer direction is fixed per pair (the lower id offers),
+            // so an offer to the offering side is never glare, only wrong.
             return Err(MediaError::UnexpectedSignal {
                 from: from.clone(),
                 what: "offer",
             });
         }
+        let remote_session = session_id(&sdp);
+        let desc = self.parse_description(from, "offer", sdp, RTCSessionDescription::offer)?;
+        let mut peer = self.ensure_peer(from).await?;
+        let in_place = {
+            let neg = peer.negotiation.lock().await;
+            neg.remote_set
+                .then(|| neg.remote_session.is_some() && neg.remote_session == remote_session)
+        };
+        if in_place == Some(false) {
+            // Another remote connection: the remote dropped its side and
+            // starts over, so do we.
+            tracing::debug!(user = %from, "offer of a new connection; replacing ours");
+            self.drop_peer(from).await;
+            peer = self.ensure_peer(from).await?;
+        }
+        let mut neg = peer.negotiation.lock().await;
+        if in_place == Some(true) {
+            // A renegotiation (an ICE restart) of this connection: gather
+            // with fresh ICE servers, and hold the new candidates until
+            // the answer is out.
+            tracing::info!(user = %from, "renegotiation offer (ICE restart) applied in place");
+            if let Err(e) = peer
+                .pc
+                .set_configuration(self.restart_configuration())
+                .await
+            {
+                tracing::warn!(user = %from, error = %e, "ICE servers not updated for the restart");
+            }
+            if let Ok(mut local) = peer.shared.local_candidates.lock() {
+                local.restart();
+            }
+        }
         self.set_remote(from, &peer, &mut neg, desc).await?;
+        neg.remote_session = remote_session;
         let answer = peer
             .pc
             .create_answer(None)
@@ -347,13 +472,14 @@ impl MediaSession {
             .peer(from)
             .ok_or_else(|| MediaError::UnknownPeer(from.clone()))?;
         let mut neg = peer.negotiation.lock().await;
-        if !neg.offered || neg.remote_set {
+        if !neg.awaiting_answer {
             return Err(MediaError::UnexpectedSignal {
                 from: from.clone(),
                 what: "answer",
             });
         }
         self.set_remote(from, &peer, &mut neg, desc).await?;
+        neg.awaiting_answer = false;
         drop(neg);
         self.negotiated(&peer).await;
         Ok(())
@@ -417,6 +543,13 @@ impl MediaSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_id_is_read_off_the_origin_line() {
+        let sdp = "v=0\r\no=- 4215775240449105457 2 IN IP4 127.0.0.1\r\ns=-\r\n";
+        assert_eq!(session_id(sdp).as_deref(), Some("4215775240449105457"));
+        assert_eq!(session_id("v=0\r\n"), None);
+    }
 
     #[test]
     fn finds_audio_level_extmap() {

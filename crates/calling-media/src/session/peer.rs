@@ -15,19 +15,21 @@ use tokio::sync::Notify;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceConnectionState, RTCIceGatheringState, RTCIceServer,
-    RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState, Registry,
-    SettingEngineBuilder, StatsSelector, configure_rtcp_reports,
+    RTCConfiguration, RTCConfigurationBuilder, RTCIceConnectionState, RTCIceGatheringState,
+    RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    Registry, SettingEngineBuilder, StatsSelector, configure_rtcp_reports,
     configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 
 use super::gate::{Gate, GatedRuntime};
 use super::negotiation::{LocalCandidates, Negotiation};
+use super::restore::{self, Restore};
 use super::send::LocalTrack;
 use super::{Inner, MediaSession, codec, interfaces, is_offerer, negotiation, receive};
 use crate::error::MediaError;
 use crate::types::{
-    CandidateKind, MediaEvent, MediaKind, PeerState, PeerStats, SelectedPair, VideoCodec,
+    CandidateKind, IceServer, MediaEvent, MediaKind, PeerState, PeerStats, SelectedPair,
+    VideoCodec,
 };
 
 /// Frame and byte counts of one peer connection.
@@ -82,6 +84,10 @@ pub(super) struct PeerShared {
     feedback_started: AtomicBool,
     /// Holds packets that come before the connection can take them.
     pub(super) gate: Arc<Gate>,
+    /// Whether media is interrupted, and since when.
+    pub(super) restore: Mutex<Restore>,
+    /// Wakes the restore task when the connection is back.
+    pub(super) restored: Notify,
 }
 
 impl Drop for PeerShared {
@@ -292,8 +298,16 @@ impl PeerConnectionEventHandler for Handler {
             self.shared.gate.connected();
         }
         let session = self.session.upgrade();
-        if !self.shared.set_state(session.as_deref(), state) || state != PeerState::Connected {
+        if !self.shared.set_state(session.as_deref(), state) {
             return;
+        }
+        match state {
+            PeerState::Disconnected | PeerState::Failed => {
+                restore::interrupted(&self.shared, &self.session);
+                return;
+            }
+            PeerState::Connected => restore::connected(&self.shared, session.as_deref()),
+            _ => return,
         }
         self.nudge.notify_one();
         if !self.shared.feedback_started.swap(true, Ordering::AcqRel) {
@@ -351,7 +365,51 @@ fn interceptors(engine: &mut MediaEngine, nack_history: u16) -> Result<Registry,
     ))
 }
 
+/// Whether `servers` name a TURN server (so relay candidates are expected).
+pub(super) fn has_turn(servers: &[IceServer]) -> bool {
+    servers.iter().flat_map(|s| &s.urls).any(|u| {
+        let u = u.to_ascii_lowercase();
+        u.starts_with("turn:") || u.starts_with("turns:")
+    })
+}
+
 impl MediaSession {
+    /// The WebRTC configuration of a new connection: our certificate, the
+    /// session's current ICE servers and transport policy.
+    pub(super) fn rtc_configuration(&self) -> RTCConfiguration {
+        self.ice_configuration(
+            RTCConfigurationBuilder::default()
+                .with_certificates(vec![self.inner.certificate.clone()]),
+        )
+    }
+
+    /// The configuration an existing connection is updated with before a
+    /// restart: ICE servers and policy only (webrtc-rs refuses to be given
+    /// certificates again).
+    pub(super) fn restart_configuration(&self) -> RTCConfiguration {
+        self.ice_configuration(RTCConfigurationBuilder::default())
+    }
+
+    fn ice_configuration(&self, mut rtc_config: RTCConfigurationBuilder) -> RTCConfiguration {
+        let servers = self.inner.ice_servers();
+        if !servers.is_empty() {
+            rtc_config = rtc_config.with_ice_servers(
+                servers
+                    .iter()
+                    .map(|s| RTCIceServer {
+                        urls: s.urls.clone(),
+                        username: s.username.clone(),
+                        credential: s.credential.clone(),
+                    })
+                    .collect(),
+            );
+        }
+        if self.inner.config.relay_only {
+            rtc_config = rtc_config.with_ice_transport_policy(RTCIceTransportPolicy::Relay);
+        }
+        rtc_config.build()
+    }
+
     /// The peer connection with `remote`, created if there is none yet.
     pub(super) async fn ensure_peer(&self, remote: &UserId) -> Result<Arc<Peer>, MediaError> {
         if let Some(p) = self.inner.peer(remote) {
@@ -396,24 +454,17 @@ impl MediaSession {
             .with_prflx_acceptance_min_wait(Some(cfg.prflx_acceptance_min_wait))
             .with_host_acceptance_min_wait(Some(Duration::ZERO))
             .with_include_loopback_candidate(cfg.udp_addrs.iter().any(|a| a.ip().is_loopback()))
+            .with_ice_timeouts(
+                Some(cfg.ice_disconnected_timeout),
+                Some(cfg.ice_failed_timeout),
+                Some(cfg.ice_keepalive_interval),
+            )
+            // A restart rebinds the sockets and gathers anew, so that it
+            // follows a changed address or interface instead of checking
+            // over the path that just broke.
+            .with_discard_local_candidates_during_ice_restart(true)
             .build();
-        let mut rtc_config = RTCConfigurationBuilder::default()
-            .with_certificates(vec![self.inner.certificate.clone()]);
-        if !cfg.ice_servers.is_empty() {
-            rtc_config = rtc_config.with_ice_servers(
-                cfg.ice_servers
-                    .iter()
-                    .map(|s| RTCIceServer {
-                        urls: s.urls.clone(),
-                        username: s.username.clone(),
-                        credential: s.credential.clone(),
-                    })
-                    .collect(),
-            );
-        }
-        if cfg.relay_only {
-            rtc_config = rtc_config.with_ice_transport_policy(RTCIceTransportPolicy::Relay);
-        }
+        let rtc_config = self.rtc_configuration();
         let shared = Arc::new(PeerShared {
             remote: remote.clone(),
             state: Mutex::new(PeerState::New),
@@ -430,6 +481,8 @@ impl MediaSession {
             remote_video: Mutex::new(None),
             feedback_started: AtomicBool::new(false),
             gate: Arc::new(Gate::default()),
+            restore: Mutex::new(Restore::default()),
+            restored: Notify::new(),
         });
         self.inner.live.fetch_add(1, Ordering::AcqRel);
         let handler = Arc::new(Handler {
@@ -439,7 +492,7 @@ impl MediaSession {
         });
         let pc = PeerConnectionBuilder::new()
             .with_runtime(Arc::new(GatedRuntime::new(shared.gate.clone())))
-            .with_configuration(rtc_config.build())
+            .with_configuration(rtc_config)
             .with_media_engine(engine)
             .with_interceptor_registry(registry)
             .with_setting_engine(settings)
@@ -518,6 +571,8 @@ async fn offer_both_video_codecs(
 /// Closes `peer`'s connection and reports it closed, once.
 pub(super) async fn close_peer(inner: &Inner, peer: &Peer) {
     peer.shared.closed.store(true, Ordering::Release);
+    // Ends a restore under way: a closed connection is no failure.
+    peer.shared.restored.notify_one();
     peer.shared.connected.store(false, Ordering::Release);
     if let Err(e) = peer.pc.close().await {
         tracing::debug!(user = %peer.shared.remote, error = %e, "close failed");
