@@ -13,6 +13,11 @@
 //                       check media from peer=, print MEDIA_OK, wait for the call end
 //   place               log in as user=, video-call peer=, check media, print
 //                       MEDIA_OK, hang up, see the call end
+//   answer-relay        as answer, but the page is set to relay-only (?relay=1): print
+//                       ICE <json of the page's iceServers>, MEDIA_OK, then
+//                       PAIR <local type> <remote type> of the selected candidate pair,
+//                       REFRESHED once the page renewed its TURN credential (and set it
+//                       on the live connection), ENDED
 //   bench-b2b           web-a calls web-b count= times; web-b's setup figures
 //   bench               log in as user=, accept count= calls in a row, print
 //                       SETUP <caller> <connect ms> <first frame ms> for each
@@ -110,6 +115,21 @@ async function screenshot(page, name) {
   const file = path.join(ARTIFACTS, name);
   await page.screenshot({ path: file, fullPage: true });
   note(`screenshot saved: ${file}`);
+}
+
+// Like openTab, with `query` (e.g. 'relay=1') added to the page's URL.
+async function openTabWith(browser, user, query) {
+  const context = await browser.newContext({ viewport: { width: 1000, height: 900 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_MS);
+  page.on('pageerror', (e) => note(`${user}: page error: ${e.message}`));
+  page.on('console', (m) => { if (m.type() === 'error') note(`${user}: console: ${m.text()}`); });
+  pages.push([user, page]);
+  await page.goto(`${base}/?user=${encodeURIComponent(user)}&${query}`);
+  await page.click('#login-btn');
+  await page.waitForFunction(() => window.demo && window.demo.client.userId);
+  note(`${user} logged in (${query})`);
+  return page;
 }
 
 const scenarios = {
@@ -262,6 +282,35 @@ const scenarios = {
     note(`media from ${opts.peer}: ${JSON.stringify(got)}`);
     await screenshot(page, 'rust-call.png');
     say('MEDIA_OK');
+    await waitEvent(page, 'callEnd');
+    say('ENDED');
+  },
+
+  async 'answer-relay'(browser) {
+    const page = await openTabWith(browser, opts.user, 'relay=1');
+    if (!(await page.evaluate(() => window.demo.client.relayOnly))) fail('?relay=1 did not set relayOnly');
+    const servers = await page.evaluate(() => window.demo.client.iceServers);
+    say(`ICE ${JSON.stringify(servers)}`);
+    say('READY');
+    await page.waitForSelector('#incoming:not([hidden])');
+    await page.click('#accept-btn');
+    const got = await waitMedia(page, opts.peer, opts.video !== '0');
+    note(`media from ${opts.peer}: ${JSON.stringify(got)}`);
+    say('MEDIA_OK');
+    say(`PAIR ${got.localCandidateType} ${got.remoteCandidateType} ${got.localAddress} ${got.remoteAddress}`);
+    // The page renews its TURN credential by itself before it expires.
+    const first = JSON.stringify(servers);
+    await page.waitForFunction((f) => JSON.stringify(window.demo.client.iceServers) !== f, first, { timeout: 30_000 });
+    const fresh = await page.evaluate(() => window.demo.client.iceServers);
+    // ...and hands it to the live connection too, for its next ICE restart.
+    const live = await page.evaluate(() => {
+      const peer = [...window.demo.client.active.peers.values()][0];
+      return peer ? peer.pc.getConfiguration().iceServers : null;
+    });
+    if (!live || JSON.stringify(live.map((s) => s.username)) !== JSON.stringify(fresh.map((s) => s.username))) {
+      fail(`the live connection kept its old ICE servers: ${JSON.stringify(live)} vs ${JSON.stringify(fresh)}`);
+    }
+    say(`REFRESHED ${JSON.stringify(fresh)}`);
     await waitEvent(page, 'callEnd');
     say('ENDED');
   },

@@ -374,6 +374,7 @@ impl Conn<'_> {
                 | ClientFrame::Join { id, .. }
                 | ClientFrame::Allow { id, .. }
                 | ClientFrame::Leave { id, .. }
+                | ClientFrame::IceRefresh { id }
                 | ClientFrame::Logout { id } => self.not_logged_in(id).await,
             };
         };
@@ -385,6 +386,14 @@ impl Conn<'_> {
                     .await
             }
             ClientFrame::Logout { .. } => Flow::Close(close_code::NORMAL, "logout"),
+            ClientFrame::IceRefresh { id } => {
+                // Issued for the session's verified user, like login_ok's:
+                // a client can renew its own credentials, no one else's.
+                let now = calling_usersig::now_unix();
+                let ice_servers = self.shared.config.ice.servers_for(&session.user, now);
+                self.answer(&ServerFrame::IceServers { id, ice_servers })
+                    .await
+            }
             ClientFrame::Send { id, to, payload } => {
                 let from = session.user.clone();
                 self.route(from, id, to, payload).await

@@ -60,6 +60,7 @@ pub mod metrics;
 mod rates;
 mod stream;
 pub mod tls;
+pub mod turn_check;
 pub mod web;
 
 pub use auth::{LoginRefused, LoginVerifier, VerifiedLogin};
@@ -258,6 +259,7 @@ impl Server {
             tokio::spawn(tls.clone().watch(shared.shutdown.clone()));
         }
         let hub = shared.config.hub.clone();
+        let turn = shared.config.ice.turn.clone();
         let accept = tokio::spawn(accept_loop(listener, shared));
         Ok(RunningServer {
             local_addr,
@@ -267,6 +269,7 @@ impl Server {
             metrics,
             hub,
             tls,
+            turn,
         })
     }
 }
@@ -304,6 +307,7 @@ pub struct RunningServer {
     metrics: Arc<Metrics>,
     hub: Arc<dyn Hub>,
     tls: Option<Arc<tls::TlsState>>,
+    turn: Option<TurnConfig>,
 }
 
 impl std::fmt::Debug for tls::TlsState {
@@ -347,6 +351,17 @@ impl RunningServer {
         match &self.tls {
             Some(tls) => tls.reload(),
             None => Err(TlsError::NotEnabled),
+        }
+    }
+
+    /// The TURN secret check of this server's TURN URLs: run it at start
+    /// and after a configuration change ([`turn_check::TurnChecker::run`];
+    /// the binary does both). Not run by [`Server::bind`] itself, so that
+    /// embedding and tests contact no TURN server unasked.
+    pub fn turn_checker(&self) -> turn_check::TurnChecker {
+        turn_check::TurnChecker {
+            turn: self.turn.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 

@@ -176,6 +176,14 @@ async fn run(args: Args) -> Result<(), calling_server::ServerError> {
     if let Some(secret) = args.turn_secret {
         let mut turn = calling_server::TurnConfig::new(args.turn_urls, secret);
         turn.ttl = Duration::from_secs(args.turn_ttl.max(1));
+        if args.turn_ttl < 600 {
+            // Fine for tests; in production every client would refresh
+            // every few minutes, and a credential could expire mid-setup.
+            tracing::warn!(
+                ttl_secs = args.turn_ttl,
+                "--turn-ttl under 10 minutes: meant for tests (docs/DEPLOYMENT.md)"
+            );
+        }
         config.ice.turn = Some(turn);
     }
     if !config.ice.stun_urls.is_empty() || config.ice.turn.is_some() {
@@ -192,6 +200,9 @@ async fn run(args: Args) -> Result<(), calling_server::ServerError> {
     }
     let server = calling_server::Server::bind(config).await?;
     let addr = server.local_addr();
+    // In the background: a TURN server that does not answer must not delay
+    // the signaling port.
+    tokio::spawn(check_turn_now_and_on_sighup(server.turn_checker()));
     info!(%addr, sdk_app_id, "WebSocket at {scheme}://{addr}/ws, health at /healthz, metrics at /metrics");
     if args.demo {
         let now = calling_usersig::now_unix();
@@ -210,6 +221,22 @@ async fn run(args: Args) -> Result<(), calling_server::ServerError> {
     info!("shutting down");
     server.shutdown().await;
     Ok(())
+}
+
+/// Checks that the TURN servers accept our credentials at start and again
+/// on every SIGHUP (when the operator may have fixed coturn's secret).
+async fn check_turn_now_and_on_sighup(checker: calling_server::turn_check::TurnChecker) {
+    checker.run().await;
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            checker.run().await;
+        }
+    }
 }
 
 /// Raises the soft open-file limit to the hard one (each connection is a

@@ -33,6 +33,9 @@ pub struct Metrics {
     pub http_requests: AtomicU64,
     /// TLS handshakes that failed or timed out (TLS listeners only).
     pub tls_handshake_failures: AtomicU64,
+    /// TURN URLs that failed the last secret check (rejected our
+    /// credentials or did not answer); 0 before the first check.
+    pub turn_check_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -44,7 +47,7 @@ impl Metrics {
     /// Renders every metric, plus the hub's gauges, in the Prometheus text
     /// exposition format.
     pub fn render(&self, online: usize, rooms: usize) -> String {
-        let rows: [(&str, &str, &str, u64); 15] = [
+        let rows: [(&str, &str, &str, u64); 16] = [
             (
                 "calling_connections",
                 "gauge",
@@ -134,6 +137,12 @@ impl Metrics {
                 "counter",
                 "TLS handshakes failed or timed out",
                 g(&self.tls_handshake_failures),
+            ),
+            (
+                "calling_turn_check_failures",
+                "gauge",
+                "TURN URLs that failed the last credential check",
+                g(&self.turn_check_failures),
             ),
         ];
         let mut out = String::with_capacity(2048);

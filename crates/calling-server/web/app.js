@@ -6,7 +6,12 @@ import { CallingClient } from './calling.js';
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 // ?dtls=active keeps Chrome's own DTLS role when answering (for comparison).
-const client = new CallingClient({ passiveDtls: params.get('dtls') !== 'active' });
+// ?relay=1: media through the server's TURN relay only (iceTransportPolicy
+// 'relay'), e.g. to keep the users' addresses from each other.
+const client = new CallingClient({
+  passiveDtls: params.get('dtls') !== 'active',
+  relayOnly: params.get('relay') === '1',
+});
 // setups: one {user, callId, ms, connectMs} per remote video, ms from the answer to
 // its first decoded frame.
 const demo = { client, events: [], setups: [], errors: [] };
@@ -158,6 +163,8 @@ $('login-form').addEventListener('submit', async (ev) => {
       sdkAppId = body.sdk_app_id;
       sig = body.user_sig;
     }
+    client.relayOnly = $('relay-only').checked;
+    // An https:// page may only open wss://.
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
     await client.login(`${scheme}://${location.host}/ws`, sdkAppId, user, sig);
   } catch (e) {
@@ -189,4 +196,5 @@ $('camera-btn').addEventListener('click', () => { client.setCamera(!client.media
 $('logout-btn').addEventListener('click', async () => { await client.logout(); refresh(); });
 
 if (params.get('user')) $('user-id').value = params.get('user');
+$('relay-only').checked = client.relayOnly;
 refresh();

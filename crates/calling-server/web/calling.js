@@ -11,6 +11,10 @@
 //   await client.login('ws://127.0.0.1:8080/ws', sdkAppId, 'alice', userSig);
 //   await client.call(['bob'], 'video', 30);
 //
+// Options: iceServers (a fixed RTCIceServer list instead of the server's),
+// relayOnly (iceTransportPolicy 'relay': media only through TURN),
+// mediaConstraints, passiveDtls.
+//
 // Events (CustomEvent, data in `detail`): login, invited, userEnter,
 // userLeave, reject, lineBusy, noResp, callingCancel, callingTimeout,
 // callEnd, userAudioAvailable, userVideoAvailable, remoteStream,
@@ -26,6 +30,11 @@ const KINDS = new Set([
 // member silent for three times as long.
 const KEEPALIVE_MS = 5000;
 const INVITER_GRACE_S = 5;
+// PROTOCOL "ICE servers and their refresh": ask at 70-80 % of the earliest
+// TURN credential's remaining lifetime, at least this late (ms).
+const ICE_REFRESH_MIN_MS = 1000;
+const ICE_REFRESH_MAX_BACKOFF_MS = 60000;
+const ICE_REFRESH_TIMEOUT_MS = 5000;
 // Call-layer user ids (TRTCCalling's rule).
 const CALL_USER_RE = /^[A-Za-z0-9_-]{1,32}$/;
 
@@ -66,7 +75,12 @@ export class CallingClient extends EventTarget {
     this.active = null;
     this.media = { audio: true, video: true };
     this.mediaConstraints = options.mediaConstraints || null;
-    this.iceServers = options.iceServers || [];
+    // An app-given list wins; otherwise the server's, from login_ok and
+    // every ice_servers answer.
+    this.fixedIceServers = options.iceServers || null;
+    this.iceServers = this.fixedIceServers || [];
+    this.relayOnly = !!options.relayOnly;
+    this.iceRefresh = { timer: null, awaiting: null, failures: 0, earliest: null };
     // Answer offers with a=setup:passive (RFC 5763 lets the answerer pick),
     // so the offerer starts DTLS once its own ICE is ready. With Chrome's
     // default (active) Chrome's first ClientHello reaches a webrtc-rs
@@ -129,6 +143,7 @@ export class CallingClient extends EventTarget {
               }
               this.sendFrame({ type: 'ping' });
             }, every);
+            this.takeIceServers(frame.ice_servers);
             this.log(`logged in as ${frame.user_id}`);
             this.emit('login', { userId: frame.user_id });
             resolve(frame);
@@ -159,7 +174,90 @@ export class CallingClient extends EventTarget {
     this.closeSocket();
   }
 
+  // ---- ICE servers ------------------------------------------------------
+
+  /** The RTCPeerConnection configuration for new peers. */
+  rtcConfiguration() {
+    const config = { iceServers: this.iceServers };
+    if (this.relayOnly) config.iceTransportPolicy = 'relay';
+    return config;
+  }
+
+  /**
+   * Uses `list` (login_ok's or ice_servers' `ice_servers`) from now on, and
+   * schedules its refresh. Returns false when it is not newer than the
+   * list in use (a late answer), which then stays.
+   */
+  takeIceServers(list) {
+    const servers = Array.isArray(list) ? list : [];
+    const expiries = servers.map((s) => Number(s.expires_at)).filter((e) => e > 0);
+    const earliest = expiries.length ? Math.min(...expiries) : null;
+    const r = this.iceRefresh;
+    if (earliest !== null && r.earliest !== null && earliest <= r.earliest) return false;
+    r.earliest = earliest;
+    r.failures = 0;
+    r.awaiting = null;
+    clearTimeout(r.timer);
+    r.timer = null;
+    if (!this.fixedIceServers) {
+      // The browser's RTCIceServer shape: expires_at is ours only.
+      this.iceServers = servers.map((s) => {
+        const out = { urls: s.urls };
+        if (s.username !== undefined && s.username !== null) out.username = s.username;
+        if (s.credential !== undefined && s.credential !== null) out.credential = s.credential;
+        return out;
+      });
+      // Live connections keep their allocations; the new list is for their
+      // next ICE restart.
+      for (const peer of this.active ? this.active.peers.values() : []) {
+        try {
+          peer.pc.setConfiguration({ ...peer.pc.getConfiguration(), iceServers: this.iceServers });
+        } catch (e) {
+          this.log(`cannot update the ICE servers of a live connection: ${e.message}`);
+        }
+      }
+    }
+    if (earliest !== null) {
+      const leftMs = earliest * 1000 - Date.now();
+      const wait = Math.max(ICE_REFRESH_MIN_MS, leftMs * (0.8 - 0.1 * Math.random()));
+      this.scheduleIceRefresh(Math.min(wait, 86400000));
+    }
+    return true;
+  }
+
+  scheduleIceRefresh(ms) {
+    const r = this.iceRefresh;
+    clearTimeout(r.timer);
+    r.timer = setTimeout(() => this.sendIceRefresh(), ms);
+  }
+
+  sendIceRefresh() {
+    const r = this.iceRefresh;
+    const id = `ice${this.nextFrameId++}`;
+    r.awaiting = id;
+    r.timer = setTimeout(() => {
+      if (r.awaiting === id) this.iceRefreshFailed('no answer');
+    }, ICE_REFRESH_TIMEOUT_MS);
+    if (!this.sendFrame({ type: 'ice_refresh', id })) this.iceRefreshFailed('not connected');
+  }
+
+  iceRefreshFailed(why) {
+    const r = this.iceRefresh;
+    r.awaiting = null;
+    r.failures += 1;
+    const wait = Math.min(ICE_REFRESH_MAX_BACKOFF_MS, ICE_REFRESH_MIN_MS * 2 ** (r.failures - 1));
+    this.log(`ice_refresh failed (${why}); again in ${wait} ms`);
+    this.scheduleIceRefresh(wait);
+  }
+
+  stopIceRefresh() {
+    const r = this.iceRefresh;
+    clearTimeout(r.timer);
+    this.iceRefresh = { timer: null, awaiting: null, failures: 0, earliest: null };
+  }
+
   closeSocket() {
+    this.stopIceRefresh();
     clearInterval(this.heartbeat);
     this.heartbeat = null;
     clearInterval(this.keepalive);
@@ -173,6 +271,7 @@ export class CallingClient extends EventTarget {
   }
 
   onClosed(code, reason) {
+    this.stopIceRefresh();
     clearInterval(this.heartbeat);
     this.heartbeat = null;
     clearInterval(this.keepalive);
@@ -226,7 +325,21 @@ export class CallingClient extends EventTarget {
         break;
       case 'pong':
         break;
+      case 'ice_servers': {
+        const answered = frame.id !== undefined && frame.id === this.iceRefresh.awaiting;
+        if (!this.takeIceServers(frame.ice_servers) && answered) this.iceRefreshFailed('no later expiry');
+        break;
+      }
       case 'error':
+        if (frame.id !== undefined && frame.id === this.iceRefresh.awaiting) {
+          if (frame.code === 'unknown_type') {
+            // An older server: credentials renew at the next login only.
+            this.stopIceRefresh();
+          } else {
+            this.iceRefreshFailed(frame.code);
+          }
+          break;
+        }
         if (waiter) {
           this.pending.delete(frame.id);
           waiter.reject(this.fail(frame.code, frame.message || frame.code));
@@ -757,7 +870,7 @@ export class CallingClient extends EventTarget {
   ensurePeer(call, user) {
     const existing = call.peers.get(user);
     if (existing) return existing;
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+    const pc = new RTCPeerConnection(this.rtcConfiguration());
     // timeline: [what, ms since the peer was created], for setup analysis.
     const peer = { pc, user, queued: [], stream: null, createdAt: performance.now(), timeline: [] };
     const mark = (what) => peer.timeline.push([what, Math.round(performance.now() - peer.createdAt)]);
@@ -879,6 +992,23 @@ export class CallingClient extends EventTarget {
     for (const [user, peer] of call.peers) {
       const r = { framesDecoded: 0, audioEnergy: 0, audioPackets: 0, videoPackets: 0, state: peer.pc.connectionState };
       const stats = await peer.pc.getStats();
+      // The pair ICE selected: which kinds of candidate carry the media
+      // (host, srflx, prflx, relay) and between which addresses.
+      stats.forEach((s) => {
+        if (s.type !== 'transport' || !s.selectedCandidatePairId) return;
+        const pair = stats.get(s.selectedCandidatePairId);
+        const local = pair && stats.get(pair.localCandidateId);
+        const remote = pair && stats.get(pair.remoteCandidateId);
+        if (local) {
+          r.localCandidateType = local.candidateType;
+          r.localAddress = `${local.address || local.ip}:${local.port}`;
+          if (local.relayProtocol) r.relayProtocol = local.relayProtocol;
+        }
+        if (remote) {
+          r.remoteCandidateType = remote.candidateType;
+          r.remoteAddress = `${remote.address || remote.ip}:${remote.port}`;
+        }
+      });
       stats.forEach((s) => {
         if (s.type !== 'inbound-rtp') return;
         if (s.kind === 'video') {

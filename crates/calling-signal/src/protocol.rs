@@ -156,7 +156,8 @@ pub struct IceServer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
     /// Unix time (seconds) after which the TURN server refuses the
-    /// credential; log in again for fresh ones. Absent for STUN.
+    /// credential; ask for fresh ones before (`ice_refresh`). Absent for
+    /// STUN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
 }
@@ -227,6 +228,14 @@ pub enum ClientFrame {
         /// Room name.
         room: String,
     },
+    /// Ask for fresh STUN/TURN servers (new TURN credentials) before the
+    /// ones from `login_ok` expire; answered with `ice_servers`. Logged-in
+    /// connections only.
+    IceRefresh {
+        /// Optional request id echoed in the answer.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
     /// End the session; the server closes with code 1000.
     Logout {
         /// Optional request id.
@@ -259,6 +268,16 @@ pub enum ServerFrame {
         /// STUN/TURN servers for this session's calls, TURN ones with
         /// credentials issued for this user (absent on the wire: none).
         #[serde(skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
+    },
+    /// Answer to `ice_refresh`: the servers to use from now on, in the
+    /// shape of `login_ok.ice_servers`, TURN ones with credentials issued
+    /// now. Always present on the wire (`[]`: none configured).
+    IceServers {
+        /// The request id of the `ice_refresh`, if it had one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The STUN/TURN servers, replacing every earlier list.
         ice_servers: Vec<IceServer>,
     },
     /// Answer to `ping`.
@@ -498,6 +517,7 @@ impl ClientFrame {
                 id: w.id,
                 room: need(w.room, "leave", "room")?,
             },
+            "ice_refresh" => ClientFrame::IceRefresh { id: w.id },
             "logout" => ClientFrame::Logout { id: w.id },
             _ => return Err(FrameError::UnknownType(w.kind)),
         })
@@ -531,6 +551,10 @@ impl ServerFrame {
                 expires_at: w.expires_at.unwrap_or(0),
                 limits: need(w.limits, "login_ok", "limits")?,
                 ice_servers: w.ice_servers.unwrap_or_default(),
+            },
+            "ice_servers" => ServerFrame::IceServers {
+                id: w.id,
+                ice_servers: need(w.ice_servers, "ice_servers", "ice_servers")?,
             },
             "pong" => ServerFrame::Pong { id: w.id },
             "message" => ServerFrame::Message {
@@ -708,6 +732,38 @@ mod tests {
             panic!("not login_ok");
         };
         assert!(ice_servers.is_empty());
+    }
+
+    #[test]
+    fn ice_refresh_and_its_answer_are_as_documented() {
+        let ask = ClientFrame::parse(r#"{"type":"ice_refresh","id":"i1"}"#).unwrap();
+        assert!(matches!(&ask, ClientFrame::IceRefresh { id: Some(id) } if id == "i1"));
+        assert_eq!(ask.to_json(), r#"{"type":"ice_refresh","id":"i1"}"#);
+        let bare = ClientFrame::parse(r#"{"type":"ice_refresh"}"#).unwrap();
+        assert!(matches!(bare, ClientFrame::IceRefresh { id: None }));
+
+        let text = r#"{"type":"ice_servers","id":"i1","ice_servers":[{"urls":["turn:h:1"],"username":"9:bob","credential":"c","expires_at":9}]}"#;
+        let answer = ServerFrame::parse(text).unwrap();
+        let ServerFrame::IceServers { id, ice_servers } = &answer else {
+            panic!("decoded as {answer:?}");
+        };
+        assert_eq!(id.as_deref(), Some("i1"));
+        assert_eq!(ice_servers[0].username.as_deref(), Some("9:bob"));
+        assert_eq!(ice_servers[0].expires_at, Some(9));
+        assert_eq!(answer.to_json(), text);
+        // None configured is an empty list, never a missing field.
+        let none = ServerFrame::IceServers {
+            id: None,
+            ice_servers: vec![],
+        };
+        assert_eq!(none.to_json(), r#"{"type":"ice_servers","ice_servers":[]}"#);
+        assert!(matches!(
+            ServerFrame::parse(r#"{"type":"ice_servers","id":"i2"}"#),
+            Err(FrameError::MissingField {
+                kind: "ice_servers",
+                field: "ice_servers"
+            })
+        ));
     }
 
     #[test]

@@ -187,9 +187,12 @@ pub trait Transport: Send + Sync {
     /// [`TransportError::Closed`]. Idempotent.
     async fn close(&self);
 
-    /// The STUN/TURN servers the server announced at the latest login, for
-    /// the media of calls placed or answered from now on; replaced on each
-    /// re-login (fresh TURN credentials). Default: none.
+    /// The STUN/TURN servers to use for media set up from now on (a new
+    /// call, an ICE restart): the latest the server announced. A
+    /// [`crate::WsTransport`] replaces them on each re-login and, before
+    /// the TURN credentials expire, with fresh ones it asks for itself
+    /// (`ice_refresh`), so reading this again at each use is enough.
+    /// Default: none.
     fn ice_servers(&self) -> Vec<IceServer> {
         Vec::new()
     }

@@ -385,6 +385,7 @@ impl WsTransport {
             pending_allow: HashMap::new(),
             pending_leave: HashMap::new(),
             next_req: 0,
+            refresh: IceRefresh::default(),
             pacer: None,
         };
         tokio::spawn(driver.run(ws, params, cmd_rx));
@@ -544,7 +545,8 @@ async fn connect_and_login(config: &WsConfig) -> Result<(Ws, SessionParams), Tra
                     | ServerFrame::RoomEnter { .. }
                     | ServerFrame::RoomLeave { .. }
                     | ServerFrame::KickedOut { .. }
-                    | ServerFrame::LoginExpired {}),
+                    | ServerFrame::LoginExpired {}
+                    | ServerFrame::IceServers { .. }),
                 ) => debug!(?other, "frame before login_ok ignored"),
                 Err(e) => warn!(error = %e, "undecodable frame during login"),
             }
@@ -584,6 +586,86 @@ struct Driver {
     next_req: u64,
     /// The pacer of the last session, for the next.
     pacer: Option<Pacer>,
+    /// When to ask for fresh ICE servers.
+    refresh: IceRefresh,
+}
+
+/// Shortest wait before an `ice_refresh`, so that a credential that is
+/// already (or, by a skewed clock, seemingly) expired cannot make us ask in
+/// a loop.
+const MIN_REFRESH_DELAY: Duration = Duration::from_secs(1);
+/// Longest wait between failed `ice_refresh` attempts.
+const MAX_REFRESH_BACKOFF: Duration = Duration::from_secs(60);
+/// Longest wait before a refresh, however far the expiry: keeps `Instant`
+/// arithmetic in range.
+const MAX_REFRESH_DELAY: Duration = Duration::from_secs(86_400);
+
+/// The schedule of `ice_refresh` requests in one session: due at 70-80 % of
+/// the earliest TURN credential's remaining lifetime (jittered, so that the
+/// clients of one server restart do not all ask in the same second),
+/// retried with backoff when unanswered or refused.
+#[derive(Default)]
+struct IceRefresh {
+    /// When to act next: ask, or give up waiting for the answer.
+    due: Option<Instant>,
+    /// The id of the `ice_refresh` awaiting its answer.
+    awaiting: Option<String>,
+    /// Failed attempts since the last success.
+    failures: u32,
+    /// The earliest expiry of the list in use.
+    earliest: Option<u64>,
+}
+
+impl IceRefresh {
+    /// Schedules the refresh of `servers`, a list just received.
+    fn schedule(&mut self, servers: &[IceServer]) {
+        self.awaiting = None;
+        self.failures = 0;
+        self.earliest = earliest_expiry(servers);
+        self.due = self
+            .earliest
+            .map(|at| Instant::now() + refresh_delay(at, unix_now(), rand::rng().random()));
+    }
+
+    /// An `ice_refresh` went out as `id`: without an answer by `timeout`,
+    /// it failed.
+    fn sent(&mut self, id: String, timeout: Duration) {
+        self.awaiting = Some(id);
+        self.due = Some(Instant::now() + timeout);
+    }
+
+    /// The attempt failed: try again later, waiting longer each time.
+    fn failed(&mut self) {
+        self.awaiting = None;
+        self.failures = self.failures.saturating_add(1);
+        let backoff = MIN_REFRESH_DELAY
+            .saturating_mul(1 << self.failures.min(8).saturating_sub(1))
+            .min(MAX_REFRESH_BACKOFF);
+        self.due = Some(Instant::now() + backoff);
+    }
+}
+
+/// The earliest `expires_at` of a list: when the first credential stops
+/// working. `None` when nothing in it expires (STUN only, or nothing).
+fn earliest_expiry(servers: &[IceServer]) -> Option<u64> {
+    servers.iter().filter_map(|s| s.expires_at).min()
+}
+
+/// How long to wait before refreshing credentials that expire at
+/// `expires_at` (unix seconds), `now` being the local unix time: 70 % to
+/// 80 % of what is left (`jitter` in [0, 1) picks where), at least
+/// [`MIN_REFRESH_DELAY`].
+fn refresh_delay(expires_at: u64, now: u64, jitter: f64) -> Duration {
+    let left = expires_at.saturating_sub(now) as f64;
+    let share = 0.8 - 0.1 * jitter.clamp(0.0, 1.0);
+    Duration::from_secs_f64((left * share).min(MAX_REFRESH_DELAY.as_secs_f64()))
+        .max(MIN_REFRESH_DELAY)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Driver {
@@ -775,6 +857,8 @@ impl Driver {
         held: Option<TransportEvent>,
     ) -> End {
         let mut pacer = Pacer::keep_for(self.pacer.take(), params);
+        // This login's list is the newest: its credentials set the schedule.
+        self.refresh.schedule(&params.ice_servers);
         let end = self.paced_session(ws, params, cmds, &mut pacer, held).await;
         self.pacer = Some(pacer);
         end
@@ -811,12 +895,14 @@ impl Driver {
         // While events wait in `held` for room in the application's queue,
         // the socket is not read (backpressure: the server holds what
         // follows), but commands and heartbeats go on, and the server's
-        // silence is not held against it. Only while a join, allow or leave
-        // waits for its answer is the socket read on, into `held` (bounded):
-        // the application may be waiting for that answer instead of reading.
+        // silence is not held against it. Only while a join, allow, leave or
+        // ice_refresh waits for its answer is the socket read on, into `held`
+        // (bounded): the application may be waiting for that answer instead
+        // of reading.
         let events = self.events.clone();
         loop {
             let dead_at = last_seen + params.heartbeat_timeout;
+            let refresh_due = self.refresh.due;
             tokio::select! {
                 permit = events.reserve(), if !held.is_empty() => {
                     match (permit, held.pop_front()) {
@@ -825,6 +911,19 @@ impl Driver {
                         _ => held.clear(),
                     }
                     last_seen = Instant::now();
+                }
+                () = tokio::time::sleep_until(refresh_due.unwrap_or(dead_at)), if refresh_due.is_some() => {
+                    if self.refresh.awaiting.take().is_some() {
+                        warn!(user = %self.config.user_id, "no answer to ice_refresh; trying again later");
+                        self.refresh.failed();
+                        continue;
+                    }
+                    let id = self.request_id("ice");
+                    self.refresh.sent(id.clone(), self.config.request_timeout);
+                    let frame = ClientFrame::IceRefresh { id: Some(id) };
+                    if !pacer.send(ws, frame.to_json()).await {
+                        return self.after_write_error(ws).await;
+                    }
                 }
                 _ = heartbeat.tick() => {
                     let ping = ClientFrame::Ping { id: None }.to_json();
@@ -904,16 +1003,19 @@ impl Driver {
         }
     }
 
-    /// Events read on while a join, allow or leave waits for its answer, at
-    /// most:
+    /// Events read on while a join, allow, leave or ice_refresh waits for
+    /// its answer, at most:
     /// as many as the server queues for one client.
     const MAX_HELD: usize = 256;
 
     /// Whether the session reads the socket with `held` waiting.
     fn may_read(&self, held: &VecDeque<TransportEvent>) -> bool {
+        // An ice_refresh answer counts too: left unread behind held events
+        // it would time out and be asked for again.
         let awaited = !self.pending_join.is_empty()
             || !self.pending_allow.is_empty()
-            || !self.pending_leave.is_empty();
+            || !self.pending_leave.is_empty()
+            || self.refresh.awaiting.is_some();
         held.is_empty() || (awaited && held.len() < Self::MAX_HELD)
     }
 
@@ -951,6 +1053,31 @@ impl Driver {
         tokio::time::timeout(Duration::from_millis(500), read)
             .await
             .unwrap_or(End::Lost)
+    }
+
+    /// Fresh ICE servers: the list [`Transport::ice_servers`] returns from
+    /// now on, unless it expires no later than the one in use (a late
+    /// answer, or a server clock gone back), which stays.
+    fn on_ice_servers(&mut self, id: Option<String>, servers: Vec<IceServer>) {
+        let answered = id.is_some() && id == self.refresh.awaiting;
+        let newer = match (earliest_expiry(&servers), self.refresh.earliest) {
+            (Some(new), Some(old)) => new > old,
+            // Nothing expires any more, or nothing did: take it.
+            _ => true,
+        };
+        if !newer {
+            if answered {
+                warn!("ice_refresh brought no later expiry; trying again later");
+                self.refresh.failed();
+            }
+            return;
+        }
+        debug!(user = %self.config.user_id, expires_at = ?earliest_expiry(&servers), "fresh ICE servers");
+        *self
+            .ice_servers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = servers.clone();
+        self.refresh.schedule(&servers);
     }
 
     /// What a server frame means: an event for the application (at most
@@ -1016,6 +1143,23 @@ impl Driver {
             ServerFrame::RoomLeave { room, user } => TransportEvent::RoomLeave { room, user },
             ServerFrame::KickedOut { .. } => return Err(End::Kicked),
             ServerFrame::LoginExpired {} => return Err(End::Expired),
+            ServerFrame::IceServers { id, ice_servers } => {
+                self.on_ice_servers(id, ice_servers);
+                return Ok(None);
+            }
+            ServerFrame::Error { id, code, message }
+                if id.is_some() && id == self.refresh.awaiting =>
+            {
+                if code == ErrorCode::UnknownType {
+                    // An older server: credentials renew on re-login only.
+                    info!(user = %self.config.user_id, "server does not know ice_refresh");
+                    self.refresh = IceRefresh::default();
+                } else {
+                    warn!(%code, %message, "ice_refresh refused; trying again later");
+                    self.refresh.failed();
+                }
+                return Ok(None);
+            }
             ServerFrame::Error { id, code, message } => {
                 let join = id.as_ref().and_then(|i| self.pending_join.remove(i));
                 let allow = id.as_ref().and_then(|i| self.pending_allow.remove(i));
@@ -1084,5 +1228,57 @@ fn close_end(code: Option<u16>) -> End {
         Some(close_code::KICKED_OUT) => End::Kicked,
         Some(close_code::LOGIN_EXPIRED) => End::Expired,
         _ => End::Lost,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turn(expires_at: Option<u64>) -> IceServer {
+        IceServer {
+            urls: vec!["turn:h:1".into()],
+            username: None,
+            credential: None,
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn refresh_comes_at_70_to_80_percent_of_the_lifetime_left() {
+        let ms = |d: Duration| d.as_millis();
+        assert_eq!(ms(refresh_delay(1000 + 3600, 1000, 0.0)), 2_880_000);
+        assert_eq!(ms(refresh_delay(1000 + 3600, 1000, 0.5)), 2_700_000);
+        assert!((2_520_000..2_521_000).contains(&ms(refresh_delay(4600, 1000, 0.999_999))));
+        // Already expired, or a clock ahead of the server's: soon, not now.
+        assert_eq!(refresh_delay(1000, 5000, 0.5), MIN_REFRESH_DELAY);
+        assert_eq!(refresh_delay(u64::MAX, 0, 0.0), MAX_REFRESH_DELAY);
+    }
+
+    #[test]
+    fn the_earliest_expiry_rules_and_stun_never_expires() {
+        assert_eq!(earliest_expiry(&[turn(None)]), None);
+        assert_eq!(
+            earliest_expiry(&[turn(Some(9)), turn(None), turn(Some(5))]),
+            Some(5)
+        );
+        let mut r = IceRefresh::default();
+        r.schedule(&[turn(None)]);
+        assert!(r.due.is_none());
+        r.schedule(&[turn(Some(unix_now() + 100))]);
+        assert!(r.due.is_some());
+    }
+
+    #[test]
+    fn failures_back_off_up_to_a_minute() {
+        let mut r = IceRefresh::default();
+        let mut waits = Vec::new();
+        for _ in 0..10 {
+            let before = Instant::now();
+            r.failed();
+            waits.push((r.due.unwrap() - before).as_secs());
+        }
+        assert_eq!(waits[..4], [1, 2, 4, 8]);
+        assert_eq!(*waits.last().unwrap(), 60);
     }
 }
