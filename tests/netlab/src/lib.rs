@@ -71,7 +71,10 @@ pub enum Nat {
 /// `turnserver`. Otherwise panics under CI (so CI cannot pass without
 /// having run the lab) and prints a loud SKIPPED banner elsewhere.
 pub fn prerequisites(test: &str) -> bool {
-    let missing = missing_tools();
+    // Once per process: tests run in parallel threads, and one probe
+    // namespace at a time.
+    static MISSING: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let missing = MISSING.get_or_init(missing_tools);
     if missing.is_empty() {
         return true;
     }

@@ -165,6 +165,19 @@ async fn server(args: ServerArgs) -> Result<(), String> {
     }
     let server = Server::bind(config).await.map_err(|e| e.to_string())?;
     say(json!({"type": "listening", "addr": server.local_addr().to_string()}));
+    // What the calling-server binary does at start: check that the TURN
+    // servers accept our credentials, in the background.
+    let checker = server.turn_checker();
+    tokio::spawn(async move {
+        for (url, result) in checker.run().await {
+            say(json!({
+                "type": "turn_check",
+                "url": url,
+                "relayed": result.as_ref().ok().map(|a| a.to_string()),
+                "error": result.as_ref().err().map(|e| e.to_string()),
+            }));
+        }
+    });
     let mut stdin = stdin_lines();
     while stdin.recv().await.is_some() {}
     server.shutdown().await;
