@@ -119,6 +119,37 @@ async fn ice_restart_brings_media_back_on_the_same_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_address_is_followed_by_the_restarts_new_sockets() {
+    let mut m = call(Duration::from_secs(60)).await;
+    // bob's sockets go dead for good, as when his address changes; nothing
+    // is unblocked: only the sockets the restart binds can carry media.
+    let changed = std::time::Instant::now();
+    m.session("bob").retire_path(&uid("alice"));
+    for (me, other) in [("alice", "bob"), ("bob", "alice")] {
+        m.node(me)
+            .event(|e| is_media(e, other, PeerMedia::Interrupted))
+            .await;
+    }
+    for (me, other) in [("alice", "bob"), ("bob", "alice")] {
+        m.node(me)
+            .event(|e| is_media(e, other, PeerMedia::Restored))
+            .await;
+    }
+    for (me, other) in [("alice", "bob"), ("bob", "alice")] {
+        let node = m.node(me);
+        while node.frames.try_recv().is_ok() {}
+        node.collect(other, MediaKind::Audio, 5).await;
+    }
+    // A figure for the log, not a test of timing.
+    eprintln!(
+        "media back {:?} after the address change",
+        changed.elapsed()
+    );
+    assert!(offers_by_alice(&m).len() >= 2);
+    m.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_kept_broken_fails_on_both_sides_within_the_bound() {
     let mut m = call(Duration::from_secs(4)).await;
     break_path(&mut m).await;

@@ -62,6 +62,8 @@ struct Media {
     interrupted: HashSet<UserId>,
     /// Peers whose media failed for good.
     failed: HashSet<UserId>,
+    /// The transport's ICE servers the session last got.
+    ice_seen: Vec<calling_signal::protocol::IceServer>,
 }
 
 /// How often the ICE servers of a call's media are brought up to date with
@@ -661,12 +663,22 @@ impl Driver {
         others.peek().is_some() && others.all(|u| m.failed.contains(u))
     }
 
-    /// Hands the call's media the ICE servers as they are now: the app's
-    /// own plus those of the transport's latest login (see
-    /// [`announced_ice_servers`]).
-    fn refresh_ice_servers(&self) {
-        if let Some(m) = &self.media {
-            m.session.set_ice_servers(self.ice_servers());
+    /// Hands the call's media the ICE servers as they are now, if the
+    /// transport's changed since it last got them: the app's own plus
+    /// those of the transport's latest login (see [`announced_ice_servers`]).
+    fn refresh_ice_servers(&mut self) {
+        let seen = self.transport.ice_servers();
+        if self.media.as_ref().is_none_or(|m| m.ice_seen == seen) {
+            return;
+        }
+        let servers = self.ice_servers();
+        if let Some(m) = self.media.as_mut() {
+            debug!(
+                count = servers.len(),
+                "ICE servers of the call's media updated"
+            );
+            m.session.set_ice_servers(servers);
+            m.ice_seen = seen;
         }
     }
 
@@ -863,6 +875,7 @@ impl Driver {
         self.close_media().await;
         let mut config = self.config.media.clone();
         config.video_quality = self.local.quality;
+        let ice_seen = self.transport.ice_servers();
         config.ice_servers = self.ice_servers();
         let (session, events) = match MediaSession::new(self.user.clone(), config).await {
             Ok(s) => s,
@@ -887,6 +900,7 @@ impl Driver {
             parties: HashMap::new(),
             interrupted: HashSet::new(),
             failed: HashSet::new(),
+            ice_seen,
         });
         self.local.audio_ok = audio.is_ok();
         if let Err(e) = audio {

@@ -78,7 +78,8 @@ pub enum MediaState {
     /// Audio and video can flow (ICE and DTLS are up).
     Connected,
     /// Connectivity was lost (the path is gone: a changed address, a
-    /// restarted relay): no media flows. ICE restarts try to bring it back
+    /// restarted relay), or the first connection attempt failed: no media
+    /// flows. ICE restarts try to bring it back
     /// ([`MediaState::Restored`]) for up to
     /// [`calling_media::MediaConfig::media_restore_timeout`].
     Disconnected,

@@ -24,9 +24,9 @@ fn restoring_within(bound: Duration) -> CallingConfig {
     CallingConfig {
         media: MediaConfig {
             media_restore_timeout: bound,
-            ..MediaConfig::default()
+            ..MediaConfig::loopback()
         },
-        ..CallingConfig::default()
+        ..CallingConfig::loopback()
     }
 }
 

@@ -226,7 +226,7 @@ async fn a_refused_allocation_with_relay_only_is_turn_unavailable() {
     }
     let coturn = Coturn::start(SECRET);
     let net = server_with_turn(coturn.url(), "not-the-turn-secret").await;
-    let mut config = CallingConfig::default();
+    let mut config = CallingConfig::loopback();
     config.media.relay_only = true;
     for (client, e) in call_and_expect_error(&net, config).await {
         assert_explains(&e, ErrorCode::TurnUnavailable);
@@ -241,7 +241,7 @@ async fn a_refused_allocation_otherwise_is_a_warning_and_media_flows() {
     }
     let coturn = Coturn::start(SECRET);
     let net = server_with_turn(coturn.url(), "not-the-turn-secret").await;
-    let clients = call_and_expect_error(&net, CallingConfig::default()).await;
+    let clients = call_and_expect_error(&net, CallingConfig::loopback()).await;
     for (_, e) in &clients {
         assert_explains(e, ErrorCode::TurnFallbackUnavailable);
     }
@@ -274,7 +274,7 @@ async fn an_ice_restart_gathers_with_the_ice_servers_set_last() {
             relay_only: true,
             // Signed with the wrong secret: coturn refuses them.
             ice_servers: vec![turn_for(&url, name, "stale-secret")],
-            ..MediaConfig::default()
+            ..MediaConfig::loopback()
         };
         let (session, events) = MediaSession::new(UserId::new(name).unwrap(), config)
             .await

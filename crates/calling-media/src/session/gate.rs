@@ -32,7 +32,10 @@
 //!
 //! With the `fault-injection` feature, the gate can also drop every
 //! datagram of its connection both ways ([`Gate::set_blocked`]), which is
-//! what a path that is gone looks like to ICE; for tests of ICE restart.
+//! what a path that is gone looks like to ICE, or only those of the
+//! sockets it has now ([`Gate::retire_sockets`]), which is what a changed
+//! address looks like: the sockets an ICE restart binds afresh work. For
+//! tests of ICE restart.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -187,6 +190,16 @@ impl Gate {
         self.blocked.store(blocked, Ordering::SeqCst);
     }
 
+    /// Drops every datagram of the sockets bound so far, for good; sockets
+    /// bound later pass.
+    #[cfg(feature = "fault-injection")]
+    pub(super) fn retire_sockets(&self) {
+        let sockets = self.sockets.lock().unwrap_or_else(PoisonError::into_inner);
+        for socket in sockets.iter().filter_map(Weak::upgrade) {
+            socket.retired.store(true, Ordering::SeqCst);
+        }
+    }
+
     fn blocked(&self) -> bool {
         #[cfg(feature = "fault-injection")]
         {
@@ -264,6 +277,9 @@ struct GatedSocket {
     inner: Arc<dyn AsyncUdpSocket>,
     gate: Arc<Gate>,
     held: Mutex<Held>,
+    /// Its address is gone, for tests (see [`Gate::retire_sockets`]).
+    #[cfg(feature = "fault-injection")]
+    retired: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for GatedSocket {
@@ -276,6 +292,15 @@ impl fmt::Debug for GatedSocket {
 }
 
 impl GatedSocket {
+    /// Whether everything this socket sends or receives is lost.
+    fn cut(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        if self.retired.load(Ordering::SeqCst) {
+            return true;
+        }
+        self.gate.blocked()
+    }
+
     fn held(&self) -> MutexGuard<'_, Held> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -306,7 +331,7 @@ impl AsyncUdpSocket for GatedSocket {
     }
 
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
-        if self.gate.blocked() {
+        if self.cut() {
             // Sent, as far as the sender can tell, and lost on the way.
             return Poll::Ready(Ok(transmit.contents.len()));
         }
@@ -320,7 +345,7 @@ impl AsyncUdpSocket for GatedSocket {
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
         loop {
-            if self.gate.blocked() {
+            if self.cut() {
                 match self.inner.poll_recv(cx, bufs, meta) {
                     Poll::Ready(Ok(_)) => continue,
                     other => return other,
@@ -422,6 +447,8 @@ impl Runtime for GatedRuntime {
             inner,
             gate: self.gate.clone(),
             held: Mutex::new(Held::default()),
+            #[cfg(feature = "fault-injection")]
+            retired: std::sync::atomic::AtomicBool::new(false),
         });
         self.gate
             .sockets

@@ -355,6 +355,18 @@ impl MediaSession {
         }
     }
 
+    /// Drops, for good, every datagram of the sockets the connection with
+    /// `remote` has bound so far: their address is gone, as after a change
+    /// of network; sockets an ICE restart binds later work. For tests of
+    /// ICE restart; does nothing without a connection.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn retire_path(&self, remote: &UserId) {
+        if let Some(peer) = self.inner.peer(remote) {
+            peer.shared.gate.retire_sockets();
+        }
+    }
+
     /// Closes the peer connection with `remote`, if any, and emits
     /// [`PeerState::Closed`](crate::PeerState::Closed) for it. `remote` is no
     /// member any more: its signals are refused until it is connected again

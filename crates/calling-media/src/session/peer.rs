@@ -28,8 +28,7 @@ use super::send::LocalTrack;
 use super::{Inner, MediaSession, codec, interfaces, is_offerer, negotiation, receive};
 use crate::error::MediaError;
 use crate::types::{
-    CandidateKind, IceServer, MediaEvent, MediaKind, PeerState, PeerStats, SelectedPair,
-    VideoCodec,
+    CandidateKind, IceServer, MediaEvent, MediaKind, PeerState, PeerStats, SelectedPair, VideoCodec,
 };
 
 /// Frame and byte counts of one peer connection.
