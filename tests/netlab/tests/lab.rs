@@ -515,6 +515,9 @@ fn media_comes_back_after(change: fn(&Lab)) -> f64 {
         );
         longest = longest.max(back["gap_ms"].as_f64().unwrap_or(0.0));
     }
+    if std::env::var_os("NETLAB_TRACE").is_some() {
+        eprintln!("{}\n{}", alice.text(), bob.text());
+    }
     let (path, pair) = path(&alice);
     assert_eq!(path, "srflx", "after the change: {pair}");
     alice.close();

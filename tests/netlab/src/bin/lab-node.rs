@@ -133,8 +133,14 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// One JSON line on stdout (line-buffered, so the lab sees it at once).
-fn say(value: serde_json::Value) {
+/// One JSON line on stdout (line-buffered, so the lab sees it at once),
+/// stamped with the milliseconds since the node started.
+fn say(mut value: serde_json::Value) {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    if let Some(o) = value.as_object_mut() {
+        o.insert("t_ms".into(), json!(start.elapsed().as_millis() as u64));
+    }
     println!("{value}");
 }
 
