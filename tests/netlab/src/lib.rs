@@ -186,13 +186,25 @@ fn remove_stale_namespaces() {
             continue;
         };
         let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        let alive = pid.parse::<u32>().is_ok_and(|pid| {
-            pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
-        });
+        let alive = pid
+            .parse::<u32>()
+            .is_ok_and(|pid| pid == std::process::id() || process_alive(pid));
         if !alive {
             delete_namespace(name);
         }
     }
+}
+
+/// Whether `pid` runs: a killed test whose parent has not reaped it yet
+/// is a zombie, and its namespaces are just as stale.
+fn process_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) S ...": the state follows the last ')'.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|state| state != "Z" && state != "X")
 }
 
 /// Kills whatever still runs in `ns`, then removes it.
