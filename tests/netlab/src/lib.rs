@@ -528,6 +528,24 @@ impl Lab {
         node
     }
 
+    /// Kills the running coturn (SIGKILL: its allocations die with it, as
+    /// in a crash) and starts a fresh one with `secret` on the same
+    /// addresses.
+    pub fn restart_coturn(&self, secret: &str) -> Node {
+        let pidfile = self.dir.join("coturn").join("pid");
+        let pid = std::fs::read_to_string(&pidfile)
+            .unwrap_or_else(|e| panic!("{}: {e}", pidfile.display()));
+        let pid = pid.trim();
+        assert!(quiet(&["kill", "-9", pid]), "cannot kill coturn {pid}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while process_alive(pid.parse().unwrap_or(0)) {
+            assert!(Instant::now() < deadline, "coturn {pid} does not die");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_file(&pidfile);
+        self.start_coturn(secret)
+    }
+
     /// The public address (ip:port) each STUN server saw for one UDP
     /// socket in `ns`, in order (`None` where no answer came).
     pub fn stun_probe(&self, ns: &str, servers: &[String]) -> Vec<Option<String>> {

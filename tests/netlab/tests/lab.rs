@@ -428,6 +428,39 @@ fn media_comes_back_after_the_routers_media_mapping_moves() {
 }
 
 #[test]
+fn relay_only_media_comes_back_after_coturn_restarts() {
+    if !setup("relay_only_media_comes_back_after_coturn_restarts") {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new(
+        "turnrs",
+        Nat::PortRestrictedCone,
+        Nat::PortRestrictedCone,
+        1,
+    );
+    let pki = lab.pki();
+    let coturn = lab.start_coturn(TURN_SECRET);
+    let _server = lab.start_server(
+        &pki,
+        &["--turn-url", &turn_url(), "--turn-secret", TURN_SECRET],
+    );
+    let ca = pki.ca.display().to_string();
+    let a1 = lab.clients_a()[0].clone();
+    let relay = ["--relay-only"];
+    let (alice, bob) = call(&lab, &ca, (&a1, &relay), (lab.client_b(), &relay));
+    let before = [resumed(&alice).len(), resumed(&bob).len()];
+    // The relay crashes and comes back empty: every allocation is gone.
+    drop(coturn);
+    let _coturn = lab.restart_coturn(TURN_SECRET);
+    let gap = wait_resumed(&alice, &bob, before);
+    eprintln!("media back through the restarted relay after a gap of {gap} ms");
+    assert_path(&alice, &bob, "relay");
+    alice.close();
+    bob.close();
+}
+
+#[test]
 #[ignore = "benchmark: scripts/bench-netlab.sh"]
 fn restore_time_after_the_media_mapping_moves() {
     if !setup("restore_time_after_the_media_mapping_moves") {
@@ -480,17 +513,33 @@ fn media_comes_back_after(change: fn(&Lab)) -> f64 {
     let a1 = lab.clients_a()[0].clone();
     let (alice, bob) = call(&lab, &ca, (&a1, &[]), (lab.client_b(), &[]));
     // A stall before the change (a loaded machine) must not count.
-    let resumed = |n: &Node| {
-        n.lines()
-            .into_iter()
-            .filter(|v| v["type"] == "resumed")
-            .collect::<Vec<_>>()
-    };
     let before = [resumed(&alice).len(), resumed(&bob).len()];
     change(&lab);
+    let longest = wait_resumed(&alice, &bob, before);
+    if std::env::var_os("NETLAB_TRACE").is_some() {
+        eprintln!("{}\n{}", alice.text(), bob.text());
+    }
+    let (path, pair) = path(&alice);
+    assert_eq!(path, "srflx", "after the change: {pair}");
+    alice.close();
+    bob.close();
+    longest
+}
+
+/// The `resumed` lines `node` printed so far.
+fn resumed(node: &Node) -> Vec<Value> {
+    node.lines()
+        .into_iter()
+        .filter(|v| v["type"] == "resumed")
+        .collect()
+}
+
+/// Waits (30 s at most) until both ends report media back after a stall
+/// that began after `before` earlier ones; returns the longer gap in ms.
+fn wait_resumed(alice: &Node, bob: &Node, before: [usize; 2]) -> f64 {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut longest = 0.0f64;
-    for (node, before) in [(&alice, before[0]), (&bob, before[1])] {
+    for (node, before) in [(alice, before[0]), (bob, before[1])] {
         let back = loop {
             if let Some(v) = resumed(node).get(before) {
                 break Some(v.clone());
@@ -502,7 +551,7 @@ fn media_comes_back_after(change: fn(&Lab)) -> f64 {
         };
         let Some(back) = back else {
             panic!(
-                "media did not come back within 30 s of the change\n{}\n{}",
+                "media did not come back within 30 s\n{}\n{}",
                 alice.text(),
                 bob.text()
             );
@@ -515,13 +564,6 @@ fn media_comes_back_after(change: fn(&Lab)) -> f64 {
         );
         longest = longest.max(back["gap_ms"].as_f64().unwrap_or(0.0));
     }
-    if std::env::var_os("NETLAB_TRACE").is_some() {
-        eprintln!("{}\n{}", alice.text(), bob.text());
-    }
-    let (path, pair) = path(&alice);
-    assert_eq!(path, "srflx", "after the change: {pair}");
-    alice.close();
-    bob.close();
     longest
 }
 
