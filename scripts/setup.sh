@@ -3,7 +3,8 @@
 # chromium package (headless, with fake camera and microphone) and
 # playwright-core from npm to drive it; and what the aiortc interop tests
 # need: a Python venv at tests/aiortc/.venv with tests/aiortc/requirements.txt;
-# and coturn's turnserver for the TURN tests.
+# coturn's turnserver for the TURN tests; iproute2, nftables and conntrack
+# for the NAT lab.
 # Idempotent; quick when everything is already there. .ci/run calls it (as
 # root) before the tests.
 set -euo pipefail
@@ -31,6 +32,14 @@ if ! command -v turnserver >/dev/null 2>&1; then
     echo "setup: installing coturn"
     apt_install coturn
 fi
+# The NAT lab (tests/netlab): network namespaces and veth links
+# (iproute2), NAT (nftables) and a look at the NAT's mappings (conntrack).
+for tool in ip:iproute2 nft:nftables conntrack:conntrack; do
+    if ! PATH="$PATH:/usr/sbin:/sbin" command -v "${tool%%:*}" >/dev/null 2>&1; then
+        echo "setup: installing ${tool#*:}"
+        apt_install "${tool#*:}"
+    fi
+done
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     echo "setup: installing nodejs and npm"
     apt_install nodejs npm

@@ -4,7 +4,9 @@
 # tests/browser/node_modules; the aiortc interop tests
 # (crates/calling/tests/aiortc.rs) need the venv tests/aiortc/.venv with
 # tests/aiortc/requirements.txt; the TURN tests (crates/calling/tests/turn.rs)
-# need coturn's turnserver: scripts/setup.sh installs them all.
+# need coturn's turnserver; the NAT lab (tests/netlab) needs root for its
+# network namespaces, iproute2, nftables and conntrack: scripts/setup.sh
+# installs them all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +16,21 @@ browser_ready() {
 
 turn_ready() {
     command -v turnserver >/dev/null 2>&1
+}
+
+# The NAT lab (tests/netlab) builds network namespaces: it needs root and
+# iproute2, nftables, conntrack and coturn.
+netlab_tools() {
+    local PATH="$PATH:/usr/sbin:/sbin"
+    command -v ip >/dev/null 2>&1 && command -v nft >/dev/null 2>&1 &&
+        command -v conntrack >/dev/null 2>&1 && turn_ready
+}
+netlab_ready() {
+    netlab_tools || return 1
+    local probe="clabprobe$$"
+    ip netns add "$probe" >/dev/null 2>&1 || return 1
+    ip netns del "$probe" >/dev/null 2>&1
+    return 0
 }
 
 # The venv is ready when its packages match requirements.txt (setup.sh
@@ -29,7 +46,7 @@ aiortc_ready() {
 
 # A fresh machine needs only this command: install what the browser and
 # aiortc tests need when we are allowed to (root, or sudo without a password).
-if { ! browser_ready || ! aiortc_ready || ! turn_ready; } && { [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; }; then
+if { ! browser_ready || ! aiortc_ready || ! turn_ready || ! netlab_tools; } && { [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; }; then
     scripts/setup.sh
 fi
 
@@ -47,6 +64,11 @@ turn_missing=""
 if ! turn_ready; then
     turn_missing="yes"
     echo "!!! turnserver (Debian package coturn) is missing: the TURN tests will be SKIPPED (run scripts/setup.sh)" >&2
+fi
+netlab_missing=""
+if ! netlab_ready; then
+    netlab_missing="yes"
+    echo "!!! network namespaces cannot be created here (needs root, iproute2, nftables, conntrack, coturn): the NAT lab tests will be SKIPPED (run as root after scripts/setup.sh)" >&2
 fi
 
 # CI explores a fixed sample of the property tests so that its verdict is
@@ -68,4 +90,7 @@ if [ -n "$aiortc_missing" ]; then
 fi
 if [ -n "$turn_missing" ]; then
     echo "!!! the TURN tests were SKIPPED: turnserver (Debian package coturn) is missing (run scripts/setup.sh)" >&2
+fi
+if [ -n "$netlab_missing" ]; then
+    echo "!!! the NAT lab tests were SKIPPED: network namespaces cannot be created here (run as root after scripts/setup.sh)" >&2
 fi
