@@ -723,7 +723,8 @@ calling_result calling_config_set_extra_ca_pem(calling_config *config, const cha
 // `ip:port` (`"127.0.0.1:0"`, `"0.0.0.0:0,[::]:0"`, `"192.0.2.7:0"`; port 0
 // picks a free one per connection). `0.0.0.0` / `[::]` stand for every
 // interface; a loopback address adds candidates only this host can reach.
-// NULL restores the default: every interface plus `127.0.0.1`.
+// NULL restores the default: every interface (loopback on a host with
+// no other).
 // `CALLING_RESULT_INVALID_ARGUMENT` for an empty list or an entry that is
 // not an address (the config is left unchanged).
 //

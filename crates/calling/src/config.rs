@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use calling_media::MediaConfig;
 
@@ -98,6 +99,16 @@ pub struct CallingConfig {
     /// the system roots (default none); see
     /// [`calling_signal::read_ca_file`].
     pub extra_ca_pem: Option<Vec<u8>>,
+    /// How long a connected party whose signaling connection died (the
+    /// server's `room_leave`, or a message it could not deliver) has to
+    /// come back before it counts as gone. A changed address (Wi-Fi to
+    /// cellular, a new NAT mapping) breaks the signaling connection too:
+    /// `WsTransport` reconnects within a few seconds and re-joins the room,
+    /// and the call goes on while ICE restarts. Hearing from the party, or
+    /// its re-entering the room, ends the wait. Zero counts it gone at once
+    /// (the behaviour before). Default 10 s: a peer that really vanished
+    /// is dropped that much later.
+    pub reconnect_grace: Duration,
 }
 
 impl CallingConfig {
@@ -122,6 +133,7 @@ impl Default for CallingConfig {
             event_capacity: 1024,
             clock: Arc::new(TokioClock),
             extra_ca_pem: None,
+            reconnect_grace: Duration::from_secs(10),
         }
     }
 }

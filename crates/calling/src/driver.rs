@@ -130,6 +130,10 @@ pub(crate) struct Driver {
     local: Local,
     /// Set when the transport is gone for good: the driver stops.
     closed: bool,
+    /// Connected parties whose connection to the server died (or who were
+    /// unreachable), with the call and the moment they count as gone
+    /// unless heard from again: see [`CallingConfig::reconnect_grace`].
+    lost: HashMap<UserId, (CallId, Instant)>,
 }
 
 impl Driver {
@@ -175,6 +179,46 @@ impl Driver {
             },
             local,
             closed: false,
+            lost: HashMap::new(),
+        }
+    }
+
+    /// The server says `user` is not reachable in `call`. A ringing
+    /// invitee counts as offline at once; a connected party gets
+    /// [`CallingConfig::reconnect_grace`] to reconnect (a changed address
+    /// breaks its signaling connection too) before it counts as gone.
+    fn unreachable(&mut self, now: Instant, user: &UserId, call: &CallId) {
+        let grace = self.config.reconnect_grace;
+        if grace.is_zero() || !self.is_member(user, call) {
+            self.lost.remove(user);
+            self.machine.handle_unreachable(now, user, call);
+            return;
+        }
+        if !self.lost.contains_key(user) {
+            debug!(%user, ?grace, "connected party unreachable; waiting for it to reconnect");
+            self.lost.insert(user.clone(), (call.clone(), now + grace));
+        }
+    }
+
+    /// `user` was heard from (or re-entered the call's room): not lost.
+    fn found(&mut self, user: &UserId) {
+        if self.lost.remove(user).is_some() {
+            debug!(%user, "unreachable party is back");
+        }
+    }
+
+    /// Parties whose grace is over count as gone now.
+    fn expire_lost(&mut self, now: Instant) {
+        let due: Vec<(UserId, CallId)> = self
+            .lost
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(u, (c, _))| (u.clone(), c.clone()))
+            .collect();
+        for (user, call) in due {
+            self.lost.remove(&user);
+            debug!(%user, "unreachable party did not come back");
+            self.machine.handle_unreachable(now, &user, &call);
         }
     }
 
@@ -192,7 +236,11 @@ impl Driver {
         let mut refresh = tokio::time::interval(ICE_SERVER_REFRESH);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !self.closed {
-            let deadline = self.machine.poll_timeout();
+            let lost = self.lost.values().map(|(_, at)| *at).min();
+            let deadline = match (self.machine.poll_timeout(), lost) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             tokio::select! {
                 permit = app.reserve(), if !self.backlog.is_empty() => match permit {
                     Ok(permit) => {
@@ -215,6 +263,7 @@ impl Driver {
                 _ = refresh.tick(), if self.media.is_some() => self.refresh_ice_servers(),
                 () = sleep_until(deadline) => {
                     let now = self.now();
+                    self.expire_lost(now);
                     self.machine.handle_timeout(now);
                     self.drain().await;
                 }
@@ -364,6 +413,7 @@ impl Driver {
         let now = self.now();
         match ev {
             TransportEvent::Message { from, payload, .. } => {
+                self.found(&from);
                 let before = self.parties();
                 let stranger = !before.contains(&from);
                 if stranger && !self.strangers.admit(&from, now) {
@@ -401,19 +451,23 @@ impl Driver {
                         self.machine.handle_congested(now, &user, &call);
                     }
                     for user in offline {
-                        self.machine.handle_unreachable(now, &user, &call);
+                        self.unreachable(now, &user, &call);
                     }
                     self.drain().await;
                 }
             }
             TransportEvent::RoomLeave { room, user } => {
                 if let Some(call) = self.room.clone().filter(|c| c.as_str() == room) {
-                    self.machine.handle_unreachable(now, &user, &call);
+                    self.unreachable(now, &user, &call);
                     self.drain().await;
                 }
             }
             TransportEvent::RoomEnter { room, user } => {
                 debug!(%room, %user, "room enter");
+                // A reconnected party re-joins the rooms it was in.
+                if self.room.as_ref().is_some_and(|c| c.as_str() == room) {
+                    self.found(&user);
+                }
             }
             TransportEvent::KickedOut => {
                 self.emit(Event::KickedOut);

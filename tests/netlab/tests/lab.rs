@@ -482,7 +482,6 @@ fn restore_time_after_the_media_mapping_moves() {
 }
 
 #[test]
-#[ignore = "the signaling reconnect this forces ends the call: the peer sees UserLeave before ICE can restart"]
 fn media_comes_back_after_the_router_changes_its_public_address() {
     if !setup("media_comes_back_after_the_router_changes_its_public_address") {
         return;
