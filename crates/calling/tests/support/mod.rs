@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod coturn;
+
 use std::time::Duration;
 
 use calling::{CallEvent, Calling, CallingConfig, Event, Events, MediaKind};
