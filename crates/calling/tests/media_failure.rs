@@ -126,10 +126,9 @@ async fn a_path_kept_broken_ends_a_one_to_one_call_with_media_failed() {
     assert_eq!(end_reason(&end), Some(EndReason::MediaFailed));
 
     // bob is told as by a hangup: alice left, and so his call is over.
-    expect(&mut b, "media disconnected", |e| {
-        is_media(e, "alice", MediaState::Disconnected)
-    })
-    .await;
+    // (Whether bob reports his media disconnected first is a race: alice's
+    // first restart offer can reach him before his own ICE notices, and a
+    // restarted connection checks anew rather than going disconnected.)
     expect(
         &mut b,
         "alice leaves",
