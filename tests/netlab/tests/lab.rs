@@ -907,7 +907,22 @@ fn chromium_offerer_restarts_ice_after_the_routers_media_mapping_moves() {
         return;
     }
     // "web-a" < "yan": Chromium offers, so only its restart can mend it.
-    chromium_media_comes_back(true);
+    chromium_media_comes_back(true, move_media_mapping_of_router_a);
+}
+
+#[test]
+fn chromium_offerer_retries_ice_restarts_through_an_outage() {
+    let test = "chromium_offerer_retries_ice_restarts_through_an_outage";
+    if !setup(test) || !browser_ready(test) {
+        return;
+    }
+    // Long enough for Chromium to call its media interrupted itself, and
+    // for its first restarts to fail: a later retry brings media back.
+    let interrupted = chromium_media_comes_back(true, block_udp_at_router_a_for_a_while);
+    assert!(
+        interrupted,
+        "calling.js never reported the media interrupted"
+    );
 }
 
 #[test]
@@ -918,15 +933,34 @@ fn chromium_answerer_comes_back_after_the_routers_media_mapping_moves() {
     }
     // "bob" < "web-a": the Rust side restarts, Chromium answers in place
     // (and asks for restarts while its media is interrupted).
-    chromium_media_comes_back(false);
+    chromium_media_comes_back(false, move_media_mapping_of_router_a);
+}
+
+/// Router A forwards no UDP for 6 s (signaling, over TCP, goes on), then
+/// moves its UDP mapping.
+fn block_udp_at_router_a_for_a_while(lab: &Lab) {
+    let r = lab.router_a();
+    lab.exec(&r, &["nft", "add table inet labblock"]);
+    let chain = "add chain inet labblock blockudp { type filter hook forward priority -10 ; }";
+    lab.exec(&r, &["nft", chain]);
+    lab.exec(
+        &r,
+        &[
+            "nft",
+            "add rule inet labblock blockudp meta l4proto udp drop",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    lab.exec(&r, &["nft", "delete table inet labblock"]);
+    move_media_mapping_of_router_a(lab);
 }
 
 /// Chromium in home A and a Rust peer in home B are in a call (Chromium
 /// placing it and offering when `browser_offers`, else answering); router
-/// A's UDP mapping moves mid-call. Media must come back both ways within a
-/// bound, through calling.js's restore (mediaInterrupted, then
-/// mediaRestored), and the call go on.
-fn chromium_media_comes_back(browser_offers: bool) {
+/// A's UDP path breaks mid-call by `change`. Media must come back both ways
+/// within a bound, by ICE restart, and the call go on. Returns whether
+/// calling.js reported the media interrupted (and then restored).
+fn chromium_media_comes_back(browser_offers: bool, change: fn(&Lab)) -> bool {
     let _serial = serial();
     let lab = Lab::new("webr", Nat::PortRestrictedCone, Nat::PortRestrictedCone, 1);
     let pki = lab.pki();
@@ -969,9 +1003,12 @@ fn chromium_media_comes_back(browser_offers: bool) {
             .count()
     };
     let offers_before = [marks("ice-restart"), marks("offer-received")];
-    move_media_mapping_of_router_a(&lab);
+    change(&lab);
     let longest = wait_resumed(&browser, &rust, before);
     eprintln!("Chromium (offering: {browser_offers}) and Rust: media back after {longest} ms");
+    if std::env::var_os("NETLAB_TRACE").is_some() {
+        eprintln!("{}\n{}", browser.text(), rust.text());
+    }
     // It came back by an ICE restart of the same connection: Chromium made
     // the offer, or answered the Rust side's.
     let (restarts, what) = if browser_offers {
@@ -994,7 +1031,8 @@ fn chromium_media_comes_back(browser_offers: bool) {
     // Chromium may not call the path broken before the restart mends it
     // (its own checks are slower than the Rust side's ask); when it did,
     // calling.js reports it back.
-    if !events("mediaInterrupted").is_empty() {
+    let interrupted = !events("mediaInterrupted").is_empty();
+    if interrupted {
         let restored = browser.try_wait_for(Duration::from_secs(10), |v| {
             v["type"] == "event" && v["event"] == "mediaRestored"
         });
@@ -1018,4 +1056,5 @@ fn chromium_media_comes_back(browser_offers: bool) {
         browser.text()
     );
     rust.close();
+    interrupted
 }
