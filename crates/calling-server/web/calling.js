@@ -106,10 +106,11 @@ export class CallingClient extends EventTarget {
     // offerer before its DTLS listens and waits for a retransmit: about
     // 50 ms more setup (docs/BENCHMARKS.md, Browser).
     this.passiveDtls = options.passiveDtls !== false;
-    this.mediaRestoreTimeoutMs = Number(options.mediaRestoreTimeoutMs) > 0
-      ? Number(options.mediaRestoreTimeoutMs) : MEDIA_RESTORE_TIMEOUT_MS;
-    this.reconnectGraceMs = Number(options.reconnectGraceMs) >= 0 && options.reconnectGraceMs !== undefined
-      ? Number(options.reconnectGraceMs) : RECONNECT_GRACE_MS;
+    const restore = options.mediaRestoreTimeoutMs;
+    this.mediaRestoreTimeoutMs = typeof restore === 'number' && restore > 0 ? restore : MEDIA_RESTORE_TIMEOUT_MS;
+    // 0: a party whose connection died counts as gone at once.
+    const grace = options.reconnectGraceMs;
+    this.reconnectGraceMs = typeof grace === 'number' && grace >= 0 ? grace : RECONNECT_GRACE_MS;
   }
 
   // ---- logging and events ------------------------------------------------
@@ -809,7 +810,7 @@ export class CallingClient extends EventTarget {
   partyUnreachable(user) {
     const call = this.active;
     if (!call) return;
-    if (!call.connected.has(user) || call.state !== 'connected' || this.reconnectGraceMs === 0) {
+    if (!call.connected.has(user) || this.reconnectGraceMs === 0) {
       this.partyGone(user, 'left');
       return;
     }
@@ -1068,7 +1069,7 @@ export class CallingClient extends EventTarget {
     this.emit('mediaFailed', { user: peer.user, callId: call.callId });
     this.fail('media_failed', `media connection with ${peer.user} failed`);
     // With media failed towards every connected party the call is over.
-    const all = [...call.connected.keys()].every((u) => !call.peers.has(u) || call.peers.get(u).failed);
+    const all = [...call.connected.keys()].every((u) => call.peers.has(u) && call.peers.get(u).failed);
     if (all && call.state === 'connected') {
       this.sendPayload(this.everyone(call), this.envelope('leave'));
       this.endCall('media_failed');
