@@ -2,7 +2,7 @@
 // camera and microphone) running the web demo from the lab's calling-server
 // over https://, started inside a home namespace by tests/lab.rs.
 //
-//   node browser.mjs <answer|place> <base-url> user=<me> peer=<rust user> spki=<base64> [watch=1]
+//   node browser.mjs <answer|place> <base-url> user=<me> peer=<rust user> spki=<base64> [watch=1] [restore_ms=N]
 //
 // The server's certificate is trusted by its key's SPKI hash only
 // (--ignore-certificate-errors-spki-list), not by ignoring every error.
@@ -52,7 +52,8 @@ async function main() {
     page.setDefaultTimeout(STEP_MS);
     page.on('pageerror', (e) => note(`page error: ${e.message}`));
     page.on('console', (m) => { if (m.type() === 'error') note(`console: ${m.text()}`); });
-    await page.goto(`${base}/?user=${encodeURIComponent(opts.user)}`);
+    const restore = opts.restore_ms ? `&restore_ms=${encodeURIComponent(opts.restore_ms)}` : '';
+    await page.goto(`${base}/?user=${encodeURIComponent(opts.user)}${restore}`);
     await page.click('#login-btn');
     await page.waitForFunction(() => window.demo && window.demo.client.userId);
     say({ type: 'ready', user: opts.user });
@@ -77,7 +78,8 @@ async function main() {
     });
     if (opts.watch) await watch(page, opts.peer, () => told);
     await toldP;
-    await page.click('#hangup-btn');
+    // A call that ended by itself (media failed) has nothing to hang up.
+    if (await page.evaluate(() => window.demo.client.active !== null)) await page.click('#hangup-btn');
     await page.waitForFunction(() => window.demo.events.some((e) => e.type === 'callEnd'));
     say({ type: 'ended' });
   } finally {

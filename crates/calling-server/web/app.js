@@ -11,6 +11,8 @@ const params = new URLSearchParams(location.search);
 const client = new CallingClient({
   passiveDtls: params.get('dtls') !== 'active',
   relayOnly: params.get('relay') === '1',
+  // ?restore_ms=N: how long broken media may take to come back (tests).
+  mediaRestoreTimeoutMs: Number(params.get('restore_ms')) || undefined,
 });
 // setups: one {user, callId, ms, connectMs} per remote video, ms from the answer to
 // its first decoded frame.

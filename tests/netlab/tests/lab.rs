@@ -1058,3 +1058,72 @@ fn chromium_media_comes_back(browser_offers: bool, change: fn(&Lab)) -> bool {
     rust.close();
     interrupted
 }
+
+#[test]
+fn chromium_fails_the_media_and_ends_the_call_when_udp_stays_blocked() {
+    let test = "chromium_fails_the_media_and_ends_the_call_when_udp_stays_blocked";
+    if !setup(test) || !browser_ready(test) {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new("webf", Nat::PortRestrictedCone, Nat::PortRestrictedCone, 1);
+    let pki = lab.pki();
+    let _coturn = lab.start_coturn(TURN_SECRET);
+    let _server = demo_server(&lab, &pki);
+    let ca = pki.ca.display().to_string();
+    let rust = peer(&lab, lab.client_b(), "yan", &ca, &[]);
+    // A restore bound shorter than the Rust side's (15 s from its own,
+    // earlier, detection): Chromium gives up first, so its own bound ends
+    // the call.
+    let opts = ["watch=1", "restore_ms=5000"];
+    let spki = &pki.spki_sha256;
+    let a1 = lab.clients_a()[0].clone();
+    let browser = chromium_with(&lab, &a1, "place", ("web-a", "yan"), spki, &opts);
+    let at_web = browser.try_wait_for(CALL_WAIT, |v| v["type"] == "frames" || v["type"] == "fatal");
+    assert!(
+        at_web.as_ref().is_some_and(|v| v["type"] == "frames"),
+        "Chromium saw no media\n{}\n{}",
+        browser.text(),
+        rust.text()
+    );
+    // Router A forwards no UDP from now on; signaling (TCP) goes on.
+    let r = lab.router_a();
+    lab.exec(&r, &["nft", "add table inet labblock"]);
+    let chain = "add chain inet labblock blockudp { type filter hook forward priority -10 ; }";
+    lab.exec(&r, &["nft", chain]);
+    lab.exec(
+        &r,
+        &[
+            "nft",
+            "add rule inet labblock blockudp meta l4proto udp drop",
+        ],
+    );
+    let is_event = |v: &Value, name: &str| v["type"] == "event" && v["event"] == name;
+    let ended = browser.try_wait_for(Duration::from_secs(40), |v| is_event(v, "callEnd"));
+    let ended = ended.unwrap_or_else(|| {
+        panic!(
+            "the call did not end in Chromium\n{}\n{}",
+            browser.text(),
+            rust.text()
+        )
+    });
+    assert_eq!(ended["reason"], "media_failed", "{}", browser.text());
+    let lines = browser.lines();
+    let seen = |name: &str| lines.iter().filter(|v| is_event(v, name)).count();
+    assert_eq!(seen("mediaInterrupted"), 1, "{}", browser.text());
+    assert_eq!(seen("mediaFailed"), 1, "{}", browser.text());
+    assert_eq!(seen("mediaRestored"), 0, "{}", browser.text());
+    // Chromium left the call: the Rust side's call ends too.
+    let rust_end = rust.try_wait_for(Duration::from_secs(20), |v| {
+        v["type"] == "event" && v["event"].as_str().is_some_and(|e| e.contains("CallEnd"))
+    });
+    assert!(
+        rust_end.is_some(),
+        "the Rust side stayed in the call\n{}",
+        rust.text()
+    );
+    browser.send("done");
+    let done = browser.try_wait_for(Duration::from_secs(40), |v| v["type"] == "ended");
+    assert!(done.is_some(), "{}", browser.text());
+    rust.close();
+}
