@@ -11,7 +11,8 @@
 // With watch=1 it also follows the video it decodes until told to hang up:
 // stalled / resumed (gap_ms) like lab-node, and calling.js's media events
 // ({"type":"event","event":"mediaRestored","user":...,"gapMs":...}) and the
-// peer connection's timeline marks ({"type":"mark","what":"ice-restart",...}).
+// peer connection's timeline marks ({"type":"mark","what":"ice-restart",...})
+// and calling.js's log lines ({"type":"log","text":...}).
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -56,6 +57,11 @@ async function main() {
     await page.goto(`${base}/?user=${encodeURIComponent(opts.user)}${restore}`);
     await page.click('#login-btn');
     await page.waitForFunction(() => window.demo && window.demo.client.userId);
+    // calling.js's log lines, for watch=1.
+    await page.evaluate(() => {
+      window.labLog = [];
+      window.demo.client.addEventListener('log', (e) => window.labLog.push(e.detail.text));
+    });
     say({ type: 'ready', user: opts.user });
     if (scenario === 'answer') {
       await page.waitForSelector('#incoming:not([hidden])');
@@ -108,16 +114,20 @@ async function watch(page, peer, stop) {
   let stalled = false;
   let seen = 0;
   let seenMarks = 0;
+  let seenLogs = 0;
   while (!stop()) {
-    const [stats, events, marks] = await page.evaluate(async ([p, types]) => {
+    const [stats, events, marks, logs] = await page.evaluate(async ([p, types]) => {
       const call = window.demo.client.active;
       const link = call && call.peers.get(p);
       return [
         (await window.demo.client.mediaStats())[p] || null,
         window.demo.events.filter((e) => types.includes(e.type)),
         link ? link.timeline : [],
+        window.labLog,
       ];
     }, [peer, MEDIA_EVENTS]);
+    for (const text of logs.slice(seenLogs)) say({ type: 'log', text });
+    seenLogs = logs.length;
     for (const e of events.slice(seen)) say({ ...e, event: e.type, type: 'event' });
     seen = events.length;
     for (const [what, ms] of marks.slice(seenMarks)) say({ type: 'mark', what, ms });

@@ -936,6 +936,28 @@ fn chromium_answerer_comes_back_after_the_routers_media_mapping_moves() {
     chromium_media_comes_back(false, move_media_mapping_of_router_a);
 }
 
+#[test]
+fn chromium_waits_for_a_reconnecting_rust_peer_whose_router_moved() {
+    let test = "chromium_waits_for_a_reconnecting_rust_peer_whose_router_moved";
+    if !setup(test) || !browser_ready(test) {
+        return;
+    }
+    // The Rust peer's signaling connection breaks too: the server tells
+    // Chromium it left (room_leave), and calling.js's reconnect grace keeps
+    // the call until the peer is back.
+    let browser = chromium_media_comes_back_in(true, move_router_a, true);
+    let logged = |text: &str| {
+        browser
+            .iter()
+            .any(|v| v["type"] == "log" && v["text"].as_str().is_some_and(|t| t.contains(text)))
+    };
+    assert!(
+        logged("yan is unreachable"),
+        "no room_leave seen: {browser:?}"
+    );
+    assert!(logged("yan is back"), "the grace did not end: {browser:?}");
+}
+
 /// Router A forwards no UDP for 6 s (signaling, over TCP, goes on), then
 /// moves its UDP mapping.
 fn block_udp_at_router_a_for_a_while(lab: &Lab) {
@@ -961,23 +983,42 @@ fn block_udp_at_router_a_for_a_while(lab: &Lab) {
 /// within a bound, by ICE restart, and the call go on. Returns whether
 /// calling.js reported the media interrupted (and then restored).
 fn chromium_media_comes_back(browser_offers: bool, change: fn(&Lab)) -> bool {
+    let lines = chromium_media_comes_back_in(browser_offers, change, false);
+    lines
+        .iter()
+        .any(|v| v["type"] == "event" && v["event"] == "mediaInterrupted")
+}
+
+/// [`chromium_media_comes_back`] with Chromium in home B and the Rust peer
+/// in home A (whose router `change` breaks) when `swapped`; returns
+/// Chromium's output lines.
+fn chromium_media_comes_back_in(
+    browser_offers: bool,
+    change: fn(&Lab),
+    swapped: bool,
+) -> Vec<Value> {
     let _serial = serial();
     let lab = Lab::new("webr", Nat::PortRestrictedCone, Nat::PortRestrictedCone, 1);
     let pki = lab.pki();
     let _coturn = lab.start_coturn(TURN_SECRET);
     let _server = demo_server(&lab, &pki);
     let ca = pki.ca.display().to_string();
-    let a1 = lab.clients_a()[0].clone();
+    let (web_home, rust_home) = if swapped {
+        (lab.client_b().to_string(), lab.clients_a()[0].clone())
+    } else {
+        (lab.clients_a()[0].clone(), lab.client_b().to_string())
+    };
+    let (a1, rust_home) = (web_home, rust_home.as_str());
     let watch = ["watch=1"];
     let (rust, browser, rust_user) = if browser_offers {
-        let rust = peer(&lab, lab.client_b(), "yan", &ca, &[]);
+        let rust = peer(&lab, rust_home, "yan", &ca, &[]);
         let spki = &pki.spki_sha256;
         let browser = chromium_with(&lab, &a1, "place", ("web-a", "yan"), spki, &watch);
         (rust, browser, "yan")
     } else {
         let spki = &pki.spki_sha256;
         let browser = chromium_with(&lab, &a1, "answer", ("web-a", "bob"), spki, &watch);
-        let rust = peer(&lab, lab.client_b(), "bob", &ca, &["--call", "web-a"]);
+        let rust = peer(&lab, rust_home, "bob", &ca, &["--call", "web-a"]);
         (rust, browser, "bob")
     };
     let at_rust = rust.try_wait_for(CALL_WAIT, |v| v["type"] == "frames");
@@ -1031,8 +1072,7 @@ fn chromium_media_comes_back(browser_offers: bool, change: fn(&Lab)) -> bool {
     // Chromium may not call the path broken before the restart mends it
     // (its own checks are slower than the Rust side's ask); when it did,
     // calling.js reports it back.
-    let interrupted = !events("mediaInterrupted").is_empty();
-    if interrupted {
+    if !events("mediaInterrupted").is_empty() {
         let restored = browser.try_wait_for(Duration::from_secs(10), |v| {
             v["type"] == "event" && v["event"] == "mediaRestored"
         });
@@ -1056,7 +1096,7 @@ fn chromium_media_comes_back(browser_offers: bool, change: fn(&Lab)) -> bool {
         browser.text()
     );
     rust.close();
-    interrupted
+    browser.lines()
 }
 
 #[test]
