@@ -2,12 +2,17 @@
 // camera and microphone) running the web demo from the lab's calling-server
 // over https://, started inside a home namespace by tests/lab.rs.
 //
-//   node browser.mjs <answer|place> <base-url> user=<me> peer=<rust user> spki=<base64>
+//   node browser.mjs <answer|place> <base-url> user=<me> peer=<rust user> spki=<base64> [watch=1] [restore_ms=N]
 //
 // The server's certificate is trusted by its key's SPKI hash only
 // (--ignore-certificate-errors-spki-list), not by ignoring every error.
 // stdout carries JSON lines like lab-node's: ready, frames (with the
 // browser's selected candidate pair), ended; progress goes to stderr.
+// With watch=1 it also follows the video it decodes until told to hang up:
+// stalled / resumed (gap_ms) like lab-node, and calling.js's media events
+// ({"type":"event","event":"mediaRestored","user":...,"gapMs":...}) and the
+// peer connection's timeline marks ({"type":"mark","what":"ice-restart",...})
+// and calling.js's log lines ({"type":"log","text":...}).
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -19,6 +24,9 @@ const opts = Object.fromEntries(rest.map((a) => [a.slice(0, a.indexOf('=')), a.s
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const STEP_MS = 40_000; // the longest any single wait may take
 const MIN_ENERGY = 1e-4; // a heard tone exceeds this within a few hundred ms
+const WATCH_MS = 120_000; // the longest a watched call may last
+const STALL_MS = 400; // as lab-node's --stall-ms
+const MEDIA_EVENTS = ['mediaInterrupted', 'mediaRestored', 'mediaFailed', 'callEnd', 'error'];
 
 const note = (...a) => console.error(`[lab browser ${scenario}]`, ...a);
 const say = (obj) => console.log(JSON.stringify(obj));
@@ -45,9 +53,15 @@ async function main() {
     page.setDefaultTimeout(STEP_MS);
     page.on('pageerror', (e) => note(`page error: ${e.message}`));
     page.on('console', (m) => { if (m.type() === 'error') note(`console: ${m.text()}`); });
-    await page.goto(`${base}/?user=${encodeURIComponent(opts.user)}`);
+    const restore = opts.restore_ms ? `&restore_ms=${encodeURIComponent(opts.restore_ms)}` : '';
+    await page.goto(`${base}/?user=${encodeURIComponent(opts.user)}${restore}`);
     await page.click('#login-btn');
     await page.waitForFunction(() => window.demo && window.demo.client.userId);
+    // calling.js's log lines, for watch=1.
+    await page.evaluate(() => {
+      window.labLog = [];
+      window.demo.client.addEventListener('log', (e) => window.labLog.push(e.detail.text));
+    });
     say({ type: 'ready', user: opts.user });
     if (scenario === 'answer') {
       await page.waitForSelector('#incoming:not([hidden])');
@@ -61,12 +75,17 @@ async function main() {
     const got = await waitMedia(page, opts.peer);
     say({ type: 'frames', from: opts.peer, ...got, pair: await selectedPair(page, opts.peer) });
     // Stay in the call until the lab has checked the Rust side, then hang up.
-    await new Promise((resolve) => {
-      process.stdin.once('data', resolve);
-      process.stdin.once('end', resolve);
-      setTimeout(resolve, STEP_MS);
+    let told = false;
+    const toldP = new Promise((resolve) => {
+      const done = () => { told = true; resolve(); };
+      process.stdin.once('data', done);
+      process.stdin.once('end', done);
+      setTimeout(done, opts.watch ? WATCH_MS : STEP_MS);
     });
-    await page.click('#hangup-btn');
+    if (opts.watch) await watch(page, opts.peer, () => told);
+    await toldP;
+    // A call that ended by itself (media failed) has nothing to hang up.
+    if (await page.evaluate(() => window.demo.client.active !== null)) await page.click('#hangup-btn');
     await page.waitForFunction(() => window.demo.events.some((e) => e.type === 'callEnd'));
     say({ type: 'ended' });
   } finally {
@@ -85,6 +104,47 @@ async function waitMedia(page, peer) {
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`no media from ${peer}: ${JSON.stringify(last)}`);
+}
+
+// Until `stop()`: reports stalls of the video decoded from `peer` and their
+// end (as lab-node does for its frames), and calling.js's media events.
+async function watch(page, peer, stop) {
+  let last = -1;
+  let lastChange = Date.now();
+  let stalled = false;
+  let seen = 0;
+  let seenMarks = 0;
+  let seenLogs = 0;
+  while (!stop()) {
+    const [stats, events, marks, logs] = await page.evaluate(async ([p, types]) => {
+      const call = window.demo.client.active;
+      const link = call && call.peers.get(p);
+      return [
+        (await window.demo.client.mediaStats())[p] || null,
+        window.demo.events.filter((e) => types.includes(e.type)),
+        link ? link.timeline : [],
+        window.labLog,
+      ];
+    }, [peer, MEDIA_EVENTS]);
+    for (const text of logs.slice(seenLogs)) say({ type: 'log', text });
+    seenLogs = logs.length;
+    for (const e of events.slice(seen)) say({ ...e, event: e.type, type: 'event' });
+    seen = events.length;
+    for (const [what, ms] of marks.slice(seenMarks)) say({ type: 'mark', what, ms });
+    seenMarks = marks.length;
+    const now = Date.now();
+    const frames = stats ? stats.framesDecoded : last;
+    if (frames !== last) {
+      if (stalled) say({ type: 'resumed', gap_ms: now - lastChange, pair: await selectedPair(page, peer) });
+      stalled = false;
+      last = frames;
+      lastChange = now;
+    } else if (!stalled && now - lastChange >= STALL_MS) {
+      stalled = true;
+      say({ type: 'stalled' });
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 // The browser's selected candidate pair towards `peer`: types and addresses.

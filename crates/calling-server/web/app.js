@@ -11,6 +11,8 @@ const params = new URLSearchParams(location.search);
 const client = new CallingClient({
   passiveDtls: params.get('dtls') !== 'active',
   relayOnly: params.get('relay') === '1',
+  // ?restore_ms=N: how long broken media may take to come back (tests).
+  mediaRestoreTimeoutMs: Number(params.get('restore_ms')) || undefined,
 });
 // setups: one {user, callId, ms, connectMs} per remote video, ms from the answer to
 // its first decoded frame.
@@ -90,6 +92,9 @@ const messages = {
   callEnd: (d) => `call ended (${d.reason})`,
   userAudioAvailable: (d) => `${d.user} ${d.available ? 'unmuted' : 'muted'} the microphone`,
   userVideoAvailable: (d) => `${d.user} turned the camera ${d.available ? 'on' : 'off'}`,
+  mediaInterrupted: (d) => `media with ${d.user} interrupted: restoring`,
+  mediaRestored: (d) => `media with ${d.user} back after ${d.gapMs} ms`,
+  mediaFailed: (d) => `media with ${d.user} failed`,
   kickedOut: () => 'logged in elsewhere: kicked out',
   loginExpired: () => 'the UserSig expired: log in again',
   disconnected: (d) => `disconnected from the server (${d.code})`,

@@ -13,12 +13,19 @@
 //
 // Options: iceServers (a fixed RTCIceServer list instead of the server's),
 // relayOnly (iceTransportPolicy 'relay': media only through TURN),
-// mediaConstraints, passiveDtls.
+// mediaConstraints, passiveDtls, mediaRestoreTimeoutMs (how long a broken
+// media connection may take to come back by ICE restart, 15000),
+// reconnectGraceMs (how long a connected party whose signaling connection
+// died may take to come back before it counts as gone, 10000).
 //
 // Events (CustomEvent, data in `detail`): login, invited, userEnter,
 // userLeave, reject, lineBusy, noResp, callingCancel, callingTimeout,
 // callEnd, userAudioAvailable, userVideoAvailable, remoteStream,
-// localStream, kickedOut, loginExpired, disconnected, error, log.
+// localStream, mediaInterrupted {user, callId}, mediaRestored {user,
+// callId, gapMs}, mediaFailed {user, callId} (PROTOCOL "ICE restart and
+// media failure": when media failed with every connected party the call
+// is left and ends with reason 'media_failed'), kickedOut, loginExpired,
+// disconnected, error, log.
 
 const CALL_VERSION = 1;
 const SESSION_VERSION = 1;
@@ -35,6 +42,18 @@ const INVITER_GRACE_S = 5;
 const ICE_REFRESH_MIN_MS = 1000;
 const ICE_REFRESH_MAX_BACKOFF_MS = 60000;
 const ICE_REFRESH_TIMEOUT_MS = 5000;
+// PROTOCOL "ICE restart and media failure": restart (or, as the answerer,
+// ask for one) at once, again after 2 s, then after doubling waits of at
+// most 8 s, within the restore bound.
+const RESTART_FIRST_WAIT_MS = 2000;
+const RESTART_MAX_WAIT_MS = 8000;
+const MEDIA_RESTORE_TIMEOUT_MS = 15000;
+// A `restart` ask is served by a restart offered this recently, or by an
+// unanswered one this young (still on its way).
+const RESTART_SERVED_MS = 900;
+const RESTART_IN_FLIGHT_MS = 3000;
+// PROTOCOL "Reconnecting": a connected party whose connection died.
+const RECONNECT_GRACE_MS = 10000;
 // Call-layer user ids (TRTCCalling's rule).
 const CALL_USER_RE = /^[A-Za-z0-9_-]{1,32}$/;
 
@@ -87,6 +106,11 @@ export class CallingClient extends EventTarget {
     // offerer before its DTLS listens and waits for a retransmit: about
     // 50 ms more setup (docs/BENCHMARKS.md, Browser).
     this.passiveDtls = options.passiveDtls !== false;
+    const restore = options.mediaRestoreTimeoutMs;
+    this.mediaRestoreTimeoutMs = typeof restore === 'number' && restore > 0 ? restore : MEDIA_RESTORE_TIMEOUT_MS;
+    // 0: a party whose connection died counts as gone at once.
+    const grace = options.reconnectGraceMs;
+    this.reconnectGraceMs = typeof grace === 'number' && grace >= 0 ? grace : RECONNECT_GRACE_MS;
   }
 
   // ---- logging and events ------------------------------------------------
@@ -354,9 +378,11 @@ export class CallingClient extends EventTarget {
         this.onUndeliverable(frame.id, frame.users || []);
         break;
       case 'room_leave':
-        if (this.active && frame.room === this.active.callId) this.partyGone(frame.user, 'left');
+        if (this.active && frame.room === this.active.callId) this.partyUnreachable(frame.user);
         break;
       case 'room_enter':
+        if (this.active && frame.room === this.active.callId) this.partyFound(frame.user);
+        break;
       case 'kicked_out':
       case 'login_expired':
         break;
@@ -559,6 +585,7 @@ export class CallingClient extends EventTarget {
       this.log(`dropped a payload from ${from}: unknown message kind ${p.kind}`);
       return;
     }
+    if (this.active && this.active.callId === p.call_id) this.partyFound(from);
     if (p.kind === 'media') {
       this.onMedia(from, p);
       return;
@@ -771,8 +798,39 @@ export class CallingClient extends EventTarget {
     if (target.kind === 'invite') {
       this.inviteeTimedOut(call, users, 'offline');
     } else {
-      for (const u of users) if (call.connected.has(u)) this.partyGone(u, 'left');
+      for (const u of users) if (call.connected.has(u)) this.partyUnreachable(u);
     }
+  }
+
+  /**
+   * `user`'s signaling connection died (room_leave, an undelivered send).
+   * A connected party may be reconnecting (PROTOCOL "Reconnecting"): it
+   * counts as gone only if it stays silent for the grace.
+   */
+  partyUnreachable(user) {
+    const call = this.active;
+    if (!call) return;
+    if (!call.connected.has(user) || this.reconnectGraceMs === 0) {
+      this.partyGone(user, 'left');
+      return;
+    }
+    const key = `grace:${user}`;
+    if (call.timers.has(key)) return;
+    this.log(`${user} is unreachable; waiting ${this.reconnectGraceMs} ms for it to reconnect`);
+    call.timers.set(key, setTimeout(() => {
+      call.timers.delete(key);
+      if (this.active === call) this.partyGone(user, 'left');
+    }, this.reconnectGraceMs));
+  }
+
+  /** `user` was heard from (a message, its room_enter): no longer awaited. */
+  partyFound(user) {
+    const call = this.active;
+    const key = `grace:${user}`;
+    if (!call || !call.timers.has(key)) return;
+    clearTimeout(call.timers.get(key));
+    call.timers.delete(key);
+    this.log(`${user} is back`);
   }
 
   inviteeTimedOut(call, users, reason) {
@@ -794,6 +852,8 @@ export class CallingClient extends EventTarget {
     const call = this.active;
     if (!call) return;
     const was = call.connected.get(user);
+    clearTimeout(call.timers.get(`grace:${user}`));
+    call.timers.delete(`grace:${user}`);
     if (was) {
       this.markOver(user, was.party);
       call.connected.delete(user);
@@ -872,10 +932,19 @@ export class CallingClient extends EventTarget {
     if (existing) return existing;
     const pc = new RTCPeerConnection(this.rtcConfiguration());
     // timeline: [what, ms since the peer was created], for setup analysis.
-    const peer = { pc, user, queued: [], stream: null, createdAt: performance.now(), timeline: [] };
+    const peer = {
+      pc, user, queued: [], stream: null, createdAt: performance.now(), timeline: [],
+      // offerer: whether it offers; broken: the restore in progress
+      // ({since, wait, timer, bound}); failed: past the bound;
+      // restartAt / restartAnswered: the last restart offer.
+      offerer: this.userId < user, broken: null, failed: false, restartAt: null, restartAnswered: true,
+    };
     const mark = (what) => peer.timeline.push([what, Math.round(performance.now() - peer.createdAt)]);
     peer.mark = mark;
-    pc.oniceconnectionstatechange = () => mark(`ice:${pc.iceConnectionState}`);
+    pc.oniceconnectionstatechange = () => {
+      mark(`ice:${pc.iceConnectionState}`);
+      this.checkMedia(call, peer);
+    };
     pc.onicegatheringstatechange = () => mark(`gathering:${pc.iceGatheringState}`);
     call.peers.set(user, peer);
     const video = call.mediaType === 'video';
@@ -906,11 +975,105 @@ export class CallingClient extends EventTarget {
       mark(`pc:${pc.connectionState}`);
       if (pc.connectionState === 'connected' && peer.connectedAt === undefined) peer.connectedAt = performance.now();
       this.log(`media with ${user}: ${pc.connectionState}`);
-      if (pc.connectionState === 'failed') this.fail('media_failed', `media connection with ${user} failed`);
+      this.checkMedia(call, peer);
     };
     // The byte-wise lower user id offers (PROTOCOL "Media negotiation").
-    if (this.userId < user) this.makeOffer(call, peer);
+    if (peer.offerer) this.makeOffer(call, peer);
     return peer;
+  }
+
+  // ---- ICE restart (PROTOCOL "ICE restart and media failure") ------------
+
+  /** Follows `peer`'s ICE and connection states: broken, or back. */
+  checkMedia(call, peer) {
+    if (this.active !== call || call.peers.get(peer.user) !== peer || peer.failed) return;
+    const pc = peer.pc;
+    const bad = (s) => s === 'disconnected' || s === 'failed';
+    if (bad(pc.iceConnectionState) || bad(pc.connectionState)) {
+      this.mediaBroken(call, peer);
+    } else if (peer.broken && pc.connectionState === 'connected'
+      && (pc.iceConnectionState === 'connected' || pc.iceConnectionState === 'completed')) {
+      const gapMs = Math.round(performance.now() - peer.broken.since);
+      this.stopRestore(peer);
+      this.log(`media with ${peer.user} restored after ${gapMs} ms`);
+      this.emit('mediaRestored', { user: peer.user, callId: call.callId, gapMs });
+    }
+  }
+
+  mediaBroken(call, peer) {
+    if (peer.broken) return;
+    peer.broken = { since: performance.now(), wait: RESTART_FIRST_WAIT_MS, timer: null, bound: null };
+    peer.mark('media-interrupted');
+    this.log(`media with ${peer.user} interrupted`);
+    this.emit('mediaInterrupted', { user: peer.user, callId: call.callId });
+    peer.broken.bound = setTimeout(() => this.mediaFailed(call, peer), this.mediaRestoreTimeoutMs);
+    this.restoreStep(call, peer);
+  }
+
+  /** One retry: the offerer restarts, the answerer asks for a restart. */
+  restoreStep(call, peer) {
+    const b = peer.broken;
+    if (!b || this.active !== call || call.peers.get(peer.user) !== peer) return;
+    if (peer.offerer) this.restartIce(call, peer);
+    else this.sendMedia(call, peer.user, { type: 'restart' });
+    const wait = b.wait;
+    b.wait = Math.min(RESTART_MAX_WAIT_MS, b.wait * 2);
+    b.timer = setTimeout(() => this.restoreStep(call, peer), wait);
+  }
+
+  stopRestore(peer) {
+    if (!peer.broken) return;
+    clearTimeout(peer.broken.timer);
+    clearTimeout(peer.broken.bound);
+    peer.broken = null;
+  }
+
+  /** Offers anew with new ICE credentials, gathering with the latest servers. */
+  async restartIce(call, peer) {
+    const pc = peer.pc;
+    try {
+      pc.setConfiguration({ ...pc.getConfiguration(), iceServers: this.iceServers });
+    } catch (e) {
+      this.log(`cannot update the ICE servers before a restart: ${e.message}`);
+    }
+    peer.restartAt = performance.now();
+    peer.restartAnswered = false;
+    peer.mark('ice-restart');
+    try {
+      const offer = await pc.createOffer({ iceRestart: true });
+      if (this.active !== call || call.peers.get(peer.user) !== peer) return;
+      await pc.setLocalDescription(offer);
+      this.sendMedia(call, peer.user, { type: 'offer', sdp: pc.localDescription.sdp });
+      this.log(`restarted ICE with ${peer.user}`);
+    } catch (e) {
+      // The next retry tries again; the bound ends it.
+      this.log(`cannot restart ICE with ${peer.user}: ${e.message}`);
+    }
+  }
+
+  /** The answerer's `restart` ask, served unless a restart is on its way. */
+  onRestartAsk(call, peer) {
+    const now = performance.now();
+    if (peer.restartAt !== null) {
+      const age = now - peer.restartAt;
+      if (age < RESTART_SERVED_MS || (!peer.restartAnswered && age < RESTART_IN_FLIGHT_MS)) return;
+    }
+    this.restartIce(call, peer);
+  }
+
+  mediaFailed(call, peer) {
+    if (!peer.broken || this.active !== call) return;
+    this.stopRestore(peer);
+    peer.failed = true;
+    peer.mark('media-failed');
+    this.emit('mediaFailed', { user: peer.user, callId: call.callId });
+    this.fail('media_failed', `media connection with ${peer.user} failed`);
+    // With media failed towards every connected party the call is over.
+    const all = [...call.connected.keys()].every((u) => call.peers.has(u) && call.peers.get(u).failed);
+    if (all && call.state === 'connected') {
+      this.sendPayload(this.everyone(call), this.envelope('leave'));
+      this.endCall('media_failed');
+    }
   }
 
   async makeOffer(call, peer) {
@@ -949,8 +1112,23 @@ export class CallingClient extends EventTarget {
         const peer = call.peers.get(from);
         if (!peer) return;
         peer.mark('answer-received');
+        if (peer.pc.signalingState !== 'have-local-offer') {
+          // The answer to a restart offer made again, after the newer
+          // offer's answer: nothing to apply.
+          this.log(`dropped a late answer from ${from}`);
+          return;
+        }
         await peer.pc.setRemoteDescription({ type: 'answer', sdp: s.sdp });
+        peer.restartAnswered = true;
         await this.flushCandidates(peer);
+      } else if (s.type === 'restart') {
+        const peer = call.peers.get(from);
+        // Only the answering (higher id) side asks.
+        if (!peer || !peer.offerer || peer.failed) {
+          this.log(`dropped a restart ask from ${from}`);
+          return;
+        }
+        this.onRestartAsk(call, peer);
       } else if (s.type === 'candidate' && typeof s.candidate === 'string') {
         const peer = this.ensurePeer(call, from);
         peer.mark('remote-candidate');
@@ -959,8 +1137,13 @@ export class CallingClient extends EventTarget {
         if (typeof s.sdp_mline_index === 'number') init.sdpMLineIndex = s.sdp_mline_index;
         if (s.username_fragment) init.usernameFragment = s.username_fragment;
         if (init.sdpMid === undefined && init.sdpMLineIndex === undefined) init.sdpMLineIndex = 0;
-        if (peer.pc.remoteDescription) await peer.pc.addIceCandidate(init);
-        else peer.queued.push(init);
+        // While a restart offer awaits its answer, the answerer's new
+        // candidates belong to that answer: keep them until it is applied.
+        if (peer.pc.remoteDescription && peer.pc.signalingState !== 'have-local-offer') {
+          await this.addCandidate(peer, init);
+        } else {
+          peer.queued.push(init);
+        }
       }
     } catch (e) {
       this.fail('media_failed', `media negotiation with ${from} failed: ${e.message}`);
@@ -970,13 +1153,25 @@ export class CallingClient extends EventTarget {
   async flushCandidates(peer) {
     const queued = peer.queued;
     peer.queued = [];
-    for (const c of queued) await peer.pc.addIceCandidate(c);
+    for (const c of queued) await this.addCandidate(peer, c);
+  }
+
+  async addCandidate(peer, init) {
+    try {
+      await peer.pc.addIceCandidate(init);
+    } catch (e) {
+      // A candidate of an older ICE generation (a restart overtook it):
+      // harmless.
+      if (peer.restartAt === null && !peer.broken) throw e;
+      this.log(`dropped a candidate from ${peer.user}: ${e.message}`);
+    }
   }
 
   closePeer(call, user) {
     const peer = call.peers.get(user);
     if (!peer) return;
     call.peers.delete(user);
+    this.stopRestore(peer);
     peer.pc.close();
   }
 

@@ -767,6 +767,18 @@ fn browser_ready(test: &str) -> bool {
 /// Headless Chromium in `ns` running `scenario` (`answer` or `place`) of
 /// tests/netlab/browser.mjs as web user `user` with Rust peer `peer`.
 fn chromium(lab: &Lab, ns: &str, scenario: &str, user: &str, peer: &str, spki: &str) -> Node {
+    chromium_with(lab, ns, scenario, (user, peer), spki, &[])
+}
+
+/// [`chromium`] with `extra` browser.mjs options (`watch=1`).
+fn chromium_with(
+    lab: &Lab,
+    ns: &str,
+    scenario: &str,
+    (user, peer): (&str, &str),
+    spki: &str,
+    extra: &[&str],
+) -> Node {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/browser.mjs");
     let base = format!("https://{PUBLIC_IP}:{}", calling_netlab::SERVER_PORT);
     let (user, peer, spki) = (
@@ -774,11 +786,9 @@ fn chromium(lab: &Lab, ns: &str, scenario: &str, user: &str, peer: &str, spki: &
         format!("peer={peer}"),
         format!("spki={spki}"),
     );
-    let node = lab.spawn(
-        ns,
-        "chromium",
-        &["node", script, scenario, &base, &user, &peer, &spki],
-    );
+    let mut args = vec!["node", script, scenario, &base, &user, &peer, &spki];
+    args.extend_from_slice(extra);
+    let node = lab.spawn(ns, "chromium", &args);
     let ready = node.try_wait_for(Duration::from_secs(60), |v| {
         v["type"] == "ready" || v["type"] == "fatal"
     });
@@ -888,4 +898,272 @@ fn chromium_calls_a_rust_peer_in_the_other_home_through_both_nats() {
     assert_ne!(rust_pair["path"], "host", "Rust pair {rust_pair}");
     assert_ne!(web_pair["local"], "host", "Chromium pair {web_pair}");
     bob.close();
+}
+
+#[test]
+fn chromium_offerer_restarts_ice_after_the_routers_media_mapping_moves() {
+    let test = "chromium_offerer_restarts_ice_after_the_routers_media_mapping_moves";
+    if !setup(test) || !browser_ready(test) {
+        return;
+    }
+    // "web-a" < "yan": Chromium offers, so only its restart can mend it.
+    chromium_media_comes_back(true, move_media_mapping_of_router_a);
+}
+
+#[test]
+fn chromium_offerer_retries_ice_restarts_through_an_outage() {
+    let test = "chromium_offerer_retries_ice_restarts_through_an_outage";
+    if !setup(test) || !browser_ready(test) {
+        return;
+    }
+    // Long enough for Chromium to call its media interrupted itself, and
+    // for its first restarts to fail: a later retry brings media back.
+    let interrupted = chromium_media_comes_back(true, block_udp_at_router_a_for_a_while);
+    assert!(
+        interrupted,
+        "calling.js never reported the media interrupted"
+    );
+}
+
+#[test]
+fn chromium_answerer_comes_back_after_the_routers_media_mapping_moves() {
+    let test = "chromium_answerer_comes_back_after_the_routers_media_mapping_moves";
+    if !setup(test) || !browser_ready(test) {
+        return;
+    }
+    // "bob" < "web-a": the Rust side restarts, Chromium answers in place
+    // (and asks for restarts while its media is interrupted).
+    chromium_media_comes_back(false, move_media_mapping_of_router_a);
+}
+
+#[test]
+fn chromium_waits_for_a_reconnecting_rust_peer_whose_router_moved() {
+    let test = "chromium_waits_for_a_reconnecting_rust_peer_whose_router_moved";
+    if !setup(test) || !browser_ready(test) {
+        return;
+    }
+    // The Rust peer's signaling connection breaks too: the server tells
+    // Chromium it left (room_leave), and calling.js's reconnect grace keeps
+    // the call until the peer is back.
+    let browser = chromium_media_comes_back_in(true, move_router_a, true);
+    let logged = |text: &str| {
+        browser
+            .iter()
+            .any(|v| v["type"] == "log" && v["text"].as_str().is_some_and(|t| t.contains(text)))
+    };
+    assert!(
+        logged("yan is unreachable"),
+        "no room_leave seen: {browser:?}"
+    );
+    assert!(logged("yan is back"), "the grace did not end: {browser:?}");
+}
+
+/// Router A forwards no UDP for 6 s (signaling, over TCP, goes on), then
+/// moves its UDP mapping.
+fn block_udp_at_router_a_for_a_while(lab: &Lab) {
+    let r = lab.router_a();
+    lab.exec(&r, &["nft", "add table inet labblock"]);
+    let chain = "add chain inet labblock blockudp { type filter hook forward priority -10 ; }";
+    lab.exec(&r, &["nft", chain]);
+    lab.exec(
+        &r,
+        &[
+            "nft",
+            "add rule inet labblock blockudp meta l4proto udp drop",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    lab.exec(&r, &["nft", "delete table inet labblock"]);
+    move_media_mapping_of_router_a(lab);
+}
+
+/// Chromium in home A and a Rust peer in home B are in a call (Chromium
+/// placing it and offering when `browser_offers`, else answering); router
+/// A's UDP path breaks mid-call by `change`. Media must come back both ways
+/// within a bound, by ICE restart, and the call go on. Returns whether
+/// calling.js reported the media interrupted (and then restored).
+fn chromium_media_comes_back(browser_offers: bool, change: fn(&Lab)) -> bool {
+    let lines = chromium_media_comes_back_in(browser_offers, change, false);
+    lines
+        .iter()
+        .any(|v| v["type"] == "event" && v["event"] == "mediaInterrupted")
+}
+
+/// [`chromium_media_comes_back`] with Chromium in home B and the Rust peer
+/// in home A (whose router `change` breaks) when `swapped`; returns
+/// Chromium's output lines.
+fn chromium_media_comes_back_in(
+    browser_offers: bool,
+    change: fn(&Lab),
+    swapped: bool,
+) -> Vec<Value> {
+    let _serial = serial();
+    let lab = Lab::new("webr", Nat::PortRestrictedCone, Nat::PortRestrictedCone, 1);
+    let pki = lab.pki();
+    let _coturn = lab.start_coturn(TURN_SECRET);
+    let _server = demo_server(&lab, &pki);
+    let ca = pki.ca.display().to_string();
+    let (web_home, rust_home) = if swapped {
+        (lab.client_b().to_string(), lab.clients_a()[0].clone())
+    } else {
+        (lab.clients_a()[0].clone(), lab.client_b().to_string())
+    };
+    let (a1, rust_home) = (web_home, rust_home.as_str());
+    let watch = ["watch=1"];
+    let (rust, browser, rust_user) = if browser_offers {
+        let rust = peer(&lab, rust_home, "yan", &ca, &[]);
+        let spki = &pki.spki_sha256;
+        let browser = chromium_with(&lab, &a1, "place", ("web-a", "yan"), spki, &watch);
+        (rust, browser, "yan")
+    } else {
+        let spki = &pki.spki_sha256;
+        let browser = chromium_with(&lab, &a1, "answer", ("web-a", "bob"), spki, &watch);
+        let rust = peer(&lab, rust_home, "bob", &ca, &["--call", "web-a"]);
+        (rust, browser, "bob")
+    };
+    let at_rust = rust.try_wait_for(CALL_WAIT, |v| v["type"] == "frames");
+    assert!(
+        at_rust.is_some(),
+        "no media from Chromium\n{}\n{}",
+        rust.text(),
+        browser.text()
+    );
+    let at_web = browser.try_wait_for(CALL_WAIT, |v| v["type"] == "frames" || v["type"] == "fatal");
+    assert!(
+        at_web.as_ref().is_some_and(|v| v["type"] == "frames"),
+        "Chromium saw no media\n{}\n{}",
+        browser.text(),
+        rust.text()
+    );
+    let before = [resumed(&browser).len(), resumed(&rust).len()];
+    let marks = |what: &str| {
+        browser
+            .lines()
+            .into_iter()
+            .filter(|v| v["type"] == "mark" && v["what"] == what)
+            .count()
+    };
+    let offers_before = [marks("ice-restart"), marks("offer-received")];
+    change(&lab);
+    let longest = wait_resumed(&browser, &rust, before);
+    eprintln!("Chromium (offering: {browser_offers}) and Rust: media back after {longest} ms");
+    if std::env::var_os("NETLAB_TRACE").is_some() {
+        eprintln!("{}\n{}", browser.text(), rust.text());
+    }
+    // It came back by an ICE restart of the same connection: Chromium made
+    // the offer, or answered the Rust side's.
+    let (restarts, what) = if browser_offers {
+        (marks("ice-restart") - offers_before[0], "restarted ICE")
+    } else {
+        (
+            marks("offer-received") - offers_before[1],
+            "received a restart offer",
+        )
+    };
+    assert!(restarts >= 1, "Chromium never {what}\n{}", browser.text());
+    eprintln!("Chromium {what} {restarts} time(s)");
+    let events = |name: &str| {
+        browser
+            .lines()
+            .into_iter()
+            .filter(|v| v["type"] == "event" && v["event"] == name)
+            .collect::<Vec<_>>()
+    };
+    // Chromium may not call the path broken before the restart mends it
+    // (its own checks are slower than the Rust side's ask); when it did,
+    // calling.js reports it back.
+    if !events("mediaInterrupted").is_empty() {
+        let restored = browser.try_wait_for(Duration::from_secs(10), |v| {
+            v["type"] == "event" && v["event"] == "mediaRestored"
+        });
+        let restored = restored.unwrap_or_else(|| {
+            panic!(
+                "calling.js reported no mediaRestored\n{}\n{}",
+                browser.text(),
+                rust.text()
+            )
+        });
+        assert_eq!(restored["user"], rust_user, "{restored}");
+        eprintln!("calling.js: mediaRestored after {} ms", restored["gapMs"]);
+    }
+    assert!(events("mediaFailed").is_empty(), "{}", browser.text());
+    assert!(events("callEnd").is_empty(), "{}", browser.text());
+    browser.send("done");
+    let ended = browser.try_wait_for(Duration::from_secs(40), |v| v["type"] == "ended");
+    assert!(
+        ended.is_some(),
+        "the call did not end in Chromium\n{}",
+        browser.text()
+    );
+    rust.close();
+    browser.lines()
+}
+
+#[test]
+fn chromium_fails_the_media_and_ends_the_call_when_udp_stays_blocked() {
+    let test = "chromium_fails_the_media_and_ends_the_call_when_udp_stays_blocked";
+    if !setup(test) || !browser_ready(test) {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new("webf", Nat::PortRestrictedCone, Nat::PortRestrictedCone, 1);
+    let pki = lab.pki();
+    let _coturn = lab.start_coturn(TURN_SECRET);
+    let _server = demo_server(&lab, &pki);
+    let ca = pki.ca.display().to_string();
+    let rust = peer(&lab, lab.client_b(), "yan", &ca, &[]);
+    // A restore bound shorter than the Rust side's (15 s from its own,
+    // earlier, detection): Chromium gives up first, so its own bound ends
+    // the call.
+    let opts = ["watch=1", "restore_ms=5000"];
+    let spki = &pki.spki_sha256;
+    let a1 = lab.clients_a()[0].clone();
+    let browser = chromium_with(&lab, &a1, "place", ("web-a", "yan"), spki, &opts);
+    let at_web = browser.try_wait_for(CALL_WAIT, |v| v["type"] == "frames" || v["type"] == "fatal");
+    assert!(
+        at_web.as_ref().is_some_and(|v| v["type"] == "frames"),
+        "Chromium saw no media\n{}\n{}",
+        browser.text(),
+        rust.text()
+    );
+    // Router A forwards no UDP from now on; signaling (TCP) goes on.
+    let r = lab.router_a();
+    lab.exec(&r, &["nft", "add table inet labblock"]);
+    let chain = "add chain inet labblock blockudp { type filter hook forward priority -10 ; }";
+    lab.exec(&r, &["nft", chain]);
+    lab.exec(
+        &r,
+        &[
+            "nft",
+            "add rule inet labblock blockudp meta l4proto udp drop",
+        ],
+    );
+    let is_event = |v: &Value, name: &str| v["type"] == "event" && v["event"] == name;
+    let ended = browser.try_wait_for(Duration::from_secs(40), |v| is_event(v, "callEnd"));
+    let ended = ended.unwrap_or_else(|| {
+        panic!(
+            "the call did not end in Chromium\n{}\n{}",
+            browser.text(),
+            rust.text()
+        )
+    });
+    assert_eq!(ended["reason"], "media_failed", "{}", browser.text());
+    let lines = browser.lines();
+    let seen = |name: &str| lines.iter().filter(|v| is_event(v, name)).count();
+    assert_eq!(seen("mediaInterrupted"), 1, "{}", browser.text());
+    assert_eq!(seen("mediaFailed"), 1, "{}", browser.text());
+    assert_eq!(seen("mediaRestored"), 0, "{}", browser.text());
+    // Chromium left the call: the Rust side's call ends too.
+    let rust_end = rust.try_wait_for(Duration::from_secs(20), |v| {
+        v["type"] == "event" && v["event"].as_str().is_some_and(|e| e.contains("CallEnd"))
+    });
+    assert!(
+        rust_end.is_some(),
+        "the Rust side stayed in the call\n{}",
+        rust.text()
+    );
+    browser.send("done");
+    let done = browser.try_wait_for(Duration::from_secs(40), |v| v["type"] == "ended");
+    assert!(done.is_some(), "{}", browser.text());
+    rust.close();
 }
