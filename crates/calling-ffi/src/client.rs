@@ -666,6 +666,20 @@ impl calling_client {
         })
     }
 
+    /// The figures of the media connection with `user` in the current
+    /// call; `CALLING_RESULT_NOT_IN_CALL` when there is none.
+    fn peer_stats(&self, user: &str) -> Result<calling::PeerStats, Failure> {
+        let all = self.run(|c| async move { c.stats().await })?;
+        all.into_iter()
+            .find(|p| p.user.as_str() == user)
+            .ok_or_else(|| {
+                Failure::new(
+                    CALLING_RESULT_NOT_IN_CALL,
+                    format!("no connection with {user:?} in the current call"),
+                )
+            })
+    }
+
     /// Stops the session, if any: logs out, then waits (bounded) until the
     /// forwarding task has delivered the last events.
     fn stop_session(&self) -> Result<(), Failure> {
@@ -1577,13 +1591,7 @@ pub unsafe extern "C" fn calling_client_peer_path(
         // SAFETY: as documented.
         let user = arg("user", unsafe { str_arg(user) })?;
         arg("out", out_arg(out))?;
-        let all = client.run(|c| async move { c.stats().await })?;
-        let Some(p) = all.into_iter().find(|p| p.user.as_str() == user) else {
-            return Err(Failure::new(
-                CALLING_RESULT_NOT_IN_CALL,
-                format!("no connection with {user:?} in the current call"),
-            ));
-        };
+        let p = client.peer_stats(user)?;
         let path = match p.selected_pair.map(|pair| pair.path()) {
             None => calling_ice_path::CALLING_ICE_PATH_NONE,
             Some(calling::CandidateKind::Host) => calling_ice_path::CALLING_ICE_PATH_HOST,
@@ -1619,13 +1627,7 @@ pub unsafe extern "C" fn calling_client_peer_stats(
         // SAFETY: as documented.
         let user = arg("user", unsafe { str_arg(user) })?;
         arg("out", out_arg(out))?;
-        let all = client.run(|c| async move { c.stats().await })?;
-        let Some(p) = all.into_iter().find(|p| p.user.as_str() == user) else {
-            return Err(Failure::new(
-                CALLING_RESULT_NOT_IN_CALL,
-                format!("no connection with {user:?} in the current call"),
-            ));
-        };
+        let p = client.peer_stats(user)?;
         let stats = calling_peer_stats {
             connected: matches!(p.state, Some(calling::PeerState::Connected)),
             packets_sent: p.packets_sent,
