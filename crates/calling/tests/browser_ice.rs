@@ -11,15 +11,17 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
-use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use calling::{CallEvent, Calling, CallingConfig, Event, Events, MediaKind, MediaType};
 use calling_server::{Config, DemoMode, RunningServer, Server, TurnConfig};
+use support::coturn::{Coturn, turnserver_path};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
@@ -87,96 +89,6 @@ fn prerequisites(test: &str) -> Result<(), ()> {
     );
     let _ = std::io::stderr().write_all(banner.as_bytes());
     Err(())
-}
-
-fn turnserver_path() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("turnserver"))
-        .find(|p| p.is_file())
-}
-
-/// A running `turnserver` on 127.0.0.1, killed (and its scratch directory
-/// removed) on drop.
-struct Coturn {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Coturn {
-    fn start(secret: &str) -> Coturn {
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir =
-            std::env::temp_dir().join(format!("calling-browser-ice-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new(turnserver_path().unwrap())
-            .args([
-                "-n",
-                "--listening-ip=127.0.0.1",
-                "--relay-ip=127.0.0.1",
-                &format!("--listening-port={port}"),
-                "--use-auth-secret",
-                &format!("--static-auth-secret={secret}"),
-                "--realm=calling",
-                "--fingerprint",
-                "--no-tls",
-                "--no-dtls",
-                "--no-cli",
-                // Both peers are on loopback, which coturn refuses as peers
-                // by default.
-                "--allow-loopback-peers",
-                "--log-file=stdout",
-                "--simple-log",
-                &format!("--pidfile={}", dir.join("pid").display()),
-                &format!("--db={}", dir.join("turndb").display()),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let coturn = Coturn { child, port, dir };
-        coturn.wait_until_it_answers();
-        coturn
-    }
-
-    fn wait_until_it_answers(&self) {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        // A STUN binding request: type 0x0001, length 0, magic cookie, id.
-        let mut req = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
-        req.extend_from_slice(b"browser-ice1");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut buf = [0u8; 512];
-        while Instant::now() < deadline {
-            let _ = sock.send_to(&req, ("127.0.0.1", self.port));
-            if let Ok(n) = sock.recv(&mut buf)
-                && n >= 20
-                && buf[0..2] == [0x01, 0x01]
-            {
-                return;
-            }
-        }
-        panic!("turnserver never answered on port {}", self.port);
-    }
-
-    fn url(&self) -> String {
-        format!("turn:127.0.0.1:{}?transport=udp", self.port)
-    }
-}
-
-impl Drop for Coturn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// The Node driver running one scenario; killed if dropped early.
