@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use calling_netlab::{
-    Lab, Nat, Node, PUBLIC_IP, PUBLIC_IP2, TURN_PORT, TURN_SECRET, WAN_A, WAN_A_MOVED, WAN_B,
+    Lab, Nat, Node, PUBLIC_IP, PUBLIC_IP2, Pki, TURN_PORT, TURN_SECRET, WAN_A, WAN_A_MOVED, WAN_B,
     lab_node, prerequisites, set_lab_node,
 };
 
@@ -43,6 +43,22 @@ fn stun_url() -> String {
 
 fn turn_url() -> String {
     format!("turn:{PUBLIC_IP}:{TURN_PORT}?transport=udp")
+}
+
+/// calling-server in the public segment, announcing the lab's coturn for
+/// STUN and TURN with credentials signed by `TURN_SECRET`.
+fn start_server_with_stun_and_turn(lab: &Lab, pki: &Pki) -> Node {
+    lab.start_server(
+        pki,
+        &[
+            "--stun-url",
+            &stun_url(),
+            "--turn-url",
+            &turn_url(),
+            "--turn-secret",
+            TURN_SECRET,
+        ],
+    )
 }
 
 fn stun_servers() -> [String; 2] {
@@ -267,17 +283,7 @@ fn symmetric_nats_connect_through_the_turn_relay() {
     let lab = Lab::new("sym", Nat::Symmetric, Nat::Symmetric, 1);
     let pki = lab.pki();
     let coturn = lab.start_coturn(TURN_SECRET);
-    let server = lab.start_server(
-        &pki,
-        &[
-            "--stun-url",
-            &stun_url(),
-            "--turn-url",
-            &turn_url(),
-            "--turn-secret",
-            TURN_SECRET,
-        ],
-    );
+    let server = start_server_with_stun_and_turn(&lab, &pki);
     let ca = pki.ca.display().to_string();
     let a1 = lab.clients_a()[0].clone();
     // The server's check at start: coturn accepts its credentials.
@@ -306,17 +312,7 @@ fn relay_only_policy_relays_even_where_stun_would_do() {
     let lab = Lab::new("relay", Nat::PortRestrictedCone, Nat::PortRestrictedCone, 1);
     let pki = lab.pki();
     let coturn = lab.start_coturn(TURN_SECRET);
-    let _server = lab.start_server(
-        &pki,
-        &[
-            "--stun-url",
-            &stun_url(),
-            "--turn-url",
-            &turn_url(),
-            "--turn-secret",
-            TURN_SECRET,
-        ],
-    );
+    let _server = start_server_with_stun_and_turn(&lab, &pki);
     let ca = pki.ca.display().to_string();
     let a1 = lab.clients_a()[0].clone();
     let relay = ["--relay-only"];
@@ -497,17 +493,7 @@ fn media_comes_back_after(change: fn(&Lab)) -> f64 {
     let lab = Lab::new("move", Nat::PortRestrictedCone, Nat::PortRestrictedCone, 1);
     let pki = lab.pki();
     let _coturn = lab.start_coturn(TURN_SECRET);
-    let _server = lab.start_server(
-        &pki,
-        &[
-            "--stun-url",
-            &stun_url(),
-            "--turn-url",
-            &turn_url(),
-            "--turn-secret",
-            TURN_SECRET,
-        ],
-    );
+    let _server = start_server_with_stun_and_turn(&lab, &pki);
     let ca = pki.ca.display().to_string();
     let a1 = lab.clients_a()[0].clone();
     let (alice, bob) = call(&lab, &ca, (&a1, &[]), (lab.client_b(), &[]));
@@ -701,17 +687,7 @@ fn setup_time_per_path_type() {
         let lab = Lab::new("brelay", Nat::Symmetric, Nat::Symmetric, 1);
         let pki = lab.pki();
         let _coturn = lab.start_coturn(TURN_SECRET);
-        let _server = lab.start_server(
-            &pki,
-            &[
-                "--stun-url",
-                &stun_url(),
-                "--turn-url",
-                &turn_url(),
-                "--turn-secret",
-                TURN_SECRET,
-            ],
-        );
+        let _server = start_server_with_stun_and_turn(&lab, &pki);
         let ca = pki.ca.display().to_string();
         let a1 = lab.clients_a()[0].clone();
         report.push(("relay", setup_times(&lab, &ca, &a1, lab.client_b(), n)));
@@ -834,7 +810,7 @@ fn rust_and_browser_media(rust: &Node, browser: &Node, web_user: &str) -> (Value
 
 /// The lab's server in demo mode (the web page fetches UserSigs) with STUN
 /// and TURN.
-fn demo_server(lab: &Lab, pki: &calling_netlab::Pki) -> Node {
+fn demo_server(lab: &Lab, pki: &Pki) -> Node {
     lab.start_server(
         pki,
         &[
