@@ -194,7 +194,9 @@ impl Driver {
             self.machine.handle_unreachable(now, user, call);
             return;
         }
-        if !self.lost.contains_key(user) {
+        // A wait left over from an earlier call must not stand in for
+        // this one's (its expiry would name the old call and do nothing).
+        if self.lost.get(user).is_none_or(|(c, _)| c != call) {
             debug!(%user, ?grace, "connected party unreachable; waiting for it to reconnect");
             self.lost.insert(user.clone(), (call.clone(), now + grace));
         }
