@@ -51,10 +51,12 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod decoded;
 mod error;
 pub mod files;
 pub mod frame;
 mod keyframe;
+pub mod raw;
 mod session;
 mod sink;
 mod source;
@@ -65,11 +67,16 @@ pub use bytes::Bytes;
 /// The user id type of the whole workspace, re-exported so that media code
 /// can name it without depending on `calling-core` itself.
 pub use calling_core::UserId;
+pub use decoded::{Decoded, DecodedAudioFrame, DecodedChannel, DecodedSink, DecodedVideoFrame};
 pub use error::MediaError;
+pub use raw::{
+    AudioFrame, EncodedInput, FrameError, FrameInput, InputStats, PixelFormat, PushError,
+    RawAudioInput, RawVideoInput, Samples, VideoFrame,
+};
 pub use session::{AUDIO_LEVEL_URI, MediaSession, is_offerer};
 pub use sink::{ChannelSink, FrameSink, RecorderSink, RemoteFrame};
 pub use types::{
     AudioSource, CandidateKind, Codec, EncodedFrame, IceServer, MediaConfig, MediaEvent, MediaKind,
     MediaSignal, PeerMedia, PeerState, PeerStats, SelectedPair, VideoCodec, VideoQuality,
-    VideoSource,
+    VideoSource, VideoTarget,
 };

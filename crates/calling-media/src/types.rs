@@ -312,6 +312,30 @@ impl IceServer {
     }
 }
 
+/// What the video encoder aims at: set from the receivers' feedback
+/// (bandwidth estimate, loss) so a call keeps flowing over a poor link.
+/// Never above the session's [`VideoQuality`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VideoTarget {
+    /// Encoder bitrate in bits per second.
+    pub bitrate_bps: u32,
+    /// Frames per second at most.
+    pub frame_rate: u32,
+    /// Picture height at most, in pixels (width follows the aspect ratio).
+    pub max_height: u32,
+}
+
+impl VideoTarget {
+    /// The full profile: no adaptation.
+    pub fn of(quality: VideoQuality) -> Self {
+        VideoTarget {
+            bitrate_bps: quality.bitrate_bps(),
+            frame_rate: quality.frame_rate(),
+            max_height: quality.resolution().1,
+        }
+    }
+}
+
 /// What feeds our outgoing audio track.
 #[derive(Debug)]
 pub enum AudioSource {
