@@ -363,9 +363,15 @@ pub struct InputStats {
     pub dropped_idle: u64,
 }
 
-#[derive(Debug, Default)]
+/// The attached source's queue, with the number of its attachment.
+type Attached<T> = Option<(u64, std_mpsc::SyncSender<T>)>;
+
+#[derive(Debug)]
 struct Slot<T> {
-    tx: Mutex<Option<std_mpsc::SyncSender<T>>>,
+    tx: Mutex<Attached<T>>,
+    /// Attachments so far: tells one from the next, so that a source that
+    /// stops does not detach the one that replaced it.
+    attachments: AtomicU64,
     accepted: AtomicU64,
     dropped_full: AtomicU64,
     dropped_idle: AtomicU64,
@@ -391,6 +397,7 @@ impl<T> Default for FrameInput<T> {
         FrameInput {
             slot: Arc::new(Slot {
                 tx: Mutex::new(None),
+                attachments: AtomicU64::new(0),
                 accepted: AtomicU64::new(0),
                 dropped_full: AtomicU64::new(0),
                 dropped_idle: AtomicU64::new(0),
@@ -419,7 +426,7 @@ impl<T> FrameInput<T> {
     /// dropped.
     pub fn push(&self, frame: T) -> Result<(), PushError> {
         let guard = self.slot.tx.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(tx) = guard.as_ref() else {
+        let Some((_, tx)) = guard.as_ref() else {
             self.slot.dropped_idle.fetch_add(1, Ordering::Relaxed);
             return Err(PushError::NotSending);
         };
@@ -455,19 +462,40 @@ impl<T> FrameInput<T> {
     }
 
     /// Attaches a new source with a queue of `capacity` frames, detaching
-    /// any earlier one (its receiver sees the channel close).
-    #[allow(dead_code, reason = "the raw sources attach")]
-    pub(crate) fn attach(&self, capacity: usize) -> std_mpsc::Receiver<T> {
+    /// any earlier one (its receiver sees the channel close). Dropping the
+    /// returned [`Attachment`] detaches this source, and only this one.
+    pub(crate) fn attach(&self, capacity: usize) -> (std_mpsc::Receiver<T>, Attachment<T>) {
         let (tx, rx) = std_mpsc::sync_channel(capacity.max(1));
-        *self.slot.tx.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx);
-        rx
+        let mut guard = self.slot.tx.lock().unwrap_or_else(PoisonError::into_inner);
+        let number = self.slot.attachments.fetch_add(1, Ordering::Relaxed) + 1;
+        *guard = Some((number, tx));
+        let attachment = Attachment {
+            input: self.clone(),
+            number,
+        };
+        (rx, attachment)
     }
+}
 
-    /// Detaches the attached source, if any: later pushes say
-    /// [`PushError::NotSending`].
-    #[allow(dead_code, reason = "the raw sources detach")]
-    pub(crate) fn detach(&self) {
-        *self.slot.tx.lock().unwrap_or_else(PoisonError::into_inner) = None;
+/// One source's hold on a [`FrameInput`]: dropping it detaches that source
+/// unless another has attached since.
+#[derive(Debug)]
+pub(crate) struct Attachment<T> {
+    input: FrameInput<T>,
+    number: u64,
+}
+
+impl<T> Drop for Attachment<T> {
+    fn drop(&mut self) {
+        let mut guard = self
+            .input
+            .slot
+            .tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if guard.as_ref().is_some_and(|(n, _)| *n == self.number) {
+            *guard = None;
+        }
     }
 }
 
@@ -548,14 +576,14 @@ mod tests {
     fn inputs_report_idle_full_and_accepted() {
         let input: FrameInput<u32> = FrameInput::new();
         assert_eq!(input.push(1), Err(PushError::NotSending));
-        let rx = input.attach(1);
+        let (rx, attachment) = input.attach(1);
         assert!(input.is_attached());
         assert_eq!(input.push(2), Ok(()));
         assert_eq!(input.push(3), Err(PushError::Full));
         assert_eq!(rx.try_recv(), Ok(2));
         drop(rx);
         assert_eq!(input.push(4), Err(PushError::NotSending));
-        input.detach();
+        drop(attachment);
         assert!(!input.is_attached());
         assert_eq!(
             input.stats(),
@@ -567,5 +595,25 @@ mod tests {
         );
         assert_eq!(input.clone(), input);
         assert_ne!(FrameInput::<u32>::new(), input);
+    }
+
+    #[test]
+    fn a_stopped_source_detaches_only_itself() {
+        let input: FrameInput<u32> = FrameInput::new();
+        let (_old_rx, old) = input.attach(4);
+        let (new_rx, new) = input.attach(4);
+        // The earlier source stops after the new one attached: the new one
+        // keeps its frames.
+        drop(old);
+        assert!(input.is_attached());
+        assert_eq!(input.push(7), Ok(()));
+        assert_eq!(new_rx.try_recv(), Ok(7));
+        drop(new);
+        assert!(!input.is_attached());
+        assert_eq!(input.push(8), Err(PushError::NotSending));
+        // The handle outlives its sources: a later one attaches again.
+        let (rx, _again) = input.attach(1);
+        assert_eq!(input.push(9), Ok(()));
+        assert_eq!(rx.try_recv(), Ok(9));
     }
 }

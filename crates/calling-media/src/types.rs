@@ -9,6 +9,8 @@ use calling_core::UserId;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::raw::{EncodedInput, RawAudioInput, RawVideoInput};
+
 /// Audio or video.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -356,6 +358,18 @@ pub enum AudioSource {
     },
     /// Frames the app encodes itself. Each must be [`Codec::Opus`].
     Frames(mpsc::Receiver<EncodedFrame>),
+    /// The app's own microphone: 48 kHz PCM pushed through the input, in
+    /// chunks of any length, mono or stereo. Mixed down to mono and sent
+    /// as 20 ms mono Opus frames (32 kbit/s) with the RFC 6464 level of the
+    /// samples; paced by the pushes, as a capture device delivers in real
+    /// time. The input queues about 1.3 s of 10 ms chunks (128), so that
+    /// nothing is lost while the encoder is briefly held up. The source
+    /// attaches to the input when it is set and detaches when it is
+    /// replaced or the session closes; the input outlives the call.
+    Raw(RawAudioInput),
+    /// Opus frames the app encodes itself, pushed through the input (which
+    /// queues 128). Frames of another codec are dropped with a warning.
+    Encoded(EncodedInput),
 }
 
 /// What feeds our outgoing video track.
@@ -383,6 +397,28 @@ pub enum VideoSource {
     },
     /// Frames the app encodes itself, in the session's video codec.
     Frames(mpsc::Receiver<EncodedFrame>),
+    /// The app's own camera: raw frames (I420, NV12, RGBA or BGRA) pushed
+    /// through the input, converted to I420 (BT.601 limited range), scaled
+    /// down to fit the session's [`VideoQuality`] (aspect ratio kept, never
+    /// upscaled; a portrait frame fits the profile turned to portrait) and
+    /// H.264-encoded, like the test pattern: needs [`VideoCodec::H264`].
+    /// Key-frame requests, [`MediaSession::set_video_quality`] and the
+    /// congestion controller's [`VideoTarget`] (bitrate, frame rate by
+    /// skipping frames, size) apply. Each frame's RTP time follows the
+    /// frames' capture timestamps.
+    ///
+    /// The input queues 3 frames: while the encoder is behind, a push says
+    /// [`PushError::Full`] and the frame is dropped, so the call never runs
+    /// late. The source attaches when it is set and detaches when it is
+    /// replaced or the session closes; the input outlives the call.
+    ///
+    /// [`MediaSession::set_video_quality`]: crate::MediaSession::set_video_quality
+    /// [`PushError::Full`]: crate::PushError::Full
+    Raw(RawVideoInput),
+    /// Frames the app encodes itself, in the session's video codec, pushed
+    /// through the input (which queues 16: after a refused push, send a key
+    /// frame). Frames of another codec are dropped with a warning.
+    Encoded(EncodedInput),
 }
 
 /// The state of the peer connection with one remote user, following the

@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGua
 
 use calling_core::UserId;
 use tokio::sync::{Notify, mpsc};
-use tokio::task::JoinHandle;
 use webrtc::peer_connection::{RTCCertificate, RTCIceCandidateInit};
 
 pub use codec::AUDIO_LEVEL_URI;
@@ -33,7 +32,7 @@ use crate::sink::FrameSink;
 use crate::source::{self, Control};
 use crate::types::{
     AudioSource, IceServer, MediaConfig, MediaEvent, MediaSignal, PeerStats, VideoQuality,
-    VideoSource,
+    VideoSource, VideoTarget,
 };
 
 /// Whether `local` makes the offer to `remote`: the byte-wise lower id does.
@@ -96,7 +95,7 @@ struct Inner {
     quality: Mutex<VideoQuality>,
     video_control: Mutex<Option<std::sync::mpsc::Sender<Control>>>,
     video_nudge: Arc<Notify>,
-    pumps: Mutex<[Option<JoinHandle<()>>; 2]>,
+    pumps: Mutex<[Option<send::Pump>; 2]>,
     closed: AtomicBool,
     runtime: tokio::runtime::Handle,
     /// Peer states still allocated; shared with each `PeerShared`.
@@ -143,6 +142,22 @@ impl Inner {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Aims the running video source's encoder at `target` (bitrate, frame
+    /// rate, picture height), within the session's [`VideoQuality`]: for
+    /// the congestion controller. Applies from the source's next frame,
+    /// without a new encoder (a new height brings a key frame). The test
+    /// pattern and raw camera frames honour it; files and the app's own
+    /// encoded frames cannot. A source set later, or a new profile, starts
+    /// at the full profile until the next target.
+    #[allow(dead_code, reason = "the bandwidth estimator calls it")]
+    pub(crate) fn set_video_target(&self, target: VideoTarget) {
+        if let Ok(c) = self.video_control.lock() {
+            if let Some(c) = c.as_ref() {
+                let _ = c.send(Control::Target(target));
+            }
+        }
     }
 
     fn request_keyframe(&self) {
@@ -437,7 +452,9 @@ impl MediaSession {
     ///
     /// The source is started before this returns: a file is read whole and
     /// an encoder is built here, so a source that cannot start is refused
-    /// now, and the source that was running keeps running.
+    /// now, and the source that was running keeps running. A
+    /// [`AudioSource::Raw`] or [`AudioSource::Encoded`] input is attached
+    /// here and detached when the source is replaced or the session closes.
     ///
     /// # Errors
     ///
@@ -458,7 +475,9 @@ impl MediaSession {
     ///
     /// Started before this returns, as for
     /// [`set_audio_source`](Self::set_audio_source): a source that cannot
-    /// start is refused now, and the running one keeps running.
+    /// start is refused now, and the running one keeps running. A
+    /// [`VideoSource::Raw`] or [`VideoSource::Encoded`] input is attached
+    /// here and detached when the source is replaced or the session closes.
     ///
     /// # Errors
     ///
@@ -485,12 +504,13 @@ impl MediaSession {
         Ok(())
     }
 
-    fn replace_pump(&self, slot: usize, task: Option<JoinHandle<()>>) {
-        if let Ok(mut pumps) = self.inner.pumps.lock() {
-            if let Some(old) = std::mem::replace(&mut pumps[slot], task) {
-                old.abort();
-            }
-        }
+    fn replace_pump(&self, slot: usize, pump: Option<send::Pump>) {
+        let old = match self.inner.pumps.lock() {
+            Ok(mut pumps) => std::mem::replace(&mut pumps[slot], pump),
+            Err(_) => None,
+        };
+        // Dropped outside the lock: stops the old pump and detaches its input.
+        drop(old);
     }
 
     /// Asks `remote` for a key frame of its video (sends an RTCP PLI), e.g.
@@ -532,7 +552,10 @@ impl MediaSession {
         self.inner.hands_free.store(on, Ordering::Release);
     }
 
-    /// Changes the generated video source's profile, live.
+    /// Changes the video profile, live: the resolution box, bitrate and
+    /// frame rate the test pattern and raw camera frames
+    /// ([`VideoSource::Raw`]) are encoded at. Files and the app's own
+    /// encoded frames are sent as they are.
     pub fn set_video_quality(&self, quality: VideoQuality) {
         if let Ok(mut q) = self.inner.quality.lock() {
             *q = quality;
@@ -542,6 +565,14 @@ impl MediaSession {
                 let _ = c.send(Control::Quality(quality));
             }
         }
+    }
+
+    /// Sends `target` to the running video source as the congestion
+    /// controller would. For tests of the encoder's adaptation.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn force_video_target(&self, target: VideoTarget) {
+        self.inner.set_video_target(target);
     }
 
     /// Per-peer counters and transport figures.

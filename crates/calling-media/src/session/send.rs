@@ -209,21 +209,53 @@ impl Inner {
     }
 }
 
+/// A running source's pump task, with the source's hold on the app's
+/// input: dropping the pump detaches the input at once (the task itself
+/// ends a moment later).
+pub(super) struct Pump {
+    task: JoinHandle<()>,
+    _attachment: Option<Box<dyn Send>>,
+}
+
+impl Pump {
+    /// Stops the pump task.
+    pub(super) fn abort(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl MediaSession {
     /// Runs `running` as the session's audio source.
-    pub(super) fn spawn_audio_pump(&self, running: source::Running) -> JoinHandle<()> {
-        self.inner
+    pub(super) fn spawn_audio_pump(&self, mut running: source::Running) -> Pump {
+        let attachment = running.attachment.take();
+        let task = self
+            .inner
             .runtime
-            .spawn(audio_pump(Arc::downgrade(&self.inner), running))
+            .spawn(audio_pump(Arc::downgrade(&self.inner), running));
+        Pump {
+            task,
+            _attachment: attachment,
+        }
     }
 
     /// Runs `running` as the session's video source.
-    pub(super) fn spawn_video_pump(&self, running: source::Running) -> JoinHandle<()> {
-        self.inner.runtime.spawn(video_pump(
+    pub(super) fn spawn_video_pump(&self, mut running: source::Running) -> Pump {
+        let attachment = running.attachment.take();
+        let task = self.inner.runtime.spawn(video_pump(
             Arc::downgrade(&self.inner),
             self.inner.video_nudge.clone(),
             running,
-        ))
+        ));
+        Pump {
+            task,
+            _attachment: attachment,
+        }
     }
 }
 
