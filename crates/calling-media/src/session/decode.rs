@@ -695,9 +695,12 @@ mod tests {
         d.decode(job(s[1].clone(), 6000, 0), &sh, &user, &sink);
         assert_eq!(sink.video.lock().unwrap().len(), 2);
         assert!(!sh.want_keyframe.load(Ordering::Acquire));
-        // Frame 2 lost: frame 3 decodes to no picture, and a key frame is
-        // wanted until one comes.
-        d.decode(job(s[3].clone(), 12_000, 1), &sh, &user, &sink);
+        // A loss is reported before frame 2 (say a packet that held no
+        // frame of its own): frames 2 and 3 would decode, but nothing is
+        // handed out before a key frame, which is wanted until one comes.
+        d.decode(job(s[2].clone(), 9_000, 1), &sh, &user, &sink);
+        assert!(sh.want_keyframe.load(Ordering::Acquire));
+        d.decode(job(s[3].clone(), 12_000, 0), &sh, &user, &sink);
         assert_eq!(sink.video.lock().unwrap().len(), 2);
         assert!(sh.want_keyframe.load(Ordering::Acquire));
         // A bit stream that is no H.264 at all is no key frame either.
