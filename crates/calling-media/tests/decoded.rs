@@ -336,6 +336,34 @@ async fn decoded_pictures_and_tone_arrive_and_are_recorded() {
     })
     .await;
 
+    // Hands-free holds decoded audio back as it does encoded audio, and
+    // pictures keep coming.
+    bob.set_hands_free(true);
+    let mut n = 0;
+    // What was decoded before is still on its way out.
+    decoded_until(&mut rx, |d| {
+        n += usize::from(matches!(d, Decoded::Video { .. }));
+        n >= 5
+    })
+    .await;
+    let (mut n, mut heard) = (0, 0);
+    decoded_until(&mut rx, |d| {
+        match d {
+            Decoded::Video { .. } => n += 1,
+            Decoded::Audio { .. } => heard += 1,
+        }
+        n >= 8
+    })
+    .await;
+    assert_eq!(heard, 0, "decoded audio while hands-free");
+    bob.set_hands_free(false);
+    let mut heard = 0;
+    decoded_until(&mut rx, |d| {
+        heard += usize::from(matches!(d, Decoded::Audio { .. }));
+        heard >= 30
+    })
+    .await;
+
     // Unset: the decoder threads end, and nothing more is handed out.
     bob.set_decoded_sink(None);
     wait_decoder_threads(0).await;

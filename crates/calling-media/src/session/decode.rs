@@ -88,6 +88,9 @@ struct Job {
     /// Whatever came before this frame is not all there: video must start
     /// again from a key frame.
     discontinuity: bool,
+    /// Frames before this one were held back on purpose: a jump in time,
+    /// not a loss to conceal.
+    after_skip: bool,
 }
 
 #[derive(Default)]
@@ -122,8 +125,8 @@ pub(super) struct TrackDecoder {
     shared: Arc<Shared>,
     codec: Codec,
     capacity: usize,
-    /// The next frame pushed follows dropped ones.
-    gap: bool,
+    /// The next frame pushed follows frames held back on purpose.
+    skipped: bool,
 }
 
 impl TrackDecoder {
@@ -177,7 +180,7 @@ impl TrackDecoder {
             shared,
             codec,
             capacity,
-            gap: false,
+            skipped: false,
         })
     }
 
@@ -206,9 +209,10 @@ impl TrackDecoder {
             data,
             rtp_timestamp,
             lost_packets: loss.packets,
-            discontinuity: loss.any() || self.gap,
+            discontinuity: loss.any() || self.skipped,
+            after_skip: self.skipped,
         };
-        self.gap = false;
+        self.skipped = false;
         {
             let mut q = self.shared.queue();
             if q.jobs.len() >= self.capacity {
@@ -228,7 +232,7 @@ impl TrackDecoder {
     /// The next frame follows frames that were not pushed on purpose (not
     /// lost): nothing to conceal, but video must restart from a key frame.
     pub(super) fn skip(&mut self) {
-        self.gap = true;
+        self.skipped = true;
     }
 }
 
@@ -530,14 +534,15 @@ impl AudioDecoder {
 
 impl Decode for AudioDecoder {
     fn decode(&mut self, job: Job, _shared: &Shared, user: &UserId, sink: &dyn DecodedSink) {
-        // Conceal what is missing, but only a gap that ends where this
-        // packet starts: the timestamps must agree with the count.
+        if job.after_skip {
+            self.next_ts = None;
+        }
+        // Conceal what is missing, as far as the timestamps agree that it
+        // is missing: the packets lost that fit before this one.
         if let Some(mut ts) = self.next_ts {
-            let lost = job.lost_packets.min(MAX_CONCEALED);
-            for _ in 0..lost {
-                if job.rtp_timestamp.wrapping_sub(ts) as i32 <= 0 {
-                    break;
-                }
+            let room = i64::from(job.rtp_timestamp.wrapping_sub(ts) as i32).max(0);
+            let fit = u32::try_from(room / self.last_samples.max(1) as i64).unwrap_or(0);
+            for _ in 0..job.lost_packets.min(MAX_CONCEALED).min(fit) {
                 let Some(n) = self.run(&[]) else { break };
                 self.emit(n, ts, true, user, sink);
                 ts = ts.wrapping_add(n as u32);
@@ -601,6 +606,7 @@ mod tests {
             rtp_timestamp: ts,
             lost_packets: lost,
             discontinuity: lost > 0,
+            after_skip: false,
         }
     }
 
@@ -648,6 +654,18 @@ mod tests {
                 .iter()
                 .all(|f| f.samples.len() == 960 && f.channels == 1)
         );
+        drop(audio);
+        // Held back on purpose (hands-free), then a packet whose loss
+        // count is not about that: nothing made up for the skipped time.
+        let mut after = job(packets[3].clone(), 40 * 960, 1);
+        after.after_skip = true;
+        d.decode(after, &sh, &user, &sink);
+        // A loss count larger than the timestamps leave room for.
+        d.decode(job(packets[5].clone(), 42 * 960, 3), &sh, &user, &sink);
+        let audio = sink.audio.lock().unwrap();
+        let flags: Vec<bool> = audio[9..].iter().map(|f| f.concealed).collect();
+        assert_eq!(flags, [false, true, false]);
+        assert_eq!(audio[10].rtp_timestamp, 41 * 960);
     }
 
     #[test]

@@ -121,8 +121,7 @@ pub(super) async fn receive(
         }
         None => return,
     };
-    let mut assembler: Option<(FrameAssembler, Codec, u32)> = None;
-    let mut decoding: Option<TrackDecoding> = None;
+    let mut assembler: Option<(FrameAssembler, Codec, u32, TrackDecoding)> = None;
     let mut first = true;
     // H.264 reaches the app only from a key frame that carries its SPS and
     // PPS: the packets before it (or its parameter sets, if they raced the
@@ -152,8 +151,8 @@ pub(super) async fn receive(
             match codec.as_ref().and_then(|c| codec::codec_of(&c.mime_type)) {
                 Some(fc) => {
                     let rate = codec.map_or(90_000, |c| c.clock_rate.max(1));
-                    assembler = Some((FrameAssembler::new(fc), fc, rate));
-                    decoding = Some(TrackDecoding::new(user.clone(), fc));
+                    let decoding = TrackDecoding::new(user.clone(), fc);
+                    assembler = Some((FrameAssembler::new(fc), fc, rate, decoding));
                 }
                 None => {
                     tracing::warn!(%user, "remote track with an unsupported codec");
@@ -178,7 +177,7 @@ pub(super) async fn receive(
                 });
             }
         }
-        let Some((asm, codec, rate)) = assembler.as_mut() else {
+        let Some((asm, codec, rate, decoding)) = assembler.as_mut() else {
             continue;
         };
         let Some((data, ts, gap)) = asm.push(&pkt) else {
@@ -209,9 +208,6 @@ pub(super) async fn receive(
                 kind,
             });
         }
-        let Some(decoding) = decoding.as_mut() else {
-            continue;
-        };
         if kind == MediaKind::Audio && s.hands_free.load(Ordering::Relaxed) {
             decoding.skip();
             continue;
