@@ -111,10 +111,31 @@ impl VolumeMeter {
     }
 }
 
+/// What a [`FrameAssembler`] lost since it was last asked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Loss {
+    /// Packets missing from the sequence (gaps in sequence numbers).
+    pub(crate) packets: u32,
+    /// Frames thrown away because a packet of theirs was missing or could
+    /// not be depacketized.
+    pub(crate) frames: u32,
+}
+
+impl Loss {
+    /// Whether anything was lost: the frames after it may depend on what
+    /// is gone.
+    pub(crate) fn any(self) -> bool {
+        self.packets > 0 || self.frames > 0
+    }
+}
+
 /// Reassembles the RTP packets of one stream into frames. Keeps only the
 /// frame under construction, so it costs a few kilobytes per track (the
 /// webrtc-rs sample builder preallocates 65,536 slots). A gap in sequence
-/// numbers drops the frame it falls into.
+/// numbers drops the frame it falls into; whole frames can be lost in a gap
+/// too, so the loss is counted for the caller to take with
+/// [`FrameAssembler::take_loss`]. A packet older than the last one (late,
+/// or a retransmission after its frame was given up) is ignored.
 pub(crate) struct FrameAssembler {
     codec: Codec,
     depacketizer: Box<dyn Depacketizer + Send>,
@@ -123,6 +144,7 @@ pub(crate) struct FrameAssembler {
     last_seq: Option<u16>,
     broken: bool,
     last_frame_ts: Option<u32>,
+    loss: Loss,
 }
 
 impl FrameAssembler {
@@ -135,7 +157,13 @@ impl FrameAssembler {
             last_seq: None,
             broken: false,
             last_frame_ts: None,
+            loss: Loss::default(),
         }
+    }
+
+    /// The loss counted since the last call, and starts counting anew.
+    pub(crate) fn take_loss(&mut self) -> Loss {
+        std::mem::take(&mut self.loss)
     }
 
     fn depacketizer(codec: Codec) -> Box<dyn Depacketizer + Send> {
@@ -151,8 +179,14 @@ impl FrameAssembler {
     pub(crate) fn push(&mut self, pkt: &rtp::Packet) -> Option<(Bytes, u32, Option<u32>)> {
         let seq = pkt.header.sequence_number;
         if let Some(last) = self.last_seq {
-            if seq != last.wrapping_add(1) {
+            let ahead = seq.wrapping_sub(last);
+            if ahead == 0 || ahead >= 0x8000 {
+                // A duplicate, or older than what we have moved past.
+                return None;
+            }
+            if ahead != 1 {
                 self.broken = true;
+                self.loss.packets = self.loss.packets.saturating_add(u32::from(ahead - 1));
             }
         }
         self.last_seq = Some(seq);
@@ -160,6 +194,10 @@ impl FrameAssembler {
             return None;
         }
         if self.timestamp != Some(pkt.header.timestamp) {
+            if self.timestamp.is_some() {
+                // The frame under construction never got its last packet.
+                self.loss.frames = self.loss.frames.saturating_add(1);
+            }
             self.buf.clear();
             // A fresh depacketizer forgets fragments of a frame that never ended.
             self.depacketizer = Self::depacketizer(self.codec);
@@ -179,6 +217,9 @@ impl FrameAssembler {
         let ts = pkt.header.timestamp;
         self.timestamp = None;
         if self.broken || self.buf.is_empty() {
+            if self.broken {
+                self.loss.frames = self.loss.frames.saturating_add(1);
+            }
             self.buf.clear();
             self.broken = false;
             return None;
@@ -259,8 +300,62 @@ mod tests {
         // Second frame loses its middle packet: dropped.
         assert!(a.push(&packet(3, 200, false, &[0x7c, 0x85, 1])).is_none());
         assert!(a.push(&packet(5, 200, true, &[0x7c, 0x45, 3])).is_none());
+        assert_eq!(
+            a.take_loss(),
+            Loss {
+                packets: 1,
+                frames: 1
+            }
+        );
+        assert_eq!(a.take_loss(), Loss::default(), "taken once");
         // Third frame arrives whole and reports the gap since the last one.
         let (_, _, gap) = a.push(&packet(6, 300, true, &[0x65, 7, 8])).unwrap();
         assert_eq!(gap, Some(200));
+        assert!(!a.take_loss().any());
+    }
+
+    #[test]
+    fn reports_whole_frames_lost_between_frames() {
+        let mut a = FrameAssembler::new(Codec::H264);
+        assert!(a.push(&packet(10, 100, true, &[0x65, 1, 1])).is_some());
+        // Packets 11 and 12 (a whole frame) never come; the next frame is
+        // complete in itself, but what it refers to is gone.
+        let (_, ts, _) = a.push(&packet(13, 300, true, &[0x41, 2, 2])).unwrap();
+        assert_eq!(ts, 300);
+        let loss = a.take_loss();
+        assert_eq!(loss.packets, 2);
+        assert!(loss.any());
+    }
+
+    #[test]
+    fn counts_a_frame_whose_last_packet_never_came() {
+        let mut a = FrameAssembler::new(Codec::H264);
+        assert!(a.push(&packet(1, 100, false, &[0x7c, 0x85, 1])).is_none());
+        // The end of frame 100 is lost, and with it the marker; frame 200
+        // starts right after in sequence (the loss was at the tail).
+        assert!(a.push(&packet(2, 200, true, &[0x65, 3, 3])).is_some());
+        assert_eq!(
+            a.take_loss(),
+            Loss {
+                packets: 0,
+                frames: 1
+            }
+        );
+    }
+
+    #[test]
+    fn ignores_late_and_duplicate_packets_and_survives_wrap() {
+        let mut a = FrameAssembler::new(Codec::Opus);
+        assert!(a.push(&packet(65_534, 0, true, &[0xf8, 1])).is_some());
+        assert!(a.push(&packet(65_535, 960, true, &[0xf8, 2])).is_some());
+        assert!(a.push(&packet(0, 1920, true, &[0xf8, 3])).is_some());
+        assert_eq!(a.take_loss(), Loss::default(), "wrap is no gap");
+        assert!(a.push(&packet(0, 1920, true, &[0xf8, 3])).is_none(), "dup");
+        assert!(a.push(&packet(65_535, 960, true, &[0xf8, 2])).is_none());
+        assert_eq!(a.take_loss(), Loss::default());
+        // An Opus frame after a gap is still whole: delivered, and the
+        // missing packets counted for concealment.
+        assert!(a.push(&packet(3, 4800, true, &[0xf8, 4])).is_some());
+        assert_eq!(a.take_loss().packets, 2);
     }
 }

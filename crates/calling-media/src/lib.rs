@@ -12,7 +12,13 @@
 //! pattern (real Opus and H.264 that a browser plays), Ogg/Opus, IVF (VP8)
 //! or H.264 Annex B files, or frames the app encodes itself. Remote media
 //! comes out as depacketized frames per user through a [`FrameSink`]
-//! ([`ChannelSink`] for a channel, [`RecorderSink`] for files).
+//! ([`ChannelSink`] for a channel, [`RecorderSink`] for files), and, with
+//! [`MediaSession::set_decoded_sink`], decoded: I420 pictures from H.264 and
+//! 48 kHz PCM from Opus through a [`DecodedSink`] ([`DecodedChannel`] for an
+//! async stream, [`DecodedRecorder`] for Y4M and WAV files a person can
+//! open). Decoding runs on one thread per remote track; after packet loss
+//! no picture is handed out until a key frame decodes cleanly, and lost
+//! audio is concealed. VP8 video is not decoded.
 //!
 //! ```no_run
 //! use calling_media::{
@@ -61,6 +67,7 @@ mod session;
 mod sink;
 mod source;
 mod types;
+pub mod writers;
 
 /// The byte buffer type of [`EncodedFrame::data`].
 pub use bytes::Bytes;
@@ -80,3 +87,4 @@ pub use types::{
     MediaSignal, PeerMedia, PeerState, PeerStats, SelectedPair, VideoCodec, VideoQuality,
     VideoSource, VideoTarget,
 };
+pub use writers::{DecodedRecorder, WavWriter, WriterError, Y4mWriter};

@@ -8,6 +8,7 @@
 //! peer connection) and `restore` (ICE restarts when a connection breaks).
 
 mod codec;
+mod decode;
 mod gate;
 mod interfaces;
 mod negotiation;
@@ -27,6 +28,7 @@ use webrtc::peer_connection::{RTCCertificate, RTCIceCandidateInit};
 pub use codec::AUDIO_LEVEL_URI;
 use peer::{Peer, close_peer};
 
+use crate::decoded::DecodedSink;
 use crate::error::MediaError;
 use crate::sink::FrameSink;
 use crate::source::{self, Control};
@@ -87,6 +89,8 @@ struct Inner {
     peers: RwLock<HashMap<UserId, Arc<Peer>>>,
     creating: tokio::sync::Mutex<()>,
     sink: RwLock<Option<Arc<dyn FrameSink>>>,
+    /// Where decoded remote media goes; the decoder threads hold it too.
+    decoded: Arc<decode::DecodedSlot>,
     /// Where our own encoded frames go too (a local preview).
     local_sink: RwLock<Option<Arc<dyn FrameSink>>>,
     mic_muted: AtomicBool,
@@ -211,6 +215,7 @@ impl MediaSession {
             peers: RwLock::new(HashMap::new()),
             creating: tokio::sync::Mutex::new(()),
             sink: RwLock::new(None),
+            decoded: Arc::new(RwLock::new(None)),
             local_sink: RwLock::new(None),
             mic_muted: AtomicBool::new(false),
             camera_on: AtomicBool::new(true),
@@ -448,6 +453,31 @@ impl MediaSession {
         }
     }
 
+    /// Where remote media goes decoded: I420 pictures and 48 kHz PCM per
+    /// user (see [`DecodedSink`]); `None` stops decoding. Works beside the
+    /// frame sink: both may be set at once.
+    ///
+    /// Each remote H.264 or Opus track gets its own decoder thread, started
+    /// with the track's next frame once a sink is set and ended when the
+    /// track ends, the session closes or the sink is unset; without a sink
+    /// nothing is decoded. The receive task never waits for a decoder: a
+    /// decoder that falls behind loses its oldest frames (video then
+    /// restarts from a key frame, which is asked for). After any lost video
+    /// frame or decode error no picture is handed out until an IDR decodes
+    /// cleanly; lost audio packets are concealed, a few per gap, and marked
+    /// [`DecodedAudioFrame::concealed`](crate::DecodedAudioFrame::concealed).
+    /// VP8 video is not decoded (no VP8 decoder builds with cargo alone):
+    /// its frames still reach the frame sink. Hands-free
+    /// ([`set_hands_free`](Self::set_hands_free)) holds back decoded audio
+    /// as it does encoded audio.
+    pub fn set_decoded_sink(&self, sink: Option<Arc<dyn DecodedSink>>) {
+        *self
+            .inner
+            .decoded
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = sink;
+    }
+
     /// Replaces what feeds our audio track; `None` stops sending audio.
     ///
     /// The source is started before this returns: a file is read whole and
@@ -546,8 +576,8 @@ impl MediaSession {
     }
 
     /// Hands-free (TRTCCalling's `setHandsFree(false)` inverted: mute all
-    /// remote audio): remote audio frames stop reaching the frame sink.
-    /// Voice volume events keep coming.
+    /// remote audio): remote audio frames stop reaching the frame sink and
+    /// the decoded sink. Voice volume events keep coming.
     pub fn set_hands_free(&self, on: bool) {
         self.inner.hands_free.store(on, Ordering::Release);
     }

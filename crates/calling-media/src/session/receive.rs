@@ -12,6 +12,7 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
+use super::decode::TrackDecoding;
 use super::peer::{Peer, PeerShared};
 use super::{Inner, codec};
 use crate::error::MediaError;
@@ -36,6 +37,23 @@ async fn send_pli(
         .write_rtcp(vec![Box::new(pli)])
         .await
         .map_err(MediaError::webrtc)
+}
+
+/// Asks for a key frame of `media_ssrc` on `track`, unless we asked less
+/// than [`PLI_INTERVAL`] ago.
+async fn ask_keyframe(
+    track: &dyn TrackRemote,
+    media_ssrc: u32,
+    last_pli: &mut Option<Instant>,
+    user: &calling_core::UserId,
+) {
+    if last_pli.is_some_and(|t| t.elapsed() < PLI_INTERVAL) {
+        return;
+    }
+    *last_pli = Some(Instant::now());
+    if let Err(e) = send_pli(track, 0, media_ssrc).await {
+        tracing::debug!(%user, error = %e, "key frame request failed");
+    }
 }
 
 /// Asks `peer` for a key frame of its video.
@@ -80,7 +98,8 @@ pub(super) async fn read_feedback(
     }
 }
 
-/// Reads one remote track until it ends, handing its frames to the sink.
+/// Reads one remote track until it ends, handing its frames to the frame
+/// sink and, through the track's decoder thread, to the decoded sink.
 pub(super) async fn receive(
     track: Arc<dyn TrackRemote>,
     shared: Arc<PeerShared>,
@@ -102,7 +121,7 @@ pub(super) async fn receive(
         }
         None => return,
     };
-    let mut assembler: Option<(FrameAssembler, Codec, u32)> = None;
+    let mut assembler: Option<(FrameAssembler, Codec, u32, TrackDecoding)> = None;
     let mut first = true;
     // H.264 reaches the app only from a key frame that carries its SPS and
     // PPS: the packets before it (or its parameter sets, if they raced the
@@ -132,7 +151,8 @@ pub(super) async fn receive(
             match codec.as_ref().and_then(|c| codec::codec_of(&c.mime_type)) {
                 Some(fc) => {
                     let rate = codec.map_or(90_000, |c| c.clock_rate.max(1));
-                    assembler = Some((FrameAssembler::new(fc), fc, rate));
+                    let decoding = TrackDecoding::new(user.clone(), fc);
+                    assembler = Some((FrameAssembler::new(fc), fc, rate, decoding));
                 }
                 None => {
                     tracing::warn!(%user, "remote track with an unsupported codec");
@@ -157,12 +177,13 @@ pub(super) async fn receive(
                 });
             }
         }
-        let Some((asm, codec, rate)) = assembler.as_mut() else {
+        let Some((asm, codec, rate, decoding)) = assembler.as_mut() else {
             continue;
         };
         let Some((data, ts, gap)) = asm.push(&pkt) else {
             continue;
         };
+        let loss = asm.take_loss();
         c.frames_received(kind).fetch_add(1, Ordering::Relaxed);
         let mut frame = EncodedFrame::new(*codec, data, Duration::ZERO);
         frame.duration = gap.map_or(Duration::ZERO, |g| {
@@ -175,12 +196,7 @@ pub(super) async fn receive(
             if types.contains(&5) && types.contains(&7) && types.contains(&8) {
                 decodable = true;
             } else {
-                if last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL) {
-                    last_pli = Some(Instant::now());
-                    if let Err(e) = send_pli(track.as_ref(), 0, pkt.header.ssrc).await {
-                        tracing::debug!(%user, error = %e, "key frame request failed");
-                    }
-                }
+                ask_keyframe(track.as_ref(), pkt.header.ssrc, &mut last_pli, &user).await;
                 continue;
             }
         }
@@ -193,11 +209,17 @@ pub(super) async fn receive(
             });
         }
         if kind == MediaKind::Audio && s.hands_free.load(Ordering::Relaxed) {
+            decoding.skip();
             continue;
         }
         let sink = s.sink.read().ok().and_then(|g| g.clone());
         if let Some(sink) = sink {
             sink.on_frame(&user, &frame);
+        }
+        decoding.feed(&s.decoded, frame.data, ts, loss);
+        drop(s);
+        if decoding.wants_keyframe() {
+            ask_keyframe(track.as_ref(), pkt.header.ssrc, &mut last_pli, &user).await;
         }
     }
     tracing::debug!(%user, ?kind, "remote track ended");
