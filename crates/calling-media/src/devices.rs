@@ -350,7 +350,7 @@ fn clean(x: f32) -> f32 {
 /// Counters of a [`Microphone`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MicrophoneStats {
-    /// Chunks handed to the input's source.
+    /// Chunks handed to the input's source (or to the callback).
     pub pushed: u64,
     /// Chunks dropped because no call took them ([`PushError::NotSending`]:
     /// normal between calls).
@@ -369,6 +369,12 @@ struct MicCounters {
     stream_errors: AtomicU64,
 }
 
+/// Where captured chunks go.
+enum Target {
+    Input(RawAudioInput),
+    Callback(Box<dyn FnMut(AudioFrame) + Send>),
+}
+
 /// What runs inside the capture callback: converts device frames to
 /// 48 kHz chunks and pushes them.
 struct Capture {
@@ -377,7 +383,7 @@ struct Capture {
     resampler: Resampler,
     pending: Vec<f32>,
     chunk: usize,
-    input: RawAudioInput,
+    target: Target,
     muted: Arc<AtomicBool>,
     counters: Arc<MicCounters>,
 }
@@ -416,7 +422,7 @@ impl Capture {
         }
     }
 
-    fn send(&self, chunk: Vec<f32>) {
+    fn send(&mut self, chunk: Vec<f32>) {
         let c = &self.counters;
         let frame = match AudioFrame::new(Samples::F32(chunk), self.channels) {
             Ok(f) => f,
@@ -425,7 +431,15 @@ impl Capture {
                 return;
             }
         };
-        match self.input.push(frame) {
+        let input = match &mut self.target {
+            Target::Input(input) => input,
+            Target::Callback(f) => {
+                f(frame);
+                c.pushed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        match input.push(frame) {
             Ok(()) => c.pushed.fetch_add(1, Ordering::Relaxed),
             Err(PushError::NotSending) => c.dropped_not_sending.fetch_add(1, Ordering::Relaxed),
             Err(PushError::Full) => c.dropped_full.fetch_add(1, Ordering::Relaxed),
@@ -469,7 +483,7 @@ struct MicOpened {
 
 fn open_input(
     name: Option<&str>,
-    input: RawAudioInput,
+    target: Target,
     muted: Arc<AtomicBool>,
     counters: Arc<MicCounters>,
 ) -> Result<(cpal::Stream, MicOpened), DeviceError> {
@@ -483,7 +497,7 @@ fn open_input(
         resampler: Resampler::new(config.sample_rate, SAMPLE_RATE),
         pending: Vec::new(),
         chunk: frames_in(CAPTURE_CHUNK),
-        input,
+        target,
         muted,
         counters: counters.clone(),
     };
@@ -561,6 +575,24 @@ impl Microphone {
     /// [`DeviceError::NoSuchDevice`], [`DeviceError::NoDefaultDevice`],
     /// [`DeviceError::UnsupportedFormat`] or [`DeviceError::Backend`].
     pub fn open(name: Option<&str>, input: RawAudioInput) -> Result<Microphone, DeviceError> {
+        Self::start(name, Target::Input(input))
+    }
+
+    /// Starts capturing from the input device `name`, or the default one,
+    /// handing each chunk to `on_chunk` (on the capture thread: return
+    /// quickly) instead of a call: for level meters, recording, tests.
+    ///
+    /// # Errors
+    ///
+    /// As [`Microphone::open`].
+    pub fn open_with(
+        name: Option<&str>,
+        on_chunk: impl FnMut(AudioFrame) + Send + 'static,
+    ) -> Result<Microphone, DeviceError> {
+        Self::start(name, Target::Callback(Box::new(on_chunk)))
+    }
+
+    fn start(name: Option<&str>, target: Target) -> Result<Microphone, DeviceError> {
         let muted = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(MicCounters::default());
         let (tx, rx) = mpsc::channel();
@@ -570,7 +602,7 @@ impl Microphone {
         let thread = std::thread::Builder::new()
             .name("calling-mic".into())
             .spawn(move || {
-                let (stream, opened) = match open_input(name_owned.as_deref(), input, m.clone(), c)
+                let (stream, opened) = match open_input(name_owned.as_deref(), target, m.clone(), c)
                 {
                     Ok(x) => x,
                     Err(e) => {
