@@ -62,7 +62,9 @@ fn lab() -> Option<&'static ()> {
              !!! run scripts/setup.sh (as root) to install it; see docs/DEVICES.md\n"
         ),
         Err(why) => {
-            eprintln!(
+            // Straight to stderr: the test harness captures eprintln!.
+            let _ = writeln!(
+                std::io::stderr(),
                 "\n!!! SKIPPED: the audio device test cannot run: {why}\n\
                  !!! run scripts/setup.sh (as root) and see docs/DEVICES.md; \
                  CALLING_REQUIRE_DEVICES=1 makes this a failure\n"
