@@ -48,7 +48,9 @@ use crate::raw::{AudioFrame, PushError, RawAudioInput, SAMPLE_RATE, Samples};
 /// Length of the chunks a [`Microphone`] pushes: 10 ms.
 pub const CAPTURE_CHUNK: Duration = Duration::from_millis(10);
 
-/// Most audio a [`Speaker`] holds per user; older audio is dropped.
+/// Most audio a [`Speaker`] holds per user. Past it the oldest audio is
+/// dropped down to twice [`JITTER_PREFILL`], so that a burst (or a device
+/// that started late) costs one skip instead of lasting latency.
 pub const JITTER_MAX: Duration = Duration::from_millis(200);
 
 /// Audio a [`Speaker`] gathers for a user before it starts (again) to play
@@ -289,10 +291,13 @@ fn choose_config(
     Ok(default)
 }
 
-/// Asks for a period of about 10 ms when the device allows one.
+/// Asks for periods of 20 ms (cpal makes the buffer two periods) when the
+/// device allows them: short enough for a call, long enough that a busy
+/// machine does not miss its deadlines (at 10 ms, PulseAudio's ALSA plugin
+/// reported hundreds of underruns per second on two loaded cores).
 fn stream_config(supported: &cpal::SupportedStreamConfig) -> cpal::StreamConfig {
     let mut config = supported.config();
-    let want = supported.sample_rate() / 100;
+    let want = supported.sample_rate() / 50;
     if let cpal::SupportedBufferSize::Range { min, max } = *supported.buffer_size() {
         if (min..=max).contains(&want) {
             config.buffer_size = cpal::BufferSize::Fixed(want);
@@ -705,6 +710,8 @@ pub struct SpeakerStats {
     /// 48 kHz frames dropped, oldest first, because a user's buffer held
     /// [`JITTER_MAX`] already.
     pub frames_overflowed: u64,
+    /// 48 kHz frames the device has taken from the mix (silence included).
+    pub frames_mixed: u64,
     /// Times a user's buffer ran dry while playing.
     pub underruns: u64,
     /// Errors the device stream reported (underruns, a vanished device).
@@ -737,16 +744,22 @@ impl Mixer {
             buf.frames
                 .push_back([l, if ch == 2 { clean(f[1]) } else { l }]);
         }
-        let max = frames_in(JITTER_MAX);
-        if buf.frames.len() > max {
-            let over = buf.frames.len() - max;
+        if buf.frames.len() > frames_in(JITTER_MAX) {
+            let over = buf.frames.len() - 2 * frames_in(JITTER_PREFILL);
             buf.frames.drain(..over);
             self.stats.frames_overflowed += over as u64;
         }
     }
 
+    /// Forgets users with nothing buffered and not playing (they left, or
+    /// are silent): the map stays as small as the call.
+    fn forget_idle(&mut self) {
+        self.users.retain(|_, b| b.playing || !b.frames.is_empty());
+    }
+
     /// The next 48 kHz frame: every playing user summed, clamped.
     fn next(&mut self) -> [f32; 2] {
+        self.stats.frames_mixed += 1;
         let prefill = frames_in(JITTER_PREFILL);
         let mut sum = [0.0f32; 2];
         for buf in self.users.values_mut() {
@@ -798,6 +811,7 @@ impl Playback {
         let frames = data.len() / ch;
         {
             let mut mixer = self.shared.mixer();
+            mixer.forget_idle();
             while self.ready.len() < frames {
                 let x = mixer.next();
                 let ready = &mut self.ready;
@@ -1130,12 +1144,21 @@ mod tests {
         assert_eq!(m.stats.chunks_bad, 1);
         m.take(&a, &chunk(0.1, frames_in(JITTER_MAX) + 100, 1));
         assert!(m.stats.frames_overflowed >= 100);
-        assert_eq!(m.users[&a].frames.len(), frames_in(JITTER_MAX));
-        for _ in 0..frames_in(JITTER_MAX) + 1 {
+        let kept = 2 * frames_in(JITTER_PREFILL);
+        assert_eq!(m.users[&a].frames.len(), kept);
+        assert_eq!(
+            m.users[&a].frames.back(),
+            Some(&[0.1, 0.1]),
+            "the newest stays"
+        );
+        for _ in 0..kept + 1 {
             m.next();
         }
         assert_eq!(m.stats.underruns, 2);
         assert_eq!(m.next(), [0.0, 0.0]);
+        m.take(&b, &chunk(0.5, 3, 1));
+        m.forget_idle();
+        assert_eq!(m.users.len(), 1, "only b, with audio waiting, is kept");
     }
 
     #[test]

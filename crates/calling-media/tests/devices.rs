@@ -161,6 +161,10 @@ fn rms(x: &[f32]) -> f32 {
 fn assert_tone(x: &[f32], freq: f32, what: &str) {
     let at = goertzel(x, freq);
     let other = goertzel(x, freq * 1.37);
+    eprintln!(
+        "{what}: {freq} Hz at {at:.4}, {:.0} Hz at {other:.4}",
+        freq * 1.37
+    );
     assert!(
         at > 0.05 && at > 8.0 * other,
         "{what}: {freq} Hz at {at:.4}, {:.0} Hz at {other:.4} over {} samples (rms {:.4})",
@@ -440,6 +444,7 @@ fn speaker_plays_decoded_audio() {
     assert_tone(&both, 660.0, "alice in the mix");
     assert_tone(&both, 1100.0, "bob in the mix");
     let s = speaker.stats();
+    eprintln!("{s:?}");
     assert!(s.chunks_in > 50, "{s:?}");
     assert_eq!(s.chunks_bad, 0);
 }
