@@ -140,17 +140,30 @@ fn tone(freq: f32, amplitude: f32, seconds: f32, start: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Magnitude of `freq` in `x` (a sine of amplitude A gives about A/2).
+/// Magnitude of `freq` in `x` (a sine of amplitude A gives about A/2):
+/// Goertzel over Hann-windowed blocks of 2048 samples, averaged, so that a
+/// skip in the sound (a lost or dropped chunk breaks the phase) costs only
+/// its own block.
 fn goertzel(x: &[f32], freq: f32) -> f32 {
+    const BLOCK: usize = 2048;
     let w = 2.0 * std::f32::consts::PI * freq / RATE as f32;
     let k = 2.0 * w.cos();
-    let (mut s1, mut s2) = (0.0f32, 0.0f32);
-    for &v in x {
-        let s = v + k * s1 - s2;
-        s2 = s1;
-        s1 = s;
-    }
-    (s1 * s1 + s2 * s2 - k * s1 * s2).max(0.0).sqrt() / x.len().max(1) as f32
+    let hann =
+        |i: usize| 0.5 - 0.5 * (2.0 * std::f32::consts::PI * i as f32 / (BLOCK - 1) as f32).cos();
+    let weights: f32 = (0..BLOCK).map(hann).sum();
+    let blocks: Vec<f32> = x
+        .chunks_exact(BLOCK)
+        .map(|b| {
+            let (mut s1, mut s2) = (0.0f32, 0.0f32);
+            for (i, &v) in b.iter().enumerate() {
+                let s = v * hann(i) + k * s1 - s2;
+                s2 = s1;
+                s1 = s;
+            }
+            (s1 * s1 + s2 * s2 - k * s1 * s2).max(0.0).sqrt() / weights
+        })
+        .collect();
+    blocks.iter().sum::<f32>() / blocks.len().max(1) as f32
 }
 
 fn rms(x: &[f32]) -> f32 {
