@@ -4,7 +4,8 @@
 # playwright-core from npm to drive it; and what the aiortc interop tests
 # need: a Python venv at tests/aiortc/.venv with tests/aiortc/requirements.txt;
 # coturn's turnserver for the TURN tests; iproute2, nftables and conntrack
-# for the NAT lab.
+# for the NAT lab; PulseAudio and ALSA's headers and pulse plugin for the
+# audio device tests.
 # Idempotent; quick when everything is already there. .ci/run calls it (as
 # root) before the tests.
 set -euo pipefail
@@ -40,6 +41,22 @@ for tool in ip:iproute2 nft:nftables conntrack:conntrack; do
         apt_install "${tool#*:}"
     fi
 done
+# The audio device tests (crates/calling-media/tests/devices.rs,
+# docs/DEVICES.md): cpal builds against ALSA (libasound2-dev, pkg-config);
+# a PulseAudio daemon with only null sinks (scripts/pulse.sh) stands in for
+# sound cards, reached through ALSA's pulse plugin (libasound2-plugins);
+# pacat and parec (pulseaudio-utils) play into it and record from it.
+audio_missing=""
+for pkg in pulseaudio pulseaudio-utils libasound2-dev libasound2-plugins pkg-config; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed"; then
+        audio_missing="$audio_missing $pkg"
+    fi
+done
+if [ -n "$audio_missing" ]; then
+    echo "setup: installing$audio_missing"
+    # shellcheck disable=SC2086
+    apt_install $audio_missing
+fi
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     echo "setup: installing nodejs and npm"
     apt_install nodejs npm

@@ -5,8 +5,10 @@
 # (crates/calling/tests/aiortc.rs) need the venv tests/aiortc/.venv with
 # tests/aiortc/requirements.txt; the TURN tests (crates/calling/tests/turn.rs)
 # need coturn's turnserver; the NAT lab (tests/netlab) needs root for its
-# network namespaces, iproute2, nftables and conntrack: scripts/setup.sh
-# installs them all.
+# network namespaces, iproute2, nftables and conntrack; the audio device
+# tests (crates/calling-media/tests/devices.rs, feature `devices`) need
+# ALSA's headers and pulse plugin and PulseAudio, which scripts/pulse.sh
+# starts with virtual devices: scripts/setup.sh installs them all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,9 +46,15 @@ aiortc_ready() {
     fi
 }
 
+# The device tests build cpal against ALSA and play through PulseAudio.
+devices_ready() {
+    command -v pulseaudio >/dev/null 2>&1 && command -v pacat >/dev/null 2>&1 &&
+        command -v parec >/dev/null 2>&1 && pkg-config --exists alsa 2>/dev/null
+}
+
 # A fresh machine needs only this command: install what the browser and
 # aiortc tests need when we are allowed to (root, or sudo without a password).
-if { ! browser_ready || ! aiortc_ready || ! turn_ready || ! netlab_tools; } && { [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; }; then
+if { ! browser_ready || ! aiortc_ready || ! turn_ready || ! netlab_tools || ! devices_ready; } && { [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; }; then
     scripts/setup.sh
 fi
 
@@ -70,6 +78,11 @@ if ! netlab_ready; then
     netlab_missing="yes"
     echo "!!! network namespaces cannot be created here (needs root, iproute2, nftables, conntrack, coturn): the NAT lab tests will be SKIPPED (run as root after scripts/setup.sh)" >&2
 fi
+devices_missing=""
+if ! devices_ready; then
+    devices_missing="yes"
+    echo "!!! PulseAudio, pacat/parec or ALSA's headers are missing: the audio device tests will be SKIPPED (run scripts/setup.sh)" >&2
+fi
 
 # CI explores a fixed sample of the property tests so that its verdict is
 # reproducible (one known rare case, "parties_agree_once_settled" with a
@@ -80,6 +93,13 @@ if [ -n "${CI:-}" ]; then
 fi
 
 cargo test --workspace --all-targets
+# The `devices` feature is off in the workspace run; its test starts
+# PulseAudio with virtual devices itself (scripts/pulse.sh). In CI it runs
+# even when something is missing, so that the missing piece fails the run
+# loudly.
+if [ -z "$devices_missing" ] || [ -n "${CI:-}" ]; then
+    CALLING_REQUIRE_DEVICES=1 cargo test -p calling-media --features devices --test devices
+fi
 cargo test --workspace --doc
 
 if [ -n "$browser_missing" ]; then
@@ -90,6 +110,9 @@ if [ -n "$aiortc_missing" ]; then
 fi
 if [ -n "$turn_missing" ]; then
     echo "!!! the TURN tests were SKIPPED: turnserver (Debian package coturn) is missing (run scripts/setup.sh)" >&2
+fi
+if [ -n "$devices_missing" ] && [ -z "${CI:-}" ]; then
+    echo "!!! the audio device tests were SKIPPED: PulseAudio, pacat/parec or ALSA's headers are missing (run scripts/setup.sh)" >&2
 fi
 if [ -n "$netlab_missing" ]; then
     echo "!!! the NAT lab tests were SKIPPED: network namespaces cannot be created here (run as root after scripts/setup.sh)" >&2

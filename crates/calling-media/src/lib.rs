@@ -58,6 +58,8 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod decoded;
+#[cfg(feature = "devices")]
+pub mod devices;
 mod error;
 pub mod files;
 pub mod frame;
