@@ -8,7 +8,14 @@
 //!
 //! Instead of `--user-sig`, `--secret-key` (or `CALLING_SECRET_KEY`) makes the
 //! UserSig locally, for development. `--record DIR` writes what every remote
-//! user sends into `DIR/<user>.ogg` and `DIR/<user>.h264`.
+//! user sends into `DIR/<user>.ogg` and `DIR/<user>.h264`;
+//! `--record-decoded DIR` decodes it into `DIR/<user>.y4m` (I420 video any
+//! player opens) and `DIR/<user>.wav`.
+//!
+//! Built with `--features devices`, it is a real softphone: `--mic [NAME]`
+//! captures a microphone, `--speaker [NAME]` (and `--earpiece NAME`, for
+//! `handsfree off`) plays the other users, and `--list-devices` lists what
+//! the sound system offers. `default` names the system's default device.
 //!
 //! Commands, one per line on stdin (`help` lists them): `call bob video`,
 //! `group bob,carol audio`, `accept`, `reject`, `ignore`, `hangup`,
@@ -24,8 +31,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use calling::{
-    CallEvent, Calling, CallingConfig, Event, InviteId, MediaType, RecorderSink, VideoInput,
-    VideoQuality,
+    CallEvent, Calling, CallingConfig, DecodedRecorder, Event, InviteId, MediaType, RecorderSink,
+    VideoInput, VideoQuality,
 };
 use clap::Parser;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -63,6 +70,24 @@ struct Args {
     /// roots (a private deployment's own CA).
     #[arg(long, env = "CALLING_EXTRA_CA")]
     extra_ca: Option<PathBuf>,
+    /// Decode remote media into this directory (created if missing):
+    /// `<user>.y4m` and `<user>.wav`.
+    #[arg(long)]
+    record_decoded: Option<PathBuf>,
+    /// Capture this microphone (`default`: the system's); needs the
+    /// `devices` feature. Without it, calls send a 440 Hz tone.
+    #[arg(long)]
+    mic: Option<String>,
+    /// Play the other users on this device (`default`: the system's);
+    /// needs the `devices` feature.
+    #[arg(long)]
+    speaker: Option<String>,
+    /// With `--speaker`: the device for `handsfree off` (a headset).
+    #[arg(long, requires = "speaker")]
+    earpiece: Option<String>,
+    /// List the audio devices and exit (needs the `devices` feature).
+    #[arg(long)]
+    list_devices: bool,
 }
 
 /// What the keyboard may answer.
@@ -82,6 +107,15 @@ async fn main() -> ExitCode {
         )
         .init();
     let args = Args::parse();
+    if args.list_devices {
+        return match list_devices() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(why) => {
+                eprintln!("softphone: {why}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(why) => {
@@ -111,7 +145,16 @@ async fn run(args: Args) -> Result<(), String> {
         }
         None => None,
     };
+    let decoded = match &args.record_decoded {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            Some(Arc::new(DecodedRecorder::new(dir.clone())))
+        }
+        None => None,
+    };
     let mut config = CallingConfig::default();
+    choose_devices(&args, &mut config)?;
     if !args.udp_addrs.is_empty() {
         config.media.udp_addrs = args.udp_addrs.clone();
     }
@@ -127,6 +170,12 @@ async fn run(args: Args) -> Result<(), String> {
     if let Some(rec) = &recorder {
         phone
             .set_frame_sink(Some(rec.clone()))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(rec) = &decoded {
+        phone
+            .set_decoded_sink(Some(rec.clone()))
             .await
             .map_err(|e| e.to_string())?;
     }
@@ -153,7 +202,7 @@ async fn run(args: Args) -> Result<(), String> {
                 Some(event) => show(&event, &mut pending),
                 None => {
                     println!("logged out");
-                    finish(recorder.as_deref());
+                    finish(recorder.as_deref(), decoded.as_deref());
                     return Ok(());
                 }
             },
@@ -171,17 +220,76 @@ async fn run(args: Args) -> Result<(), String> {
     if drained.is_err() {
         eprintln!("softphone: the client did not stop in time");
     }
-    finish(recorder.as_deref());
+    finish(recorder.as_deref(), decoded.as_deref());
     println!("bye");
     Ok(())
 }
 
-fn finish(recorder: Option<&RecorderSink>) {
+fn finish(recorder: Option<&RecorderSink>, decoded: Option<&DecodedRecorder>) {
     if let Some(rec) = recorder
         && let Err(e) = rec.finish()
     {
         eprintln!("recording: {e}");
     }
+    if let Some(rec) = decoded
+        && let Err(e) = rec.finish()
+    {
+        eprintln!("decoded recording: {e}");
+    }
+}
+
+/// `default` names the system's default device.
+#[cfg(feature = "devices")]
+fn device_name(name: &str) -> Option<String> {
+    (name != "default").then(|| name.to_owned())
+}
+
+/// Puts `--mic`, `--speaker` and `--earpiece` into the config.
+#[cfg(feature = "devices")]
+fn choose_devices(args: &Args, config: &mut CallingConfig) -> Result<(), String> {
+    if let Some(mic) = &args.mic {
+        config.audio = calling::AudioInput::Microphone {
+            device: device_name(mic),
+        };
+    }
+    if let Some(speaker) = &args.speaker {
+        config.audio_output = calling::AudioOutput::Device {
+            speaker: device_name(speaker),
+            earpiece: args.earpiece.as_deref().and_then(device_name),
+        };
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "devices"))]
+fn choose_devices(args: &Args, _config: &mut CallingConfig) -> Result<(), String> {
+    if args.mic.is_some() || args.speaker.is_some() {
+        return Err(
+            "--mic and --speaker need audio devices: build with `--features devices`".into(),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(feature = "devices")]
+fn list_devices() -> Result<(), String> {
+    use calling::devices;
+    for (what, list) in [
+        ("input", devices::input_devices()),
+        ("output", devices::output_devices()),
+    ] {
+        let list = list.map_err(|e| format!("cannot list {what} devices: {e}"))?;
+        for d in list {
+            let mark = if d.is_default { " (default)" } else { "" };
+            println!("{what} {}{mark}", d.name);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "devices"))]
+fn list_devices() -> Result<(), String> {
+    Err("--list-devices needs audio devices: build with `--features devices`".into())
 }
 
 fn media_type(word: Option<&str>) -> Result<MediaType, String> {

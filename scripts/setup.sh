@@ -57,6 +57,12 @@ if [ -n "$audio_missing" ]; then
     # shellcheck disable=SC2086
     apt_install $audio_missing
 fi
+# libclang: the `camera` example's V4L2 bindings are generated at build time.
+if ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 &&
+    ! ls /usr/lib/*/libclang*.so* >/dev/null 2>&1; then
+    echo "setup: installing libclang-dev"
+    apt_install libclang-dev
+fi
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     echo "setup: installing nodejs and npm"
     apt_install nodejs npm

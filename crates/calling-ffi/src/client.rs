@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use calling::{
     Calling, CallingConfig, CallingError, Codec, EncodedFrame, Events, FrameSink, InviteId,
-    MediaKind, MediaType, UserId, VideoInput, VideoQuality,
+    MediaKind, MediaType, RawAudioInput, RawVideoInput, UserId, VideoInput, VideoQuality,
 };
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
@@ -42,6 +42,8 @@ pub enum calling_video_source {
     CALLING_VIDEO_SOURCE_NONE = 0,
     /// A moving test pattern, encoded as H.264.
     CALLING_VIDEO_SOURCE_TEST_PATTERN = 1,
+    /// The app's own pictures, pushed with `calling_client_push_video`.
+    CALLING_VIDEO_SOURCE_RAW = 2,
 }
 
 /// Video profiles for `calling_client_set_video_quality`.
@@ -97,6 +99,12 @@ pub struct calling_config {
     event_capacity: u32,
     extra_ca_pem: Option<Vec<u8>>,
     udp_addrs: Option<Vec<std::net::SocketAddr>>,
+    /// The camera is the app's pushed frames (`CALLING_VIDEO_SOURCE_RAW`).
+    pub(crate) video_raw: bool,
+    /// The microphone: tone/file, pushed samples or a device.
+    pub(crate) audio: crate::media::AudioChoice,
+    /// The output device for remote audio, if any (feature `devices`).
+    pub(crate) speaker: Option<crate::media::SpeakerChoice>,
 }
 
 impl Default for calling_config {
@@ -111,17 +119,24 @@ impl Default for calling_config {
             event_capacity: 1024,
             extra_ca_pem: None,
             udp_addrs: None,
+            video_raw: false,
+            audio: crate::media::AudioChoice::Tone,
+            speaker: None,
         }
     }
 }
 
 impl calling_config {
     /// The SDK configuration this describes.
-    fn sdk_config(&self) -> CallingConfig {
+    fn sdk_config(&self, raw_video: &RawVideoInput, raw_audio: &RawAudioInput) -> CallingConfig {
         let mut cfg = CallingConfig::default();
         cfg.media.video_quality = self.video_quality;
-        cfg.video = self.video.clone();
-        cfg.audio = match &self.audio_file {
+        cfg.video = if self.video_raw {
+            Some(VideoInput::Raw(raw_video.clone()))
+        } else {
+            self.video.clone()
+        };
+        let tone = match &self.audio_file {
             Some(path) => calling::AudioInput::OggFile {
                 path: path.clone(),
                 looped: true,
@@ -131,6 +146,8 @@ impl calling_config {
                 amplitude: 0.3,
             },
         };
+        cfg.audio = self.audio.input(tone, raw_audio);
+        crate::media::apply_speaker(&mut cfg, self.speaker.as_ref());
         cfg.event_capacity = self.capacity();
         cfg.extra_ca_pem = self.extra_ca_pem.clone();
         if let Some(addrs) = &self.udp_addrs {
@@ -145,7 +162,7 @@ impl calling_config {
 }
 
 /// Runs a setter on a config: checks the handle, the panic guard around it.
-fn with_config(
+pub(crate) fn with_config(
     config: *mut calling_config,
     body: impl FnOnce(&mut calling_config) -> Result<(), calling_result>,
 ) -> calling_result {
@@ -250,9 +267,10 @@ pub unsafe extern "C" fn calling_config_set_video_source(
     source: u32,
 ) -> calling_result {
     with_config(config, |config| {
-        config.video = match source {
-            0 => None,
-            1 => Some(VideoInput::TestPattern),
+        (config.video, config.video_raw) = match source {
+            0 => (None, false),
+            1 => (Some(VideoInput::TestPattern), false),
+            2 => (None, true),
             _ => return Err(CALLING_RESULT_INVALID_ARGUMENT),
         };
         Ok(())
@@ -491,9 +509,9 @@ pub type calling_frame_callback =
     Option<unsafe extern "C" fn(user_data: *mut c_void, frame: *const calling_frame)>;
 
 /// A callback and its user data.
-struct Callback<F> {
-    f: F,
-    user_data: *mut c_void,
+pub(crate) struct Callback<F> {
+    pub(crate) f: F,
+    pub(crate) user_data: *mut c_void,
 }
 
 // SAFETY: the C API documents that user_data must be usable from any thread.
@@ -501,7 +519,7 @@ unsafe impl<F: Send> Send for Callback<F> {}
 
 /// A mutex that survives a panic while held: the data is plain state that
 /// stays consistent between statements.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -601,6 +619,12 @@ pub struct calling_client {
     shared: Arc<Shared>,
     /// What the last failed operation said, for `calling_client_last_error`.
     last_error: Mutex<String>,
+    /// Where `calling_client_push_video` frames go (the raw camera).
+    pub(crate) raw_video: RawVideoInput,
+    /// Where `calling_client_push_audio_*` samples go (the raw microphone).
+    pub(crate) raw_audio: RawAudioInput,
+    /// The decoded media callbacks.
+    pub(crate) decoded: Arc<crate::media::DecodedCallbacks>,
 }
 
 /// Why an operation on a client failed: the code C gets back and, when
@@ -612,7 +636,13 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
-    fn new(code: calling_result, detail: impl Into<String>) -> Failure {
+    /// The code C gets back.
+    #[cfg(test)]
+    pub(crate) fn code(&self) -> calling_result {
+        self.code
+    }
+
+    pub(crate) fn new(code: calling_result, detail: impl Into<String>) -> Failure {
         Failure {
             code,
             detail: Some(detail.into()),
@@ -633,7 +663,7 @@ impl From<&CallingError> for Failure {
 }
 
 /// An argument check, naming the argument in the detail when it fails.
-fn arg<T>(name: &str, checked: Result<T, calling_result>) -> Result<T, Failure> {
+pub(crate) fn arg<T>(name: &str, checked: Result<T, calling_result>) -> Result<T, Failure> {
     checked.map_err(|code| Failure::new(code, format!("`{name}`: {}", code.describe())))
 }
 
@@ -646,7 +676,7 @@ impl calling_client {
     }
 
     /// The logged-in facade client.
-    fn calling(&self) -> Result<Calling, calling_result> {
+    pub(crate) fn calling(&self) -> Result<Calling, calling_result> {
         lock(&self.session)
             .as_ref()
             .map(|s| s.calling.clone())
@@ -654,7 +684,7 @@ impl calling_client {
     }
 
     /// Runs one facade operation to completion on the runtime.
-    fn run<T, F>(&self, op: impl FnOnce(Calling) -> F) -> Result<T, Failure>
+    pub(crate) fn run<T, F>(&self, op: impl FnOnce(Calling) -> F) -> Result<T, Failure>
     where
         F: Future<Output = Result<T, CallingError>>,
     {
@@ -719,7 +749,7 @@ impl calling_client {
 /// error: checks the handle, keeps the failure's detail for
 /// `calling_client_last_error`, and turns a panic into
 /// `CALLING_RESULT_PANIC` (kept too).
-fn with_client(
+pub(crate) fn with_client(
     client: *const calling_client,
     op: &str,
     body: impl FnOnce(&calling_client) -> Result<(), Failure>,
@@ -818,11 +848,12 @@ pub unsafe extern "C" fn calling_client_new(
                 return CALLING_RESULT_IO;
             }
         };
+        let (raw_video, raw_audio) = (RawVideoInput::new(), RawAudioInput::new());
         let client = calling_client {
             runtime: Some(runtime),
             url,
             sdk_app_id: c.sdk_app_id,
-            config: c.sdk_config(),
+            config: c.sdk_config(&raw_video, &raw_audio),
             session: Mutex::new(None),
             shared: Arc::new(Shared {
                 event_cb: Mutex::new(None),
@@ -833,6 +864,9 @@ pub unsafe extern "C" fn calling_client_new(
                 frames: Mutex::new(HashMap::new()),
             }),
             last_error: Mutex::new(String::new()),
+            raw_video,
+            raw_audio,
+            decoded: Arc::default(),
         };
         // SAFETY: checked non-null; the caller promises it is writable.
         unsafe { *out = Box::into_raw(Box::new(client)) };
@@ -1076,6 +1110,8 @@ pub unsafe extern "C" fn calling_client_login(
         }
         let shared = Arc::clone(&client.shared);
         let sink: Arc<dyn FrameSink> = Arc::new(Sink(Arc::clone(&shared)));
+        // Decoding costs CPU: only when C asked for decoded media.
+        let decoded = client.decoded.sink();
         let logged_in = rt.block_on(async {
             let (calling, events) = Calling::login(
                 &client.url,
@@ -1086,6 +1122,9 @@ pub unsafe extern "C" fn calling_client_login(
             )
             .await?;
             calling.set_frame_sink(Some(sink)).await?;
+            if let Some(sink) = decoded {
+                calling.set_decoded_sink(Some(sink)).await?;
+            }
             Ok::<_, CallingError>((calling, events))
         });
         let (calling, events) = logged_in.map_err(|e| {
@@ -1440,8 +1479,10 @@ pub unsafe extern "C" fn calling_client_set_mic_mute(
     })
 }
 
-/// Hands-free: `true` stops remote audio frames reaching the frame callback
-/// and counters, `false` lets them through again.
+/// Hands-free (TRTCCalling `setHandsFree`): `true` plays remote audio on
+/// the speaker of `calling_config_set_speaker`, `false` (the default) on
+/// the earpiece; with a single speaker, both play there. Without a speaker
+/// the app plays the audio and this is only remembered. Never mutes.
 ///
 /// # Safety
 ///
@@ -1471,6 +1512,7 @@ pub unsafe extern "C" fn calling_client_open_camera(
     with_client(client, "calling_client_open_camera", |client| {
         let input = match source {
             1 => VideoInput::TestPattern,
+            2 => VideoInput::Raw(client.raw_video.clone()),
             _ => {
                 return Err(Failure::new(
                     CALLING_RESULT_INVALID_ARGUMENT,

@@ -50,6 +50,7 @@
 
 mod client;
 mod event;
+mod media;
 mod result;
 
 use std::ffi::{CString, c_char};
@@ -59,6 +60,7 @@ pub use event::{
     calling_end_reason, calling_event, calling_event_free, calling_event_kind, calling_media_state,
     calling_media_type, calling_no_answer,
 };
+pub use media::*;
 pub use result::{calling_result, calling_result_text};
 
 use result::calling_result::*;
@@ -106,6 +108,11 @@ pub const CALLING_ERROR_TURN_UNAVAILABLE: u32 = 2006;
 /// no relay candidate was gathered (refused or unanswered, as for 2006).
 /// The call goes on over direct paths, with no relay to fall back on.
 pub const CALLING_ERROR_TURN_FALLBACK_UNAVAILABLE: u32 = 2007;
+
+/// `CALLING_EVENT_ERROR` code: the speaker (`calling_config_set_speaker`)
+/// could not be opened: remote audio still reaches the callbacks, but is
+/// not played.
+pub const CALLING_ERROR_AUDIO_OUTPUT: u32 = 2008;
 
 /// The library version, e.g. `"0.1.0"`: a static string, do not free it.
 /// Equal to `CALLING_VERSION_STRING` when header and library match.
@@ -286,6 +293,7 @@ mod tests {
                 CALLING_ERROR_TURN_FALLBACK_UNAVAILABLE,
                 ErrorCode::TurnFallbackUnavailable,
             ),
+            (CALLING_ERROR_AUDIO_OUTPUT, ErrorCode::AudioOutput),
         ];
         assert_eq!(c.len(), ErrorCode::ALL.len(), "every code has a constant");
         for (constant, code) in c {

@@ -77,11 +77,21 @@ pub enum calling_result {
     /// The signaling server refused the login: it does not serve this
     /// `sdk_app_id` (or the UserSig was issued for another app).
     CALLING_RESULT_LOGIN_WRONG_APP = 23,
+    /// A pushed picture or sample chunk was dropped: no call takes it now
+    /// (none, an audio call for pictures, the camera closed, or another
+    /// source configured). Harmless; push again in a call.
+    CALLING_RESULT_NOT_SENDING = 24,
+    /// A pushed picture or sample chunk was dropped: the encoder is behind.
+    /// Push the next one.
+    CALLING_RESULT_QUEUE_FULL = 25,
+    /// The library was built without what this needs (e.g. the `devices`
+    /// feature for audio devices).
+    CALLING_RESULT_UNSUPPORTED = 26,
 }
 
 /// Every code, in order: `ALL_RESULTS[n]` is the code `n`. Codes are never
 /// renumbered or reused; new ones are appended.
-const ALL_RESULTS: [calling_result; 24] = [
+const ALL_RESULTS: [calling_result; 27] = [
     calling_result::CALLING_RESULT_OK,
     calling_result::CALLING_RESULT_NULL_PARAMETER,
     calling_result::CALLING_RESULT_INVALID_UTF8,
@@ -106,6 +116,9 @@ const ALL_RESULTS: [calling_result; 24] = [
     calling_result::CALLING_RESULT_LOGIN_SIG_EXPIRED,
     calling_result::CALLING_RESULT_LOGIN_BAD_SIGNATURE,
     calling_result::CALLING_RESULT_LOGIN_WRONG_APP,
+    calling_result::CALLING_RESULT_NOT_SENDING,
+    calling_result::CALLING_RESULT_QUEUE_FULL,
+    calling_result::CALLING_RESULT_UNSUPPORTED,
 ];
 
 impl calling_result {
@@ -154,6 +167,9 @@ impl calling_result {
             CALLING_RESULT_LOGIN_WRONG_APP => {
                 c"login refused: the server does not serve this app id"
             }
+            CALLING_RESULT_NOT_SENDING => c"no call takes this media now; dropped",
+            CALLING_RESULT_QUEUE_FULL => c"the encoder is behind; dropped",
+            CALLING_RESULT_UNSUPPORTED => c"not supported by this build of the library",
         }
     }
 }

@@ -179,3 +179,23 @@ fn c_example_places_a_call_under_sanitizers() {
         ],
     );
 }
+
+#[test]
+fn c_raw_media_example_pushes_and_decodes_under_sanitizers() {
+    let exe = compile(
+        &workspace().join("examples/c/raw_media.c"),
+        "raw_media_example",
+    );
+    let (_rt, _server, url) = server();
+    let out = run(&exe, &[url, APP.to_string(), KEY.to_owned()]);
+    check(
+        &out,
+        &[
+            "push errors ok",
+            "[bob] decoded",
+            "pictures from alice",
+            "audio chunks from alice",
+            "done",
+        ],
+    );
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use calling_core::{
     CallId, CallMachine, CallOptions, CallSnapshot, InviteId, JoinTicket, MediaType, UserId,
 };
-use calling_media::{FrameSink, PeerStats, VideoQuality};
+use calling_media::{DecodedSink, FrameSink, PeerStats, VideoQuality};
 use calling_signal::{Transport, WsConfig, WsTransport};
 use tokio::sync::{mpsc, oneshot};
 
@@ -263,13 +263,18 @@ impl Calling {
         .await
     }
 
-    /// Hands-free: `true` mutes all remote audio (remote audio frames stop
-    /// reaching the frame sink; voice volumes keep coming), `false` plays it
-    /// again. Kept across calls.
+    /// Hands-free (TRTCCalling `setHandsFree`): `true` plays remote audio
+    /// on the loudspeaker, `false` (the default) on the earpiece, as
+    /// [`crate::AudioOutput::Device`] names them; a failure to move is an
+    /// [`crate::ErrorCode::AudioOutput`] error event. With
+    /// [`crate::AudioOutput::App`] the app plays the audio and this is only
+    /// remembered. It never mutes anything. Kept across calls.
     pub async fn set_hands_free(&self, on: bool) -> Result<(), CallingError> {
         self.run(move |d| {
-            d.set_hands_free(on);
-            Box::pin(async { Ok(()) })
+            Box::pin(async move {
+                d.set_hands_free(on).await;
+                Ok(())
+            })
         })
         .await
     }
@@ -303,6 +308,23 @@ impl Calling {
     ) -> Result<(), CallingError> {
         self.run(move |d| {
             d.set_frame_sink(sink);
+            Box::pin(async { Ok(()) })
+        })
+        .await
+    }
+
+    /// Where remote media goes decoded, per user: I420 pictures and 48 kHz
+    /// PCM (TRTCCalling `startRemoteView` with rendering left to the app),
+    /// e.g. a [`calling_media::DecodedChannel`] for an async stream or a
+    /// [`calling_media::DecodedRecorder`] for Y4M and WAV files. May be set
+    /// together with [`Calling::set_frame_sink`]; decoding costs nothing
+    /// while no decoded sink is set. Kept across calls.
+    pub async fn set_decoded_sink(
+        &self,
+        sink: Option<Arc<dyn DecodedSink>>,
+    ) -> Result<(), CallingError> {
+        self.run(move |d| {
+            d.set_decoded_sink(sink);
             Box::pin(async { Ok(()) })
         })
         .await

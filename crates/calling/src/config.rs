@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use calling_media::MediaConfig;
+use calling_media::{EncodedInput, MediaConfig, RawAudioInput, RawVideoInput};
 
 use crate::clock::{Clock, TokioClock};
 
@@ -26,6 +26,67 @@ pub enum AudioInput {
         /// Start again at the end.
         looped: bool,
     },
+    /// The app's own microphone samples: 48 kHz PCM (i16 or f32, mono or
+    /// stereo, any chunk size) pushed through this handle, which the call
+    /// encodes as Opus. Keep a clone and push for as long as you like:
+    /// between calls the pushes are refused with
+    /// [`calling_media::PushError::NotSending`]; muted, they are taken and
+    /// not sent.
+    Raw(RawAudioInput),
+    /// Opus packets the app encodes itself, pushed through this handle.
+    Encoded(EncodedInput),
+    /// A capture device (feature `devices`): `device` names one as
+    /// [`calling_media::devices::input_devices`] lists it, `None` the
+    /// system default. It is opened when a call's media starts and closed
+    /// when it ends; muting pauses it. A device that cannot be opened is an
+    /// [`crate::ErrorCode::AudioSource`] error, and the others see the
+    /// audio unavailable.
+    #[cfg(feature = "devices")]
+    Microphone {
+        /// The device name; `None` for the default.
+        device: Option<String>,
+    },
+}
+
+/// Where remote audio is played.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AudioOutput {
+    /// Nowhere: remote audio reaches only the app's sinks
+    /// ([`crate::Calling::set_frame_sink`],
+    /// [`crate::Calling::set_decoded_sink`]). The default.
+    #[default]
+    App,
+    /// Output devices (feature `devices`), by name as
+    /// [`calling_media::devices::output_devices`] lists them (`None`: the
+    /// default device). The mixed audio of every remote user plays on
+    /// `speaker` with hands-free on, and on `earpiece` (a headset, a
+    /// handset) with hands-free off, which is the default; without an
+    /// earpiece, everything plays on `speaker`.
+    #[cfg(feature = "devices")]
+    Device {
+        /// The loudspeaker.
+        speaker: Option<String>,
+        /// The earpiece or headset; `None`: the speaker as well.
+        earpiece: Option<String>,
+    },
+}
+
+impl AudioOutput {
+    /// The device to play on with hands-free `on` or off.
+    #[cfg(feature = "devices")]
+    pub(crate) fn device_for(&self, hands_free: bool) -> Option<String> {
+        match self {
+            AudioOutput::App => None,
+            AudioOutput::Device { speaker, earpiece } => {
+                if hands_free {
+                    speaker.clone()
+                } else {
+                    earpiece.clone().or_else(|| speaker.clone())
+                }
+            }
+        }
+    }
 }
 
 impl Default for AudioInput {
@@ -52,13 +113,27 @@ pub enum VideoInput {
         /// Start again at the end.
         looped: bool,
     },
+    /// The app's own camera pictures (I420, NV12, RGBA or BGRA, any size,
+    /// with capture timestamps) pushed through this handle: the call
+    /// scales them to the video profile (and lower when the network asks),
+    /// encodes H.264, paces and answers key-frame requests. Keep a clone
+    /// and push for as long as you like: outside video calls and with the
+    /// camera closed the pushes are refused with
+    /// [`calling_media::PushError::NotSending`].
+    Raw(RawVideoInput),
+    /// H.264 access units (Annex B) the app encodes itself, pushed through
+    /// this handle. Key-frame requests cannot reach an app encoder: send
+    /// IDR frames regularly.
+    Encoded(EncodedInput),
 }
 
 impl AudioInput {
     /// Whether the source can start: its file, if it has one, opens.
     pub(crate) fn can_start(&self) -> bool {
         match self {
-            AudioInput::Tone { .. } => true,
+            AudioInput::Tone { .. } | AudioInput::Raw(_) | AudioInput::Encoded(_) => true,
+            #[cfg(feature = "devices")]
+            AudioInput::Microphone { .. } => true,
             AudioInput::OggFile { path, .. } => std::fs::File::open(path).is_ok(),
         }
     }
@@ -68,7 +143,7 @@ impl VideoInput {
     /// Whether the source can start: its file, if it has one, opens.
     pub(crate) fn can_start(&self) -> bool {
         match self {
-            VideoInput::TestPattern => true,
+            VideoInput::TestPattern | VideoInput::Raw(_) | VideoInput::Encoded(_) => true,
             VideoInput::H264File { path, .. } => std::fs::File::open(path).is_ok(),
         }
     }
@@ -109,6 +184,9 @@ pub struct CallingConfig {
     /// (the behaviour before). Default 10 s: a peer that really vanished
     /// is dropped that much later.
     pub reconnect_grace: Duration,
+    /// Where remote audio is played (default: nowhere, the app's sinks
+    /// only; feature `devices` adds output devices).
+    pub audio_output: AudioOutput,
 }
 
 impl CallingConfig {
@@ -134,6 +212,7 @@ impl Default for CallingConfig {
             clock: Arc::new(TokioClock),
             extra_ca_pem: None,
             reconnect_grace: Duration::from_secs(10),
+            audio_output: AudioOutput::App,
         }
     }
 }

@@ -25,7 +25,7 @@ use calling_core::{
     ResetReason, UserId,
 };
 use calling_media::{
-    AudioSource, FrameSink, MediaError, MediaEvent, MediaKind, MediaSession, MediaSignal,
+    DecodedSink, FrameSink, MediaError, MediaEvent, MediaKind, MediaSession, MediaSignal,
     PeerMedia, PeerState, VideoQuality, VideoSource,
 };
 use calling_signal::{MessageId, Transport, TransportEvent};
@@ -34,7 +34,8 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{AudioInput, CallingConfig, VideoInput};
+use crate::audio_io::AudioIo;
+use crate::config::{CallingConfig, VideoInput};
 use crate::error::CallingError;
 use crate::event::{ErrorCode, Event, MediaState};
 use crate::guard::{Parties, Strangers};
@@ -62,6 +63,8 @@ struct Media {
     interrupted: HashSet<UserId>,
     /// Peers whose media failed for good.
     failed: HashSet<UserId>,
+    /// The call's microphone and speaker devices, if any.
+    audio_io: AudioIo,
     /// The transport's ICE servers the session last got.
     ice_seen: Vec<calling_signal::protocol::IceServer>,
 }
@@ -103,6 +106,7 @@ struct Local {
     quality: VideoQuality,
     sink: Option<Arc<dyn FrameSink>>,
     local_sink: Option<Arc<dyn FrameSink>>,
+    decoded_sink: Option<Arc<dyn DecodedSink>>,
     /// Whether the microphone source of the current call is running.
     audio_ok: bool,
     /// Whether the camera source of the current call is running (or not
@@ -158,6 +162,7 @@ impl Driver {
             quality: config.media.video_quality,
             sink: None,
             local_sink: None,
+            decoded_sink: None,
             audio_ok: true,
             video_ok: true,
         };
@@ -334,15 +339,20 @@ impl Driver {
         self.local.mic_muted = muted;
         if let Some(m) = &self.media {
             m.session.set_mic_mute(muted);
+            m.audio_io.set_mic_muted(muted);
         }
         self.announce_media();
         self.drain().await;
     }
 
-    pub(crate) fn set_hands_free(&mut self, on: bool) {
+    pub(crate) async fn set_hands_free(&mut self, on: bool) {
         self.local.hands_free = on;
-        if let Some(m) = &self.media {
-            m.session.set_hands_free(on);
+        let moved = match &self.media {
+            Some(m) => m.audio_io.set_hands_free(&self.config.audio_output, on),
+            None => Ok(()),
+        };
+        if let Err(e) = moved {
+            self.error(ErrorCode::AudioOutput, e).await;
         }
     }
 
@@ -372,6 +382,14 @@ impl Driver {
             m.session.set_frame_sink(sink.clone());
         }
         self.local.sink = sink;
+    }
+
+    pub(crate) fn set_decoded_sink(&mut self, sink: Option<Arc<dyn DecodedSink>>) {
+        if let Some(m) = &self.media {
+            m.session
+                .set_decoded_sink(m.audio_io.decoded_sink(sink.clone()));
+        }
+        self.local.decoded_sink = sink;
     }
 
     pub(crate) fn set_local_sink(&mut self, sink: Option<Arc<dyn FrameSink>>) {
@@ -944,10 +962,18 @@ impl Driver {
             }
         };
         session.set_mic_mute(self.local.mic_muted);
-        session.set_hands_free(self.local.hands_free);
         session.set_frame_sink(self.local.sink.clone());
         session.set_local_sink(self.local.local_sink.clone());
-        let audio = session.set_audio_source(Some(audio_source(&self.config.audio)));
+        let mut audio_io = AudioIo::default();
+        let output = audio_io.open_output(&self.config.audio_output, self.local.hands_free);
+        session.set_decoded_sink(audio_io.decoded_sink(self.local.decoded_sink.clone()));
+        let audio = match audio_io.audio_source(&self.config.audio) {
+            Ok(source) => session
+                .set_audio_source(Some(source))
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        audio_io.set_mic_muted(self.local.mic_muted);
         self.media = Some(Media {
             call_id,
             session,
@@ -956,11 +982,15 @@ impl Driver {
             parties: HashMap::new(),
             interrupted: HashSet::new(),
             failed: HashSet::new(),
+            audio_io,
             ice_seen,
         });
         self.local.audio_ok = audio.is_ok();
         if let Err(e) = audio {
             self.error(ErrorCode::AudioSource, e).await;
+        }
+        if let Err(e) = output {
+            self.error(ErrorCode::AudioOutput, e).await;
         }
         self.start_video().await;
     }
@@ -1050,22 +1080,6 @@ impl Driver {
     }
 }
 
-fn audio_source(input: &AudioInput) -> AudioSource {
-    match input {
-        AudioInput::Tone {
-            frequency_hz,
-            amplitude,
-        } => AudioSource::Tone {
-            frequency_hz: *frequency_hz,
-            amplitude: *amplitude,
-        },
-        AudioInput::OggFile { path, looped } => AudioSource::OggFile {
-            path: path.clone(),
-            looped: *looped,
-        },
-    }
-}
-
 fn video_source(input: &VideoInput) -> VideoSource {
     match input {
         VideoInput::TestPattern => VideoSource::TestPattern,
@@ -1074,6 +1088,8 @@ fn video_source(input: &VideoInput) -> VideoSource {
             fps: *fps,
             looped: *looped,
         },
+        VideoInput::Raw(input) => VideoSource::Raw(input.clone()),
+        VideoInput::Encoded(input) => VideoSource::Encoded(input.clone()),
     }
 }
 

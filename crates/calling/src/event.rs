@@ -127,11 +127,15 @@ pub enum ErrorCode {
     /// direct and server-reflexive paths, with no relay to fall back on
     /// behind a strict NAT.
     TurnFallbackUnavailable,
+    /// The audio output device (`AudioOutput::Device`, feature `devices`)
+    /// could not be opened: remote audio still reaches the app's sinks,
+    /// but is not played.
+    AudioOutput,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 7] = [
+    pub const ALL: [ErrorCode; 8] = [
         ErrorCode::MediaStart,
         ErrorCode::AudioSource,
         ErrorCode::VideoSource,
@@ -139,6 +143,7 @@ impl ErrorCode {
         ErrorCode::NoCommonAudioCodec,
         ErrorCode::TurnUnavailable,
         ErrorCode::TurnFallbackUnavailable,
+        ErrorCode::AudioOutput,
     ];
 
     /// The stable number of this code.
@@ -151,6 +156,7 @@ impl ErrorCode {
             ErrorCode::NoCommonAudioCodec => 2005,
             ErrorCode::TurnUnavailable => 2006,
             ErrorCode::TurnFallbackUnavailable => 2007,
+            ErrorCode::AudioOutput => 2008,
         }
     }
 }
@@ -165,6 +171,7 @@ impl std::fmt::Display for ErrorCode {
             ErrorCode::NoCommonAudioCodec => "no common audio codec",
             ErrorCode::TurnUnavailable => "no TURN relay for relay-only media",
             ErrorCode::TurnFallbackUnavailable => "no TURN relay to fall back on",
+            ErrorCode::AudioOutput => "the speaker could not start",
         };
         f.write_str(text)
     }
@@ -177,6 +184,6 @@ mod tests {
     #[test]
     fn error_codes_are_distinct_and_in_order() {
         let codes: Vec<u32> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
-        assert_eq!(codes, [2001, 2002, 2003, 2004, 2005, 2006, 2007]);
+        assert_eq!(codes, [2001, 2002, 2003, 2004, 2005, 2006, 2007, 2008]);
     }
 }

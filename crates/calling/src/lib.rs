@@ -35,6 +35,7 @@
 //! # Ok(()) }
 //! ```
 
+mod audio_io;
 mod client;
 mod clock;
 mod config;
@@ -47,7 +48,7 @@ mod wire;
 pub use calling_signal::WsTransport;
 pub use client::{Calling, Events};
 pub use clock::{Clock, TokioClock};
-pub use config::{AudioInput, CallingConfig, VideoInput};
+pub use config::{AudioInput, AudioOutput, CallingConfig, VideoInput};
 pub use error::CallingError;
 pub use event::{CallEvent, ErrorCode, Event, MediaState};
 pub use wire::MEDIA_KIND;
@@ -59,10 +60,16 @@ pub use calling_core::{
     EndReason, GroupId, IdError, InviteId, JoinError, JoinSecret, JoinTicket, MAX_USER_ID_LEN,
     MediaType, NoAnswer, RoomId, StaleReason, SwitchError, UserId,
 };
+/// Audio devices: list them, capture a microphone, play a speaker.
+#[cfg(feature = "devices")]
+pub use calling_media::devices;
+pub use calling_media::raw::{MAX_DIMENSION, SAMPLE_RATE};
 pub use calling_media::{
-    AudioSource, CandidateKind, ChannelSink, Codec, EncodedFrame, FrameSink, MediaConfig,
-    MediaError, MediaKind, PeerState, PeerStats, RecorderSink, RemoteFrame, SelectedPair,
-    VideoQuality, VideoSource,
+    AudioFrame, AudioSource, CandidateKind, ChannelSink, Codec, Decoded, DecodedAudioFrame,
+    DecodedChannel, DecodedRecorder, DecodedSink, DecodedVideoFrame, EncodedFrame, EncodedInput,
+    FrameError, FrameInput, FrameSink, InputStats, MediaConfig, MediaError, MediaKind, PeerState,
+    PeerStats, PixelFormat, PushError, RawAudioInput, RawVideoInput, RecorderSink, RemoteFrame,
+    Samples, SelectedPair, VideoFrame, VideoQuality, VideoSource, VideoTarget,
 };
 pub use calling_signal::protocol::ErrorCode as ServerErrorCode;
 pub use calling_signal::{
