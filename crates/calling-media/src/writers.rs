@@ -357,8 +357,9 @@ const MAX_SILENCE: Duration = Duration::from_secs(10);
 ///
 /// A Y4M file holds one picture size: when the sender changes resolution,
 /// the recording goes on in `<user>-2.y4m`, then `<user>-3.y4m`, and so on.
-/// The frame rate in a Y4M header is learnt from the first pictures'
-/// timestamps ([`DEFAULT_FRAME_RATE`] if they do not tell); pictures are
+/// The frame rate in a Y4M header is learnt from the timestamps of the
+/// file's first eight pictures, held in memory until then
+/// ([`DEFAULT_FRAME_RATE`] if they do not tell); pictures are
 /// written one after the other at that rate, without filling gaps. Gaps in
 /// the audio (up to 10 s) are filled with silence, so that the WAV file
 /// keeps time with the call.
