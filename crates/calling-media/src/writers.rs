@@ -357,8 +357,9 @@ const MAX_SILENCE: Duration = Duration::from_secs(10);
 ///
 /// A Y4M file holds one picture size: when the sender changes resolution,
 /// the recording goes on in `<user>-2.y4m`, then `<user>-3.y4m`, and so on.
-/// The frame rate in a Y4M header is learnt from the first pictures'
-/// timestamps ([`DEFAULT_FRAME_RATE`] if they do not tell); pictures are
+/// The frame rate in a Y4M header is learnt from the timestamps of the
+/// file's first eight pictures, held in memory until then
+/// ([`DEFAULT_FRAME_RATE`] if they do not tell); pictures are
 /// written one after the other at that rate, without filling gaps. Gaps in
 /// the audio (up to 10 s) are filled with silence, so that the WAV file
 /// keeps time with the call.
@@ -370,6 +371,8 @@ pub struct DecodedRecorder {
     dir: PathBuf,
     users: Mutex<HashMap<UserId, Arc<UserFiles>>>,
     errors: AtomicU64,
+    /// The first error met, for [`DecodedRecorder::finish`] to return.
+    first_error: Mutex<Option<WriterError>>,
     finished: AtomicBool,
 }
 
@@ -439,6 +442,7 @@ impl DecodedRecorder {
             dir: dir.into(),
             users: Mutex::new(HashMap::new()),
             errors: AtomicU64::new(0),
+            first_error: Mutex::new(None),
             finished: AtomicBool::new(false),
         }
     }
@@ -464,13 +468,16 @@ impl DecodedRecorder {
         lock(&self.users).entry(user.clone()).or_default().clone()
     }
 
-    fn failed(&self, n: u64, error: &WriterError, first: bool) {
+    /// Counts `n` frames lost to `error`, logs it (loudly if it is the
+    /// first of its file) and keeps it if it is the first of all.
+    fn failed(&self, n: u64, error: WriterError, loud: bool) {
         self.errors.fetch_add(n, Ordering::Relaxed);
-        if first {
+        if loud {
             tracing::warn!(%error, "decoded recording: write failed");
         } else {
             tracing::debug!(%error, "decoded recording: write failed");
         }
+        lock(&self.first_error).get_or_insert(error);
     }
 
     /// Creates the current Y4M file of `v` and writes its held-back
@@ -495,7 +502,7 @@ impl DecodedRecorder {
                 }
                 Err(e) => {
                     v.failed = true;
-                    self.failed(pending.len() as u64, &e, true);
+                    self.failed(pending.len() as u64, e, true);
                     return;
                 }
             }
@@ -507,7 +514,7 @@ impl DecodedRecorder {
         };
         for (i, frame) in pending.iter().enumerate() {
             if let Err(e) = writer.write(frame) {
-                self.failed(1, &e, i == 0);
+                self.failed(1, e, i == 0);
             }
         }
     }
@@ -528,34 +535,27 @@ impl DecodedRecorder {
     ///
     /// # Errors
     ///
-    /// The first error met; the other files are still closed. Every error
-    /// is also counted in [`errors`](Self::errors).
+    /// The first error met while recording or closing (each is also
+    /// counted in [`errors`](Self::errors) and logged); every file is
+    /// still closed.
     pub fn finish(&self) -> Result<(), WriterError> {
         self.finished.store(true, Ordering::Release);
         let users: Vec<(UserId, Arc<UserFiles>)> = lock(&self.users)
             .iter()
             .map(|(u, f)| (u.clone(), f.clone()))
             .collect();
-        let mut first = Ok(());
         for (user, files) in users {
-            let errors_before = self.errors();
             self.end_video_file(&user, &mut lock(&files.video));
-            if self.errors() > errors_before && first.is_ok() {
-                first = Err(WriterError::Unsupported {
-                    path: self.dir.join(format!("{user}.y4m")),
-                    reason: "pictures could not be written; see the log".into(),
-                });
-            }
             if let Some(w) = lock(&files.audio).writer.take() {
                 if let Err(e) = w.finish() {
-                    self.failed(1, &e, true);
-                    if first.is_ok() {
-                        first = Err(e);
-                    }
+                    self.failed(1, e, true);
                 }
             }
         }
-        first
+        match lock(&self.first_error).take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
@@ -581,7 +581,8 @@ impl DecodedSink for DecodedRecorder {
         }
         if let Some(w) = v.writer.as_mut() {
             if let Err(e) = w.write(frame) {
-                self.failed(1, &e, w.frames() == 0);
+                let loud = w.frames() == 0;
+                self.failed(1, e, loud);
             }
             return;
         }
@@ -611,7 +612,7 @@ impl DecodedSink for DecodedRecorder {
                 }
                 Err(e) => {
                     a.failed = true;
-                    self.failed(1, &e, true);
+                    self.failed(1, e, true);
                     return;
                 }
             }
@@ -625,12 +626,13 @@ impl DecodedSink for DecodedRecorder {
         if gap > Duration::from_millis(20) && gap <= MAX_SILENCE {
             let samples = (gap.as_secs_f64() * f64::from(SAMPLE_RATE)).round() as u64;
             if let Err(e) = w.write_silence(samples) {
-                self.failed(1, &e, false);
+                self.failed(1, e, false);
                 return;
             }
         }
         if let Err(e) = w.write(frame) {
-            self.failed(1, &e, w.samples() == 0);
+            let loud = w.samples() == 0;
+            self.failed(1, e, loud);
         }
     }
 }
@@ -815,7 +817,7 @@ mod tests {
         let mut bad = picture(4, 4, 0, 40);
         bad.data = Bytes::from_static(&[1, 2, 3]);
         rec.on_video(&u, &bad);
-        assert!(rec.finish().is_err());
+        assert!(matches!(rec.finish(), Err(WriterError::Io { .. })));
         assert_eq!(rec.errors(), 3 + 2);
         assert!(rec.files().is_empty());
     }

@@ -107,6 +107,8 @@ struct Shared {
     want_keyframe: AtomicBool,
     /// The thread has ended (sink gone, or it could not start its decoder).
     finished: AtomicBool,
+    /// The codec's decoder could not be created: trying again is no use.
+    unusable: AtomicBool,
     /// Encoded frames dropped because the queue was full.
     dropped: AtomicU64,
 }
@@ -174,6 +176,7 @@ impl TrackDecoder {
             // Started mid-stream, video needs a key frame first.
             want_keyframe: AtomicBool::new(codec == Codec::H264),
             finished: AtomicBool::new(false),
+            unusable: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
         });
         Some(TrackDecoder {
@@ -255,6 +258,9 @@ pub(super) struct TrackDecoding {
     decoder: Option<TrackDecoder>,
     /// Whether we said, once, that this track is not decoded.
     told_undecoded: bool,
+    /// This track cannot be decoded here (VP8, or no decoder could be
+    /// made): no thread is started for it again.
+    undecodable: bool,
 }
 
 impl TrackDecoding {
@@ -264,6 +270,7 @@ impl TrackDecoding {
             codec,
             decoder: None,
             told_undecoded: false,
+            undecodable: codec == Codec::Vp8,
         }
     }
 
@@ -279,22 +286,23 @@ impl TrackDecoding {
             self.decoder = None;
             return;
         }
-        if self.decoder.as_ref().is_some_and(TrackDecoder::is_finished) {
-            self.decoder = None;
+        if let Some(d) = self.decoder.take_if(|d| d.is_finished()) {
+            self.undecodable |= d.shared.unusable.load(Ordering::Acquire);
+        }
+        if self.undecodable {
+            if self.codec == Codec::Vp8 && !self.told_undecoded {
+                self.told_undecoded = true;
+                tracing::info!(
+                    user = %self.user,
+                    "VP8 video is not decoded (no VP8 decoder builds with cargo alone); \
+                     its encoded frames still reach the frame sink"
+                );
+            }
+            return;
         }
         if self.decoder.is_none() {
-            if self.codec == Codec::Vp8 {
-                if !self.told_undecoded {
-                    self.told_undecoded = true;
-                    tracing::info!(
-                        user = %self.user,
-                        "VP8 video is not decoded (no VP8 decoder builds with cargo alone); \
-                         its encoded frames still reach the frame sink"
-                    );
-                }
-                return;
-            }
             self.decoder = TrackDecoder::start(&self.user, self.codec, slot.clone());
+            self.undecodable = self.decoder.is_none();
         }
         if let Some(d) = self.decoder.as_mut() {
             d.push(data, ts, loss);
@@ -340,6 +348,7 @@ impl Worker {
     /// Takes jobs until the queue closes or the sink is unset.
     fn run(&self, decoder: Option<impl Decode>) {
         let Some(mut decoder) = decoder else {
+            self.shared.unusable.store(true, Ordering::Release);
             return;
         };
         loop {
@@ -596,6 +605,7 @@ mod tests {
             ready: Condvar::new(),
             want_keyframe: AtomicBool::new(false),
             finished: AtomicBool::new(false),
+            unusable: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
         }
     }
@@ -762,8 +772,48 @@ mod tests {
 
     #[test]
     fn vp8_gets_no_decoder() {
+        let sink: Arc<dyn DecodedSink> = Arc::new(Collect::default());
+        let slot: Arc<DecodedSlot> = Arc::new(RwLock::new(Some(sink)));
+        let user = UserId::new("u").unwrap();
+        assert!(TrackDecoder::start(&user, Codec::Vp8, slot.clone()).is_none());
+        let mut t = TrackDecoding::new(user, Codec::Vp8);
+        for ts in 0..3 {
+            t.feed(
+                &slot,
+                Bytes::from_static(&[0x10, 0, 0]),
+                ts,
+                Loss::default(),
+            );
+        }
+        assert!(t.decoder.is_none() && t.told_undecoded);
+        assert!(!t.wants_keyframe(), "no key frames asked for VP8");
+    }
+
+    #[test]
+    fn decoders_start_with_a_sink_and_stop_without() {
         let slot: Arc<DecodedSlot> = Arc::new(RwLock::new(None));
         let user = UserId::new("u").unwrap();
-        assert!(TrackDecoder::start(&user, Codec::Vp8, slot).is_none());
+        let mut t = TrackDecoding::new(user, Codec::Opus);
+        let packet = Bytes::from(opus_packets(1).remove(0));
+        t.feed(&slot, packet.clone(), 0, Loss::default());
+        assert!(t.decoder.is_none(), "no sink, no decoder");
+        let sink = Arc::new(Collect::default());
+        *slot.write().unwrap() = Some(sink.clone());
+        t.feed(&slot, packet.clone(), 960, Loss::default());
+        let shared = t.decoder.as_ref().unwrap().shared.clone();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sink.audio.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "nothing decoded");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        *slot.write().unwrap() = None;
+        t.feed(&slot, packet, 1920, Loss::default());
+        assert!(t.decoder.is_none());
+        while !shared.finished.load(Ordering::Acquire) {
+            assert!(Instant::now() < deadline, "the thread did not end");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!shared.unusable.load(Ordering::Acquire));
+        assert_eq!(sink.audio.lock().unwrap().len(), 1);
     }
 }
