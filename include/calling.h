@@ -61,6 +61,11 @@
 // The call goes on over direct paths, with no relay to fall back on.
 #define CALLING_ERROR_TURN_FALLBACK_UNAVAILABLE 2007
 
+// `CALLING_EVENT_ERROR` code: the speaker (`calling_config_set_speaker`)
+// could not be opened: remote audio still reaches the callbacks, but is
+// not played.
+#define CALLING_ERROR_AUDIO_OUTPUT 2008
+
 // What every fallible function returns. `CALLING_RESULT_OK` is zero;
 // [`calling_result_text`] names each code.
 enum calling_result
@@ -132,6 +137,16 @@ enum calling_result
   // The signaling server refused the login: it does not serve this
   // `sdk_app_id` (or the UserSig was issued for another app).
   CALLING_RESULT_LOGIN_WRONG_APP = 23,
+  // A pushed picture or sample chunk was dropped: no call takes it now
+  // (none, an audio call for pictures, the camera closed, or another
+  // source configured). Harmless; push again in a call.
+  CALLING_RESULT_NOT_SENDING = 24,
+  // A pushed picture or sample chunk was dropped: the encoder is behind.
+  // Push the next one.
+  CALLING_RESULT_QUEUE_FULL = 25,
+  // The library was built without what this needs (e.g. the `devices`
+  // feature for audio devices).
+  CALLING_RESULT_UNSUPPORTED = 26,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -372,6 +387,8 @@ enum calling_video_source
   CALLING_VIDEO_SOURCE_NONE = 0,
   // A moving test pattern, encoded as H.264.
   CALLING_VIDEO_SOURCE_TEST_PATTERN = 1,
+  // The app's own pictures, pushed with `calling_client_push_video`.
+  CALLING_VIDEO_SOURCE_RAW = 2,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -441,6 +458,73 @@ enum calling_codec
 typedef enum calling_codec calling_codec;
 #else
 typedef uint32_t calling_codec;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// Pixel layouts of pictures pushed with `calling_client_push_video`.
+enum calling_pixel_format
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Planar 4:2:0: Y, U, V planes (3 planes).
+  CALLING_PIXEL_FORMAT_I420 = 0,
+  // Semi-planar 4:2:0: Y plane, interleaved UV plane (2 planes).
+  CALLING_PIXEL_FORMAT_NV12 = 1,
+  // Packed 8-bit R, G, B, A (1 plane).
+  CALLING_PIXEL_FORMAT_RGBA = 2,
+  // Packed 8-bit B, G, R, A (1 plane).
+  CALLING_PIXEL_FORMAT_BGRA = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum calling_pixel_format calling_pixel_format;
+#else
+typedef uint32_t calling_pixel_format;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// What feeds the microphone track, for `calling_config_set_audio_source`.
+enum calling_audio_source
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // The generated tone, or the Ogg/Opus file of
+  // `calling_config_set_audio_file` (the default).
+  CALLING_AUDIO_SOURCE_TONE = 0,
+  // The app's own samples, pushed with `calling_client_push_audio_i16`
+  // or `calling_client_push_audio_f32`.
+  CALLING_AUDIO_SOURCE_RAW = 1,
+  // A capture device: the one named with `calling_config_set_microphone`,
+  // else the system default. Needs a library built with the `devices`
+  // feature.
+  CALLING_AUDIO_SOURCE_MICROPHONE = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum calling_audio_source calling_audio_source;
+#else
+typedef uint32_t calling_audio_source;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// Which devices `calling_audio_devices` lists.
+enum calling_device_direction
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Capture devices (microphones).
+  CALLING_DEVICE_INPUT = 0,
+  // Playback devices (speakers, headsets).
+  CALLING_DEVICE_OUTPUT = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum calling_device_direction calling_device_direction;
+#else
+typedef uint32_t calling_device_direction;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -575,6 +659,65 @@ typedef struct {
   // Largest inbound interarrival jitter, in seconds.
   double jitter;
 } calling_peer_stats;
+
+// One decoded picture, valid only during the decoded video callback: I420
+// planes owned by the library. Copy what you keep. Fields may be added at
+// the end in later versions.
+typedef struct {
+  // Who sent it.
+  const char *user;
+  // Width in pixels; may change between pictures.
+  uint32_t width;
+  // Height in pixels.
+  uint32_t height;
+  // The Y plane: `height` rows of `y_stride` bytes.
+  const uint8_t *y;
+  // The U plane: `(height + 1) / 2` rows of `uv_stride` bytes.
+  const uint8_t *u;
+  // The V plane, as U.
+  const uint8_t *v;
+  // Bytes from one Y row to the next.
+  uint32_t y_stride;
+  // Bytes from one U (or V) row to the next.
+  uint32_t uv_stride;
+  // The RTP timestamp (90 kHz).
+  uint32_t rtp_timestamp;
+  // Media time since the sender's first picture, in microseconds.
+  uint64_t timestamp_us;
+} calling_decoded_video;
+
+// Called for every decoded picture of every remote user, on one of the
+// client's decoder threads (one per remote track). Return quickly: a slow
+// callback holds that user's decoding up (never the network), and
+// pictures are then skipped until the next key frame. It may call
+// `calling_client_push_*`, but no blocking `calling_client_*` function.
+typedef void (*calling_decoded_video_callback)(void *user_data, const calling_decoded_video *frame);
+
+// One decoded chunk of audio, valid only during the decoded audio
+// callback: interleaved float samples owned by the library. Fields may be
+// added at the end in later versions.
+typedef struct {
+  // Who sent it.
+  const char *user;
+  // `frames * channels` interleaved samples, -1.0 to 1.0.
+  const float *samples;
+  // Samples per channel.
+  size_t frames;
+  // Channels (1 or 2).
+  uint32_t channels;
+  // Samples per second (48000).
+  uint32_t sample_rate;
+  // The RTP timestamp (48 kHz).
+  uint32_t rtp_timestamp;
+  // Media time since the sender's first packet, in microseconds.
+  uint64_t timestamp_us;
+  // Whether this chunk was made up for a lost packet.
+  bool concealed;
+} calling_decoded_audio;
+
+// Called for every decoded chunk of remote audio, under the rules of
+// [`calling_decoded_video_callback`].
+typedef void (*calling_decoded_audio_callback)(void *user_data, const calling_decoded_audio *frame);
 
 #ifdef __cplusplus
 extern "C" {
@@ -973,8 +1116,10 @@ calling_result calling_client_answer_media_switch(calling_client *client,
 // `client` NULL or live.
 calling_result calling_client_set_mic_mute(calling_client *client, bool muted);
 
-// Hands-free: `true` stops remote audio frames reaching the frame callback
-// and counters, `false` lets them through again.
+// Hands-free (TRTCCalling `setHandsFree`): `true` plays remote audio on
+// the speaker of `calling_config_set_speaker`, `false` (the default) on
+// the earpiece; with a single speaker, both play there. Without a speaker
+// the app plays the audio and this is only remembered. Never mutes.
 //
 // # Safety
 //
@@ -1054,6 +1199,132 @@ calling_result calling_client_peer_stats(calling_client *client,
 //
 // `event` is NULL or an event from the poll functions not freed before.
 void calling_event_free(calling_event *event);
+
+// Registers the decoded video callback (NULL removes it). Decoding runs
+// only while a decoded callback (video or audio) is registered; the
+// encoded frame callback is unaffected. Replacing it waits for a call of
+// the old one in progress. Not from inside a callback
+// (`CALLING_RESULT_WRONG_THREAD`).
+//
+// # Safety
+//
+// `client` is NULL or live; `user_data` must be usable from any thread
+// until the callback is replaced or the client freed.
+calling_result calling_client_set_decoded_video_callback(calling_client *client,
+                                                         calling_decoded_video_callback callback,
+                                                         void *user_data);
+
+// Registers the decoded audio callback (NULL removes it), as
+// `calling_client_set_decoded_video_callback`.
+//
+// # Safety
+//
+// As `calling_client_set_decoded_video_callback`.
+calling_result calling_client_set_decoded_audio_callback(calling_client *client,
+                                                         calling_decoded_audio_callback callback,
+                                                         void *user_data);
+
+// Pushes one picture of the app's camera into the call: a `format`
+// (`calling_pixel_format`) picture of `width` x `height` pixels in
+// `plane_count` planes (`planes[i]` with `strides[i]` bytes from one row
+// to the next; I420: Y, U, V; NV12: Y, UV; RGBA/BGRA: one). The library
+// copies the picture before returning: the planes stay the caller's.
+// `timestamp_us` is the capture time on any clock that only moves
+// forward. The camera must be `CALLING_VIDEO_SOURCE_RAW`
+// (`calling_config_set_video_source` or `calling_client_open_camera`).
+//
+// Never blocks; may be called from any thread, including callbacks.
+// `CALLING_RESULT_NOT_SENDING` when no call takes pictures now (none, an
+// audio call, or the camera closed), `CALLING_RESULT_QUEUE_FULL` when the
+// encoder is behind (the picture is dropped: push the next one),
+// `CALLING_RESULT_INVALID_ARGUMENT` for a malformed picture (the detail in
+// `calling_client_last_error`).
+//
+// # Safety
+//
+// `client` is NULL or live; `planes` and `strides` are NULL or hold
+// `plane_count` entries; each plane is NULL or readable for
+// `strides[i] * (rows - 1) + row_bytes` bytes.
+calling_result calling_client_push_video(calling_client *client,
+                                         uint32_t format,
+                                         uint32_t width,
+                                         uint32_t height,
+                                         const uint8_t *const *planes,
+                                         const size_t *strides,
+                                         size_t plane_count,
+                                         uint64_t timestamp_us);
+
+// Pushes `count` interleaved 16-bit samples of `channels` (1 or 2)
+// channels at 48 kHz, any chunk size up to 1 s, into the call. The
+// library copies them. The microphone must be `CALLING_AUDIO_SOURCE_RAW`.
+// Never blocks; any thread. `CALLING_RESULT_NOT_SENDING` outside a call,
+// `CALLING_RESULT_QUEUE_FULL` when the encoder is over a second behind,
+// `CALLING_RESULT_INVALID_ARGUMENT` for a count that does not split into
+// the channels.
+//
+// # Safety
+//
+// `client` is NULL or live; `samples` is NULL or readable for `count`
+// samples.
+calling_result calling_client_push_audio_i16(calling_client *client,
+                                             const int16_t *samples,
+                                             size_t count,
+                                             uint32_t channels);
+
+// As `calling_client_push_audio_i16`, for 32-bit float samples (-1.0 to
+// 1.0; NaN or infinity is `CALLING_RESULT_INVALID_ARGUMENT`).
+//
+// # Safety
+//
+// `client` is NULL or live; `samples` is NULL or readable for `count`
+// samples.
+calling_result calling_client_push_audio_f32(calling_client *client,
+                                             const float *samples,
+                                             size_t count,
+                                             uint32_t channels);
+
+// Chooses what feeds the microphone track, a `calling_audio_source`
+// (default `CALLING_AUDIO_SOURCE_TONE`). `CALLING_RESULT_UNSUPPORTED` for
+// `CALLING_AUDIO_SOURCE_MICROPHONE` in a library built without the
+// `devices` feature; `CALLING_RESULT_INVALID_ARGUMENT` for another value.
+//
+// # Safety
+//
+// `config` is NULL or live.
+calling_result calling_config_set_audio_source(calling_config *config, uint32_t source);
+
+// Uses the capture device named `name` (as `calling_audio_devices` lists
+// it; NULL: the system default) as the microphone, and makes
+// `CALLING_AUDIO_SOURCE_MICROPHONE` the audio source. A device that cannot
+// be opened when a call starts is a `CALLING_ERROR_AUDIO_SOURCE` error
+// event, and the others see the audio unavailable.
+// `CALLING_RESULT_UNSUPPORTED` without the `devices` feature.
+//
+// # Safety
+//
+// `config` is NULL or live; `name` NULL or NUL-terminated.
+calling_result calling_config_set_microphone(calling_config *config, const char *name);
+
+// Plays the remote users' audio, mixed, on the playback device named
+// `name` (NULL: the system default). Hands-free
+// (`calling_client_set_hands_free`) keeps this device.
+// `CALLING_RESULT_UNSUPPORTED` without the `devices` feature.
+//
+// # Safety
+//
+// `config` is NULL or live; `name` NULL or NUL-terminated.
+calling_result calling_config_set_speaker(calling_config *config, const char *name);
+
+// Writes the names of the audio devices of `direction` (a
+// `calling_device_direction`) to `*out`, one per line, the default one
+// first. Free it with `calling_string_free`. `CALLING_RESULT_UNSUPPORTED`
+// without the `devices` feature; `CALLING_RESULT_MEDIA` when the sound
+// system cannot be asked.
+//
+// # Safety
+//
+// `out` is NULL or writable.
+calling_result calling_audio_devices(uint32_t direction, char **out);
 
 // A static, NUL-terminated English description of the result code
 // `result`, never NULL; `"unknown result code"` for a value that is not

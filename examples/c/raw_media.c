@@ -147,7 +147,7 @@ int main(int argc, char **argv) {
   CHECK(calling_client_set_decoded_audio_callback(bob, on_audio, NULL));
 
   /* Before a call nothing takes the pushes; malformed pushes are refused. */
-  static uint8_t tiny[16];
+  static uint8_t tiny[64];
   const uint8_t *one[1] = {tiny};
   const size_t one_stride[1] = {16};
   int16_t pcm[4] = {0};

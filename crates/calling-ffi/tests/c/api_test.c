@@ -125,19 +125,19 @@ static void test_static(void) {
 
   /* Every code has its own text; any other uint32_t the same fixed one. */
   const char *unknown = "unknown result code";
-  for (uint32_t r = 0; r <= CALLING_RESULT_LOGIN_WRONG_APP; r++) {
+  for (uint32_t r = 0; r <= CALLING_RESULT_UNSUPPORTED; r++) {
     const char *t = calling_result_text(r);
     EXPECT(t != NULL && strcmp(t, unknown) != 0);
     for (uint32_t q = 0; q < r; q++) EXPECT(strcmp(t, calling_result_text(q)) != 0);
   }
   EXPECT(strcmp(calling_result_text(CALLING_RESULT_OK), "ok") == 0);
-  const uint32_t not_codes[] = {CALLING_RESULT_LOGIN_WRONG_APP + 1, 1000, 9999,
+  const uint32_t not_codes[] = {CALLING_RESULT_UNSUPPORTED + 1, 1000, 9999,
                                 0x7fffffffu, 0x80000000u, UINT32_MAX - 1, UINT32_MAX};
   for (size_t i = 0; i < sizeof not_codes / sizeof not_codes[0]; i++) {
     const char *t = calling_result_text(not_codes[i]);
     EXPECT(t != NULL && strcmp(t, unknown) == 0);
   }
-  for (uint64_t r = CALLING_RESULT_LOGIN_WRONG_APP + 1; r <= UINT32_MAX; r += 65521) {
+  for (uint64_t r = CALLING_RESULT_UNSUPPORTED + 1; r <= UINT32_MAX; r += 65521) {
     EXPECT(strcmp(calling_result_text((uint32_t)r), unknown) == 0);
   }
   EXPECT_RESULT(calling_log_init("\xff"), CALLING_RESULT_INVALID_UTF8);
