@@ -388,7 +388,8 @@ struct Capture {
     resampler: Resampler,
     pending: Vec<f32>,
     chunk: usize,
-    target: Target,
+    /// Shared so that a stream closed for muting can be built again.
+    target: Arc<Mutex<Target>>,
     muted: Arc<AtomicBool>,
     counters: Arc<MicCounters>,
 }
@@ -436,7 +437,8 @@ impl Capture {
                 return;
             }
         };
-        let input = match &mut self.target {
+        let mut target = self.target.lock().unwrap_or_else(PoisonError::into_inner);
+        let input = match &mut *target {
             Target::Input(input) => input,
             Target::Callback(f) => {
                 f(frame);
@@ -488,7 +490,7 @@ struct MicOpened {
 
 fn open_input(
     name: Option<&str>,
-    target: Target,
+    target: Arc<Mutex<Target>>,
     muted: Arc<AtomicBool>,
     counters: Arc<MicCounters>,
 ) -> Result<(cpal::Stream, MicOpened), DeviceError> {
@@ -602,13 +604,14 @@ impl Microphone {
         let counters = Arc::new(MicCounters::default());
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
-        let name_owned = name.map(str::to_owned);
+        let asked = name.map(str::to_owned);
         let (m, c) = (muted.clone(), counters.clone());
+        let target = Arc::new(Mutex::new(target));
         let thread = std::thread::Builder::new()
             .name("calling-mic".into())
             .spawn(move || {
-                let (stream, opened) = match open_input(name_owned.as_deref(), target, m.clone(), c)
-                {
+                let open = || open_input(asked.as_deref(), target.clone(), m.clone(), c.clone());
+                let (stream, opened) = match open() {
                     Ok(x) => x,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -619,11 +622,30 @@ impl Microphone {
                 if ready_tx.send(Ok(opened)).is_err() {
                     return;
                 }
+                // A device that cannot pause (PulseAudio's ALSA plugin) is
+                // closed while muted and opened again after.
+                let mut stream = Some(stream);
                 while let Ok(MicCommand::Mute(mute)) = rx.recv() {
-                    let r = if mute { stream.pause() } else { stream.play() };
-                    if let Err(e) = r {
-                        // The callback drops what comes while muted anyway.
-                        tracing::warn!(device = %name, error = %e, mute, "microphone: pause/play failed");
+                    match (mute, &stream) {
+                        (true, Some(s)) => {
+                            if let Err(e) = s.pause() {
+                                tracing::debug!(device = %name, error = %e, "microphone: closed while muted");
+                                stream = None;
+                            }
+                        }
+                        (false, Some(s)) => {
+                            if let Err(e) = s.play() {
+                                tracing::warn!(device = %name, error = %e, "microphone: resume failed");
+                            }
+                        }
+                        (false, None) => match open() {
+                            Ok((s, _)) => stream = Some(s),
+                            Err(e) => {
+                                c.stream_errors.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(device = %name, error = %e, "microphone: reopening after mute failed");
+                            }
+                        },
+                        (true, None) => {}
                     }
                 }
                 drop(stream);
@@ -654,7 +676,10 @@ impl Microphone {
     }
 
     /// Pauses (`true`) or resumes capture. While muted the device is not
-    /// read and nothing is pushed.
+    /// read and nothing is pushed: the stream is paused, or closed and
+    /// opened again where the device cannot pause (PulseAudio's ALSA
+    /// plugin cannot). A reopen that fails is logged and counted in
+    /// [`MicrophoneStats::stream_errors`].
     pub fn set_muted(&self, muted: bool) {
         self.muted.store(muted, Ordering::Relaxed);
         if let Some(tx) = &self.commands {
