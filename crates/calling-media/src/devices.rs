@@ -322,7 +322,7 @@ struct Resampler {
 impl Resampler {
     fn new(from_rate: u32, to_rate: u32) -> Self {
         Resampler {
-            step: f64::from(from_rate) / f64::from(to_rate.max(1)),
+            step: f64::from(from_rate.max(1)) / f64::from(to_rate.max(1)),
             t: 0.0,
             last: [0.0; 2],
         }
