@@ -342,6 +342,15 @@ impl Resampler {
     }
 }
 
+/// Logs the `n`th error of a stream when `n` is a power of two: a backend
+/// can report the same error thousands of times a second (PulseAudio's
+/// ALSA plugin does while a new stream has no timing yet).
+fn log_stream_error(what: &str, n: u64, e: &cpal::Error) {
+    if n.is_power_of_two() {
+        tracing::warn!(error = %e, errors = n, "{what} stream error");
+    }
+}
+
 fn clean(x: f32) -> f32 {
     if x.is_finite() {
         x.clamp(-1.0, 1.0)
@@ -472,8 +481,8 @@ where
         *config,
         move |data: &[T], _| capture.process(data.iter().map(|&s| f32::from_sample(s))),
         move |e| {
-            counters.stream_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "microphone stream error");
+            let n = counters.stream_errors.fetch_add(1, Ordering::Relaxed) + 1;
+            log_stream_error("microphone", n, &e);
         },
         Some(OPEN_TIMEOUT),
     )
@@ -874,8 +883,8 @@ where
         *config,
         move |data: &mut [T], _| playback.fill(data),
         move |e| {
-            shared.stream_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "speaker stream error");
+            let n = shared.stream_errors.fetch_add(1, Ordering::Relaxed) + 1;
+            log_stream_error("speaker", n, &e);
         },
         Some(OPEN_TIMEOUT),
     )
