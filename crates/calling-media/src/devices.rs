@@ -322,7 +322,7 @@ struct Resampler {
 impl Resampler {
     fn new(from_rate: u32, to_rate: u32) -> Self {
         Resampler {
-            step: f64::from(from_rate) / f64::from(to_rate.max(1)),
+            step: f64::from(from_rate.max(1)) / f64::from(to_rate.max(1)),
             t: 0.0,
             last: [0.0; 2],
         }
@@ -339,6 +339,15 @@ impl Resampler {
         }
         self.t -= 1.0;
         self.last = x;
+    }
+}
+
+/// Logs the `n`th error of a stream when `n` is a power of two: a backend
+/// can report the same error thousands of times a second (PulseAudio's
+/// ALSA plugin does while a new stream has no timing yet).
+fn log_stream_error(what: &str, n: u64, e: &cpal::Error) {
+    if n.is_power_of_two() {
+        tracing::warn!(error = %e, errors = n, "{what} stream error");
     }
 }
 
@@ -388,7 +397,8 @@ struct Capture {
     resampler: Resampler,
     pending: Vec<f32>,
     chunk: usize,
-    target: Target,
+    /// Shared so that a stream closed for muting can be built again.
+    target: Arc<Mutex<Target>>,
     muted: Arc<AtomicBool>,
     counters: Arc<MicCounters>,
 }
@@ -436,7 +446,8 @@ impl Capture {
                 return;
             }
         };
-        let input = match &mut self.target {
+        let mut target = self.target.lock().unwrap_or_else(PoisonError::into_inner);
+        let input = match &mut *target {
             Target::Input(input) => input,
             Target::Callback(f) => {
                 f(frame);
@@ -470,8 +481,8 @@ where
         *config,
         move |data: &[T], _| capture.process(data.iter().map(|&s| f32::from_sample(s))),
         move |e| {
-            counters.stream_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "microphone stream error");
+            let n = counters.stream_errors.fetch_add(1, Ordering::Relaxed) + 1;
+            log_stream_error("microphone", n, &e);
         },
         Some(OPEN_TIMEOUT),
     )
@@ -488,7 +499,7 @@ struct MicOpened {
 
 fn open_input(
     name: Option<&str>,
-    target: Target,
+    target: Arc<Mutex<Target>>,
     muted: Arc<AtomicBool>,
     counters: Arc<MicCounters>,
 ) -> Result<(cpal::Stream, MicOpened), DeviceError> {
@@ -602,13 +613,14 @@ impl Microphone {
         let counters = Arc::new(MicCounters::default());
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
-        let name_owned = name.map(str::to_owned);
+        let asked = name.map(str::to_owned);
         let (m, c) = (muted.clone(), counters.clone());
+        let target = Arc::new(Mutex::new(target));
         let thread = std::thread::Builder::new()
             .name("calling-mic".into())
             .spawn(move || {
-                let (stream, opened) = match open_input(name_owned.as_deref(), target, m.clone(), c)
-                {
+                let open = || open_input(asked.as_deref(), target.clone(), m.clone(), c.clone());
+                let (stream, opened) = match open() {
                     Ok(x) => x,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -619,11 +631,30 @@ impl Microphone {
                 if ready_tx.send(Ok(opened)).is_err() {
                     return;
                 }
+                // A device that cannot pause (PulseAudio's ALSA plugin) is
+                // closed while muted and opened again after.
+                let mut stream = Some(stream);
                 while let Ok(MicCommand::Mute(mute)) = rx.recv() {
-                    let r = if mute { stream.pause() } else { stream.play() };
-                    if let Err(e) = r {
-                        // The callback drops what comes while muted anyway.
-                        tracing::warn!(device = %name, error = %e, mute, "microphone: pause/play failed");
+                    match (mute, &stream) {
+                        (true, Some(s)) => {
+                            if let Err(e) = s.pause() {
+                                tracing::debug!(device = %name, error = %e, "microphone: closed while muted");
+                                stream = None;
+                            }
+                        }
+                        (false, Some(s)) => {
+                            if let Err(e) = s.play() {
+                                tracing::warn!(device = %name, error = %e, "microphone: resume failed");
+                            }
+                        }
+                        (false, None) => match open() {
+                            Ok((s, _)) => stream = Some(s),
+                            Err(e) => {
+                                c.stream_errors.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(device = %name, error = %e, "microphone: reopening after mute failed");
+                            }
+                        },
+                        (true, None) => {}
                     }
                 }
                 drop(stream);
@@ -654,7 +685,10 @@ impl Microphone {
     }
 
     /// Pauses (`true`) or resumes capture. While muted the device is not
-    /// read and nothing is pushed.
+    /// read and nothing is pushed: the stream is paused, or closed and
+    /// opened again where the device cannot pause (PulseAudio's ALSA
+    /// plugin cannot). A reopen that fails is logged and counted in
+    /// [`MicrophoneStats::stream_errors`].
     pub fn set_muted(&self, muted: bool) {
         self.muted.store(muted, Ordering::Relaxed);
         if let Some(tx) = &self.commands {
@@ -849,8 +883,8 @@ where
         *config,
         move |data: &mut [T], _| playback.fill(data),
         move |e| {
-            shared.stream_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "speaker stream error");
+            let n = shared.stream_errors.fetch_add(1, Ordering::Relaxed) + 1;
+            log_stream_error("speaker", n, &e);
         },
         Some(OPEN_TIMEOUT),
     )

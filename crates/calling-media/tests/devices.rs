@@ -55,6 +55,14 @@ fn required() -> bool {
 /// devices, once per test binary. `None`: no PulseAudio here (skip).
 fn lab() -> Option<&'static ()> {
     static LAB: OnceLock<Result<(), String>> = OnceLock::new();
+    // Warnings of the device code show with a failing test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("calling_media=warn")),
+        )
+        .with_test_writer()
+        .try_init();
     match LAB.get_or_init(start_lab) {
         Ok(()) => Some(&()),
         Err(why) if required() => panic!(
@@ -275,6 +283,46 @@ fn record(source: &str, seconds: f32) -> Vec<f32> {
         .collect()
 }
 
+/// How many streams use PulseAudio device `name` now: record streams of
+/// a source (`"source"`) or playback streams of a sink (`"sink"`).
+fn streams_on(kind: &str, name: &str) -> usize {
+    let pactl = |what: &str| {
+        let out = Command::new("pactl")
+            .args(["list", "short", what])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let devices = pactl(&format!("{kind}s"));
+    let index = devices
+        .lines()
+        .find(|l| l.split('\t').nth(1) == Some(name))
+        .and_then(|l| l.split('\t').next())
+        .unwrap_or_else(|| panic!("no {kind} {name} in {devices}"))
+        .to_owned();
+    let streams = if kind == "sink" {
+        "sink-inputs"
+    } else {
+        "source-outputs"
+    };
+    pactl(streams)
+        .lines()
+        .filter(|l| l.split('\t').nth(1) == Some(index.as_str()))
+        .count()
+}
+
+/// Waits (bounded) until `name` has `n` streams; returns how many it has.
+fn await_streams(kind: &str, name: &str, n: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = streams_on(kind, name);
+        if now == n || Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A Microphone whose chunks arrive on a channel, mixed to mono.
 fn listen(device: &str) -> (Microphone, mpsc::Receiver<Vec<f32>>) {
     let (tx, rx) = mpsc::channel();
@@ -472,9 +520,12 @@ fn microphone_mute_stops_capture() {
     let _ = gather(&rx, 0.3, Duration::from_secs(10));
     let live = gather(&rx, 0.5, Duration::from_secs(10));
     assert_tone(&live, 520.0, "before mute");
+    assert_eq!(streams_on("source", "calling_mic2.monitor"), 1);
 
     mic.set_muted(true);
     assert!(mic.is_muted());
+    // The device is no longer read at all.
+    assert_eq!(await_streams("source", "calling_mic2.monitor", 0), 0);
     std::thread::sleep(Duration::from_millis(100));
     drain(&rx);
     let pushed = mic.stats().pushed;
@@ -491,6 +542,13 @@ fn microphone_mute_stops_capture() {
     let _ = gather(&rx, 0.2, Duration::from_secs(10));
     let back = gather(&rx, 0.5, Duration::from_secs(10));
     assert_tone(&back, 520.0, "after unmute");
+    assert_eq!(streams_on("source", "calling_mic2.monitor"), 1);
+    drop(mic);
+    assert_eq!(
+        await_streams("source", "calling_mic2.monitor", 0),
+        0,
+        "drop closes"
+    );
 }
 
 #[test]
@@ -513,6 +571,11 @@ fn speaker_mute_plays_silence() {
     std::thread::sleep(Duration::from_millis(200));
     let back = record("calling_spk2.monitor", 0.5);
     assert_tone(&back, 700.0, "after unmute");
+
+    assert_eq!(streams_on("sink", "calling_spk2"), 1);
+    drop(_a);
+    drop(speaker);
+    assert_eq!(await_streams("sink", "calling_spk2", 0), 0, "drop closes");
 }
 
 #[test]
@@ -527,6 +590,8 @@ fn speaker_switches_device_mid_call() {
 
     speaker.switch_device(Some("calling_spk4")).unwrap();
     assert_eq!(speaker.device_name(), "calling_spk4");
+    assert_eq!(await_streams("sink", "calling_spk3", 0), 0, "spk3 let go");
+    assert_eq!(streams_on("sink", "calling_spk4"), 1);
     std::thread::sleep(Duration::from_millis(200));
     assert_tone(&record("calling_spk4.monitor", 0.5), 800.0, "on spk4");
     let old = record("calling_spk3.monitor", 0.5);
