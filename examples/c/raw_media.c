@@ -45,9 +45,19 @@ static atomic_int pictures, good_pictures, audio_chunks;
 static atomic_uint last_w, last_h;
 static atomic_llong audio_energy; /* sum of squares, scaled */
 
+static calling_client *bob_client;
+static atomic_int reentry_checked, reentry_refused;
+
 static void on_video(void *user_data, const calling_decoded_video *f) {
   (void)user_data;
   atomic_fetch_add(&pictures, 1);
+  /* Blocking functions are refused on a decoder thread: they could wait
+   * for this very thread. */
+  if (!atomic_exchange(&reentry_checked, 1) &&
+      calling_client_set_decoded_video_callback(bob_client, NULL, NULL) ==
+          CALLING_RESULT_WRONG_THREAD &&
+      calling_client_hangup(bob_client) == CALLING_RESULT_WRONG_THREAD)
+    atomic_store(&reentry_refused, 1);
   atomic_store(&last_w, f->width);
   atomic_store(&last_h, f->height);
   /* The planes belong to the library and live only during this call:
@@ -143,6 +153,7 @@ int main(int argc, char **argv) {
   calling_client *alice = login(url, app, key, "alice", 1);
   calling_client *bob = login(url, app, key, "bob", 0);
   alice_client = alice;
+  bob_client = bob;
   CHECK(calling_client_set_decoded_video_callback(bob, on_video, NULL));
   CHECK(calling_client_set_decoded_audio_callback(bob, on_audio, NULL));
 
@@ -194,7 +205,9 @@ int main(int argc, char **argv) {
          atomic_load(&good_pictures), atomic_load(&last_w), atomic_load(&last_h));
   printf("[bob] decoded %d audio chunks from alice, energy %lld\n", atomic_load(&audio_chunks),
          (long long)atomic_load(&audio_energy));
-  int ok = atomic_load(&good_pictures) >= 15 && atomic_load(&audio_chunks) >= 50 &&
+  printf("[bob] blocking calls inside a decoded callback refused: %s\n",
+         atomic_load(&reentry_refused) ? "yes" : "no");
+  int ok = atomic_load(&reentry_refused) && atomic_load(&good_pictures) >= 15 && atomic_load(&audio_chunks) >= 50 &&
            atomic_load(&audio_energy) > 0 && atomic_load(&last_w) == W && atomic_load(&last_h) == H;
 
   CHECK(calling_client_hangup(alice));

@@ -669,7 +669,7 @@ pub(crate) fn arg<T>(name: &str, checked: Result<T, calling_result>) -> Result<T
 
 impl calling_client {
     fn rt(&self) -> Result<&Runtime, calling_result> {
-        if tokio::runtime::Handle::try_current().is_ok() {
+        if tokio::runtime::Handle::try_current().is_ok() || crate::media::in_decoded_callback() {
             return Err(CALLING_RESULT_WRONG_THREAD);
         }
         self.runtime.as_ref().ok_or(CALLING_RESULT_PANIC)

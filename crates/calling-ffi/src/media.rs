@@ -186,6 +186,24 @@ pub(crate) struct DecodedCallbacks {
 /// The sink the SDK calls; forwards to the callbacks.
 struct Bridge(Arc<DecodedCallbacks>);
 
+thread_local! {
+    /// Set while this thread runs a decoded media callback.
+    static IN_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is inside a decoded media callback: blocking
+/// functions are refused there (they could wait for this very thread).
+pub(crate) fn in_decoded_callback() -> bool {
+    IN_CALLBACK.with(std::cell::Cell::get)
+}
+
+/// Runs `f` marked as inside a decoded media callback.
+fn in_callback(f: impl FnOnce()) {
+    IN_CALLBACK.with(|c| c.set(true));
+    f();
+    IN_CALLBACK.with(|c| c.set(false));
+}
+
 impl DecodedCallbacks {
     /// A sink for the SDK when any callback is registered.
     pub(crate) fn sink(self: &Arc<Self>) -> Option<Arc<dyn DecodedSink>> {
@@ -220,7 +238,7 @@ impl DecodedSink for Bridge {
         };
         // SAFETY: registered by C for this signature; `c` and the planes
         // outlive the call.
-        unsafe { (cb.f)(cb.user_data, &c) };
+        in_callback(|| unsafe { (cb.f)(cb.user_data, &c) });
     }
 
     fn on_audio(&self, user: &UserId, frame: &DecodedAudioFrame) {
@@ -241,8 +259,16 @@ impl DecodedSink for Bridge {
             concealed: frame.concealed,
         };
         // SAFETY: as for video.
-        unsafe { (cb.f)(cb.user_data, &c) };
+        in_callback(|| unsafe { (cb.f)(cb.user_data, &c) });
     }
+}
+
+/// Refuses to go on inside any callback of the client.
+fn refuse_in_callback() -> Result<(), Failure> {
+    if in_decoded_callback() || tokio::runtime::Handle::try_current().is_ok() {
+        return Err(CALLING_RESULT_WRONG_THREAD.into());
+    }
+    Ok(())
 }
 
 /// Tells a logged-in SDK client about the callbacks now registered.
@@ -275,6 +301,7 @@ pub unsafe extern "C" fn calling_client_set_decoded_video_callback(
         client,
         "calling_client_set_decoded_video_callback",
         |client| {
+            refuse_in_callback()?;
             *lock(&client.decoded.video) = callback.map(|f| Callback { f, user_data });
             sync_sink(client)
         },
@@ -297,6 +324,7 @@ pub unsafe extern "C" fn calling_client_set_decoded_audio_callback(
         client,
         "calling_client_set_decoded_audio_callback",
         |client| {
+            refuse_in_callback()?;
             *lock(&client.decoded.audio) = callback.map(|f| Callback { f, user_data });
             sync_sink(client)
         },

@@ -195,6 +195,7 @@ fn c_raw_media_example_pushes_and_decodes_under_sanitizers() {
             "[bob] decoded",
             "pictures from alice",
             "audio chunks from alice",
+            "inside a decoded callback refused: yes",
             "done",
         ],
     );
