@@ -8,13 +8,21 @@
 //! candidates come out as [`MediaEvent::Signal`] for the call layer to carry,
 //! and go back in through [`MediaSession::handle_signal`].
 //!
-//! Outgoing media comes from a source: a generated tone and moving test
-//! pattern (real Opus and H.264 that a browser plays), Ogg/Opus, IVF (VP8)
-//! or H.264 Annex B files, or frames the app encodes itself. Remote media
-//! comes out as depacketized frames per user through a [`FrameSink`]
-//! ([`ChannelSink`] for a channel, [`RecorderSink`] for files), and, with
-//! [`MediaSession::set_decoded_sink`], decoded: I420 pictures from H.264 and
-//! 48 kHz PCM from Opus through a [`DecodedSink`] ([`DecodedChannel`] for an
+//! Outgoing media comes from a source: the app's own camera and microphone
+//! ([`VideoSource::Raw`], [`AudioSource::Raw`]: raw I420/NV12/RGBA/BGRA
+//! frames and 48 kHz PCM pushed through a [`RawVideoInput`] /
+//! [`RawAudioInput`], which the session converts, scales to the
+//! [`VideoQuality`] and the congestion target, and encodes as H.264 and
+//! mono Opus), a generated tone and moving test pattern (real Opus and
+//! H.264 that a browser plays), Ogg/Opus, IVF (VP8) or H.264 Annex B
+//! files, or frames the app encodes itself ([`EncodedInput`], or a
+//! channel). Input handles outlive calls: a capture loop pushes for the
+//! life of the app, and a push says [`PushError::NotSending`] while no
+//! call takes its frames. Remote media comes out as depacketized frames
+//! per user through a [`FrameSink`] ([`ChannelSink`] for a channel,
+//! [`RecorderSink`] for files). With [`MediaSession::set_decoded_sink`]
+//! it also comes out decoded: I420 pictures from H.264 and 48 kHz PCM from
+//! Opus through a [`DecodedSink`] ([`DecodedChannel`] for an
 //! async stream, [`DecodedRecorder`] for Y4M and WAV files a person can
 //! open). Decoding runs on one thread per remote track; after packet loss
 //! no picture is handed out until a key frame decodes cleanly, and lost

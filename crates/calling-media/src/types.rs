@@ -112,8 +112,8 @@ impl EncodedFrame {
     }
 }
 
-/// Video quality profile, applied to the generated source's encoder
-/// (TRTCCalling's `setVideoQuality`).
+/// Video quality profile, applied to the encoder of the test pattern and
+/// of raw camera frames (TRTCCalling's `setVideoQuality`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum VideoQuality {
     /// 640x480, 800 kbit/s.
@@ -144,7 +144,8 @@ impl VideoQuality {
         }
     }
 
-    /// Frames per second of the generated source.
+    /// Frames per second of the generated source, and at most of raw
+    /// camera frames (a faster camera has frames skipped).
     pub fn frame_rate(self) -> u32 {
         15
     }
@@ -210,7 +211,7 @@ pub struct MediaConfig {
     pub relay_only: bool,
     /// Video codec we send. Default H.264.
     pub video_codec: VideoCodec,
-    /// Profile of the generated video source. Default 480p.
+    /// Profile of the test pattern and of raw camera frames. Default 480p.
     pub video_quality: VideoQuality,
     /// Interval between voice-volume events per user. Default 300 ms.
     pub volume_interval: Duration,
@@ -404,13 +405,32 @@ pub enum VideoSource {
     /// H.264-encoded, like the test pattern: needs [`VideoCodec::H264`].
     /// Key-frame requests, [`MediaSession::set_video_quality`] and the
     /// congestion controller's [`VideoTarget`] (bitrate, frame rate by
-    /// skipping frames, size) apply. Each frame's RTP time follows the
-    /// frames' capture timestamps.
+    /// skipping frames, size; for a portrait frame `max_height` limits the
+    /// shorter side, its width) apply. At most the profile's frame rate is
+    /// sent: a 30 fps camera at the 15 fps profiles has every other frame
+    /// skipped. RTP time follows the frames' capture timestamps (each
+    /// frame's duration is the gap to the frame before it, 1 to 200 ms).
     ///
     /// The input queues 3 frames: while the encoder is behind, a push says
     /// [`PushError::Full`] and the frame is dropped, so the call never runs
     /// late. The source attaches when it is set and detaches when it is
     /// replaced or the session closes; the input outlives the call.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use calling_media::{MediaSession, PixelFormat, RawVideoInput, VideoFrame, VideoSource};
+    ///
+    /// # fn run(session: &MediaSession) -> Result<(), Box<dyn std::error::Error>> {
+    /// let camera = RawVideoInput::new();
+    /// session.set_video_source(Some(VideoSource::Raw(camera.clone())))?;
+    /// // In the capture callback, for each frame:
+    /// let rgba = vec![0u8; 1280 * 720 * 4];
+    /// let frame = VideoFrame::new(PixelFormat::Rgba, 1280, 720, rgba, Duration::from_millis(33))?;
+    /// // Full or NotSending: this frame is dropped, the call goes on.
+    /// let _ = camera.push(frame);
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// [`MediaSession::set_video_quality`]: crate::MediaSession::set_video_quality
     /// [`PushError::Full`]: crate::PushError::Full
@@ -567,8 +587,8 @@ pub enum MediaEvent {
         error: String,
     },
     /// A remote asked for a key frame (RTCP PLI or FIR), e.g. after loss.
-    /// The generated test pattern answers by itself; an app feeding its own
-    /// video frames should send a key frame next.
+    /// The test pattern and raw camera frames answer by themselves; an app
+    /// feeding its own encoded video frames should send a key frame next.
     KeyframeRequested {
         /// The remote user.
         user: UserId,

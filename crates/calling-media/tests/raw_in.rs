@@ -246,6 +246,17 @@ async fn raw_camera_and_microphone_frames_arrive_encoded_at_the_profile_size() {
         assert!(seen > 0);
     }
 
+    // A new profile applies live: 720p takes the frames as they are.
+    alice.set_video_quality(VideoQuality::P720);
+    m.node("bob")
+        .frames_until(|f| {
+            is_video_from(f, "alice")
+                && decoder
+                    .decode(&f.frame)
+                    .is_some_and(|p| (p.width, p.height) == (1280, 720) && p.mean(0.0, 0.45) < 40.0)
+        })
+        .await;
+
     // The microphone: 20 ms Opus frames that decode, loud (the RFC 6464
     // level of the samples: a half-scale sine is about -9 dBov).
     let got = m.node("bob").collect("alice", MediaKind::Audio, 25).await;
@@ -575,4 +586,41 @@ async fn encoded_inputs_forward_the_apps_frames() {
     assert_eq!(decode_h264(&video[0].data), (320, 240));
     m.close().await;
     assert!(!audio_in.is_attached() && !video_in.is_attached());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_pattern_follows_congestion_targets_too() {
+    let mut m = mesh(&["alice", "bob"]).await;
+    let alice = m.session("alice");
+    alice
+        .set_video_source(Some(VideoSource::TestPattern))
+        .unwrap();
+    m.connect_all().await;
+    let mut decoder = Video::new();
+    m.node("bob")
+        .frames_until(|f| {
+            is_video_from(f, "alice")
+                && decoder
+                    .decode(&f.frame)
+                    .is_some_and(|p| (p.width, p.height) == (640, 480))
+        })
+        .await;
+    alice.force_video_target(VideoTarget {
+        bitrate_bps: 100_000,
+        frame_rate: 5,
+        max_height: 240,
+    });
+    m.node("bob")
+        .frames_until(|f| {
+            is_video_from(f, "alice")
+                && decoder
+                    .decode(&f.frame)
+                    .is_some_and(|p| (p.width, p.height) == (320, 240))
+        })
+        .await;
+    // The pattern is drawn at 5 fps now: frames 200 ms of media time apart.
+    let frames = window(m.node("bob"), 2.0).await;
+    let (_, fps) = rates(&frames);
+    assert!(fps < 7.0, "{fps:.1} fps at a 5 fps target");
+    m.close().await;
 }

@@ -535,10 +535,15 @@ impl MediaSession {
     }
 
     fn replace_pump(&self, slot: usize, pump: Option<send::Pump>) {
-        let old = match self.inner.pumps.lock() {
-            Ok(mut pumps) => std::mem::replace(&mut pumps[slot], pump),
-            Err(_) => None,
-        };
+        // Each change is one swap: usable whatever panicked.
+        let old = std::mem::replace(
+            &mut self
+                .inner
+                .pumps
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)[slot],
+            pump,
+        );
         // Dropped outside the lock: stops the old pump and detaches its input.
         drop(old);
     }

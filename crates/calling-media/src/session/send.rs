@@ -209,12 +209,12 @@ impl Inner {
     }
 }
 
-/// A running source's pump task, with the source's hold on the app's
-/// input: dropping the pump detaches the input at once (the task itself
-/// ends a moment later).
+/// A running source's pump task, with the session's share of the
+/// source's hold on the app's input: dropping the pump detaches the input
+/// at once (the task itself ends a moment later).
 pub(super) struct Pump {
     task: JoinHandle<()>,
-    _attachment: Option<Box<dyn Send>>,
+    input: source::InputHold,
 }
 
 impl Pump {
@@ -227,35 +227,30 @@ impl Pump {
 impl Drop for Pump {
     fn drop(&mut self) {
         self.task.abort();
+        source::release(&self.input);
     }
 }
 
 impl MediaSession {
     /// Runs `running` as the session's audio source.
-    pub(super) fn spawn_audio_pump(&self, mut running: source::Running) -> Pump {
-        let attachment = running.attachment.take();
+    pub(super) fn spawn_audio_pump(&self, running: source::Running) -> Pump {
+        let input = running.input.clone();
         let task = self
             .inner
             .runtime
             .spawn(audio_pump(Arc::downgrade(&self.inner), running));
-        Pump {
-            task,
-            _attachment: attachment,
-        }
+        Pump { task, input }
     }
 
     /// Runs `running` as the session's video source.
-    pub(super) fn spawn_video_pump(&self, mut running: source::Running) -> Pump {
-        let attachment = running.attachment.take();
+    pub(super) fn spawn_video_pump(&self, running: source::Running) -> Pump {
+        let input = running.input.clone();
         let task = self.inner.runtime.spawn(video_pump(
             Arc::downgrade(&self.inner),
             self.inner.video_nudge.clone(),
             running,
         ));
-        Pump {
-            task,
-            _attachment: attachment,
-        }
+        Pump { task, input }
     }
 }
 

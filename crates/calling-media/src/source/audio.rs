@@ -128,7 +128,7 @@ pub(super) fn start_raw(
     let (tx, rx) = mpsc::channel(CHANNEL);
     let mut opus = Opus::new()?;
     let (chunks, attachment) = input.attach(RAW_AUDIO_QUEUE);
-    let mut running = Running::new(rx, stop.clone());
+    let running = Running::new(rx, stop.clone());
     let failure = running.failure.clone();
     let flag = stop;
     spawn("calling-mic", move || {
@@ -158,6 +158,6 @@ pub(super) fn start_raw(
             pending.drain(..used);
         }
     })?;
-    running.attachment = Some(Box::new(attachment));
+    running.hold(attachment);
     Ok(running)
 }

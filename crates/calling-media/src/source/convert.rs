@@ -159,29 +159,56 @@ fn chroma(r: i32, g: i32, b: i32, n: i32) -> (u8, u8) {
 fn packed_to_i420(data: &[u8], w: usize, h: usize, order: [usize; 3], out: &mut Picture) {
     let cw = w.div_ceil(2);
     let row_len = w * 4;
-    let [ri, gi, bi] = order;
-    let mut sums = vec![(0i32, 0i32, 0i32, 0i32); cw];
+    let rgb = |px: &[u8]| {
+        (
+            i32::from(px[order[0]]),
+            i32::from(px[order[1]]),
+            i32::from(px[order[2]]),
+        )
+    };
     for cy in 0..h.div_ceil(2) {
-        let rows = if 2 * cy + 1 < h { 2 } else { 1 };
-        sums.fill((0, 0, 0, 0));
-        for dy in 0..rows {
-            let y = 2 * cy + dy;
-            let src = &data[y * row_len..(y + 1) * row_len];
-            let dst = &mut out.y[y * w..(y + 1) * w];
-            for (x, (px, luma_out)) in src.chunks_exact(4).zip(dst.iter_mut()).enumerate() {
-                let (r, g, b) = (i32::from(px[ri]), i32::from(px[gi]), i32::from(px[bi]));
-                *luma_out = luma(r, g, b);
-                let s = &mut sums[x / 2];
-                s.0 += r;
-                s.1 += g;
-                s.2 += b;
-                s.3 += 1;
+        let top = 2 * cy;
+        let rows = if top + 1 < h { 2 } else { 1 };
+        let (u_row, v_row) = (
+            &mut out.u[cy * cw..(cy + 1) * cw],
+            &mut out.v[cy * cw..(cy + 1) * cw],
+        );
+        let mut done = 0;
+        if rows == 2 {
+            // Whole 2x2 blocks: the common case, kept to straight-line code.
+            let src0 = &data[top * row_len..(top + 1) * row_len];
+            let src1 = &data[(top + 1) * row_len..(top + 2) * row_len];
+            let (y0, y1) = out.y[top * w..(top + 2) * w].split_at_mut(w);
+            let blocks = src0
+                .chunks_exact(8)
+                .zip(src1.chunks_exact(8))
+                .zip(y0.chunks_exact_mut(2).zip(y1.chunks_exact_mut(2)))
+                .zip(u_row.iter_mut().zip(v_row.iter_mut()));
+            for (((a, b), (ya, yb)), (u, v)) in blocks {
+                let p = [rgb(&a[..4]), rgb(&a[4..]), rgb(&b[..4]), rgb(&b[4..])];
+                ya[0] = luma(p[0].0, p[0].1, p[0].2);
+                ya[1] = luma(p[1].0, p[1].1, p[1].2);
+                yb[0] = luma(p[2].0, p[2].1, p[2].2);
+                yb[1] = luma(p[3].0, p[3].1, p[3].2);
+                let (r, g, b) = p
+                    .iter()
+                    .fold((0, 0, 0), |s, c| (s.0 + c.0, s.1 + c.1, s.2 + c.2));
+                (*u, *v) = chroma(r, g, b, 4);
+                done += 1;
             }
         }
-        for (x, &(r, g, b, n)) in sums.iter().enumerate() {
-            let (u, v) = chroma(r, g, b, n);
-            out.u[cy * cw + x] = u;
-            out.v[cy * cw + x] = v;
+        // What is left: the last column of an odd width, the last row of
+        // an odd height.
+        for cx in done..cw {
+            let (mut r, mut g, mut b, mut n) = (0, 0, 0, 0);
+            for y in top..top + rows {
+                for x in 2 * cx..(2 * cx + 2).min(w) {
+                    let (pr, pg, pb) = rgb(&data[y * row_len + x * 4..]);
+                    out.y[y * w + x] = luma(pr, pg, pb);
+                    (r, g, b, n) = (r + pr, g + pg, b + pb, n + 1);
+                }
+            }
+            (u_row[cx], v_row[cx]) = chroma(r, g, b, n);
         }
     }
 }
@@ -236,6 +263,57 @@ mod tests {
                     pic.v.iter().all(|&p| near(p, v)),
                     "{format:?} {r},{g},{b}: V {:?}",
                     pic.v
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_pixel_and_block_of_an_odd_sized_picture_is_converted() {
+        // Noise, 7x5: whole blocks, the odd column and the odd row.
+        let (w, h) = (7usize, 5usize);
+        let mut seed = 3u32;
+        let data: Vec<u8> = (0..w * h * 4)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (seed >> 24) as u8
+            })
+            .collect();
+        let frame = VideoFrame::new(
+            PixelFormat::Bgra,
+            w as u32,
+            h as u32,
+            data.clone(),
+            Duration::ZERO,
+        )
+        .unwrap();
+        let mut pic = Picture::default();
+        to_i420(&frame, &mut pic);
+        let px = |x: usize, y: usize| {
+            let p = &data[(y * w + x) * 4..];
+            (i32::from(p[2]), i32::from(p[1]), i32::from(p[0]))
+        };
+        for y in 0..h {
+            for x in 0..w {
+                let (r, g, b) = px(x, y);
+                assert_eq!(pic.y[y * w + x], luma(r, g, b), "Y at {x},{y}");
+            }
+        }
+        let cw = w.div_ceil(2);
+        for cy in 0..h.div_ceil(2) {
+            for cx in 0..cw {
+                let (mut r, mut g, mut b, mut n) = (0, 0, 0, 0);
+                for y in 2 * cy..(2 * cy + 2).min(h) {
+                    for x in 2 * cx..(2 * cx + 2).min(w) {
+                        let p = px(x, y);
+                        (r, g, b, n) = (r + p.0, g + p.1, b + p.2, n + 1);
+                    }
+                }
+                let (u, v) = chroma(r, g, b, n);
+                assert_eq!(
+                    (pic.u[cy * cw + cx], pic.v[cy * cw + cx]),
+                    (u, v),
+                    "UV at {cx},{cy}"
                 );
             }
         }

@@ -2,6 +2,13 @@
 //! camera frames go through: fit the picture to the profile and the
 //! congestion controller's target, keep the encoder's bitrate and frame
 //! rate on that target, and stamp each frame with its capture time.
+//!
+//! A frame's `duration` is the capture-time gap to the frame sent before
+//! it. The packetizer advances the RTP clock by a frame's duration after
+//! sending it, so the RTP timestamps step by the capture gaps, one frame
+//! behind: exact for a steady camera, and never drifting from capture
+//! time (waiting for the next frame to learn the gap would add a frame of
+//! latency instead).
 
 use std::ffi::c_void;
 use std::time::Duration;

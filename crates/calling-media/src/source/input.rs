@@ -39,7 +39,7 @@ pub(super) fn start_raw_video(
     let (frames, attachment) = input.attach(RAW_VIDEO_QUEUE);
     let mut running = Running::new(rx, stop.clone());
     running.control = Some(ctl_tx);
-    running.attachment = Some(Box::new(attachment));
+    running.hold(attachment);
     let failure = running.failure.clone();
     spawn("calling-camera", move || {
         // Built here, not waited for (as the test pattern's).
@@ -113,8 +113,8 @@ pub(super) fn start_encoded(
     };
     let (tx, rx) = mpsc::channel(CHANNEL);
     let (frames, attachment) = input.attach(queue);
-    let mut running = Running::new(rx, stop.clone());
-    running.attachment = Some(Box::new(attachment));
+    let running = Running::new(rx, stop.clone());
+    running.hold(attachment);
     let name = match codec.kind() {
         MediaKind::Audio => "calling-audio-in",
         MediaKind::Video => "calling-video-in",

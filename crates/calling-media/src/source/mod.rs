@@ -18,9 +18,9 @@ mod pattern;
 mod scale;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -52,10 +52,21 @@ pub(crate) struct Running {
     /// Why the source stopped by itself, if it failed: read once `frames`
     /// has closed.
     pub(crate) failure: Arc<std::sync::Mutex<Option<MediaError>>>,
-    /// The source's hold on the app's [`FrameInput`](crate::FrameInput):
-    /// dropping it detaches the input. The session may take it to detach
-    /// at once when it replaces or closes the source.
-    pub(crate) attachment: Option<Box<dyn Send>>,
+    /// The source's hold on the app's [`FrameInput`](crate::FrameInput),
+    /// if it reads one.
+    pub(crate) input: InputHold,
+}
+
+/// A source's hold on the app's input, shared by the source and the
+/// session: whichever lets go first ([`release`]) detaches the input, the
+/// session when it replaces or closes the source (at once, while the
+/// source's task ends a moment later), the source when it stops by itself.
+pub(crate) type InputHold = Arc<std::sync::Mutex<Option<Box<dyn Send>>>>;
+
+/// Lets go of the input held by `hold`, detaching it.
+pub(crate) fn release(hold: &InputHold) {
+    let attachment = hold.lock().unwrap_or_else(PoisonError::into_inner).take();
+    drop(attachment);
 }
 
 impl Running {
@@ -65,14 +76,20 @@ impl Running {
             control: None,
             stop,
             failure: Arc::default(),
-            attachment: None,
+            input: Arc::default(),
         }
+    }
+
+    /// Keeps `attachment` until the source stops.
+    fn hold(&self, attachment: impl Send + 'static) {
+        *self.input.lock().unwrap_or_else(PoisonError::into_inner) = Some(Box::new(attachment));
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        release(&self.input);
     }
 }
 

@@ -83,6 +83,16 @@ impl Axis {
                 *w = total - given;
                 given = total;
             }
+            // Near the end, the taps run past the last sample (with zero
+            // weights): move them back inside, so that every output
+            // sample reads exactly `taps` samples.
+            let first = if first + taps > from && from >= taps {
+                let back = first + taps - from;
+                row.rotate_right(back);
+                first - back
+            } else {
+                first
+            };
             start.push(first);
         }
         Axis {
@@ -142,16 +152,52 @@ impl PlaneScaler {
         for oy in 0..self.y.to {
             let row = &self.rows[oy * sw..(oy + 1) * sw];
             let out = &mut dst[oy * dw..(oy + 1) * dw];
-            for (ox, o) in out.iter_mut().enumerate() {
-                let (start, weights) = self.x.tap(ox);
-                let sum: u32 = weights
-                    .iter()
-                    .zip(&row[start..])
-                    .map(|(&w, &p)| w * u32::from(p))
-                    .sum();
-                *o = ((sum + (1 << (SHIFT + 7))) >> (SHIFT + 8)).min(255) as u8;
+            // The usual ratios (up to 4:1) with their tap count fixed at
+            // compile time, which unrolls the inner loop.
+            match (sw >= self.x.taps).then_some(self.x.taps) {
+                Some(2) => horizontal::<2>(&self.x, row, out),
+                Some(3) => horizontal::<3>(&self.x, row, out),
+                Some(4) => horizontal::<4>(&self.x, row, out),
+                Some(5) => horizontal::<5>(&self.x, row, out),
+                _ => {
+                    for (ox, o) in out.iter_mut().enumerate() {
+                        let (start, weights) = self.x.tap(ox);
+                        let sum: u32 = weights
+                            .iter()
+                            .zip(&row[start..])
+                            .map(|(&w, &p)| w * u32::from(p))
+                            .sum();
+                        *o = from_fixed(sum);
+                    }
+                }
             }
         }
+    }
+}
+
+/// A horizontal pass's sum back to a sample.
+fn from_fixed(sum: u32) -> u8 {
+    ((sum + (1 << (SHIFT + 7))) >> (SHIFT + 8)).min(255) as u8
+}
+
+/// The horizontal pass of one row with `T` taps per output sample.
+fn horizontal<const T: usize>(axis: &Axis, row: &[u16], out: &mut [u8]) {
+    for ((o, &start), weights) in out
+        .iter_mut()
+        .zip(&axis.start)
+        .zip(axis.weights.chunks_exact(T))
+    {
+        // Every output's taps lie inside the row (see `Axis::new`) unless
+        // the row is shorter than `T`, which the general loop handles.
+        let (Some(src), Ok(weights)) = (row.get(start..start + T), <&[u32; T]>::try_from(weights))
+        else {
+            continue;
+        };
+        let mut sum = 0u32;
+        for k in 0..T {
+            sum += weights[k] * u32::from(src[k]);
+        }
+        *o = from_fixed(sum);
     }
 }
 
