@@ -21,7 +21,9 @@ use tokio::sync::mpsc;
 use crate::error::MediaError;
 use crate::files;
 use crate::frame::audio_level_i16;
-use crate::types::{AudioSource, Codec, EncodedFrame, VideoCodec, VideoQuality, VideoSource};
+use crate::types::{
+    AudioSource, Codec, EncodedFrame, VideoCodec, VideoQuality, VideoSource, VideoTarget,
+};
 
 /// Requests to a running source.
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +32,8 @@ pub(crate) enum Control {
     Keyframe,
     /// Switch the generated source's profile.
     Quality(VideoQuality),
+    /// Aim at this bitrate, frame rate and height (congestion control).
+    Target(VideoTarget),
 }
 
 /// A started source: frames come out of `frames`; dropping it stops the thread.
@@ -255,10 +259,10 @@ pub(crate) fn start_video(
     }
 }
 
-fn h264_encoder(quality: VideoQuality) -> Result<Encoder, MediaError> {
+fn h264_encoder(quality: VideoQuality, bitrate_bps: u32) -> Result<Encoder, MediaError> {
     let fps = quality.frame_rate();
     let config = EncoderConfig::new()
-        .bitrate(BitRate::from_bps(quality.bitrate_bps()))
+        .bitrate(BitRate::from_bps(bitrate_bps))
         .max_frame_rate(FrameRate::from_hz(fps as f32))
         .rate_control_mode(RateControlMode::Bitrate)
         .profile(Profile::Baseline)
@@ -275,7 +279,7 @@ fn pattern_loop(
     stop: &AtomicBool,
     failure: &std::sync::Mutex<Option<MediaError>>,
 ) {
-    let mut encoder = match h264_encoder(quality) {
+    let mut encoder = match h264_encoder(quality, quality.bitrate_bps()) {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(error = %e, "the test pattern's encoder cannot start");
@@ -292,7 +296,7 @@ fn pattern_loop(
         match wait(control, deadline) {
             Some(Control::Quality(q)) => {
                 if q != quality {
-                    match h264_encoder(q) {
+                    match h264_encoder(q, q.bitrate_bps()) {
                         Ok(e) => {
                             encoder = e;
                             quality = q;
@@ -300,6 +304,15 @@ fn pattern_loop(
                         }
                         Err(e) => tracing::warn!(error = %e, "cannot switch video quality"),
                     }
+                }
+                continue;
+            }
+            // Only the bitrate here, by a new encoder (it starts with a key
+            // frame); frame rate and size stay the profile's.
+            Some(Control::Target(t)) => {
+                match h264_encoder(quality, t.bitrate_bps) {
+                    Ok(e) => encoder = e,
+                    Err(e) => tracing::warn!(error = %e, "cannot change the video bitrate"),
                 }
                 continue;
             }
