@@ -272,6 +272,35 @@ fn h264_encoder(quality: VideoQuality, bitrate_bps: u32) -> Result<Encoder, Medi
         .map_err(|e| MediaError::Encoder(e.to_string()))
 }
 
+/// Changes a running encoder's target bitrate in place: no new encoder,
+/// so no key frame that a narrow link would choke on. Whether it took.
+fn set_bitrate(encoder: &mut Encoder, bitrate_bps: u32) -> bool {
+    use std::os::raw::{c_int, c_void};
+    /// OpenH264's `SBitrateInfo` (codec_app_def.h).
+    #[repr(C)]
+    struct BitrateInfo {
+        layer: c_int,
+        bitrate: c_int,
+    }
+    /// `ENCODER_OPTION_BITRATE` and `SPATIAL_LAYER_ALL` (codec_app_def.h).
+    const OPTION_BITRATE: c_int = 5;
+    const ALL_LAYERS: c_int = 4;
+    let mut info = BitrateInfo {
+        layer: ALL_LAYERS,
+        bitrate: c_int::try_from(bitrate_bps).unwrap_or(c_int::MAX),
+    };
+    // SAFETY: the encoder is initialised; this option reads one
+    // `SBitrateInfo` through the pointer, which outlives the call; and the
+    // target bitrate is a setting OpenH264 supports changing while encoding.
+    let rc = unsafe {
+        encoder.raw_api().set_option(
+            OPTION_BITRATE,
+            (&mut info as *mut BitrateInfo).cast::<c_void>(),
+        )
+    };
+    rc == 0
+}
+
 fn pattern_loop(
     mut quality: VideoQuality,
     tx: &mpsc::Sender<EncodedFrame>,
@@ -307,12 +336,13 @@ fn pattern_loop(
                 }
                 continue;
             }
-            // Only the bitrate here, by a new encoder (it starts with a key
-            // frame); frame rate and size stay the profile's.
+            // Only the bitrate here; frame rate and size stay the profile's.
             Some(Control::Target(t)) => {
-                match h264_encoder(quality, t.bitrate_bps) {
-                    Ok(e) => encoder = e,
-                    Err(e) => tracing::warn!(error = %e, "cannot change the video bitrate"),
+                if !set_bitrate(&mut encoder, t.bitrate_bps) {
+                    match h264_encoder(quality, t.bitrate_bps) {
+                        Ok(e) => encoder = e,
+                        Err(e) => tracing::warn!(error = %e, "cannot change the video bitrate"),
+                    }
                 }
                 continue;
             }
