@@ -650,4 +650,32 @@ mod tests {
         assert!(is_offerer(&id("a"), &id("ab")));
         assert!(!is_offerer(&id("a"), &id("a")));
     }
+
+    #[tokio::test]
+    async fn a_new_quality_restarts_the_video_target_from_its_profile() {
+        let id = UserId::new("alice").unwrap();
+        let (session, mut events) = MediaSession::new(id, MediaConfig::loopback())
+            .await
+            .unwrap();
+        let inner = &session.inner;
+        let target = || inner.video_target.lock().unwrap().current();
+        assert_eq!(target(), VideoTarget::of(VideoQuality::P480));
+        // Feedback brought it down...
+        let now = Instant::now();
+        let low = inner.video_target.lock().unwrap().offer(now, 200_000);
+        assert!(low.is_some());
+        // ...and a new profile starts again from the top, reported.
+        session.set_video_quality(VideoQuality::P720);
+        assert_eq!(target(), VideoTarget::of(VideoQuality::P720));
+        assert_eq!(
+            events.try_recv().unwrap(),
+            MediaEvent::VideoTarget {
+                target: VideoTarget::of(VideoQuality::P720)
+            }
+        );
+        // The same profile again changes nothing.
+        session.set_video_quality(VideoQuality::P720);
+        assert!(events.try_recv().is_err());
+        session.close().await;
+    }
 }
