@@ -93,7 +93,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 | MediaEvent::RemoteTrack { .. }
                 | MediaEvent::FirstFrame { .. }
                 | MediaEvent::PeerMedia { .. }
-                | MediaEvent::NoRelayCandidates { .. } => {}
+                | MediaEvent::NoRelayCandidates { .. }
+                | MediaEvent::VideoTarget { .. } => {}
             },
             Some(f) = frames.recv() => {
                 *counts.entry(format!("{:?}", f.frame.codec)).or_default() += 1;

@@ -28,6 +28,19 @@
 //! no picture is handed out until a key frame decodes cleanly, and lost
 //! audio is concealed. VP8 video is not decoded.
 //!
+//! Video adapts to the network. Each peer's RTCP about our video (receiver
+//! reports with loss and round-trip time, NACKs, and REMB where the peer
+//! sends it, as Chrome does) drives a bitrate estimate for that peer, in
+//! the spirit of Google Congestion Control: heavy loss cuts it, a growing
+//! queue (round trip above its recent minimum) cuts it below what was
+//! sent, a clean link lets it climb about 8 % a second back to the
+//! profile. One encoder feeds every peer, so the session's
+//! [`VideoTarget`] is the lowest estimate, on a ladder of sizes and frame
+//! rates that never goes above the session's [`VideoQuality`]; each change
+//! is reported as [`MediaEvent::VideoTarget`], and [`PeerStats`] shows
+//! every peer's estimate, loss and round trip. Our own receivers send the
+//! reports a remote sender needs (one a second per received stream).
+//!
 //! ```no_run
 //! use calling_media::{
 //!     AudioSource, ChannelSink, MediaConfig, MediaEvent, MediaSession, UserId, VideoSource,

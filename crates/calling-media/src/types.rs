@@ -621,6 +621,18 @@ pub enum MediaEvent {
         /// Whether [`MediaConfig::relay_only`] is set.
         relay_only: bool,
     },
+    /// The target our video encoder aims at changed (congestion control):
+    /// the receivers' RTCP feedback (loss, round-trip time, REMB) showed the
+    /// link cannot carry the profile, or can carry more again. One encoder
+    /// feeds every peer, so this is the lowest of the peers' estimates,
+    /// never above the session's [`VideoQuality`]; reported when it moves by
+    /// 10 % or more (or changes rung), at most about twice a second.
+    /// [`MediaSession::set_video_quality`](crate::MediaSession::set_video_quality)
+    /// starts it again from the new profile.
+    VideoTarget {
+        /// What the encoder now aims at.
+        target: VideoTarget,
+    },
     /// Voice volume of a user, 0..=100, about every
     /// [`MediaConfig::volume_interval`]. Remote users: from the RFC 6464
     /// level on their packets. Our own user id: from the PCM we encode.
@@ -663,6 +675,20 @@ pub struct PeerStats {
     pub jitter: f64,
     /// The candidate pair ICE selected, once it has one.
     pub selected_pair: Option<SelectedPair>,
+    /// The video bitrate this peer's feedback allows, in bits per second
+    /// (the session's encoder follows the lowest over all peers; see
+    /// [`MediaEvent::VideoTarget`]). The profile's bitrate until feedback
+    /// says otherwise.
+    pub video_target_bps: u32,
+    /// The share of our video packets this peer lost, 0.0..=1.0, as our
+    /// congestion control reckons it: the larger of the last RTCP receiver
+    /// report's fraction lost and the share of sent packets the peer asked
+    /// to have resent (NACK) over the last few seconds. `None` before the
+    /// first report.
+    pub video_fraction_lost: Option<f64>,
+    /// Round-trip time measured from the peer's receiver reports about our
+    /// video (RFC 3550 LSR/DLSR), if measured yet.
+    pub video_rtt: Option<Duration>,
 }
 
 /// How an ICE candidate's address was obtained (RFC 8445, section 5.1.1).

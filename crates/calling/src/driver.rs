@@ -621,6 +621,7 @@ impl Driver {
             MediaEvent::RemoteTrack { user, kind } => debug!(%user, ?kind, "remote track"),
             MediaEvent::FirstFrame { user, kind } => debug!(%user, ?kind, "first frame"),
             MediaEvent::KeyframeRequested { user } => debug!(%user, "key frame requested"),
+            MediaEvent::VideoTarget { target } => debug!(?target, "video target"),
             MediaEvent::SourceFailed { kind, error } => {
                 let code = match kind {
                     MediaKind::Audio => {

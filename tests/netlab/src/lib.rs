@@ -629,6 +629,49 @@ impl Lab {
         format!("wss://{PUBLIC_IP}:{SERVER_PORT}/ws")
     }
 
+    /// Caps what `dev` in `ns` sends at `kbit` kbit/s with a token bucket
+    /// (`tc qdisc replace … root tbf`): a burst of 8 KB, and up to 200 ms
+    /// of queue before it drops, like a slow uplink. Replaces any earlier
+    /// cap. The kernel here has no netem; tbf and nftables stand in for it.
+    pub fn limit_rate(&self, ns: &str, dev: &str, kbit: u32) {
+        let rate = format!("{kbit}kbit");
+        self.exec(
+            ns,
+            &[
+                "tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", &rate, "burst", "8kb",
+                "latency", "200ms",
+            ],
+        );
+    }
+
+    /// Removes the cap [`limit_rate`](Self::limit_rate) set.
+    pub fn clear_rate_limit(&self, ns: &str, dev: &str) {
+        self.exec(ns, &["tc", "qdisc", "del", "dev", dev, "root"]);
+    }
+
+    /// Drops `percent` % of the UDP packets `ns` sends, at random
+    /// (nftables `numgen random`, in a table of its own on the output
+    /// hook), in place of netem's loss. TCP (signaling) is spared.
+    /// Replaces any earlier loss rule.
+    pub fn drop_udp(&self, ns: &str, percent: u32) {
+        let _ = quiet(&[
+            "ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "lab_loss",
+        ]);
+        let rules = format!(
+            "table inet lab_loss {{\n\
+               chain output {{ type filter hook output priority filter; policy accept;\n\
+                 meta l4proto udp numgen random mod 100 < {percent} drop\n\
+               }}\n\
+             }}\n"
+        );
+        run_with_input(&["ip", "netns", "exec", ns, "nft", "-f", "-"], Some(&rules));
+    }
+
+    /// Removes the loss [`drop_udp`](Self::drop_udp) set.
+    pub fn clear_udp_loss(&self, ns: &str) {
+        self.exec(ns, &["nft", "delete", "table", "inet", "lab_loss"]);
+    }
+
     /// The UDP flows conntrack holds in `router`, one line each.
     pub fn conntrack_udp(&self, router: &str) -> String {
         let out = Command::new("ip")

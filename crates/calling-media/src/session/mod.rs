@@ -5,10 +5,14 @@
 //! types, MIME mapping), `negotiation` (offer/answer, candidates), `send`
 //! (local tracks and the pumps that feed them), `receive` (remote tracks,
 //! reassembly, RTCP feedback), `peer` (building, driving and closing one
-//! peer connection) and `restore` (ICE restarts when a connection breaks).
+//! peer connection), `restore` (ICE restarts when a connection breaks),
+//! `feedback` (watching the RTCP peers send about our streams) and `adapt`
+//! (turning it into the video target: congestion control).
 
+mod adapt;
 mod codec;
 mod decode;
+mod feedback;
 mod gate;
 mod interfaces;
 mod negotiation;
@@ -20,6 +24,7 @@ mod send;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
 
 use calling_core::UserId;
 use tokio::sync::{Notify, mpsc};
@@ -33,8 +38,8 @@ use crate::error::MediaError;
 use crate::sink::FrameSink;
 use crate::source::{self, Control};
 use crate::types::{
-    AudioSource, IceServer, MediaConfig, MediaEvent, MediaSignal, PeerStats, VideoQuality,
-    VideoSource, VideoTarget,
+    AudioSource, IceServer, MediaConfig, MediaEvent, MediaKind, MediaSignal, PeerStats,
+    VideoQuality, VideoSource, VideoTarget,
 };
 
 /// Whether `local` makes the offer to `remote`: the byte-wise lower id does.
@@ -97,6 +102,8 @@ struct Inner {
     camera_on: AtomicBool,
     hands_free: AtomicBool,
     quality: Mutex<VideoQuality>,
+    /// The video target the peers' feedback allows (congestion control).
+    video_target: Mutex<adapt::Governor>,
     video_control: Mutex<Option<std::sync::mpsc::Sender<Control>>>,
     video_nudge: Arc<Notify>,
     pumps: Mutex<[Option<send::Pump>; 2]>,
@@ -155,12 +162,39 @@ impl Inner {
     /// pattern and raw camera frames honour it; files and the app's own
     /// encoded frames cannot. A source set later, or a new profile, starts
     /// at the full profile until the next target.
-    #[allow(dead_code, reason = "the bandwidth estimator calls it")]
     pub(crate) fn set_video_target(&self, target: VideoTarget) {
         if let Ok(c) = self.video_control.lock() {
             if let Some(c) = c.as_ref() {
                 let _ = c.send(Control::Target(target));
             }
+        }
+    }
+
+    /// Moves the video target to the lowest bitrate the connected peers'
+    /// feedback allows, when that is worth a change, and reports it.
+    fn adapt_video(&self, now: Instant) {
+        let lowest = self
+            .peers()
+            .iter()
+            .filter(|p| p.shared.ready(MediaKind::Video))
+            .map(|p| {
+                p.shared
+                    .adapt
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .bitrate_bps()
+            })
+            .min();
+        let Some(lowest) = lowest else { return };
+        let changed = self
+            .video_target
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .offer(now, lowest);
+        if let Some(target) = changed {
+            tracing::debug!(?target, "video target");
+            self.set_video_target(target);
+            self.emit(MediaEvent::VideoTarget { target });
         }
     }
 
@@ -221,6 +255,7 @@ impl MediaSession {
             camera_on: AtomicBool::new(true),
             hands_free: AtomicBool::new(false),
             quality: Mutex::new(quality),
+            video_target: Mutex::new(adapt::Governor::new(quality)),
             video_control: Mutex::new(None),
             video_nudge: Arc::new(Notify::new()),
             pumps: Mutex::new([None, None]),
@@ -526,6 +561,16 @@ impl MediaSession {
         if let Ok(mut c) = self.inner.video_control.lock() {
             *c = running.as_ref().and_then(|r| r.control.clone());
         }
+        // A new source starts at the profile: give it what the link allows.
+        let target = self
+            .inner
+            .video_target
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .current();
+        if target != VideoTarget::of(quality) {
+            self.inner.set_video_target(target);
+        }
         for p in self.inner.peers() {
             p.shared.awaiting_keyframe.store(true, Ordering::Release);
         }
@@ -589,11 +634,34 @@ impl MediaSession {
 
     /// Changes the video profile, live: the resolution box, bitrate and
     /// frame rate the test pattern and raw camera frames
-    /// ([`VideoSource::Raw`]) are encoded at. Files and the app's own
-    /// encoded frames are sent as they are.
+    /// ([`VideoSource::Raw`]) are encoded at; files and the app's own
+    /// encoded frames are sent as they are. Congestion control starts again
+    /// from the new profile: every peer's estimate and the video target go
+    /// to its bitrate (reported as [`MediaEvent::VideoTarget`] if the
+    /// target changes), and adapt from there on the peers' next reports.
     pub fn set_video_quality(&self, quality: VideoQuality) {
         if let Ok(mut q) = self.inner.quality.lock() {
             *q = quality;
+        }
+        for p in self.inner.peers() {
+            *p.shared
+                .adapt
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = adapt::Estimator::new(quality);
+        }
+        let previous = std::mem::replace(
+            &mut *self
+                .inner
+                .video_target
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+            adapt::Governor::new(quality),
+        )
+        .current();
+        if previous != VideoTarget::of(quality) {
+            self.inner.emit(MediaEvent::VideoTarget {
+                target: VideoTarget::of(quality),
+            });
         }
         if let Ok(c) = self.inner.video_control.lock() {
             if let Some(c) = c.as_ref() {
@@ -636,5 +704,33 @@ mod tests {
         );
         assert!(is_offerer(&id("a"), &id("ab")));
         assert!(!is_offerer(&id("a"), &id("a")));
+    }
+
+    #[tokio::test]
+    async fn a_new_quality_restarts_the_video_target_from_its_profile() {
+        let id = UserId::new("alice").unwrap();
+        let (session, mut events) = MediaSession::new(id, MediaConfig::loopback())
+            .await
+            .unwrap();
+        let inner = &session.inner;
+        let target = || inner.video_target.lock().unwrap().current();
+        assert_eq!(target(), VideoTarget::of(VideoQuality::P480));
+        // Feedback brought it down...
+        let now = Instant::now();
+        let low = inner.video_target.lock().unwrap().offer(now, 200_000);
+        assert!(low.is_some());
+        // ...and a new profile starts again from the top, reported.
+        session.set_video_quality(VideoQuality::P720);
+        assert_eq!(target(), VideoTarget::of(VideoQuality::P720));
+        assert_eq!(
+            events.try_recv().unwrap(),
+            MediaEvent::VideoTarget {
+                target: VideoTarget::of(VideoQuality::P720)
+            }
+        );
+        // The same profile again changes nothing.
+        session.set_video_quality(VideoQuality::P720);
+        assert!(events.try_recv().is_err());
+        session.close().await;
     }
 }

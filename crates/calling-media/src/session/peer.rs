@@ -21,11 +21,12 @@ use webrtc::peer_connection::{
     configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 
+use super::adapt::{Estimator, Feedback};
 use super::gate::{Gate, GatedRuntime};
 use super::negotiation::{LocalCandidates, Negotiation};
 use super::restore::{self, Restore};
 use super::send::LocalTrack;
-use super::{Inner, MediaSession, codec, interfaces, is_offerer, negotiation, receive};
+use super::{Inner, MediaSession, codec, feedback, interfaces, is_offerer, negotiation, receive};
 use crate::error::MediaError;
 use crate::types::{
     CandidateKind, IceServer, MediaEvent, MediaKind, PeerState, PeerStats, SelectedPair, VideoCodec,
@@ -87,6 +88,10 @@ pub(super) struct PeerShared {
     pub(super) restore: Mutex<Restore>,
     /// Wakes the restore task when the connection is back.
     pub(super) restored: Notify,
+    /// The bitrate this peer's feedback allows for our video.
+    pub(super) adapt: Mutex<Estimator>,
+    /// What the RTCP watcher saw; taken by the task that reads feedback.
+    feedback: Mutex<Option<tokio::sync::mpsc::Receiver<(Instant, Feedback)>>>,
 }
 
 impl Drop for PeerShared {
@@ -131,6 +136,12 @@ impl PeerShared {
             MediaKind::Video => &self.video_pt,
         };
         slot.lock().ok().and_then(|g| *g)
+    }
+
+    /// The congestion feedback the connection's RTCP watcher collects;
+    /// `None` once taken.
+    pub(super) fn take_feedback(&self) -> Option<tokio::sync::mpsc::Receiver<(Instant, Feedback)>> {
+        self.feedback.lock().ok().and_then(|mut g| g.take())
     }
 
     /// Whether frames of `kind` can go to this peer now.
@@ -181,6 +192,10 @@ impl Peer {
         let selected_pair = selected_pair(&report);
         let s = &self.shared;
         let c = &s.counters;
+        let (video_target_bps, video_fraction_lost, video_rtt) = {
+            let e = s.adapt.lock().unwrap_or_else(PoisonError::into_inner);
+            (e.bitrate_bps(), e.fraction_lost(), e.rtt())
+        };
         PeerStats {
             user: s.remote.clone(),
             state: s.state.lock().ok().map(|g| *g),
@@ -196,6 +211,9 @@ impl Peer {
             packets_lost,
             jitter,
             selected_pair,
+            video_target_bps,
+            video_fraction_lost,
+            video_rtt,
         }
     }
 }
@@ -313,6 +331,10 @@ impl PeerConnectionEventHandler for Handler {
             if let Some(peer) = session.and_then(|s| s.peer(&self.shared.remote)) {
                 tokio::spawn(receive::read_feedback(
                     peer.video.track.clone(),
+                    receive::VideoFeedback {
+                        pc: Arc::downgrade(&peer.pc),
+                        ssrc: peer.video.ssrc,
+                    },
                     self.shared.clone(),
                     self.session.clone(),
                 ));
@@ -339,8 +361,25 @@ fn binding_attempts(interval: Duration, window: Duration) -> u16 {
 /// feedback), except that the NACK send history keeps `nack_history` packets
 /// per video stream instead of 1024: the history is allocated up front, and at
 /// 1024 slots it made up a third of an idle peer connection's memory.
-fn interceptors(engine: &mut MediaEngine, nack_history: u16) -> Result<Registry, MediaError> {
+///
+/// The RTCP reports include receiver reports about every stream we
+/// receive (webrtc-rs's `ReceiverReportInterceptor`, one a second), which
+/// a sender like us adapts its video to. We ask for REMB (`goog-remb`) too,
+/// which Chrome then sends; `feedback` gets what the peer reports about our
+/// streams (see the `feedback` module).
+fn interceptors(
+    engine: &mut MediaEngine,
+    nack_history: u16,
+    feedback: tokio::sync::mpsc::Sender<(Instant, Feedback)>,
+) -> Result<Registry, MediaError> {
     use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Slot};
+    engine.register_feedback(
+        RTCPFeedback {
+            typ: "goog-remb".to_owned(),
+            parameter: String::new(),
+        },
+        RtpCodecKind::Video,
+    );
     for parameter in ["", "pli"] {
         engine.register_feedback(
             RTCPFeedback {
@@ -358,10 +397,15 @@ fn interceptors(engine: &mut MediaEngine, nack_history: u16) -> Result<Registry,
         .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
     configure_simulcast_extension_headers(engine).map_err(MediaError::webrtc)?;
     let registry = configure_twcc_receiver_only(registry, engine).map_err(MediaError::webrtc)?;
-    Ok(configure_rtcp_reports(registry).with(
-        Slot::from(crate::keyframe::SLOT),
-        crate::keyframe::KeyframeRequests::default(),
-    ))
+    Ok(configure_rtcp_reports(registry)
+        .with(
+            Slot::from(crate::keyframe::SLOT),
+            crate::keyframe::KeyframeRequests::default(),
+        )
+        .with(
+            Slot::from(feedback::SLOT),
+            feedback::FeedbackWatch::new(feedback),
+        ))
 }
 
 /// Whether `servers` name a TURN server (so relay candidates are expected).
@@ -442,7 +486,9 @@ impl MediaSession {
         let cfg = &self.inner.config;
         let udp_addrs = interfaces::bind_addrs(&cfg.udp_addrs);
         let mut engine = codec::media_engine(cfg.video_codec)?;
-        let registry = interceptors(&mut engine, cfg.nack_history)?;
+        let (feedback_tx, feedback_rx) = tokio::sync::mpsc::channel(feedback::QUEUE);
+        let registry = interceptors(&mut engine, cfg.nack_history, feedback_tx)?;
+        let quality = self.inner.quality.lock().map(|q| *q).unwrap_or_default();
         let settings = SettingEngineBuilder::new()
             .with_ice_connection_attempts(
                 Some(cfg.ice_check_interval),
@@ -485,6 +531,8 @@ impl MediaSession {
             gate: Arc::new(Gate::default()),
             restore: Mutex::new(Restore::default()),
             restored: Notify::new(),
+            adapt: Mutex::new(Estimator::new(quality)),
+            feedback: Mutex::new(Some(feedback_rx)),
         });
         self.inner.live.fetch_add(1, Ordering::AcqRel);
         let handler = Arc::new(Handler {

@@ -1,17 +1,21 @@
 //! Receiving: reading a remote track, reassembling its packets into frames
 //! for the sink, the remote's voice volume, and RTCP feedback both ways
-//! (key-frame requests to and from the remote).
+//! (key-frame requests to and from the remote, and what the remote reports
+//! about our video for congestion control).
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{PeerConnection, StatsSelector};
 
+use super::adapt::Feedback;
 use super::decode::TrackDecoding;
 use super::peer::{Peer, PeerShared};
 use super::{Inner, codec};
@@ -70,31 +74,132 @@ pub(super) async fn request_keyframe(peer: &Peer) -> Result<(), MediaError> {
     send_pli(track.as_ref(), peer.video.ssrc, ssrc).await
 }
 
-/// Reads the RTCP that webrtc-rs hands up for our video track: key-frame
-/// requests from the remote.
+/// Our video stream on one connection, for reading its feedback.
+pub(super) struct VideoFeedback {
+    /// The connection, for the sent figures of its statistics.
+    pub(super) pc: Weak<dyn PeerConnection>,
+    /// Our video's SSRC on it.
+    pub(super) ssrc: u32,
+}
+
+/// The next item of `rx`, or never once it is gone.
+async fn next_feedback(
+    rx: &mut Option<mpsc::Receiver<(Instant, Feedback)>>,
+) -> Option<(Instant, Feedback)> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Our video stream's payload bytes and packets sent so far.
+async fn video_sent(pc: &Weak<dyn PeerConnection>, ssrc: u32) -> Option<(u64, u64)> {
+    let pc = pc.upgrade()?;
+    let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
+    report
+        .outbound_rtp_streams()
+        .find(|o| o.sent_rtp_stream_stats.rtp_stream_stats.ssrc == ssrc)
+        .map(|o| {
+            let s = &o.sent_rtp_stream_stats;
+            (s.bytes_sent, s.packets_sent)
+        })
+}
+
+/// Reads what the remote says about our video: key-frame requests (the
+/// RTCP that webrtc-rs hands up for our video track) and the congestion
+/// feedback the connection's RTCP watcher collects (reception reports,
+/// REMB, NACK), which drives the peer's bitrate estimate and through it
+/// the session's video target.
 pub(super) async fn read_feedback(
     track: Arc<TrackLocalStaticRTP>,
+    video: VideoFeedback,
     shared: Arc<PeerShared>,
     session: Weak<Inner>,
 ) {
-    while let Some(event) = track.poll().await {
-        let TrackLocalEvent::OnRtcpPacket(packets) = event else {
+    let mut reports = shared.take_feedback();
+    loop {
+        let feedback = tokio::select! {
+            event = track.poll() => {
+                let Some(event) = event else { break };
+                let TrackLocalEvent::OnRtcpPacket(packets) = event else {
+                    continue;
+                };
+                if !packets
+                    .iter()
+                    .any(|p| crate::keyframe::is_keyframe_request(p.as_ref()))
+                {
+                    continue;
+                }
+                let Some(inner) = session.upgrade() else {
+                    break;
+                };
+                tracing::debug!(user = %shared.remote, "key frame requested");
+                inner.request_keyframe();
+                inner.emit(MediaEvent::KeyframeRequested {
+                    user: shared.remote.clone(),
+                });
+                continue;
+            }
+            feedback = next_feedback(&mut reports) => feedback,
+        };
+        let Some((at, feedback)) = feedback else {
+            // The connection and its watcher are gone; key-frame requests
+            // may still come until the track ends.
+            reports = None;
             continue;
         };
-        if !packets
-            .iter()
-            .any(|p| crate::keyframe::is_keyframe_request(p.as_ref()))
-        {
-            continue;
-        }
-        let Some(inner) = session.upgrade() else {
+        if shared.closed.load(Ordering::Acquire) {
             break;
+        }
+        let decided = match feedback {
+            Feedback::Report {
+                ssrc,
+                fraction_lost,
+                rtt,
+                ..
+            } if ssrc == video.ssrc => {
+                let sent = video_sent(&video.pc, video.ssrc).await;
+                let mut e = shared.adapt.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some((bytes, packets)) = sent {
+                    e.on_sent(Instant::now(), bytes, packets);
+                }
+                e.on_report(at, fraction_lost, rtt);
+                tracing::trace!(
+                    user = %shared.remote,
+                    fraction_lost,
+                    ?rtt,
+                    sent_bps = ?e.sent_bps(),
+                    estimate_bps = e.bitrate_bps(),
+                    "video report"
+                );
+                true
+            }
+            Feedback::Remb { bitrate_bps, ssrcs }
+                if ssrcs.is_empty() || ssrcs.contains(&video.ssrc) =>
+            {
+                shared
+                    .adapt
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .on_remb(at, bitrate_bps);
+                true
+            }
+            Feedback::Nack { ssrc, seqs } if ssrc == video.ssrc => {
+                shared
+                    .adapt
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .on_nack(at, &seqs);
+                false
+            }
+            _ => false,
         };
-        tracing::debug!(user = %shared.remote, "key frame requested");
-        inner.request_keyframe();
-        inner.emit(MediaEvent::KeyframeRequested {
-            user: shared.remote.clone(),
-        });
+        if decided {
+            let Some(inner) = session.upgrade() else {
+                break;
+            };
+            inner.adapt_video(Instant::now());
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use calling::{CallEvent, Calling, CallingConfig, Event, MediaType};
+use calling::{CallEvent, Calling, CallingConfig, Event, MediaType, VideoQuality};
 use calling_netlab::{APP, KEY};
 use calling_server::{Config, DemoMode, Server, TlsFiles, TurnConfig};
 use clap::{Parser, Subcommand};
@@ -88,6 +88,9 @@ struct PeerArgs {
     /// A stall of media at least this long is reported when it ends.
     #[arg(long, default_value_t = 400)]
     stall_ms: u64,
+    /// The video profile's height: 480 (the SDK's default), 720 or 1080.
+    #[arg(long, default_value_t = 480)]
+    video_height: u32,
 }
 
 #[derive(clap::Args, Debug)]
@@ -212,6 +215,12 @@ async fn peer(args: PeerArgs) -> Result<(), String> {
     };
     // The default bind addresses (every interface) are what the lab proves.
     config.media.relay_only = args.relay_only;
+    config.media.video_quality = match args.video_height {
+        480 => VideoQuality::P480,
+        720 => VideoQuality::P720,
+        1080 => VideoQuality::P1080,
+        h => return Err(format!("--video-height {h}: 480, 720 or 1080")),
+    };
     let sig = calling_usersig::generate(APP, KEY, &args.user, 3600, calling_usersig::now_unix());
     let (client, mut events) = Calling::login(&args.url, APP, &args.user, &sig, config)
         .await
@@ -345,6 +354,11 @@ async fn stats_line(client: &Calling) -> serde_json::Value {
             "audio_sent": s.audio_frames_sent,
             "video_sent": s.video_frames_sent,
             "rtt_ms": s.rtt.map(|r| r.as_secs_f64() * 1000.0),
+            "bytes_received": s.bytes_received,
+            "bytes_sent": s.bytes_sent,
+            "video_target_bps": s.video_target_bps,
+            "video_fraction_lost": s.video_fraction_lost,
+            "video_rtt_ms": s.video_rtt.map(|r| r.as_secs_f64() * 1000.0),
             "pair": s.selected_pair.map(|p| json!({
                 "path": p.path().as_str(),
                 "local": p.local.as_str(),
