@@ -329,16 +329,11 @@ pub struct VideoTarget {
 }
 
 impl VideoTarget {
-    /// Most frames per second a raw source sends (the app's capture rate,
-    /// up to this); the test pattern generates at
-    /// [`VideoQuality::frame_rate`].
-    pub const MAX_FRAME_RATE: u32 = 30;
-
     /// The full profile: no adaptation.
     pub fn of(quality: VideoQuality) -> Self {
         VideoTarget {
             bitrate_bps: quality.bitrate_bps(),
-            frame_rate: Self::MAX_FRAME_RATE,
+            frame_rate: quality.frame_rate(),
             max_height: quality.resolution().1,
         }
     }
