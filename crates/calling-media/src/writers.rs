@@ -425,13 +425,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Frames per second from the timestamps of `frames`, if they span time.
+///
+/// The median gap between pictures decides, not the whole span: a key
+/// frame sent out of schedule (at a receiver's request), or a late picture
+/// followed at once by the next, leaves short gaps that would otherwise
+/// raise the rate.
 fn frame_rate_of(frames: &[DecodedVideoFrame]) -> Option<u32> {
-    let (first, last) = (frames.first()?, frames.last()?);
-    let span = last.timestamp.checked_sub(first.timestamp)?.as_secs_f64();
-    if span <= 0.0 {
+    let mut gaps: Vec<Duration> = frames
+        .windows(2)
+        .filter_map(|w| w[1].timestamp.checked_sub(w[0].timestamp))
+        .filter(|gap| !gap.is_zero())
+        .collect();
+    if gaps.is_empty() {
         return None;
     }
-    let fps = ((frames.len() - 1) as f64 / span).round();
+    gaps.sort_unstable();
+    let median = gaps[gaps.len() / 2].as_secs_f64();
+    let fps = (1.0 / median).round();
     (1.0..=240.0).contains(&fps).then_some(fps as u32)
 }
 
@@ -830,5 +840,16 @@ mod tests {
         assert_eq!(frame_rate_of(&at(&[0, 33, 67, 100])), Some(30));
         assert_eq!(frame_rate_of(&at(&[0])), None);
         assert_eq!(frame_rate_of(&at(&[50, 50])), None);
+        // A key frame sent at once between two of the schedule's (what a
+        // decoder's key-frame request makes a sender do): still 15 fps.
+        assert_eq!(
+            frame_rate_of(&at(&[0, 67, 133, 150, 200, 267, 333, 400])),
+            Some(15)
+        );
+        // A late picture and the next sent at once after it: likewise.
+        assert_eq!(
+            frame_rate_of(&at(&[0, 67, 133, 233, 240, 333, 400, 467])),
+            Some(15)
+        );
     }
 }
