@@ -23,6 +23,12 @@ pub const SAMPLE_RATE: u32 = 48_000;
 /// Largest width or height of a raw video frame we take.
 pub const MAX_DIMENSION: u32 = 4096;
 
+/// Most frames per second sent from the app's own pictures (raw or
+/// encoded): a 30 fps camera is sent at 30 fps, a 60 fps one has every
+/// other frame skipped. The generated test pattern runs at its profile's
+/// [`VideoQuality::frame_rate`](crate::VideoQuality::frame_rate).
+pub const MAX_FRAME_RATE: u32 = 30;
+
 /// How the bytes of a [`VideoFrame`] are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

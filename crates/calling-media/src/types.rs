@@ -144,8 +144,9 @@ impl VideoQuality {
         }
     }
 
-    /// Frames per second of the generated source, and at most of raw
-    /// camera frames (a faster camera has frames skipped).
+    /// Frames per second of the generated test pattern (15, as TRTC's
+    /// profiles). The app's own pictures go at the rate it pushes them, up
+    /// to [`MAX_FRAME_RATE`](crate::raw::MAX_FRAME_RATE).
     pub fn frame_rate(self) -> u32 {
         15
     }
@@ -329,11 +330,13 @@ pub struct VideoTarget {
 }
 
 impl VideoTarget {
-    /// The full profile: no adaptation.
+    /// The full profile: no adaptation. Its frame rate is the most any
+    /// source sends ([`MAX_FRAME_RATE`](crate::raw::MAX_FRAME_RATE)); the
+    /// test pattern keeps to its profile's lower rate under it.
     pub fn of(quality: VideoQuality) -> Self {
         VideoTarget {
             bitrate_bps: quality.bitrate_bps(),
-            frame_rate: quality.frame_rate(),
+            frame_rate: crate::raw::MAX_FRAME_RATE,
             max_height: quality.resolution().1,
         }
     }
@@ -406,9 +409,9 @@ pub enum VideoSource {
     /// Key-frame requests, [`MediaSession::set_video_quality`] and the
     /// congestion controller's [`VideoTarget`] (bitrate, frame rate by
     /// skipping frames, size; for a portrait frame `max_height` limits the
-    /// shorter side, its width) apply. At most the profile's frame rate is
-    /// sent: a 30 fps camera at the 15 fps profiles has every other frame
-    /// skipped. RTP time follows the frames' capture timestamps (each
+    /// shorter side, its width) apply. Frames go at the rate they are pushed,
+    /// up to [`MAX_FRAME_RATE`](crate::raw::MAX_FRAME_RATE) (30 fps): a
+    /// 60 fps camera has every other frame skipped. RTP time follows the frames' capture timestamps (each
     /// frame's duration is the gap to the frame before it, 1 to 200 ms).
     ///
     /// The input queues 3 frames: while the encoder is behind, a push says

@@ -384,8 +384,7 @@ async fn key_frame_requests_and_congestion_targets_reach_the_camera_encoder() {
         "key frames came {waits:?} frames after the requests"
     );
 
-    // The full 480p profile: 800 kbit/s at 15 fps (the 30 fps camera sends
-    // every other frame).
+    // The full 480p profile: 800 kbit/s, at the 30 fps camera's rate.
     let mut decoder = Video::new();
     for f in &got {
         if is_video_from(f, "alice") {

@@ -561,7 +561,9 @@ mod tests {
         assert_eq!(ladder(q, 720, 3_000_000), VideoTarget::of(q), "capped");
         assert_eq!(ladder(q, 720, 700_000).max_height, 720);
         assert_eq!(ladder(q, 720, 500_000).max_height, 480);
+        // Above 300 kbit/s the app's camera keeps its 30 fps.
         assert_eq!(ladder(q, 720, 320_000).max_height, 360);
+        assert_eq!(ladder(q, 720, 320_000).frame_rate, 30);
         let low = ladder(q, 720, 200_000);
         assert_eq!((low.max_height, low.frame_rate), (240, 15));
         assert_eq!(ladder(q, 720, 100_000).max_height, 180);

@@ -60,6 +60,8 @@ pub(crate) struct H264Stage {
     /// The rate the encoder was built with, which it returns to whenever a
     /// new size re-initialises it.
     built: Rate,
+    /// The most frames per second this source sends.
+    max_frame_rate: u32,
     keyframe: bool,
     scaler: Scaler,
     scaled: Picture,
@@ -70,13 +72,15 @@ pub(crate) struct H264Stage {
 }
 
 impl H264Stage {
-    /// An encoder at `quality`'s profile. Built on the thread that uses it.
+    /// An encoder at `quality`'s profile, sending at most `max_frame_rate`
+    /// frames per second (whatever the profile or the target says). Built
+    /// on the thread that uses it.
     ///
     /// # Errors
     ///
     /// [`MediaError::Encoder`] if OpenH264 cannot be set up.
-    pub(crate) fn new(quality: VideoQuality) -> Result<Self, MediaError> {
-        let fps = quality.frame_rate();
+    pub(crate) fn new(quality: VideoQuality, max_frame_rate: u32) -> Result<Self, MediaError> {
+        let fps = max_frame_rate.clamp(1, crate::raw::MAX_FRAME_RATE);
         let config = EncoderConfig::new()
             .bitrate(BitRate::from_bps(quality.bitrate_bps()))
             .max_frame_rate(FrameRate::from_hz(fps as f32))
@@ -96,6 +100,7 @@ impl H264Stage {
                 bitrate_bps: quality.bitrate_bps(),
                 frame_rate: fps,
             },
+            max_frame_rate: fps,
             keyframe: false,
             scaler: Scaler::default(),
             scaled: Picture::default(),
@@ -111,7 +116,10 @@ impl H264Stage {
 
     /// What the encoder aims at now: the profile, lowered by the target.
     pub(crate) fn target(&self) -> VideoTarget {
-        let full = VideoTarget::of(self.quality);
+        let full = VideoTarget {
+            frame_rate: self.max_frame_rate,
+            ..VideoTarget::of(self.quality)
+        };
         let Some(t) = self.target else {
             return full;
         };
@@ -355,7 +363,7 @@ mod tests {
 
     #[test]
     fn a_target_lowers_the_bitrate_and_the_size_in_place() {
-        let mut stage = H264Stage::new(VideoQuality::P480).unwrap();
+        let mut stage = H264Stage::new(VideoQuality::P480, 15).unwrap();
         let mut noise = Noise::new(640, 480);
         let mut decoder = Decoder::new().unwrap();
         let mut at = Duration::ZERO;
@@ -413,7 +421,7 @@ mod tests {
 
     #[test]
     fn key_frames_come_when_asked() {
-        let mut stage = H264Stage::new(VideoQuality::P480).unwrap();
+        let mut stage = H264Stage::new(VideoQuality::P480, 15).unwrap();
         let mut noise = Noise::new(320, 240);
         let mut at = Duration::ZERO;
         let mut next = |stage: &mut H264Stage| loop {
@@ -431,7 +439,7 @@ mod tests {
 
     #[test]
     fn durations_follow_capture_time() {
-        let mut stage = H264Stage::new(VideoQuality::P480).unwrap();
+        let mut stage = H264Stage::new(VideoQuality::P480, 15).unwrap();
         let mut noise = Noise::new(64, 48);
         let mut durations = Vec::new();
         for ms in [1000, 1040, 1080, 1113, 3000, 3033] {
@@ -453,14 +461,14 @@ mod tests {
                 .filter(|i| stage.admit(Duration::from_millis(10_000 + i * 1000 / fps)))
                 .count()
         };
-        let mut stage = H264Stage::new(VideoQuality::P480).unwrap();
-        // The profile's 15 fps: a 30 fps camera sends every other frame.
+        let mut stage = H264Stage::new(VideoQuality::P480, 15).unwrap();
+        // A 15 fps source: a 30 fps camera sends every other frame.
         assert_eq!(admitted(&mut stage, 30, 60), 30);
         // A 15 fps camera sends every frame.
-        let mut stage = H264Stage::new(VideoQuality::P480).unwrap();
+        let mut stage = H264Stage::new(VideoQuality::P480, 15).unwrap();
         assert_eq!(admitted(&mut stage, 15, 30), 30);
         // A 10 fps target: a third of a 30 fps camera's frames.
-        let mut stage = H264Stage::new(VideoQuality::P480).unwrap();
+        let mut stage = H264Stage::new(VideoQuality::P480, 15).unwrap();
         stage.control(Control::Target(VideoTarget {
             frame_rate: 10,
             ..VideoTarget::of(VideoQuality::P480)
@@ -470,6 +478,19 @@ mod tests {
         stage.control(Control::Target(VideoTarget {
             frame_rate: 60,
             ..VideoTarget::of(VideoQuality::P480)
+        }));
+        assert_eq!(stage.target().frame_rate, 15);
+        // The app's pictures go at up to 30 fps: a 30 fps camera sends
+        // every frame, a 60 fps one every other.
+        let raw = crate::raw::MAX_FRAME_RATE;
+        let mut stage = H264Stage::new(VideoQuality::P720, raw).unwrap();
+        assert_eq!(admitted(&mut stage, 30, 60), 60);
+        let mut stage = H264Stage::new(VideoQuality::P720, raw).unwrap();
+        assert_eq!(admitted(&mut stage, 60, 120), 60);
+        // A lower target applies to it as to any source.
+        stage.control(Control::Target(VideoTarget {
+            frame_rate: 15,
+            ..VideoTarget::of(VideoQuality::P720)
         }));
         assert_eq!(stage.target().frame_rate, 15);
     }

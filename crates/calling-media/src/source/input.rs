@@ -43,7 +43,7 @@ pub(super) fn start_raw_video(
     let failure = running.failure.clone();
     spawn("calling-camera", move || {
         // Built here, not waited for (as the test pattern's).
-        let mut stage = match H264Stage::new(quality) {
+        let mut stage = match H264Stage::new(quality, crate::raw::MAX_FRAME_RATE) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "the camera's encoder cannot start");

@@ -37,7 +37,7 @@ fn pattern_loop(
     stop: &AtomicBool,
     failure: &std::sync::Mutex<Option<MediaError>>,
 ) {
-    let mut stage = match H264Stage::new(quality) {
+    let mut stage = match H264Stage::new(quality, quality.frame_rate()) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "the test pattern's encoder cannot start");
