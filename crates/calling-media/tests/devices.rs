@@ -12,6 +12,8 @@
 #![cfg(feature = "devices")]
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,7 +22,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use calling_media::devices::{self, Microphone, Speaker};
-use calling_media::{AudioFrame, DecodedAudioFrame, DecodedSink, RawAudioInput, UserId};
+use calling_media::{
+    AudioFrame, AudioSource, DecodedAudioFrame, DecodedSink, MediaKind, RawAudioInput, UserId,
+};
 
 const RATE: u32 = 48_000;
 
@@ -601,4 +605,61 @@ fn speaker_switches_device_mid_call() {
     assert!(speaker.switch_device(Some("no_such_speaker")).is_err());
     assert_eq!(speaker.device_name(), "calling_spk4");
     assert_tone(&record("calling_spk4.monitor", 0.5), 800.0, "still on spk4");
+}
+
+/// The whole path through a call: a tone played into one side's virtual
+/// microphone is captured, Opus-encoded and sent by alice's session, and
+/// decoded and played by bob's on his virtual speaker, where it is
+/// recorded and told by its frequency.
+#[test]
+fn a_tone_goes_from_one_sides_microphone_to_the_others_speaker() {
+    if lab().is_none() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut m = common::mesh(&["alice", "bob"]).await;
+        let alice = m.session("alice");
+        let bob = m.session("bob");
+
+        // Alice: the virtual microphone into the call.
+        let input = RawAudioInput::new();
+        alice
+            .set_audio_source(Some(AudioSource::Raw(input.clone())))
+            .unwrap();
+        let mic = Microphone::open(Some("calling_e2e_mic"), input.clone()).unwrap();
+        let _player = Player::start("calling_e2e_mic", tone(587.0, 0.5, 60.0, 0));
+        // Bob: what he decodes onto his virtual speaker.
+        let speaker = Speaker::open(Some("calling_e2e_spk")).unwrap();
+        bob.set_decoded_sink(Some(speaker.clone()));
+        m.connect_all().await;
+        m.node("bob").collect("alice", MediaKind::Audio, 50).await;
+
+        let heard = tokio::task::spawn_blocking(|| record("calling_e2e_spk.monitor", 1.5))
+            .await
+            .unwrap();
+        assert_tone(&heard, 587.0, "alice's microphone on bob's speaker");
+        assert!(mic.stats().pushed >= 50, "{:?}", mic.stats());
+        let s = speaker.stats();
+        assert!(s.chunks_in >= 50, "{s:?}");
+        assert_eq!(s.chunks_bad, 0, "{s:?}");
+
+        // Alice's microphone muted: bob's speaker goes quiet.
+        mic.set_muted(true);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let quiet = tokio::task::spawn_blocking(|| record("calling_e2e_spk.monitor", 0.5))
+            .await
+            .unwrap();
+        assert!(
+            goertzel(&quiet, 587.0) < 0.01,
+            "the tone still plays with the microphone muted: rms {}",
+            rms(&quiet)
+        );
+        bob.set_decoded_sink(None);
+        m.close().await;
+    });
 }
