@@ -336,9 +336,9 @@ async fn decoded_pictures_and_tone_arrive_and_are_recorded() {
     })
     .await;
 
-    // Hands-free holds decoded audio back as it does encoded audio, and
+    // Muted remote audio holds decoded audio back as it does encoded audio, and
     // pictures keep coming.
-    bob.set_hands_free(true);
+    bob.set_remote_audio_muted(true);
     // What was decoded before is still on its way out (the channel and the
     // decoder queues): skip to pictures handed out well after.
     let quiet = Instant::now() + Duration::from_millis(500);
@@ -356,8 +356,8 @@ async fn decoded_pictures_and_tone_arrive_and_are_recorded() {
         n >= 8
     })
     .await;
-    assert_eq!(heard, 0, "decoded audio while hands-free");
-    bob.set_hands_free(false);
+    assert_eq!(heard, 0, "decoded audio while muted");
+    bob.set_remote_audio_muted(false);
     let mut heard = 0;
     decoded_until(&mut rx, |d| {
         heard += usize::from(matches!(d, Decoded::Audio { .. }));

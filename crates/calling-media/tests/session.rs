@@ -234,26 +234,26 @@ async fn camera_off_stops_video_and_on_resumes_with_a_key_frame() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hands_free_stops_delivering_remote_audio() {
+async fn muted_remote_audio_stops_reaching_the_sinks() {
     let mut m = mesh(&["alice", "bob"]).await;
     let alice = m.session("alice");
     alice.set_audio_source(Some(tone())).unwrap();
     alice
         .set_video_source(Some(VideoSource::TestPattern))
         .unwrap();
-    m.session("bob").set_hands_free(true);
+    m.session("bob").set_remote_audio_muted(true);
     m.connect_all().await;
     let frames = m.node("bob").collect("alice", MediaKind::Video, 8).await;
     assert_eq!(of(&frames, "alice", MediaKind::Audio).count(), 0);
     // Audio still arrives at bob's session, it just is not delivered.
     let bob_stats = m.session("bob").stats().await;
     assert!(bob_stats[0].audio_frames_received > 0, "{bob_stats:?}");
-    // Volume events keep coming while hands-free.
+    // Volume events keep coming while muted.
     m.node("bob")
         .event(|e| matches!(e, MediaEvent::VoiceVolume { user, .. } if user.as_str() == "alice"))
         .await;
 
-    m.session("bob").set_hands_free(false);
+    m.session("bob").set_remote_audio_muted(false);
     m.node("bob").collect("alice", MediaKind::Audio, 3).await;
     m.close().await;
 }

@@ -665,7 +665,7 @@ mod tests {
                 .all(|f| f.samples.len() == 960 && f.channels == 1)
         );
         drop(audio);
-        // Held back on purpose (hands-free), then a packet whose loss
+        // Held back on purpose (remote audio muted), then a packet whose loss
         // count is not about that: nothing made up for the skipped time.
         let mut after = job(packets[3].clone(), 40 * 960, 1);
         after.after_skip = true;

@@ -100,7 +100,7 @@ struct Inner {
     local_sink: RwLock<Option<Arc<dyn FrameSink>>>,
     mic_muted: AtomicBool,
     camera_on: AtomicBool,
-    hands_free: AtomicBool,
+    remote_audio_muted: AtomicBool,
     quality: Mutex<VideoQuality>,
     /// The video target the peers' feedback allows (congestion control).
     video_target: Mutex<adapt::Governor>,
@@ -253,7 +253,7 @@ impl MediaSession {
             local_sink: RwLock::new(None),
             mic_muted: AtomicBool::new(false),
             camera_on: AtomicBool::new(true),
-            hands_free: AtomicBool::new(false),
+            remote_audio_muted: AtomicBool::new(false),
             quality: Mutex::new(quality),
             video_target: Mutex::new(adapt::Governor::new(quality)),
             video_control: Mutex::new(None),
@@ -502,9 +502,9 @@ impl MediaSession {
     /// cleanly; lost audio packets are concealed, a few per gap, and marked
     /// [`DecodedAudioFrame::concealed`](crate::DecodedAudioFrame::concealed).
     /// VP8 video is not decoded (no VP8 decoder builds with cargo alone):
-    /// its frames still reach the frame sink. Hands-free
-    /// ([`set_hands_free`](Self::set_hands_free)) holds back decoded audio
-    /// as it does encoded audio.
+    /// its frames still reach the frame sink. Muted remote
+    /// audio ([`set_remote_audio_muted`](Self::set_remote_audio_muted))
+    /// holds back decoded audio as it does encoded audio.
     pub fn set_decoded_sink(&self, sink: Option<Arc<dyn DecodedSink>>) {
         *self
             .inner
@@ -625,11 +625,13 @@ impl MediaSession {
         }
     }
 
-    /// Hands-free (TRTCCalling's `setHandsFree(false)` inverted: mute all
-    /// remote audio): remote audio frames stop reaching the frame sink and
-    /// the decoded sink. Voice volume events keep coming.
-    pub fn set_hands_free(&self, on: bool) {
-        self.inner.hands_free.store(on, Ordering::Release);
+    /// Mutes every remote user's audio here: remote audio frames stop
+    /// reaching the frame sink and the decoded sink (so a
+    /// `devices::Speaker` plays silence). Voice volume events keep coming. (TRTCCalling's
+    /// hands-free, which the SDK maps to a choice of output device, is not
+    /// this.)
+    pub fn set_remote_audio_muted(&self, on: bool) {
+        self.inner.remote_audio_muted.store(on, Ordering::Release);
     }
 
     /// Changes the video profile, live: the resolution box, bitrate and

@@ -313,7 +313,7 @@ pub(super) async fn receive(
                 kind,
             });
         }
-        if kind == MediaKind::Audio && s.hands_free.load(Ordering::Relaxed) {
+        if kind == MediaKind::Audio && s.remote_audio_muted.load(Ordering::Relaxed) {
             decoding.skip();
             continue;
         }
