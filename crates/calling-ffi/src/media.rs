@@ -452,8 +452,14 @@ fn push_audio(client: &calling_client, samples: Samples, channels: u32) -> Resul
 }
 
 /// Checks a sample buffer and its count.
-fn sample_count(ptr_null: bool, count: usize) -> Result<(), Failure> {
-    if ptr_null {
+/// Copies `count` samples from a C caller's buffer, refusing NULL and a
+/// count outside 1..=[`MAX_PUSH_SAMPLES`].
+///
+/// # Safety
+///
+/// `samples` is NULL or readable for `count` values of `T`.
+unsafe fn copy_samples<T: Copy>(samples: *const T, count: usize) -> Result<Vec<T>, Failure> {
+    if samples.is_null() {
         return Err(Failure::new(
             CALLING_RESULT_NULL_PARAMETER,
             "`samples` is NULL",
@@ -464,7 +470,8 @@ fn sample_count(ptr_null: bool, count: usize) -> Result<(), Failure> {
             "`count`: {count} is not 1 to {MAX_PUSH_SAMPLES}"
         )));
     }
-    Ok(())
+    // SAFETY: not NULL, and the caller promises `count` readable samples.
+    Ok(unsafe { std::slice::from_raw_parts(samples, count) }.to_vec())
 }
 
 /// Pushes `count` interleaved 16-bit samples of `channels` (1 or 2)
@@ -487,9 +494,8 @@ pub unsafe extern "C" fn calling_client_push_audio_i16(
     channels: u32,
 ) -> calling_result {
     with_client(client, "calling_client_push_audio_i16", |client| {
-        sample_count(samples.is_null(), count)?;
         // SAFETY: the caller promises `count` readable samples.
-        let s = unsafe { std::slice::from_raw_parts(samples, count) }.to_vec();
+        let s = unsafe { copy_samples(samples, count) }?;
         push_audio(client, Samples::I16(s), channels)
     })
 }
@@ -509,9 +515,8 @@ pub unsafe extern "C" fn calling_client_push_audio_f32(
     channels: u32,
 ) -> calling_result {
     with_client(client, "calling_client_push_audio_f32", |client| {
-        sample_count(samples.is_null(), count)?;
         // SAFETY: the caller promises `count` readable samples.
-        let s = unsafe { std::slice::from_raw_parts(samples, count) }.to_vec();
+        let s = unsafe { copy_samples(samples, count) }?;
         push_audio(client, Samples::F32(s), channels)
     })
 }

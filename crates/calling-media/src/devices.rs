@@ -57,6 +57,29 @@ pub const JITTER_MAX: Duration = Duration::from_millis(200);
 /// that user, so that uneven arrival does not break the sound up.
 pub const JITTER_PREFILL: Duration = Duration::from_millis(40);
 
+/// Calls the generic `build` for the sample type of a cpal
+/// `SampleFormat`; a format we have no type for returns
+/// [`DeviceError::UnsupportedFormat`] for device `name`.
+macro_rules! by_sample_format {
+    ($format:expr, $name:ident, $build:ident($($arg:expr),*)) => {
+        match $format {
+            SampleFormat::F32 => $build::<f32>($($arg),*),
+            SampleFormat::I16 => $build::<i16>($($arg),*),
+            SampleFormat::I32 => $build::<i32>($($arg),*),
+            SampleFormat::F64 => $build::<f64>($($arg),*),
+            SampleFormat::U16 => $build::<u16>($($arg),*),
+            SampleFormat::I8 => $build::<i8>($($arg),*),
+            SampleFormat::U8 => $build::<u8>($($arg),*),
+            other => {
+                return Err(DeviceError::UnsupportedFormat {
+                    name: $name,
+                    reason: format!("sample format {other:?}"),
+                });
+            }
+        }
+    };
+}
+
 /// How long opening a device may take before it counts as failed.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -518,21 +541,11 @@ fn open_input(
         counters: counters.clone(),
     };
     let c = counters;
-    let stream = match supported.sample_format() {
-        SampleFormat::F32 => build_input::<f32>(&device, &config, capture, c),
-        SampleFormat::I16 => build_input::<i16>(&device, &config, capture, c),
-        SampleFormat::I32 => build_input::<i32>(&device, &config, capture, c),
-        SampleFormat::F64 => build_input::<f64>(&device, &config, capture, c),
-        SampleFormat::U16 => build_input::<u16>(&device, &config, capture, c),
-        SampleFormat::I8 => build_input::<i8>(&device, &config, capture, c),
-        SampleFormat::U8 => build_input::<u8>(&device, &config, capture, c),
-        other => {
-            return Err(DeviceError::UnsupportedFormat {
-                name,
-                reason: format!("sample format {other:?}"),
-            });
-        }
-    }
+    let stream = by_sample_format!(
+        supported.sample_format(),
+        name,
+        build_input(&device, &config, capture, c)
+    )
     .map_err(|e| DeviceError::from_cpal(&name, Direction::Input, &e))?;
     stream
         .play()
@@ -903,21 +916,11 @@ fn open_output(
         resampler: Resampler::new(SAMPLE_RATE, config.sample_rate),
         ready: VecDeque::new(),
     };
-    let stream = match supported.sample_format() {
-        SampleFormat::F32 => build_output::<f32>(&device, &config, playback),
-        SampleFormat::I16 => build_output::<i16>(&device, &config, playback),
-        SampleFormat::I32 => build_output::<i32>(&device, &config, playback),
-        SampleFormat::F64 => build_output::<f64>(&device, &config, playback),
-        SampleFormat::U16 => build_output::<u16>(&device, &config, playback),
-        SampleFormat::I8 => build_output::<i8>(&device, &config, playback),
-        SampleFormat::U8 => build_output::<u8>(&device, &config, playback),
-        other => {
-            return Err(DeviceError::UnsupportedFormat {
-                name,
-                reason: format!("sample format {other:?}"),
-            });
-        }
-    }
+    let stream = by_sample_format!(
+        supported.sample_format(),
+        name,
+        build_output(&device, &config, playback)
+    )
     .map_err(|e| DeviceError::from_cpal(&name, Direction::Output, &e))?;
     stream
         .play()

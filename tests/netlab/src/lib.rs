@@ -624,6 +624,27 @@ impl Lab {
         node
     }
 
+    /// A Rust SDK peer (`lab-node peer`) in `ns`, logged in as `user`
+    /// over `wss://` trusting `ca`, with `extra` flags (e.g. `--call bob`);
+    /// returned once it is ready.
+    pub fn peer(&self, ns: &str, user: &str, ca: &str, extra: &[&str]) -> Node {
+        let url = self.wss_url();
+        let mut args = vec![
+            lab_node(),
+            "peer",
+            "--url",
+            &url,
+            "--ca",
+            ca,
+            "--user",
+            user,
+        ];
+        args.extend_from_slice(extra);
+        let node = self.spawn(ns, user, &args);
+        node.wait_for(Duration::from_secs(30), |v| v["type"] == "ready");
+        node
+    }
+
     /// The server's WebSocket URL.
     pub fn wss_url(&self) -> String {
         format!("wss://{PUBLIC_IP}:{SERVER_PORT}/ws")

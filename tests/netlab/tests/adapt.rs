@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use calling_netlab::{Lab, Nat, Node, lab_node, prerequisites, set_lab_node};
+use calling_netlab::{Lab, Nat, Node, prerequisites, set_lab_node};
 
 /// The sender's video profile (`VideoQuality::P1080`): 3 Mbit/s. The
 /// test pattern is easy to compress and sends far less than its target:
@@ -40,25 +40,6 @@ const CALL_WAIT: Duration = Duration::from_secs(60);
 fn setup(test: &str) -> bool {
     set_lab_node(env!("CARGO_BIN_EXE_lab-node"));
     prerequisites(test)
-}
-
-/// A Rust SDK peer in `ns` logged in as `user`.
-fn peer(lab: &Lab, ns: &str, user: &str, ca: &str, extra: &[&str]) -> Node {
-    let url = lab.wss_url();
-    let mut args = vec![
-        lab_node(),
-        "peer",
-        "--url",
-        &url,
-        "--ca",
-        ca,
-        "--user",
-        user,
-    ];
-    args.extend_from_slice(extra);
-    let node = lab.spawn(ns, user, &args);
-    node.wait_for(Duration::from_secs(30), |v| v["type"] == "ready");
-    node
 }
 
 /// The last `stats` line `node` printed.
@@ -217,9 +198,8 @@ fn video_follows_a_capped_then_lossy_then_clear_uplink() {
     let [a1, a2] = lab.clients_a() else {
         unreachable!()
     };
-    let bob = peer(&lab, a2, "bob", &ca, &[]);
-    let alice = peer(
-        &lab,
+    let bob = lab.peer(a2, "bob", &ca, &[]);
+    let alice = lab.peer(
         a1,
         "alice",
         &ca,

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use calling_netlab::{
     Lab, Nat, Node, PUBLIC_IP, PUBLIC_IP2, Pki, TURN_PORT, TURN_SECRET, WAN_A, WAN_A_MOVED, WAN_B,
-    lab_node, prerequisites, set_lab_node,
+    prerequisites, set_lab_node,
 };
 
 /// Longest a call may take to carry its first frames both ways.
@@ -68,25 +68,6 @@ fn stun_servers() -> [String; 2] {
     ]
 }
 
-/// A Rust SDK peer in `ns` logged in as `user` (answering unless `call`).
-fn peer(lab: &Lab, ns: &str, user: &str, pki_ca: &str, extra: &[&str]) -> Node {
-    let url = lab.wss_url();
-    let mut args = vec![
-        lab_node(),
-        "peer",
-        "--url",
-        &url,
-        "--ca",
-        pki_ca,
-        "--user",
-        user,
-    ];
-    args.extend_from_slice(extra);
-    let node = lab.spawn(ns, user, &args);
-    node.wait_for(Duration::from_secs(30), |v| v["type"] == "ready");
-    node
-}
-
 /// bob (in `callee_ns`) answers, alice (in `caller_ns`) calls him; returns
 /// both once each has received frames of audio and video from the other.
 fn call(
@@ -95,10 +76,10 @@ fn call(
     (caller_ns, caller_flags): (&str, &[&str]),
     (callee_ns, callee_flags): (&str, &[&str]),
 ) -> (Node, Node) {
-    let bob = peer(lab, callee_ns, "bob", ca, callee_flags);
+    let bob = lab.peer(callee_ns, "bob", ca, callee_flags);
     let mut flags = vec!["--call", "bob"];
     flags.extend_from_slice(caller_flags);
-    let alice = peer(lab, caller_ns, "alice", ca, &flags);
+    let alice = lab.peer(caller_ns, "alice", ca, &flags);
     for (node, from) in [(&alice, "bob"), (&bob, "alice")] {
         let frames = node.try_wait_for(CALL_WAIT, |v| v["type"] == "frames");
         let Some(frames) = frames else {
@@ -359,9 +340,8 @@ fn wrong_turn_secret_with_relay_only_fails_the_media_cleanly() {
     );
     let ca = pki.ca.display().to_string();
     let relay = ["--relay-only"];
-    let bob = peer(&lab, lab.client_b(), "bob", &ca, &relay);
-    let alice = peer(
-        &lab,
+    let bob = lab.peer(lab.client_b(), "bob", &ca, &relay);
+    let alice = lab.peer(
         &lab.clients_a()[0],
         "alice",
         &ca,
@@ -618,10 +598,9 @@ fn percentiles(mut values: Vec<f64>) -> (f64, f64) {
 
 /// Setup times (accept → first remote frame at the caller) of `n` calls.
 fn setup_times(lab: &Lab, ca: &str, caller: &str, callee: &str, n: u32) -> Vec<f64> {
-    let bob = peer(lab, callee, "bob", ca, &[]);
+    let bob = lab.peer(callee, "bob", ca, &[]);
     let calls = n.to_string();
-    let alice = peer(
-        lab,
+    let alice = lab.peer(
         caller,
         "alice",
         ca,
@@ -841,7 +820,7 @@ fn chromium_answers_a_rust_peer_on_its_lan_over_https() {
         unreachable!()
     };
     let browser = chromium(&lab, a1, "answer", "web-a", "alice", &pki.spki_sha256);
-    let alice = peer(&lab, a2, "alice", &ca, &["--call", "web-a"]);
+    let alice = lab.peer(a2, "alice", &ca, &["--call", "web-a"]);
     let (rust_pair, web_pair) = rust_and_browser_media(&alice, &browser, "web-a");
     assert_eq!(rust_pair["local"], "host", "Rust pair {rust_pair}");
     assert_eq!(web_pair["local"], "host", "Chromium pair {web_pair}");
@@ -860,7 +839,7 @@ fn chromium_calls_a_rust_peer_in_the_other_home_through_both_nats() {
     let _coturn = lab.start_coturn(TURN_SECRET);
     let _server = demo_server(&lab, &pki);
     let ca = pki.ca.display().to_string();
-    let bob = peer(&lab, lab.client_b(), "bob", &ca, &[]);
+    let bob = lab.peer(lab.client_b(), "bob", &ca, &[]);
     let browser = chromium(
         &lab,
         &lab.clients_a()[0],
@@ -987,14 +966,14 @@ fn chromium_media_comes_back_in(
     let (a1, rust_home) = (web_home, rust_home.as_str());
     let watch = ["watch=1"];
     let (rust, browser, rust_user) = if browser_offers {
-        let rust = peer(&lab, rust_home, "yan", &ca, &[]);
+        let rust = lab.peer(rust_home, "yan", &ca, &[]);
         let spki = &pki.spki_sha256;
         let browser = chromium_with(&lab, &a1, "place", ("web-a", "yan"), spki, &watch);
         (rust, browser, "yan")
     } else {
         let spki = &pki.spki_sha256;
         let browser = chromium_with(&lab, &a1, "answer", ("web-a", "bob"), spki, &watch);
-        let rust = peer(&lab, rust_home, "bob", &ca, &["--call", "web-a"]);
+        let rust = lab.peer(rust_home, "bob", &ca, &["--call", "web-a"]);
         (rust, browser, "bob")
     };
     let at_rust = rust.try_wait_for(CALL_WAIT, |v| v["type"] == "frames");
@@ -1087,7 +1066,7 @@ fn chromium_fails_the_media_and_ends_the_call_when_udp_stays_blocked() {
     let _coturn = lab.start_coturn(TURN_SECRET);
     let _server = demo_server(&lab, &pki);
     let ca = pki.ca.display().to_string();
-    let rust = peer(&lab, lab.client_b(), "yan", &ca, &[]);
+    let rust = lab.peer(lab.client_b(), "yan", &ca, &[]);
     // A restore bound shorter than the Rust side's (15 s from its own,
     // earlier, detection): Chromium gives up first, so its own bound ends
     // the call.
