@@ -63,7 +63,7 @@ pub use calling_core::{
 /// Audio devices: list them, capture a microphone, play a speaker.
 #[cfg(feature = "devices")]
 pub use calling_media::devices;
-pub use calling_media::raw::{MAX_DIMENSION, SAMPLE_RATE};
+pub use calling_media::raw::{MAX_DIMENSION, MAX_FRAME_RATE, SAMPLE_RATE};
 pub use calling_media::{
     AudioFrame, AudioSource, CandidateKind, ChannelSink, Codec, Decoded, DecodedAudioFrame,
     DecodedChannel, DecodedRecorder, DecodedSink, DecodedVideoFrame, EncodedFrame, EncodedInput,

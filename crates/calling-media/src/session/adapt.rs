@@ -24,7 +24,7 @@
 //! the packets sent over the last few seconds that the peer asked for
 //! again.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::types::{VideoQuality, VideoTarget};
@@ -50,6 +50,14 @@ const QUEUE_CUT_SPACING: Duration = Duration::from_secs(1);
 const RTT_WINDOW: Duration = Duration::from_secs(30);
 /// How far back the NACK-based loss looks.
 const LOSS_WINDOW: Duration = Duration::from_secs(4);
+/// How long a NACKed sequence number is remembered, so that the
+/// receiver's repeated NACKs of a packet that never came count it once:
+/// webrtc-rs asks again every 20 ms or so for as long as the packet is in
+/// its receive log, long after the loss window. Well under the time 65,536
+/// packets take at any bitrate a call sends (the numbers wrap).
+const NACK_MEMORY: Duration = Duration::from_secs(30);
+/// Most NACKed sequence numbers remembered.
+const NACK_MEMORY_LEN: usize = 8192;
 /// Fewest packets sent in the loss window for its share to count.
 const LOSS_MIN_PACKETS: u64 = 20;
 /// How long a REMB caps the rate after it came.
@@ -127,8 +135,10 @@ pub(crate) struct Estimator {
     /// Packets sent and NACKed per sample, over the loss window.
     losses: VecDeque<(Instant, u64, u64)>,
     /// Sequence numbers NACKed lately: a NACK is repeated until the packet
-    /// comes, and a packet counts once.
+    /// comes (for a packet past its resends, as long as the receiver
+    /// remembers it), and a packet counts once.
     nacked: VecDeque<(Instant, u16)>,
+    nacked_set: HashSet<u16>,
     nacked_since_sample: u64,
     fraction_lost: Option<f64>,
     rtt: Option<Duration>,
@@ -149,6 +159,7 @@ impl Estimator {
             sent_bps: None,
             losses: VecDeque::new(),
             nacked: VecDeque::new(),
+            nacked_set: HashSet::new(),
             nacked_since_sample: 0,
             fraction_lost: None,
             rtt: None,
@@ -202,15 +213,15 @@ impl Estimator {
 
     /// The peer asked for `seqs` of our stream again.
     pub(crate) fn on_nack(&mut self, now: Instant, seqs: &[u16]) {
-        while self
-            .nacked
-            .front()
-            .is_some_and(|&(t, _)| now.saturating_duration_since(t) > LOSS_WINDOW)
-        {
-            self.nacked.pop_front();
+        while self.nacked.front().is_some_and(|&(t, _)| {
+            now.saturating_duration_since(t) > NACK_MEMORY || self.nacked.len() > NACK_MEMORY_LEN
+        }) {
+            if let Some((_, seq)) = self.nacked.pop_front() {
+                self.nacked_set.remove(&seq);
+            }
         }
         for &seq in seqs {
-            if !self.nacked.iter().any(|&(_, s)| s == seq) {
+            if self.nacked_set.insert(seq) {
                 self.nacked.push_back((now, seq));
                 self.nacked_since_sample += 1;
             }
@@ -538,6 +549,20 @@ mod tests {
         let loss = e.fraction_lost().unwrap();
         assert!((loss - 0.15).abs() < 1e-9, "{loss}");
         assert!(e.bitrate_bps() < 800_000);
+
+        // Packets past their resends are NACKed again and again while the
+        // receiver remembers them: after the loss window they are still
+        // the same losses, not new ones.
+        let old: Vec<u16> = (1..=3u16)
+            .flat_map(|i| (0..15).map(move |k| i * 100 + k))
+            .collect();
+        for i in 4..=12u16 {
+            let now = t0 + secs(f64::from(i));
+            e.on_nack(now, &old);
+            e.on_sent(now, u64::from(i) * 100_000, u64::from(i) * 100);
+        }
+        e.on_report(t0 + secs(12.0), 0, None);
+        assert_eq!(e.fraction_lost(), Some(0.0), "old NACKs counted again");
     }
 
     #[test]

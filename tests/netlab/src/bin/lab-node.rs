@@ -12,7 +12,10 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use calling::{CallEvent, Calling, CallingConfig, Event, MediaType, VideoQuality};
+use calling::{
+    CallEvent, Calling, CallingConfig, Event, MediaType, PixelFormat, RawVideoInput, VideoFrame,
+    VideoInput, VideoQuality,
+};
 use calling_netlab::{APP, KEY};
 use calling_server::{Config, DemoMode, Server, TlsFiles, TurnConfig};
 use clap::{Parser, Subcommand};
@@ -91,6 +94,12 @@ struct PeerArgs {
     /// The video profile's height: 480 (the SDK's default), 720 or 1080.
     #[arg(long, default_value_t = 480)]
     video_height: u32,
+    /// Send a busy picture instead of the test pattern: raw frames of the
+    /// profile's size at 15 fps with sensor-like grain that differs in
+    /// every frame, so that video fills its target as a camera's does (the
+    /// pattern is so easy that it sends a fraction of any target).
+    #[arg(long)]
+    noise: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -221,6 +230,13 @@ async fn peer(args: PeerArgs) -> Result<(), String> {
         1080 => VideoQuality::P1080,
         h => return Err(format!("--video-height {h}: 480, 720 or 1080")),
     };
+    let _noise = if args.noise {
+        let input = RawVideoInput::new();
+        config.video = Some(VideoInput::Raw(input.clone()));
+        Some(Noise::start(input, config.media.video_quality.resolution()))
+    } else {
+        None
+    };
     let sig = calling_usersig::generate(APP, KEY, &args.user, 3600, calling_usersig::now_unix());
     let (client, mut events) = Calling::login(&args.url, APP, &args.user, &sig, config)
         .await
@@ -339,6 +355,75 @@ async fn peer(args: PeerArgs) -> Result<(), String> {
     }
     let _ = client.logout().await;
     Ok(())
+}
+
+/// Pushes noise pictures into a raw video input at 15 fps until dropped.
+struct Noise {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Noise {
+    fn start(input: RawVideoInput, (w, h): (u32, u32)) -> Noise {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let halt = stop.clone();
+        let thread = std::thread::spawn(move || {
+            // A few pictures made up front and shown in turn: each differs
+            // from the one before everywhere, and pushing one costs a copy
+            // of a reference only.
+            // A gradient with grain of +-16 levels, as a camera's sensor
+            // noise: at a low quantizer the grain costs every bit the
+            // target allows, at a high one it is smoothed away, so the
+            // encoder can meet any target (pure noise it cannot: its
+            // rate control then sends one huge frame a second).
+            let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+            let luma = (w * h) as usize;
+            let pictures: Vec<calling_media::Bytes> = (0..6)
+                .map(|k| {
+                    let mut data = vec![128u8; luma * 3 / 2];
+                    for (i, px) in data[..luma].iter_mut().enumerate() {
+                        let (x, y) = (i % w as usize, i / w as usize);
+                        // xorshift64: noise, not secrets.
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        let grain = (state >> 59) as i32 - 16;
+                        let base = ((x + y) / 4 + k * 8) as i32 % 192 + 32;
+                        *px = (base + grain).clamp(16, 235) as u8;
+                    }
+                    calling_media::Bytes::from(data)
+                })
+                .collect();
+            let start = Instant::now();
+            let period = Duration::from_secs(1) / 15;
+            let mut n: u32 = 0;
+            while !halt.load(std::sync::atomic::Ordering::Relaxed) {
+                let at = start.elapsed();
+                let picture = pictures[n as usize % pictures.len()].clone();
+                if let Ok(frame) = VideoFrame::new(PixelFormat::I420, w, h, picture, at) {
+                    // Refused between calls and while the encoder is behind.
+                    let _ = input.push(frame);
+                }
+                n += 1;
+                if let Some(wait) = (period * n).checked_sub(start.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        });
+        Noise {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Noise {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The first peer's counters as one `stats` line.
