@@ -463,6 +463,15 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let (cpu1, wall) = (cpu_time(), t0.elapsed());
     let rss_call = rss_kib();
+    // Frames encoded and sent by one side, and received whole by the other.
+    let frames = |stats: Result<Vec<calling::PeerStats>, _>| {
+        stats
+            .ok()
+            .and_then(|s| s.first().cloned())
+            .map_or((0, 0), |s| (s.video_frames_sent, s.video_frames_received))
+    };
+    let alice_frames = frames(alice.client.stats().await);
+    let bob_frames = frames(bob.client.stats().await);
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         let _ = t.join();
@@ -482,9 +491,9 @@ async fn run(args: Args) -> Result<(), String> {
         args.fps, args.secs
     );
     let mut failures = Vec::new();
-    for (from, to, sender, receiver) in [
-        ("alice", "bob", &alice, &bob),
-        ("bob", "alice", &bob, &alice),
+    for (from, to, sender, receiver, (sent, _), (_, received)) in [
+        ("alice", "bob", &alice, &bob, alice_frames, bob_frames),
+        ("bob", "alice", &bob, &alice, bob_frames, alice_frames),
     ] {
         let t = &receiver.tally;
         let mut lat = t.latencies.lock().map(|l| l.clone()).unwrap_or_default();
@@ -492,7 +501,7 @@ async fn run(args: Args) -> Result<(), String> {
         let decoded = t.decoded.load(Ordering::Relaxed);
         let sizes = t.sizes.lock().map(|s| s.clone()).unwrap_or_default();
         println!(
-            "  {from} -> {to}: video pushed {} (refused {}), decoded {decoded}, numbers read {}, sizes {sizes:?}",
+            "  {from} -> {to}: video pushed {} (refused {}), sent {sent}, received {received}, decoded {decoded}, numbers read {}, sizes {sizes:?}",
             sender.pushes.video.load(Ordering::Relaxed),
             sender.pushes.video_refused.load(Ordering::Relaxed),
             t.numbered.load(Ordering::Relaxed),

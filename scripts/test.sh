@@ -101,6 +101,11 @@ if [ -z "$devices_missing" ] || [ -n "${CI:-}" ]; then
     CALLING_REQUIRE_DEVICES=1 cargo test -p calling-media --features devices --test devices
 fi
 cargo test --workspace --doc
+# Raw media through a real call, end to end: it exits non-zero when a side
+# decoded nothing (its figures are a benchmark's, docs/BENCHMARKS.md).
+cargo run -q -p calling-examples --example raw_media -- --secs 3 --quality 480p --fps 15
+# No camera exists on these machines: the camera example is built, not run.
+cargo build -q -p calling-examples --features camera --example camera
 
 if [ -n "$browser_missing" ]; then
     echo "!!! the browser tests were SKIPPED: Chromium or tests/browser/node_modules is missing (run scripts/setup.sh)" >&2
