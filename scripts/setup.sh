@@ -58,8 +58,8 @@ if [ -n "$audio_missing" ]; then
     apt_install $audio_missing
 fi
 # libclang: the `camera` example's V4L2 bindings are generated at build time.
-if ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 &&
-    ! ls /usr/lib/*/libclang*.so* >/dev/null 2>&1; then
+# (libclang-cpp, which other packages bring, is not what bindgen loads.)
+if ! dpkg-query -W -f='${Status}' libclang-dev 2>/dev/null | grep -q "ok installed"; then
     echo "setup: installing libclang-dev"
     apt_install libclang-dev
 fi
