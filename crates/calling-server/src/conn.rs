@@ -26,11 +26,12 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tracing::{debug, info};
 
 use crate::Shared;
+use crate::admission::Ticket;
 use crate::auth::VerifiedLogin;
 use crate::hub::{Outbound, RoomLimits, SessionHandle, SessionId};
 use crate::metrics::Metrics;
 use crate::rates::UserRate;
-use crate::stream::Stream;
+use crate::stream::{Stream, is_read_limit};
 
 type Ws = WebSocketStream<Stream>;
 
@@ -46,7 +47,12 @@ impl Drop for OpenGuard<'_> {
 /// Serves one WebSocket connection, from the upgrade on `/ws` (the request
 /// is still unread in `stream`) until it closes. The handshake shares the
 /// login deadline.
-pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>) {
+pub(crate) async fn serve(
+    mut stream: Stream,
+    peer: SocketAddr,
+    ticket: Ticket,
+    shared: Arc<Shared>,
+) {
     let cfg = &shared.config;
     let m = &shared.metrics;
     let ws_config = WebSocketConfig::default()
@@ -55,6 +61,9 @@ pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>)
         .max_write_buffer_size(cfg.hard_frame_bytes.saturating_mul(4))
         .max_message_size(Some(cfg.hard_frame_bytes))
         .max_frame_size(Some(cfg.hard_frame_bytes));
+    // Until the login, what the connection may send is bounded: the
+    // request, the login, not much more.
+    stream.limit_reads(cfg.pre_login_bytes);
     let ws = match tokio::time::timeout(
         cfg.login_timeout,
         tokio_tungstenite::accept_async_with_config(stream, Some(ws_config)),
@@ -63,6 +72,9 @@ pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>)
     {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
+            if matches!(&e, WsError::Io(io) if is_read_limit(io)) {
+                Metrics::inc(&m.pre_login_overruns);
+            }
             debug!(%peer, error = %e, "websocket handshake failed");
             return;
         }
@@ -83,6 +95,7 @@ pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>)
         tx,
         kick: Arc::new(Notify::new()),
         session: None,
+        ticket,
         user_rate: None,
         bucket: TokenBucket::new(
             f64::from(cfg.limits.rate_per_sec),
@@ -113,6 +126,8 @@ struct Conn<'a> {
     tx: mpsc::Sender<Outbound>,
     kick: Arc<Notify>,
     session: Option<Session>,
+    /// This connection's place in the server's connection caps.
+    ticket: Ticket,
     /// The logged-in user's bucket, shared with its other sessions; before
     /// login, frames draw from `bucket`, this connection's own.
     user_rate: Option<UserRate>,
@@ -209,6 +224,15 @@ impl Conn<'_> {
             }
         })
         .await;
+        // Past the pre-login limit the WebSocket reads no more: drain the
+        // rest raw, unparsed, so that the peer gets the answer and the
+        // close rather than a reset.
+        if self.ws.get_ref().limit_reached() {
+            self.ws
+                .get_mut()
+                .discard_input(Duration::from_secs(1))
+                .await;
+        }
     }
 
     fn on_timer(&mut self, last_seen: Instant) -> Flow {
@@ -313,6 +337,17 @@ impl Conn<'_> {
                     .await
                     .and_close(close_code::INVALID_PAYLOAD, "invalid UTF-8");
             }
+            Some(Err(WsError::Io(e))) if is_read_limit(&e) => {
+                Metrics::inc(&self.shared.metrics.pre_login_overruns);
+                let message = format!(
+                    "more than {} bytes before logging in",
+                    self.shared.config.pre_login_bytes
+                );
+                return self
+                    .refuse(None, ErrorCode::TooLarge, message)
+                    .await
+                    .and_close(close_code::MESSAGE_TOO_BIG, "too much before login");
+            }
             Some(Err(e)) => {
                 debug!(peer = %self.peer, error = %e, "websocket error");
                 return Flow::Gone;
@@ -324,7 +359,23 @@ impl Conn<'_> {
             // liveness (the caller already noted the time).
             Some(Ok(_)) => return Flow::Continue,
         };
+        // The rate limit comes first: a flood of frames, large or not, is
+        // refused for its rate before anything else looks at it.
+        let now = Instant::now();
+        let allowed = match &self.user_rate {
+            Some(rate) => rate.try_take(now),
+            None => self.bucket.try_take(now),
+        };
         let limits = &self.shared.config.limits;
+        if !allowed {
+            Metrics::inc(&self.shared.metrics.rate_limited);
+            let id = (bytes.len() <= limits.max_frame_bytes)
+                .then(|| std::str::from_utf8(&bytes).ok().and_then(peek_id))
+                .flatten();
+            return self
+                .refuse(id, ErrorCode::RateLimited, "rate limit exceeded".into())
+                .await;
+        }
         if bytes.len() > limits.max_frame_bytes {
             let message = format!(
                 "frame of {} bytes exceeds max_frame_bytes {}",
@@ -332,18 +383,6 @@ impl Conn<'_> {
                 limits.max_frame_bytes
             );
             return self.refuse(None, ErrorCode::TooLarge, message).await;
-        }
-        let now = Instant::now();
-        let allowed = match &self.user_rate {
-            Some(rate) => rate.try_take(now),
-            None => self.bucket.try_take(now),
-        };
-        if !allowed {
-            Metrics::inc(&self.shared.metrics.rate_limited);
-            let id = std::str::from_utf8(&bytes).ok().and_then(peek_id);
-            return self
-                .refuse(id, ErrorCode::RateLimited, "rate limit exceeded".into())
-                .await;
         }
         let frame = match ClientFrame::decode(&bytes) {
             Ok(f) => f,
@@ -439,7 +478,15 @@ impl Conn<'_> {
             Err((code, message)) => {
                 Metrics::inc(&m.logins_failed);
                 Metrics::inc(&m.frame_errors);
-                info!(peer = %self.peer, ?user_id, %code, "login refused");
+                // A flood of bad logins must not flood the log: a few a
+                // second at INFO, the rest at DEBUG, all in the metrics.
+                match self.shared.refusal_log.allow(std::time::Instant::now()) {
+                    Some(held_back) => info!(
+                        peer = %self.peer, ?user_id, %code, more_since_last = held_back,
+                        "login refused"
+                    ),
+                    None => debug!(peer = %self.peer, ?user_id, %code, "login refused"),
+                }
                 return self
                     .answer(&ServerFrame::error(id, code, message))
                     .await
@@ -479,6 +526,10 @@ impl Conn<'_> {
         if self.user_rate.is_none() {
             self.user_rate = Some(self.shared.rates.session_start(&user, Instant::now()));
         }
+        // Logged in: no longer waiting, and bounded by the frame limits
+        // from now on rather than the pre-login budget.
+        self.ticket.logged_in();
+        self.ws.get_mut().unlimit_reads();
         self.session = Some(Session {
             user,
             id: sid,

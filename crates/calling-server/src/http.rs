@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,6 +19,7 @@ use tokio::net::TcpStream;
 
 use tracing::debug;
 
+use crate::admission::Ticket;
 use crate::metrics::Metrics;
 use crate::stream::{Io, Stream};
 use crate::{Shared, conn, web};
@@ -52,7 +54,7 @@ enum Page {
 /// anything else and closes. The TLS handshake plus the request line share
 /// one login timeout (so a peer that never sends a ClientHello is dropped
 /// like one that never logs in); answering a plain request gets another.
-pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, ticket: Ticket, shared: Arc<Shared>) {
     let cfg = &shared.config;
     let deadline = cfg.login_timeout;
     let until = tokio::time::Instant::now() + deadline;
@@ -77,7 +79,7 @@ pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>
         return;
     };
     let page = match route {
-        Route::WebSocket => return conn::serve(stream, peer, shared).await,
+        Route::WebSocket => return conn::serve(stream, peer, ticket, shared).await,
         Route::Page(page) => page,
     };
     // Counted first, so that /metrics includes the request reading it.
@@ -85,6 +87,11 @@ pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>
     let (status, content_type, body) = match page {
         Page::Health => ("200 OK", "text/plain", Cow::Borrowed("ok\n")),
         Page::Metrics => {
+            let pending = shared.admission.pending() as u64;
+            shared
+                .metrics
+                .pending_logins
+                .store(pending, Ordering::Relaxed);
             let body = shared.metrics.render(cfg.hub.online(), cfg.hub.rooms());
             ("200 OK", "text/plain; version=0.0.4", Cow::Owned(body))
         }

@@ -51,11 +51,13 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+mod admission;
 pub mod auth;
 mod conn;
 mod http;
 pub mod hub;
 pub mod ice;
+mod log_limit;
 pub mod metrics;
 mod rates;
 mod stream;
@@ -113,6 +115,22 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// STUN/TURN servers announced in `login_ok` (default none).
     pub ice: IceConfig,
+    /// Bytes a connection may send before it has logged in, its HTTP
+    /// request included (default 16 KiB; a login frame is well under
+    /// 1 KiB). Past it the connection gets a `too_large` error and is
+    /// closed with 1009 before more is read, so a connection that never
+    /// logs in holds at most this much of the server's memory.
+    pub pre_login_bytes: usize,
+    /// Most connections accepted and not logged in yet, over the server
+    /// (default 2048; 0: no cap). Past it new connections are closed as
+    /// soon as they are accepted.
+    pub max_pending_logins: usize,
+    /// Most connections not logged in yet from one source address
+    /// (default 256; 0: no cap).
+    pub max_pending_logins_per_ip: usize,
+    /// Most connections from one source address, logged in or not
+    /// (default 4096, for many users behind one NAT; 0: no cap).
+    pub max_connections_per_ip: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -128,6 +146,10 @@ impl std::fmt::Debug for Config {
             .field("demo", &self.demo)
             .field("tls", &self.tls)
             .field("ice", &self.ice)
+            .field("pre_login_bytes", &self.pre_login_bytes)
+            .field("max_pending_logins", &self.max_pending_logins)
+            .field("max_pending_logins_per_ip", &self.max_pending_logins_per_ip)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
             .finish_non_exhaustive()
     }
 }
@@ -164,6 +186,10 @@ impl Config {
             demo: None,
             tls: None,
             ice: IceConfig::default(),
+            pre_login_bytes: 16 * 1024,
+            max_pending_logins: 2048,
+            max_pending_logins_per_ip: 256,
+            max_connections_per_ip: 4096,
         }
     }
 }
@@ -199,6 +225,10 @@ pub(crate) struct Shared {
     pub(crate) tls: Option<Arc<tls::TlsState>>,
     /// Dropped by each connection task when it ends; shutdown waits for all.
     pub(crate) _alive: mpsc::Sender<()>,
+    /// Connection caps, checked at accept.
+    pub(crate) admission: Arc<admission::Admission>,
+    /// Refused logins logged at INFO, at most a few a second.
+    pub(crate) refusal_log: log_limit::LogLimit,
 }
 
 /// Entry point: [`Server::bind`].
@@ -245,7 +275,14 @@ impl Server {
         let (alive_tx, alive_rx) = mpsc::channel(1);
         let metrics = Arc::new(Metrics::default());
         let rates = rates::UserRates::new(config.limits.rate_per_sec, config.limits.rate_burst);
+        let admission = admission::Admission::new(admission::AdmissionLimits {
+            pending: config.max_pending_logins,
+            pending_per_ip: config.max_pending_logins_per_ip,
+            per_ip: config.max_connections_per_ip,
+        });
         let shared = Arc::new(Shared {
+            admission,
+            refusal_log: log_limit::LogLimit::new(REFUSED_LOGINS_LOGGED_PER_SEC),
             config,
             metrics: metrics.clone(),
             shutdown: stop_rx,
@@ -274,22 +311,49 @@ impl Server {
     }
 }
 
+/// Refused logins written at INFO per second at most (the rest at DEBUG,
+/// and every one in `calling_logins_failed_total`).
+const REFUSED_LOGINS_LOGGED_PER_SEC: u32 = 5;
+
+/// First wait after a failed accept; doubled while accepts keep failing.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest wait after a failed accept.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let mut stop = shared.shutdown.clone();
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let accept_log = log_limit::LogLimit::new(1);
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             res = listener.accept() => match res {
                 Ok((stream, peer)) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    // Caps first: a refused connection costs no TLS, no
+                    // parsing and no task.
+                    let ticket = match shared.admission.enter(peer.ip()) {
+                        Ok(t) => t,
+                        Err(why) => {
+                            Metrics::inc(&shared.metrics.connections_refused);
+                            debug!(%peer, reason = why.as_str(), "connection refused");
+                            drop(stream);
+                            continue;
+                        }
+                    };
                     let _ = stream.set_nodelay(true);
                     let shared = shared.clone();
-                    tokio::spawn(http::handle(stream, peer, shared));
+                    tokio::spawn(http::handle(stream, peer, ticket, shared));
                 }
                 Err(e) => {
-                    // Out of file descriptors and the like: back off a
-                    // little instead of spinning, keep serving.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    // Out of file descriptors and the like: wait longer
+                    // each time instead of spinning, say so once a second,
+                    // keep serving.
+                    if let Some(held_back) = accept_log.allow(std::time::Instant::now()) {
+                        warn!(error = %e, more_since_last = held_back, retry_in = ?backoff, "accept failed");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 }
             }
         }

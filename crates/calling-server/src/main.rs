@@ -71,6 +71,19 @@ struct Args {
     /// Listen backlog.
     #[arg(long, env = "CALLING_BACKLOG", default_value_t = 4096)]
     backlog: u32,
+    /// Bytes a connection may send before it logs in (its HTTP request
+    /// included); past them it is closed with 1009.
+    #[arg(long, env = "CALLING_PRE_LOGIN_BYTES", default_value_t = 16 * 1024)]
+    pre_login_bytes: usize,
+    /// Most connections not logged in yet, over the server (0: no cap).
+    #[arg(long, env = "CALLING_MAX_PENDING_LOGINS", default_value_t = 2048)]
+    max_pending_logins: usize,
+    /// Most connections not logged in yet from one address (0: no cap).
+    #[arg(long, env = "CALLING_MAX_PENDING_LOGINS_PER_IP", default_value_t = 256)]
+    max_pending_logins_per_ip: usize,
+    /// Most connections from one address, logged in or not (0: no cap).
+    #[arg(long, env = "CALLING_MAX_CONNECTIONS_PER_IP", default_value_t = 4096)]
+    max_connections_per_ip: usize,
     /// PEM certificate chain: serve https:// and wss:// on --listen
     /// (reloaded on SIGHUP and when the file changes). Needs --tls-key.
     #[arg(long, env = "CALLING_TLS_CERT", requires = "tls_key")]
@@ -164,6 +177,10 @@ async fn run(args: Args) -> Result<(), calling_server::ServerError> {
     config.login_timeout = Duration::from_millis(args.login_timeout_ms);
     config.hard_frame_bytes = args.hard_frame_bytes;
     config.backlog = args.backlog;
+    config.pre_login_bytes = args.pre_login_bytes;
+    config.max_pending_logins = args.max_pending_logins;
+    config.max_pending_logins_per_ip = args.max_pending_logins_per_ip;
+    config.max_connections_per_ip = args.max_connections_per_ip;
     config.limits = calling_server::Limits {
         max_frame_bytes: args.max_frame_bytes,
         max_recipients: args.max_recipients,

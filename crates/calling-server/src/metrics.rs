@@ -36,6 +36,15 @@ pub struct Metrics {
     /// TURN URLs that failed the last secret check (rejected our
     /// credentials or did not answer); 0 before the first check.
     pub turn_check_failures: AtomicU64,
+    /// Connections closed as soon as they were accepted, for a connection
+    /// cap (`max_pending_logins`, `max_pending_logins_per_ip`,
+    /// `max_connections_per_ip`).
+    pub connections_refused: AtomicU64,
+    /// Connections closed for sending more than `pre_login_bytes` before
+    /// logging in.
+    pub pre_login_overruns: AtomicU64,
+    /// Connections accepted and not logged in yet.
+    pub pending_logins: AtomicU64,
 }
 
 impl Metrics {
@@ -47,7 +56,7 @@ impl Metrics {
     /// Renders every metric, plus the hub's gauges, in the Prometheus text
     /// exposition format.
     pub fn render(&self, online: usize, rooms: usize) -> String {
-        let rows: [(&str, &str, &str, u64); 16] = [
+        let rows: [(&str, &str, &str, u64); 19] = [
             (
                 "calling_connections",
                 "gauge",
@@ -143,6 +152,24 @@ impl Metrics {
                 "gauge",
                 "TURN URLs that failed the last credential check",
                 g(&self.turn_check_failures),
+            ),
+            (
+                "calling_connections_refused_total",
+                "counter",
+                "Connections closed at accept for a connection cap",
+                g(&self.connections_refused),
+            ),
+            (
+                "calling_pre_login_overruns_total",
+                "counter",
+                "Connections closed for sending too much before logging in",
+                g(&self.pre_login_overruns),
+            ),
+            (
+                "calling_pending_logins",
+                "gauge",
+                "Connections accepted and not logged in yet",
+                g(&self.pending_logins),
             ),
         ];
         let mut out = String::with_capacity(2048);

@@ -22,11 +22,24 @@ pub(crate) enum Io {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// A connection with replayable read-ahead.
+/// A connection with replayable read-ahead and an optional limit on what
+/// may still be read from it.
 pub(crate) struct Stream {
     ahead: Vec<u8>,
     pos: usize,
     io: Io,
+    /// Bytes that may still be read from `io`; `None`: no limit.
+    budget: Option<usize>,
+}
+
+/// The error a read past [`Stream::limit_reads`]'s budget fails with.
+#[derive(Debug, thiserror::Error)]
+#[error("read limit reached")]
+pub(crate) struct ReadLimit;
+
+/// Whether `e` is a read past the budget.
+pub(crate) fn is_read_limit(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<ReadLimit>())
 }
 
 impl Stream {
@@ -35,7 +48,47 @@ impl Stream {
             ahead: Vec::new(),
             pos: 0,
             io,
+            budget: None,
         }
+    }
+
+    /// From now on at most `bytes` more may be read from the connection
+    /// (the read-ahead already taken not counted); reads past them fail
+    /// with [`ReadLimit`], and nothing beyond is taken from the socket.
+    pub(crate) fn limit_reads(&mut self, bytes: usize) {
+        self.budget = Some(bytes);
+    }
+
+    /// Lifts the limit of [`Stream::limit_reads`].
+    pub(crate) fn unlimit_reads(&mut self) {
+        self.budget = None;
+    }
+
+    /// Whether the limit of [`Stream::limit_reads`] was reached.
+    pub(crate) fn limit_reached(&self) -> bool {
+        self.budget == Some(0)
+    }
+
+    /// Reads and throws away what the peer still sends, past any limit,
+    /// until it stops for a moment or `within` is over, so that closing
+    /// the socket then sends a FIN, not the reset that unread data makes
+    /// (which could make the peer lose the answers written before).
+    pub(crate) async fn discard_input(&mut self, within: std::time::Duration) {
+        use tokio::io::AsyncReadExt;
+        const QUIET: std::time::Duration = std::time::Duration::from_millis(100);
+        let mut sink = [0u8; 1024];
+        let _ = tokio::time::timeout(within, async {
+            loop {
+                let read = match &mut self.io {
+                    Io::Plain(s) => tokio::time::timeout(QUIET, s.read(&mut sink)).await,
+                    Io::Tls(s) => tokio::time::timeout(QUIET, s.read(&mut sink)).await,
+                };
+                if !matches!(read, Ok(Ok(n)) if n > 0) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 
     /// Bytes read so far but not yet consumed.
@@ -75,7 +128,36 @@ impl AsyncRead for Stream {
             }
             return Poll::Ready(Ok(()));
         }
-        match &mut this.io {
+        let Some(budget) = this.budget else {
+            return this.io.poll_read_into(cx, buf);
+        };
+        if budget == 0 {
+            return Poll::Ready(Err(io::Error::other(ReadLimit)));
+        }
+        // Read no more than the budget: through a small buffer of our own,
+        // as `buf` may be larger (this happens only before a login).
+        let mut chunk = [0u8; 1024];
+        let n = budget.min(buf.remaining()).min(chunk.len());
+        let mut limited = ReadBuf::new(&mut chunk[..n]);
+        match this.io.poll_read_into(cx, &mut limited) {
+            Poll::Ready(Ok(())) => {
+                let got = limited.filled();
+                this.budget = Some(budget - got.len());
+                buf.put_slice(got);
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl Io {
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }

@@ -1,0 +1,202 @@
+//! Who may hold a connection: caps on connections that have not logged in
+//! yet (over the whole server and per source address) and on all
+//! connections of one source address, checked when a connection is
+//! accepted, before anything is read from it.
+//!
+//! A connection costs the server memory and a file descriptor from the
+//! moment it is accepted, and one that never logs in costs it for the whole
+//! login timeout; an attacker without an account can open as many as the
+//! server lets it. These caps bound that: past one, a new connection is
+//! closed at once (accept-and-close), before TLS or any parsing.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// The caps, from [`crate::Config`]. Zero means no cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AdmissionLimits {
+    /// Connections not logged in yet, over the server.
+    pub(crate) pending: usize,
+    /// Connections not logged in yet, per source address.
+    pub(crate) pending_per_ip: usize,
+    /// All connections of one source address.
+    pub(crate) per_ip: usize,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The server holds its most connections waiting for a login.
+    Pending,
+    /// This address holds its most connections waiting for a login.
+    PendingPerIp,
+    /// This address holds its most connections.
+    PerIp,
+}
+
+impl Refused {
+    /// For logs.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Refused::Pending => "too many connections waiting for a login",
+            Refused::PendingPerIp => "too many connections waiting for a login from this address",
+            Refused::PerIp => "too many connections from this address",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct PerIp {
+    pending: usize,
+    total: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    pending: usize,
+    by_ip: HashMap<IpAddr, PerIp>,
+}
+
+/// The server's count of connections, by state and source address.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    limits: AdmissionLimits,
+    state: Mutex<State>,
+}
+
+impl Admission {
+    pub(crate) fn new(limits: AdmissionLimits) -> Arc<Self> {
+        Arc::new(Admission {
+            limits,
+            state: Mutex::default(),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // Counters only: still right after a panic elsewhere.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Admits a new connection from `ip`, waiting for its login, or says
+    /// which cap it hit.
+    pub(crate) fn enter(self: &Arc<Self>, ip: IpAddr) -> Result<Ticket, Refused> {
+        let l = self.limits;
+        let mut s = self.state();
+        if l.pending > 0 && s.pending >= l.pending {
+            return Err(Refused::Pending);
+        }
+        let here = s.by_ip.get(&ip);
+        let (pending, total) = here.map_or((0, 0), |p| (p.pending, p.total));
+        if l.pending_per_ip > 0 && pending >= l.pending_per_ip {
+            return Err(Refused::PendingPerIp);
+        }
+        if l.per_ip > 0 && total >= l.per_ip {
+            return Err(Refused::PerIp);
+        }
+        s.pending += 1;
+        let here = s.by_ip.entry(ip).or_default();
+        here.pending += 1;
+        here.total += 1;
+        Ok(Ticket {
+            admission: self.clone(),
+            ip,
+            pending: true,
+        })
+    }
+
+    /// Connections waiting for a login now.
+    pub(crate) fn pending(&self) -> usize {
+        self.state().pending
+    }
+}
+
+/// One admitted connection's place in the counts, given back on drop.
+#[derive(Debug)]
+pub(crate) struct Ticket {
+    admission: Arc<Admission>,
+    ip: IpAddr,
+    pending: bool,
+}
+
+impl Ticket {
+    /// The connection logged in: it no longer counts as waiting.
+    pub(crate) fn logged_in(&mut self) {
+        if std::mem::take(&mut self.pending) {
+            let mut s = self.admission.state();
+            s.pending = s.pending.saturating_sub(1);
+            if let Some(here) = s.by_ip.get_mut(&self.ip) {
+                here.pending = here.pending.saturating_sub(1);
+            }
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut s = self.admission.state();
+        if self.pending {
+            s.pending = s.pending.saturating_sub(1);
+        }
+        if let Some(here) = s.by_ip.get_mut(&self.ip) {
+            if self.pending {
+                here.pending = here.pending.saturating_sub(1);
+            }
+            here.total = here.total.saturating_sub(1);
+            if here.total == 0 {
+                s.by_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, last])
+    }
+
+    #[test]
+    fn caps_apply_and_tickets_give_their_place_back() {
+        let a = Admission::new(AdmissionLimits {
+            pending: 3,
+            pending_per_ip: 2,
+            per_ip: 3,
+        });
+        let t1 = a.enter(ip(1)).unwrap();
+        let mut t2 = a.enter(ip(1)).unwrap();
+        assert_eq!(a.enter(ip(1)).unwrap_err(), Refused::PendingPerIp);
+        // A login frees its waiting place, not its place per address.
+        t2.logged_in();
+        t2.logged_in();
+        let mut t3 = a.enter(ip(1)).unwrap();
+        t3.logged_in();
+        // Three from 127.0.0.1, one of them waiting: the address is full.
+        assert_eq!(a.enter(ip(1)).unwrap_err(), Refused::PerIp);
+        let t4 = a.enter(ip(2)).unwrap();
+        let t5 = a.enter(ip(3)).unwrap();
+        assert_eq!(a.pending(), 3);
+        assert_eq!(a.enter(ip(4)).unwrap_err(), Refused::Pending);
+        drop(t1);
+        assert_eq!(a.pending(), 2);
+        let t6 = a.enter(ip(4)).unwrap();
+        drop((t2, t3, t4, t5, t6));
+        assert_eq!(a.pending(), 0);
+        assert!(a.state().by_ip.is_empty(), "no address left behind");
+    }
+
+    #[test]
+    fn zero_means_no_cap() {
+        let a = Admission::new(AdmissionLimits {
+            pending: 0,
+            pending_per_ip: 0,
+            per_ip: 0,
+        });
+        let tickets: Vec<_> = (0..1000).map(|_| a.enter(ip(1)).unwrap()).collect();
+        assert_eq!(a.pending(), 1000);
+        drop(tickets);
+        assert_eq!(a.pending(), 0);
+    }
+}
