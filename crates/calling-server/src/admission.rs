@@ -22,6 +22,8 @@ pub(crate) struct AdmissionLimits {
     pub(crate) pending_per_ip: usize,
     /// All connections of one source address.
     pub(crate) per_ip: usize,
+    /// All connections (each is a file descriptor).
+    pub(crate) total: usize,
 }
 
 /// Why a connection was refused.
@@ -33,6 +35,8 @@ pub(crate) enum Refused {
     PendingPerIp,
     /// This address holds its most connections.
     PerIp,
+    /// The server holds its most connections.
+    Total,
 }
 
 impl Refused {
@@ -42,6 +46,7 @@ impl Refused {
             Refused::Pending => "too many connections waiting for a login",
             Refused::PendingPerIp => "too many connections waiting for a login from this address",
             Refused::PerIp => "too many connections from this address",
+            Refused::Total => "at the connection limit (file descriptors kept in reserve)",
         }
     }
 }
@@ -54,6 +59,7 @@ struct PerIp {
 
 #[derive(Debug, Default)]
 struct State {
+    total: usize,
     pending: usize,
     by_ip: HashMap<IpAddr, PerIp>,
 }
@@ -83,6 +89,9 @@ impl Admission {
     pub(crate) fn enter(self: &Arc<Self>, ip: IpAddr) -> Result<Ticket, Refused> {
         let l = self.limits;
         let mut s = self.state();
+        if l.total > 0 && s.total >= l.total {
+            return Err(Refused::Total);
+        }
         if l.pending > 0 && s.pending >= l.pending {
             return Err(Refused::Pending);
         }
@@ -95,6 +104,7 @@ impl Admission {
             return Err(Refused::PerIp);
         }
         s.pending += 1;
+        s.total += 1;
         let here = s.by_ip.entry(ip).or_default();
         here.pending += 1;
         here.total += 1;
@@ -135,6 +145,7 @@ impl Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         let mut s = self.admission.state();
+        s.total = s.total.saturating_sub(1);
         if self.pending {
             s.pending = s.pending.saturating_sub(1);
         }
@@ -148,6 +159,44 @@ impl Drop for Ticket {
             }
         }
     }
+}
+
+/// Descriptors kept free below the open-file limit: 5 %, at least 64.
+pub(crate) fn connections_for_fd_limit(limit: Option<u64>) -> usize {
+    match limit {
+        // No limit known (or none): no cap.
+        None | Some(0) => 0,
+        Some(n) if n >= u64::from(u32::MAX) => 0,
+        Some(n) => {
+            let reserve = (n / 20).max(64);
+            usize::try_from(n.saturating_sub(reserve))
+                .unwrap_or(0)
+                .max(1)
+        }
+    }
+}
+
+/// The soft open-file limit of this process, if there is one.
+#[cfg(unix)]
+pub(crate) fn open_file_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return None;
+    }
+    // rlim_t is u64 on Linux but not on every unix.
+    #[allow(clippy::unnecessary_cast)]
+    let cur = lim.rlim_cur as u64;
+    (lim.rlim_cur != libc::RLIM_INFINITY).then_some(cur)
+}
+
+/// No limit known elsewhere.
+#[cfg(not(unix))]
+pub(crate) fn open_file_limit() -> Option<u64> {
+    None
 }
 
 #[cfg(test)]
@@ -164,6 +213,7 @@ mod tests {
             pending: 3,
             pending_per_ip: 2,
             per_ip: 3,
+            total: 0,
         });
         let t1 = a.enter(ip(1)).unwrap();
         let mut t2 = a.enter(ip(1)).unwrap();
@@ -188,11 +238,37 @@ mod tests {
     }
 
     #[test]
+    fn the_total_cap_counts_logged_in_connections_too() {
+        let a = Admission::new(AdmissionLimits {
+            pending: 0,
+            pending_per_ip: 0,
+            per_ip: 0,
+            total: 2,
+        });
+        let mut t1 = a.enter(ip(1)).unwrap();
+        t1.logged_in();
+        let t2 = a.enter(ip(2)).unwrap();
+        assert_eq!(a.enter(ip(3)).unwrap_err(), Refused::Total);
+        drop(t2);
+        let _t3 = a.enter(ip(3)).unwrap();
+    }
+
+    #[test]
+    fn the_descriptor_reserve_is_five_percent_and_at_least_64() {
+        assert_eq!(connections_for_fd_limit(Some(20_000)), 19_000);
+        assert_eq!(connections_for_fd_limit(Some(1024)), 960);
+        assert_eq!(connections_for_fd_limit(Some(50)), 1);
+        assert_eq!(connections_for_fd_limit(None), 0);
+        assert!(open_file_limit().is_some_and(|n| n > 0));
+    }
+
+    #[test]
     fn zero_means_no_cap() {
         let a = Admission::new(AdmissionLimits {
             pending: 0,
             pending_per_ip: 0,
             per_ip: 0,
+            total: 0,
         });
         let tickets: Vec<_> = (0..1000).map(|_| a.enter(ip(1)).unwrap()).collect();
         assert_eq!(a.pending(), 1000);

@@ -224,10 +224,11 @@ impl Conn<'_> {
             }
         })
         .await;
-        // Past the pre-login limit the WebSocket reads no more: drain the
-        // rest raw, unparsed, so that the peer gets the answer and the
-        // close rather than a reset.
-        if self.ws.get_ref().limit_reached() {
+        // Past the pre-login limit, or after a frame over the hard limit,
+        // the WebSocket reads no more: drain the rest raw, unparsed, so
+        // that a peer still writing gets the answer and the close rather
+        // than the reset that unread data makes.
+        if code == close_code::MESSAGE_TOO_BIG || self.ws.get_ref().limit_reached() {
             self.ws
                 .get_mut()
                 .discard_input(Duration::from_secs(1))

@@ -80,8 +80,33 @@ pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, ticket: Ticket, sha
     };
     let page = match route {
         Route::WebSocket => return conn::serve(stream, peer, ticket, shared).await,
+        // With an admin listener, metrics are served there only.
+        Route::Page(Page::Metrics) if cfg.admin_listen.is_some() => Page::NotFound,
         Route::Page(page) => page,
     };
+    answer(stream, page, &shared).await;
+}
+
+/// Serves one connection of the admin listener: `/healthz` and
+/// `/metrics`, 404 for anything else (plain HTTP, no caps).
+pub(crate) async fn handle_admin(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let until = tokio::time::Instant::now() + shared.config.login_timeout;
+    let mut stream = Stream::new(Io::Plain(tcp));
+    let Some(route) = route(&mut stream, until).await else {
+        debug!(%peer, "admin request unreadable");
+        return;
+    };
+    let page = match route {
+        Route::Page(p @ (Page::Health | Page::Metrics)) => p,
+        _ => Page::NotFound,
+    };
+    answer(stream, page, &shared).await;
+}
+
+/// Writes the answer to a plain HTTP request and closes.
+async fn answer(stream: Stream, page: Page, shared: &Shared) {
+    let cfg = &shared.config;
+    let deadline = cfg.login_timeout;
     // Counted first, so that /metrics includes the request reading it.
     Metrics::inc(&shared.metrics.http_requests);
     let (status, content_type, body) = match page {

@@ -131,6 +131,19 @@ pub struct Config {
     /// Most connections from one source address, logged in or not
     /// (default 4096, for many users behind one NAT; 0: no cap).
     pub max_connections_per_ip: usize,
+    /// Most connections on the listen address, so that the process never
+    /// runs out of file descriptors (default `None`: the open-file limit
+    /// less a reserve of 5 %, at least 64, for the admin listener, logs,
+    /// TURN checks and the hub; `Some(0)`: no cap). Past it new
+    /// connections are closed as soon as they are accepted.
+    pub max_connections: Option<usize>,
+    /// A second listener serving only `GET /healthz` and `GET /metrics`
+    /// (default none). With it, `/metrics` is no longer served on the
+    /// listen address, so it can be kept to an internal network; its
+    /// connections do not count against the caps above and stay
+    /// reachable when the listen address is full. Plain HTTP: bind it to
+    /// loopback or a private network.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Config {
@@ -150,6 +163,8 @@ impl std::fmt::Debug for Config {
             .field("max_pending_logins", &self.max_pending_logins)
             .field("max_pending_logins_per_ip", &self.max_pending_logins_per_ip)
             .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("max_connections", &self.max_connections)
+            .field("admin_listen", &self.admin_listen)
             .finish_non_exhaustive()
     }
 }
@@ -190,6 +205,8 @@ impl Config {
             max_pending_logins: 2048,
             max_pending_logins_per_ip: 256,
             max_connections_per_ip: 4096,
+            max_connections: None,
+            admin_listen: None,
         }
     }
 }
@@ -275,11 +292,30 @@ impl Server {
         let (alive_tx, alive_rx) = mpsc::channel(1);
         let metrics = Arc::new(Metrics::default());
         let rates = rates::UserRates::new(config.limits.rate_per_sec, config.limits.rate_burst);
+        let total = config
+            .max_connections
+            .unwrap_or_else(|| admission::connections_for_fd_limit(admission::open_file_limit()));
         let admission = admission::Admission::new(admission::AdmissionLimits {
             pending: config.max_pending_logins,
             pending_per_ip: config.max_pending_logins_per_ip,
             per_ip: config.max_connections_per_ip,
+            total,
         });
+        let admin = match config.admin_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let admin_addr = match &admin {
+            Some(l) => Some(l.local_addr().map_err(|source| ServerError::Bind {
+                addr: config.admin_listen.unwrap_or(addr),
+                source,
+            })?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             admission,
             refusal_log: log_limit::LogLimit::new(REFUSED_LOGINS_LOGGED_PER_SEC),
@@ -291,15 +327,22 @@ impl Server {
             tls: tls.clone(),
             _alive: alive_tx,
         });
-        info!(%local_addr, tls = tls.is_some(), "signaling server listening");
+        info!(%local_addr, tls = tls.is_some(), max_connections = total, "signaling server listening");
+        if let Some(admin_addr) = admin_addr {
+            info!(%admin_addr, "admin listener (/healthz, /metrics)");
+        }
         if let Some(tls) = &tls {
             tokio::spawn(tls.clone().watch(shared.shutdown.clone()));
         }
         let hub = shared.config.hub.clone();
         let turn = shared.config.ice.turn.clone();
+        if let Some(admin) = admin {
+            tokio::spawn(admin_loop(admin, shared.clone()));
+        }
         let accept = tokio::spawn(accept_loop(listener, shared));
         Ok(RunningServer {
             local_addr,
+            admin_addr,
             stop: stop_tx,
             accept,
             alive: alive_rx,
@@ -361,10 +404,45 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     debug!("accept loop stopped");
 }
 
+/// Most admin connections served at once: health checks and scrapers,
+/// a handful; the cap keeps them out of the descriptor reserve.
+const ADMIN_CONNECTIONS: usize = 64;
+
+async fn admin_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut stop = shared.shutdown.clone();
+    let busy = Arc::new(tokio::sync::Semaphore::new(ADMIN_CONNECTIONS));
+    let log = log_limit::LogLimit::new(1);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            res = listener.accept() => match res {
+                Ok((stream, peer)) => {
+                    let Ok(permit) = busy.clone().try_acquire_owned() else {
+                        debug!(%peer, "admin listener busy; connection refused");
+                        continue;
+                    };
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        http::handle_admin(stream, peer, shared).await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    if let Some(held_back) = log.allow(std::time::Instant::now()) {
+                        warn!(error = %e, more_since_last = held_back, "admin accept failed");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
 /// A server running in the background.
 #[derive(Debug)]
 pub struct RunningServer {
     local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     accept: tokio::task::JoinHandle<()>,
     alive: mpsc::Receiver<()>,
@@ -400,6 +478,12 @@ impl RunningServer {
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The admin listener's bound address, if it has one
+    /// ([`Config::admin_listen`]).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The server's counters.

@@ -84,6 +84,14 @@ struct Args {
     /// Most connections from one address, logged in or not (0: no cap).
     #[arg(long, env = "CALLING_MAX_CONNECTIONS_PER_IP", default_value_t = 4096)]
     max_connections_per_ip: usize,
+    /// Most connections in all (default: the open-file limit less 5 %,
+    /// at least 64, kept for the admin listener and the rest; 0: no cap).
+    #[arg(long, env = "CALLING_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Serve /healthz and /metrics on this address too, and /metrics only
+    /// there (plain HTTP: keep it on loopback or a private network).
+    #[arg(long, env = "CALLING_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
     /// PEM certificate chain: serve https:// and wss:// on --listen
     /// (reloaded on SIGHUP and when the file changes). Needs --tls-key.
     #[arg(long, env = "CALLING_TLS_CERT", requires = "tls_key")]
@@ -181,6 +189,8 @@ async fn run(args: Args) -> Result<(), calling_server::ServerError> {
     config.max_pending_logins = args.max_pending_logins;
     config.max_pending_logins_per_ip = args.max_pending_logins_per_ip;
     config.max_connections_per_ip = args.max_connections_per_ip;
+    config.max_connections = args.max_connections;
+    config.admin_listen = args.admin_listen;
     config.limits = calling_server::Limits {
         max_frame_bytes: args.max_frame_bytes,
         max_recipients: args.max_recipients,

@@ -206,3 +206,80 @@ async fn the_rate_limit_comes_before_the_size_check() {
     );
     server.shutdown().await;
 }
+
+/// `GET path` on `addr`: the status line and the body.
+async fn get(addr: SocketAddr, path: &str) -> (String, String) {
+    http_get(addr, path).await
+}
+
+#[tokio::test]
+async fn at_the_connection_limit_new_ones_are_refused_and_the_admin_listener_answers() {
+    let server = start_with(|c| {
+        c.max_connections = Some(3);
+        c.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let addr = server.local_addr();
+    let admin = server.admin_addr().unwrap();
+    let mut held = Vec::new();
+    for (i, user) in ["alice", "bob", "carol"].iter().enumerate() {
+        let mut ws = ws_from(ip(31 + i as u8), addr).await.unwrap();
+        log_in(&mut ws, user).await;
+        held.push(ws);
+    }
+    // Full: a new connection is closed at once, from any address.
+    assert!(ws_from(ip(40), addr).await.is_err());
+    // The admin listener still answers, with the figures.
+    let (status, body) = get(admin, "/healthz").await;
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("HTTP/1.1 200 OK", "ok\n")
+    );
+    let (status, body) = get(admin, "/metrics").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let refused: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("calling_connections_refused_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(refused >= 1, "{body}");
+    // It serves nothing else, and /metrics is no longer on the main port.
+    assert_eq!(get(admin, "/").await.0, "HTTP/1.1 404 Not Found");
+    // One goes: its place comes back, and /metrics is not on the main
+    // port (the answer to a plain request there is a 404).
+    drop(held.pop());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (status, _) = get_when_free(addr, deadline).await;
+    assert_eq!(
+        status, "HTTP/1.1 404 Not Found",
+        "/metrics on the main port"
+    );
+    server.shutdown().await;
+}
+
+/// `GET /metrics` on the main port, retried while the connection limit
+/// still counts a connection just closed.
+async fn get_when_free(addr: SocketAddr, deadline: tokio::time::Instant) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let _ = s
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            return (
+                head.lines().next().unwrap_or("").to_owned(),
+                body.to_owned(),
+            );
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "main port never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
