@@ -17,7 +17,7 @@ use calling_signal::protocol::{
 use calling_signal::rate::TokenBucket;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::value::RawValue;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -28,7 +28,7 @@ use tracing::{debug, info};
 use crate::Shared;
 use crate::admission::Ticket;
 use crate::auth::VerifiedLogin;
-use crate::hub::{Outbound, RoomLimits, SessionHandle, SessionId};
+use crate::hub::{Outbound, OutboundQueue, OutboundReceiver, RoomLimits, SessionHandle, SessionId};
 use crate::metrics::Metrics;
 use crate::rates::UserRate;
 use crate::stream::{Stream, is_read_limit};
@@ -58,7 +58,13 @@ pub(crate) async fn serve(
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(cfg.read_buffer_bytes)
         .write_buffer_size(0)
-        .max_write_buffer_size(cfg.hard_frame_bytes.saturating_mul(4))
+        // What the socket does not take waits here, up to the queue's
+        // budget (and always one largest frame); past it the write fails
+        // and the connection is dropped.
+        .max_write_buffer_size(
+            cfg.outbound_queue_bytes
+                .max(cfg.limits.max_frame_bytes.saturating_mul(2) + 4096),
+        )
         .max_message_size(Some(cfg.hard_frame_bytes))
         .max_frame_size(Some(cfg.hard_frame_bytes));
     // Until the login, what the connection may send is bounded: the
@@ -87,7 +93,7 @@ pub(crate) async fn serve(
     m.connections_open.fetch_add(1, Ordering::Relaxed);
     let _open = OpenGuard(m);
 
-    let (tx, rx) = mpsc::channel(cfg.outbound_queue.max(1));
+    let (tx, rx) = OutboundQueue::new(cfg.outbound_queue_bytes);
     let mut conn = Conn {
         shared: &shared,
         peer,
@@ -100,6 +106,11 @@ pub(crate) async fn serve(
         bucket: TokenBucket::new(
             f64::from(cfg.limits.rate_per_sec),
             f64::from(cfg.limits.rate_burst),
+            Instant::now(),
+        ),
+        fanout: TokenBucket::new(
+            cfg.fanout_bytes_per_sec as f64,
+            cfg.fanout_burst_bytes as f64,
             Instant::now(),
         ),
     };
@@ -123,7 +134,7 @@ struct Conn<'a> {
     shared: &'a Shared,
     peer: SocketAddr,
     ws: Ws,
-    tx: mpsc::Sender<Outbound>,
+    tx: OutboundQueue,
     kick: Arc<Notify>,
     session: Option<Session>,
     /// This connection's place in the server's connection caps.
@@ -132,6 +143,9 @@ struct Conn<'a> {
     /// login, frames draw from `bucket`, this connection's own.
     user_rate: Option<UserRate>,
     bucket: TokenBucket,
+    /// Bytes this connection may still send out through `send`, counted
+    /// once per recipient.
+    fanout: TokenBucket,
 }
 
 /// What to do after handling an input.
@@ -155,7 +169,7 @@ impl Flow {
 }
 
 impl Conn<'_> {
-    async fn run(&mut self, mut rx: mpsc::Receiver<Outbound>) {
+    async fn run(&mut self, mut rx: OutboundReceiver) {
         let cfg = &self.shared.config;
         let login_deadline = Instant::now() + cfg.login_timeout;
         let mut last_seen = Instant::now();
@@ -163,6 +177,7 @@ impl Conn<'_> {
         tokio::pin!(timer);
         let mut stop = self.shared.shutdown.clone();
         let kick = self.kick.clone();
+        let overflow = rx.overflow_signal();
         if *stop.borrow() {
             self.close(close_code::GOING_AWAY, "server shutting down")
                 .await;
@@ -173,8 +188,9 @@ impl Conn<'_> {
                 biased;
                 _ = stop.changed() => Flow::Close(close_code::GOING_AWAY, "server shutting down"),
                 () = kick.notified() => self.on_kick().await,
+                () = overflow.notified() => self.on_overflow(),
                 out = rx.recv() => match out {
-                    Some(first) => self.on_outbound(first, &mut rx).await,
+                    Some(first) => self.on_outbound(first, &mut rx, &overflow).await,
                     None => Flow::Gone,
                 },
                 msg = self.ws.next() => {
@@ -295,7 +311,22 @@ impl Conn<'_> {
             .and_close(close_code::KICKED_OUT, "kicked out")
     }
 
-    async fn on_outbound(&mut self, first: Outbound, rx: &mut mpsc::Receiver<Outbound>) -> Flow {
+    /// Frames for this client were refused for lack of room in its queue:
+    /// it is not reading, and it has lost frames. Cut it off so that it
+    /// reconnects and learns the state again, rather than holding server
+    /// memory and going on unaware.
+    fn on_overflow(&mut self) -> Flow {
+        Metrics::inc(&self.shared.metrics.slow_readers_cut);
+        info!(peer = %self.peer, "client too slow: outbound queue over its byte budget");
+        Flow::Close(close_code::TOO_SLOW, "too slow")
+    }
+
+    async fn on_outbound(
+        &mut self,
+        first: Outbound,
+        rx: &mut OutboundReceiver,
+        overflow: &Notify,
+    ) -> Flow {
         let limit = self.shared.config.heartbeat_timeout;
         let ws = &mut self.ws;
         // Batch whatever is queued into one flush, bounded like write().
@@ -305,14 +336,29 @@ impl Conn<'_> {
                 match out {
                     Outbound::Frame(bytes) => ws.feed(Message::Text(bytes)).await?,
                 }
-                next = rx.try_recv().ok();
+                next = rx.try_recv();
             }
             ws.flush().await
         };
-        match tokio::time::timeout(limit, batch).await {
+        // A write that waits on a client that does not read must not keep
+        // the connection from noticing that its queue overflowed.
+        let written = tokio::select! {
+            r = tokio::time::timeout(limit, batch) => r,
+            () = overflow.notified() => return self.on_overflow(),
+        };
+        match written {
             Ok(Ok(())) => Flow::Continue,
+            // The socket took nothing for a while and what waits for it
+            // reached the write buffer's cap: the same budget as the
+            // queue's, met on the other side of it.
+            Ok(Err(WsError::WriteBufferFull(_))) => {
+                Metrics::inc(&self.shared.metrics.slow_readers_cut);
+                info!(peer = %self.peer, "client too slow: write buffer over its byte budget");
+                Flow::Gone
+            }
             Ok(Err(_)) => Flow::Gone,
             Err(_) => {
+                Metrics::inc(&self.shared.metrics.slow_readers_cut);
                 info!(peer = %self.peer, "client stopped reading; dropping it");
                 Flow::Gone
             }
@@ -574,6 +620,19 @@ impl Conn<'_> {
             payload,
         };
         let bytes = Utf8Bytes::from(frame.to_json());
+        // What one sender may push out a second, counted per recipient:
+        // a frame of 64 KiB to 64 users is 4 MiB of other people's queues.
+        let cost = bytes.len().saturating_mul(valid.len());
+        if !self.fanout.try_take_n(cost as f64, Instant::now()) {
+            Metrics::inc(&self.shared.metrics.fanout_limited);
+            Metrics::inc(&self.shared.metrics.rate_limited);
+            let message = format!(
+                "{cost} bytes to {} recipients is over the fan-out budget of {} bytes a second",
+                valid.len(),
+                self.shared.config.fanout_bytes_per_sec
+            );
+            return self.refuse(Some(id), ErrorCode::RateLimited, message).await;
+        }
         let lost = self.shared.config.hub.deliver(&valid, bytes).await;
         let m = &self.shared.metrics;
         m.messages_routed.fetch_add(

@@ -6,6 +6,7 @@
 //! trait and plugs in through [`crate::Config::hub`].
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -24,13 +25,134 @@ pub enum Outbound {
     Frame(Utf8Bytes),
 }
 
+impl Outbound {
+    fn len(&self) -> usize {
+        match self {
+            Outbound::Frame(f) => f.len(),
+        }
+    }
+}
+
+/// Why [`OutboundQueue::try_send`] did not queue a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueError {
+    /// The queue holds its budget of bytes: the client is not reading.
+    Full,
+    /// The connection is gone.
+    Closed,
+}
+
+/// A connection's outbound queue: frames in order, bounded by their size
+/// in bytes rather than their number, so that a client that stops reading
+/// holds at most the budget of server memory. A frame always fits in an
+/// empty queue. A frame refused for lack of room also tells the connection
+/// ([`OutboundReceiver::overflow_signal`]), which then closes with 4006: the
+/// client has lost frames and must reconnect, rather than go on unaware.
+#[derive(Debug, Clone)]
+pub struct OutboundQueue {
+    tx: mpsc::UnboundedSender<Outbound>,
+    queued: Arc<AtomicUsize>,
+    overflow: Arc<Notify>,
+    budget: usize,
+}
+
+/// The connection's end of an [`OutboundQueue`].
+#[derive(Debug)]
+pub struct OutboundReceiver {
+    rx: mpsc::UnboundedReceiver<Outbound>,
+    queued: Arc<AtomicUsize>,
+    overflow: Arc<Notify>,
+}
+
+impl OutboundQueue {
+    /// A queue holding at most `budget_bytes` of frames (one frame always).
+    pub fn new(budget_bytes: usize) -> (OutboundQueue, OutboundReceiver) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let overflow = Arc::new(Notify::new());
+        (
+            OutboundQueue {
+                tx,
+                queued: queued.clone(),
+                overflow: overflow.clone(),
+                budget: budget_bytes,
+            },
+            OutboundReceiver {
+                rx,
+                queued,
+                overflow,
+            },
+        )
+    }
+
+    /// Queues `frame` if there is room for its bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Full`] (and the receiver is told it overflowed) or
+    /// [`QueueError::Closed`].
+    pub fn try_send(&self, frame: Outbound) -> Result<(), QueueError> {
+        if self.tx.is_closed() {
+            return Err(QueueError::Closed);
+        }
+        let len = frame.len();
+        let budget = self.budget;
+        let fits = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                (q == 0 || q.saturating_add(len) <= budget).then(|| q.saturating_add(len))
+            })
+            .is_ok();
+        if !fits {
+            self.overflow.notify_one();
+            return Err(QueueError::Full);
+        }
+        if self.tx.send(frame).is_err() {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            return Err(QueueError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Bytes queued now.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+}
+
+impl OutboundReceiver {
+    fn took(&self, frame: &Outbound) {
+        self.queued.fetch_sub(frame.len(), Ordering::AcqRel);
+    }
+
+    /// The next frame; `None` once every queue handle is gone.
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        let frame = self.rx.recv().await?;
+        self.took(&frame);
+        Some(frame)
+    }
+
+    /// The next frame if one is queued now.
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        let frame = self.rx.try_recv().ok()?;
+        self.took(&frame);
+        Some(frame)
+    }
+
+    /// Signalled when a frame was refused for lack of room (a permit is
+    /// kept until someone waits).
+    pub fn overflow_signal(&self) -> Arc<Notify> {
+        self.overflow.clone()
+    }
+}
+
 /// How the hub reaches one connection.
 #[derive(Debug, Clone)]
 pub struct SessionHandle {
     /// The session's id.
     pub id: SessionId,
     /// The connection's outbound queue.
-    pub tx: mpsc::Sender<Outbound>,
+    pub tx: OutboundQueue,
     /// Signalled when a newer login of the same user replaces this session:
     /// the connection then sends `kicked_out` and closes (4002). Separate
     /// from the queue so that a full queue cannot swallow the kick.
@@ -233,9 +355,9 @@ impl Hub for LocalHub {
             };
             match e.session.tx.try_send(Outbound::Frame(frame.clone())) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => out.congested.push(user.clone()),
+                Err(QueueError::Full) => out.congested.push(user.clone()),
                 // The connection task is gone and will unregister next.
-                Err(mpsc::error::TrySendError::Closed(_)) => out.offline.push(user.clone()),
+                Err(QueueError::Closed) => out.offline.push(user.clone()),
             }
         }
         out

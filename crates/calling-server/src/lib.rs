@@ -97,9 +97,18 @@ pub struct Config {
     /// closed with 1009 (default 1 MiB). Frames between
     /// `limits.max_frame_bytes` and this get a `too_large` error frame.
     pub hard_frame_bytes: usize,
-    /// Frames queued towards one connection before further ones count as
-    /// undeliverable (default 256).
-    pub outbound_queue: usize,
+    /// Bytes of frames queued towards one connection (default 256 KiB; a
+    /// frame always fits in an empty queue). Past it the frame is
+    /// reported `congested` to its sender and the client, which is not
+    /// reading, is closed with 4006 (too slow).
+    pub outbound_queue_bytes: usize,
+    /// Bytes a second one connection may send out through `send`, counted
+    /// once per recipient (default 1 MiB/s); over it the `send` is refused
+    /// with `rate_limited`.
+    pub fanout_bytes_per_sec: usize,
+    /// The burst above `fanout_bytes_per_sec` (default 4 MiB: one largest
+    /// frame to the most recipients).
+    pub fanout_burst_bytes: usize,
     /// Listen backlog (default 4096; the kernel may cap it).
     pub backlog: u32,
     /// Initial WebSocket read buffer per connection (default 4 KiB; it
@@ -195,7 +204,9 @@ impl Config {
                 max_room_members: 64,
             },
             hard_frame_bytes: 1024 * 1024,
-            outbound_queue: 256,
+            outbound_queue_bytes: 256 * 1024,
+            fanout_bytes_per_sec: 1024 * 1024,
+            fanout_burst_bytes: 4 * 1024 * 1024,
             backlog: 4096,
             read_buffer_bytes: 4096,
             demo: None,

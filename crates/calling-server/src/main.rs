@@ -84,6 +84,16 @@ struct Args {
     /// Most connections from one address, logged in or not (0: no cap).
     #[arg(long, env = "CALLING_MAX_CONNECTIONS_PER_IP", default_value_t = 4096)]
     max_connections_per_ip: usize,
+    /// Bytes of frames held for one client before it counts as not
+    /// reading (reported congested, then closed with 4006).
+    #[arg(long, env = "CALLING_OUTBOUND_QUEUE_BYTES", default_value_t = 256 * 1024)]
+    outbound_queue_bytes: usize,
+    /// Bytes a second one client may send out, counted per recipient.
+    #[arg(long, env = "CALLING_FANOUT_BYTES_PER_SEC", default_value_t = 1024 * 1024)]
+    fanout_bytes_per_sec: usize,
+    /// The burst above --fanout-bytes-per-sec.
+    #[arg(long, env = "CALLING_FANOUT_BURST_BYTES", default_value_t = 4 * 1024 * 1024)]
+    fanout_burst_bytes: usize,
     /// Most connections in all (default: the open-file limit less 5 %,
     /// at least 64, kept for the admin listener and the rest; 0: no cap).
     #[arg(long, env = "CALLING_MAX_CONNECTIONS")]
@@ -190,6 +200,9 @@ async fn run(args: Args) -> Result<(), calling_server::ServerError> {
     config.max_pending_logins_per_ip = args.max_pending_logins_per_ip;
     config.max_connections_per_ip = args.max_connections_per_ip;
     config.max_connections = args.max_connections;
+    config.outbound_queue_bytes = args.outbound_queue_bytes;
+    config.fanout_bytes_per_sec = args.fanout_bytes_per_sec;
+    config.fanout_burst_bytes = args.fanout_burst_bytes;
     config.admin_listen = args.admin_listen;
     config.limits = calling_server::Limits {
         max_frame_bytes: args.max_frame_bytes,

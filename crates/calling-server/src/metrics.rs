@@ -45,6 +45,12 @@ pub struct Metrics {
     pub pre_login_overruns: AtomicU64,
     /// Connections accepted and not logged in yet.
     pub pending_logins: AtomicU64,
+    /// Connections closed with 4006: their outbound queue went over its
+    /// byte budget.
+    pub slow_readers_cut: AtomicU64,
+    /// `send` frames refused for the sender's fan-out budget (also in
+    /// `rate_limited`).
+    pub fanout_limited: AtomicU64,
 }
 
 impl Metrics {
@@ -56,7 +62,7 @@ impl Metrics {
     /// Renders every metric, plus the hub's gauges, in the Prometheus text
     /// exposition format.
     pub fn render(&self, online: usize, rooms: usize) -> String {
-        let rows: [(&str, &str, &str, u64); 19] = [
+        let rows: [(&str, &str, &str, u64); 21] = [
             (
                 "calling_connections",
                 "gauge",
@@ -164,6 +170,18 @@ impl Metrics {
                 "counter",
                 "Connections closed for sending too much before logging in",
                 g(&self.pre_login_overruns),
+            ),
+            (
+                "calling_slow_readers_cut_total",
+                "counter",
+                "Connections closed for not reading (outbound queue over its budget)",
+                g(&self.slow_readers_cut),
+            ),
+            (
+                "calling_fanout_limited_total",
+                "counter",
+                "Sends refused for the sender's fan-out budget",
+                g(&self.fanout_limited),
             ),
             (
                 "calling_pending_logins",

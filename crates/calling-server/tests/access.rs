@@ -8,12 +8,12 @@ mod common;
 
 use std::sync::Arc;
 
-use calling_server::hub::{Hub, LocalHub, Outbound, SessionHandle};
+use calling_server::hub::{Hub, LocalHub, OutboundQueue, OutboundReceiver, SessionHandle};
 use calling_signal::protocol::ErrorCode;
 use calling_signal::{Transport, TransportError, TransportEvent, WsConfig, WsTransport};
 use common::*;
 use serde_json::{Value, json};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 /// Joins `room` with `allow` and returns the answer, whatever it is.
 async fn join(ws: &mut Ws, room: &str, allow: &[&str]) -> Value {
@@ -161,10 +161,11 @@ async fn strangers_cannot_fill_an_allow_listed_room() {
     server.shutdown().await;
 }
 
-/// A session whose outbound queue holds one frame and is never drained:
-/// a recipient that is online but stopped reading, made deterministic.
-fn stuck_session(hub: &LocalHub) -> impl std::future::Future<Output = mpsc::Receiver<Outbound>> {
-    let (tx, rx) = mpsc::channel(1);
+/// A session whose outbound queue holds one frame (a budget of one byte:
+/// a frame always fits in an empty queue) and is never drained: a
+/// recipient that is online but stopped reading, made deterministic.
+fn stuck_session(hub: &LocalHub) -> impl std::future::Future<Output = OutboundReceiver> {
+    let (tx, rx) = OutboundQueue::new(1);
     let handle = SessionHandle {
         id: u64::MAX,
         tx,

@@ -43,6 +43,9 @@ pub mod close_code {
     pub const HEARTBEAT_TIMEOUT: u16 = 4004;
     /// No successful login within the login deadline.
     pub const LOGIN_TIMEOUT: u16 = 4005;
+    /// The client read too slowly: its outbound queue on the server went
+    /// over its byte budget, so frames for it were being lost. Reconnect.
+    pub const TOO_SLOW: u16 = 4006;
 }
 
 /// Machine-readable reason carried by an `error` frame.
