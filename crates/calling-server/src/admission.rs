@@ -7,11 +7,16 @@
 //! moment it is accepted, and one that never logs in costs it for the whole
 //! login timeout; an attacker without an account can open as many as the
 //! server lets it. These caps bound that: past one, a new connection is
-//! closed at once (accept-and-close), before TLS or any parsing.
+//! closed at once (accept-and-close), before TLS or any parsing. Past the
+//! cap over the whole server, the connection that has waited longest for
+//! its login is closed instead, so that idle connections cannot lock
+//! honest clients out: one that logs in promptly keeps its place.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::Notify;
 
 /// The caps, from [`crate::Config`]. Zero means no cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +34,8 @@ pub(crate) struct AdmissionLimits {
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refused {
-    /// The server holds its most connections waiting for a login.
+    /// The server holds its most connections waiting for a login, and
+    /// none to close in their place.
     Pending,
     /// This address holds its most connections waiting for a login.
     PendingPerIp,
@@ -62,6 +68,25 @@ struct State {
     total: usize,
     pending: usize,
     by_ip: HashMap<IpAddr, PerIp>,
+    /// Connections waiting for their login, oldest first: their source
+    /// address and what tells them to go.
+    waiting: BTreeMap<u64, (IpAddr, Arc<Notify>)>,
+    next: u64,
+    evicted: u64,
+}
+
+impl State {
+    /// Takes `seq` off the waiting list; whether it was on it.
+    fn stop_waiting(&mut self, seq: u64) -> bool {
+        let Some((ip, _)) = self.waiting.remove(&seq) else {
+            return false;
+        };
+        self.pending = self.pending.saturating_sub(1);
+        if let Some(here) = self.by_ip.get_mut(&ip) {
+            here.pending = here.pending.saturating_sub(1);
+        }
+        true
+    }
 }
 
 /// The server's count of connections, by state and source address.
@@ -92,9 +117,6 @@ impl Admission {
         if l.total > 0 && s.total >= l.total {
             return Err(Refused::Total);
         }
-        if l.pending > 0 && s.pending >= l.pending {
-            return Err(Refused::Pending);
-        }
         let here = s.by_ip.get(&ip);
         let (pending, total) = here.map_or((0, 0), |p| (p.pending, p.total));
         if l.pending_per_ip > 0 && pending >= l.pending_per_ip {
@@ -103,16 +125,35 @@ impl Admission {
         if l.per_ip > 0 && total >= l.per_ip {
             return Err(Refused::PerIp);
         }
+        if l.pending > 0 && s.pending >= l.pending {
+            // Make room: the connection that has waited longest goes.
+            let Some((&oldest, (_, go))) = s.waiting.first_key_value() else {
+                return Err(Refused::Pending);
+            };
+            go.notify_one();
+            s.stop_waiting(oldest);
+            s.evicted += 1;
+        }
         s.pending += 1;
         s.total += 1;
         let here = s.by_ip.entry(ip).or_default();
         here.pending += 1;
         here.total += 1;
+        let seq = s.next;
+        s.next += 1;
+        let evicted = Arc::new(Notify::new());
+        s.waiting.insert(seq, (ip, evicted.clone()));
         Ok(Ticket {
             admission: self.clone(),
             ip,
-            pending: true,
+            seq,
+            evicted,
         })
+    }
+
+    /// Connections closed so far to make room for newer ones.
+    pub(crate) fn evicted(&self) -> u64 {
+        self.state().evicted
     }
 
     /// Connections waiting for a login now.
@@ -126,33 +167,30 @@ impl Admission {
 pub(crate) struct Ticket {
     admission: Arc<Admission>,
     ip: IpAddr,
-    pending: bool,
+    seq: u64,
+    evicted: Arc<Notify>,
 }
 
 impl Ticket {
-    /// The connection logged in: it no longer counts as waiting.
+    /// The connection logged in: it no longer counts as waiting (and can
+    /// no longer be closed to make room).
     pub(crate) fn logged_in(&mut self) {
-        if std::mem::take(&mut self.pending) {
-            let mut s = self.admission.state();
-            s.pending = s.pending.saturating_sub(1);
-            if let Some(here) = s.by_ip.get_mut(&self.ip) {
-                here.pending = here.pending.saturating_sub(1);
-            }
-        }
+        self.admission.state().stop_waiting(self.seq);
+    }
+
+    /// Signalled when the connection is to close, before its login, to
+    /// make room for a newer one.
+    pub(crate) fn eviction(&self) -> Arc<Notify> {
+        self.evicted.clone()
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
         let mut s = self.admission.state();
+        s.stop_waiting(self.seq);
         s.total = s.total.saturating_sub(1);
-        if self.pending {
-            s.pending = s.pending.saturating_sub(1);
-        }
         if let Some(here) = s.by_ip.get_mut(&self.ip) {
-            if self.pending {
-                here.pending = here.pending.saturating_sub(1);
-            }
             here.total = here.total.saturating_sub(1);
             if here.total == 0 {
                 s.by_ip.remove(&self.ip);
@@ -203,6 +241,14 @@ pub(crate) fn open_file_limit() -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// Whether `f` is ready at once.
+    fn futures_now(f: impl std::future::Future<Output = ()>) -> bool {
+        let mut f = std::pin::pin!(f);
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        f.as_mut().poll(&mut cx).is_ready()
+    }
+
     fn ip(last: u8) -> IpAddr {
         IpAddr::from([127, 0, 0, last])
     }
@@ -226,13 +272,25 @@ mod tests {
         // Three from 127.0.0.1, one of them waiting: the address is full.
         assert_eq!(a.enter(ip(1)).unwrap_err(), Refused::PerIp);
         let t4 = a.enter(ip(2)).unwrap();
+        assert_eq!(a.pending(), 2);
         let t5 = a.enter(ip(3)).unwrap();
         assert_eq!(a.pending(), 3);
-        assert_eq!(a.enter(ip(4)).unwrap_err(), Refused::Pending);
-        drop(t1);
-        assert_eq!(a.pending(), 2);
+        // Full: the longest waiting (t1) is told to go, and the newcomer
+        // takes its place.
+        let go = t1.eviction();
         let t6 = a.enter(ip(4)).unwrap();
-        drop((t2, t3, t4, t5, t6));
+        assert_eq!((a.pending(), a.evicted()), (3, 1));
+        assert!(
+            futures_now(go.notified()),
+            "the oldest waiting connection was not told to go"
+        );
+        // Its place was given back already: dropping it changes nothing.
+        drop(t1);
+        assert_eq!(a.pending(), 3);
+        // Logged-in connections are never evicted.
+        let t7 = a.enter(ip(5)).unwrap();
+        assert_eq!(a.evicted(), 2, "t4, the oldest still waiting");
+        drop((t2, t3, t4, t5, t6, t7));
         assert_eq!(a.pending(), 0);
         assert!(a.state().by_ip.is_empty(), "no address left behind");
     }

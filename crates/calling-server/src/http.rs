@@ -117,6 +117,11 @@ async fn answer(stream: Stream, page: Page, shared: &Shared) {
                 .metrics
                 .pending_logins
                 .store(pending, Ordering::Relaxed);
+            let evicted = shared.admission.evicted();
+            shared
+                .metrics
+                .pending_evicted
+                .store(evicted, Ordering::Relaxed);
             let body = shared.metrics.render(cfg.hub.online(), cfg.hub.rooms());
             ("200 OK", "text/plain; version=0.0.4", Cow::Owned(body))
         }

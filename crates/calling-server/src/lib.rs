@@ -397,7 +397,17 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     };
                     let _ = stream.set_nodelay(true);
                     let shared = shared.clone();
-                    tokio::spawn(http::handle(stream, peer, ticket, shared));
+                    // Until its login the connection may be told to make
+                    // room for a newer one: then it just ends.
+                    let evicted = ticket.eviction();
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            () = evicted.notified() => {
+                                debug!(%peer, "closed before its login to make room for a newer connection");
+                            }
+                            () = http::handle(stream, peer, ticket, shared) => {}
+                        }
+                    });
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait longer

@@ -45,6 +45,9 @@ pub struct Metrics {
     pub pre_login_overruns: AtomicU64,
     /// Connections accepted and not logged in yet.
     pub pending_logins: AtomicU64,
+    /// Connections closed before their login to make room for a newer one
+    /// (`max_pending_logins` reached).
+    pub pending_evicted: AtomicU64,
     /// Connections closed with 4006: their outbound queue went over its
     /// byte budget.
     pub slow_readers_cut: AtomicU64,
@@ -62,7 +65,7 @@ impl Metrics {
     /// Renders every metric, plus the hub's gauges, in the Prometheus text
     /// exposition format.
     pub fn render(&self, online: usize, rooms: usize) -> String {
-        let rows: [(&str, &str, &str, u64); 21] = [
+        let rows: [(&str, &str, &str, u64); 22] = [
             (
                 "calling_connections",
                 "gauge",
@@ -182,6 +185,12 @@ impl Metrics {
                 "counter",
                 "Sends refused for the sender's fan-out budget",
                 g(&self.fanout_limited),
+            ),
+            (
+                "calling_pending_evicted_total",
+                "counter",
+                "Connections closed before their login to make room for newer ones",
+                g(&self.pending_evicted),
             ),
             (
                 "calling_pending_logins",

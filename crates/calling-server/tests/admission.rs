@@ -99,22 +99,32 @@ async fn connections_waiting_for_a_login_are_capped_per_address() {
 }
 
 #[tokio::test]
-async fn connections_waiting_for_a_login_are_capped_over_the_server() {
+async fn past_the_servers_cap_the_longest_waiting_connection_makes_room() {
+    use tokio::io::AsyncReadExt;
     let server = start_with(|c| {
         c.max_pending_logins = 2;
         c.max_pending_logins_per_ip = 0;
     })
     .await;
     let addr = server.local_addr();
-    let idle1 = tcp_from(ip(11), addr).await;
+    let mut idle1 = tcp_from(ip(11), addr).await;
     let _idle2 = tcp_from(ip(12), addr).await;
-    assert!(ws_from(ip(13), addr).await.is_err());
-    drop(idle1);
-    let mut ws = ws_eventually(ip(13), addr).await;
+    // Full: the newcomer is admitted, and the connection that has waited
+    // longest without logging in is closed. Idle connections cannot lock
+    // out a client that logs in promptly.
+    let mut ws = ws_from(ip(13), addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(WAIT, idle1.read(&mut buf))
+        .await
+        .expect("the oldest waiting connection was not closed");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
     log_in(&mut ws, "alice").await;
-    // Logged in, it leaves its place to the next.
-    let mut next = ws_eventually(ip(14), addr).await;
+    let mut next = ws_from(ip(14), addr).await.unwrap();
     log_in(&mut next, "bob").await;
+    // A logged-in connection is never the one to go.
+    send(&mut ws, json!({"type":"ping","id":"still"})).await;
+    assert_eq!(recv(&mut ws).await["id"], "still");
+    assert!(server.metrics().connections_refused.load(Ordering::Relaxed) == 0);
     server.shutdown().await;
 }
 
