@@ -32,6 +32,10 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+#[path = "common/proc_stats.rs"]
+mod proc_stats;
+use proc_stats::{cpu_secs, rss_kib};
+
 const APP: u64 = 1_400_000_000;
 const KEY: &str = "loadgen-secret-key-0123456789abcdef";
 
@@ -57,32 +61,6 @@ fn flag<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result
             .parse()
             .map_err(|_| format!("bad value for {name}")),
     }
-}
-
-/// User + system CPU time of a process, in seconds.
-fn cpu_secs(pid: u32) -> Result<f64, String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
-    // Fields after the parenthesised command name; utime and stime are the
-    // 12th and 13th of those.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or("bad stat")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> Result<f64, String> {
-        f.get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .ok_or_else(|| "bad stat".to_string())
-    };
-    // USER_HZ is 100 on Linux.
-    Ok((ticks(11)? + ticks(12)?) / 100.0)
-}
-
-fn rss_kib(pid: u32) -> Result<u64, String> {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| "no VmRSS".to_string())
 }
 
 /// Kills the child processes we started if we bail out early.

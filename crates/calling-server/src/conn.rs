@@ -35,6 +35,11 @@ use crate::stream::{Stream, is_read_limit};
 
 type Ws = WebSocketStream<Stream>;
 
+/// Most bytes read and dropped after a 1009 close, so that a client that
+/// overran a limit by a little still gets the close (and not a reset),
+/// while one that goes on writing does not keep the server reading.
+const DRAIN_MAX_BYTES: usize = 64 * 1024;
+
 /// Decrements the open-connections gauge however the task ends.
 struct OpenGuard<'a>(&'a Metrics);
 
@@ -247,7 +252,7 @@ impl Conn<'_> {
         if code == close_code::MESSAGE_TOO_BIG || self.ws.get_ref().limit_reached() {
             self.ws
                 .get_mut()
-                .discard_input(Duration::from_secs(1))
+                .discard_input(Duration::from_secs(1), DRAIN_MAX_BYTES)
                 .await;
         }
     }

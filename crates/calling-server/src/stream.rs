@@ -70,21 +70,25 @@ impl Stream {
     }
 
     /// Reads and throws away what the peer still sends, past any limit,
-    /// until it stops for a moment or `within` is over, so that closing
-    /// the socket then sends a FIN, not the reset that unread data makes
-    /// (which could make the peer lose the answers written before).
-    pub(crate) async fn discard_input(&mut self, within: std::time::Duration) {
+    /// until it stops for a moment, `within` is over or `max_bytes` are
+    /// gone, so that closing the socket then sends a FIN, not the reset
+    /// that unread data makes (which could make the peer lose the answers
+    /// written before). The bounds keep a peer that writes on and on from
+    /// making the server read for it: that one gets the reset.
+    pub(crate) async fn discard_input(&mut self, within: std::time::Duration, max_bytes: usize) {
         use tokio::io::AsyncReadExt;
         const QUIET: std::time::Duration = std::time::Duration::from_millis(100);
         let mut sink = [0u8; 1024];
+        let mut left = max_bytes;
         let _ = tokio::time::timeout(within, async {
-            loop {
+            while left > 0 {
                 let read = match &mut self.io {
                     Io::Plain(s) => tokio::time::timeout(QUIET, s.read(&mut sink)).await,
                     Io::Tls(s) => tokio::time::timeout(QUIET, s.read(&mut sink)).await,
                 };
-                if !matches!(read, Ok(Ok(n)) if n > 0) {
-                    break;
+                match read {
+                    Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+                    _ => break,
                 }
             }
         })
