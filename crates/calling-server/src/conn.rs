@@ -77,7 +77,13 @@ pub(crate) async fn serve(
     stream.limit_reads(cfg.pre_login_bytes);
     let ws = match tokio::time::timeout(
         cfg.login_timeout,
-        tokio_tungstenite::accept_async_with_config(stream, Some(ws_config)),
+        // Boxed here and below: a connection's task is allocated at the
+        // size of its largest state, and an idle session should not carry
+        // the handshake's or a handler's room all its life.
+        Box::pin(tokio_tungstenite::accept_async_with_config(
+            stream,
+            Some(ws_config),
+        )),
     )
     .await
     {
@@ -192,15 +198,15 @@ impl Conn<'_> {
             let flow = tokio::select! {
                 biased;
                 _ = stop.changed() => Flow::Close(close_code::GOING_AWAY, "server shutting down"),
-                () = kick.notified() => self.on_kick().await,
+                () = kick.notified() => Box::pin(self.on_kick()).await,
                 () = overflow.notified() => self.on_overflow(),
                 out = rx.recv() => match out {
-                    Some(first) => self.on_outbound(first, &mut rx, &overflow).await,
+                    Some(first) => Box::pin(self.on_outbound(first, &mut rx, &overflow)).await,
                     None => Flow::Gone,
                 },
                 msg = self.ws.next() => {
                     last_seen = Instant::now();
-                    self.on_ws(msg).await
+                    Box::pin(self.on_ws(msg)).await
                 }
                 () = &mut timer => self.on_timer(last_seen),
             };
@@ -220,7 +226,7 @@ impl Conn<'_> {
             }
         };
         match flow {
-            Flow::Close(code, reason) => self.close(code, reason).await,
+            Flow::Close(code, reason) => Box::pin(self.close(code, reason)).await,
             Flow::Continue | Flow::Gone => {}
         }
     }

@@ -60,22 +60,24 @@ pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, ticket: Ticket, sha
     let until = tokio::time::Instant::now() + deadline;
     let io = match &shared.tls {
         None => Io::Plain(tcp),
-        Some(tls) => match tokio::time::timeout_at(until, tls.acceptor().accept(tcp)).await {
-            Ok(Ok(s)) => Io::Tls(Box::new(s)),
-            Ok(Err(e)) => {
-                Metrics::inc(&shared.metrics.tls_handshake_failures);
-                debug!(%peer, error = %e, "TLS handshake failed");
-                return;
+        Some(tls) => {
+            match tokio::time::timeout_at(until, Box::pin(tls.acceptor().accept(tcp))).await {
+                Ok(Ok(s)) => Io::Tls(Box::new(s)),
+                Ok(Err(e)) => {
+                    Metrics::inc(&shared.metrics.tls_handshake_failures);
+                    debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    Metrics::inc(&shared.metrics.tls_handshake_failures);
+                    debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
             }
-            Err(_) => {
-                Metrics::inc(&shared.metrics.tls_handshake_failures);
-                debug!(%peer, "TLS handshake timed out");
-                return;
-            }
-        },
+        }
     };
     let mut stream = Stream::new(io);
-    let Some(route) = route(&mut stream, until).await else {
+    let Some(route) = Box::pin(route(&mut stream, until)).await else {
         return;
     };
     let page = match route {
@@ -84,7 +86,7 @@ pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, ticket: Ticket, sha
         Route::Page(Page::Metrics) if cfg.admin_listen.is_some() => Page::NotFound,
         Route::Page(page) => page,
     };
-    answer(stream, page, &shared).await;
+    Box::pin(answer(stream, page, &shared)).await;
 }
 
 /// Serves one connection of the admin listener: `/healthz` and
@@ -205,4 +207,22 @@ async fn respond(
         let _ = stream.shutdown().await;
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    /// The size of the future an `async fn` of four arguments returns.
+    fn future_size<A, B, C, D, F>(_: fn(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every connection's task is allocated at the size of this future's
+    /// largest state, for as long as the connection lives: an idle session
+    /// must not carry room for a handshake or a handler (those are boxed
+    /// while they run).
+    #[test]
+    fn a_connection_task_stays_small() {
+        let size = future_size(super::handle);
+        assert!(size <= 3 * 1024, "a connection's future is {size} bytes");
+    }
 }

@@ -6,13 +6,12 @@
 //! trait and plugs in through [`crate::Config::hub`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use calling_core::UserId;
 use calling_signal::protocol::{ErrorCode, MAX_ALLOW_LIST, RoomAccess, ServerFrame};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Identifies one logged-in connection, unique for the server's lifetime.
@@ -48,40 +47,55 @@ pub enum QueueError {
 /// empty queue. A frame refused for lack of room also tells the connection
 /// ([`OutboundReceiver::overflow_signal`]), which then closes with 4006: the
 /// client has lost frames and must reconnect, rather than go on unaware.
+///
+/// An empty queue holds no buffer (a few dozen bytes in all), which
+/// matters with one per idle session.
 #[derive(Debug, Clone)]
 pub struct OutboundQueue {
-    tx: mpsc::UnboundedSender<Outbound>,
-    queued: Arc<AtomicUsize>,
-    overflow: Arc<Notify>,
+    shared: Arc<QueueShared>,
     budget: usize,
 }
 
-/// The connection's end of an [`OutboundQueue`].
+#[derive(Debug, Default)]
+struct QueueShared {
+    state: Mutex<QueueState>,
+    ready: Notify,
+    overflow: Arc<Notify>,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    frames: std::collections::VecDeque<Outbound>,
+    bytes: usize,
+    closed: bool,
+}
+
+/// The connection's end of an [`OutboundQueue`]; dropping it closes the
+/// queue (what is in it is dropped, and later frames are refused).
 #[derive(Debug)]
 pub struct OutboundReceiver {
-    rx: mpsc::UnboundedReceiver<Outbound>,
-    queued: Arc<AtomicUsize>,
-    overflow: Arc<Notify>,
+    shared: Arc<QueueShared>,
+}
+
+impl QueueShared {
+    fn state(&self) -> MutexGuard<'_, QueueState> {
+        // A queue of frames: still consistent after a panic elsewhere.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl OutboundQueue {
     /// A queue holding at most `budget_bytes` of frames (one frame always).
     pub fn new(budget_bytes: usize) -> (OutboundQueue, OutboundReceiver) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let overflow = Arc::new(Notify::new());
+        let shared = Arc::new(QueueShared::default());
         (
             OutboundQueue {
-                tx,
-                queued: queued.clone(),
-                overflow: overflow.clone(),
+                shared: shared.clone(),
                 budget: budget_bytes,
             },
-            OutboundReceiver {
-                rx,
-                queued,
-                overflow,
-            },
+            OutboundReceiver { shared },
         )
     }
 
@@ -92,57 +106,74 @@ impl OutboundQueue {
     /// [`QueueError::Full`] (and the receiver is told it overflowed) or
     /// [`QueueError::Closed`].
     pub fn try_send(&self, frame: Outbound) -> Result<(), QueueError> {
-        if self.tx.is_closed() {
-            return Err(QueueError::Closed);
-        }
         let len = frame.len();
-        let budget = self.budget;
-        let fits = self
-            .queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
-                (q == 0 || q.saturating_add(len) <= budget).then(|| q.saturating_add(len))
-            })
-            .is_ok();
-        if !fits {
-            self.overflow.notify_one();
-            return Err(QueueError::Full);
+        {
+            let mut st = self.shared.state();
+            if st.closed {
+                return Err(QueueError::Closed);
+            }
+            if st.bytes > 0 && st.bytes.saturating_add(len) > self.budget {
+                drop(st);
+                self.shared.overflow.notify_one();
+                return Err(QueueError::Full);
+            }
+            st.bytes = st.bytes.saturating_add(len);
+            st.frames.push_back(frame);
         }
-        if self.tx.send(frame).is_err() {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
-            return Err(QueueError::Closed);
-        }
+        self.shared.ready.notify_one();
         Ok(())
     }
 
     /// Bytes queued now.
     pub fn queued_bytes(&self) -> usize {
-        self.queued.load(Ordering::Acquire)
+        self.shared.state().bytes
     }
 }
 
 impl OutboundReceiver {
-    fn took(&self, frame: &Outbound) {
-        self.queued.fetch_sub(frame.len(), Ordering::AcqRel);
-    }
-
-    /// The next frame; `None` once every queue handle is gone.
+    /// The next frame, waiting for one.
     pub async fn recv(&mut self) -> Option<Outbound> {
-        let frame = self.rx.recv().await?;
-        self.took(&frame);
-        Some(frame)
+        let shared = self.shared.clone();
+        loop {
+            let ready = shared.ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            if let Some(frame) = Self::pop(&shared) {
+                return Some(frame);
+            }
+            ready.await;
+        }
     }
 
     /// The next frame if one is queued now.
     pub fn try_recv(&mut self) -> Option<Outbound> {
-        let frame = self.rx.try_recv().ok()?;
-        self.took(&frame);
+        Self::pop(&self.shared)
+    }
+
+    fn pop(shared: &QueueShared) -> Option<Outbound> {
+        let mut st = shared.state();
+        let frame = st.frames.pop_front()?;
+        st.bytes = st.bytes.saturating_sub(frame.len());
+        if st.frames.is_empty() && st.frames.capacity() > 4 {
+            // Idle again: give the buffer back.
+            st.frames = std::collections::VecDeque::new();
+        }
         Some(frame)
     }
 
     /// Signalled when a frame was refused for lack of room (a permit is
     /// kept until someone waits).
     pub fn overflow_signal(&self) -> Arc<Notify> {
-        self.overflow.clone()
+        self.shared.overflow.clone()
+    }
+}
+
+impl Drop for OutboundReceiver {
+    fn drop(&mut self) {
+        let mut st = self.shared.state();
+        st.closed = true;
+        st.frames.clear();
+        st.bytes = 0;
     }
 }
 

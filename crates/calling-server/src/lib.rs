@@ -111,8 +111,8 @@ pub struct Config {
     pub fanout_burst_bytes: usize,
     /// Listen backlog (default 4096; the kernel may cap it).
     pub backlog: u32,
-    /// Initial WebSocket read buffer per connection (default 4 KiB; it
-    /// grows for larger frames).
+    /// Initial WebSocket read buffer per connection (default 1 KiB; it
+    /// grows for larger frames). Every idle session holds one.
     pub read_buffer_bytes: usize,
     /// Demo mode: hand out UserSigs at `GET /demo/usersig` (default off;
     /// **never** on outside local development). The demo page itself is
@@ -208,7 +208,7 @@ impl Config {
             fanout_bytes_per_sec: 1024 * 1024,
             fanout_burst_bytes: 4 * 1024 * 1024,
             backlog: 4096,
-            read_buffer_bytes: 4096,
+            read_buffer_bytes: 1024,
             demo: None,
             tls: None,
             ice: IceConfig::default(),
