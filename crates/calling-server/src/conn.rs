@@ -28,7 +28,10 @@ use tracing::{debug, info};
 use crate::Shared;
 use crate::admission::Ticket;
 use crate::auth::VerifiedLogin;
-use crate::hub::{Outbound, OutboundQueue, OutboundReceiver, RoomLimits, SessionHandle, SessionId};
+use crate::hub::{
+    Outbound, OutboundQueue, OutboundReceiver, OverflowWatch, Received, RoomLimits, SessionHandle,
+    SessionId,
+};
 use crate::metrics::Metrics;
 use crate::rates::UserRate;
 use crate::stream::{Stream, is_read_limit};
@@ -188,7 +191,7 @@ impl Conn<'_> {
         tokio::pin!(timer);
         let mut stop = self.shared.shutdown.clone();
         let kick = self.kick.clone();
-        let overflow = rx.overflow_signal();
+        let overflow = rx.overflow_watch();
         if *stop.borrow() {
             self.close(close_code::GOING_AWAY, "server shutting down")
                 .await;
@@ -199,10 +202,9 @@ impl Conn<'_> {
                 biased;
                 _ = stop.changed() => Flow::Close(close_code::GOING_AWAY, "server shutting down"),
                 () = kick.notified() => Box::pin(self.on_kick()).await,
-                () = overflow.notified() => self.on_overflow(),
                 out = rx.recv() => match out {
-                    Some(first) => Box::pin(self.on_outbound(first, &mut rx, &overflow)).await,
-                    None => Flow::Gone,
+                    Received::Frame(first) => Box::pin(self.on_outbound(first, &mut rx, &overflow)).await,
+                    Received::Overflowed => self.on_overflow(),
                 },
                 msg = self.ws.next() => {
                     last_seen = Instant::now();
@@ -336,7 +338,7 @@ impl Conn<'_> {
         &mut self,
         first: Outbound,
         rx: &mut OutboundReceiver,
-        overflow: &Notify,
+        overflow: &OverflowWatch,
     ) -> Flow {
         let limit = self.shared.config.heartbeat_timeout;
         let ws = &mut self.ws;
@@ -355,7 +357,7 @@ impl Conn<'_> {
         // the connection from noticing that its queue overflowed.
         let written = tokio::select! {
             r = tokio::time::timeout(limit, batch) => r,
-            () = overflow.notified() => return self.on_overflow(),
+            () = overflow.wait() => return self.on_overflow(),
         };
         match written {
             Ok(Ok(())) => Flow::Continue,

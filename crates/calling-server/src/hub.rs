@@ -45,11 +45,12 @@ pub enum QueueError {
 /// in bytes rather than their number, so that a client that stops reading
 /// holds at most the budget of server memory. A frame always fits in an
 /// empty queue. A frame refused for lack of room also tells the connection
-/// ([`OutboundReceiver::overflow_signal`]), which then closes with 4006: the
-/// client has lost frames and must reconnect, rather than go on unaware.
+/// ([`Received::Overflowed`]), which then closes with 4006: the client has
+/// lost frames and must reconnect, rather than go on unaware.
 ///
 /// An empty queue holds no buffer (a few dozen bytes in all), which
-/// matters with one per idle session.
+/// matters with one per idle session, and waking its connection costs an
+/// atomic waker, not a waiter list.
 #[derive(Debug, Clone)]
 pub struct OutboundQueue {
     shared: Arc<QueueShared>,
@@ -59,8 +60,10 @@ pub struct OutboundQueue {
 #[derive(Debug, Default)]
 struct QueueShared {
     state: Mutex<QueueState>,
-    ready: Notify,
-    overflow: Arc<Notify>,
+    /// The receiver waiting in [`OutboundReceiver::recv`].
+    ready: futures_util::task::AtomicWaker,
+    /// The receiver waiting in [`OverflowWatch::wait`].
+    overflow: futures_util::task::AtomicWaker,
 }
 
 #[derive(Debug, Default)]
@@ -68,12 +71,28 @@ struct QueueState {
     frames: std::collections::VecDeque<Outbound>,
     bytes: usize,
     closed: bool,
+    overflowed: bool,
+}
+
+/// What [`OutboundReceiver::recv`] gives.
+#[derive(Debug)]
+pub enum Received {
+    /// The next frame.
+    Frame(Outbound),
+    /// A frame was refused for lack of room: the client is not reading.
+    Overflowed,
 }
 
 /// The connection's end of an [`OutboundQueue`]; dropping it closes the
 /// queue (what is in it is dropped, and later frames are refused).
 #[derive(Debug)]
 pub struct OutboundReceiver {
+    shared: Arc<QueueShared>,
+}
+
+/// Resolves when the queue overflows, for a connection busy writing.
+#[derive(Debug)]
+pub struct OverflowWatch {
     shared: Arc<QueueShared>,
 }
 
@@ -113,14 +132,16 @@ impl OutboundQueue {
                 return Err(QueueError::Closed);
             }
             if st.bytes > 0 && st.bytes.saturating_add(len) > self.budget {
+                st.overflowed = true;
                 drop(st);
-                self.shared.overflow.notify_one();
+                self.shared.ready.wake();
+                self.shared.overflow.wake();
                 return Err(QueueError::Full);
             }
             st.bytes = st.bytes.saturating_add(len);
             st.frames.push_back(frame);
         }
-        self.shared.ready.notify_one();
+        self.shared.ready.wake();
         Ok(())
     }
 
@@ -131,27 +152,37 @@ impl OutboundQueue {
 }
 
 impl OutboundReceiver {
-    /// The next frame, waiting for one.
-    pub async fn recv(&mut self) -> Option<Outbound> {
-        let shared = self.shared.clone();
-        loop {
-            let ready = shared.ready.notified();
-            tokio::pin!(ready);
-            ready.as_mut().enable();
-            if let Some(frame) = Self::pop(&shared) {
-                return Some(frame);
+    /// The next frame (or the news that the queue overflowed, first),
+    /// waiting for one.
+    pub async fn recv(&mut self) -> Received {
+        std::future::poll_fn(|cx| {
+            if let Some(r) = self.poll_now() {
+                return std::task::Poll::Ready(r);
             }
-            ready.await;
+            self.shared.ready.register(cx.waker());
+            // Again: a frame may have come before the waker was in place.
+            match self.poll_now() {
+                Some(r) => std::task::Poll::Ready(r),
+                None => std::task::Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    fn poll_now(&self) -> Option<Received> {
+        let mut st = self.shared.state();
+        if std::mem::take(&mut st.overflowed) {
+            return Some(Received::Overflowed);
         }
+        Self::pop(&mut st).map(Received::Frame)
     }
 
     /// The next frame if one is queued now.
     pub fn try_recv(&mut self) -> Option<Outbound> {
-        Self::pop(&self.shared)
+        Self::pop(&mut self.shared.state())
     }
 
-    fn pop(shared: &QueueShared) -> Option<Outbound> {
-        let mut st = shared.state();
+    fn pop(st: &mut QueueState) -> Option<Outbound> {
         let frame = st.frames.pop_front()?;
         st.bytes = st.bytes.saturating_sub(frame.len());
         if st.frames.is_empty() && st.frames.capacity() > 4 {
@@ -161,10 +192,31 @@ impl OutboundReceiver {
         Some(frame)
     }
 
-    /// Signalled when a frame was refused for lack of room (a permit is
-    /// kept until someone waits).
-    pub fn overflow_signal(&self) -> Arc<Notify> {
-        self.shared.overflow.clone()
+    /// A future-maker that resolves when the queue overflows, to watch
+    /// while a write is under way.
+    pub fn overflow_watch(&self) -> OverflowWatch {
+        OverflowWatch {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl OverflowWatch {
+    /// Resolves once the queue has overflowed (and clears the news).
+    pub async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            let check = || std::mem::take(&mut self.shared.state().overflowed);
+            if check() {
+                return std::task::Poll::Ready(());
+            }
+            self.shared.overflow.register(cx.waker());
+            if check() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
     }
 }
 
@@ -499,5 +551,59 @@ impl Hub for LocalHub {
 
     fn rooms(&self) -> usize {
         self.lock().rooms.len()
+    }
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+
+    /// Frames pushed from another task all reach a receiver that waits
+    /// between them (a lost wake-up would leave it waiting: the timeout
+    /// fails the test), in order, and the overflow news comes first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_receiver_gets_every_frame_in_order() {
+        let (tx, mut rx) = OutboundQueue::new(1 << 20);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while got.len() < 500 {
+                if let Received::Frame(Outbound::Frame(f)) = rx.recv().await {
+                    got.push(f.as_str().parse::<u32>().unwrap_or(u32::MAX));
+                }
+            }
+            (got, rx)
+        });
+        for i in 0..500u32 {
+            tx.try_send(Outbound::Frame(Utf8Bytes::from(i.to_string())))
+                .unwrap();
+            if i % 7 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let (got, rx) = tokio::time::timeout(std::time::Duration::from_secs(20), reader)
+            .await
+            .expect("the receiver missed a wake-up")
+            .unwrap();
+        assert_eq!(got, (0..500).collect::<Vec<_>>());
+        assert_eq!(tx.queued_bytes(), 0);
+
+        drop((tx, rx));
+
+        // A budget of 4 bytes: "aaaa" fits, "b" does not: overflowed.
+        let (small, mut srx) = OutboundQueue::new(4);
+        small
+            .try_send(Outbound::Frame(Utf8Bytes::from_static("aaaa")))
+            .unwrap();
+        assert_eq!(
+            small.try_send(Outbound::Frame(Utf8Bytes::from_static("b"))),
+            Err(QueueError::Full)
+        );
+        assert!(matches!(srx.recv().await, Received::Overflowed));
+        assert!(matches!(srx.recv().await, Received::Frame(_)));
+        drop(srx);
+        assert_eq!(
+            small.try_send(Outbound::Frame(Utf8Bytes::from_static("c"))),
+            Err(QueueError::Closed)
+        );
     }
 }
