@@ -434,6 +434,8 @@ static atomic_int after_free;
 static atomic_uint inner_result = 9999;
 static atomic_uint inner_wait = 9999;
 static atomic_int inner_error_ok;
+/* Set last by the INVITED callback, once all of the above are stored. */
+static atomic_int invited_done;
 
 static void on_event(void *user_data, const calling_event *event) {
   calling_client *self = user_data;
@@ -456,6 +458,7 @@ static void on_event(void *user_data, const calling_event *event) {
                    strstr(text, "calling_client_wait_event: called from a runtime thread") != NULL);
       calling_string_free(text);
     }
+    atomic_store(&invited_done, 1);
     break;
   case CALLING_EVENT_USER_ENTER:
     atomic_store(&entered, 1);
@@ -503,6 +506,8 @@ static void test_no_events_after_free(void) {
     if (id[0] == 0) sleep_ms(10);
   }
   EXPECT(id[0] != 0);
+  /* The invite id is stored first; the refused calls' results after it. */
+  EXPECT(wait_for(&invited_done, 1));
   EXPECT(atomic_load(&inner_result) == CALLING_RESULT_WRONG_THREAD);
   EXPECT(atomic_load(&inner_wait) == CALLING_RESULT_WRONG_THREAD);
   EXPECT(atomic_load(&inner_error_ok));
