@@ -23,9 +23,10 @@ pub const SAMPLE_RATE: u32 = 48_000;
 /// Largest width or height of a raw video frame we take.
 pub const MAX_DIMENSION: u32 = 4096;
 
-/// Most frames per second sent from the app's own pictures (raw or
-/// encoded): a 30 fps camera is sent at 30 fps, a 60 fps one has every
-/// other frame skipped. The generated test pattern runs at its profile's
+/// Most frames per second sent from the app's raw pictures
+/// ([`RawVideoInput`]): a 30 fps camera is sent at 30 fps, a 60 fps one has
+/// every other frame skipped (the app's own encoded frames go as they
+/// come). The generated test pattern runs at its profile's
 /// [`VideoQuality::frame_rate`](crate::VideoQuality::frame_rate).
 pub const MAX_FRAME_RATE: u32 = 30;
 

@@ -58,10 +58,9 @@ pub(crate) struct H264Stage {
     rate: Option<Rate>,
     size: Option<(usize, usize)>,
     /// The rate the encoder was built with, which it returns to whenever a
-    /// new size re-initialises it.
+    /// new size re-initialises it. Its frame rate is the most this source
+    /// sends.
     built: Rate,
-    /// The most frames per second this source sends.
-    max_frame_rate: u32,
     keyframe: bool,
     scaler: Scaler,
     scaled: Picture,
@@ -100,7 +99,6 @@ impl H264Stage {
                 bitrate_bps: quality.bitrate_bps(),
                 frame_rate: fps,
             },
-            max_frame_rate: fps,
             keyframe: false,
             scaler: Scaler::default(),
             scaled: Picture::default(),
@@ -117,7 +115,7 @@ impl H264Stage {
     /// What the encoder aims at now: the profile, lowered by the target.
     pub(crate) fn target(&self) -> VideoTarget {
         let full = VideoTarget {
-            frame_rate: self.max_frame_rate,
+            frame_rate: self.built.frame_rate,
             ..VideoTarget::of(self.quality)
         };
         let Some(t) = self.target else {
