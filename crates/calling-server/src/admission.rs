@@ -14,9 +14,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::Notify;
+
+use crate::metrics::Metrics;
 
 /// The caps, from [`crate::Config`]. Zero means no cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,9 +37,6 @@ pub(crate) struct AdmissionLimits {
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refused {
-    /// The server holds its most connections waiting for a login, and
-    /// none to close in their place.
-    Pending,
     /// This address holds its most connections waiting for a login.
     PendingPerIp,
     /// This address holds its most connections.
@@ -49,7 +49,6 @@ impl Refused {
     /// For logs.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
-            Refused::Pending => "too many connections waiting for a login",
             Refused::PendingPerIp => "too many connections waiting for a login from this address",
             Refused::PerIp => "too many connections from this address",
             Refused::Total => "at the connection limit (file descriptors kept in reserve)",
@@ -66,42 +65,53 @@ struct PerIp {
 #[derive(Debug, Default)]
 struct State {
     total: usize,
-    pending: usize,
     by_ip: HashMap<IpAddr, PerIp>,
     /// Connections waiting for their login, oldest first: their source
-    /// address and what tells them to go.
+    /// address and what tells them to go. Its length is the number waiting.
     waiting: BTreeMap<u64, (IpAddr, Arc<Notify>)>,
     next: u64,
-    evicted: u64,
 }
 
 impl State {
-    /// Takes `seq` off the waiting list; whether it was on it.
-    fn stop_waiting(&mut self, seq: u64) -> bool {
-        let Some((ip, _)) = self.waiting.remove(&seq) else {
-            return false;
-        };
-        self.pending = self.pending.saturating_sub(1);
+    /// Counts the waiting connection from `ip` as no longer waiting.
+    fn done_waiting(&mut self, ip: IpAddr) {
         if let Some(here) = self.by_ip.get_mut(&ip) {
             here.pending = here.pending.saturating_sub(1);
         }
-        true
     }
 }
 
-/// The server's count of connections, by state and source address.
+/// The server's count of connections, by state and source address. The
+/// number waiting and the number closed to make room are kept in the
+/// server's [`Metrics`] (`pending_logins`, `pending_evicted`).
 #[derive(Debug)]
 pub(crate) struct Admission {
     limits: AdmissionLimits,
     state: Mutex<State>,
+    metrics: Arc<Metrics>,
 }
 
 impl Admission {
-    pub(crate) fn new(limits: AdmissionLimits) -> Arc<Self> {
+    pub(crate) fn new(limits: AdmissionLimits, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Admission {
             limits,
             state: Mutex::default(),
+            metrics,
         })
+    }
+
+    /// Takes `seq` off the waiting list, if it is on it.
+    fn stop_waiting(&self, s: &mut State, seq: u64) {
+        if let Some((ip, _)) = s.waiting.remove(&seq) {
+            s.done_waiting(ip);
+            self.count_waiting(s);
+        }
+    }
+
+    fn count_waiting(&self, s: &State) {
+        self.metrics
+            .pending_logins
+            .store(s.waiting.len() as u64, Ordering::Relaxed);
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -125,16 +135,14 @@ impl Admission {
         if l.per_ip > 0 && total >= l.per_ip {
             return Err(Refused::PerIp);
         }
-        if l.pending > 0 && s.pending >= l.pending {
+        if l.pending > 0 && s.waiting.len() >= l.pending {
             // Make room: the connection that has waited longest goes.
-            let Some((&oldest, (_, go))) = s.waiting.first_key_value() else {
-                return Err(Refused::Pending);
-            };
-            go.notify_one();
-            s.stop_waiting(oldest);
-            s.evicted += 1;
+            if let Some((_, (old_ip, go))) = s.waiting.pop_first() {
+                go.notify_one();
+                s.done_waiting(old_ip);
+                Metrics::inc(&self.metrics.pending_evicted);
+            }
         }
-        s.pending += 1;
         s.total += 1;
         let here = s.by_ip.entry(ip).or_default();
         here.pending += 1;
@@ -143,22 +151,13 @@ impl Admission {
         s.next += 1;
         let evicted = Arc::new(Notify::new());
         s.waiting.insert(seq, (ip, evicted.clone()));
+        self.count_waiting(&s);
         Ok(Ticket {
             admission: self.clone(),
             ip,
             seq,
             evicted,
         })
-    }
-
-    /// Connections closed so far to make room for newer ones.
-    pub(crate) fn evicted(&self) -> u64 {
-        self.state().evicted
-    }
-
-    /// Connections waiting for a login now.
-    pub(crate) fn pending(&self) -> usize {
-        self.state().pending
     }
 }
 
@@ -175,7 +174,8 @@ impl Ticket {
     /// The connection logged in: it no longer counts as waiting (and can
     /// no longer be closed to make room).
     pub(crate) fn logged_in(&mut self) {
-        self.admission.state().stop_waiting(self.seq);
+        let a = &self.admission;
+        a.stop_waiting(&mut a.state(), self.seq);
     }
 
     /// Signalled when the connection is to close, before its login, to
@@ -187,8 +187,9 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let mut s = self.admission.state();
-        s.stop_waiting(self.seq);
+        let a = &self.admission;
+        let mut s = a.state();
+        a.stop_waiting(&mut s, self.seq);
         s.total = s.total.saturating_sub(1);
         if let Some(here) = s.by_ip.get_mut(&self.ip) {
             here.total = here.total.saturating_sub(1);
@@ -253,9 +254,23 @@ mod tests {
         IpAddr::from([127, 0, 0, last])
     }
 
+    fn admission(limits: AdmissionLimits) -> Arc<Admission> {
+        Admission::new(limits, Arc::new(Metrics::default()))
+    }
+
+    impl Admission {
+        fn pending(&self) -> u64 {
+            self.metrics.pending_logins.load(Ordering::Relaxed)
+        }
+
+        fn evicted(&self) -> u64 {
+            self.metrics.pending_evicted.load(Ordering::Relaxed)
+        }
+    }
+
     #[test]
     fn caps_apply_and_tickets_give_their_place_back() {
-        let a = Admission::new(AdmissionLimits {
+        let a = admission(AdmissionLimits {
             pending: 3,
             pending_per_ip: 2,
             per_ip: 3,
@@ -297,7 +312,7 @@ mod tests {
 
     #[test]
     fn the_total_cap_counts_logged_in_connections_too() {
-        let a = Admission::new(AdmissionLimits {
+        let a = admission(AdmissionLimits {
             pending: 0,
             pending_per_ip: 0,
             per_ip: 0,
@@ -322,7 +337,7 @@ mod tests {
 
     #[test]
     fn zero_means_no_cap() {
-        let a = Admission::new(AdmissionLimits {
+        let a = admission(AdmissionLimits {
             pending: 0,
             pending_per_ip: 0,
             per_ip: 0,

@@ -11,7 +11,6 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -114,16 +113,6 @@ async fn answer(stream: Stream, page: Page, shared: &Shared) {
     let (status, content_type, body) = match page {
         Page::Health => ("200 OK", "text/plain", Cow::Borrowed("ok\n")),
         Page::Metrics => {
-            let pending = shared.admission.pending() as u64;
-            shared
-                .metrics
-                .pending_logins
-                .store(pending, Ordering::Relaxed);
-            let evicted = shared.admission.evicted();
-            shared
-                .metrics
-                .pending_evicted
-                .store(evicted, Ordering::Relaxed);
             let body = shared.metrics.render(cfg.hub.online(), cfg.hub.rooms());
             ("200 OK", "text/plain; version=0.0.4", Cow::Owned(body))
         }

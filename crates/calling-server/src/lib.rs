@@ -131,8 +131,8 @@ pub struct Config {
     /// logs in holds at most this much of the server's memory.
     pub pre_login_bytes: usize,
     /// Most connections accepted and not logged in yet, over the server
-    /// (default 2048; 0: no cap). Past it new connections are closed as
-    /// soon as they are accepted.
+    /// (default 2048; 0: no cap). Past it the one that has waited longest
+    /// is closed to make room for the newcomer.
     pub max_pending_logins: usize,
     /// Most connections not logged in yet from one source address
     /// (default 256; 0: no cap).
@@ -306,12 +306,15 @@ impl Server {
         let total = config
             .max_connections
             .unwrap_or_else(|| admission::connections_for_fd_limit(admission::open_file_limit()));
-        let admission = admission::Admission::new(admission::AdmissionLimits {
-            pending: config.max_pending_logins,
-            pending_per_ip: config.max_pending_logins_per_ip,
-            per_ip: config.max_connections_per_ip,
-            total,
-        });
+        let admission = admission::Admission::new(
+            admission::AdmissionLimits {
+                pending: config.max_pending_logins,
+                pending_per_ip: config.max_pending_logins_per_ip,
+                per_ip: config.max_connections_per_ip,
+                total,
+            },
+            metrics.clone(),
+        );
         let admin = match config.admin_listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
