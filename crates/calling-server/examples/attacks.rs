@@ -15,30 +15,29 @@
 
 #![allow(clippy::print_stdout)]
 
+#[path = "common/attack_kit.rs"]
+mod attack_kit;
 #[path = "common/proc_stats.rs"]
 mod proc_stats;
 
-use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use attack_kit::{
+    ServerChild, frame_header, honest_login, http_get, http_ok, src, start_server, tcp_from,
+    upgrade,
+};
 use futures_util::{SinkExt, StreamExt};
-use proc_stats::{cpu_secs, rss_kib};
+use proc_stats::{cpu_secs, open_fds, rss_kib};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
 const APP: u64 = 1_400_000_000;
 const KEY: &str = "attacks-secret-key-0123456789abcdef";
 /// Longest any single step may take.
 const STEP: Duration = Duration::from_secs(5);
-
-const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
-    Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-    Sec-WebSocket-Version: 13\r\n\r\n";
 
 fn flag<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
     let args: Vec<String> = std::env::args().collect();
@@ -51,173 +50,19 @@ fn flag<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
     }
 }
 
-fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
-}
-
-/// The server child, killed on drop; its log (stdout) counted.
-struct ServerProc {
-    child: Child,
-    pid: u32,
-    addr: SocketAddr,
-    admin: SocketAddr,
-    log_bytes: Arc<AtomicU64>,
-    log_lines: Arc<AtomicU64>,
-}
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server() -> Result<ServerProc, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let bin = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.join("calling-server"))
-        .ok_or("cannot locate calling-server")?;
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?)
-        .parse()
-        .map_err(|e| format!("{e}"))?;
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()?)
-        .parse()
-        .map_err(|e| format!("{e}"))?;
-    let mut child = Command::new(&bin)
-        .args([
-            "--listen",
-            &addr.to_string(),
-            "--admin-listen",
-            &admin.to_string(),
-            "--sdk-app-id",
-            &APP.to_string(),
-            "--secret-key",
-            KEY,
-        ])
-        // The default log level, as deployed: what an attack makes it write.
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-    // The server logs to its stdout.
-    let mut stderr = child.stdout.take().ok_or("no stdout")?;
-    let (log_bytes, log_lines) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let (b, l) = (log_bytes.clone(), log_lines.clone());
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = stderr.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            b.fetch_add(n as u64, Ordering::Relaxed);
-            l.fetch_add(
-                buf[..n].iter().filter(|&&c| c == b'\n').count() as u64,
-                Ordering::Relaxed,
-            );
-        }
-    });
-    let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(admin).is_err() {
-        if Instant::now() > deadline {
-            return Err("server did not come up".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(ServerProc {
-        child,
-        pid,
-        addr,
-        admin,
-        log_bytes,
-        log_lines,
-    })
-}
-
-/// The `n`th source address of attacker group `group`: 127.<group>.x.y.
-fn src(group: u8, n: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(
-        127,
-        group,
-        (n / 250) as u8,
-        (n % 250 + 2) as u8,
-    ))
-}
-
-async fn tcp_from(from: IpAddr, to: SocketAddr) -> Option<TcpStream> {
-    let socket = TcpSocket::new_v4().ok()?;
-    socket.bind(SocketAddr::new(from, 0)).ok()?;
-    tokio::time::timeout(STEP, socket.connect(to))
-        .await
-        .ok()?
-        .ok()
-}
-
 fn sig(user: &str) -> String {
     calling_usersig::generate(APP, KEY, user, 3600, calling_usersig::now_unix())
 }
 
-/// An honest client's login: connect, log in, wait for `login_ok`.
-async fn honest_login(addr: SocketAddr, user: &str) -> Option<Duration> {
-    let t0 = Instant::now();
-    let work = async {
-        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
-            .await
-            .ok()?;
-        let login = serde_json::json!({"type":"login","id":"L","sdk_app_id":APP,
-            "user_id":user,"user_sig":sig(user)});
-        ws.send(Message::text(login.to_string())).await.ok()?;
-        while let Some(Ok(m)) = ws.next().await {
-            if m.to_text().is_ok_and(|t| t.contains("\"login_ok\"")) {
-                let _ = ws.close(None).await;
-                return Some(());
-            }
-        }
-        None
-    };
-    tokio::time::timeout(STEP, work).await.ok()??;
-    Some(t0.elapsed())
-}
-
-/// `GET path` on `addr`: whether it answered 200.
-async fn http_ok(addr: SocketAddr, path: &str) -> bool {
-    let work = async {
-        let mut s = TcpStream::connect(addr).await.ok()?;
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-            .await
-            .ok()?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await.ok()?;
-        Some(out.starts_with(b"HTTP/1.1 200"))
-    };
-    tokio::time::timeout(STEP, work).await.ok().flatten() == Some(true)
-}
-
 async fn metric(admin: SocketAddr, name: &str) -> u64 {
-    let work = async {
-        let mut s = TcpStream::connect(admin).await.ok()?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.ok()?;
-        out.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.trim().parse().ok())
-    };
-    tokio::time::timeout(STEP, work)
+    http_get(admin, "/metrics", STEP)
         .await
-        .ok()
-        .flatten()
+        .and_then(|out| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .and_then(|v| v.trim().parse().ok())
+        })
         .unwrap_or(0)
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
 /// What the server went through during one attack.
@@ -233,18 +78,18 @@ struct Watch {
 }
 
 /// Probes the server every 200 ms until `stop`.
-async fn watch(server: &ServerProc, stop: Arc<AtomicBool>, tag: &str) -> Watch {
+async fn watch(server: &ServerChild, stop: Arc<AtomicBool>, tag: &str) -> Watch {
     let mut w = Watch::default();
     let mut i = 0;
     while !stop.load(Ordering::Relaxed) {
         w.rss_peak_kib = w.rss_peak_kib.max(rss_kib(server.pid).unwrap_or(0));
         w.fds_peak = w.fds_peak.max(open_fds(server.pid));
-        match honest_login(server.addr, &format!("{tag}{i}")).await {
+        match honest_login(server.addr, APP, KEY, &format!("{tag}{i}"), STEP).await {
             Some(d) => w.logins.push(d),
             None => w.logins_failed += 1,
         }
-        w.health_main_failed += usize::from(!http_ok(server.addr, "/healthz").await);
-        w.health_admin_failed += usize::from(!http_ok(server.admin, "/healthz").await);
+        w.health_main_failed += usize::from(!http_ok(server.addr, "/healthz", STEP).await);
+        w.health_admin_failed += usize::from(!http_ok(server.admin, "/healthz", STEP).await);
         w.probes += 1;
         i += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -279,7 +124,7 @@ fn report(name: &str, base_rss: u64, cpu: f64, w: &Watch, extra: &str) {
 
 /// Runs `attack` for `secs` while watching; returns the watch and the
 /// server CPU used per second.
-async fn during<F>(server: &ServerProc, secs: u64, tag: &str, attack: F) -> (Watch, f64)
+async fn during<F>(server: &ServerChild, secs: u64, tag: &str, attack: F) -> (Watch, f64)
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
@@ -304,23 +149,6 @@ where
     (w, cpu)
 }
 
-/// Sends the WebSocket upgrade request and reads the server's answer to
-/// its end (a client must not send frames before the 101).
-async fn upgrade(s: &mut TcpStream) -> bool {
-    if s.write_all(UPGRADE.as_bytes()).await.is_err() {
-        return false;
-    }
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") && head.len() < 4096 {
-        match tokio::time::timeout(STEP, s.read(&mut byte)).await {
-            Ok(Ok(1)) => head.push(byte[0]),
-            _ => return false,
-        }
-    }
-    head.starts_with(b"HTTP/1.1 101")
-}
-
 /// What each attacking connection of [`hold`] sends.
 #[derive(Clone, Copy)]
 enum Opening {
@@ -338,7 +166,7 @@ async fn hold(server: SocketAddr, group: u8, conns: usize, opening: Opening) {
     let mut held = Held(Vec::with_capacity(conns));
     let mut failed = 0;
     for n in 0..conns {
-        if let Some(mut s) = tcp_from(src(group, n), server).await {
+        if let Some(mut s) = tcp_from(src(group, n), server, STEP).await {
             held.0.push(tokio::spawn(async move {
                 match opening {
                     Opening::Nothing => {}
@@ -346,7 +174,7 @@ async fn hold(server: SocketAddr, group: u8, conns: usize, opening: Opening) {
                         let _ = s.write_all(bytes).await;
                     }
                     Opening::Upgraded(bytes) => {
-                        if upgrade(&mut s).await {
+                        if upgrade(&mut s, STEP).await {
                             let _ = s.write_all(bytes).await;
                         }
                     }
@@ -381,14 +209,6 @@ impl Drop for Held {
     }
 }
 
-/// A WebSocket frame header for a masked text frame of `len` bytes.
-fn frame_header(len: u64) -> Vec<u8> {
-    let mut h = vec![0x81, 0xFF];
-    h.extend_from_slice(&len.to_be_bytes());
-    h.extend_from_slice(&[1, 2, 3, 4]);
-    h
-}
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     match run().await {
@@ -403,7 +223,13 @@ async fn main() -> std::process::ExitCode {
 async fn run() -> Result<(), String> {
     let conns: usize = flag("--conns", 1000)?;
     let secs: u64 = flag("--secs", 5)?;
-    let server = start_server()?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bin = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("calling-server"))
+        .ok_or("cannot locate calling-server")?;
+    let server = start_server(&bin, APP, KEY)?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let base = rss_kib(server.pid)?;
     println!(
@@ -469,10 +295,10 @@ async fn run() -> Result<(), String> {
                 let mut n = 0;
                 loop {
                     n += 1;
-                    let Some(mut s) = tcp_from(src(40 + t, n % 200), addr).await else {
+                    let Some(mut s) = tcp_from(src(40 + t, n % 200), addr, STEP).await else {
                         continue;
                     };
-                    if !upgrade(&mut s).await {
+                    if !upgrade(&mut s, STEP).await {
                         continue;
                     }
                     while s.write_all(&frame).await.is_ok() {}

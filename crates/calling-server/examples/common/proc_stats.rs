@@ -1,4 +1,7 @@
-//! What /proc says about a process (Linux): its CPU time and memory.
+//! What /proc says about a process (Linux): its CPU time, memory and
+//! open descriptors.
+
+#![allow(dead_code)]
 
 /// User + system CPU time of a process, in seconds.
 pub fn cpu_secs(pid: u32) -> Result<f64, String> {
@@ -25,4 +28,9 @@ pub fn rss_kib(pid: u32) -> Result<u64, String> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| "no VmRSS".to_string())
+}
+
+/// Open file descriptors of a process (0 if it cannot be read).
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
