@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tracing::{debug, info};
 
@@ -52,15 +52,9 @@ impl Drop for OpenGuard<'_> {
     }
 }
 
-/// Serves one WebSocket connection, from the upgrade on `/ws` (the request
-/// is still unread in `stream`) until it closes. The handshake shares the
-/// login deadline.
-pub(crate) async fn serve(
-    mut stream: Stream,
-    peer: SocketAddr,
-    ticket: Ticket,
-    shared: Arc<Shared>,
-) {
+/// Serves one WebSocket connection, from the accepted upgrade until it
+/// closes. Reads from `stream` are still limited to the pre-login budget.
+pub(crate) async fn serve(stream: Stream, peer: SocketAddr, ticket: Ticket, shared: Arc<Shared>) {
     let cfg = &shared.config;
     let m = &shared.metrics;
     let ws_config = WebSocketConfig::default()
@@ -75,34 +69,7 @@ pub(crate) async fn serve(
         )
         .max_message_size(Some(cfg.hard_frame_bytes))
         .max_frame_size(Some(cfg.hard_frame_bytes));
-    // Until the login, what the connection may send is bounded: the
-    // request, the login, not much more.
-    stream.limit_reads(cfg.pre_login_bytes);
-    let ws = match tokio::time::timeout(
-        cfg.login_timeout,
-        // Boxed here and below: a connection's task is allocated at the
-        // size of its largest state, and an idle session should not carry
-        // the handshake's or a handler's room all its life.
-        Box::pin(tokio_tungstenite::accept_async_with_config(
-            stream,
-            Some(ws_config),
-        )),
-    )
-    .await
-    {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => {
-            if matches!(&e, WsError::Io(io) if is_read_limit(io)) {
-                Metrics::inc(&m.pre_login_overruns);
-            }
-            debug!(%peer, error = %e, "websocket handshake failed");
-            return;
-        }
-        Err(_) => {
-            debug!(%peer, "websocket handshake timed out");
-            return;
-        }
-    };
+    let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(ws_config)).await;
     Metrics::inc(&m.connections_total);
     m.connections_open.fetch_add(1, Ordering::Relaxed);
     let _open = OpenGuard(m);

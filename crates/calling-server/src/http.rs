@@ -1,64 +1,75 @@
-//! Every connection starts here: the request line decides between the
-//! WebSocket session ([`crate::conn`]) and the few plain HTTP paths served
-//! on the same port, answered here.
+//! Every connection starts here: HTTP/1.1, parsed by hyper, decides
+//! between the WebSocket session on `/ws` ([`crate::conn`]) and the few
+//! plain paths served on the same port (health, metrics, the demo page's
+//! files, the demo UserSig).
 //!
-//! The request line is read ahead and replayed (see [`crate::stream`]) so
-//! that `/ws` requests go to tungstenite's handshake untouched; anything else gets a small HTTP/1.1
-//! answer. Hand-rolled on purpose: a few fixed GET paths (two
-//! endpoints, the demo page's embedded files, the demo UserSig) do not
-//! justify an HTTP framework in front of every WebSocket.
+//! A WebSocket upgrade is checked here (method, `Upgrade` and
+//! `Connection` tokens, version 13, key, and the page's `Origin` against
+//! [`Config::allowed_origins`](crate::Config::allowed_origins)), answered
+//! `101`, and the connection is taken back from hyper with whatever the
+//! client sent after its request (a pipelined login is not lost). Anything
+//! else gets a complete answer, `HEAD` included, and the connection closes.
+//!
+//! hyper reads only when the socket is readable, so a request that
+//! arrives a byte at a time costs nothing while it waits; the whole
+//! request phase shares the login deadline, and before the login the
+//! connection may send only [`Config::pre_login_bytes`](crate::Config::pre_login_bytes)
+//! in all (see [`Stream::limit_reads`]).
 
-use std::borrow::Cow;
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::upgrade::OnUpgrade;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::debug;
 
 use crate::admission::Ticket;
 use crate::metrics::Metrics;
-use crate::stream::{Io, Stream};
+use crate::stream::{Io, Stream, is_read_limit};
 use crate::{Shared, conn, web};
 
-/// Longest request head we accept for plain HTTP paths.
+/// Longest request head hyper buffers (its smallest allowed); a longer
+/// one is answered `431`.
 const MAX_HEAD: usize = 8 * 1024;
 
-/// Where a new connection goes.
-enum Route {
-    /// A WebSocket upgrade on `/ws`.
-    WebSocket,
-    /// A plain HTTP request, answered here.
-    Page(Page),
-}
+type Body = Full<Bytes>;
 
-/// The plain HTTP answers.
-enum Page {
-    /// `GET /healthz`.
-    Health,
-    /// `GET /metrics`.
-    Metrics,
-    /// `GET` of one of the demo page's files.
-    Asset(&'static web::Asset),
-    /// `GET /demo/usersig?…`, with the raw query string.
-    DemoUserSig(String),
-    /// Anything else: 404.
-    NotFound,
+/// What one request is answered from.
+struct Ctx<'a> {
+    shared: &'a Shared,
+    /// The admin listener: health and metrics only.
+    admin: bool,
+    /// Set by a `/ws` request answered `101`.
+    upgrade: &'a Mutex<Option<OnUpgrade>>,
 }
 
 /// Serves one accepted connection: completes the TLS handshake when the
-/// server speaks TLS, hands a WebSocket upgrade to [`conn::serve`], answers
-/// anything else and closes. The TLS handshake plus the request line share
-/// one login timeout (so a peer that never sends a ClientHello is dropped
-/// like one that never logs in); answering a plain request gets another.
+/// server speaks TLS, answers the HTTP request, and hands an accepted
+/// WebSocket upgrade to [`conn::serve`]. The TLS handshake and the request
+/// share one login deadline, so a peer that never sends a ClientHello is
+/// dropped like one that never sends its request.
 pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, ticket: Ticket, shared: Arc<Shared>) {
-    let cfg = &shared.config;
-    let deadline = cfg.login_timeout;
-    let until = tokio::time::Instant::now() + deadline;
+    let until = Instant::now() + shared.config.login_timeout;
     let io = match &shared.tls {
-        None => Io::Plain(tcp),
+        None => {
+            // hyper sets aside its read buffer before it reads: wait for
+            // the first byte so that silent connections hold none.
+            match tokio::time::timeout_at(until, tcp.readable()).await {
+                Ok(Ok(())) => Io::Plain(tcp),
+                _ => return,
+            }
+        }
         Some(tls) => {
             match tokio::time::timeout_at(until, Box::pin(tls.acceptor().accept(tcp))).await {
                 Ok(Ok(s)) => Io::Tls(Box::new(s)),
@@ -76,130 +87,318 @@ pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, ticket: Ticket, sha
         }
     };
     let mut stream = Stream::new(io);
-    let Some(route) = Box::pin(route(&mut stream, until)).await else {
+    // Until the login, what the connection may send is bounded: the
+    // request, the login, not much more.
+    stream.limit_reads(shared.config.pre_login_bytes);
+    // Boxed: a connection's task is allocated at the size of its largest
+    // state, and an idle session should not carry hyper's room all its life.
+    let Some(stream) = Box::pin(request(stream, peer, &shared, false, until)).await else {
         return;
     };
-    let page = match route {
-        Route::WebSocket => return conn::serve(stream, peer, ticket, shared).await,
-        // With an admin listener, metrics are served there only.
-        Route::Page(Page::Metrics) if cfg.admin_listen.is_some() => Page::NotFound,
-        Route::Page(page) => page,
-    };
-    Box::pin(answer(stream, page, &shared)).await;
+    conn::serve(stream, peer, ticket, shared).await;
 }
 
 /// Serves one connection of the admin listener: `/healthz` and
 /// `/metrics`, 404 for anything else (plain HTTP, no caps).
 pub(crate) async fn handle_admin(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let until = tokio::time::Instant::now() + shared.config.login_timeout;
-    let mut stream = Stream::new(Io::Plain(tcp));
-    let Some(route) = route(&mut stream, until).await else {
-        debug!(%peer, "admin request unreadable");
-        return;
-    };
-    let page = match route {
-        Route::Page(p @ (Page::Health | Page::Metrics)) => p,
-        _ => Page::NotFound,
-    };
-    answer(stream, page, &shared).await;
+    let until = Instant::now() + shared.config.login_timeout;
+    let stream = Stream::new(Io::Plain(tcp));
+    let _ = request(stream, peer, &shared, true, until).await;
 }
 
-/// Writes the answer to a plain HTTP request and closes.
-async fn answer(stream: Stream, page: Page, shared: &Shared) {
+/// Reads and answers one request by `until`. Returns the connection when
+/// it was upgraded to a WebSocket, with what the client sent after the
+/// request put back in front.
+async fn request(
+    stream: Stream,
+    peer: SocketAddr,
+    shared: &Shared,
+    admin: bool,
+    until: Instant,
+) -> Option<Stream> {
+    let upgrade = Mutex::new(None);
+    let ctx = Ctx {
+        shared,
+        admin,
+        upgrade: &upgrade,
+    };
+    let service = hyper::service::service_fn(|req| {
+        let response = answer(req, &ctx);
+        std::future::ready(Ok::<_, Infallible>(response))
+    });
+    // One request per connection: every plain answer says
+    // `Connection: close` (hyper's own keep-alive switch would add `close`
+    // to the upgrade's `Connection: Upgrade` too).
+    let connection = http1::Builder::new()
+        .max_buf_size(MAX_HEAD)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    match tokio::time::timeout_at(until, connection).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            if read_limit_in(&e) {
+                Metrics::inc(&shared.metrics.pre_login_overruns);
+            }
+            debug!(%peer, error = %e, "HTTP request failed");
+            return None;
+        }
+        Err(_) => {
+            debug!(%peer, "HTTP request timed out");
+            return None;
+        }
+    }
+    let pending = upgrade.lock().ok()?.take()?;
+    let upgraded = match tokio::time::timeout_at(until, pending).await {
+        Ok(Ok(u)) => u,
+        Ok(Err(e)) => {
+            debug!(%peer, error = %e, "WebSocket upgrade failed");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let Ok(parts) = upgraded.downcast::<TokioIo<Stream>>() else {
+        // Cannot happen: hyper hands back the transport it was given.
+        debug!(%peer, "upgraded connection of an unexpected type");
+        return None;
+    };
+    let mut stream = parts.io.into_inner();
+    stream.put_back(&parts.read_buf);
+    Some(stream)
+}
+
+/// Whether a read past the pre-login budget is among `e`'s causes.
+fn read_limit_in(e: &hyper::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(is_read_limit)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// The answer to one request.
+fn answer(mut req: Request<Incoming>, ctx: &Ctx<'_>) -> Response<Body> {
+    let shared = ctx.shared;
     let cfg = &shared.config;
-    let deadline = cfg.login_timeout;
+    let path = req.uri().path();
+    if path == "/ws" && !ctx.admin {
+        return websocket(&mut req, ctx);
+    }
     // Counted first, so that /metrics includes the request reading it.
     Metrics::inc(&shared.metrics.http_requests);
-    let (status, content_type, body) = match page {
-        Page::Health => ("200 OK", "text/plain", Cow::Borrowed("ok\n")),
-        Page::Metrics => {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut res = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        res.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return res;
+    }
+    match path {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        // With an admin listener, metrics are served there only.
+        "/metrics" if ctx.admin || cfg.admin_listen.is_none() => {
             let body = shared.metrics.render(cfg.hub.online(), cfg.hub.rooms());
-            ("200 OK", "text/plain; version=0.0.4", Cow::Owned(body))
+            respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                Bytes::from(body),
+            )
         }
-        Page::Asset(asset) => ("200 OK", asset.content_type, Cow::Borrowed(asset.body)),
-        Page::DemoUserSig(query) => {
-            let (status, body) = web::demo_usersig(cfg, &query);
-            (status, "application/json", Cow::Owned(body))
+        _ if ctx.admin => not_found(),
+        "/demo/usersig" => {
+            let (status, body) = web::demo_usersig(cfg, req.uri().query().unwrap_or(""));
+            respond(status, "application/json", Bytes::from(body))
         }
-        Page::NotFound => ("404 Not Found", "text/plain", Cow::Borrowed("not found\n")),
+        path => match web::asset(path) {
+            Some(asset) => {
+                let mut res = respond(
+                    StatusCode::OK,
+                    asset.content_type,
+                    Bytes::from_static(asset.body.as_bytes()),
+                );
+                if asset.cross_origin {
+                    // Pages of any origin may load the client script.
+                    res.headers_mut().insert(
+                        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                        HeaderValue::from_static("*"),
+                    );
+                }
+                res
+            }
+            None => not_found(),
+        },
+    }
+}
+
+/// Checks a request to `/ws` and answers `101 Switching Protocols`, with
+/// the upgrade left in the context for [`request`] to take over; or
+/// refuses it with a status that says why.
+fn websocket(req: &mut Request<Incoming>, ctx: &Ctx<'_>) -> Response<Body> {
+    let refused = |res: Response<Body>| {
+        Metrics::inc(&ctx.shared.metrics.upgrades_refused);
+        res
     };
-    respond(stream, status, content_type, &body, deadline).await;
-}
-
-/// Reads the request line (kept in `stream` for whoever reads next) and
-/// decides the route. `None` when the peer sent nothing usable by `until`.
-async fn route(stream: &mut Stream, until: tokio::time::Instant) -> Option<Route> {
-    const LINE: usize = 512;
-    let line = tokio::time::timeout_at(until, async {
-        loop {
-            let ahead = stream.ahead();
-            if ahead.first() == Some(&0x16) {
-                // A TLS ClientHello on a plain listener: close at once so
-                // the client sees a failed handshake, not a stall.
-                return None;
-            }
-            if let Some(end) = ahead.iter().position(|&b| b == b'\n') {
-                return Some(end);
-            }
-            if ahead.len() >= LINE {
-                // A request line longer than this: not one of ours.
-                return Some(LINE);
-            }
-            let want = LINE - ahead.len();
-            if stream.fill(want).await.ok()? == 0 {
-                return None;
-            }
-        }
-    })
-    .await
-    .ok()??;
-    let buf = stream.ahead();
-    let text = std::str::from_utf8(&buf[..line]).unwrap_or("");
-    let mut parts = text.split(' ');
-    let method = parts.next().unwrap_or("");
-    let target = parts.next().unwrap_or("");
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    Some(match (method, path) {
-        ("GET", "/ws") => Route::WebSocket,
-        ("GET", "/healthz") => Route::Page(Page::Health),
-        ("GET", "/metrics") => Route::Page(Page::Metrics),
-        ("GET", "/demo/usersig") => Route::Page(Page::DemoUserSig(query.to_owned())),
-        ("GET", path) => Route::Page(web::asset(path).map_or(Page::NotFound, Page::Asset)),
-        _ => Route::Page(Page::NotFound),
-    })
-}
-
-/// Reads the request head, writes a complete response and closes.
-async fn respond(
-    mut stream: Stream,
-    status: &str,
-    content_type: &str,
-    body: &str,
-    deadline: Duration,
-) {
-    let _ = tokio::time::timeout(deadline, async {
-        // Consume the request so closing does not reset the connection
-        // before the client has read the answer.
-        let mut head = Vec::with_capacity(512);
-        let mut chunk = [0u8; 512];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => head.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let response = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n{body}",
-            body.len()
+    if req.method() != Method::GET {
+        let mut res = text(StatusCode::METHOD_NOT_ALLOWED, "/ws takes GET only\n");
+        res.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET"));
+        return refused(res);
+    }
+    let headers = req.headers();
+    if !has_token(headers, &header::CONNECTION, "upgrade")
+        || !has_token(headers, &header::UPGRADE, "websocket")
+    {
+        let mut res = text(
+            StatusCode::UPGRADE_REQUIRED,
+            "/ws is a WebSocket endpoint: send an Upgrade: websocket request\n",
         );
-        let _ = stream.write_all(response.as_bytes()).await;
-        let _ = stream.shutdown().await;
+        let h = res.headers_mut();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.append(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        return refused(res);
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        let mut res = text(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported WebSocket version: 13 only\n",
+        );
+        res.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return refused(res);
+    }
+    let Some(key) = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|k| valid_key(k.as_bytes()))
+    else {
+        return refused(text(
+            StatusCode::BAD_REQUEST,
+            "missing or malformed Sec-WebSocket-Key\n",
+        ));
+    };
+    let tls = ctx.shared.tls.is_some();
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && !origin_allowed(
+            origin,
+            headers.get(header::HOST),
+            tls,
+            &ctx.shared.config.allowed_origins,
+        )
+    {
+        debug!(origin = ?origin, "WebSocket upgrade from an origin not allowed");
+        return refused(text(
+            StatusCode::FORBIDDEN,
+            "this origin may not open a WebSocket here (see --allow-origin)\n",
+        ));
+    }
+    let accept = derive_accept_key(key.as_bytes());
+    let Ok(accept) = HeaderValue::from_str(&accept) else {
+        return refused(text(StatusCode::BAD_REQUEST, "bad Sec-WebSocket-Key\n"));
+    };
+    let on_upgrade = hyper::upgrade::on(&mut *req);
+    if let Ok(mut slot) = ctx.upgrade.lock() {
+        *slot = Some(on_upgrade);
+    }
+    let mut res = Response::new(Body::default());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    res
+}
+
+/// Whether the comma-separated header `name` holds `token` (any case).
+fn has_token(headers: &HeaderMap, name: &header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     })
-    .await;
+}
+
+/// A `Sec-WebSocket-Key`: the base64 of 16 bytes.
+fn valid_key(key: &[u8]) -> bool {
+    key.len() == 24
+        && base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .is_ok_and(|k| k.len() == 16)
+}
+
+/// Whether a page of `origin` may open a WebSocket: it is one of
+/// `allowed` (or `allowed` holds `*`), or it names this server, the host
+/// the request was sent to (`Host`). The scheme is not compared, so that a
+/// page served over https by a proxy in front of a plain listener is the
+/// server's own; default ports are.
+fn origin_allowed(
+    origin: &HeaderValue,
+    host: Option<&HeaderValue>,
+    tls: bool,
+    allowed: &[String],
+) -> bool {
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let origin = origin.trim_end_matches('/');
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        // `null` (sandboxed frames, file:// pages) and the like.
+        return false;
+    };
+    let Some(host) = host.and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let origin_default = match scheme.to_ascii_lowercase().as_str() {
+        "https" => ":443",
+        "http" => ":80",
+        _ => return false,
+    };
+    let host_default = if tls { ":443" } else { ":80" };
+    let origin_authority = authority.strip_suffix(origin_default).unwrap_or(authority);
+    let host_authority = host
+        .strip_suffix(host_default)
+        .or_else(|| host.strip_suffix(origin_default))
+        .unwrap_or(host);
+    origin_authority.eq_ignore_ascii_case(host_authority)
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut res = Response::new(Full::new(body));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    res
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    respond(status, "text/plain", Bytes::from_static(body.as_bytes()))
+}
+
+fn not_found() -> Response<Body> {
+    text(StatusCode::NOT_FOUND, "not found\n")
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     /// The size of the future an `async fn` of four arguments returns.
     fn future_size<A, B, C, D, F>(_: fn(A, B, C, D) -> F) -> usize {
         std::mem::size_of::<F>()
@@ -213,5 +412,105 @@ mod tests {
     fn a_connection_task_stays_small() {
         let size = future_size(super::handle);
         assert!(size <= 3 * 1024, "a connection's future is {size} bytes");
+    }
+
+    fn allowed(origin: &str, host: &str, tls: bool, list: &[&str]) -> bool {
+        let list: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+        origin_allowed(
+            &HeaderValue::from_str(origin).unwrap_or(HeaderValue::from_static("")),
+            Some(&HeaderValue::from_str(host).unwrap_or(HeaderValue::from_static(""))),
+            tls,
+            &list,
+        )
+    }
+
+    #[test]
+    fn the_servers_own_origin_is_allowed_and_others_are_not() {
+        assert!(allowed(
+            "http://calls.example:8080",
+            "calls.example:8080",
+            false,
+            &[]
+        ));
+        assert!(allowed("https://calls.example", "calls.example", true, &[]));
+        assert!(allowed(
+            "https://calls.example",
+            "calls.example:443",
+            true,
+            &[]
+        ));
+        assert!(allowed(
+            "http://calls.example",
+            "calls.example:80",
+            false,
+            &[]
+        ));
+        // A TLS-terminating proxy in front of a plain listener.
+        assert!(allowed(
+            "https://calls.example",
+            "calls.example",
+            false,
+            &[]
+        ));
+        assert!(allowed(
+            "HTTP://Calls.Example:8080",
+            "calls.example:8080",
+            false,
+            &[]
+        ));
+
+        assert!(!allowed(
+            "http://evil.example:8080",
+            "calls.example:8080",
+            false,
+            &[]
+        ));
+        assert!(!allowed(
+            "http://calls.example:8081",
+            "calls.example:8080",
+            false,
+            &[]
+        ));
+        assert!(!allowed(
+            "http://calls.example.evil",
+            "calls.example",
+            false,
+            &[]
+        ));
+        assert!(!allowed("null", "calls.example", false, &[]));
+        assert!(!allowed("file://", "calls.example", false, &[]));
+    }
+
+    #[test]
+    fn configured_origins_are_allowed() {
+        let list = ["https://app.example", "http://localhost:3000/"];
+        assert!(allowed("https://app.example", "calls.example", true, &list));
+        assert!(allowed(
+            "http://localhost:3000",
+            "calls.example",
+            true,
+            &list
+        ));
+        assert!(!allowed(
+            "https://app.example:444",
+            "calls.example",
+            true,
+            &list
+        ));
+        assert!(allowed(
+            "https://anything.example",
+            "calls.example",
+            true,
+            &["*"]
+        ));
+        assert!(allowed("null", "calls.example", true, &["*"]));
+    }
+
+    #[test]
+    fn websocket_keys_are_checked() {
+        assert!(valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(!valid_key(b"dGhlIHNhbXBsZSBub25jZQ="));
+        assert!(!valid_key(b"not base64 at all!!!!!!!"));
+        assert!(!valid_key(b""));
     }
 }

@@ -153,6 +153,13 @@ pub struct Config {
     /// reachable when the listen address is full. Plain HTTP: bind it to
     /// loopback or a private network.
     pub admin_listen: Option<SocketAddr>,
+    /// Web origins (`https://app.example.com`) whose pages may open a
+    /// WebSocket here, besides the server's own (default none: pages
+    /// served by this server only). `"*"` allows every origin. Clients
+    /// that send no `Origin` (native apps, the Rust SDK) are not
+    /// affected; this stops other sites' pages from using a visitor's
+    /// browser to connect.
+    pub allowed_origins: Vec<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -174,6 +181,7 @@ impl std::fmt::Debug for Config {
             .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("max_connections", &self.max_connections)
             .field("admin_listen", &self.admin_listen)
+            .field("allowed_origins", &self.allowed_origins)
             .finish_non_exhaustive()
     }
 }
@@ -218,6 +226,7 @@ impl Config {
             max_connections_per_ip: 4096,
             max_connections: None,
             admin_listen: None,
+            allowed_origins: Vec::new(),
         }
     }
 }

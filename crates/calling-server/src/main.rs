@@ -102,6 +102,15 @@ struct Args {
     /// there (plain HTTP: keep it on loopback or a private network).
     #[arg(long, env = "CALLING_ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
+    /// Web origin whose pages may open a WebSocket here, besides the
+    /// server's own (repeat it, or comma-separate in the variable; `*`:
+    /// any origin). Apps that send no Origin are not affected.
+    #[arg(
+        long = "allow-origin",
+        env = "CALLING_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
     /// PEM certificate chain: serve https:// and wss:// on --listen
     /// (reloaded on SIGHUP and when the file changes). Needs --tls-key.
     #[arg(long, env = "CALLING_TLS_CERT", requires = "tls_key")]
@@ -204,6 +213,7 @@ async fn run(args: Args) -> Result<(), calling_server::ServerError> {
     config.fanout_bytes_per_sec = args.fanout_bytes_per_sec;
     config.fanout_burst_bytes = args.fanout_burst_bytes;
     config.admin_listen = args.admin_listen;
+    config.allowed_origins = args.allowed_origins;
     config.limits = calling_server::Limits {
         max_frame_bytes: args.max_frame_bytes,
         max_recipients: args.max_recipients,

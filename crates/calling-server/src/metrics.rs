@@ -54,6 +54,10 @@ pub struct Metrics {
     /// `send` frames refused for the sender's fan-out budget (also in
     /// `rate_limited`).
     pub fanout_limited: AtomicU64,
+    /// WebSocket upgrades refused: a browser page of an origin not
+    /// allowed (`403`), or a request to `/ws` that was not a valid
+    /// upgrade (`426`, `400`).
+    pub upgrades_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -65,7 +69,7 @@ impl Metrics {
     /// Renders every metric, plus the hub's gauges, in the Prometheus text
     /// exposition format.
     pub fn render(&self, online: usize, rooms: usize) -> String {
-        let rows: [(&str, &str, &str, u64); 22] = [
+        let rows: [(&str, &str, &str, u64); 23] = [
             (
                 "calling_connections",
                 "gauge",
@@ -185,6 +189,12 @@ impl Metrics {
                 "counter",
                 "Sends refused for the sender's fan-out budget",
                 g(&self.fanout_limited),
+            ),
+            (
+                "calling_upgrades_refused_total",
+                "counter",
+                "WebSocket upgrades refused (origin not allowed, or not a valid upgrade)",
+                g(&self.upgrades_refused),
             ),
             (
                 "calling_pending_evicted_total",

@@ -1,9 +1,6 @@
-//! One accepted connection, plain or TLS, with the bytes already read to
-//! route it put back in front.
-//!
-//! A TLS stream cannot be peeked, so routing reads the request line and
-//! this type replays it to whoever reads next (tungstenite's handshake or
-//! the plain HTTP answer).
+//! One accepted connection, plain or TLS, with a limit on what may be
+//! read from it before the login, and the bytes the HTTP layer read past
+//! the request put back in front.
 
 use std::io;
 use std::pin::Pin;
@@ -22,8 +19,8 @@ pub(crate) enum Io {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// A connection with replayable read-ahead and an optional limit on what
-/// may still be read from it.
+/// A connection with bytes put back in front and an optional limit on
+/// what may still be read from it.
 pub(crate) struct Stream {
     ahead: Vec<u8>,
     pos: usize,
@@ -95,22 +92,16 @@ impl Stream {
         .await;
     }
 
-    /// Bytes read so far but not yet consumed.
-    pub(crate) fn ahead(&self) -> &[u8] {
-        &self.ahead[self.pos..]
-    }
-
-    /// Reads more bytes into the read-ahead, without consuming any;
-    /// returns how many arrived (0 at end of stream).
-    pub(crate) async fn fill(&mut self, max: usize) -> io::Result<usize> {
-        use tokio::io::AsyncReadExt;
-        let mut chunk = vec![0u8; max];
-        let n = match &mut self.io {
-            Io::Plain(s) => s.read(&mut chunk).await?,
-            Io::Tls(s) => s.read(&mut chunk).await?,
-        };
-        self.ahead.extend_from_slice(&chunk[..n]);
-        Ok(n)
+    /// Puts `bytes` in front of what is read next: what the HTTP layer
+    /// read past the request (a pipelined login, say).
+    pub(crate) fn put_back(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let mut ahead = bytes.to_vec();
+        ahead.extend_from_slice(&self.ahead[self.pos..]);
+        self.ahead = ahead;
+        self.pos = 0;
     }
 }
 

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use hyper::StatusCode;
 use serde_json::json;
 use tracing::{debug, warn};
 
@@ -25,6 +26,9 @@ pub struct Asset {
     pub content_type: &'static str,
     /// Its content.
     pub body: &'static str,
+    /// Whether pages of other origins may load it
+    /// (`Access-Control-Allow-Origin: *`): the client script.
+    pub cross_origin: bool,
 }
 
 /// The page itself, served at `/` and at `/index.html`.
@@ -32,6 +36,7 @@ const INDEX: Asset = Asset {
     path: "/",
     content_type: "text/html; charset=utf-8",
     body: include_str!("../web/index.html"),
+    cross_origin: false,
 };
 
 /// Every file of the demo page (`crates/calling-server/web/`).
@@ -45,16 +50,19 @@ pub static ASSETS: &[Asset] = &[
         path: "/calling.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_str!("../web/calling.js"),
+        cross_origin: true,
     },
     Asset {
         path: "/app.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_str!("../web/app.js"),
+        cross_origin: false,
     },
     Asset {
         path: "/style.css",
         content_type: "text/css; charset=utf-8",
         body: include_str!("../web/style.css"),
+        cross_origin: false,
     },
 ];
 
@@ -92,10 +100,10 @@ impl DemoMode {
 }
 
 /// Answers `GET /demo/usersig?<query>`: a status line and a JSON body.
-pub(crate) fn demo_usersig(config: &Config, query: &str) -> (&'static str, String) {
+pub(crate) fn demo_usersig(config: &Config, query: &str) -> (StatusCode, String) {
     let Some(demo) = &config.demo else {
         return (
-            "404 Not Found",
+            StatusCode::NOT_FOUND,
             json!({"error": "demo_off", "message": "the server is not in demo mode"}).to_string(),
         );
     };
@@ -107,7 +115,7 @@ pub(crate) fn demo_usersig(config: &Config, query: &str) -> (&'static str, Strin
     let Some(user) = user.and_then(|u| UserId::new(u).ok()) else {
         debug!(query, "demo usersig: bad user id");
         return (
-            "400 Bad Request",
+            StatusCode::BAD_REQUEST,
             json!({
                 "error": "invalid_user_id",
                 "message": format!(
@@ -127,7 +135,7 @@ pub(crate) fn demo_usersig(config: &Config, query: &str) -> (&'static str, Strin
     );
     warn!(%user, "demo mode: handed out a UserSig");
     (
-        "200 OK",
+        StatusCode::OK,
         json!({
             "sdk_app_id": config.sdk_app_id,
             "user_id": user,
