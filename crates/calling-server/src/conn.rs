@@ -80,7 +80,8 @@ pub(crate) async fn serve(stream: Stream, peer: SocketAddr, ticket: Ticket, shar
         peer,
         ws,
         tx,
-        kick: Arc::new(Notify::new()),
+        // Before the login this signals an eviction, after it a kick.
+        kick: ticket.eviction(),
         session: None,
         ticket,
         user_rate: None,
@@ -160,15 +161,20 @@ impl Conn<'_> {
         let kick = self.kick.clone();
         let overflow = rx.overflow_watch();
         if *stop.borrow() {
-            self.close(close_code::GOING_AWAY, "server shutting down")
-                .await;
+            Box::pin(self.close(close_code::GOING_AWAY, "server shutting down")).await;
             return;
         }
         let flow = loop {
             let flow = tokio::select! {
                 biased;
                 _ = stop.changed() => Flow::Close(close_code::GOING_AWAY, "server shutting down"),
-                () = kick.notified() => Box::pin(self.on_kick()).await,
+                () = kick.notified() => match self.session {
+                    None => {
+                        debug!(peer = %self.peer, "closed before its login to make room for a newer connection");
+                        Flow::Gone
+                    }
+                    Some(_) => Box::pin(self.on_kick()).await,
+                },
                 out = rx.recv() => match out {
                     Received::Frame(first) => Box::pin(self.on_outbound(first, &mut rx, &overflow)).await,
                     Received::Overflowed => self.on_overflow(),
@@ -528,6 +534,12 @@ impl Conn<'_> {
         );
         // Cap far-future expiries so Instant arithmetic cannot overflow.
         let expires = Instant::now() + valid_for.min(Duration::from_secs(10 * 365 * 86_400));
+        // No longer waiting, so no longer closed to make room; unless that
+        // just happened.
+        if !self.ticket.logged_in() {
+            debug!(peer = %self.peer, "closed before its login to make room for a newer connection");
+            return Flow::Gone;
+        }
         cfg.hub
             .register(
                 &user,
@@ -553,9 +565,8 @@ impl Conn<'_> {
         if self.user_rate.is_none() {
             self.user_rate = Some(self.shared.rates.session_start(&user, Instant::now()));
         }
-        // Logged in: no longer waiting, and bounded by the frame limits
-        // from now on rather than the pre-login budget.
-        self.ticket.logged_in();
+        // Logged in: bounded by the frame limits from now on rather than
+        // the pre-login budget.
         self.ws.get_mut().unlimit_reads();
         self.session = Some(Session {
             user,

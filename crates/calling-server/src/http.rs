@@ -58,8 +58,27 @@ struct Ctx<'a> {
 /// server speaks TLS, answers the HTTP request, and hands an accepted
 /// WebSocket upgrade to [`conn::serve`]. The TLS handshake and the request
 /// share one login deadline, so a peer that never sends a ClientHello is
-/// dropped like one that never sends its request.
+/// dropped like one that never sends its request. Both are boxed: a
+/// connection's task is allocated at the size of its largest state, and
+/// an idle session should not carry their room all its life.
 pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, ticket: Ticket, shared: Arc<Shared>) {
+    // Until its login the connection may be told to make room for a newer
+    // one: then it just ends (from the WebSocket on, the session watches).
+    let evicted = ticket.eviction();
+    let upgraded = tokio::select! {
+        () = evicted.notified() => None,
+        s = Box::pin(upgrade(tcp, peer, &shared)) => s,
+    };
+    drop(evicted);
+    match upgraded {
+        Some(stream) => conn::serve(stream, peer, ticket, shared).await,
+        None => debug!(%peer, "connection ended before its WebSocket"),
+    }
+}
+
+/// TLS when the server speaks it, then the HTTP request: the connection
+/// if it was upgraded to a WebSocket.
+async fn upgrade(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Option<Stream> {
     let until = Instant::now() + shared.config.login_timeout;
     let io = match &shared.tls {
         None => {
@@ -67,7 +86,7 @@ pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, ticket: Ticket, sha
             // the first byte so that silent connections hold none.
             match tokio::time::timeout_at(until, tcp.readable()).await {
                 Ok(Ok(())) => Io::Plain(tcp),
-                _ => return,
+                _ => return None,
             }
         }
         Some(tls) => {
@@ -76,12 +95,12 @@ pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, ticket: Ticket, sha
                 Ok(Err(e)) => {
                     Metrics::inc(&shared.metrics.tls_handshake_failures);
                     debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
+                    return None;
                 }
                 Err(_) => {
                     Metrics::inc(&shared.metrics.tls_handshake_failures);
                     debug!(%peer, "TLS handshake timed out");
-                    return;
+                    return None;
                 }
             }
         }
@@ -90,12 +109,7 @@ pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, ticket: Ticket, sha
     // Until the login, what the connection may send is bounded: the
     // request, the login, not much more.
     stream.limit_reads(shared.config.pre_login_bytes);
-    // Boxed: a connection's task is allocated at the size of its largest
-    // state, and an idle session should not carry hyper's room all its life.
-    let Some(stream) = Box::pin(request(stream, peer, &shared, false, until)).await else {
-        return;
-    };
-    conn::serve(stream, peer, ticket, shared).await;
+    request(stream, peer, shared, false, until).await
 }
 
 /// Serves one connection of the admin listener: `/healthz` and
@@ -411,7 +425,7 @@ mod tests {
     #[test]
     fn a_connection_task_stays_small() {
         let size = future_size(super::handle);
-        assert!(size <= 3 * 1024, "a connection's future is {size} bytes");
+        assert!(size <= 2 * 1024, "a connection's future is {size} bytes");
     }
 
     fn allowed(origin: &str, host: &str, tls: bool, list: &[&str]) -> bool {

@@ -111,8 +111,11 @@ pub struct Config {
     pub fanout_burst_bytes: usize,
     /// Listen backlog (default 4096; the kernel may cap it).
     pub backlog: u32,
-    /// Initial WebSocket read buffer per connection (default 1 KiB; it
-    /// grows for larger frames). Every idle session holds one.
+    /// WebSocket read buffer per connection, and the most read from the
+    /// socket at once (default 256 B: most frames are smaller; a larger
+    /// one is read in several reads into a buffer grown to its size).
+    /// Every idle session holds one, so this is a quarter of an idle
+    /// session's memory at 1 KiB.
     pub read_buffer_bytes: usize,
     /// Demo mode: hand out UserSigs at `GET /demo/usersig` (default off;
     /// **never** on outside local development). The demo page itself is
@@ -216,7 +219,7 @@ impl Config {
             fanout_bytes_per_sec: 1024 * 1024,
             fanout_burst_bytes: 4 * 1024 * 1024,
             backlog: 4096,
-            read_buffer_bytes: 1024,
+            read_buffer_bytes: 256,
             demo: None,
             tls: None,
             ice: IceConfig::default(),
@@ -408,18 +411,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                         }
                     };
                     let _ = stream.set_nodelay(true);
-                    let shared = shared.clone();
-                    // Until its login the connection may be told to make
-                    // room for a newer one: then it just ends.
-                    let evicted = ticket.eviction();
-                    tokio::spawn(async move {
-                        tokio::select! {
-                            () = evicted.notified() => {
-                                debug!(%peer, "closed before its login to make room for a newer connection");
-                            }
-                            () = http::handle(stream, peer, ticket, shared) => {}
-                        }
-                    });
+                    tokio::spawn(http::handle(stream, peer, ticket, shared.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait longer

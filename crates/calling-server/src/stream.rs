@@ -75,7 +75,9 @@ impl Stream {
     pub(crate) async fn discard_input(&mut self, within: std::time::Duration, max_bytes: usize) {
         use tokio::io::AsyncReadExt;
         const QUIET: std::time::Duration = std::time::Duration::from_millis(100);
-        let mut sink = [0u8; 1024];
+        // On the heap: this future is part of every connection's task,
+        // whose size is that of its largest state.
+        let mut sink = vec![0u8; 1024];
         let mut left = max_bytes;
         let _ = tokio::time::timeout(within, async {
             while left > 0 {
