@@ -82,10 +82,13 @@ async fn upgrade(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Option<St
     let until = Instant::now() + shared.config.login_timeout;
     let io = match &shared.tls {
         None => {
-            // hyper sets aside its read buffer before it reads: wait for
-            // the first byte so that silent connections hold none.
-            match tokio::time::timeout_at(until, tcp.readable()).await {
-                Ok(Ok(())) => Io::Plain(tcp),
+            // hyper sets aside its buffers (16 KiB) before it reads: wait
+            // for the first byte so that silent connections hold none.
+            // (`peek`, not `readable`: a new socket's readiness may be
+            // reported before anything arrived.)
+            let mut first = [0u8; 1];
+            match tokio::time::timeout_at(until, tcp.peek(&mut first)).await {
+                Ok(Ok(1..)) => Io::Plain(tcp),
                 _ => return None,
             }
         }
