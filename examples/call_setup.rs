@@ -103,9 +103,15 @@ async fn main() -> Result<(), String> {
         let url = url.clone();
         async move {
             let sig = calling_usersig::generate(APP, KEY, user, 3600, calling_usersig::now_unix());
-            Calling::login(&url, APP, user, &sig, CallingConfig::loopback())
-                .await
-                .map_err(|e| e.to_string())
+            Calling::login(calling::Login {
+                server: url.to_string(),
+                sdk_app_id: APP,
+                user_id: user.to_string(),
+                user_sig: sig.to_string(),
+                config: CallingConfig::loopback(),
+            })
+            .await
+            .map_err(|e| e.to_string())
         }
     };
     let (alice, mut alice_events) = login("alice").await?;

@@ -148,9 +148,15 @@ async fn run(args: Args) -> Result<(), String> {
         3600,
         calling::usersig::now_unix(),
     );
-    let (client, mut events) = Calling::login(&args.server, args.app, &args.user, &sig, config)
-        .await
-        .map_err(|e| format!("login: {e}"))?;
+    let (client, mut events) = Calling::login(calling::Login {
+        server: args.server.to_string(),
+        sdk_app_id: args.app,
+        user_id: args.user.to_string(),
+        user_sig: sig.to_string(),
+        config,
+    })
+    .await
+    .map_err(|e| format!("login: {e}"))?;
     let stop = Arc::new(AtomicBool::new(false));
     let (index, flag) = (args.camera, stop.clone());
     let capturer = std::thread::spawn(move || capture(index, input, flag));

@@ -214,9 +214,15 @@ async fn child() -> Result<(), String> {
         MediaType::Video
     };
     let sig = calling_usersig::generate(APP, KEY, &user, 3600, calling_usersig::now_unix());
-    let (phone, mut events) = Calling::login(&url, APP, &user, &sig, CallingConfig::loopback())
-        .await
-        .map_err(|e| format!("login: {e}"))?;
+    let (phone, mut events) = Calling::login(calling::Login {
+        server: url.to_string(),
+        sdk_app_id: APP,
+        user_id: user.to_string(),
+        user_sig: sig.to_string(),
+        config: CallingConfig::loopback(),
+    })
+    .await
+    .map_err(|e| format!("login: {e}"))?;
     println!("logged-in");
     let others: Vec<String> = names(parties).into_iter().filter(|u| *u != user).collect();
     if flag("--caller") {

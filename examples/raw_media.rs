@@ -384,9 +384,15 @@ async fn run(args: Args) -> Result<(), String> {
             config.video = Some(VideoInput::Raw(video.clone()));
             config.audio = AudioInput::Raw(audio.clone());
             let sig = calling_usersig::generate(APP, key, user, 3600, calling_usersig::now_unix());
-            let (client, events) = Calling::login(&url, APP, user, &sig, config)
-                .await
-                .map_err(|e| format!("{user} login: {e}"))?;
+            let (client, events) = Calling::login(calling::Login {
+                server: url.to_string(),
+                sdk_app_id: APP,
+                user_id: user.to_string(),
+                user_sig: sig.to_string(),
+                config,
+            })
+            .await
+            .map_err(|e| format!("{user} login: {e}"))?;
             client
                 .set_video_quality(quality)
                 .await

@@ -164,9 +164,15 @@ async fn run(args: Args) -> Result<(), String> {
                 .map_err(|e| format!("cannot read --extra-ca {}: {e}", path.display()))?,
         );
     }
-    let (phone, mut events) = Calling::login(&args.url, args.sdk_app_id, &args.user, &sig, config)
-        .await
-        .map_err(|e| format!("login failed: {e}"))?;
+    let (phone, mut events) = Calling::login(calling::Login {
+        server: args.url.to_string(),
+        sdk_app_id: args.sdk_app_id,
+        user_id: args.user.to_string(),
+        user_sig: sig.to_string(),
+        config,
+    })
+    .await
+    .map_err(|e| format!("login failed: {e}"))?;
     if let Some(rec) = &recorder {
         phone
             .set_frame_sink(Some(rec.clone()))

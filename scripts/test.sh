@@ -104,6 +104,11 @@ cargo test --workspace --doc
 # Raw media through a real call, end to end: it exits non-zero when a side
 # decoded nothing (its figures are a benchmark's, docs/BENCHMARKS.md).
 cargo run -q -p calling-examples --example raw_media -- --secs 3 --quality 480p --fps 15
+# The README's program (the quickstart, in the calling crate; its text in
+# the README is checked by crates/calling/tests/readme.rs): a real call,
+# non-zero when a side received no audio or no video. Debug build here;
+# the README runs it with --release.
+cargo run -q -p calling --example quickstart -- --secs 2
 # No camera exists on these machines: the camera example is built, not run.
 cargo build -q -p calling-examples --features camera --example camera
 

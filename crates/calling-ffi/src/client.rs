@@ -1113,13 +1113,13 @@ pub unsafe extern "C" fn calling_client_login(
         // Decoding costs CPU: only when C asked for decoded media.
         let decoded = client.decoded.sink();
         let logged_in = rt.block_on(async {
-            let (calling, events) = Calling::login(
-                &client.url,
-                client.sdk_app_id,
-                user_id,
-                user_sig,
-                client.config.clone(),
-            )
+            let (calling, events) = Calling::login(calling::Login {
+                server: client.url.to_string(),
+                sdk_app_id: client.sdk_app_id,
+                user_id: user_id.to_string(),
+                user_sig: user_sig.to_string(),
+                config: client.config.clone(),
+            })
             .await?;
             calling.set_frame_sink(Some(sink)).await?;
             if let Some(sink) = decoded {

@@ -36,6 +36,40 @@ impl Events {
     }
 }
 
+/// Where and as whom [`Calling::login`] logs in.
+///
+/// The UserSig proves the user id: your app's backend signs it with the
+/// secret key the server was started with (`calling::usersig::generate`,
+/// or the `usersig` command), and hands it to the client; the key itself
+/// never goes to a client.
+#[derive(Clone)]
+pub struct Login {
+    /// The server's WebSocket URL: `ws://host:port/ws`, or `wss://` when
+    /// the server has a certificate.
+    pub server: String,
+    /// The app id the server was started with (`--sdk-app-id`).
+    pub sdk_app_id: u64,
+    /// Who logs in: 1 to 32 ASCII letters, digits, `-` or `_`.
+    pub user_id: String,
+    /// The UserSig of `user_id`, signed with the server's secret key.
+    pub user_sig: String,
+    /// Media and behaviour settings ([`CallingConfig::default`] for most
+    /// apps).
+    pub config: CallingConfig,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The UserSig is a credential: never in logs.
+        f.debug_struct("Login")
+            .field("server", &self.server)
+            .field("sdk_app_id", &self.sdk_app_id)
+            .field("user_id", &self.user_id)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A logged-in calling client: TRTCCalling's API over our own signaling
 /// server (or any [`Transport`]) and WebRTC media.
 ///
@@ -49,17 +83,33 @@ pub struct Calling {
 }
 
 impl Calling {
-    /// Logs in to a `calling-server` at `url` (e.g. `ws://127.0.0.1:8080/ws`)
-    /// with a UserSig, as TRTCCalling's `login`.
-    pub async fn login(
-        url: &str,
-        sdk_app_id: u64,
-        user_id: &str,
-        user_sig: &str,
-        config: CallingConfig,
-    ) -> Result<(Calling, Events), CallingError> {
+    /// Logs in to a `calling-server`, as TRTCCalling's `login`: connects to
+    /// [`Login::server`], signs in with the UserSig, and starts the client.
+    ///
+    /// ```no_run
+    /// # async fn demo(user_sig: String) -> Result<(), calling::CallingError> {
+    /// use calling::{Calling, CallingConfig, Login};
+    ///
+    /// let (client, mut events) = Calling::login(Login {
+    ///     server: "ws://127.0.0.1:8080/ws".into(),
+    ///     sdk_app_id: 1_400_000_000,
+    ///     user_id: "alice".into(),
+    ///     user_sig,
+    ///     config: CallingConfig::default(),
+    /// })
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn login(login: Login) -> Result<(Calling, Events), CallingError> {
+        let Login {
+            server,
+            sdk_app_id,
+            user_id,
+            user_sig,
+            config,
+        } = login;
         let user = UserId::new(user_id)?;
-        let mut ws = WsConfig::new(url, sdk_app_id, user.clone(), user_sig);
+        let mut ws = WsConfig::new(server, sdk_app_id, user.clone(), user_sig);
         ws.extra_ca_pem = config.extra_ca_pem.clone();
         let transport = WsTransport::connect(ws).await?;
         Self::start(user, Arc::new(transport), config)

@@ -46,7 +46,7 @@ mod guard;
 mod wire;
 
 pub use calling_signal::WsTransport;
-pub use client::{Calling, Events};
+pub use client::{Calling, Events, Login};
 pub use clock::{Clock, TokioClock};
 pub use config::{AudioInput, AudioOutput, CallingConfig, VideoInput};
 pub use error::CallingError;

@@ -128,9 +128,15 @@ async fn login_with(
     user: &str,
     config: CallingConfig,
 ) -> (Calling, Events) {
-    Calling::login(&url(server), APP, user, &sig(user), config)
-        .await
-        .unwrap()
+    Calling::login(calling::Login {
+        server: url(server).to_string(),
+        sdk_app_id: APP,
+        user_id: user.to_string(),
+        user_sig: sig(user).to_string(),
+        config,
+    })
+    .await
+    .unwrap()
 }
 
 /// The Python client; killed if dropped early.

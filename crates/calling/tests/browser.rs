@@ -102,9 +102,15 @@ async fn start() -> (RunningServer, String) {
 async fn login(server: &RunningServer, user: &str) -> (Calling, Events) {
     let sig = calling_usersig::generate(APP, KEY, user, 3600, calling_usersig::now_unix());
     let url = format!("ws://{}/ws", server.local_addr());
-    Calling::login(&url, APP, user, &sig, CallingConfig::loopback())
-        .await
-        .unwrap()
+    Calling::login(calling::Login {
+        server: url.to_string(),
+        sdk_app_id: APP,
+        user_id: user.to_string(),
+        user_sig: sig.to_string(),
+        config: CallingConfig::loopback(),
+    })
+    .await
+    .unwrap()
 }
 
 /// The Node driver running one scenario; killed if dropped early.

@@ -282,9 +282,15 @@ async fn rust_calls_a_relay_only_browser_through_coturn_with_server_issued_crede
 
     let sig = calling_usersig::generate(APP, KEY, "rust", 3600, calling_usersig::now_unix());
     let url = format!("ws://{}/ws", server.local_addr());
-    let (rust, mut events) = Calling::login(&url, APP, "rust", &sig, CallingConfig::loopback())
-        .await
-        .unwrap();
+    let (rust, mut events) = Calling::login(calling::Login {
+        server: url.to_string(),
+        sdk_app_id: APP,
+        user_id: "rust".to_string(),
+        user_sig: sig.to_string(),
+        config: CallingConfig::loopback(),
+    })
+    .await
+    .unwrap();
 
     let mut driver = Driver::spawn("answer-relay", &base, &["user=web-relay", "peer=rust"]);
     // What the page will hand to RTCPeerConnection: the server's TURN

@@ -285,9 +285,15 @@ async fn login_with_a_forged_or_mismatched_usersig_is_a_typed_error() {
     let refused = |user: &'static str, sig: String| {
         let url = net.url.clone();
         async move {
-            calling::Calling::login(&url, APP, user, &sig, calling::CallingConfig::loopback())
-                .await
-                .unwrap_err()
+            calling::Calling::login(calling::Login {
+                server: url.to_string(),
+                sdk_app_id: APP,
+                user_id: user.to_string(),
+                user_sig: sig.to_string(),
+                config: calling::CallingConfig::loopback(),
+            })
+            .await
+            .unwrap_err()
         }
     };
     let forged = calling_usersig::generate(

@@ -39,9 +39,15 @@ pub async fn login(net: &Net, user: &str) -> (Calling, Events) {
 }
 
 pub async fn login_with(net: &Net, user: &str, config: CallingConfig) -> (Calling, Events) {
-    Calling::login(&net.url, APP, user, &sig(user), config)
-        .await
-        .unwrap()
+    Calling::login(calling::Login {
+        server: net.url.to_string(),
+        sdk_app_id: APP,
+        user_id: user.to_string(),
+        user_sig: sig(user).to_string(),
+        config,
+    })
+    .await
+    .unwrap()
 }
 
 /// Waits for the first event matching `pred`, skipping others.

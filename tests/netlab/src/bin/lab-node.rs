@@ -238,9 +238,15 @@ async fn peer(args: PeerArgs) -> Result<(), String> {
         None
     };
     let sig = calling_usersig::generate(APP, KEY, &args.user, 3600, calling_usersig::now_unix());
-    let (client, mut events) = Calling::login(&args.url, APP, &args.user, &sig, config)
-        .await
-        .map_err(|e| format!("login: {e}"))?;
+    let (client, mut events) = Calling::login(calling::Login {
+        server: args.url.to_string(),
+        sdk_app_id: APP,
+        user_id: args.user.to_string(),
+        user_sig: sig.to_string(),
+        config,
+    })
+    .await
+    .map_err(|e| format!("login: {e}"))?;
     say(json!({"type": "ready", "user": args.user}));
 
     let mut stdin = stdin_lines();
