@@ -68,19 +68,13 @@ impl Ctx {
         self.out.push_back(Output::Send { to, message });
     }
 
+    /// A version-4 UUID from the machine's generator (122 random bits).
     fn token(&mut self) -> String {
-        let bits: u128 = self.rng.random();
-        // Formatted as a version-4 UUID.
-        let bits = (bits & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
-        let hex = format!("{bits:032x}");
-        format!(
-            "{}-{}-{}-{}-{}",
-            &hex[0..8],
-            &hex[8..12],
-            &hex[12..16],
-            &hex[16..20],
-            &hex[20..32]
-        )
+        let bytes: [u8; 16] = self.rng.random();
+        uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .hyphenated()
+            .to_string()
     }
 
     pub(super) fn call_id(&mut self) -> CallId {
@@ -148,5 +142,28 @@ impl<K: PartialEq, V: Copy> Recent<K, V> {
             self.0.pop_front();
         }
         self.0.push_back((key, value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_distinct_version_4_uuids_and_a_seed_repeats_them() {
+        let me = UserId::new("alice").unwrap_or_else(|_| unreachable_id());
+        let mut a = Ctx::new(me.clone(), Config::default(), [7; 32]);
+        let mut b = Ctx::new(me, Config::default(), [7; 32]);
+        let ids: Vec<String> = (0..100).map(|_| a.token()).collect();
+        for id in &ids {
+            let parsed = uuid::Uuid::try_parse(id).expect("a UUID");
+            assert_eq!(parsed.get_version_num(), 4, "{id}");
+            assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122, "{id}");
+            assert_eq!(id.len(), 36);
+        }
+        let unique: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        // Sans-IO: the same seed gives the same ids.
+        assert_eq!(b.token(), ids[0]);
     }
 }
