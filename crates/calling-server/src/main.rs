@@ -154,11 +154,14 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
+    // Logs go to stdout, with the demo mode's UserSigs.
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(calling_server::DEFAULT_LOG_FILTER)
+            }),
         )
+        .with_ansi(colour(&std::io::stdout()))
         .init();
     let args = Args::parse();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -319,6 +322,12 @@ fn raise_nofile_limit() -> Option<(u64, u64)> {
 #[cfg(not(unix))]
 fn raise_nofile_limit() -> Option<(u64, u64)> {
     None
+}
+
+/// Colour codes in the logs only on a terminal, and never with `NO_COLOR`
+/// set (<https://no-color.org>): a redirected log is plain text.
+fn colour(stream: &impl std::io::IsTerminal) -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && stream.is_terminal()
 }
 
 fn random_key() -> String {
