@@ -30,10 +30,13 @@ struct Args {
     /// and bob), and hand UserSigs to the web demo at /demo/usersig.
     #[arg(long, env = "CALLING_DEMO")]
     demo: bool,
-    /// Users to print demo UserSigs for.
+    /// Users to print demo UserSigs for (repeat it, or comma-separate in
+    /// the variable).
     #[arg(
         long = "demo-user",
+        env = "CALLING_DEMO_USERS",
         value_name = "USER",
+        value_delimiter = ',',
         value_parser = |s: &str| UserId::new(s),
         default_values = ["alice", "bob"]
     )]
@@ -259,16 +262,21 @@ async fn run(args: Args) -> Result<(), calling_server::ServerError> {
     info!(%addr, sdk_app_id, "WebSocket at {scheme}://{addr}/ws, health at /healthz, metrics at /metrics");
     if args.demo {
         let now = calling_usersig::now_unix();
+        let http = if scheme == "wss" { "https" } else { "http" };
         println!("demo mode: sdk_app_id={sdk_app_id} secret_key={secret_key}");
         println!(
-            "demo mode: open {}://{addr}/ in two tabs; the page gets UserSigs from /demo/usersig (unsafe outside development)",
-            if scheme == "wss" { "https" } else { "http" }
+            "demo mode: open {http}://{addr}/ in two tabs; the page gets UserSigs from /demo/usersig (unsafe outside development)"
         );
         for user in args.demo_users {
             let sig =
                 calling_usersig::generate(sdk_app_id, &secret_key, user.as_str(), 86_400, now);
             println!("user_id={user} user_sig={sig}");
         }
+        println!(
+            "demo mode: other users: restart with --demo-user NAME (or CALLING_DEMO_USERS=NAME,NAME2), \
+             or GET {http}://{addr}/demo/usersig?user_id=NAME; the softphone makes its own from the \
+             secret_key above: --sdk-app-id {sdk_app_id} --secret-key {secret_key} (or CALLING_SECRET_KEY)"
+        );
     }
     wait_for_signal().await;
     info!("shutting down");
