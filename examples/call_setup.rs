@@ -20,6 +20,24 @@ use std::time::{Duration, Instant};
 use calling::{
     CallEvent, Calling, CallingConfig, EncodedFrame, Event, Events, FrameSink, MediaKind, MediaType,
 };
+use clap::Parser;
+
+#[path = "support/logging.rs"]
+mod logging;
+
+/// Call setup through the whole stack, repeated: accept -> first remote
+/// video frame and call() -> first remote video frame, p50 / p95 / max.
+#[derive(Debug, Parser)]
+#[command(name = "call_setup")]
+struct Args {
+    /// Calls to place, one after the other.
+    #[arg(long, default_value_t = 50)]
+    calls: usize,
+    /// How long the callee lets each call ring before it accepts, in
+    /// milliseconds.
+    #[arg(long, default_value_t = 300)]
+    ring_ms: u64,
+}
 
 const APP: u64 = 1_400_000_000;
 const KEY: &str = "bench-secret-key";
@@ -69,25 +87,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
-    // RUST_LOG=calling=debug,rtc_dtls=debug,... shows where a call's
-    // milliseconds go.
-    if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_ansi(false)
-            .with_writer(std::io::stderr)
-            .init();
-    }
-    let calls: usize = std::env::args()
-        .skip_while(|a| a != "--calls")
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50);
-    let ring_ms: u64 = std::env::args()
-        .skip_while(|a| a != "--ring-ms")
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(300);
+    let Args { calls, ring_ms } = Args::parse();
+    // RUST_LOG=call_setup=debug,calling=debug,rtc_dtls=debug,... shows
+    // where a call's milliseconds go (our debug lines mark each accept and
+    // first frame); by default only the SDK's info lines, on stderr.
+    logging::init();
     let mut config = calling_server::Config::new(APP, KEY);
     config.listen = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
     // Calls follow each other with no pause: at the default 50 frames/s the
@@ -144,7 +148,7 @@ async fn main() -> Result<(), String> {
         };
         tokio::time::sleep(Duration::from_millis(ring_ms)).await;
         let accepted = Instant::now();
-        tracing::info!(call = n, "accepting");
+        tracing::debug!(call = n, "accepting");
         bob.accept(&invite).await.map_err(|e| e.to_string())?;
         until(&mut alice_events, "bob's enter", |e| {
             matches!(e, Event::Call(CallEvent::UserEnter { .. }))
@@ -166,7 +170,7 @@ async fn main() -> Result<(), String> {
         .await
         .map_err(|_| format!("call {n}: no video frame within 10 s"))?;
         from_accept.push(got.duration_since(accepted).as_secs_f64() * 1e3);
-        tracing::info!(call = n, elapsed = ?got.duration_since(accepted), "first frame");
+        tracing::debug!(call = n, elapsed = ?got.duration_since(accepted), "first frame");
         from_call.push(got.duration_since(placed).as_secs_f64() * 1e3);
         alice.hangup().await.map_err(|e| e.to_string())?;
         until(&mut alice_events, "alice's call end", |e| {

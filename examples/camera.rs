@@ -29,6 +29,9 @@ use nokhwa::Camera;
 use nokhwa::pixel_format::RgbAFormat;
 use nokhwa::utils::{ApiBackend, CameraIndex, RequestedFormat, RequestedFormatType};
 
+#[path = "support/logging.rs"]
+mod logging;
+
 /// Calls someone with the picture of a real camera.
 #[derive(Debug, Parser)]
 struct Args {
@@ -60,12 +63,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,rtc_dtls=error,rtc_ice=error".into()),
-        )
-        .init();
+    logging::init();
     let args = Args::parse();
     let cameras = match nokhwa::query(ApiBackend::Auto) {
         Ok(c) => c,

@@ -18,18 +18,42 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use calling::{CallEvent, Calling, CallingConfig, Event, MediaType};
+use clap::Parser;
 use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[path = "support/logging.rs"]
+mod logging;
 
 const APP: u64 = 1_400_000_000;
 const KEY: &str = "mesh-bench-key";
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn arg(name: &str) -> Option<String> {
-    std::env::args().skip_while(|a| a != name).nth(1)
-}
-
-fn flag(name: &str) -> bool {
-    std::env::args().any(|a| a == name)
+/// A mesh call on this machine: time until every pair has media, CPU and
+/// memory per client.
+#[derive(Debug, Parser)]
+#[command(name = "mesh_bench")]
+struct Args {
+    /// Parties in the call, 2 to 9.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(2..=9))]
+    parties: u64,
+    /// Seconds of steady call each client measures.
+    #[arg(long, default_value_t = 10)]
+    secs: u64,
+    /// An audio call (default: video).
+    #[arg(long)]
+    audio: bool,
+    /// Run as one party (the parent starts these).
+    #[arg(long, hide = true, requires_all = ["url", "user"])]
+    child: bool,
+    /// The child's server URL.
+    #[arg(long, hide = true)]
+    url: Option<String>,
+    /// The child's user id.
+    #[arg(long, hide = true)]
+    user: Option<String>,
+    /// The child places the group call.
+    #[arg(long, hide = true)]
+    caller: bool,
 }
 
 fn unix_ms() -> u128 {
@@ -41,17 +65,12 @@ fn unix_ms() -> u128 {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "error".into()),
-        )
-        .init();
-    let result = if flag("--child") {
-        child().await
+    let args = Args::parse();
+    logging::init();
+    let result = if args.child {
+        child(args).await
     } else {
-        parent().await
+        parent(args).await
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,13 +95,9 @@ struct Report {
     peak_rss_kib: u64,
 }
 
-async fn parent() -> Result<(), String> {
-    let parties: usize = arg("--parties")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(6)
-        .clamp(2, 9);
-    let secs: u64 = arg("--secs").and_then(|s| s.parse().ok()).unwrap_or(10);
-    let audio = flag("--audio");
+async fn parent(args: Args) -> Result<(), String> {
+    let parties = party_count(&args);
+    let (secs, audio) = (args.secs, args.audio);
     let mut config = calling_server::Config::new(APP, KEY);
     config.listen = "127.0.0.1:0"
         .parse()
@@ -201,14 +216,17 @@ fn status_kib(key: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-async fn child() -> Result<(), String> {
-    let url = arg("--url").ok_or("--url")?;
-    let user = arg("--user").ok_or("--user")?;
-    let parties: usize = arg("--parties")
-        .and_then(|s| s.parse().ok())
-        .ok_or("--parties")?;
-    let secs: u64 = arg("--secs").and_then(|s| s.parse().ok()).ok_or("--secs")?;
-    let media_type = if flag("--audio") {
+/// `--parties` (clap keeps it within 2..=9).
+fn party_count(args: &Args) -> usize {
+    usize::try_from(args.parties).unwrap_or(6)
+}
+
+async fn child(args: Args) -> Result<(), String> {
+    let parties = party_count(&args);
+    let secs = args.secs;
+    let url = args.url.ok_or("--url")?;
+    let user = args.user.ok_or("--user")?;
+    let media_type = if args.audio {
         MediaType::Audio
     } else {
         MediaType::Video
@@ -225,7 +243,7 @@ async fn child() -> Result<(), String> {
     .map_err(|e| format!("login: {e}"))?;
     println!("logged-in");
     let others: Vec<String> = names(parties).into_iter().filter(|u| *u != user).collect();
-    if flag("--caller") {
+    if args.caller {
         let refs: Vec<&str> = others.iter().map(String::as_str).collect();
         println!("placed {}", unix_ms());
         phone

@@ -30,46 +30,38 @@ use calling::{
     DecodedVideoFrame, Event, Events, MediaType, PixelFormat, PushError, RawAudioInput,
     RawVideoInput, UserId, VideoFrame, VideoInput, VideoQuality,
 };
+use clap::Parser;
+
+#[path = "support/logging.rs"]
+mod logging;
 
 const APP: u64 = 1_400_000_000;
 /// Bits of the frame number drawn into each picture.
 const BITS: u32 = 16;
 
-/// The command line.
-#[derive(Debug, Clone)]
+/// Raw media through a real call, end to end: frames pushed, decoded, and
+/// how long from push to decoded picture.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "raw_media")]
 struct Args {
+    /// Seconds of media once the call is up.
+    #[arg(long, default_value_t = 5)]
     secs: u64,
+    /// Video profile: 480p, 720p or 1080p.
+    #[arg(long, default_value = "720p", value_parser = parse_quality)]
     quality: VideoQuality,
+    /// Pictures pushed per second, 1 to 60.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=60))]
     fps: u32,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        secs: 5,
-        quality: VideoQuality::P720,
-        fps: 30,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = || it.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--secs" => args.secs = value()?.parse().map_err(|e| format!("--secs: {e}"))?,
-            "--fps" => args.fps = value()?.parse().map_err(|e| format!("--fps: {e}"))?,
-            "--quality" => {
-                args.quality = match value()?.as_str() {
-                    "480p" => VideoQuality::P480,
-                    "720p" => VideoQuality::P720,
-                    "1080p" => VideoQuality::P1080,
-                    q => return Err(format!("--quality {q}: 480p, 720p or 1080p")),
-                }
-            }
-            other => return Err(format!("unknown argument {other}")),
-        }
+fn parse_quality(s: &str) -> Result<VideoQuality, String> {
+    match s {
+        "480p" => Ok(VideoQuality::P480),
+        "720p" => Ok(VideoQuality::P720),
+        "1080p" => Ok(VideoQuality::P1080),
+        q => Err(format!("{q}: 480p, 720p or 1080p")),
     }
-    if !(1..=60).contains(&args.fps) {
-        return Err("--fps must be 1..=60".into());
-    }
-    Ok(args)
 }
 
 /// Draws `n` into the Y plane of a `w` x `h` picture: a row of
@@ -331,19 +323,8 @@ async fn until(events: &mut Events, secs: u64, pred: impl Fn(&Event) -> bool) ->
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,rtc_dtls=error,rtc_ice=error".into()),
-        )
-        .init();
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("raw_media: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = Args::parse();
+    logging::init();
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(why) => {

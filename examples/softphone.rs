@@ -37,6 +37,9 @@ use calling::{
 use clap::Parser;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+#[path = "support/logging.rs"]
+mod logging;
+
 /// A terminal softphone for a `calling-server`.
 #[derive(Debug, Parser)]
 #[command(name = "softphone")]
@@ -99,13 +102,7 @@ struct Pending {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,rtc_dtls=error,rtc_ice=error".into()),
-        )
-        .init();
+    logging::init();
     let args = Args::parse();
     if args.list_devices {
         return match list_devices() {

@@ -764,8 +764,11 @@ calling_result calling_usersig_verify(uint64_t sdk_app_id,
 
 // Sends the library's logs to stderr, filtered by `filter` in
 // `tracing-subscriber` `EnvFilter` syntax (`"warn"`, `"info"`,
-// `"calling=debug,webrtc=warn"`); NULL means `"warn"`. Without this call
-// the library logs nothing. Only the first successful call takes effect;
+// `"calling=debug,webrtc=warn"`); NULL means `RUST_LOG` when set, else
+// the SDK's default (Rust's `calling::DEFAULT_LOG_FILTER`: `info`, with
+// the WebRTC engine's expected warnings hidden). Colour codes only when
+// stderr is a terminal and `NO_COLOR` is not set. Without this call the
+// library logs nothing. Only the first successful call takes effect;
 // later ones return `CALLING_RESULT_OK` and change nothing.
 // `CALLING_RESULT_INVALID_ARGUMENT` for a filter that does not parse.
 //

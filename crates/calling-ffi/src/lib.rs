@@ -214,8 +214,11 @@ pub unsafe extern "C" fn calling_usersig_verify(
 
 /// Sends the library's logs to stderr, filtered by `filter` in
 /// `tracing-subscriber` `EnvFilter` syntax (`"warn"`, `"info"`,
-/// `"calling=debug,webrtc=warn"`); NULL means `"warn"`. Without this call
-/// the library logs nothing. Only the first successful call takes effect;
+/// `"calling=debug,webrtc=warn"`); NULL means `RUST_LOG` when set, else
+/// the SDK's default (Rust's `calling::DEFAULT_LOG_FILTER`: `info`, with
+/// the WebRTC engine's expected warnings hidden). Colour codes only when
+/// stderr is a terminal and `NO_COLOR` is not set. Without this call the
+/// library logs nothing. Only the first successful call takes effect;
 /// later ones return `CALLING_RESULT_OK` and change nothing.
 /// `CALLING_RESULT_INVALID_ARGUMENT` for a filter that does not parse.
 ///
@@ -226,14 +229,23 @@ pub unsafe extern "C" fn calling_usersig_verify(
 pub unsafe extern "C" fn calling_log_init(filter: *const c_char) -> calling_result {
     guard(|| {
         // SAFETY: as documented.
-        let filter = try_ffi!(unsafe { result::opt_str_arg(filter) }).unwrap_or("warn");
-        let Ok(filter) = tracing_subscriber::EnvFilter::try_new(filter) else {
-            return CALLING_RESULT_INVALID_ARGUMENT;
+        let filter = match try_ffi!(unsafe { result::opt_str_arg(filter) }) {
+            Some(filter) => match tracing_subscriber::EnvFilter::try_new(filter) {
+                Ok(filter) => filter,
+                Err(_) => return CALLING_RESULT_INVALID_ARGUMENT,
+            },
+            None => tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(calling::DEFAULT_LOG_FILTER)
+            }),
         };
+        let stderr = std::io::stderr();
+        let colour = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            && std::io::IsTerminal::is_terminal(&stderr);
         // Fails only when a subscriber is already set: keep that one.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .with_ansi(colour)
             .try_init();
         CALLING_RESULT_OK
     })

@@ -66,6 +66,8 @@ fn lab() -> Option<&'static ()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("calling_media=warn")),
         )
         .with_test_writer()
+        // Captured by the test harness, often into a CI log file.
+        .with_ansi(false)
         .try_init();
     match LAB.get_or_init(start_lab) {
         Ok(()) => Some(&()),

@@ -29,6 +29,7 @@ use attack_kit::{
     ServerChild, frame_header, honest_login, http_get, http_ok, src, start_server, tcp_from,
     upgrade,
 };
+use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use proc_stats::{cpu_secs, open_fds, rss_kib};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,15 +40,18 @@ const KEY: &str = "attacks-secret-key-0123456789abcdef";
 /// Longest any single step may take.
 const STEP: Duration = Duration::from_secs(5);
 
-fn flag<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        None => Ok(default),
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .ok_or(format!("bad value for {name}")),
-    }
+/// Attacks without an account (and a few with one) against the release
+/// `calling-server` binary, and what each costs it (a benchmark, not a
+/// test).
+#[derive(Parser)]
+#[command(name = "attacks")]
+struct Args {
+    /// Attacking connections per attack.
+    #[arg(long, default_value_t = 1000)]
+    conns: usize,
+    /// Seconds each attack lasts.
+    #[arg(long, default_value_t = 5)]
+    secs: u64,
 }
 
 fn sig(user: &str) -> String {
@@ -211,7 +215,7 @@ impl Drop for Held {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run().await {
+    match run(Args::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("attacks: {e}");
@@ -220,9 +224,7 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run() -> Result<(), String> {
-    let conns: usize = flag("--conns", 1000)?;
-    let secs: u64 = flag("--secs", 5)?;
+async fn run(Args { conns, secs }: Args) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let bin = exe
         .parent()

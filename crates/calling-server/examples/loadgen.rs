@@ -20,11 +20,14 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use clap::builder::RangedU64ValueParser;
+use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use tokio::net::TcpSocket;
@@ -39,27 +42,71 @@ use proc_stats::{cpu_secs, rss_kib};
 const APP: u64 = 1_400_000_000;
 const KEY: &str = "loadgen-secret-key-0123456789abcdef";
 
+/// Load generator for the signaling server: logins per second, server RSS
+/// per idle connection, invites routed per second (a benchmark, not a test).
+#[derive(Parser)]
+#[command(name = "loadgen")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start the release `calling-server` and load it from worker processes.
+    Run(RunArgs),
+    /// One worker process (`run` starts them).
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Users logged in, over all workers.
+    #[arg(long, default_value_t = 19_000)]
+    users: usize,
+    /// Worker processes (the open-file limit is per process).
+    #[arg(long, default_value_t = 2, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
+    workers: usize,
+    /// Invites offered per second, over all workers.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Seconds of invite traffic.
+    #[arg(long, default_value_t = 10)]
+    secs: u64,
+    /// The `calling-server` binary (default: the one in the release
+    /// directory above this example).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct WorkerArgs {
+    /// The server's address (loopback only).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// This worker's number: picks its source addresses and user ids.
+    #[arg(long, default_value_t = 0)]
+    index: usize,
+    /// Users this worker logs in.
+    #[arg(long, default_value_t = 1000)]
+    users: usize,
+    /// Invites per second this worker offers.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Seconds of invite traffic.
+    #[arg(long, default_value_t = 10)]
+    secs: u64,
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let result = match args.get(1).map(String::as_str) {
-        Some("run") => run(&args[2..]),
-        Some("worker") => worker(&args[2..]),
-        _ => Err("usage: loadgen run [--users N] [--workers P] [--rate R] [--secs S] [--server-bin PATH]".into()),
+    let result = match Cli::parse().command {
+        Cmd::Run(args) => run(args),
+        Cmd::Worker(args) => worker(args),
     };
     if let Err(e) = result {
         eprintln!("loadgen: {e}");
         std::process::exit(1);
-    }
-}
-
-fn flag<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T, String> {
-    match args.iter().position(|a| a == name) {
-        None => Ok(default),
-        Some(i) => args
-            .get(i + 1)
-            .ok_or(format!("{name} needs a value"))?
-            .parse()
-            .map_err(|_| format!("bad value for {name}")),
     }
 }
 
@@ -75,18 +122,23 @@ impl Drop for Children {
     }
 }
 
-fn run(args: &[String]) -> Result<(), String> {
-    let users: usize = flag(args, "--users", 19_000)?;
-    let workers: usize = flag(args, "--workers", 2)?;
-    let rate: u64 = flag(args, "--rate", 10_000)?;
-    let secs: u64 = flag(args, "--secs", 10)?;
+fn run(args: RunArgs) -> Result<(), String> {
+    let RunArgs {
+        users,
+        workers,
+        rate,
+        secs,
+        server_bin,
+    } = args;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let default_bin = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.join("calling-server"))
-        .ok_or("cannot locate calling-server")?;
-    let server_bin: String = flag(args, "--server-bin", default_bin.display().to_string())?;
+    let server_bin = match server_bin {
+        Some(bin) => bin,
+        None => exe
+            .parent()
+            .and_then(|p| p.parent())
+            .map(|p| p.join("calling-server"))
+            .ok_or("cannot locate calling-server")?,
+    };
 
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
@@ -106,7 +158,7 @@ fn run(args: &[String]) -> Result<(), String> {
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot start {server_bin}: {e}"))?;
+        .map_err(|e| format!("cannot start {}: {e}", server_bin.display()))?;
     let server_pid = server.id();
     children.0.push(server);
     // Wait for the port to answer (bounded).
@@ -283,15 +335,17 @@ fn base() -> Instant {
     *BASE.get_or_init(Instant::now)
 }
 
-fn worker(args: &[String]) -> Result<(), String> {
-    let addr: SocketAddr = flag(args, "--addr", SocketAddr::from(([127, 0, 0, 1], 8080)))?;
+fn worker(args: WorkerArgs) -> Result<(), String> {
+    let WorkerArgs {
+        addr,
+        index,
+        users,
+        rate,
+        secs,
+    } = args;
     if !addr.ip().is_loopback() {
         return Err("loadgen only targets loopback addresses".into());
     }
-    let index: usize = flag(args, "--index", 0)?;
-    let users: usize = flag(args, "--users", 1000)?;
-    let rate: u64 = flag(args, "--rate", 1000)?;
-    let secs: u64 = flag(args, "--secs", 10)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -77,6 +77,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use tokio::net::{TcpSocket, TcpStream};
@@ -100,31 +101,54 @@ const PAYLOAD_BYTES: usize = 200;
 /// the same length.
 const T_OFFSET: u64 = 1_000_000_000_000_000;
 const HEARTBEAT: Duration = Duration::from_secs(3);
-const USAGE: &str = "usage: peerjs_bench [--idle N] [--active A] [--rate R] [--secs S] \
-[--servers ours,peerjs] [--server-bin PATH] [--peerjs-dir PATH] [--node PATH] \
-[--in-flight K] [--per-source M] [--drain D] [--server-workers W]";
-const FLAGS: &[&str] = &[
-    "--idle",
-    "--active",
-    "--rate",
-    "--secs",
-    "--servers",
-    "--server-bin",
-    "--peerjs-dir",
-    "--node",
-    "--in-flight",
-    "--per-source",
-    "--drain",
-    "--server-workers",
-];
+
+/// Our signaling server and the PeerJS server side by side: one load
+/// client, one workload, one table (a benchmark, not a test).
+#[derive(Parser)]
+#[command(name = "peerjs_bench")]
+struct Args {
+    /// Idle sessions (logged in, heartbeating only).
+    #[arg(long, default_value_t = 10_000)]
+    idle: usize,
+    /// Active sessions relaying messages to each other (at least 2).
+    #[arg(long, default_value_t = 200)]
+    active: usize,
+    /// Messages a second, in total.
+    #[arg(long, default_value_t = 5_000)]
+    rate: u64,
+    /// Seconds of relaying.
+    #[arg(long, default_value_t = 10)]
+    secs: u64,
+    /// The servers to measure, in this order: `ours`, `peerjs`.
+    #[arg(long, default_value = "ours,peerjs")]
+    servers: String,
+    /// Our `calling-server` binary (default: the one in the release
+    /// directory above this example).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Where the PeerJS server is installed (default: `bench/peerjs` in the
+    /// workspace).
+    #[arg(long)]
+    peerjs_dir: Option<PathBuf>,
+    /// The Node.js interpreter.
+    #[arg(long, default_value = "node")]
+    node: String,
+    /// Logins in flight at once.
+    #[arg(long, default_value_t = 128)]
+    in_flight: usize,
+    /// Client sockets per source address.
+    #[arg(long, default_value_t = 100)]
+    per_source: usize,
+    /// Seconds to wait for late deliveries.
+    #[arg(long, default_value_t = 5)]
+    drain: u64,
+    /// Worker threads for our server (0: its default, one per core).
+    #[arg(long, default_value_t = 0)]
+    server_workers: usize,
+}
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return;
-    }
-    let result = Config::parse(&args).and_then(|cfg| {
+    let result = Config::from_args(Args::parse()).and_then(|cfg| {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -135,17 +159,6 @@ fn main() {
     if let Err(e) = result {
         eprintln!("peerjs_bench: {e}");
         std::process::exit(1);
-    }
-}
-
-fn flag<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T, String> {
-    match args.iter().position(|a| a == name) {
-        None => Ok(default),
-        Some(i) => args
-            .get(i + 1)
-            .ok_or(format!("{name} needs a value"))?
-            .parse()
-            .map_err(|_| format!("bad value for {name}")),
     }
 }
 
@@ -171,23 +184,21 @@ struct Config {
 }
 
 impl Config {
-    fn parse(args: &[String]) -> Result<Config, String> {
-        let mut i = 0;
-        while i < args.len() {
-            if !FLAGS.contains(&args[i].as_str()) {
-                return Err(format!("unknown argument {:?}\n{USAGE}", args[i]));
-            }
-            i += 2;
-        }
+    fn from_args(args: Args) -> Result<Config, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let default_bin = exe
-            .parent()
-            .and_then(|p| p.parent())
-            .map(|p| p.join("calling-server"))
-            .ok_or("cannot locate calling-server next to this example")?;
-        let default_peerjs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/peerjs");
-        let servers: String = flag(args, "--servers", "ours,peerjs".to_string())?;
-        let kinds = servers
+        let server_bin = match args.server_bin {
+            Some(bin) => bin,
+            None => exe
+                .parent()
+                .and_then(|p| p.parent())
+                .map(|p| p.join("calling-server"))
+                .ok_or("cannot locate calling-server next to this example")?,
+        };
+        let peerjs_dir = args
+            .peerjs_dir
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/peerjs"));
+        let kinds = args
+            .servers
             .split(',')
             .map(|s| match s.trim() {
                 "ours" => Ok(Kind::Ours),
@@ -197,20 +208,19 @@ impl Config {
                 )),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let workers: usize = flag(args, "--server-workers", 0)?;
         let cfg = Config {
-            idle: flag(args, "--idle", 10_000)?,
-            active: flag(args, "--active", 200)?,
-            rate: flag(args, "--rate", 5_000)?,
-            secs: flag(args, "--secs", 10)?,
+            idle: args.idle,
+            active: args.active,
+            rate: args.rate,
+            secs: args.secs,
             kinds,
-            server_bin: flag(args, "--server-bin", default_bin)?,
-            peerjs_dir: flag(args, "--peerjs-dir", default_peerjs)?,
-            node: flag(args, "--node", "node".to_string())?,
-            in_flight: flag(args, "--in-flight", 128)?,
-            per_source: flag(args, "--per-source", 100)?,
-            drain: flag(args, "--drain", 5)?,
-            server_workers: (workers > 0).then_some(workers),
+            server_bin,
+            peerjs_dir,
+            node: args.node,
+            in_flight: args.in_flight,
+            per_source: args.per_source,
+            drain: args.drain,
+            server_workers: (args.server_workers > 0).then_some(args.server_workers),
         };
         if cfg.active < 2 {
             return Err("--active must be at least 2 (clients relay to each other)".into());

@@ -73,6 +73,14 @@ pub use metrics::Metrics;
 pub use tls::{TlsError, TlsFiles};
 pub use web::DemoMode;
 
+/// The `calling-server` binary's log filter when `RUST_LOG` is not set
+/// (`tracing-subscriber` `EnvFilter` syntax): everything at `info`, the
+/// level `calling::DEFAULT_LOG_FILTER` gives our crates in the SDK's
+/// binaries. The server links none of the WebRTC engine crates that
+/// filter silences (its one webrtc-rs crate, `rtc_stun`, encodes the TURN
+/// check and logs nothing), so it needs no more directives.
+pub const DEFAULT_LOG_FILTER: &str = "info";
+
 /// Everything the server can be told. [`Config::new`] gives the documented
 /// defaults.
 #[derive(Clone)]

@@ -30,10 +30,13 @@ struct Args {
     /// and bob), and hand UserSigs to the web demo at /demo/usersig.
     #[arg(long, env = "CALLING_DEMO")]
     demo: bool,
-    /// Users to print demo UserSigs for.
+    /// Users to print demo UserSigs for (repeat it, or comma-separate in
+    /// the variable).
     #[arg(
         long = "demo-user",
+        env = "CALLING_DEMO_USERS",
         value_name = "USER",
+        value_delimiter = ',',
         value_parser = |s: &str| UserId::new(s),
         default_values = ["alice", "bob"]
     )]
@@ -154,11 +157,14 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
+    // Logs go to stdout, with the demo mode's UserSigs.
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(calling_server::DEFAULT_LOG_FILTER)
+            }),
         )
+        .with_ansi(colour(&std::io::stdout()))
         .init();
     let args = Args::parse();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -256,16 +262,21 @@ async fn run(args: Args) -> Result<(), calling_server::ServerError> {
     info!(%addr, sdk_app_id, "WebSocket at {scheme}://{addr}/ws, health at /healthz, metrics at /metrics");
     if args.demo {
         let now = calling_usersig::now_unix();
+        let http = if scheme == "wss" { "https" } else { "http" };
         println!("demo mode: sdk_app_id={sdk_app_id} secret_key={secret_key}");
         println!(
-            "demo mode: open {}://{addr}/ in two tabs; the page gets UserSigs from /demo/usersig (unsafe outside development)",
-            if scheme == "wss" { "https" } else { "http" }
+            "demo mode: open {http}://{addr}/ in two tabs; the page gets UserSigs from /demo/usersig (unsafe outside development)"
         );
         for user in args.demo_users {
             let sig =
                 calling_usersig::generate(sdk_app_id, &secret_key, user.as_str(), 86_400, now);
             println!("user_id={user} user_sig={sig}");
         }
+        println!(
+            "demo mode: other users: restart with --demo-user NAME (or CALLING_DEMO_USERS=NAME,NAME2), \
+             or GET {http}://{addr}/demo/usersig?user_id=NAME; the softphone makes its own from the \
+             secret_key above: --sdk-app-id {sdk_app_id} --secret-key {secret_key} (or CALLING_SECRET_KEY)"
+        );
     }
     wait_for_signal().await;
     info!("shutting down");
@@ -319,6 +330,12 @@ fn raise_nofile_limit() -> Option<(u64, u64)> {
 #[cfg(not(unix))]
 fn raise_nofile_limit() -> Option<(u64, u64)> {
     None
+}
+
+/// Colour codes in the logs only on a terminal, and never with `NO_COLOR`
+/// set (<https://no-color.org>): a redirected log is plain text.
+fn colour(stream: &impl std::io::IsTerminal) -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && stream.is_terminal()
 }
 
 fn random_key() -> String {

@@ -10,12 +10,17 @@ const BIN: &str = env!("CARGO_BIN_EXE_usersig");
 const KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
 const PY_PLAIN: &str = "eJyrVgrxCdYrSy1SslJQMtIzUNJRAItkpqTmlWSmZUIkKjIT87NK82CSxSnZiQUFmSlAKUMTAyiAyqVWFGQWpYJkTE1NjRDiJZm5YFEzNPXFmekgGwyjTAPy0l2y3BNL01KDMwPynUorUjwizV29jb1CUhyzfAMsjYNNvMvCjH1tlWoBGhAzGw__";
 
+/// The binary with none of the variables it reads.
+fn bin() -> Command {
+    let mut cmd = Command::new(BIN);
+    for var in ["CALLING_SECRET_KEY", "CALLING_SDK_APP_ID", "USERSIG_KEY"] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("USERSIG_KEY")
-        .output()
-        .unwrap()
+    bin().args(args).output().unwrap()
 }
 
 fn stdout_json(out: &Output) -> Value {
@@ -153,27 +158,21 @@ fn gen_defaults_to_180_days() {
 
 #[test]
 fn key_can_come_from_the_environment_and_sig_from_stdin() {
-    let out = Command::new(BIN)
+    let out = bin()
         .args(["gen", "--sdk-app-id", "7", "--user", "bob", "--now", "10"])
-        .env("USERSIG_KEY", "env-secret")
+        .env("CALLING_SECRET_KEY", "env-secret")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // The current name draws no warning.
+    assert!(out.stderr.is_empty(), "{out:?}");
     let sig = String::from_utf8(out.stdout).unwrap();
     calling_usersig::verify(7, "env-secret", "bob", sig.trim(), 10).unwrap();
 
-    let mut child = Command::new(BIN)
-        .args([
-            "verify",
-            "--sdk-app-id",
-            "7",
-            "--user",
-            "bob",
-            "--now",
-            "10",
-            "-",
-        ])
-        .env("USERSIG_KEY", "env-secret")
+    let mut child = bin()
+        .args(["verify", "--user", "bob", "--now", "10", "-"])
+        .env("CALLING_SDK_APP_ID", "7")
+        .env("CALLING_SECRET_KEY", "env-secret")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -187,6 +186,35 @@ fn key_can_come_from_the_environment_and_sig_from_stdin() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(stdout_json(&out)["identifier"], "bob");
+}
+
+#[test]
+fn the_old_key_variable_still_works_with_one_deprecation_warning() {
+    let out = bin()
+        .args(["gen", "--sdk-app-id", "7", "--user", "bob", "--now", "10"])
+        .env("USERSIG_KEY", "old-secret")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let sig = String::from_utf8(out.stdout).unwrap();
+    calling_usersig::verify(7, "old-secret", "bob", sig.trim(), 10).unwrap();
+    let warning = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(warning.lines().count(), 1, "{warning:?}");
+    for needle in ["USERSIG_KEY", "deprecated", "CALLING_SECRET_KEY"] {
+        assert!(warning.contains(needle), "missing {needle} in {warning:?}");
+    }
+
+    // The new name wins, silently, when both are set.
+    let out = bin()
+        .args(["gen", "--sdk-app-id", "7", "--user", "bob", "--now", "10"])
+        .env("USERSIG_KEY", "old-secret")
+        .env("CALLING_SECRET_KEY", "new-secret")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    let sig = String::from_utf8(out.stdout).unwrap();
+    calling_usersig::verify(7, "new-secret", "bob", sig.trim(), 10).unwrap();
 }
 
 #[test]
@@ -231,9 +259,15 @@ fn privmap_output_is_decoded_by_verify() {
 
 #[test]
 fn usage_errors_exit_2() {
-    // Missing key (no flag, no environment variable).
+    // Missing key (no flag, no environment variable): a usage error that
+    // names both ways to give it.
     let out = run(&["gen", "--sdk-app-id", "7", "--user", "a"]);
     assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("--key") && err.contains("CALLING_SECRET_KEY"),
+        "{err}"
+    );
     // Not a number.
     let out = run(&["gen", "--sdk-app-id", "seven", "--key", "k", "--user", "a"]);
     assert_eq!(out.status.code(), Some(2));
@@ -265,7 +299,8 @@ fn help_explains_the_flags() {
     for needle in [
         "--sdk-app-id",
         "--key",
-        "USERSIG_KEY",
+        "CALLING_SECRET_KEY",
+        "CALLING_SDK_APP_ID",
         "--user",
         "--now",
         "<SIG>",

@@ -78,3 +78,23 @@ pub use calling_signal::{
 };
 /// UserSigs: generate (for development and backends) and verify.
 pub use calling_usersig as usersig;
+
+/// The log filter every binary and example of this workspace starts with
+/// when `RUST_LOG` is not set (the C API's `calling_log_init(NULL)` too), in
+/// `tracing-subscriber` `EnvFilter` syntax: `info` for our crates (and
+/// anything not named), `error` for the WebRTC engine, webrtc-rs: `webrtc`,
+/// `rtc` and every `rtc_*` crate (`rtc_ice`, `rtc_dtls`, `rtc_sctp`,
+/// `rtc_srtp`, `rtc_turn`, `rtc_mdns`, ...: an `EnvFilter` target matches
+/// every target it is a prefix of) and `quinn_udp`, its UDP sockets.
+///
+/// The engine warns about conditions it expects in every call (`password is
+/// empty`, `remote_srtp_context is not set yet`, a send to an unreachable
+/// IPv6 candidate); the SDK reports what matters to an app as
+/// [`Event`]s. `RUST_LOG` replaces the whole filter, e.g.
+/// `RUST_LOG=info,rtc_ice=debug` to watch ICE. An app that sets up its own
+/// `tracing` subscriber may start from this string:
+///
+/// ```
+/// assert!(calling::DEFAULT_LOG_FILTER.starts_with("info,"));
+/// ```
+pub const DEFAULT_LOG_FILTER: &str = "info,webrtc=error,rtc=error,quinn_udp=error";

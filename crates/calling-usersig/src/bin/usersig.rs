@@ -9,7 +9,8 @@ use calling_usersig::{
     Claims, DEFAULT_EXPIRE_SECS, MAX_SIG_LEN, PrivateMapKey, Privileges, Room, generate,
     generate_private_map_key, generate_with_userbuf, now_unix, verify, verify_with_userbuf,
 };
-use clap::{Args, Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -17,7 +18,9 @@ use serde_json::{Value, json};
 /// tls-sig-api-v2 libraries).
 ///
 /// The secret key may be given with --key or, to keep it out of shell
-/// history, in the USERSIG_KEY environment variable.
+/// history, in the CALLING_SECRET_KEY environment variable (the one
+/// calling-server and the softphone read; USERSIG_KEY, its old name, still
+/// works for now but is deprecated). CALLING_SDK_APP_ID may give the app id.
 #[derive(Parser)]
 #[command(name = "usersig", version)]
 struct Cli {
@@ -86,14 +89,45 @@ enum Command {
 #[derive(Args)]
 struct Common {
     /// Application id (SDKAppID).
-    #[arg(long)]
+    #[arg(long, env = "CALLING_SDK_APP_ID")]
     sdk_app_id: u64,
-    /// Secret key shared with the verifier.
-    #[arg(long, env = "USERSIG_KEY", hide_env_values = true)]
-    key: String,
+    /// Secret key shared with the verifier (USERSIG_KEY, deprecated, is
+    /// still read when neither this nor CALLING_SECRET_KEY is given).
+    #[arg(long, env = "CALLING_SECRET_KEY", hide_env_values = true)]
+    key: Option<String>,
     /// User id the ticket is for.
     #[arg(long)]
     user: String,
+}
+
+/// The environment variable the key was read from before it was named like
+/// calling-server's.
+const DEPRECATED_KEY_VAR: &str = "USERSIG_KEY";
+
+impl Common {
+    /// The secret key: `--key` or `CALLING_SECRET_KEY`, else the deprecated
+    /// `USERSIG_KEY` (with a warning on stderr). Without any of them this is
+    /// the usage error (exit status 2) clap gives for a missing flag.
+    fn key(&self) -> String {
+        if let Some(key) = &self.key {
+            return key.clone();
+        }
+        match std::env::var(DEPRECATED_KEY_VAR) {
+            Ok(key) if !key.is_empty() => {
+                eprintln!(
+                    "usersig: warning: {DEPRECATED_KEY_VAR} is deprecated and will be removed; \
+                     set CALLING_SECRET_KEY instead"
+                );
+                key
+            }
+            _ => Cli::command()
+                .error(
+                    ErrorKind::MissingRequiredArgument,
+                    "the secret key is required: give --key <KEY> or set CALLING_SECRET_KEY",
+                )
+                .exit(),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -105,17 +139,18 @@ fn main() -> ExitCode {
             userbuf,
             now,
         } => {
+            let key = common.key();
             let now = now.unwrap_or_else(now_unix);
             let sig = match userbuf {
                 Some(buf) => generate_with_userbuf(
                     common.sdk_app_id,
-                    &common.key,
+                    &key,
                     &common.user,
                     expire,
                     buf.as_bytes(),
                     now,
                 ),
-                None => generate(common.sdk_app_id, &common.key, &common.user, expire, now),
+                None => generate(common.sdk_app_id, &key, &common.user, expire, now),
             };
             println!("{sig}");
             ExitCode::SUCCESS
@@ -128,6 +163,7 @@ fn main() -> ExitCode {
             expire,
             now,
         } => {
+            let key = common.key();
             let room = match (room_name, room_id) {
                 (Some(name), _) => Room::Name(name),
                 (None, Some(id)) => Room::Id(id),
@@ -138,7 +174,7 @@ fn main() -> ExitCode {
             };
             match generate_private_map_key(
                 common.sdk_app_id,
-                &common.key,
+                &key,
                 &common.user,
                 expire,
                 &room,
@@ -161,6 +197,7 @@ fn main() -> ExitCode {
             userbuf,
             sig,
         } => {
+            let key = common.key();
             let sig = if sig == "-" {
                 let mut s = String::new();
                 // One byte over the limit is enough for verify to report `too_long`.
@@ -178,13 +215,13 @@ fn main() -> ExitCode {
             let result = match &userbuf {
                 Some(buf) => verify_with_userbuf(
                     common.sdk_app_id,
-                    &common.key,
+                    &key,
                     &common.user,
                     sig,
                     buf.as_bytes(),
                     now,
                 ),
-                None => verify(common.sdk_app_id, &common.key, &common.user, sig, now),
+                None => verify(common.sdk_app_id, &key, &common.user, sig, now),
             };
             match result {
                 Ok(claims) => {
