@@ -1,5 +1,5 @@
 //! Log set-up shared by the softphone and the examples (included with
-//! `#[path]`; `quickstart.rs` keeps its own, to stay one file).
+//! `#[path]`; the quickstart, in the calling crate, has the same few lines).
 
 use std::io::IsTerminal;
 
