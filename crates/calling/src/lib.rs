@@ -78,3 +78,8 @@ pub use calling_signal::{
 };
 /// UserSigs: generate (for development and backends) and verify.
 pub use calling_usersig as usersig;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
