@@ -86,3 +86,8 @@ pub use message::{
 
 #[doc(no_inline)]
 pub use std::time::Instant;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

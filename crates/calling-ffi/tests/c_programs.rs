@@ -1,7 +1,9 @@
 //! Builds the C programs (tests/c/ and examples/c/) against the freshly built
 //! `libcalling_ffi` with `-Wall -Wextra -Werror` under AddressSanitizer and
 //! UBSan, then runs them against an in-process signaling server on
-//! 127.0.0.1:0 and checks their exit code and output.
+//! 127.0.0.1:0 and checks their exit code and output. The documented
+//! build-and-link lines (README.md, docs/C-API.md, the crate README) are run
+//! exactly as printed, without `LD_LIBRARY_PATH`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -199,4 +201,107 @@ fn c_raw_media_example_pushes_and_decodes_under_sanitizers() {
             "done",
         ],
     );
+}
+
+/// The fenced `sh` block between `<!-- c-link-line:begin -->` and
+/// `<!-- c-link-line:end -->` in a document of the workspace.
+fn documented_link_lines(doc: &str) -> String {
+    let path = workspace().join(doc);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let begin = text
+        .find("<!-- c-link-line:begin -->")
+        .unwrap_or_else(|| panic!("{doc} has no <!-- c-link-line:begin -->"));
+    let end = text[begin..]
+        .find("<!-- c-link-line:end -->")
+        .unwrap_or_else(|| panic!("{doc} has no <!-- c-link-line:end -->"));
+    let marked = &text[begin..begin + end];
+    let body = marked
+        .split_once("```sh\n")
+        .unwrap_or_else(|| panic!("{doc}: no ```sh block between the markers"))
+        .1;
+    body.rsplit_once("```")
+        .unwrap_or_else(|| panic!("{doc}: the ```sh block is not closed"))
+        .0
+        .to_owned()
+}
+
+/// The first fenced `c` block of a document of the workspace.
+fn documented_c_program(doc: &str) -> String {
+    let text = std::fs::read_to_string(workspace().join(doc)).unwrap();
+    let body = text.split_once("```c\n").expect("a ```c block").1;
+    body.split_once("```")
+        .expect("a closed ```c block")
+        .0
+        .to_owned()
+}
+
+/// The README, docs/C-API.md and the crate README give one command to build,
+/// link and run a C program. It is run here exactly as printed, from a
+/// directory laid out like the repository root (`include/` and
+/// `target/release/` link to the header and to this build's library), on
+/// the crate README's `app.c`, with no `LD_LIBRARY_PATH`: a program that
+/// cannot find `libcalling_ffi.so` at run time fails the test.
+#[cfg(unix)]
+#[test]
+fn c_documented_link_line_runs_without_ld_library_path() {
+    let lines = documented_link_lines("docs/C-API.md");
+    for doc in ["README.md", "crates/calling-ffi/README.md"] {
+        assert_eq!(
+            documented_link_lines(doc),
+            lines,
+            "{doc} and docs/C-API.md document different C build lines"
+        );
+    }
+    assert!(
+        !lines.contains("LD_LIBRARY_PATH"),
+        "the documented lines must work without LD_LIBRARY_PATH:\n{lines}"
+    );
+    let mut lines = lines.lines();
+    // This test's own build stands in for the release build: it made the
+    // library that target/release/ links to below.
+    assert_eq!(lines.next(), Some("cargo build --release -p calling-ffi"));
+    let commands: Vec<&str> = lines.collect();
+    assert!(
+        commands.iter().any(|l| l.starts_with("cc app.c ")) && commands.last() == Some(&"./app"),
+        "expected a `cc app.c ...` line and then `./app`: {commands:?}"
+    );
+
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("documented-link-line");
+    if root.exists() {
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+    std::fs::create_dir_all(root.join("target")).unwrap();
+    std::os::unix::fs::symlink(workspace().join("include"), root.join("include")).unwrap();
+    std::os::unix::fs::symlink(lib_dir(), root.join("target/release")).unwrap();
+    std::fs::write(
+        root.join("app.c"),
+        documented_c_program("crates/calling-ffi/README.md"),
+    )
+    .unwrap();
+
+    let mut last = None;
+    for command in commands {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .current_dir(&root)
+            // The shell sets $PWD to the directory it runs in.
+            .env_remove("PWD")
+            // cargo runs tests with the library's directories on the
+            // loader path; a user's shell has none of them.
+            .env_remove("LD_LIBRARY_PATH")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "`{command}` failed: {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        last = Some(out);
+    }
+    let stdout = String::from_utf8(last.unwrap().stdout).unwrap();
+    assert_eq!(stdout.trim(), format!("{}: ok", env!("CARGO_PKG_VERSION")));
 }

@@ -48,3 +48,8 @@ pub use calling_core::UserId;
 pub use memory::{MemoryHub, MemoryTransport};
 pub use transport::{MessageId, TlsFailure, Transport, TransportError, TransportEvent};
 pub use ws::{WsConfig, WsTransport, read_ca_file};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -98,3 +98,8 @@ pub use calling_usersig as usersig;
 /// assert!(calling::DEFAULT_LOG_FILTER.starts_with("info,"));
 /// ```
 pub const DEFAULT_LOG_FILTER: &str = "info,webrtc=error,rtc=error,quinn_udp=error";
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

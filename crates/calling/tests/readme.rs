@@ -4,10 +4,18 @@
 
 #![allow(clippy::unwrap_used)]
 
+/// A file of the workspace, read at run time (the README is not part of
+/// this crate's package).
+fn workspace_file(path: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::read_to_string(root.join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e} (this test runs in the workspace only)"))
+}
+
 /// The lines between the `README-BEGIN` and `README-END` marks of the
 /// example, less the function body's indent.
 fn example_region() -> Vec<String> {
-    let example = include_str!("../examples/quickstart.rs");
+    let example = workspace_file("crates/calling/examples/quickstart.rs");
     let region = example
         .split("// README-BEGIN\n")
         .nth(1)
@@ -24,7 +32,7 @@ fn example_region() -> Vec<String> {
 
 /// The first Rust block of the README's "Using it" section.
 fn readme_block() -> Vec<String> {
-    let readme = include_str!("../../../README.md");
+    let readme = workspace_file("README.md");
     let section = readme
         .split("## Using it\n")
         .nth(1)
