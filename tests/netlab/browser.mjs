@@ -54,9 +54,21 @@ async function main() {
     page.on('pageerror', (e) => note(`page error: ${e.message}`));
     page.on('console', (m) => { if (m.type() === 'error') note(`console: ${m.text()}`); });
     const restore = opts.restore_ms ? `&restore_ms=${encodeURIComponent(opts.restore_ms)}` : '';
-    await page.goto(`${base}/?user=${encodeURIComponent(opts.user)}${restore}`);
-    await page.click('#login-btn');
-    await page.waitForFunction(() => window.demo && window.demo.client.userId);
+    // Chromium can drop a load with ERR_NETWORK_CHANGED while the lab is
+    // still settling its namespace's links and routes: load and log in
+    // again (three tries, each bounded), rather than fail the scenario.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await page.goto(`${base}/?user=${encodeURIComponent(opts.user)}${restore}`);
+        await page.click('#login-btn');
+        await page.waitForFunction(() => window.demo && window.demo.client.userId,
+          null, { timeout: Math.min(STEP_MS, 15000) });
+        break;
+      } catch (e) {
+        if (attempt >= 3) throw e;
+        note(`login attempt ${attempt} failed (${e.message}); loading the page again`);
+      }
+    }
     // calling.js's log lines, for watch=1.
     await page.evaluate(() => {
       window.labLog = [];

@@ -744,7 +744,7 @@ fn chromium_with(
     let mut args = vec!["node", script, scenario, &base, &user, &peer, &spki];
     args.extend_from_slice(extra);
     let node = lab.spawn(ns, "chromium", &args);
-    let ready = node.try_wait_for(Duration::from_secs(60), |v| {
+    let ready = node.try_wait_for(Duration::from_secs(90), |v| {
         v["type"] == "ready" || v["type"] == "fatal"
     });
     assert!(
