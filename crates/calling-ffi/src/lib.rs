@@ -238,14 +238,11 @@ pub unsafe extern "C" fn calling_log_init(filter: *const c_char) -> calling_resu
                 tracing_subscriber::EnvFilter::new(calling::DEFAULT_LOG_FILTER)
             }),
         };
-        let stderr = std::io::stderr();
-        let colour = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-            && std::io::IsTerminal::is_terminal(&stderr);
         // Fails only when a subscriber is already set: keep that one.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
-            .with_ansi(colour)
+            .with_ansi(calling::log_colour(&std::io::stderr()))
             .try_init();
         CALLING_RESULT_OK
     })

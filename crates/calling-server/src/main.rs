@@ -333,7 +333,8 @@ fn raise_nofile_limit() -> Option<(u64, u64)> {
 }
 
 /// Colour codes in the logs only on a terminal, and never with `NO_COLOR`
-/// set (<https://no-color.org>): a redirected log is plain text.
+/// set (<https://no-color.org>): a redirected log is plain text. The rule
+/// of `calling::log_colour`, which this crate does not depend on.
 fn colour(stream: &impl std::io::IsTerminal) -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && stream.is_terminal()
 }

@@ -66,14 +66,12 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     // Our info lines and the engine's errors (RUST_LOG overrides), on
     // stderr, coloured only on a terminal and never with NO_COLOR.
-    let colour = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-        && std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| calling::DEFAULT_LOG_FILTER.into()),
         )
-        .with_ansi(colour)
+        .with_ansi(calling::log_colour(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     match run(args).await {

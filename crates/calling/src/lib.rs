@@ -99,6 +99,15 @@ pub use calling_usersig as usersig;
 /// ```
 pub const DEFAULT_LOG_FILTER: &str = "info,webrtc=error,rtc=error,quinn_udp=error";
 
+/// Whether logs written to `stream` should carry colour codes: only on a
+/// terminal, and never with `NO_COLOR` set to anything but the empty
+/// string (<https://no-color.org>), so that a redirected log is plain
+/// text. What every binary and example here passes to
+/// `tracing_subscriber`'s `with_ansi`.
+pub fn log_colour(stream: &impl std::io::IsTerminal) -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && stream.is_terminal()
+}
+
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
