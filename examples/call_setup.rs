@@ -111,7 +111,7 @@ async fn main() -> Result<(), String> {
                 server: url.to_string(),
                 sdk_app_id: APP,
                 user_id: user.to_string(),
-                user_sig: sig.to_string(),
+                user_sig: sig,
                 config: CallingConfig::loopback(),
             })
             .await

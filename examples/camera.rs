@@ -150,7 +150,7 @@ async fn run(args: Args) -> Result<(), String> {
         server: args.server.to_string(),
         sdk_app_id: args.app,
         user_id: args.user.to_string(),
-        user_sig: sig.to_string(),
+        user_sig: sig,
         config,
     })
     .await

@@ -165,7 +165,7 @@ async fn run(args: Args) -> Result<(), String> {
         server: args.url.to_string(),
         sdk_app_id: args.sdk_app_id,
         user_id: args.user.to_string(),
-        user_sig: sig.to_string(),
+        user_sig: sig,
         config,
     })
     .await

@@ -129,10 +129,10 @@ async fn login_with(
     config: CallingConfig,
 ) -> (Calling, Events) {
     Calling::login(calling::Login {
-        server: url(server).to_string(),
+        server: url(server),
         sdk_app_id: APP,
         user_id: user.to_string(),
-        user_sig: sig(user).to_string(),
+        user_sig: sig(user),
         config,
     })
     .await

@@ -106,7 +106,7 @@ async fn login(server: &RunningServer, user: &str) -> (Calling, Events) {
         server: url.to_string(),
         sdk_app_id: APP,
         user_id: user.to_string(),
-        user_sig: sig.to_string(),
+        user_sig: sig,
         config: CallingConfig::loopback(),
     })
     .await

@@ -286,7 +286,7 @@ async fn rust_calls_a_relay_only_browser_through_coturn_with_server_issued_crede
         server: url.to_string(),
         sdk_app_id: APP,
         user_id: "rust".to_string(),
-        user_sig: sig.to_string(),
+        user_sig: sig,
         config: CallingConfig::loopback(),
     })
     .await

@@ -289,7 +289,7 @@ async fn login_with_a_forged_or_mismatched_usersig_is_a_typed_error() {
                 server: url.to_string(),
                 sdk_app_id: APP,
                 user_id: user.to_string(),
-                user_sig: sig.to_string(),
+                user_sig: sig,
                 config: calling::CallingConfig::loopback(),
             })
             .await

@@ -43,7 +43,7 @@ pub async fn login_with(net: &Net, user: &str, config: CallingConfig) -> (Callin
         server: net.url.to_string(),
         sdk_app_id: APP,
         user_id: user.to_string(),
-        user_sig: sig(user).to_string(),
+        user_sig: sig(user),
         config,
     })
     .await

@@ -243,7 +243,7 @@ async fn peer(args: PeerArgs) -> Result<(), String> {
         server: args.url.to_string(),
         sdk_app_id: APP,
         user_id: args.user.to_string(),
-        user_sig: sig.to_string(),
+        user_sig: sig,
         config,
     })
     .await
