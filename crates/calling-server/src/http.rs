@@ -220,7 +220,7 @@ fn answer(mut req: Request<Incoming>, ctx: &Ctx<'_>) -> Response<Body> {
             let body = shared.metrics.render(cfg.hub.online(), cfg.hub.rooms());
             respond(
                 StatusCode::OK,
-                "text/plain; version=0.0.4",
+                crate::metrics::CONTENT_TYPE,
                 Bytes::from(body),
             )
         }

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use calling_core::UserId;
@@ -22,12 +23,16 @@ pub type SessionId = u64;
 pub enum Outbound {
     /// Write this already-encoded frame to the client.
     Frame(Utf8Bytes),
+    /// Write this already-encoded `message` frame, a copy of a `send`
+    /// read at the instant given, to the client (timed in
+    /// [`crate::Metrics::message_delivery`]).
+    Message(Utf8Bytes, Instant),
 }
 
 impl Outbound {
     fn len(&self) -> usize {
         match self {
-            Outbound::Frame(f) => f.len(),
+            Outbound::Frame(f) | Outbound::Message(f, _) => f.len(),
         }
     }
 }
@@ -284,9 +289,10 @@ pub trait Hub: Send + Sync + 'static {
     /// replaced it) and leaves its rooms, notifying their members.
     async fn unregister(&self, user: &UserId, session: SessionId);
 
-    /// Queues `frame` for every user in `to`; returns those that did not
-    /// get it, offline or congested, each in the order given.
-    async fn deliver(&self, to: &[UserId], frame: Utf8Bytes) -> Undelivered;
+    /// Queues `frame` (a `message`, the copy of a `send` read at
+    /// `read_at`) for every user in `to`; returns those that did not get
+    /// it, offline or congested, each in the order given.
+    async fn deliver(&self, to: &[UserId], frame: Utf8Bytes, read_at: Instant) -> Undelivered;
 
     /// Adds `user` (session `session`) to `room` and returns the members,
     /// the joiner included, sorted. Other members get `room_enter`.
@@ -428,7 +434,7 @@ impl Hub for LocalHub {
         }
     }
 
-    async fn deliver(&self, to: &[UserId], frame: Utf8Bytes) -> Undelivered {
+    async fn deliver(&self, to: &[UserId], frame: Utf8Bytes, read_at: Instant) -> Undelivered {
         let st = self.lock();
         let mut out = Undelivered::default();
         for user in to {
@@ -436,7 +442,11 @@ impl Hub for LocalHub {
                 out.offline.push(user.clone());
                 continue;
             };
-            match e.session.tx.try_send(Outbound::Frame(frame.clone())) {
+            match e
+                .session
+                .tx
+                .try_send(Outbound::Message(frame.clone(), read_at))
+            {
                 Ok(()) => {}
                 Err(QueueError::Full) => out.congested.push(user.clone()),
                 // The connection task is gone and will unregister next.

@@ -111,7 +111,9 @@ impl Calling {
         let user = UserId::new(user_id)?;
         let mut ws = WsConfig::new(server, sdk_app_id, user.clone(), user_sig);
         ws.extra_ca_pem = config.extra_ca_pem.clone();
+        let started = std::time::Instant::now();
         let transport = WsTransport::connect(ws).await?;
+        crate::metrics::observe_login(started.elapsed());
         Self::start(user, Arc::new(transport), config)
     }
 

@@ -67,6 +67,9 @@ struct Media {
     audio_io: AudioIo,
     /// The transport's ICE servers the session last got.
     ice_seen: Vec<calling_signal::protocol::IceServer>,
+    /// Parties whose media is being set up, since when (for
+    /// [`crate::metrics`]).
+    setting_up: HashMap<UserId, std::time::Instant>,
 }
 
 /// How often the ICE servers of a call's media are brought up to date with
@@ -652,12 +655,17 @@ impl Driver {
     /// told by [`PeerMedia`] instead ([`Self::on_peer_media`]), which
     /// follows it across ICE restarts.
     async fn on_peer_state(&mut self, user: UserId, previous: PeerState, state: PeerState) {
-        let Some(m) = self.media.as_ref() else {
+        let Some(m) = self.media.as_mut() else {
             return;
         };
         if m.interrupted.contains(&user) || m.failed.contains(&user) {
             debug!(%user, ?previous, ?state, "connection state of interrupted media");
             return;
+        }
+        if state == PeerState::Connected
+            && let Some(since) = m.setting_up.remove(&user)
+        {
+            crate::metrics::observe_call_setup(since.elapsed());
         }
         let call_id = m.call_id.clone();
         let state = match state {
@@ -912,15 +920,19 @@ impl Driver {
                 }
             }
             MediaInstruction::ConnectPeer { call_id, user } => {
-                if let Some(m) = self.media.as_ref().filter(|m| m.call_id == call_id)
-                    && let Err(e) = m.session.connect(&user).await
-                {
-                    warn!(%user, error = %e, "media connect failed");
+                if let Some(m) = self.media.as_mut().filter(|m| m.call_id == call_id) {
+                    m.setting_up
+                        .entry(user.clone())
+                        .or_insert_with(std::time::Instant::now);
+                    if let Err(e) = m.session.connect(&user).await {
+                        warn!(%user, error = %e, "media connect failed");
+                    }
                 }
             }
             MediaInstruction::DropPeer { call_id, user } => {
                 if let Some(m) = self.media.as_mut().filter(|m| m.call_id == call_id) {
                     m.parties.remove(&user);
+                    m.setting_up.remove(&user);
                     m.interrupted.remove(&user);
                     m.failed.remove(&user);
                     m.session.disconnect(&user).await;
@@ -985,6 +997,7 @@ impl Driver {
             failed: HashSet::new(),
             audio_io,
             ice_seen,
+            setting_up: HashMap::new(),
         });
         self.local.audio_ok = audio.is_ok();
         if let Err(e) = audio {
