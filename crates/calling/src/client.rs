@@ -317,7 +317,7 @@ impl Calling {
 
     /// Hands-free (TRTCCalling `setHandsFree`): `true` plays remote audio
     /// on the loudspeaker, `false` (the default) on the earpiece, as
-    /// [`crate::AudioOutput::Device`] names them; a failure to move is an
+    /// `AudioOutput::Device` (feature `devices`) names them; a failure to move is an
     /// [`crate::ErrorCode::AudioOutput`] error event. With
     /// [`crate::AudioOutput::App`] the app plays the audio and this is only
     /// remembered. It never mutes anything. Kept across calls.

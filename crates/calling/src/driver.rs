@@ -815,7 +815,19 @@ impl Driver {
                         }
                         self.emit(e.into())
                     }
-                    Output::Media(m) => media.push(m),
+                    Output::Media(m) => {
+                        // The room before the messages after it: a sponsor's
+                        // invites must find it made and closed to strangers
+                        // (an invitee joining first would make it open, and
+                        // the sponsor's list would then be refused).
+                        if let MediaInstruction::JoinRoom { call_id, .. } = &m
+                            && self.room.as_ref() != Some(call_id)
+                        {
+                            self.leave_room().await;
+                            self.join_call_room(call_id.clone()).await;
+                        }
+                        media.push(m);
+                    }
                 }
             }
             if media.is_empty() {
@@ -1046,8 +1058,16 @@ impl Driver {
     /// later ([`Self::allow_into_room`]). Without the room, the call's
     /// keepalive still notices a vanished member, only later.
     async fn join_call_room(&mut self, call_id: CallId) {
+        // Everyone invited: those still ringing, and those who accepted
+        // while our media was opening (their join comes next).
         let allow: Vec<UserId> = match self.machine.call() {
-            Some(c) if c.sponsor == self.user => c.ringing.clone(),
+            Some(c) if c.sponsor == self.user => c
+                .connected
+                .iter()
+                .chain(&c.ringing)
+                .filter(|u| **u != self.user)
+                .cloned()
+                .collect(),
             _ => Vec::new(),
         };
         match self.transport.join_room(call_id.as_str(), &allow).await {
