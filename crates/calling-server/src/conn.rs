@@ -545,7 +545,8 @@ impl Conn<'_> {
             debug!(peer = %self.peer, "closed before its login to make room for a newer connection");
             return Flow::Gone;
         }
-        cfg.hub
+        let registered = cfg
+            .hub
             .register(
                 &user,
                 SessionHandle {
@@ -555,6 +556,16 @@ impl Conn<'_> {
                 },
             )
             .await;
+        if let Err(code) = registered {
+            Metrics::inc(&m.logins_failed);
+            Metrics::inc(&m.frame_errors);
+            info!(peer = %self.peer, %user, %code, "login refused: the hub cannot take the session");
+            let message = "the cluster is unavailable; try again".to_string();
+            return self
+                .answer(&ServerFrame::error(id, code, message))
+                .await
+                .and_close(close_code::LOGIN_FAILED, "login failed");
+        }
         Metrics::inc(&m.logins_ok);
         Metrics::observe(&m.login_duration, self.ticket.admitted().elapsed());
         debug!(peer = %self.peer, %user, session = sid, "logged in");
@@ -636,6 +647,18 @@ impl Conn<'_> {
         let m = &self.shared.metrics;
         m.messages_routed
             .inc_by(valid.len().saturating_sub(lost.len()) as u64);
+        if !lost.unavailable.is_empty() {
+            let message = format!(
+                "{} recipients could not be reached: the cluster is unavailable",
+                lost.unavailable.len()
+            );
+            let flow = self
+                .refuse(Some(id.clone()), ErrorCode::Unavailable, message)
+                .await;
+            if !matches!(flow, Flow::Continue) {
+                return flow;
+            }
+        }
         let mut users = Vec::new();
         let mut congested = Vec::new();
         for r in recipients {

@@ -263,17 +263,20 @@ pub struct Undelivered {
     pub offline: Vec<UserId>,
     /// Logged in, but their outbound queue was full.
     pub congested: Vec<UserId>,
+    /// Not reached because the cluster is unavailable (a cluster node cut
+    /// off from Redis); whether they are online is not known.
+    pub unavailable: Vec<UserId>,
 }
 
 impl Undelivered {
     /// Whether every recipient got the frame.
     pub fn is_empty(&self) -> bool {
-        self.offline.is_empty() && self.congested.is_empty()
+        self.offline.is_empty() && self.congested.is_empty() && self.unavailable.is_empty()
     }
 
     /// How many recipients did not get it.
     pub fn len(&self) -> usize {
-        self.offline.len() + self.congested.len()
+        self.offline.len() + self.congested.len() + self.unavailable.len()
     }
 }
 
@@ -282,8 +285,11 @@ impl Undelivered {
 pub trait Hub: Send + Sync + 'static {
     /// Makes `session` the one session of `user`. A previous session of the
     /// same user is kicked ([`SessionHandle::kick`]) and loses its rooms (with leave
-    /// notices to their members) before this returns.
-    async fn register(&self, user: &UserId, session: SessionHandle);
+    /// notices to their members) before this returns. Refused (the login
+    /// fails with the code) when the hub cannot take sessions now: a
+    /// cluster node cut off from its cluster says
+    /// [`ErrorCode::Unavailable`].
+    async fn register(&self, user: &UserId, session: SessionHandle) -> Result<(), ErrorCode>;
 
     /// Removes `user`'s session `session` (a no-op if a newer session has
     /// replaced it) and leaves its rooms, notifying their members.
@@ -328,6 +334,12 @@ pub trait Hub: Send + Sync + 'static {
 
     /// Rooms that exist right now.
     fn rooms(&self) -> usize;
+
+    /// Whether the hub works, for `/healthz`: why not, if it does not (a
+    /// cluster node cut off from Redis).
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 struct UserEntry {
@@ -403,7 +415,7 @@ fn drop_member(st: &mut State, room: &str, user: &UserId) {
 
 #[async_trait]
 impl Hub for LocalHub {
-    async fn register(&self, user: &UserId, session: SessionHandle) {
+    async fn register(&self, user: &UserId, session: SessionHandle) -> Result<(), ErrorCode> {
         let mut st = self.lock();
         let old = st.users.insert(
             user.clone(),
@@ -419,6 +431,7 @@ impl Hub for LocalHub {
             // notify_one keeps a permit if the connection is busy right now.
             old.session.kick.notify_one();
         }
+        Ok(())
     }
 
     async fn unregister(&self, user: &UserId, session: SessionId) {
