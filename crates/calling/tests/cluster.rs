@@ -3,7 +3,7 @@
 //! the SDK does not know there are nodes.
 #![allow(clippy::unwrap_used)]
 
-#[path = "support/redis.rs"]
+#[path = "../../calling-server/tests/support/redis.rs"]
 mod redis_support;
 
 use std::time::Duration;
@@ -12,15 +12,49 @@ use calling::{CallEvent, Calling, CallingConfig, Event, Events, MediaKind, Media
 use redis_support::{Node, Redis};
 use tokio::time::timeout;
 
-const BIN: &str = env!("CARGO_BIN_EXE_calling-server");
 const APP: u64 = 1_400_000_000;
 const KEY: &str = "cluster-calls-secret-key";
 const WAIT: Duration = Duration::from_secs(30);
 const RING: Duration = Duration::from_secs(30);
 
+/// The calling-server binary of this build (target/<profile>/): the
+/// workspace test run builds it with calling-server's tests, before any
+/// test runs; alone, this test builds it first (an older one left there
+/// would be used as it is).
+fn server_bin() -> String {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/cluster-<hash>
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+    let bin = dir.join("calling-server");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = std::process::Command::new(cargo);
+        build.args([
+            "build",
+            "-q",
+            "-p",
+            "calling-server",
+            "--bin",
+            "calling-server",
+        ]);
+        if dir.file_name().is_some_and(|p| p == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().unwrap();
+        assert!(status.success(), "building calling-server failed");
+    }
+    assert!(
+        bin.exists(),
+        "no calling-server binary at {}",
+        bin.display()
+    );
+    bin.to_string_lossy().into_owned()
+}
+
 fn cluster(redis: &Redis) -> Vec<Node> {
+    let bin = server_bin();
     (0..3)
-        .map(|_| Node::start(BIN, &redis.url(), APP, KEY, &["--cluster-lease-ms", "900"]))
+        .map(|_| Node::start(&bin, &redis.url(), APP, KEY, &["--cluster-lease-ms", "900"]))
         .collect()
 }
 
