@@ -25,6 +25,9 @@
 //! target/release/examples/loadgen run --nodes 6 --workers 6 --users 100000 --rate 10000 --secs 10
 //! ```
 //!
+//! `--heartbeat-ms` sets the heartbeat interval the servers announce
+//! (clients always ping at the announced one).
+//!
 //! Every address used is on 127.0.0.0/8; every phase has a deadline.
 
 #![allow(clippy::print_stdout)]
@@ -93,6 +96,11 @@ struct RunArgs {
     /// of one server (0); `--workers` must be a multiple of it.
     #[arg(long, default_value_t = 0)]
     nodes: usize,
+    /// Heartbeat interval the servers announce, in milliseconds (timeout
+    /// three times it); clients ping at the interval announced. Default:
+    /// the server's (3 s).
+    #[arg(long)]
+    heartbeat_ms: Option<u64>,
     /// The `redis-server` binary for `--nodes`.
     #[arg(long, default_value = "redis-server")]
     redis_server: PathBuf,
@@ -153,6 +161,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         server_bin,
         nodes,
         redis_server,
+        heartbeat_ms,
     } = args;
     if nodes > 0 && workers % nodes != 0 {
         return Err("--workers must be a multiple of --nodes".into());
@@ -185,6 +194,14 @@ fn run(args: RunArgs) -> Result<(), String> {
         children.0.push(child);
         wait_port(&format!("127.0.0.1:{port}"))?;
         extra = vec!["--redis".into(), format!("redis://127.0.0.1:{port}/")];
+    }
+    if let Some(ms) = heartbeat_ms {
+        extra.extend([
+            "--heartbeat-interval-ms".into(),
+            ms.to_string(),
+            "--heartbeat-timeout-ms".into(),
+            (3 * ms).to_string(),
+        ]);
     }
     let mut servers = Vec::new();
     for _ in 0..nodes.max(1) {
@@ -428,11 +445,25 @@ fn start_server(bin: &PathBuf, extra: &[String]) -> Result<(Child, String), Stri
         ])
         .args(extra)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .stdout(server_log(&listen)?)
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
     wait_port(&listen)?;
     Ok((child, listen))
+}
+
+/// Where a server's log goes: `$LOADGEN_SERVER_LOGS/<addr>.log` when
+/// that directory is given, nowhere otherwise.
+fn server_log(listen: &str) -> Result<Stdio, String> {
+    match std::env::var_os("LOADGEN_SERVER_LOGS") {
+        Some(dir) => {
+            let path = PathBuf::from(dir).join(format!("{}.log", listen.replace(':', "_")));
+            let file =
+                std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(Stdio::from(file))
+        }
+        None => Ok(Stdio::null()),
+    }
 }
 
 fn base() -> Instant {
@@ -508,21 +539,27 @@ async fn login_one(
     ws.send(Message::text(login.to_string()))
         .await
         .map_err(|e| e.to_string())?;
-    loop {
+    let interval_ms = loop {
         match ws.next().await {
-            Some(Ok(Message::Text(t))) if t.contains("\"login_ok\"") => break,
+            Some(Ok(Message::Text(t))) if t.contains("\"login_ok\"") => {
+                let ok: serde_json::Value = serde_json::from_str(&t).map_err(|e| e.to_string())?;
+                break ok["heartbeat_interval_ms"]
+                    .as_u64()
+                    .unwrap_or(3000)
+                    .max(100);
+            }
             Some(Ok(Message::Text(t))) => return Err(format!("login refused: {t}")),
             Some(Ok(_)) => continue,
             Some(Err(e)) => return Err(e.to_string()),
             None => return Err("closed".into()),
         }
-    }
+    };
     let (tx, mut rx) = mpsc::channel::<String>(64);
     tokio::spawn(async move {
         let mut ping = tokio::time::interval_at(
             tokio::time::Instant::now()
-                + Duration::from_millis(rand::rng().random_range(500..3000)),
-            Duration::from_secs(3),
+                + Duration::from_millis(rand::rng().random_range(interval_ms / 6..interval_ms)),
+            Duration::from_millis(interval_ms),
         );
         loop {
             tokio::select! {

@@ -180,6 +180,10 @@ struct Inner {
     node: String,
     config: ClusterConfig,
     con: ConnectionManager,
+    /// The lease's own connection: renewals must not wait behind a burst
+    /// of session traffic (100,000 sessions ending at once), or a busy
+    /// node would take itself for cut off.
+    lease_con: ConnectionManager,
     local: Mutex<HashMap<UserId, LocalUser>>,
     pending: Mutex<Vec<Pending>>,
     /// The last lease renewal worked.
@@ -236,7 +240,10 @@ impl RedisHub {
             .set_connection_timeout(Some(config.command_timeout))
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
-        let con = ConnectionManager::new_with_config(client.clone(), manager)
+        let con = ConnectionManager::new_with_config(client.clone(), manager.clone())
+            .await
+            .map_err(&unreachable)?;
+        let lease_con = ConnectionManager::new_with_config(client.clone(), manager)
             .await
             .map_err(&unreachable)?;
         let node = format!("{:032x}", rand::random::<u128>());
@@ -244,6 +251,7 @@ impl RedisHub {
             node,
             config,
             con,
+            lease_con,
             local: Mutex::new(HashMap::new()),
             pending: Mutex::new(Vec::new()),
             leased: AtomicBool::new(false),
@@ -290,7 +298,7 @@ impl Inner {
 
     async fn renew_lease(&self) -> redis::RedisResult<Option<String>> {
         let lease_ms = u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX);
-        let mut con = self.con();
+        let mut con = self.lease_con.clone();
         let (old,): (Option<String>,) = redis::pipe()
             .cmd("SET")
             .arg(self.key("lease", &self.node))
