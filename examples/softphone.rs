@@ -580,6 +580,9 @@ fn show(event: &Event, pending: &mut Pending) {
         Event::Disconnected => "disconnected".into(),
         Event::Reconnected => "reconnected".into(),
         Event::Error { code, message } => format!("error code={code} {message}"),
+        Event::Media { user, state, .. } => {
+            format!("media user={user} {}", format!("{state:?}").to_lowercase())
+        }
         other => format!("{other:?}"),
     };
     println!("event {line}");
