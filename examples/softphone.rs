@@ -583,7 +583,6 @@ fn show(event: &Event, pending: &mut Pending) {
         Event::Media { user, state, .. } => {
             format!("media user={user} {}", format!("{state:?}").to_lowercase())
         }
-        other => format!("{other:?}"),
     };
     println!("event {line}");
 }
