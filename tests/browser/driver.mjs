@@ -490,6 +490,10 @@ const scenarios = {
     }
     say('MEDIA_OK');
     await waitStdin();
+    for (const p of [a, b]) {
+      await p.waitForFunction(() => window.demo.events.some((e) => e.type === 'groupCallInviteeListUpdate' && e.userIDList.includes('web-late')));
+    }
+    say('INVITEES web-late');
     await a.click('#hangup-btn');
     await waitEvent(a, 'callEnd');
     await waitEvent(b, 'userLeave', { userID: 'web-a' });

@@ -1094,11 +1094,15 @@ export class CallingClient extends EventTarget {
         this.ensurePeer(call, m.user);
       }
     }
+    let newInvitees = false;
     for (const r of ringing) {
       if (r && typeof r.user === 'string' && r.user !== this.userId && !call.connected.has(r.user)) {
+        if (!call.ringing.has(r.user)) newInvitees = true;
         call.ringing.set(r.user, { invite_id: r.invite_id, inviter: r.inviter });
       }
     }
+    // A member invited more users (TRTCCalling's GROUP_CALL_INVITEE_LIST_UPDATE).
+    if (newInvitees && call.state === 'connected') this.emit('inviteeListUpdate', { users: [...call.ringing.keys()], callId: call.callId });
     if (call.state === 'connected' && !listsMe) {
       const fields = { audio: this.media.audio, video: this.media.video && call.mediaType === 'video' };
       if (call.host === from && call.joinSecret) fields.join_secret = call.joinSecret;

@@ -216,6 +216,7 @@ export function mapEvent(type, d, state = {}) {
       userID: d.user, requestID: d.requestId, callType: callTypeOf(d.mediaType),
     }]];
     case 'switchRefused': return [[EVENT.SWITCH_REFUSED, { userIDList: d.users }]];
+    case 'inviteeListUpdate': return [[EVENT.GROUP_CALL_INVITEE_LIST_UPDATE, { userIDList: d.users }]];
     case 'mediaInterrupted': return [[EVENT.MEDIA_INTERRUPTED, { userID: d.user }]];
     case 'mediaRestored': return [[EVENT.MEDIA_RESTORED, { userID: d.user, gapMs: d.gapMs }]];
     case 'mediaFailed': return [[EVENT.MEDIA_FAILED, { userID: d.user }]];
@@ -332,7 +333,7 @@ export default class TRTCCalling {
       'invited', 'userEnter', 'userLeave', 'reject', 'lineBusy', 'noResp', 'callingCancel', 'callingTimeout',
       'callEnd', 'userAudioAvailable', 'userVideoAvailable', 'kickedOut', 'loginExpired', 'loggedOut',
       'mediaTypeChanged', 'switchRequest', 'switchRefused', 'mediaInterrupted', 'mediaRestored', 'mediaFailed',
-      'error', 'log',
+      'inviteeListUpdate', 'error', 'log',
     ];
     for (const type of types) {
       c.addEventListener(type, (e) => this.onClientEvent(type, e.detail));

@@ -360,7 +360,11 @@ async fn two_browsers_and_rust_in_one_group_call() {
         wait_frames(&rust, user, MediaKind::Audio, 10).await;
     }
     driver.expect("MEDIA_OK").await;
+    // Rust invites one more (offline) user: the browsers hear of the new
+    // invitee list (GROUP_CALL_INVITEE_LIST_UPDATE).
+    rust.invite(&["web-late"], RING).await.unwrap();
     driver.poke();
+    driver.expect("INVITEES web-late").await;
     driver.expect("A_LEFT").await;
     expect_event(
         &mut events,

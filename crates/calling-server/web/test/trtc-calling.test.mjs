@@ -94,6 +94,7 @@ test('client events become TRTCCalling payloads', () => {
   assert.deepEqual(problem.map(([n]) => n), [EVENT.ERROR, EVENT.LOCAL_DEVICE_PROBLEM]);
   assert.equal(problem[1][1].deviceType, 'video');
   assert.equal(mapEvent('callEnd', { reason: 'hangup' }, { connectedAt: 1000, now: 13_400 })[0][1].callEnd, 12);
+  assert.deepEqual(mapEvent('inviteeListUpdate', { users: ['dave'] }), [[EVENT.GROUP_CALL_INVITEE_LIST_UPDATE, { userIDList: ['dave'] }]]);
   assert.deepEqual(mapEvent('remoteStream', {}), []);
 });
 
