@@ -158,6 +158,18 @@ const scenarios = {
     await waitEvent(a, 'userVideoAvailable', { userID: 'web-b', isVideoAvailable: false });
     await b.click('#camera-btn');
     await waitEvent(a, 'userVideoAvailable', { userID: 'web-b', isVideoAvailable: true });
+    // USER_VOICE_VOLUME reports web-b's voice; the call timer runs.
+    await a.waitForFunction(() => (window.demo.loudest['web-b'] || 0) > 0);
+    await a.waitForFunction(() => document.getElementById('call-timer').textContent !== '00:00');
+    // The log shows no protocol details until asked to.
+    const debugLines = await a.evaluate(() => [
+      document.querySelectorAll('#log li.debug').length,
+      document.querySelectorAll('#log li.debug:not([hidden])').length,
+    ]);
+    if (debugLines[0] === 0 || debugLines[1] !== 0) fail(`debug lines (all, shown): ${debugLines}`);
+    await a.check('#debug');
+    if (await a.evaluate(() => document.querySelectorAll('#log li.debug[hidden]').length) !== 0) fail('the debug switch shows no debug lines');
+    await a.uncheck('#debug');
     await screenshot(a, 'in-call.png');
     await a.click('#hangup-btn');
     await waitEvent(a, 'callEnd');
@@ -277,6 +289,7 @@ const scenarios = {
       await waitBanner(p, 'reconnecting');
       if ((await p.textContent('#connection')) !== 'reconnecting…') fail('the status does not say reconnecting');
       if (!(await p.isHidden('#login-panel'))) fail('the page logged out on a lost connection');
+      if (!(await p.isDisabled('#video-call-btn'))) fail('the page offers to call while it is not connected');
     }
     await screenshot(a, 'reconnecting.png');
     say('LOST');
@@ -361,6 +374,20 @@ const scenarios = {
     await waitMedia(a, 'web-b', true);
     await waitMedia(b, 'web-a', true);
     await screenshot(a, 'switched-to-video.png');
+    // The camera picker: another camera in the call, video still flows.
+    const cameras = await b.evaluate(() => window.demo.trtc.getCameras());
+    if (cameras.length === 0) fail('no camera listed');
+    const before = (await a.evaluate(async () => (await window.demo.client.mediaStats())['web-b'])).framesDecoded;
+    await b.selectOption('#camera-select', cameras[cameras.length - 1].deviceId);
+    await a.waitForFunction(async (n) => (await window.demo.client.mediaStats())['web-b'].framesDecoded > n + 10, before);
+    note('video goes on with the other camera');
+    await b.selectOption('#quality-select', '720p');
+    // What the camera is asked for (Chromium's fake camera keeps its own size).
+    await b.waitForFunction(() => {
+      const t = window.demo.client.active.localStream.getVideoTracks()[0];
+      const c = t && t.getConstraints();
+      return !!c && c.width === 1280 && c.height === 720;
+    });
     await a.click('#hangup-btn');
     await waitEvent(b, 'callEnd', { reason: 'hangup' });
     say('MEDIA_OK');
@@ -472,6 +499,25 @@ const scenarios = {
     } finally {
       server.close();
     }
+  },
+
+  async 'answer-switch'(browser) {
+    // Rust audio-calls user=; the page accepts, then accepts Rust's ask to
+    // switch to video, and decodes Rust's video.
+    const page = await openTab(browser, opts.user);
+    say('READY');
+    await page.waitForSelector('#incoming:not([hidden])');
+    await page.click('#accept-btn');
+    await waitMedia(page, opts.peer, false, { energy: false });
+    say('IN_CALL');
+    await page.waitForSelector('#switch-ask:not([hidden])');
+    await page.click('#switch-accept-btn');
+    await waitEvent(page, 'callTypeChanged', { userID: opts.peer, newCallType: 2 });
+    const got = await waitMedia(page, opts.peer, true);
+    note(`media from ${opts.peer} after the switch: ${JSON.stringify(got)}`);
+    say('MEDIA_OK');
+    await waitEvent(page, 'callEnd');
+    say('ENDED');
   },
 
   async 'mixed-group'(browser) {

@@ -29,7 +29,7 @@ const END_REASONS = {
 
 let trtc = null;
 let sdkAppId = null;
-const demo = { trtc: null, client: null, events: [], banners: [], setups: [], errors: [], volumes: {}, ringing: false };
+const demo = { trtc: null, client: null, events: [], banners: [], setups: [], errors: [], volumes: {}, loudest: {}, ringing: false };
 window.demo = demo;
 
 function show(id, on) { $(id).hidden = !on; }
@@ -174,9 +174,11 @@ function refresh() {
   show('incoming', !!snap && snap.state === 'ringing');
   show('in-call', !!snap && (snap.state === 'connected' || snap.state === 'joining'));
   $('whoami').textContent = loggedIn ? `logged in as ${trtc.userID}` : 'not logged in';
-  $('audio-call-btn').disabled = !!snap;
-  $('video-call-btn').disabled = !!snap;
-  $('join-btn').disabled = !!snap;
+  // No call while the connection is down: its invites would be lost.
+  const online = !!trtc && trtc.connectionState === 'connected';
+  $('audio-call-btn').disabled = !!snap || !online;
+  $('video-call-btn').disabled = !!snap || !online;
+  $('join-btn').disabled = !!snap || !online;
   if (snap && (snap.state === 'connected' || snap.state === 'joining')) {
     const who = snap.connected.length ? `with ${snap.connected.join(', ')}` : `calling ${snap.ringing.join(', ')}…`;
     $('call-status').textContent = snap.state === 'joining' ? 'joining…' : `${snap.mediaType} call ${who}`;
@@ -233,6 +235,7 @@ const BANNERS = {
 function onEvent(name, d) {
   if (name === EVENT.USER_VOICE_VOLUME) {
     demo.volumes[d.userID] = d.volume;
+    demo.loudest[d.userID] = Math.max(demo.loudest[d.userID] || 0, d.volume);
     const bar = tileOf(d.userID)?.querySelector('.level i');
     if (bar) bar.style.height = `${d.volume}%`;
     return;

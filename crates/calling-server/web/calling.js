@@ -601,9 +601,11 @@ export class CallingClient extends EventTarget {
 
   /** Calls `users` (one: a 1v1 call; several: a group call). Resolves with the call id. */
   async call(users, mediaType = 'video', timeoutS = 30, { group = false, groupID = null } = {}) {
-    if (!this.userId) throw this.fail('not_logged_in', 'log in first');
-    if (this.active) throw this.fail('busy', 'already in a call');
     if (!Array.isArray(users)) throw this.fail('invalid_argument', 'users is an array of user ids');
+    if (!this.userId) throw this.fail('not_logged_in', 'log in first');
+    // An invite sent now would be lost: nobody would ring.
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) throw this.fail('not_connected', 'not connected to the server (reconnecting): try again when it is back');
+    if (this.active) throw this.fail('busy', 'already in a call');
     users = [...new Set(users)].filter((u) => u && u !== this.userId);
     if (users.length === 0) throw this.fail('invalid_user_id', 'name at least one other user');
     const bad = users.find((u) => !CALL_USER_RE.test(u));
@@ -808,7 +810,7 @@ export class CallingClient extends EventTarget {
     if (from === to) return;
     call.mediaType = to;
     if (by === null) this.sendPayload(this.everyone(call), this.envelope('media_type', { media_type: to }));
-    this.log(`the call is now ${to}`, 'info');
+    this.log(`the call is now ${to}`);
     this.emit('mediaTypeChanged', { user: by || this.userId, from, to, callId: call.callId });
     for (const [user, m] of call.connected) {
       if (m.video) this.emit('userVideoAvailable', { user, available: to === 'video' });

@@ -520,6 +520,47 @@ async fn the_example_app_on_another_origin_calls_rust() {
     server.shutdown().await;
 }
 
+/// Rust audio-calls the browser and asks to switch to video; the page
+/// accepts, and video flows both ways on the video m-line the audio call
+/// had from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_asks_the_browser_to_switch_to_video() {
+    if prerequisites("rust_asks_the_browser_to_switch_to_video").is_err() {
+        return;
+    }
+    let _one = BROWSER.lock().await;
+    let (server, base) = start().await;
+    let (rust, mut events) = login(&server, "rust").await;
+    let mut driver = Driver::spawn("answer-switch", &base, &["user=web-s", "peer=rust"]);
+    driver.expect("READY").await;
+    rust.call("web-s", MediaType::Audio, RING).await.unwrap();
+    expect_event(
+        &mut events,
+        "the browser enters",
+        |e| matches!(e, Event::Call(CallEvent::UserEnter { user, .. }) if user.as_str() == "web-s"),
+    )
+    .await;
+    driver.expect("IN_CALL").await;
+    rust.switch_media_type(MediaType::Video).await.unwrap();
+    expect_event(&mut events, "the switch to video", |e| {
+        matches!(
+            e,
+            Event::Call(CallEvent::MediaTypeChanged {
+                to: MediaType::Video,
+                ..
+            })
+        )
+    })
+    .await;
+    let video = wait_frames(&rust, "web-s", MediaKind::Video, 10).await;
+    eprintln!("rust got {video} video frames from the browser after the switch");
+    driver.expect("MEDIA_OK").await;
+    rust.hangup().await.unwrap();
+    driver.expect("ENDED").await;
+    driver.finish().await;
+    server.shutdown().await;
+}
+
 /// Rust calls the browser; "rust" < "web-r", so Rust makes the offer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_calls_browser_and_media_flows_both_ways() {

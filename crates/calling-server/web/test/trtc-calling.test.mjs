@@ -157,5 +157,8 @@ test('the engine refuses a string where a list of users belongs', async () => {
   const t = new TRTCCalling({ SDKAppID: 1, server: 'ws://127.0.0.1:1/ws' });
   t.client.userId = 'alice';
   await assert.rejects(t.client.call('bob', 'video', 30), (e) => e.code === 'invalid_argument');
+  // Logged in but the socket is down (reconnecting): no invite is sent.
+  await assert.rejects(t.call({ userID: 'bob', type: 2 }), (e) => e.code === 'not_connected');
+  assert.equal(t.client.active, null);
   t.client.userId = null;
 });
