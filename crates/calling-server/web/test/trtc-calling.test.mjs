@@ -162,3 +162,9 @@ test('the engine refuses a string where a list of users belongs', async () => {
   assert.equal(t.client.active, null);
   t.client.userId = null;
 });
+
+test('VERSION is package.json\'s', async () => {
+  const { readFile } = await import('node:fs/promises');
+  const pkg = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8'));
+  assert.equal(TRTCCalling.VERSION, pkg.version);
+});
