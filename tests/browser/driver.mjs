@@ -520,6 +520,28 @@ const scenarios = {
     say('ENDED');
   },
 
+  async 'answer-restart'(browser) {
+    // In a call with peer= when the server restarts: the page reconnects
+    // and the call goes on (media is peer to peer), until peer= hangs up
+    // through the new server.
+    const page = await openTab(browser, opts.user);
+    say('READY');
+    await page.waitForSelector('#incoming:not([hidden])');
+    await page.click('#accept-btn');
+    await waitMedia(page, opts.peer);
+    say('MEDIA_OK');
+    await page.waitForFunction(() => window.demo.trtc.connectionState === 'reconnecting');
+    if (await page.evaluate(() => window.demo.client.active === null)) fail('the call ended when the server went away');
+    say('LOST');
+    await page.waitForFunction(() => window.demo.trtc.connectionState === 'connected', null, { timeout: 30_000 });
+    if (await page.evaluate(() => window.demo.client.active === null)) fail('the call ended while the page reconnected');
+    const before = (await page.evaluate(async (p) => (await window.demo.client.mediaStats())[p], opts.peer)).framesDecoded;
+    await page.waitForFunction(async ([p, n]) => (await window.demo.client.mediaStats())[p].framesDecoded > n + 10, [opts.peer, before]);
+    say('RECONNECTED');
+    await waitEvent(page, 'callEnd', { reason: 'hangup' });
+    say('ENDED');
+  },
+
   async 'mixed-group'(browser) {
     // web-a calls web-b and the Rust client peer= in one group call.
     const a = await openTab(browser, 'web-a');

@@ -405,6 +405,48 @@ async fn browsers_reconnect_after_a_server_restart() {
     again.shutdown().await;
 }
 
+/// A browser and a Rust client in a call when the server restarts: both
+/// reconnect and log in again by themselves, the call goes on, and Rust's
+/// hang-up reaches the browser through the new server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_with_rust_goes_on_through_a_server_restart() {
+    if prerequisites("a_call_with_rust_goes_on_through_a_server_restart").is_err() {
+        return;
+    }
+    let _one = BROWSER.lock().await;
+    let (server, base) = start().await;
+    let addr = server.local_addr();
+    let (rust, mut events) = login(&server, "rust").await;
+    let mut driver = Driver::spawn("answer-restart", &base, &["user=web-r", "peer=rust"]);
+    driver.expect("READY").await;
+    rust.call("web-r", MediaType::Video, RING).await.unwrap();
+    expect_event(
+        &mut events,
+        "the browser enters",
+        |e| matches!(e, Event::Call(CallEvent::UserEnter { user, .. }) if user.as_str() == "web-r"),
+    )
+    .await;
+    driver.expect("MEDIA_OK").await;
+    server.shutdown().await;
+    driver.expect("LOST").await;
+    let again = start_at(addr).await;
+    expect_event(&mut events, "Rust reconnects", |e| {
+        matches!(e, Event::Reconnected)
+    })
+    .await;
+    driver.expect("RECONNECTED").await;
+    assert!(
+        rust.current_call().await.unwrap().is_some(),
+        "Rust's call ended during the restart"
+    );
+    let before = wait_frames(&rust, "web-r", MediaKind::Video, 1).await;
+    wait_frames(&rust, "web-r", MediaKind::Video, before + 10).await;
+    rust.hangup().await.unwrap();
+    driver.expect("ENDED").await;
+    driver.finish().await;
+    again.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_shows_no_answer_on_both_sides() {
     browser_scenario("browser_shows_no_answer_on_both_sides", "no-answer").await;
