@@ -424,6 +424,26 @@ const scenarios = {
     await d.click('#join-btn');
     await waitBanner(d, 'did not let us in');
     if (await a.evaluate(() => window.demo.events.some((e) => e.type === 'userEnter' && e.userID === 'web-d'))) fail('web-d got in with a wrong secret');
+    // Knowing the call id is not enough: an enter with no invite and no
+    // ticket is dropped. web-a's `gone` answer to a later message about
+    // another call shows web-a has read the enter (one sender's messages
+    // arrive in order).
+    await d.evaluate(() => {
+      const c = window.demo.client;
+      const orig = c.onFrame.bind(c);
+      window.rawFrames = [];
+      c.onFrame = (data) => { window.rawFrames.push(JSON.parse(data)); orig(data); };
+    });
+    await d.evaluate((id) => {
+      const c = window.demo.client;
+      const party = Date.now() * 1024;
+      c.sendPayload(['web-a'], { version: 1, call_id: id, party, kind: 'enter', audio: true, video: true });
+      c.sendPayload(['web-a'], { version: 1, call_id: 'probe-call', party: party + 1, kind: 'alive' });
+    }, callId);
+    await d.waitForFunction(() => window.rawFrames.some((f) => f.type === 'message' && f.from === 'web-a'
+      && f.payload && f.payload.kind === 'gone' && f.payload.call_id === 'probe-call'));
+    const inA = await a.evaluate(() => [...window.demo.client.active.connected.keys()]);
+    if (inA.includes('web-d')) fail(`web-d got in by the call id alone: ${inA}`);
     say('MEDIA_OK');
   },
 

@@ -588,11 +588,19 @@ export class CallingClient extends EventTarget {
     call.timers.clear();
   }
 
+  addRinging(call, user, pending) {
+    call.ringing.set(user, pending);
+    if (typeof pending.invite_id === 'string') call.invited.set(user, pending.invite_id);
+  }
+
   newCall(fields) {
     return {
       state: 'calling', party: this.newParty(), connected: new Map(), ringing: new Map(),
       peers: new Map(), timers: new Map(), inviteId: null, inviter: null, groupId: null,
       localStream: null, joinedRoom: false, answeredAt: null, joinSecret: null, host: null,
+      // user -> the invite id it was invited with (PROTOCOL "Security
+      // model": the right to enter), kept after a timeout, gone on reject.
+      invited: new Map(),
       switchIn: new Map(), switchOut: null, deviceProblems: { audio: false, video: false }, ...fields,
     };
   }
@@ -616,7 +624,7 @@ export class CallingClient extends EventTarget {
       sponsor: this.userId, isGroup: group || users.length > 1, groupId: groupID, state: 'connected', timeout: timeoutS,
     });
     this.active = call;
-    for (const u of users) call.ringing.set(u, { invite_id: uuid(), inviter: this.userId });
+    for (const u of users) this.addRinging(call, u, { invite_id: uuid(), inviter: this.userId });
     await this.openLocalMedia(call);
     if (this.active !== call) return call.callId;
     this.joinCallRoom(call);
@@ -882,6 +890,7 @@ export class CallingClient extends EventTarget {
       case 'reject':
         if (call && call.ringing.has(from)) {
           call.ringing.delete(from);
+          call.invited.delete(from);
           clearTimeout(call.timers.get(`ring:${from}`));
           this.emit(p.busy ? 'lineBusy' : 'reject', { user: from, callId: call.callId });
           this.checkEnd(call, p.busy ? 'busy' : 'rejected');
@@ -1006,7 +1015,7 @@ export class CallingClient extends EventTarget {
       }
     }
     for (const r of ringing) {
-      if (r && r.user !== this.userId && typeof r.user === 'string') call.ringing.set(r.user, { invite_id: r.invite_id, inviter: r.inviter });
+      if (r && r.user !== this.userId && typeof r.user === 'string') this.addRinging(call, r.user, { invite_id: r.invite_id, inviter: r.inviter });
     }
     this.active = call;
     const secs = Number(p.timeout) || 0;
@@ -1024,11 +1033,18 @@ export class CallingClient extends EventTarget {
   onEnter(call, from, p) {
     // A joiner listens to its host's roster only.
     if (call.state === 'joining') return;
-    if (p.join_secret !== undefined) {
-      // A join with a ticket: the right is the call's secret.
-      if (call.state !== 'connected' || !call.joinSecret || p.join_secret !== call.joinSecret) return;
-      call.isGroup = true;
+    // PROTOCOL "Security model": an enter needs a right. The call id is
+    // no password.
+    const ringing = call.ringing.get(from);
+    const byInvite = (ringing && (p.invite_id === undefined || p.invite_id === ringing.invite_id))
+      || (typeof p.invite_id === 'string' && call.invited.get(from) === p.invite_id);
+    const bySecret = p.join_secret !== undefined && call.state === 'connected' && !!call.joinSecret
+      && p.join_secret === call.joinSecret;
+    if (!byInvite && !bySecret && !call.connected.has(from)) {
+      this.log(`dropped an enter from ${from}: no invite, ticket or membership`);
+      return;
     }
+    if (bySecret) call.isGroup = true;
     const known = call.connected.get(from);
     if (known && known.party === p.party) return;
     if (known && known.party > p.party) return;
@@ -1100,7 +1116,7 @@ export class CallingClient extends EventTarget {
     for (const r of ringing) {
       if (r && typeof r.user === 'string' && r.user !== this.userId && !call.connected.has(r.user)) {
         if (!call.ringing.has(r.user)) newInvitees = true;
-        call.ringing.set(r.user, { invite_id: r.invite_id, inviter: r.inviter });
+        this.addRinging(call, r.user, { invite_id: r.invite_id, inviter: r.inviter });
       }
     }
     // A member invited more users (TRTCCalling's GROUP_CALL_INVITEE_LIST_UPDATE).
