@@ -171,6 +171,22 @@ const scenarios = {
     if (await a.evaluate(() => document.querySelectorAll('#log li.debug[hidden]').length) !== 0) fail('the debug switch shows no debug lines');
     await a.uncheck('#debug');
     await screenshot(a, 'in-call.png');
+    // stopRemoteView takes the video out of its element; startRemoteView
+    // puts it back, playing; the same for the local view.
+    await a.evaluate(() => window.demo.trtc.stopRemoteView({ userID: 'web-b', videoViewDomID: 'view-web-b' }));
+    if (await a.evaluate(() => !!document.querySelector('#view-web-b video'))) fail('stopRemoteView left the video');
+    await a.evaluate(() => window.demo.trtc.startRemoteView({ userID: 'web-b', videoViewDomID: 'view-web-b' }));
+    await a.waitForFunction(() => {
+      const v = document.querySelector('#view-web-b video');
+      return !!v && v.readyState >= 2 && v.videoWidth > 0 && !v.muted;
+    });
+    await a.evaluate(() => window.demo.trtc.stopLocalView({ userID: 'web-a', videoViewDomID: 'local-view' }));
+    if (await a.evaluate(() => !!document.querySelector('#local-view video'))) fail('stopLocalView left the video');
+    await a.evaluate(() => window.demo.trtc.startLocalView({ userID: 'web-a', videoViewDomID: 'local-view' }));
+    await a.waitForFunction(() => {
+      const v = document.querySelector('#local-view video');
+      return !!v && v.muted && v.readyState >= 2;
+    });
     await a.click('#hangup-btn');
     await waitEvent(a, 'callEnd');
     await waitEvent(b, 'callEnd');
@@ -598,6 +614,8 @@ const scenarios = {
     await page.click('#accept-btn');
     const got = await waitMedia(page, opts.peer, opts.video !== '0');
     note(`media from ${opts.peer}: ${JSON.stringify(got)}`);
+    // USER_VOICE_VOLUME reports the Rust client's tone.
+    await page.waitForFunction((p) => (window.demo.loudest[p] || 0) > 0, opts.peer);
     await screenshot(page, 'rust-call.png');
     say('MEDIA_OK');
     await waitEvent(page, 'callEnd');
