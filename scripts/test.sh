@@ -55,7 +55,7 @@ devices_ready() {
 
 # A fresh machine needs only this command: install what the browser and
 # aiortc tests need when we are allowed to (root, or sudo without a password).
-if { ! browser_ready || ! aiortc_ready || ! turn_ready || ! netlab_tools || ! devices_ready; } && { [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; }; then
+if { ! browser_ready || ! command -v tsc >/dev/null 2>&1 || ! aiortc_ready || ! turn_ready || ! netlab_tools || ! devices_ready; } && { [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; }; then
     scripts/setup.sh
 fi
 
