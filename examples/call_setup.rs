@@ -31,8 +31,8 @@ mod logging;
 #[command(name = "call_setup")]
 struct Args {
     /// Calls to place, one after the other.
-    #[arg(long, default_value_t = 50)]
-    calls: usize,
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    calls: u32,
     /// How long the callee lets each call ring before it accepts, in
     /// milliseconds.
     #[arg(long, default_value_t = 300)]

@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! cargo run --release -p calling-examples --features camera --example camera -- \
-//!     --server ws://127.0.0.1:8080/ws --user alice --callee bob --key <secret> [--camera 0]
+//!     --url ws://127.0.0.1:8080/ws --user alice --callee bob --secret-key <secret> [--camera 0]
 //! ```
 //!
 //! It logs in, opens the camera, places a video call to `--callee`, and
@@ -36,14 +36,30 @@ mod logging;
 #[derive(Debug, Parser)]
 struct Args {
     /// The signaling server's WebSocket URL.
-    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
-    server: String,
+    #[arg(
+        long,
+        alias = "server",
+        env = "CALLING_URL",
+        default_value = "ws://127.0.0.1:8080/ws"
+    )]
+    url: String,
     /// The app id the server was started with.
-    #[arg(long, default_value_t = 1_400_000_000)]
-    app: u64,
-    /// The app's secret key, to sign this user's UserSig.
-    #[arg(long)]
-    key: Option<String>,
+    #[arg(
+        long,
+        alias = "app",
+        env = "CALLING_SDK_APP_ID",
+        default_value_t = 1_400_000_000
+    )]
+    sdk_app_id: u64,
+    /// The app's secret key, to sign this user's UserSig (development
+    /// only).
+    #[arg(
+        long,
+        alias = "key",
+        env = "CALLING_SECRET_KEY",
+        hide_env_values = true
+    )]
+    secret_key: Option<String>,
     /// Who we are.
     #[arg(long, default_value = "camera")]
     user: String,
@@ -130,9 +146,9 @@ fn capture(index: u32, input: RawVideoInput, stop: Arc<AtomicBool>) -> Result<()
 
 async fn run(args: Args) -> Result<(), String> {
     let key = args
-        .key
+        .secret_key
         .clone()
-        .ok_or("--key is needed to sign the UserSig")?;
+        .ok_or("--secret-key is needed to sign the UserSig")?;
     let callee = args.callee.clone().ok_or("--callee is needed")?;
     let input = RawVideoInput::new();
     let config = CallingConfig {
@@ -140,15 +156,15 @@ async fn run(args: Args) -> Result<(), String> {
         ..CallingConfig::default()
     };
     let sig = calling::usersig::generate(
-        args.app,
+        args.sdk_app_id,
         &key,
         &args.user,
         3600,
         calling::usersig::now_unix(),
     );
     let (client, mut events) = Calling::login(calling::Login {
-        server: args.server.to_string(),
-        sdk_app_id: args.app,
+        server: args.url.to_string(),
+        sdk_app_id: args.sdk_app_id,
         user_id: args.user.to_string(),
         user_sig: sig,
         config,

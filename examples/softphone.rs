@@ -54,10 +54,20 @@ struct Args {
     #[arg(long, env = "CALLING_USER")]
     user: String,
     /// The UserSig for `--user`.
-    #[arg(long, env = "CALLING_USER_SIG", required_unless_present = "secret_key")]
+    #[arg(
+        long,
+        env = "CALLING_USER_SIG",
+        hide_env_values = true,
+        required_unless_present = "secret_key"
+    )]
     user_sig: Option<String>,
     /// Make the UserSig locally from the server's secret key (development only).
-    #[arg(long, env = "CALLING_SECRET_KEY", conflicts_with = "user_sig")]
+    #[arg(
+        long,
+        env = "CALLING_SECRET_KEY",
+        hide_env_values = true,
+        conflicts_with = "user_sig"
+    )]
     secret_key: Option<String>,
     /// Record remote media into this directory (created if missing).
     #[arg(long)]

@@ -10,7 +10,8 @@
 # - every `include_str!` / `include_bytes!` of a literal path, in any
 #   packaged .rs file, names a file that is in the archive (a file outside
 #   the crate directory never is);
-# - each published crate ships its README.md, and calling-ffi its header
+# - each published crate ships its README.md and both license texts, and
+#   calling-ffi its header
 #   include/calling.h;
 # - cargo printed no warning (a missing repository, homepage or
 #   documentation is only a warning to cargo).
@@ -25,6 +26,8 @@ cd "$(dirname "$0")/.."
 # Files a published crate must ship besides what its code includes.
 required_files() {
     echo README.md
+    echo LICENSE-MIT
+    echo LICENSE-APACHE
     case "$1" in
         calling-ffi) echo include/calling.h ;;
     esac

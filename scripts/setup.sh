@@ -33,6 +33,12 @@ if ! command -v turnserver >/dev/null 2>&1; then
     echo "setup: installing coturn"
     apt_install coturn
 fi
+# redis-server: the Redis the cluster tests (crates/calling-server/tests/
+# cluster.rs) start on free loopback ports.
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "setup: installing redis-server"
+    apt_install redis-server
+fi
 # The NAT lab (tests/netlab): network namespaces and veth links
 # (iproute2), NAT (nftables) and a look at the NAT's mappings (conntrack).
 for tool in ip:iproute2 nft:nftables conntrack:conntrack; do

@@ -17,6 +17,10 @@ browser_ready() {
         [ -d tests/browser/node_modules/playwright-core ]
 }
 
+redis_ready() {
+    command -v redis-server >/dev/null 2>&1
+}
+
 turn_ready() {
     command -v turnserver >/dev/null 2>&1
 }
@@ -55,7 +59,7 @@ devices_ready() {
 
 # A fresh machine needs only this command: install what the browser and
 # aiortc tests need when we are allowed to (root, or sudo without a password).
-if { ! browser_ready || ! command -v tsc >/dev/null 2>&1 || ! aiortc_ready || ! turn_ready || ! netlab_tools || ! devices_ready; } && { [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; }; then
+if { ! browser_ready || ! command -v tsc >/dev/null 2>&1 || ! aiortc_ready || ! turn_ready || ! redis_ready || ! netlab_tools || ! devices_ready; } && { [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; }; then
     scripts/setup.sh
 fi
 
@@ -82,6 +86,9 @@ turn_missing=""
 if ! turn_ready; then
     turn_missing="yes"
     echo "!!! turnserver (Debian package coturn) is missing: the TURN tests will be SKIPPED (run scripts/setup.sh)" >&2
+fi
+if ! redis_ready; then
+    echo "!!! redis-server is missing: the cluster tests (crates/calling-server/tests/cluster.rs) will FAIL (run scripts/setup.sh)" >&2
 fi
 netlab_missing=""
 if ! netlab_ready; then

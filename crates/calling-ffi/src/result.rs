@@ -256,6 +256,7 @@ fn transport_code(e: &TransportError) -> calling_result {
             | ErrorCode::RoomFull
             | ErrorCode::NotInRoom
             | ErrorCode::NotAllowed
+            | ErrorCode::Unavailable
             | ErrorCode::Internal => CALLING_RESULT_LOGIN_REFUSED,
         },
         TransportError::Closed => CALLING_RESULT_NOT_LOGGED_IN,

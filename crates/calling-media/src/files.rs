@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use ogg::writing::{PacketWriteEndInfo, PacketWriter};
 use rtc::media::io::h26x_reader::{H26xNAL, H26xReader};
 use rtc::media::io::ivf_reader::IVFReader;
 use rtc::media::io::ogg_reader::OggReader;
@@ -114,15 +115,18 @@ impl<W: Write + Seek> IvfWriter<W> {
 }
 
 /// Writes Opus packets into an Ogg file (RFC 7845), one packet per page.
+/// The pages (lacing, CRC, sequence, flags) are the `ogg` crate's; the
+/// Opus headers and the granule positions are ours.
 pub struct OggOpusWriter<W: Write> {
-    out: W,
-    serial: u32,
-    page: u32,
+    out: PacketWriter<'static, W>,
     granule: u64,
     last: Option<Bytes>,
 }
 
 const OPUS_PRE_SKIP: u16 = 312;
+
+/// The stream's serial number ("call").
+const OGG_SERIAL: u32 = 0x6361_6c6c;
 
 impl OggOpusWriter<BufWriter<File>> {
     /// Creates `path` and writes the OpusHead and OpusTags pages.
@@ -137,9 +141,7 @@ impl<W: Write> OggOpusWriter<W> {
     /// Writes the OpusHead and OpusTags pages to `out`.
     pub fn new(out: W, channels: u8) -> std::io::Result<Self> {
         let mut w = OggOpusWriter {
-            out,
-            serial: 0x6361_6c6c,
-            page: 0,
+            out: PacketWriter::new(out),
             granule: 0,
             last: None,
         };
@@ -151,52 +153,31 @@ impl<W: Write> OggOpusWriter<W> {
         head.extend_from_slice(&48_000u32.to_le_bytes());
         head.extend_from_slice(&0i16.to_le_bytes());
         head.push(0);
-        w.write_page(&head, 0, 0x02)?;
+        w.page(head, 0, PacketWriteEndInfo::EndPage)?;
         let vendor = b"calling-media";
         let mut tags = Vec::new();
         tags.extend_from_slice(b"OpusTags");
         tags.extend_from_slice(&(vendor.len() as u32).to_le_bytes());
         tags.extend_from_slice(vendor);
         tags.extend_from_slice(&0u32.to_le_bytes());
-        w.write_page(&tags, 0, 0)?;
+        w.page(tags, 0, PacketWriteEndInfo::EndPage)?;
         Ok(w)
     }
 
-    fn write_page(&mut self, packet: &[u8], granule: u64, header_type: u8) -> std::io::Result<()> {
-        let mut lacing = Vec::with_capacity(packet.len() / 255 + 1);
-        let mut left = packet.len();
-        while left >= 255 {
-            lacing.push(255u8);
-            left -= 255;
-        }
-        lacing.push(left as u8);
-        if lacing.len() > 255 {
-            return Err(std::io::Error::other(
-                "Opus packet too large for one Ogg page",
-            ));
-        }
-        let mut page = BytesMut::with_capacity(27 + lacing.len() + packet.len());
-        page.put_slice(b"OggS");
-        page.put_u8(0);
-        page.put_u8(header_type);
-        page.put_u64_le(granule);
-        page.put_u32_le(self.serial);
-        page.put_u32_le(self.page);
-        page.put_u32_le(0);
-        page.put_u8(lacing.len() as u8);
-        page.put_slice(&lacing);
-        page.put_slice(packet);
-        let crc = ogg_crc(&page);
-        page[22..26].copy_from_slice(&crc.to_le_bytes());
-        self.page += 1;
-        self.out.write_all(&page)
+    fn page(
+        &mut self,
+        packet: Vec<u8>,
+        granule: u64,
+        end: PacketWriteEndInfo,
+    ) -> std::io::Result<()> {
+        self.out.write_packet(packet, OGG_SERIAL, end, granule)
     }
 
     /// Appends one Opus packet. Pages are written one packet behind, so the
     /// last one can carry the end-of-stream flag.
     pub fn write_frame(&mut self, frame: &EncodedFrame) -> std::io::Result<()> {
         if let Some(prev) = self.last.take() {
-            self.write_page(&prev, self.granule, 0)?;
+            self.page(prev.to_vec(), self.granule, PacketWriteEndInfo::EndPage)?;
         }
         let samples = (frame.duration.as_secs_f64() * 48_000.0).round() as u64;
         self.granule += if samples == 0 { 960 } else { samples };
@@ -207,26 +188,12 @@ impl<W: Write> OggOpusWriter<W> {
     /// Writes the last page with the end-of-stream flag and flushes.
     pub fn finish(mut self) -> std::io::Result<W> {
         if let Some(prev) = self.last.take() {
-            self.write_page(&prev, self.granule, 0x04)?;
+            self.page(prev.to_vec(), self.granule, PacketWriteEndInfo::EndStream)?;
         }
-        self.out.flush()?;
-        Ok(self.out)
+        let mut out = self.out.into_inner();
+        out.flush()?;
+        Ok(out)
     }
-}
-
-fn ogg_crc(data: &[u8]) -> u32 {
-    let mut crc = 0u32;
-    for &b in data {
-        crc ^= u32::from(b) << 24;
-        for _ in 0..8 {
-            crc = if crc & 0x8000_0000 != 0 {
-                (crc << 1) ^ 0x04c1_1db7
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
 }
 
 /// Writes H.264 access units as an Annex B byte stream (a `.h264` file).

@@ -14,6 +14,17 @@
 //! target/release/examples/loadgen run --users 19000 --workers 2 --rate 10000 --secs 10
 //! ```
 //!
+//! With `--nodes K` it runs a cluster instead (docs/CLUSTER.md): a
+//! `redis-server` on a free loopback port and K `calling-server --redis`
+//! processes; worker `w` logs its users in on node `w % K` and sends each
+//! invite to a user of a worker on another node, so every invite crosses
+//! nodes through Redis. Memory is then the sum over the servers plus
+//! Redis, and Redis's CPU is reported too:
+//!
+//! ```text
+//! target/release/examples/loadgen run --nodes 6 --workers 6 --users 100000 --rate 10000 --secs 10
+//! ```
+//!
 //! Every address used is on 127.0.0.0/8; every phase has a deadline.
 
 #![allow(clippy::print_stdout)]
@@ -78,6 +89,13 @@ struct RunArgs {
     /// directory above this example).
     #[arg(long)]
     server_bin: Option<PathBuf>,
+    /// Run a cluster of this many server processes over one Redis instead
+    /// of one server (0); `--workers` must be a multiple of it.
+    #[arg(long, default_value_t = 0)]
+    nodes: usize,
+    /// The `redis-server` binary for `--nodes`.
+    #[arg(long, default_value = "redis-server")]
+    redis_server: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -97,6 +115,10 @@ struct WorkerArgs {
     /// Seconds of invite traffic.
     #[arg(long, default_value_t = 10)]
     secs: u64,
+    /// In a cluster: how many workers there are and how many nodes, so
+    /// that invites go to users of workers on other nodes (`W/K`).
+    #[arg(long)]
+    cross: Option<String>,
 }
 
 fn main() {
@@ -129,7 +151,15 @@ fn run(args: RunArgs) -> Result<(), String> {
         rate,
         secs,
         server_bin,
+        nodes,
+        redis_server,
     } = args;
+    if nodes > 0 && workers % nodes != 0 {
+        return Err("--workers must be a multiple of --nodes".into());
+    }
+    if nodes == 1 {
+        return Err("a cluster needs at least 2 nodes for invites to cross them".into());
+    }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let server_bin = match server_bin {
         Some(bin) => bin,
@@ -140,46 +170,57 @@ fn run(args: RunArgs) -> Result<(), String> {
             .ok_or("cannot locate calling-server")?,
     };
 
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        l.local_addr().map_err(|e| e.to_string())?.port()
-    };
-    let listen = format!("127.0.0.1:{port}");
     let mut children = Children(Vec::new());
-    let server = Command::new(&server_bin)
-        .args([
-            "--listen",
-            &listen,
-            "--sdk-app-id",
-            &APP.to_string(),
-            "--secret-key",
-            KEY,
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", server_bin.display()))?;
-    let server_pid = server.id();
-    children.0.push(server);
-    // Wait for the port to answer (bounded).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&listen).is_err() {
-        if Instant::now() > deadline {
-            return Err("server did not come up".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let mut redis = None;
+    let mut extra: Vec<String> = Vec::new();
+    if nodes > 0 {
+        let port = free_port()?;
+        let child = Command::new(&redis_server)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", redis_server.display()))?;
+        redis = Some(child.id());
+        children.0.push(child);
+        wait_port(&format!("127.0.0.1:{port}"))?;
+        extra = vec!["--redis".into(), format!("redis://127.0.0.1:{port}/")];
+    }
+    let mut servers = Vec::new();
+    for _ in 0..nodes.max(1) {
+        let (child, listen) = start_server(&server_bin, &extra)?;
+        servers.push((child.id(), listen));
+        children.0.push(child);
     }
     std::thread::sleep(Duration::from_millis(200));
-    let rss_before = rss_kib(server_pid)?;
+    let pids: Vec<u32> = servers.iter().map(|(p, _)| *p).chain(redis).collect();
+    let server_pids: Vec<u32> = servers.iter().map(|(p, _)| *p).collect();
+    let rss_all = |pids: &[u32]| -> Result<u64, String> {
+        pids.iter()
+            .map(|p| rss_kib(*p))
+            .sum::<Result<u64, String>>()
+    };
+    let cpu_all = |pids: &[u32]| -> Result<f64, String> {
+        pids.iter()
+            .map(|p| cpu_secs(*p))
+            .sum::<Result<f64, String>>()
+    };
+    let rss_before = rss_all(&pids)?;
 
     let per = users / workers;
     let mut procs = Vec::new();
     for w in 0..workers {
+        let listen = &servers[w % servers.len()].1;
+        let cross = format!("{workers}/{}", nodes.max(1));
         let mut child = Command::new(&exe)
+            .args(if nodes > 0 {
+                vec!["worker", "--cross", &cross]
+            } else {
+                vec!["worker"]
+            })
             .args([
-                "worker",
                 "--addr",
-                &listen,
+                listen,
                 "--index",
                 &w.to_string(),
                 "--users",
@@ -206,7 +247,8 @@ fn run(args: RunArgs) -> Result<(), String> {
         }
         let _ = input;
     }
-    let login_cpu_before = cpu_secs(server_pid)?;
+    let login_cpu_before = cpu_all(&server_pids)?;
+    let redis_cpu_login_before = redis.map(cpu_secs).transpose()?;
     let t0 = Instant::now();
     for (input, _) in &mut procs {
         input.write_all(b"LOGIN\n").map_err(|e| e.to_string())?;
@@ -222,12 +264,18 @@ fn run(args: RunArgs) -> Result<(), String> {
         login_rates.push(ready.trim().to_string());
     }
     let login_wall = t0.elapsed();
-    let login_cpu = cpu_secs(server_pid)? - login_cpu_before;
+    let login_cpu = cpu_all(&server_pids)? - login_cpu_before;
+    let redis_cpu_login = match (redis, redis_cpu_login_before) {
+        (Some(pid), Some(before)) => Some(cpu_secs(pid)? - before),
+        _ => None,
+    };
     // Let the server settle, then sample RSS with every user idle.
     std::thread::sleep(Duration::from_secs(2));
-    let rss_idle = rss_kib(server_pid)?;
+    let rss_idle = rss_all(&pids)?;
+    let redis_rss_idle = redis.map(rss_kib).transpose()?;
 
-    let cpu_before = cpu_secs(server_pid)?;
+    let cpu_before = cpu_all(&server_pids)?;
+    let redis_cpu_before = redis.map(cpu_secs).transpose()?;
     let t_go = Instant::now();
     for (input, _) in &mut procs {
         input.write_all(b"GO\n").map_err(|e| e.to_string())?;
@@ -262,8 +310,12 @@ fn run(args: RunArgs) -> Result<(), String> {
             lat.extend(a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32));
         }
     }
-    let rss_after = rss_kib(server_pid)?;
-    let server_cpu = cpu_secs(server_pid)? - cpu_before;
+    let rss_after = rss_all(&pids)?;
+    let server_cpu = cpu_all(&server_pids)? - cpu_before;
+    let redis_cpu = match (redis, redis_cpu_before) {
+        (Some(pid), Some(before)) => Some(cpu_secs(pid)? - before),
+        _ => None,
+    };
     let traffic_wall = t_go.elapsed().as_secs_f64();
     lat.sort_unstable();
     let pct = |p: f64| -> f64 {
@@ -275,6 +327,11 @@ fn run(args: RunArgs) -> Result<(), String> {
     };
     let online = users - users % workers;
     println!("## loadgen results");
+    if nodes > 0 {
+        println!(
+            "cluster                : {nodes} calling-server processes over one redis-server; every invite crosses nodes"
+        );
+    }
     println!("users logged in        : {online} over {workers} worker processes");
     println!(
         "login phase            : {:.2} s wall -> {:.0} logins/s (per worker: {})",
@@ -286,12 +343,16 @@ fn run(args: RunArgs) -> Result<(), String> {
         "server CPU in logins   : {login_cpu:.2} s ({:.1} us per login: TCP accept, WebSocket upgrade, UserSig check, login_ok)",
         1e6 * login_cpu / online as f64
     );
+    if let (Some(rss), Some(cpu)) = (redis_rss_idle, redis_cpu_login) {
+        println!("redis                  : {rss} KiB RSS with all idle, {cpu:.2} s CPU in logins");
+    }
     println!(
         "server RSS             : {rss_before} KiB before, {rss_idle} KiB with all idle, {rss_after} KiB after traffic"
     );
     println!(
-        "RSS per idle session   : {:.1} KiB",
-        (rss_idle.saturating_sub(rss_before)) as f64 / online as f64
+        "RSS per idle session   : {:.1} KiB (servers{})",
+        (rss_idle.saturating_sub(rss_before)) as f64 / online as f64,
+        if redis.is_some() { " and Redis" } else { "" }
     );
     println!(
         "traffic                : offered {rate}/s for {secs} s: sent {sent}, delivered {received}, lost {}, undeliverable {undeliverable}, errors {errors}",
@@ -306,6 +367,12 @@ fn run(args: RunArgs) -> Result<(), String> {
         100.0 * server_cpu / traffic_wall,
         1e6 * server_cpu / received.max(1) as f64
     );
+    if let Some(cpu) = redis_cpu {
+        println!(
+            "redis CPU in traffic   : {cpu:.2} s ({:.0}% of one core)",
+            100.0 * cpu / traffic_wall
+        );
+    }
     kick_us.sort_unstable();
     if !kick_us.is_empty() {
         let at =
@@ -330,6 +397,44 @@ fn run(args: RunArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// Waits for `addr` to accept connections (bounded).
+fn wait_port(addr: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("nothing came up on {addr}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Starts one `calling-server` on a free loopback port.
+fn start_server(bin: &PathBuf, extra: &[String]) -> Result<(Child, String), String> {
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let child = Command::new(bin)
+        .args([
+            "--listen",
+            &listen,
+            "--sdk-app-id",
+            &APP.to_string(),
+            "--secret-key",
+            KEY,
+        ])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    wait_port(&listen)?;
+    Ok((child, listen))
+}
+
 fn base() -> Instant {
     static BASE: OnceLock<Instant> = OnceLock::new();
     *BASE.get_or_init(Instant::now)
@@ -342,7 +447,20 @@ fn worker(args: WorkerArgs) -> Result<(), String> {
         users,
         rate,
         secs,
+        cross,
     } = args;
+    let cross = match cross {
+        None => None,
+        Some(c) => {
+            let (w, k) = c.split_once('/').ok_or("--cross is W/K")?;
+            let w: usize = w.parse().map_err(|_| "--cross is W/K")?;
+            let k: usize = k.parse().map_err(|_| "--cross is W/K")?;
+            if k < 2 || w % k != 0 {
+                return Err("--cross needs W a multiple of K >= 2".into());
+            }
+            Some((w, k))
+        }
+    };
     if !addr.ip().is_loopback() {
         return Err("loadgen only targets loopback addresses".into());
     }
@@ -350,7 +468,7 @@ fn worker(args: WorkerArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    rt.block_on(worker_main(addr, index, users, rate, secs))
+    rt.block_on(worker_main(addr, index, users, rate, secs, cross))
 }
 
 #[derive(Default)]
@@ -488,6 +606,7 @@ async fn worker_main(
     users: usize,
     rate: u64,
     secs: u64,
+    cross: Option<(usize, usize)>,
 ) -> Result<(), String> {
     base();
     let stats = Arc::new(Stats::default());
@@ -586,13 +705,29 @@ async fn worker_main(
             let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
             while sent < due {
                 let from = rng.random_range(0..n);
-                let mut to = rng.random_range(0..n - 1);
-                if to >= from {
-                    to += 1;
-                }
+                let (peer, to) = match cross {
+                    // A worker whose node is another: same per-worker
+                    // users, so `to` is one of theirs.
+                    Some((w, k)) => {
+                        let peer = loop {
+                            let j = rng.random_range(0..w);
+                            if j % k != index % k {
+                                break j;
+                            }
+                        };
+                        (peer, rng.random_range(0..users))
+                    }
+                    None => {
+                        let mut to = rng.random_range(0..n - 1);
+                        if to >= from {
+                            to += 1;
+                        }
+                        (index, to)
+                    }
+                };
                 let t = base().elapsed().as_nanos() as u64;
                 let frame = format!(
-                    r#"{{"type":"send","id":"{sent}","to":["w{index}u{to}"],"payload":{{"cmd":"invite","version":1,"call_id":"c{index}-{sent}","media":"video","timeout":30,"t":{t}}}}}"#
+                    r#"{{"type":"send","id":"{sent}","to":["w{peer}u{to}"],"payload":{{"cmd":"invite","version":1,"call_id":"c{index}-{sent}","media":"video","timeout":30,"t":{t}}}}}"#
                 );
                 if conns[from].try_send(frame).is_ok() {
                     sent += 1;

@@ -14,8 +14,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use tokio::sync::Notify;
 
@@ -115,7 +115,7 @@ impl Admission {
     fn count_waiting(&self, s: &State) {
         self.metrics
             .pending_logins
-            .store(s.waiting.len() as u64, Ordering::Relaxed);
+            .set(crate::metrics::gauge_value(s.waiting.len()));
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -161,6 +161,7 @@ impl Admission {
             ip,
             seq,
             evicted,
+            admitted: Instant::now(),
         })
     }
 }
@@ -172,9 +173,15 @@ pub(crate) struct Ticket {
     ip: IpAddr,
     seq: u64,
     evicted: Arc<Notify>,
+    admitted: Instant,
 }
 
 impl Ticket {
+    /// When the connection was accepted.
+    pub(crate) fn admitted(&self) -> Instant {
+        self.admitted
+    }
+
     /// The connection logged in: it no longer counts as waiting (and can
     /// no longer be closed to make room). `false` when it was closed to
     /// make room first: it must end instead.
@@ -268,11 +275,11 @@ mod tests {
 
     impl Admission {
         fn pending(&self) -> u64 {
-            self.metrics.pending_logins.load(Ordering::Relaxed)
+            u64::try_from(self.metrics.pending_logins.get()).unwrap_or(0)
         }
 
         fn evicted(&self) -> u64 {
-            self.metrics.pending_evicted.load(Ordering::Relaxed)
+            self.metrics.pending_evicted.get()
         }
     }
 

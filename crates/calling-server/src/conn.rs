@@ -48,7 +48,7 @@ struct OpenGuard<'a>(&'a Metrics);
 
 impl Drop for OpenGuard<'_> {
     fn drop(&mut self) {
-        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.0.connections_open.dec();
     }
 }
 
@@ -70,8 +70,8 @@ pub(crate) async fn serve(stream: Stream, peer: SocketAddr, ticket: Ticket, shar
         .max_message_size(Some(cfg.hard_frame_bytes))
         .max_frame_size(Some(cfg.hard_frame_bytes));
     let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(ws_config)).await;
-    Metrics::inc(&m.connections_total);
-    m.connections_open.fetch_add(1, Ordering::Relaxed);
+    Metrics::inc(&m.connections_accepted);
+    m.connections_open.inc();
     let _open = OpenGuard(m);
 
     let (tx, rx) = OutboundQueue::new(cfg.outbound_queue_bytes);
@@ -315,12 +315,17 @@ impl Conn<'_> {
     ) -> Flow {
         let limit = self.shared.config.heartbeat_timeout;
         let ws = &mut self.ws;
+        let metrics = &self.shared.metrics;
         // Batch whatever is queued into one flush, bounded like write().
         let batch = async move {
             let mut next = Some(first);
             while let Some(out) = next.take() {
                 match out {
                     Outbound::Frame(bytes) => ws.feed(Message::Text(bytes)).await?,
+                    Outbound::Message(bytes, read_at) => {
+                        ws.feed(Message::Text(bytes)).await?;
+                        Metrics::observe(&metrics.message_delivery, read_at.elapsed());
+                    }
                 }
                 next = rx.try_recv();
             }
@@ -540,7 +545,8 @@ impl Conn<'_> {
             debug!(peer = %self.peer, "closed before its login to make room for a newer connection");
             return Flow::Gone;
         }
-        cfg.hub
+        let registered = cfg
+            .hub
             .register(
                 &user,
                 SessionHandle {
@@ -550,7 +556,18 @@ impl Conn<'_> {
                 },
             )
             .await;
+        if let Err(code) = registered {
+            Metrics::inc(&m.logins_failed);
+            Metrics::inc(&m.frame_errors);
+            info!(peer = %self.peer, %user, %code, "login refused: the hub cannot take the session");
+            let message = "the cluster is unavailable; try again".to_string();
+            return self
+                .answer(&ServerFrame::error(id, code, message))
+                .await
+                .and_close(close_code::LOGIN_FAILED, "login failed");
+        }
         Metrics::inc(&m.logins_ok);
+        Metrics::observe(&m.login_duration, self.ticket.admitted().elapsed());
         debug!(peer = %self.peer, %user, session = sid, "logged in");
         let ok = ServerFrame::LoginOk {
             id,
@@ -583,6 +600,8 @@ impl Conn<'_> {
         mut to: Vec<String>,
         payload: Box<RawValue>,
     ) -> Flow {
+        // The frame was parsed just now.
+        let read_at = std::time::Instant::now();
         let limits = &self.shared.config.limits;
         if to.is_empty() || to.len() > limits.max_recipients {
             let message = format!(
@@ -624,12 +643,22 @@ impl Conn<'_> {
             );
             return self.refuse(Some(id), ErrorCode::RateLimited, message).await;
         }
-        let lost = self.shared.config.hub.deliver(&valid, bytes).await;
+        let lost = self.shared.config.hub.deliver(&valid, bytes, read_at).await;
         let m = &self.shared.metrics;
-        m.messages_routed.fetch_add(
-            valid.len().saturating_sub(lost.len()) as u64,
-            Ordering::Relaxed,
-        );
+        m.messages_routed
+            .inc_by(valid.len().saturating_sub(lost.len()) as u64);
+        if !lost.unavailable.is_empty() {
+            let message = format!(
+                "{} recipients could not be reached: the cluster is unavailable",
+                lost.unavailable.len()
+            );
+            let flow = self
+                .refuse(Some(id.clone()), ErrorCode::Unavailable, message)
+                .await;
+            if !matches!(flow, Flow::Continue) {
+                return flow;
+            }
+        }
         let mut users = Vec::new();
         let mut congested = Vec::new();
         for r in recipients {
@@ -644,9 +673,8 @@ impl Conn<'_> {
             return Flow::Continue;
         }
         m.undeliverable
-            .fetch_add((users.len() + congested.len()) as u64, Ordering::Relaxed);
-        m.congested
-            .fetch_add(congested.len() as u64, Ordering::Relaxed);
+            .inc_by((users.len() + congested.len()) as u64);
+        m.congested.inc_by(congested.len() as u64);
         self.answer(&ServerFrame::Undeliverable {
             id,
             users,

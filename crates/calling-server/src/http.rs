@@ -214,13 +214,20 @@ fn answer(mut req: Request<Incoming>, ctx: &Ctx<'_>) -> Response<Body> {
         return res;
     }
     match path {
-        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/healthz" => match cfg.hub.health() {
+            Ok(()) => text(StatusCode::OK, "ok\n"),
+            Err(why) => respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                Bytes::from(format!("unavailable: {why}\n")),
+            ),
+        },
         // With an admin listener, metrics are served there only.
         "/metrics" if ctx.admin || cfg.admin_listen.is_none() => {
             let body = shared.metrics.render(cfg.hub.online(), cfg.hub.rooms());
             respond(
                 StatusCode::OK,
-                "text/plain; version=0.0.4",
+                crate::metrics::CONTENT_TYPE,
                 Bytes::from(body),
             )
         }

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use calling_core::UserId;
@@ -22,12 +23,16 @@ pub type SessionId = u64;
 pub enum Outbound {
     /// Write this already-encoded frame to the client.
     Frame(Utf8Bytes),
+    /// Write this already-encoded `message` frame, a copy of a `send`
+    /// read at the instant given, to the client (timed in
+    /// [`crate::Metrics::message_delivery`]).
+    Message(Utf8Bytes, Instant),
 }
 
 impl Outbound {
     fn len(&self) -> usize {
         match self {
-            Outbound::Frame(f) => f.len(),
+            Outbound::Frame(f) | Outbound::Message(f, _) => f.len(),
         }
     }
 }
@@ -258,17 +263,20 @@ pub struct Undelivered {
     pub offline: Vec<UserId>,
     /// Logged in, but their outbound queue was full.
     pub congested: Vec<UserId>,
+    /// Not reached because the cluster is unavailable (a cluster node cut
+    /// off from Redis); whether they are online is not known.
+    pub unavailable: Vec<UserId>,
 }
 
 impl Undelivered {
     /// Whether every recipient got the frame.
     pub fn is_empty(&self) -> bool {
-        self.offline.is_empty() && self.congested.is_empty()
+        self.offline.is_empty() && self.congested.is_empty() && self.unavailable.is_empty()
     }
 
     /// How many recipients did not get it.
     pub fn len(&self) -> usize {
-        self.offline.len() + self.congested.len()
+        self.offline.len() + self.congested.len() + self.unavailable.len()
     }
 }
 
@@ -277,16 +285,20 @@ impl Undelivered {
 pub trait Hub: Send + Sync + 'static {
     /// Makes `session` the one session of `user`. A previous session of the
     /// same user is kicked ([`SessionHandle::kick`]) and loses its rooms (with leave
-    /// notices to their members) before this returns.
-    async fn register(&self, user: &UserId, session: SessionHandle);
+    /// notices to their members) before this returns. Refused (the login
+    /// fails with the code) when the hub cannot take sessions now: a
+    /// cluster node cut off from its cluster says
+    /// [`ErrorCode::Unavailable`].
+    async fn register(&self, user: &UserId, session: SessionHandle) -> Result<(), ErrorCode>;
 
     /// Removes `user`'s session `session` (a no-op if a newer session has
     /// replaced it) and leaves its rooms, notifying their members.
     async fn unregister(&self, user: &UserId, session: SessionId);
 
-    /// Queues `frame` for every user in `to`; returns those that did not
-    /// get it, offline or congested, each in the order given.
-    async fn deliver(&self, to: &[UserId], frame: Utf8Bytes) -> Undelivered;
+    /// Queues `frame` (a `message`, the copy of a `send` read at
+    /// `read_at`) for every user in `to`; returns those that did not get
+    /// it, offline or congested, each in the order given.
+    async fn deliver(&self, to: &[UserId], frame: Utf8Bytes, read_at: Instant) -> Undelivered;
 
     /// Adds `user` (session `session`) to `room` and returns the members,
     /// the joiner included, sorted. Other members get `room_enter`.
@@ -322,6 +334,12 @@ pub trait Hub: Send + Sync + 'static {
 
     /// Rooms that exist right now.
     fn rooms(&self) -> usize;
+
+    /// Whether the hub works, for `/healthz`: why not, if it does not (a
+    /// cluster node cut off from Redis).
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 struct UserEntry {
@@ -397,7 +415,7 @@ fn drop_member(st: &mut State, room: &str, user: &UserId) {
 
 #[async_trait]
 impl Hub for LocalHub {
-    async fn register(&self, user: &UserId, session: SessionHandle) {
+    async fn register(&self, user: &UserId, session: SessionHandle) -> Result<(), ErrorCode> {
         let mut st = self.lock();
         let old = st.users.insert(
             user.clone(),
@@ -413,6 +431,7 @@ impl Hub for LocalHub {
             // notify_one keeps a permit if the connection is busy right now.
             old.session.kick.notify_one();
         }
+        Ok(())
     }
 
     async fn unregister(&self, user: &UserId, session: SessionId) {
@@ -428,7 +447,7 @@ impl Hub for LocalHub {
         }
     }
 
-    async fn deliver(&self, to: &[UserId], frame: Utf8Bytes) -> Undelivered {
+    async fn deliver(&self, to: &[UserId], frame: Utf8Bytes, read_at: Instant) -> Undelivered {
         let st = self.lock();
         let mut out = Undelivered::default();
         for user in to {
@@ -436,7 +455,11 @@ impl Hub for LocalHub {
                 out.offline.push(user.clone());
                 continue;
             };
-            match e.session.tx.try_send(Outbound::Frame(frame.clone())) {
+            match e
+                .session
+                .tx
+                .try_send(Outbound::Message(frame.clone(), read_at))
+            {
                 Ok(()) => {}
                 Err(QueueError::Full) => out.congested.push(user.clone()),
                 // The connection task is gone and will unregister next.

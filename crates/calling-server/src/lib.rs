@@ -53,6 +53,7 @@ use tracing::{debug, info, warn};
 
 mod admission;
 pub mod auth;
+pub mod cluster;
 mod conn;
 mod http;
 pub mod hub;

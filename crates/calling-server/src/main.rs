@@ -101,6 +101,16 @@ struct Args {
     /// at least 64, kept for the admin listener and the rest; 0: no cap).
     #[arg(long, env = "CALLING_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Join the cluster of every server using this Redis
+    /// (`redis://host:port/`): users on any of them reach each other
+    /// (docs/CLUSTER.md). Without it the server stands alone.
+    #[arg(long, env = "CALLING_REDIS_URL")]
+    redis: Option<String>,
+    /// In cluster mode, how long this node's lease in Redis lasts, in
+    /// milliseconds: a node that stops renewing it loses its users
+    /// cluster-wide within about 4/3 of it.
+    #[arg(long, env = "CALLING_CLUSTER_LEASE_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(300..))]
+    cluster_lease_ms: u64,
     /// Serve /healthz and /metrics on this address too, and /metrics only
     /// there (plain HTTP: keep it on loopback or a private network).
     #[arg(long, env = "CALLING_ADMIN_LISTEN")]
@@ -253,6 +263,15 @@ async fn run(args: Args) -> Result<(), calling_server::ServerError> {
             soft.saturating_sub(64)
         ),
         None => tracing::warn!("cannot read the open-file limit"),
+    }
+    if let Some(url) = args.redis {
+        let mut cluster = calling_server::cluster::ClusterConfig::new(url);
+        cluster.lease = Duration::from_millis(args.cluster_lease_ms);
+        let hub = calling_server::cluster::RedisHub::connect(cluster)
+            .await
+            .map_err(|e| calling_server::ServerError::Config(e.to_string()))?;
+        info!(node = hub.node_id(), "cluster mode");
+        config.hub = std::sync::Arc::new(hub);
     }
     let server = calling_server::Server::bind(config).await?;
     let addr = server.local_addr();

@@ -381,9 +381,7 @@ impl TurnChecker {
                 }
             }
         }
-        self.metrics
-            .turn_check_failures
-            .store(failing, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.turn_check_failures.set(i64::from(failing));
         results
     }
 }

@@ -172,7 +172,7 @@ fn stuck_session(hub: &LocalHub) -> impl std::future::Future<Output = OutboundRe
         kick: Arc::new(Notify::new()),
     };
     async move {
-        hub.register(&uid("carol"), handle).await;
+        hub.register(&uid("carol"), handle).await.unwrap();
         rx
     }
 }

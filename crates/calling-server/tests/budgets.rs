@@ -7,7 +7,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 
 use common::*;
 use serde_json::json;
@@ -85,7 +84,7 @@ async fn a_client_that_stops_reading_is_cut_off_at_its_byte_budget() {
     // Bob was cut off, not left holding the server's memory; once his
     // session is gone he is offline.
     let deadline = tokio::time::Instant::now() + WAIT;
-    while server.metrics().slow_readers_cut.load(Ordering::Relaxed) == 0 {
+    while server.metrics().slow_readers_cut.get() == 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "bob was never cut off"
@@ -165,6 +164,6 @@ async fn a_sender_has_a_fan_out_budget_in_bytes() {
     )
     .await;
     assert_eq!(recv_type(&mut users[0], "message").await["id"], "one");
-    assert_eq!(server.metrics().fanout_limited.load(Ordering::Relaxed), 1);
+    assert_eq!(server.metrics().fanout_limited.get(), 1);
     server.shutdown().await;
 }

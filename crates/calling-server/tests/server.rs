@@ -472,24 +472,53 @@ async fn health_metrics_and_unknown_paths() {
     );
     let (status, body) = http_get(addr, "/metrics").await;
     assert_eq!(status, "HTTP/1.1 200 OK");
-    for name in [
-        "calling_connections",
-        "calling_logins_ok_total",
-        "calling_logins_failed_total",
-        "calling_messages_routed_total",
-        "calling_undeliverable_total",
-        "calling_kicks_total",
-        "calling_frame_errors_total",
+    for (family, kind) in [
+        ("calling_connections", "gauge"),
+        ("calling_logins_ok", "counter"),
+        ("calling_logins_failed", "counter"),
+        ("calling_messages_routed", "counter"),
+        ("calling_undeliverable", "counter"),
+        ("calling_kicks", "counter"),
+        ("calling_frame_errors", "counter"),
+        ("calling_login_duration_seconds", "histogram"),
+        ("calling_message_delivery_seconds", "histogram"),
     ] {
-        assert!(body.contains(&format!("# TYPE {name} ")), "{name} missing");
+        assert!(
+            body.contains(&format!("# TYPE {family} {kind}\n")),
+            "{family} missing: {body}"
+        );
     }
+    assert!(body.ends_with("# EOF\n"), "{body}");
     let (status, _) = http_get(addr, "/nope").await;
     assert_eq!(status, "HTTP/1.1 404 Not Found");
-    let _a = login_as(addr, "alice").await;
-    assert_eq!(metric(addr, "calling_connections").await, 1);
-    assert_eq!(metric(addr, "calling_users_online").await, 1);
+    let mut alice = login_as(addr, "alice").await;
+    let mut bob = login_as(addr, "bob").await;
+    assert_eq!(metric(addr, "calling_connections").await, 2);
+    assert_eq!(metric(addr, "calling_users_online").await, 2);
+    assert_eq!(metric(addr, "calling_logins_ok_total").await, 2);
+    // Each login is timed, from its accept; a refused one is not.
+    assert_eq!(
+        metric(addr, "calling_login_duration_seconds_count").await,
+        2
+    );
+    assert_eq!(
+        metric(addr, "calling_message_delivery_seconds_count").await,
+        0
+    );
+    send(
+        &mut alice,
+        json!({"type":"send","id":"m1","to":["bob","carol"],"payload":{"hi":1}}),
+    )
+    .await;
+    assert_eq!(recv_type(&mut bob, "message").await["id"], "m1");
+    assert_eq!(recv_type(&mut alice, "undeliverable").await["id"], "m1");
+    // One copy was delivered (carol is offline): one delivery timed.
+    assert_eq!(
+        metric(addr, "calling_message_delivery_seconds_count").await,
+        1
+    );
     // Every plain request counts, the one reading the metric included.
-    assert_eq!(metric(addr, "calling_http_requests_total").await, 6);
+    assert_eq!(metric(addr, "calling_http_requests_total").await, 10);
     server.shutdown().await;
 }
 

@@ -89,6 +89,10 @@ pub enum ErrorCode {
     /// the request needs an allow list the room does not have (`join` with
     /// `allow` of an existing open room, `allow` in an open room).
     NotAllowed,
+    /// A cluster-mode server lost its link to the cluster (Redis): logins
+    /// are refused and recipients on other servers cannot be reached until
+    /// it is back. Local recipients still get their frames. Try again.
+    Unavailable,
     /// The server failed internally; the frame was not processed. Also what
     /// a code this version does not know decodes to, as `docs/PROTOCOL.md`
     /// asks of clients (servers may add codes within a version).
@@ -117,6 +121,7 @@ impl ErrorCode {
             ErrorCode::RoomFull => "room_full",
             ErrorCode::NotInRoom => "not_in_room",
             ErrorCode::NotAllowed => "not_allowed",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
     }

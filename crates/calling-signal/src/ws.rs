@@ -1218,6 +1218,7 @@ fn refused_for_good(code: ErrorCode) -> bool {
         | ErrorCode::RoomFull
         | ErrorCode::NotInRoom
         | ErrorCode::NotAllowed
+        | ErrorCode::Unavailable
         | ErrorCode::Internal => false,
     }
 }

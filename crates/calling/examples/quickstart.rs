@@ -33,12 +33,17 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     secs: u64,
     /// A running calling-server's WebSocket URL instead of an in-process
-    /// one (then `--key` and `--sdk-app-id` must be the server's).
-    #[arg(long, requires = "key")]
-    server: Option<String>,
+    /// one (then `--secret-key` and `--sdk-app-id` must be the server's).
+    #[arg(long, alias = "server", env = "CALLING_URL", requires = "secret_key")]
+    url: Option<String>,
     /// The server's secret key (what `calling-server --demo` prints).
-    #[arg(long, env = "CALLING_SECRET_KEY")]
-    key: Option<String>,
+    #[arg(
+        long,
+        alias = "key",
+        env = "CALLING_SECRET_KEY",
+        hide_env_values = true
+    )]
+    secret_key: Option<String>,
     /// The server's app id.
     #[arg(long, env = "CALLING_SDK_APP_ID", default_value_t = 1_400_000_000)]
     sdk_app_id: u64,
@@ -86,7 +91,7 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let app = args.sdk_app_id;
     let in_process;
-    let (server, key) = match (args.server, args.key) {
+    let (server, key) = match (args.url, args.secret_key) {
         (Some(url), Some(key)) => (url, key),
         (_, key) => {
             let key = key.unwrap_or_else(|| "quickstart-secret-key".into());

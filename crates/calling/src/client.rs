@@ -111,7 +111,9 @@ impl Calling {
         let user = UserId::new(user_id)?;
         let mut ws = WsConfig::new(server, sdk_app_id, user.clone(), user_sig);
         ws.extra_ca_pem = config.extra_ca_pem.clone();
+        let started = std::time::Instant::now();
         let transport = WsTransport::connect(ws).await?;
+        crate::metrics::observe_login(started.elapsed());
         Self::start(user, Arc::new(transport), config)
     }
 
@@ -315,7 +317,7 @@ impl Calling {
 
     /// Hands-free (TRTCCalling `setHandsFree`): `true` plays remote audio
     /// on the loudspeaker, `false` (the default) on the earpiece, as
-    /// [`crate::AudioOutput::Device`] names them; a failure to move is an
+    /// `AudioOutput::Device` (feature `devices`) names them; a failure to move is an
     /// [`crate::ErrorCode::AudioOutput`] error event. With
     /// [`crate::AudioOutput::App`] the app plays the audio and this is only
     /// remembered. It never mutes anything. Kept across calls.

@@ -67,6 +67,9 @@ struct Media {
     audio_io: AudioIo,
     /// The transport's ICE servers the session last got.
     ice_seen: Vec<calling_signal::protocol::IceServer>,
+    /// Parties whose media is being set up, since when (for
+    /// [`crate::metrics`]).
+    setting_up: HashMap<UserId, std::time::Instant>,
 }
 
 /// How often the ICE servers of a call's media are brought up to date with
@@ -652,12 +655,17 @@ impl Driver {
     /// told by [`PeerMedia`] instead ([`Self::on_peer_media`]), which
     /// follows it across ICE restarts.
     async fn on_peer_state(&mut self, user: UserId, previous: PeerState, state: PeerState) {
-        let Some(m) = self.media.as_ref() else {
+        let Some(m) = self.media.as_mut() else {
             return;
         };
         if m.interrupted.contains(&user) || m.failed.contains(&user) {
             debug!(%user, ?previous, ?state, "connection state of interrupted media");
             return;
+        }
+        if state == PeerState::Connected
+            && let Some(since) = m.setting_up.remove(&user)
+        {
+            crate::metrics::observe_call_setup(since.elapsed());
         }
         let call_id = m.call_id.clone();
         let state = match state {
@@ -807,7 +815,19 @@ impl Driver {
                         }
                         self.emit(e.into())
                     }
-                    Output::Media(m) => media.push(m),
+                    Output::Media(m) => {
+                        // The room before the messages after it: a sponsor's
+                        // invites must find it made and closed to strangers
+                        // (an invitee joining first would make it open, and
+                        // the sponsor's list would then be refused).
+                        if let MediaInstruction::JoinRoom { call_id, .. } = &m
+                            && self.room.as_ref() != Some(call_id)
+                        {
+                            self.leave_room().await;
+                            self.join_call_room(call_id.clone()).await;
+                        }
+                        media.push(m);
+                    }
                 }
             }
             if media.is_empty() {
@@ -912,15 +932,19 @@ impl Driver {
                 }
             }
             MediaInstruction::ConnectPeer { call_id, user } => {
-                if let Some(m) = self.media.as_ref().filter(|m| m.call_id == call_id)
-                    && let Err(e) = m.session.connect(&user).await
-                {
-                    warn!(%user, error = %e, "media connect failed");
+                if let Some(m) = self.media.as_mut().filter(|m| m.call_id == call_id) {
+                    m.setting_up
+                        .entry(user.clone())
+                        .or_insert_with(std::time::Instant::now);
+                    if let Err(e) = m.session.connect(&user).await {
+                        warn!(%user, error = %e, "media connect failed");
+                    }
                 }
             }
             MediaInstruction::DropPeer { call_id, user } => {
                 if let Some(m) = self.media.as_mut().filter(|m| m.call_id == call_id) {
                     m.parties.remove(&user);
+                    m.setting_up.remove(&user);
                     m.interrupted.remove(&user);
                     m.failed.remove(&user);
                     m.session.disconnect(&user).await;
@@ -985,6 +1009,7 @@ impl Driver {
             failed: HashSet::new(),
             audio_io,
             ice_seen,
+            setting_up: HashMap::new(),
         });
         self.local.audio_ok = audio.is_ok();
         if let Err(e) = audio {
@@ -1033,8 +1058,16 @@ impl Driver {
     /// later ([`Self::allow_into_room`]). Without the room, the call's
     /// keepalive still notices a vanished member, only later.
     async fn join_call_room(&mut self, call_id: CallId) {
+        // Everyone invited: those still ringing, and those who accepted
+        // while our media was opening (their join comes next).
         let allow: Vec<UserId> = match self.machine.call() {
-            Some(c) if c.sponsor == self.user => c.ringing.clone(),
+            Some(c) if c.sponsor == self.user => c
+                .connected
+                .iter()
+                .chain(&c.ringing)
+                .filter(|u| **u != self.user)
+                .cloned()
+                .collect(),
             _ => Vec::new(),
         };
         match self.transport.join_room(call_id.as_str(), &allow).await {

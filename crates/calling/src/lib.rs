@@ -43,6 +43,7 @@ mod driver;
 mod error;
 mod event;
 mod guard;
+pub mod metrics;
 mod wire;
 
 pub use calling_signal::WsTransport;

@@ -327,6 +327,8 @@ async fn login_with_a_forged_or_mismatched_usersig_is_a_typed_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_sides_see_the_media_connect() {
+    let setups_before = sdk_metric("calling_sdk_call_setup_seconds_count");
+    let logins_before = sdk_metric("calling_sdk_login_duration_seconds_count");
     let (_net, (alice, mut alice_events), (_bob, mut bob_events), call_id) =
         two_in_a_call(MediaType::Audio).await;
     for (events, peer) in [(&mut alice_events, "bob"), (&mut bob_events, "alice")] {
@@ -336,6 +338,10 @@ async fn both_sides_see_the_media_connect() {
         })
         .await;
     }
+    // Both logins and both sides' media setup were timed (other tests of
+    // this binary may add theirs).
+    assert!(sdk_metric("calling_sdk_login_duration_seconds_count") >= logins_before + 2);
+    assert!(sdk_metric("calling_sdk_call_setup_seconds_count") >= setups_before + 2);
     alice.hangup().await.unwrap();
     expect(&mut bob_events, "bob's call end", is_end).await;
 }
@@ -380,4 +386,14 @@ async fn a_microphone_that_cannot_start_is_an_error_here_and_no_audio_there() {
     assert_eq!(frames_from(&bob, "alice", MediaKind::Audio).await, 0);
     alice.hangup().await.unwrap();
     expect(&mut bob_events, "bob's call end", is_end).await;
+}
+
+/// A sample of [`calling::metrics::render`], by its name.
+fn sdk_metric(name: &str) -> u64 {
+    let text = calling::metrics::render();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
 }

@@ -835,3 +835,87 @@ async fn joining_a_video_call_by_id_brings_video_both_ways() {
     bob.hangup().await.unwrap();
     assert_eq!(a.call_end().await.0, EndReason::Hangup);
 }
+
+/// A transport that logs the sends and room joins asked of it.
+struct Recording {
+    inner: calling::MemoryTransport,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[async_trait::async_trait]
+impl calling::Transport for Recording {
+    fn local_user(&self) -> &UserId {
+        self.inner.local_user()
+    }
+
+    async fn send(
+        &self,
+        to: &[UserId],
+        payload: serde_json::Value,
+    ) -> Result<calling::MessageId, calling::TransportError> {
+        self.log.lock().unwrap().push(format!("send {to:?}"));
+        self.inner.send(to, payload).await
+    }
+
+    async fn join_room(
+        &self,
+        room: &str,
+        allow: &[UserId],
+    ) -> Result<Vec<UserId>, calling::TransportError> {
+        self.log.lock().unwrap().push(format!("join {room}"));
+        self.inner.join_room(room, allow).await
+    }
+
+    async fn allow_room(
+        &self,
+        room: &str,
+        users: &[UserId],
+    ) -> Result<(), calling::TransportError> {
+        self.inner.allow_room(room, users).await
+    }
+
+    async fn leave_room(&self, room: &str) -> Result<(), calling::TransportError> {
+        self.inner.leave_room(room).await
+    }
+
+    async fn close(&self) {
+        self.inner.close().await;
+    }
+
+    fn take_events(&self) -> Option<tokio::sync::mpsc::Receiver<calling::TransportEvent>> {
+        self.inner.take_events()
+    }
+}
+
+/// The sponsor makes the call's room, closed to all but the invitees,
+/// before any invite goes out, whatever its media takes to open: an
+/// invitee who accepts at once must find the room there (had its join come
+/// first, it would have made the room open, and the sponsor's list would
+/// then be refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_room_is_made_before_the_invites() {
+    let hub = calling::MemoryHub::new();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let alice = Recording {
+        inner: hub.register(UserId::new("alice").unwrap()),
+        log: log.clone(),
+    };
+    let (alice, _a) = Calling::with_transport(alice, calling::CallingConfig::loopback()).unwrap();
+    let (_bob, mut b) = Calling::with_transport(
+        hub.register(UserId::new("bob").unwrap()),
+        calling::CallingConfig::loopback(),
+    )
+    .unwrap();
+    let call_id = alice
+        .group_call(&["bob", "carol"], MediaType::Audio, RING)
+        .await
+        .unwrap();
+    invited(&mut b).await;
+    let log = log.lock().unwrap().clone();
+    let join = log.iter().position(|l| *l == format!("join {call_id}"));
+    let send = log.iter().position(|l| l.starts_with("send"));
+    assert!(
+        matches!((join, send), (Some(j), Some(s)) if j < s),
+        "the room must be joined before the first invite: {log:?}"
+    );
+}
