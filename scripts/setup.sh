@@ -73,6 +73,11 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     echo "setup: installing nodejs and npm"
     apt_install nodejs npm
 fi
+# tsc: the web package's unit tests type-check its index.d.ts.
+if ! command -v tsc >/dev/null 2>&1; then
+    echo "setup: installing node-typescript"
+    apt_install node-typescript
+fi
 
 # playwright-core only drives the installed Chromium: it downloads no browser.
 lock=tests/browser/package-lock.json

@@ -13,7 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 browser_ready() {
-    [ -x "${CHROMIUM:-/usr/bin/chromium}" ] && [ -d tests/browser/node_modules/playwright-core ]
+    command -v node >/dev/null 2>&1 && [ -x "${CHROMIUM:-/usr/bin/chromium}" ] &&
+        [ -d tests/browser/node_modules/playwright-core ]
 }
 
 redis_ready() {
@@ -58,9 +59,18 @@ devices_ready() {
 
 # A fresh machine needs only this command: install what the browser and
 # aiortc tests need when we are allowed to (root, or sudo without a password).
-if { ! browser_ready || ! aiortc_ready || ! turn_ready || ! redis_ready || ! netlab_tools || ! devices_ready; } && { [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; }; then
+if { ! browser_ready || ! command -v tsc >/dev/null 2>&1 || ! aiortc_ready || ! turn_ready || ! redis_ready || ! netlab_tools || ! devices_ready; } && { [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; }; then
     scripts/setup.sh
 fi
+
+# The web package's unit tests (crates/calling-server/web, node's own test
+# runner, no browser). They need node, which scripts/setup.sh installs: a
+# missing node fails the run instead of skipping them.
+if ! command -v node >/dev/null 2>&1; then
+    echo "!!! node is missing: the web package's unit tests cannot run (run scripts/setup.sh)" >&2
+    exit 1
+fi
+(cd crates/calling-server/web && node --test test/)
 
 browser_missing=""
 if ! browser_ready; then

@@ -61,7 +61,7 @@ async function main() {
       try {
         await page.goto(`${base}/?user=${encodeURIComponent(opts.user)}${restore}`);
         await page.click('#login-btn');
-        await page.waitForFunction(() => window.demo && window.demo.client.userId,
+        await page.waitForFunction(() => window.demo && window.demo.trtc && window.demo.trtc.userID,
           null, { timeout: Math.min(STEP_MS, 15000) });
         break;
       } catch (e) {

@@ -2,6 +2,11 @@
 //! server serves them from any working directory, and the demo-mode
 //! UserSig endpoint.
 //!
+//! `crates/calling-server/web/` is also the npm package `calling-web`
+//! (its package.json): `/trtc-calling.js` (the TRTCCalling API) and
+//! `/calling.js` (the protocol client it imports) are served from these
+//! very files, with CORS, so that a page of another origin can import them.
+//!
 //! `GET /demo/usersig?user_id=alice` signs a UserSig with the server's own
 //! secret key for whoever asks. That is exactly what a real deployment must
 //! never do (anyone could log in as anyone), so it answers only when
@@ -27,7 +32,8 @@ pub struct Asset {
     /// Its content.
     pub body: &'static str,
     /// Whether pages of other origins may load it
-    /// (`Access-Control-Allow-Origin: *`): the client script.
+    /// (`Access-Control-Allow-Origin: *`): the client modules, which an
+    /// app on another origin imports.
     pub cross_origin: bool,
 }
 
@@ -50,6 +56,12 @@ pub static ASSETS: &[Asset] = &[
         path: "/calling.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_str!("../web/calling.js"),
+        cross_origin: true,
+    },
+    Asset {
+        path: "/trtc-calling.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../web/trtc-calling.js"),
         cross_origin: true,
     },
     Asset {

@@ -172,13 +172,15 @@ async fn head_lf_only_requests_and_methods_are_answered() {
 async fn the_client_script_may_be_loaded_by_other_origins_and_the_page_may_not() {
     let server = start().await;
     let addr = server.local_addr();
-    let script = raw(
-        addr,
-        b"GET /calling.js HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\n\r\n",
-    )
-    .await;
-    assert_eq!(status(&script), "HTTP/1.1 200 OK");
-    assert_eq!(header(&script, "access-control-allow-origin"), Some("*"));
+    // Both modules of the package: the API and the client it imports.
+    for request in [
+        &b"GET /calling.js HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\n\r\n"[..],
+        &b"GET /trtc-calling.js HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\n\r\n"[..],
+    ] {
+        let script = raw(addr, request).await;
+        assert_eq!(status(&script), "HTTP/1.1 200 OK");
+        assert_eq!(header(&script, "access-control-allow-origin"), Some("*"));
+    }
     let page = raw(
         addr,
         b"GET / HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\n\r\n",

@@ -21,8 +21,9 @@ async fn serves_the_demo_page_and_its_scripts() {
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert_eq!(index, body);
     for (path, needle) in [
-        ("/app.js", "import { CallingClient } from './calling.js'"),
+        ("/app.js", "import TRTCCalling from './trtc-calling.js'"),
         ("/calling.js", "export class CallingClient"),
+        ("/trtc-calling.js", "from './calling.js'"),
         ("/style.css", ".videos"),
     ] {
         let (status, body) = http_get(addr, path).await;

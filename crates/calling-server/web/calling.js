@@ -54,6 +54,13 @@ const RESTART_SERVED_MS = 900;
 const RESTART_IN_FLIGHT_MS = 3000;
 // PROTOCOL "Reconnecting": a connected party whose connection died.
 const RECONNECT_GRACE_MS = 10000;
+// PROTOCOL "Reconnecting": the first wait, and the most it doubles to.
+const RECONNECT_FIRST_MS = 100;
+const RECONNECT_MAX_MS = 5000;
+// PROTOCOL "Join with a ticket": with no answer from the host in 10 s the join fails.
+const JOIN_TIMEOUT_MS = 10000;
+// How long a switch to video waits for the others' answers.
+const SWITCH_TIMEOUT_MS = 30000;
 // Call-layer user ids (TRTCCalling's rule).
 const CALL_USER_RE = /^[A-Za-z0-9_-]{1,32}$/;
 
@@ -64,6 +71,18 @@ export class CallingError extends Error {
     this.name = 'CallingError';
     this.code = code;
   }
+}
+
+/**
+ * The wait before reconnect attempt `attempt` (0 first), in ms: drawn
+ * uniformly from [d/2, d], where d starts at 100 ms and doubles per failed
+ * attempt up to 5 s (PROTOCOL "Reconnecting", as the Rust SDK does).
+ * `random` is a function returning [0, 1), Math.random by default.
+ */
+export function reconnectDelay(attempt, random = Math.random) {
+  const n = Number.isInteger(attempt) && attempt > 0 ? attempt : 0;
+  const d = Math.min(RECONNECT_MAX_MS, RECONNECT_FIRST_MS * 2 ** Math.min(n, 16));
+  return Math.round(d / 2 + (d / 2) * random());
 }
 
 function uuid() {
@@ -80,6 +99,9 @@ export class CallingClient extends EventTarget {
   constructor(options = {}) {
     super();
     this.ws = null;
+    // The credentials of the open session, kept to log in again after a
+    // lost connection: {url, sdkAppId, userId, userSig, attempt, timer, lostAt}.
+    this.session = null;
     this.userId = null;
     this.nextFrameId = 1;
     this.pending = new Map(); // frame id -> {resolve, reject, what}
@@ -94,6 +116,9 @@ export class CallingClient extends EventTarget {
     this.active = null;
     this.media = { audio: true, video: true };
     this.mediaConstraints = options.mediaConstraints || null;
+    // The camera's size (setVideoProfile) and the chosen devices (useDevice).
+    this.videoProfile = { width: 640, height: 480 };
+    this.devices = { audio: null, video: null };
     // An app-given list wins; otherwise the server's, from login_ok and
     // every ice_servers answer.
     this.fixedIceServers = options.iceServers || null;
@@ -119,8 +144,12 @@ export class CallingClient extends EventTarget {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 
-  log(text) {
-    this.emit('log', { text });
+  /**
+   * A line for the log: `level` 'info' for what a person wants to read
+   * (logged in, calling, accepted), 'debug' for the protocol's details.
+   */
+  log(text, level = 'debug') {
+    this.emit('log', { text, level });
   }
 
   fail(code, message) {
@@ -130,71 +159,130 @@ export class CallingClient extends EventTarget {
 
   // ---- session layer -----------------------------------------------------
 
-  /** Connects to `url` (ws://host:port/ws) and logs in. Resolves with login_ok. */
+  /**
+   * Connects to `url` (ws://host:port/ws) and logs in. Resolves with
+   * login_ok; rejects with a CallingError whose `code` is the server's
+   * (`bad_signature`, `sig_expired`, `wrong_app`, ...) or `connect`.
+   * A connection lost later is reconnected with backoff and the same
+   * UserSig (PROTOCOL "Reconnecting"), unless the server kicked the user
+   * out (4002), the UserSig expired (4003) or the re-login was refused.
+   */
   login(url, sdkAppId, userId, userSig) {
-    if (this.ws) return Promise.reject(new CallingError('already_logged_in', 'already logged in'));
+    if (this.session) return Promise.reject(new CallingError('already_logged_in', 'already logged in'));
+    this.session = { url, sdkAppId: Number(sdkAppId), userId, userSig, attempt: 0, timer: null, lostAt: null };
+    return this.connect().catch((e) => {
+      this.endSession();
+      throw e;
+    });
+  }
+
+  /** Opens the socket and logs in with the session's credentials. */
+  connect() {
+    const session = this.session;
     return new Promise((resolve, reject) => {
       let ws;
       try {
-        ws = new WebSocket(url);
+        ws = new WebSocket(session.url);
       } catch (e) {
-        reject(this.fail('connect', `cannot open ${url}: ${e.message}`));
+        reject(this.fail('connect', `cannot open ${session.url}: ${e.message}`));
         return;
       }
       this.ws = ws;
       let settled = false;
+      let refused = null;
       ws.onopen = () => {
         const id = String(this.nextFrameId++);
         this.pending.set(id, {
           what: 'login',
           resolve: (frame) => {
             settled = true;
-            this.userId = frame.user_id;
-            const every = Math.max(500, Number(frame.heartbeat_interval_ms) || 3000);
-            const deadAfter = Math.max(every, Number(frame.heartbeat_timeout_ms) || 10000);
-            clearInterval(this.keepalive);
-            this.keepalive = setInterval(() => this.sendAlive(), KEEPALIVE_MS);
-            this.heartbeat = setInterval(() => {
-              // PROTOCOL "Heartbeats": nothing (a pong included) for
-              // heartbeat_timeout_ms means the server is gone.
-              if (performance.now() - this.lastHeard > deadAfter && this.ws) {
-                this.log('the server went silent');
-                const ws = this.ws;
-                ws.onclose = null;
-                ws.close();
-                this.onClosed(4004, 'server silent');
-                return;
-              }
-              this.sendFrame({ type: 'ping' });
-            }, every);
-            this.takeIceServers(frame.ice_servers);
-            this.log(`logged in as ${frame.user_id}`);
-            this.emit('login', { userId: frame.user_id });
+            this.onLoggedIn(frame);
             resolve(frame);
           },
           reject: (err) => {
-            settled = true;
-            reject(err);
+            refused = err;
           },
         });
         this.sendFrame({
-          type: 'login', id, sdk_app_id: Number(sdkAppId), user_id: userId,
-          user_sig: userSig, protocol: SESSION_VERSION,
+          type: 'login', id, sdk_app_id: session.sdkAppId, user_id: session.userId,
+          user_sig: session.userSig, protocol: SESSION_VERSION,
         });
       };
       ws.onmessage = (ev) => this.onFrame(ev.data);
       ws.onerror = () => this.log('websocket error');
       ws.onclose = (ev) => {
-        this.onClosed(ev.code, ev.reason);
-        if (!settled) reject(this.fail('connect', `connection closed (${ev.code}) before login`));
+        if (this.ws === ws) this.ws = null;
+        if (settled) {
+          this.onClosed(ev.code, ev.reason);
+        } else {
+          this.stopTimers();
+          reject(refused || new CallingError('connect', `connection closed (${ev.code}) before login`));
+        }
       };
     });
+  }
+
+  onLoggedIn(frame) {
+    const session = this.session;
+    const again = this.userId !== null;
+    this.userId = frame.user_id;
+    session.attempt = 0;
+    session.lostAt = null;
+    this.lastHeard = performance.now();
+    const every = Math.max(500, Number(frame.heartbeat_interval_ms) || 3000);
+    const deadAfter = Math.max(every, Number(frame.heartbeat_timeout_ms) || 10000);
+    clearInterval(this.keepalive);
+    this.keepalive = setInterval(() => this.sendAlive(), KEEPALIVE_MS);
+    clearInterval(this.heartbeat);
+    this.heartbeat = setInterval(() => {
+      // PROTOCOL "Heartbeats": nothing (a pong included) for
+      // heartbeat_timeout_ms means the server is gone.
+      if (performance.now() - this.lastHeard > deadAfter && this.ws) {
+        this.log('the server went silent');
+        const ws = this.ws;
+        ws.onclose = null;
+        ws.close();
+        this.ws = null;
+        this.onClosed(4004, 'server silent');
+        return;
+      }
+      this.sendFrame({ type: 'ping' });
+    }, every);
+    this.takeIceServers(frame.ice_servers, true);
+    if (again) {
+      // Back in the call's room, so that the others hear of us again.
+      const call = this.active;
+      if (call && call.joinedRoom) this.roomRequest('join', call.callId);
+      this.log(`reconnected as ${frame.user_id}`, 'info');
+      this.emit('reconnected', { userId: frame.user_id });
+    } else {
+      this.log(`logged in as ${frame.user_id}`, 'info');
+      this.emit('login', { userId: frame.user_id });
+    }
   }
 
   /** Hangs up any call, logs out and closes the socket. */
   async logout() {
     if (this.active) await this.hangup();
     this.sendFrame({ type: 'logout' });
+    this.endSession();
+    this.emit('loggedOut', { reason: 'logout' });
+  }
+
+  /** Whether a session is open or being restored. */
+  get loggedIn() {
+    return this.session !== null && this.userId !== null;
+  }
+
+  /** Whether the socket is down and a reconnect is pending. */
+  get reconnecting() {
+    return !!this.session && this.session.lostAt !== null;
+  }
+
+  endSession() {
+    if (this.session) clearTimeout(this.session.timer);
+    this.session = null;
+    this.userId = null;
     this.closeSocket();
   }
 
@@ -212,12 +300,13 @@ export class CallingClient extends EventTarget {
    * schedules its refresh. Returns false when it is not newer than the
    * list in use (a late answer), which then stays.
    */
-  takeIceServers(list) {
+  takeIceServers(list, fromLogin = false) {
     const servers = Array.isArray(list) ? list : [];
     const expiries = servers.map((s) => Number(s.expires_at)).filter((e) => e > 0);
     const earliest = expiries.length ? Math.min(...expiries) : null;
     const r = this.iceRefresh;
-    if (earliest !== null && r.earliest !== null && earliest <= r.earliest) return false;
+    // A login's list always replaces the one in use (a re-login's too).
+    if (!fromLogin && earliest !== null && r.earliest !== null && earliest <= r.earliest) return false;
     r.earliest = earliest;
     r.failures = 0;
     r.awaiting = null;
@@ -280,12 +369,16 @@ export class CallingClient extends EventTarget {
     this.iceRefresh = { timer: null, awaiting: null, failures: 0, earliest: null };
   }
 
-  closeSocket() {
+  stopTimers() {
     this.stopIceRefresh();
     clearInterval(this.heartbeat);
     this.heartbeat = null;
     clearInterval(this.keepalive);
     this.keepalive = null;
+  }
+
+  closeSocket() {
+    this.stopTimers();
     if (this.ws) {
       const ws = this.ws;
       this.ws = null;
@@ -294,18 +387,58 @@ export class CallingClient extends EventTarget {
     }
   }
 
+  /** The logged-in socket closed with `code` (PROTOCOL "Close codes"). */
   onClosed(code, reason) {
-    this.stopIceRefresh();
-    clearInterval(this.heartbeat);
-    this.heartbeat = null;
-    clearInterval(this.keepalive);
-    this.keepalive = null;
+    this.stopTimers();
     this.ws = null;
-    if (this.active) this.endCall('disconnected');
-    if (code === 4002) this.emit('kickedOut', {});
-    else if (code === 4003) this.emit('loginExpired', {});
-    this.emit('disconnected', { code, reason });
     this.log(`disconnected (${code}${reason ? ` ${reason}` : ''})`);
+    const final = code === 1000 || code === 4001 || code === 4002 || code === 4003;
+    if (final || !this.session) {
+      if (this.active) this.endCall('disconnected');
+      if (code === 4002) this.emit('kickedOut', {});
+      else if (code === 4003) this.emit('loginExpired', {});
+      this.emit('disconnected', { code, reason, final: true });
+      this.endSession();
+      this.emit('loggedOut', { reason: code === 4002 ? 'kicked_out' : code === 4003 ? 'login_expired' : 'closed' });
+      return;
+    }
+    this.emit('disconnected', { code, reason, final: false });
+    this.scheduleReconnect();
+  }
+
+  scheduleReconnect() {
+    const session = this.session;
+    if (!session) return;
+    if (session.lostAt === null) session.lostAt = performance.now();
+    const delayMs = reconnectDelay(session.attempt);
+    session.attempt += 1;
+    this.emit('reconnecting', { attempt: session.attempt, delayMs });
+    this.log(`reconnecting in ${delayMs} ms (attempt ${session.attempt})`);
+    clearTimeout(session.timer);
+    session.timer = setTimeout(() => this.reconnectNow(session), delayMs);
+    // A call cannot wait for ever: past the grace the others count us gone.
+    const call = this.active;
+    if (call && performance.now() - session.lostAt > this.reconnectGraceMs) this.endCall('disconnected');
+  }
+
+  async reconnectNow(session) {
+    if (this.session !== session) return;
+    try {
+      await this.connect();
+    } catch (e) {
+      if (this.session !== session) return;
+      const refused = e instanceof CallingError && e.code !== 'connect';
+      if (refused) {
+        // PROTOCOL "Reconnecting": a refused re-login ends the session.
+        this.fail(e.code, `the server refused the login again: ${e.message}`);
+        if (this.active) this.endCall('disconnected');
+        this.endSession();
+        this.emit('loginExpired', { code: e.code });
+        this.emit('loggedOut', { reason: 'login_refused', code: e.code });
+        return;
+      }
+      this.scheduleReconnect();
+    }
   }
 
   sendFrame(frame) {
@@ -455,19 +588,31 @@ export class CallingClient extends EventTarget {
     call.timers.clear();
   }
 
+  addRinging(call, user, pending) {
+    call.ringing.set(user, pending);
+    if (typeof pending.invite_id === 'string') call.invited.set(user, pending.invite_id);
+  }
+
   newCall(fields) {
     return {
       state: 'calling', party: this.newParty(), connected: new Map(), ringing: new Map(),
       peers: new Map(), timers: new Map(), inviteId: null, inviter: null, groupId: null,
-      localStream: null, joinedRoom: false, answeredAt: null, ...fields,
+      localStream: null, joinedRoom: false, answeredAt: null, joinSecret: null, host: null,
+      // user -> the invite id it was invited with (PROTOCOL "Security
+      // model": the right to enter), kept after a timeout, gone on reject.
+      invited: new Map(),
+      switchIn: new Map(), switchOut: null, deviceProblems: { audio: false, video: false }, ...fields,
     };
   }
 
   // ---- call layer: the app's commands ------------------------------------
 
   /** Calls `users` (one: a 1v1 call; several: a group call). Resolves with the call id. */
-  async call(users, mediaType = 'video', timeoutS = 30) {
+  async call(users, mediaType = 'video', timeoutS = 30, { group = false, groupID = null } = {}) {
+    if (!Array.isArray(users)) throw this.fail('invalid_argument', 'users is an array of user ids');
     if (!this.userId) throw this.fail('not_logged_in', 'log in first');
+    // An invite sent now would be lost: nobody would ring.
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) throw this.fail('not_connected', 'not connected to the server (reconnecting): try again when it is back');
     if (this.active) throw this.fail('busy', 'already in a call');
     users = [...new Set(users)].filter((u) => u && u !== this.userId);
     if (users.length === 0) throw this.fail('invalid_user_id', 'name at least one other user');
@@ -475,11 +620,11 @@ export class CallingClient extends EventTarget {
     if (bad !== undefined) throw this.fail('invalid_user_id', `invalid user id: ${JSON.stringify(bad)}`);
     if (mediaType !== 'audio' && mediaType !== 'video') throw this.fail('invalid_media_type', 'media type is audio or video');
     const call = this.newCall({
-      callId: uuid(), roomId: 1 + Math.floor(Math.random() * 0x7ffffffe), mediaType,
-      sponsor: this.userId, isGroup: users.length > 1, state: 'connected', timeout: timeoutS,
+      callId: uuid(), roomId: 1 + Math.floor(Math.random() * 0x7ffffffe), mediaType, joinSecret: uuid(),
+      sponsor: this.userId, isGroup: group || users.length > 1, groupId: groupID, state: 'connected', timeout: timeoutS,
     });
     this.active = call;
-    for (const u of users) call.ringing.set(u, { invite_id: uuid(), inviter: this.userId });
+    for (const u of users) this.addRinging(call, u, { invite_id: uuid(), inviter: this.userId });
     await this.openLocalMedia(call);
     if (this.active !== call) return call.callId;
     this.joinCallRoom(call);
@@ -520,12 +665,12 @@ export class CallingClient extends EventTarget {
   }
 
   /** Declines the invite this client is ringing for. */
-  async reject() {
+  async reject({ busy = false } = {}) {
     const call = this.active;
     if (!call || call.state !== 'ringing') throw this.fail('no_invite', 'nothing is ringing');
     this.answered.add(call.inviteId);
-    this.sendPayload(this.everyone(call), this.envelope('reject', { invite_id: call.inviteId, busy: false }));
-    this.endCall('rejected');
+    this.sendPayload(this.everyone(call), this.envelope('reject', { invite_id: call.inviteId, busy: !!busy }));
+    this.endCall(busy ? 'busy' : 'rejected');
   }
 
   /** Leaves the call, or cancels it if nobody answered yet; rejects a ringing invite. */
@@ -554,6 +699,139 @@ export class CallingClient extends EventTarget {
   setCamera(on) {
     this.media.video = !!on;
     this.applyLocalMedia();
+  }
+
+  /**
+   * Joins a running call with a join ticket a member handed out (its text
+   * form `host:secret`, PROTOCOL "Join with a ticket"). Resolves once the
+   * host let us in; rejects when it does not answer within 10 s.
+   */
+  async join(callId, ticket) {
+    if (!this.userId) throw this.fail('not_logged_in', 'log in first');
+    if (this.active) throw this.fail('busy', 'already in a call');
+    if (typeof callId !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(callId)) throw this.fail('invalid_argument', 'callId is 1 to 64 letters, digits, - or _');
+    const [host, secret] = typeof ticket === 'string' ? ticket.split(/:(.*)/s) : [];
+    if (!host || !CALL_USER_RE.test(host) || !secret) throw this.fail('invalid_argument', 'a join ticket reads host:secret');
+    if (host === this.userId) throw this.fail('invalid_argument', 'the ticket is our own');
+    const call = this.newCall({
+      callId, roomId: 0, mediaType: 'audio', sponsor: host, isGroup: true, state: 'joining',
+      host, joinSecret: secret, connected: new Map([[host, { party: 0, audio: true, video: true }]]),
+    });
+    this.active = call;
+    await this.openLocalMedia(call);
+    if (this.active !== call) throw this.fail('join_failed', 'the join was given up');
+    return new Promise((resolve, reject) => {
+      call.timers.set('join', setTimeout(() => {
+        if (this.active !== call || call.state !== 'joining') return;
+        this.sendPayload([host], this.envelope('leave', {}, call));
+        reject(this.fail('join_failed', `${host} did not let us in`));
+        this.endCall('join_failed');
+      }, JOIN_TIMEOUT_MS));
+      const joined = (e) => {
+        if (e.detail.callId !== call.callId) return;
+        this.removeEventListener('joined', joined);
+        this.removeEventListener('callEnd', ended);
+        resolve(call.callId);
+      };
+      const ended = (e) => {
+        if (e.detail.callId !== call.callId) return;
+        this.removeEventListener('joined', joined);
+        this.removeEventListener('callEnd', ended);
+        reject(new CallingError('join_failed', `the join ended: ${e.detail.reason}`));
+      };
+      this.addEventListener('joined', joined);
+      this.addEventListener('callEnd', ended);
+      this.sendPayload([host], this.envelope('enter', { join_secret: secret, audio: this.media.audio, video: false }, call));
+    });
+  }
+
+  /** The current call's join ticket (`host:secret`), to hand to a joiner. */
+  joinTicket() {
+    const call = this.active;
+    if (!call || call.state !== 'connected' || !call.joinSecret) return null;
+    return `${this.userId}:${call.joinSecret}`;
+  }
+
+  /**
+   * Asks the others to switch the call to `mediaType`. To audio it applies
+   * at once; to video it applies when every connected party accepted
+   * (resolves true), and is refused by the first who declines or after
+   * 30 s without an answer (resolves false, event `switchRefused`).
+   */
+  async requestSwitch(mediaType) {
+    const call = this.active;
+    if (!call || call.state !== 'connected') throw this.fail('not_in_call', 'not in a call');
+    if (mediaType !== 'audio' && mediaType !== 'video') throw this.fail('invalid_media_type', 'media type is audio or video');
+    if (call.mediaType === mediaType) return true;
+    if (mediaType === 'audio') {
+      this.applyMediaType(call, 'audio', null);
+      return true;
+    }
+    if (call.switchOut) throw this.fail('switch_pending', 'a switch is already asked for');
+    const asked = [...call.connected.keys()];
+    if (asked.length === 0) {
+      this.applyMediaType(call, 'video', null);
+      return true;
+    }
+    const requestId = 1 + Math.floor(Math.random() * 0x7ffffffe);
+    return new Promise((resolve) => {
+      call.switchOut = { requestId, waiting: new Set(asked), resolve };
+      call.timers.set('switch', setTimeout(() => this.switchDone(call, false, [...call.switchOut.waiting]), SWITCH_TIMEOUT_MS));
+      this.sendPayload(asked, this.envelope('switch_request', { request_id: requestId, media_type: mediaType }));
+    });
+  }
+
+  /** Answers a `switchRequest` event: accept or refuse the switch. */
+  answerSwitch(requestId, accept) {
+    const call = this.active;
+    const from = call && call.switchIn.get(requestId);
+    if (!from) throw this.fail('no_switch_request', 'no such switch request');
+    call.switchIn.delete(requestId);
+    this.sendPayload([from], this.envelope('switch_answer', { request_id: requestId, accepted: !!accept }));
+  }
+
+  onSwitchAnswer(call, from, p) {
+    const out = call.switchOut;
+    if (!out || out.requestId !== p.request_id || !out.waiting.has(from)) return;
+    if (!p.accepted) {
+      this.switchDone(call, false, [from]);
+      return;
+    }
+    out.waiting.delete(from);
+    if (out.waiting.size === 0) this.switchDone(call, true, []);
+  }
+
+  switchDone(call, accepted, refusedBy) {
+    const out = call.switchOut;
+    if (!out) return;
+    call.switchOut = null;
+    clearTimeout(call.timers.get('switch'));
+    call.timers.delete('switch');
+    if (accepted) this.applyMediaType(call, 'video', null);
+    else this.emit('switchRefused', { users: refusedBy, callId: call.callId });
+    out.resolve(accepted);
+  }
+
+  /** The call is now `to`; `by` switched it (null: we did, and tell everyone). */
+  applyMediaType(call, to, by) {
+    const from = call.mediaType;
+    if (from === to) return;
+    call.mediaType = to;
+    if (by === null) this.sendPayload(this.everyone(call), this.envelope('media_type', { media_type: to }));
+    this.log(`the call is now ${to}`);
+    this.emit('mediaTypeChanged', { user: by || this.userId, from, to, callId: call.callId });
+    for (const [user, m] of call.connected) {
+      if (m.video) this.emit('userVideoAvailable', { user, available: to === 'video' });
+    }
+    if (to === 'video' && call.state === 'connected') {
+      this.media.video = true;
+      this.addCamera(call).then((ok) => {
+        if (!ok) this.media.video = false;
+        this.applyLocalMedia();
+      });
+    } else {
+      this.applyLocalMedia();
+    }
   }
 
   applyLocalMedia() {
@@ -612,6 +890,7 @@ export class CallingClient extends EventTarget {
       case 'reject':
         if (call && call.ringing.has(from)) {
           call.ringing.delete(from);
+          call.invited.delete(from);
           clearTimeout(call.timers.get(`ring:${from}`));
           this.emit(p.busy ? 'lineBusy' : 'reject', { user: from, callId: call.callId });
           this.checkEnd(call, p.busy ? 'busy' : 'rejected');
@@ -650,15 +929,24 @@ export class CallingClient extends EventTarget {
         return;
       case 'media_type':
         if (!call) return this.answerGone(from, p);
-        if (p.media_type === 'audio' || p.media_type === 'video') call.mediaType = p.media_type;
+        if (!call.connected.has(from) || (p.media_type !== 'audio' && p.media_type !== 'video')) return;
+        this.applyMediaType(call, p.media_type, from);
         return;
       case 'switch_request':
         if (!call) return this.answerGone(from, p);
-        // The demo does not switch media types: decline.
-        this.sendPayload([from], this.envelope('switch_answer', { request_id: p.request_id, accepted: false }));
+        if (call.state !== 'connected' || !call.connected.has(from) || !Number.isInteger(p.request_id)) return;
+        if (p.media_type === call.mediaType) {
+          this.sendPayload([from], this.envelope('switch_answer', { request_id: p.request_id, accepted: true }));
+        } else if (p.media_type === 'video' || p.media_type === 'audio') {
+          call.switchIn.set(p.request_id, from);
+          this.emit('switchRequest', { user: from, requestId: p.request_id, mediaType: p.media_type, callId: call.callId });
+        }
+        return;
+      case 'switch_answer':
+        if (call) this.onSwitchAnswer(call, from, p);
         return;
       default:
-        return; // switch_answer: the demo never asks
+        return;
     }
   }
 
@@ -727,7 +1015,7 @@ export class CallingClient extends EventTarget {
       }
     }
     for (const r of ringing) {
-      if (r && r.user !== this.userId && typeof r.user === 'string') call.ringing.set(r.user, { invite_id: r.invite_id, inviter: r.inviter });
+      if (r && r.user !== this.userId && typeof r.user === 'string') this.addRinging(call, r.user, { invite_id: r.invite_id, inviter: r.inviter });
     }
     this.active = call;
     const secs = Number(p.timeout) || 0;
@@ -743,6 +1031,20 @@ export class CallingClient extends EventTarget {
   }
 
   onEnter(call, from, p) {
+    // A joiner listens to its host's roster only.
+    if (call.state === 'joining') return;
+    // PROTOCOL "Security model": an enter needs a right. The call id is
+    // no password.
+    const ringing = call.ringing.get(from);
+    const byInvite = (ringing && (p.invite_id === undefined || p.invite_id === ringing.invite_id))
+      || (typeof p.invite_id === 'string' && call.invited.get(from) === p.invite_id);
+    const bySecret = p.join_secret !== undefined && call.state === 'connected' && !!call.joinSecret
+      && p.join_secret === call.joinSecret;
+    if (!byInvite && !bySecret && !call.connected.has(from)) {
+      this.log(`dropped an enter from ${from}: no invite, ticket or membership`);
+      return;
+    }
+    if (bySecret) call.isGroup = true;
     const known = call.connected.get(from);
     if (known && known.party === p.party) return;
     if (known && known.party > p.party) return;
@@ -751,13 +1053,41 @@ export class CallingClient extends EventTarget {
     call.connected.set(from, { party: p.party, audio: !!p.audio, video: !!p.video });
     if (call.state !== 'connected') return; // still ringing here: just learn it
     if (call.answeredAt === null) call.answeredAt = performance.now();
-    this.sendPayload([from], this.envelope('roster', { ...this.info(call), roster: this.roster(call) }));
+    // Everyone we know hears of the newcomer from us (PROTOCOL "Accept").
+    this.sendPayload(this.everyone(call), this.envelope('roster', this.rosterFields(call)));
     if (known) this.closePeer(call, from);
     this.emit('userEnter', { user: from, callId: call.callId });
     this.ensurePeer(call, from);
   }
 
+  rosterFields(call) {
+    const fields = { ...this.info(call), roster: this.roster(call) };
+    if (call.joinSecret) fields.join_secret = call.joinSecret;
+    return fields;
+  }
+
   onRoster(call, from, p) {
+    if (call.state === 'joining') {
+      // PROTOCOL "Join with a ticket": the host's roster lets us in.
+      if (from !== call.host) return;
+      clearTimeout(call.timers.get('join'));
+      call.timers.delete('join');
+      if (Number.isInteger(p.room_id)) call.roomId = p.room_id;
+      if (p.media_type === 'audio' || p.media_type === 'video') call.mediaType = p.media_type;
+      if (typeof p.sponsor === 'string') call.sponsor = p.sponsor;
+      call.state = 'connected';
+      call.answeredAt = performance.now();
+      this.joinCallRoom(call);
+      this.log(`joined the call of ${from}`, 'info');
+      this.emit('joined', { callId: call.callId, host: from, mediaType: call.mediaType });
+      if (call.mediaType === 'video' && this.media.video) {
+        this.addCamera(call).then((ok) => {
+          if (!ok) this.media.video = false;
+          this.applyLocalMedia();
+        });
+      }
+    }
+    if (typeof p.join_secret === 'string' && !call.joinSecret && call.state === 'connected') call.joinSecret = p.join_secret;
     const roster = p.roster && typeof p.roster === 'object' ? p.roster : {};
     const connected = Array.isArray(roster.connected) ? roster.connected : [];
     const ringing = Array.isArray(roster.ringing) ? roster.ringing : [];
@@ -765,7 +1095,8 @@ export class CallingClient extends EventTarget {
     for (const m of connected) {
       if (!m || typeof m.user !== 'string') continue;
       if (m.user === this.userId) {
-        listsMe = true;
+        // A joiner's host must list its current participation.
+        if (!(call.host === from && m.party !== call.party)) listsMe = true;
         continue;
       }
       if (this.isLate(m.user, m.party)) continue;
@@ -781,13 +1112,19 @@ export class CallingClient extends EventTarget {
         this.ensurePeer(call, m.user);
       }
     }
+    let newInvitees = false;
     for (const r of ringing) {
       if (r && typeof r.user === 'string' && r.user !== this.userId && !call.connected.has(r.user)) {
-        call.ringing.set(r.user, { invite_id: r.invite_id, inviter: r.inviter });
+        if (!call.ringing.has(r.user)) newInvitees = true;
+        this.addRinging(call, r.user, { invite_id: r.invite_id, inviter: r.inviter });
       }
     }
+    // A member invited more users (TRTCCalling's GROUP_CALL_INVITEE_LIST_UPDATE).
+    if (newInvitees && call.state === 'connected') this.emit('inviteeListUpdate', { users: [...call.ringing.keys()], callId: call.callId });
     if (call.state === 'connected' && !listsMe) {
-      this.sendPayload([from], this.envelope('enter', { audio: this.media.audio, video: this.media.video && call.mediaType === 'video' }));
+      const fields = { audio: this.media.audio, video: this.media.video && call.mediaType === 'video' };
+      if (call.host === from && call.joinSecret) fields.join_secret = call.joinSecret;
+      this.sendPayload([from], this.envelope('enter', fields));
     }
   }
 
@@ -868,10 +1205,12 @@ export class CallingClient extends EventTarget {
   setMemberMedia(call, user, audio, video) {
     const m = call.connected.get(user);
     if (!m) return;
-    if (m.audio !== audio) this.emit('userAudioAvailable', { user, available: audio });
-    if (m.video !== video) this.emit('userVideoAvailable', { user, available: video });
+    const was = { audio: m.audio, video: m.video };
+    // Updated first: a listener reading the member sees the new state.
     m.audio = audio;
     m.video = video;
+    if (was.audio !== audio) this.emit('userAudioAvailable', { user, available: audio });
+    if (was.video !== video) this.emit('userVideoAvailable', { user, available: video });
   }
 
   checkEnd(call, reason) {
@@ -913,18 +1252,120 @@ export class CallingClient extends EventTarget {
 
   // ---- media ---------------------------------------------------------------
 
+  /** The getUserMedia constraints for `kind` ('audio' or 'video'). */
+  constraintsFor(kind) {
+    const base = this.mediaConstraints && this.mediaConstraints[kind] !== undefined
+      ? this.mediaConstraints[kind]
+      : (kind === 'video' ? { ...this.videoProfile } : true);
+    const device = this.devices[kind];
+    if (!device) return base;
+    return { ...(typeof base === 'object' && base ? base : {}), deviceId: { exact: device } };
+  }
+
+  /**
+   * Opens the microphone (and the camera in a video call). What cannot be
+   * opened is reported (`error` code `microphone_unavailable` /
+   * `camera_unavailable`) and counted off, so that the others are told the
+   * truth in `enter` / `media_state`: a callee never waits for a camera that
+   * is not there.
+   */
   async openLocalMedia(call) {
     if (call.localStream) return;
     const video = call.mediaType === 'video';
-    const constraints = this.mediaConstraints
-      ? { audio: this.mediaConstraints.audio, video: video ? this.mediaConstraints.video : false }
-      : { audio: true, video: video ? { width: 640, height: 480 } : false };
+    const stream = new MediaStream();
+    const open = async (kind) => {
+      try {
+        const got = await navigator.mediaDevices.getUserMedia({ [kind]: this.constraintsFor(kind) });
+        for (const t of got.getTracks()) stream.addTrack(t);
+        return true;
+      } catch (e) {
+        const what = kind === 'video' ? 'camera' : 'microphone';
+        this.fail(`${what}_unavailable`, `cannot open the ${what}: ${e.message}`);
+        return false;
+      }
+    };
+    const [audioOk, videoOk] = await Promise.all([open('audio'), video ? open('video') : Promise.resolve(false)]);
+    if (!audioOk) this.media.audio = false;
+    if (video && !videoOk) this.media.video = false;
+    for (const t of stream.getAudioTracks()) t.enabled = this.media.audio;
+    for (const t of stream.getVideoTracks()) t.enabled = this.media.video;
+    call.deviceProblems = { audio: !audioOk, video: video && !videoOk };
+    call.localStream = stream;
+    this.emit('localStream', { stream });
+  }
+
+  /**
+   * Opens the camera in a call that has none yet (a switch to video, or a
+   * camera that failed before) and sends it on every peer's video m-line,
+   * which every connection has (PROTOCOL "SDP: m-lines"), without
+   * renegotiating. Resolves with whether a camera is now open.
+   */
+  async addCamera(call) {
+    if (!call.localStream) call.localStream = new MediaStream();
+    if (call.localStream.getVideoTracks().length > 0) return true;
+    let track;
     try {
-      call.localStream = await navigator.mediaDevices.getUserMedia(constraints);
-      this.emit('localStream', { stream: call.localStream });
+      const got = await navigator.mediaDevices.getUserMedia({ video: this.constraintsFor('video') });
+      [track] = got.getVideoTracks();
     } catch (e) {
-      this.fail('media_device', `cannot open the ${video ? 'camera or microphone' : 'microphone'}: ${e.message}`);
+      this.fail('camera_unavailable', `cannot open the camera: ${e.message}`);
+      return false;
     }
+    if (this.active !== call) {
+      track.stop();
+      return false;
+    }
+    call.localStream.addTrack(track);
+    track.enabled = this.media.video;
+    for (const peer of call.peers.values()) await this.sendTrack(peer, track);
+    this.emit('localStream', { stream: call.localStream });
+    return true;
+  }
+
+  /** Puts `track` on `peer`'s sender of its kind (replacing what it sent). */
+  async sendTrack(peer, track) {
+    const t = this.transceiverOf(peer.pc, track.kind);
+    if (!t) return;
+    try {
+      await t.sender.replaceTrack(track);
+    } catch (e) {
+      this.log(`cannot send the new ${track.kind} track to ${peer.user}: ${e.message}`);
+    }
+  }
+
+  transceiverOf(pc, kind) {
+    return pc.getTransceivers().find((t) => !t.stopped && (
+      (t.sender.track && t.sender.track.kind === kind) || (t.receiver.track && t.receiver.track.kind === kind)));
+  }
+
+  /**
+   * Uses device `deviceId` for `kind` ('audio' or 'video') from now on, and
+   * in the current call at once (the old track stops).
+   */
+  async useDevice(kind, deviceId) {
+    this.devices[kind] = deviceId || null;
+    const call = this.active;
+    if (!call || !call.localStream) return;
+    const old = kind === 'video' ? call.localStream.getVideoTracks() : call.localStream.getAudioTracks();
+    if (old.length === 0) return;
+    const got = await navigator.mediaDevices.getUserMedia({ [kind]: this.constraintsFor(kind) });
+    const [track] = kind === 'video' ? got.getVideoTracks() : got.getAudioTracks();
+    track.enabled = kind === 'video' ? this.media.video : this.media.audio;
+    for (const t of old) {
+      call.localStream.removeTrack(t);
+      t.stop();
+    }
+    call.localStream.addTrack(track);
+    for (const peer of call.peers.values()) await this.sendTrack(peer, track);
+    this.emit('localStream', { stream: call.localStream });
+  }
+
+  /** Sets the camera's resolution: {width, height}, applied to a live camera too. */
+  async setVideoProfile(profile) {
+    this.videoProfile = { width: profile.width, height: profile.height };
+    const call = this.active;
+    const track = call && call.localStream && call.localStream.getVideoTracks()[0];
+    if (track) await track.applyConstraints({ width: profile.width, height: profile.height }).catch((e) => this.log(`cannot change the video size: ${e.message}`));
   }
 
   ensurePeer(call, user) {
@@ -947,14 +1388,19 @@ export class CallingClient extends EventTarget {
     };
     pc.onicegatheringstatechange = () => mark(`gathering:${pc.iceGatheringState}`);
     call.peers.set(user, peer);
-    const video = call.mediaType === 'video';
-    if (call.localStream) {
+    // Audio first, then video, both sendrecv, in audio calls too: a switch
+    // to video (or a camera opened later) then needs no renegotiation
+    // (PROTOCOL "SDP: m-lines"). The answerer sets its directions when the
+    // offer arrives (see onMedia).
+    if (peer.offerer) {
+      const stream = call.localStream || new MediaStream();
+      for (const kind of ['audio', 'video']) {
+        const [track] = kind === 'audio' ? stream.getAudioTracks() : stream.getVideoTracks();
+        if (track) pc.addTrack(track, stream);
+        else pc.addTransceiver(kind, { direction: 'sendrecv', streams: [stream] });
+      }
+    } else if (call.localStream) {
       for (const track of call.localStream.getTracks()) pc.addTrack(track, call.localStream);
-    } else {
-      pc.addTransceiver('audio', { direction: 'recvonly' });
-    }
-    if (video && (!call.localStream || call.localStream.getVideoTracks().length === 0)) {
-      pc.addTransceiver('video', { direction: 'recvonly' });
     }
     pc.onicecandidate = (ev) => {
       if (!ev.candidate || !ev.candidate.candidate) return;
@@ -1102,6 +1548,14 @@ export class CallingClient extends EventTarget {
         const peer = this.ensurePeer(call, from);
         peer.mark('offer-received');
         await peer.pc.setRemoteDescription({ type: 'offer', sdp: s.sdp });
+        // Send on every m-line, with a track or not yet: a camera opened
+        // later goes out by replaceTrack.
+        for (const t of peer.pc.getTransceivers()) {
+          if (!t.stopped && t.direction === 'recvonly') t.direction = 'sendrecv';
+          const kind = t.receiver.track && t.receiver.track.kind;
+          const mine = call.localStream && kind && (kind === 'video' ? call.localStream.getVideoTracks() : call.localStream.getAudioTracks())[0];
+          if (mine && t.sender.track !== mine && !t.sender.track) await t.sender.replaceTrack(mine);
+        }
         const answer = await peer.pc.createAnswer();
         if (this.passiveDtls) answer.sdp = answer.sdp.replace(/a=setup:active/g, 'a=setup:passive');
         await peer.pc.setLocalDescription(answer);
@@ -1210,6 +1664,7 @@ export class CallingClient extends EventTarget {
           r.framesDecoded += s.framesDecoded || 0;
           r.videoPackets += s.packetsReceived || 0;
         } else if (s.kind === 'audio') {
+          r.audioLevel = Math.max(r.audioLevel || 0, s.audioLevel || 0);
           r.audioEnergy += s.totalAudioEnergy || 0;
           r.audioPackets += s.packetsReceived || 0;
         }

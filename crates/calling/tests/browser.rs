@@ -2,7 +2,11 @@
 //! fake camera and microphone) runs the web demo served by an in-process
 //! `calling-server` on 127.0.0.1:0, driven by `tests/browser/driver.mjs`
 //! (playwright-core). Browser ↔ browser, Rust `Calling` ↔ browser in both
-//! offer directions, and reject / busy / cancel as the page shows them.
+//! offer directions, and reject / busy / cancel / no answer / offline, a
+//! kick, a refused UserSig, a server restart, a switch to video, a join
+//! with a ticket and a camera that cannot open, as the page shows them; the
+//! example app (examples/web-app) on another origin calls Rust. The page
+//! and the example use the TRTCCalling API (web/trtc-calling.js).
 //!
 //! Needs `/usr/bin/chromium` (or `$CHROMIUM`), `node`, and
 //! `tests/browser/node_modules` (`scripts/setup.sh` installs all three).
@@ -91,12 +95,17 @@ fn prerequisites(test: &str) -> Result<(), ()> {
 }
 
 async fn start() -> (RunningServer, String) {
-    let mut config = Config::new(APP, KEY);
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.demo = Some(DemoMode::new(KEY));
-    let server = Server::bind(config).await.unwrap();
+    let server = start_at("127.0.0.1:0".parse().unwrap()).await;
     let base = format!("http://{}", server.local_addr());
     (server, base)
+}
+
+/// A demo-mode server on `addr`.
+async fn start_at(addr: std::net::SocketAddr) -> RunningServer {
+    let mut config = Config::new(APP, KEY);
+    config.listen = addr;
+    config.demo = Some(DemoMode::new(KEY));
+    Server::bind(config).await.unwrap()
 }
 
 async fn login(server: &RunningServer, user: &str) -> (Calling, Events) {
@@ -351,7 +360,11 @@ async fn two_browsers_and_rust_in_one_group_call() {
         wait_frames(&rust, user, MediaKind::Audio, 10).await;
     }
     driver.expect("MEDIA_OK").await;
+    // Rust invites one more (offline) user: the browsers hear of the new
+    // invitee list (GROUP_CALL_INVITEE_LIST_UPDATE).
+    rust.invite(&["web-late"], RING).await.unwrap();
     driver.poke();
+    driver.expect("INVITEES web-late").await;
     driver.expect("A_LEFT").await;
     expect_event(
         &mut events,
@@ -370,18 +383,224 @@ async fn two_browsers_and_rust_in_one_group_call() {
     server.shutdown().await;
 }
 
+/// The server goes away and a new one starts on the same address: the
+/// pages show that they are reconnecting, log in again by themselves, and
+/// can call each other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_shows_the_server_going_away() {
-    if prerequisites("browser_shows_the_server_going_away").is_err() {
+async fn browsers_reconnect_after_a_server_restart() {
+    if prerequisites("browsers_reconnect_after_a_server_restart").is_err() {
         return;
     }
     let _one = BROWSER.lock().await;
     let (server, base) = start().await;
-    let mut driver = Driver::spawn("server-loss", &base, &[]);
+    let addr = server.local_addr();
+    let mut driver = Driver::spawn("server-restart", &base, &[]);
     driver.expect("READY").await;
     server.shutdown().await;
-    driver.expect("SEEN").await;
+    driver.expect("LOST").await;
+    // The address the first server was given (bound on port 0), not a fixed one.
+    let again = start_at(addr).await;
+    driver.expect("MEDIA_OK").await;
     driver.finish().await;
+    again.shutdown().await;
+}
+
+/// A browser and a Rust client in a call when the server restarts: both
+/// reconnect and log in again by themselves, the call goes on, and Rust's
+/// hang-up reaches the browser through the new server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_with_rust_goes_on_through_a_server_restart() {
+    if prerequisites("a_call_with_rust_goes_on_through_a_server_restart").is_err() {
+        return;
+    }
+    let _one = BROWSER.lock().await;
+    let (server, base) = start().await;
+    let addr = server.local_addr();
+    let (rust, mut events) = login(&server, "rust").await;
+    let mut driver = Driver::spawn("answer-restart", &base, &["user=web-r", "peer=rust"]);
+    driver.expect("READY").await;
+    rust.call("web-r", MediaType::Video, RING).await.unwrap();
+    expect_event(
+        &mut events,
+        "the browser enters",
+        |e| matches!(e, Event::Call(CallEvent::UserEnter { user, .. }) if user.as_str() == "web-r"),
+    )
+    .await;
+    driver.expect("MEDIA_OK").await;
+    server.shutdown().await;
+    driver.expect("LOST").await;
+    let again = start_at(addr).await;
+    expect_event(&mut events, "Rust reconnects", |e| {
+        matches!(e, Event::Reconnected)
+    })
+    .await;
+    driver.expect("RECONNECTED").await;
+    assert!(
+        rust.current_call().await.unwrap().is_some(),
+        "Rust's call ended during the restart"
+    );
+    let before = wait_frames(&rust, "web-r", MediaKind::Video, 1).await;
+    wait_frames(&rust, "web-r", MediaKind::Video, before + 10).await;
+    rust.hangup().await.unwrap();
+    driver.expect("ENDED").await;
+    driver.finish().await;
+    again.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_shows_no_answer_on_both_sides() {
+    browser_scenario("browser_shows_no_answer_on_both_sides", "no-answer").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kicked_page_shows_it_is_logged_out() {
+    browser_scenario("a_kicked_page_shows_it_is_logged_out", "kick").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audio_call_switches_to_video_when_the_other_side_agrees() {
+    browser_scenario(
+        "an_audio_call_switches_to_video_when_the_other_side_agrees",
+        "switch-to-video",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_browser_joins_with_a_ticket_and_a_wrong_secret_does_not() {
+    browser_scenario(
+        "a_third_browser_joins_with_a_ticket_and_a_wrong_secret_does_not",
+        "join-by-ticket",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callee_is_told_when_the_callers_camera_cannot_open() {
+    browser_scenario(
+        "the_callee_is_told_when_the_callers_camera_cannot_open",
+        "no-camera",
+    )
+    .await;
+}
+
+/// A forged and an expired UserSig: the page says which, in words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_explains_a_refused_usersig() {
+    if prerequisites("browser_explains_a_refused_usersig").is_err() {
+        return;
+    }
+    let _one = BROWSER.lock().await;
+    let (server, base) = start().await;
+    let forged = calling_usersig::generate(
+        APP,
+        "another-key",
+        "web-w",
+        3600,
+        calling_usersig::now_unix(),
+    );
+    let expired =
+        calling_usersig::generate(APP, KEY, "web-w", 60, calling_usersig::now_unix() - 3600);
+    let app = format!("app={APP}");
+    let badsig = format!("badsig={forged}");
+    let oldsig = format!("oldsig={expired}");
+    let mut driver = Driver::spawn("bad-login", &base, &[&app, &badsig, &oldsig]);
+    driver.expect("MEDIA_OK").await;
+    driver.finish().await;
+    server.shutdown().await;
+}
+
+/// examples/web-app, served from another origin, imports the package from
+/// the server (CORS) and video-calls a Rust client, which accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_app_on_another_origin_calls_rust() {
+    if prerequisites("the_example_app_on_another_origin_calls_rust").is_err() {
+        return;
+    }
+    let _one = BROWSER.lock().await;
+    // The example's origin (a port the driver's static server gets from
+    // the OS) is not known here in advance: every origin may connect.
+    let mut config = Config::new(APP, KEY);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.allowed_origins = vec!["*".to_string()];
+    let server = Server::bind(config).await.unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let (rust, mut events) = login(&server, "rust").await;
+    let sig = calling_usersig::generate(APP, KEY, "ex-web", 3600, calling_usersig::now_unix());
+    let app = format!("app={APP}");
+    let sig = format!("sig={sig}");
+    let mut driver = Driver::spawn(
+        "example-app",
+        &base,
+        &["user=ex-web", "peer=rust", &app, &sig],
+    );
+    driver.expect("READY").await;
+    let invite = match expect_event(&mut events, "the example's invite", |e| {
+        matches!(e, Event::Call(CallEvent::Invited { .. }))
+    })
+    .await
+    {
+        Event::Call(CallEvent::Invited {
+            invite_id, sponsor, ..
+        }) => {
+            assert_eq!(sponsor.as_str(), "ex-web");
+            invite_id
+        }
+        _ => unreachable!(),
+    };
+    rust.accept(&invite).await.unwrap();
+    wait_frames(&rust, "ex-web", MediaKind::Video, 10).await;
+    wait_frames(&rust, "ex-web", MediaKind::Audio, 10).await;
+    driver.expect("MEDIA_OK").await;
+    driver.poke();
+    expect_event(&mut events, "call end", |e| {
+        matches!(e, Event::Call(CallEvent::CallEnd { .. }))
+    })
+    .await;
+    driver.expect("ENDED").await;
+    driver.finish().await;
+    server.shutdown().await;
+}
+
+/// Rust audio-calls the browser and asks to switch to video; the page
+/// accepts, and video flows both ways on the video m-line the audio call
+/// had from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_asks_the_browser_to_switch_to_video() {
+    if prerequisites("rust_asks_the_browser_to_switch_to_video").is_err() {
+        return;
+    }
+    let _one = BROWSER.lock().await;
+    let (server, base) = start().await;
+    let (rust, mut events) = login(&server, "rust").await;
+    let mut driver = Driver::spawn("answer-switch", &base, &["user=web-s", "peer=rust"]);
+    driver.expect("READY").await;
+    rust.call("web-s", MediaType::Audio, RING).await.unwrap();
+    expect_event(
+        &mut events,
+        "the browser enters",
+        |e| matches!(e, Event::Call(CallEvent::UserEnter { user, .. }) if user.as_str() == "web-s"),
+    )
+    .await;
+    driver.expect("IN_CALL").await;
+    rust.switch_media_type(MediaType::Video).await.unwrap();
+    expect_event(&mut events, "the switch to video", |e| {
+        matches!(
+            e,
+            Event::Call(CallEvent::MediaTypeChanged {
+                to: MediaType::Video,
+                ..
+            })
+        )
+    })
+    .await;
+    let video = wait_frames(&rust, "web-s", MediaKind::Video, 10).await;
+    eprintln!("rust got {video} video frames from the browser after the switch");
+    driver.expect("MEDIA_OK").await;
+    rust.hangup().await.unwrap();
+    driver.expect("ENDED").await;
+    driver.finish().await;
+    server.shutdown().await;
 }
 
 /// Rust calls the browser; "rust" < "web-r", so Rust makes the offer.

@@ -1038,7 +1038,7 @@ fn chromium_media_comes_back_in(
                 rust.text()
             )
         });
-        assert_eq!(restored["user"], rust_user, "{restored}");
+        assert_eq!(restored["userID"], rust_user, "{restored}");
         eprintln!("calling.js: mediaRestored after {} ms", restored["gapMs"]);
     }
     assert!(events("mediaFailed").is_empty(), "{}", browser.text());
