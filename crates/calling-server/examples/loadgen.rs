@@ -37,7 +37,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::builder::RangedU64ValueParser;
@@ -104,6 +104,10 @@ struct RunArgs {
     /// The `redis-server` binary for `--nodes`.
     #[arg(long, default_value = "redis-server")]
     redis_server: PathBuf,
+    /// Runtime threads per server process (`calling-server --workers`;
+    /// default: one per core).
+    #[arg(long, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
+    server_threads: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -162,6 +166,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         nodes,
         redis_server,
         heartbeat_ms,
+        server_threads,
     } = args;
     if nodes > 0 && workers % nodes != 0 {
         return Err("--workers must be a multiple of --nodes".into());
@@ -202,6 +207,9 @@ fn run(args: RunArgs) -> Result<(), String> {
             "--heartbeat-timeout-ms".into(),
             (3 * ms).to_string(),
         ]);
+    }
+    if let Some(n) = server_threads {
+        extra.extend(["--workers".into(), n.to_string()]);
     }
     let mut servers = Vec::new();
     for _ in 0..nodes.max(1) {
@@ -298,6 +306,26 @@ fn run(args: RunArgs) -> Result<(), String> {
         input.write_all(b"GO\n").map_err(|e| e.to_string())?;
         input.flush().map_err(|e| e.to_string())?;
     }
+    // Every worker has sent its invites and seen them arrive: read the
+    // servers' CPU now, before the kick phase and before the workers exit
+    // (100,000 connections closing at once would count as traffic).
+    for (_, out) in &mut procs {
+        let mut line = String::new();
+        out.read_line(&mut line).map_err(|e| e.to_string())?;
+        if line.trim() != "DRAINED" {
+            return Err(format!("worker said {line:?}"));
+        }
+    }
+    let traffic_wall = t_go.elapsed().as_secs_f64();
+    let server_cpu = cpu_all(&server_pids)? - cpu_before;
+    let redis_cpu = match (redis, redis_cpu_before) {
+        (Some(pid), Some(before)) => Some(cpu_secs(pid)? - before),
+        _ => None,
+    };
+    for (input, _) in &mut procs {
+        input.write_all(b"KICK\n").map_err(|e| e.to_string())?;
+        input.flush().map_err(|e| e.to_string())?;
+    }
     let mut sent = 0u64;
     let mut received = 0u64;
     let mut undeliverable = 0u64;
@@ -328,12 +356,6 @@ fn run(args: RunArgs) -> Result<(), String> {
         }
     }
     let rss_after = rss_all(&pids)?;
-    let server_cpu = cpu_all(&server_pids)? - cpu_before;
-    let redis_cpu = match (redis, redis_cpu_before) {
-        (Some(pid), Some(before)) => Some(cpu_secs(pid)? - before),
-        _ => None,
-    };
-    let traffic_wall = t_go.elapsed().as_secs_f64();
     lat.sort_unstable();
     let pct = |p: f64| -> f64 {
         if lat.is_empty() {
@@ -380,7 +402,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         received as f64 / secs as f64
     );
     println!(
-        "server CPU in traffic  : {server_cpu:.2} s over {traffic_wall:.1} s wall ({:.0}% of one core; {:.1} us per routed invite, heartbeats included)",
+        "server CPU in traffic  : {server_cpu:.2} s over {traffic_wall:.1} s of sending and draining ({:.0}% of one core; {:.1} us per routed invite, heartbeats included)",
         100.0 * server_cpu / traffic_wall,
         1e6 * server_cpu / received.max(1) as f64
     );
@@ -466,9 +488,17 @@ fn server_log(listen: &str) -> Result<Stdio, String> {
     }
 }
 
-fn base() -> Instant {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    *BASE.get_or_init(Instant::now)
+/// Nanoseconds on a clock every worker process shares. With `--nodes`
+/// an invite is stamped in one worker and received in another, so a
+/// per-process `Instant` base would add the difference between the
+/// processes' start times to every latency. The system clock is the
+/// same in all of them; NTP slews it by at most 0.05 %, nothing in a
+/// 10 s run.
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 fn worker(args: WorkerArgs) -> Result<(), String> {
@@ -535,7 +565,7 @@ async fn login_one(
             .await
             .map_err(|e| e.to_string())?;
     let login = serde_json::json!({"type":"login","sdk_app_id":APP,"user_id":user,"user_sig":sig});
-    let login_sent_ns = base().elapsed().as_nanos() as u64;
+    let login_sent_ns = now_ns();
     ws.send(Message::text(login.to_string()))
         .await
         .map_err(|e| e.to_string())?;
@@ -602,7 +632,7 @@ fn on_text(text: &str, stats: &Stats) {
     match v.kind {
         "message" => {
             let sent_ns = v.payload.and_then(|p| p.t).unwrap_or(0);
-            let now_ns = base().elapsed().as_nanos() as u64;
+            let now_ns = now_ns();
             let us = (now_ns.saturating_sub(sent_ns) / 1000) as u32;
             stats.received.fetch_add(1, Ordering::Relaxed);
             stats
@@ -620,7 +650,7 @@ fn on_text(text: &str, stats: &Stats) {
             }
         }
         "kicked_out" => {
-            let now_ns = base().elapsed().as_nanos() as u64;
+            let now_ns = now_ns();
             stats
                 .kicked_ns
                 .lock()
@@ -645,7 +675,6 @@ async fn worker_main(
     secs: u64,
     cross: Option<(usize, usize)>,
 ) -> Result<(), String> {
-    base();
     let stats = Arc::new(Stats::default());
     // UserSigs are made before the clock starts: issuing them is the app
     // backend's job, not part of a login.
@@ -730,7 +759,7 @@ async fn worker_main(
 
     let n = conns.len();
     let mut sent = 0u64;
-    let traffic_start_ms = base().elapsed().as_millis() as u64;
+    let traffic_start_ms = now_ns() / 1_000_000;
     if n >= 2 && rate > 0 {
         let mut tick = tokio::time::interval(Duration::from_millis(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -762,7 +791,7 @@ async fn worker_main(
                         (index, to)
                     }
                 };
-                let t = base().elapsed().as_nanos() as u64;
+                let t = now_ns();
                 let frame = format!(
                     r#"{{"type":"send","id":"{sent}","to":["w{peer}u{to}"],"payload":{{"cmd":"invite","version":1,"call_id":"c{index}-{sent}","media":"video","timeout":30,"t":{t}}}}}"#
                 );
@@ -775,14 +804,34 @@ async fn worker_main(
             }
         }
     }
-    // Drain: wait until everything arrived or 5 s passed.
+    // Drain: wait until everything arrived or 5 s passed. Across nodes a
+    // worker receives other workers' invites, not its own, so there it
+    // waits until nothing has arrived for 300 ms.
     let drain_end = Instant::now() + Duration::from_secs(5);
-    while stats.received.load(Ordering::Relaxed) + stats.undeliverable.load(Ordering::Relaxed)
-        < sent
-        && Instant::now() < drain_end
-    {
+    let arrived =
+        || stats.received.load(Ordering::Relaxed) + stats.undeliverable.load(Ordering::Relaxed);
+    let mut last = (arrived(), Instant::now());
+    while Instant::now() < drain_end {
+        let now = arrived();
+        if cross.is_none() && now >= sent {
+            break;
+        }
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if cross.is_some() && last.1.elapsed() >= Duration::from_millis(300) {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    println!("DRAINED");
+    let _ = std::io::stdout().flush();
+    let (kick_tx, kick_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        let _ = kick_tx.send(());
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(600), kick_rx).await;
     // Kick latency: log in again as existing users, one at a time, and time
     // from the new login frame to the old session's kicked_out.
     let mut kick_us: Vec<u64> = Vec::new();
