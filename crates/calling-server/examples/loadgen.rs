@@ -667,6 +667,20 @@ fn on_text(text: &str, stats: &Stats) {
     }
 }
 
+/// Tells the parent `said` and waits for its next line (GO, KICK), read
+/// on a plain thread so the runtime keeps serving the connections.
+async fn barrier(said: String) {
+    println!("{said}");
+    let _ = std::io::stdout().flush();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        let _ = tx.send(());
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(600), rx).await;
+}
+
 async fn worker_main(
     addr: SocketAddr,
     index: usize,
@@ -741,21 +755,12 @@ async fn worker_main(
     }
     let login_secs = t0.elapsed().as_secs_f64();
     let conns: Vec<mpsc::Sender<String>> = conns.into_iter().flatten().collect();
-    println!(
+    barrier(format!(
         "READY {} ok, {failed} failed, {:.0} logins/s",
         conns.len(),
         conns.len() as f64 / login_secs
-    );
-    let _ = std::io::stdout().flush();
-
-    // Wait for GO (blocking read on a plain thread).
-    let (go_tx, go_rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = std::io::stdin().read_line(&mut line);
-        let _ = go_tx.send(());
-    });
-    let _ = tokio::time::timeout(Duration::from_secs(600), go_rx).await;
+    ))
+    .await;
 
     let n = conns.len();
     let mut sent = 0u64;
@@ -823,15 +828,7 @@ async fn worker_main(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    println!("DRAINED");
-    let _ = std::io::stdout().flush();
-    let (kick_tx, kick_rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = std::io::stdin().read_line(&mut line);
-        let _ = kick_tx.send(());
-    });
-    let _ = tokio::time::timeout(Duration::from_secs(600), kick_rx).await;
+    barrier("DRAINED".into()).await;
     // Kick latency: log in again as existing users, one at a time, and time
     // from the new login frame to the old session's kicked_out.
     let mut kick_us: Vec<u64> = Vec::new();
