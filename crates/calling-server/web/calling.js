@@ -54,6 +54,11 @@ const RESTART_SERVED_MS = 900;
 const RESTART_IN_FLIGHT_MS = 3000;
 // PROTOCOL "Reconnecting": a connected party whose connection died.
 const RECONNECT_GRACE_MS = 10000;
+// Call-layer frames written while the socket is down wait for the
+// re-login, at most this many and for at most the others' reconnect
+// grace: past it they have given up on us and the frame means nothing.
+const OUTBOX_MAX = 64;
+const OUTBOX_MAX_AGE_MS = RECONNECT_GRACE_MS;
 // PROTOCOL "Reconnecting": the first wait, and the most it doubles to.
 const RECONNECT_FIRST_MS = 100;
 const RECONNECT_MAX_MS = 5000;
@@ -106,6 +111,7 @@ export class CallingClient extends EventTarget {
     this.nextFrameId = 1;
     this.pending = new Map(); // frame id -> {resolve, reject, what}
     this.sendTargets = new Map(); // send id -> {kind, users}
+    this.outbox = []; // [{frame, at}]: sends held while reconnecting
     this.heartbeat = null;
     this.lastHeard = 0;
     this.lastPartyMs = 0;
@@ -253,6 +259,7 @@ export class CallingClient extends EventTarget {
       // Back in the call's room, so that the others hear of us again.
       const call = this.active;
       if (call && call.joinedRoom) this.roomRequest('join', call.callId);
+      this.flushOutbox();
       this.log(`reconnected as ${frame.user_id}`, 'info');
       this.emit('reconnected', { userId: frame.user_id });
     } else {
@@ -283,6 +290,7 @@ export class CallingClient extends EventTarget {
     if (this.session) clearTimeout(this.session.timer);
     this.session = null;
     this.userId = null;
+    this.outbox = [];
     this.closeSocket();
   }
 
@@ -456,8 +464,41 @@ export class CallingClient extends EventTarget {
     if (this.sendTargets.size > 256) {
       this.sendTargets.delete(this.sendTargets.keys().next().value);
     }
-    this.sendFrame({ type: 'send', id, to, payload });
+    const frame = { type: 'send', id, to, payload };
+    if (!this.sendFrame(frame)) this.hold(frame);
     return id;
+  }
+
+  /**
+   * Keeps `frame` for the re-login when the socket is down: a hangup,
+   * accept or cancel written during a reconnect is sent once it is back,
+   * not lost. Without a session (logged out) there is nothing to wait for.
+   */
+  hold(frame) {
+    const what = `${frame.payload.kind} to ${frame.to.join(',')}`;
+    if (!this.session) {
+      this.log(`not connected: ${what} not sent`, 'info');
+      return;
+    }
+    this.outbox.push({ frame, at: performance.now() });
+    if (this.outbox.length > OUTBOX_MAX) {
+      const old = this.outbox.shift();
+      this.log(`too much held while reconnecting: dropped ${old.frame.payload.kind} to ${old.frame.to.join(',')}`, 'info');
+    }
+  }
+
+  /** Sends what {@link hold} kept, in order, leaving out what went stale. */
+  flushOutbox() {
+    const held = this.outbox;
+    this.outbox = [];
+    const now = performance.now();
+    for (const { frame, at } of held) {
+      if (now - at > OUTBOX_MAX_AGE_MS) {
+        this.log(`dropped ${frame.payload.kind} to ${frame.to.join(',')}: held ${Math.round(now - at)} ms while reconnecting`, 'info');
+        continue;
+      }
+      if (!this.sendFrame(frame)) this.hold(frame);
+    }
   }
 
   onFrame(data) {
