@@ -258,7 +258,7 @@ export class CallingClient extends EventTarget {
     if (again) {
       // Back in the call's room, so that the others hear of us again.
       const call = this.active;
-      if (call && call.joinedRoom) this.roomRequest('join', call.callId);
+      if (call && call.joinedRoom) this.roomRequest('join', call.callId, this.sponsorAllow(call));
       this.flushOutbox();
       this.log(`reconnected as ${frame.user_id}`, 'info');
       this.emit('reconnected', { userId: frame.user_id });
@@ -538,7 +538,10 @@ export class CallingClient extends EventTarget {
           }
           break;
         }
-        if (waiter) {
+        if (waiter && waiter.quiet) {
+          this.pending.delete(frame.id);
+          waiter.reject(new CallingError(frame.code, frame.message || frame.code));
+        } else if (waiter) {
           this.pending.delete(frame.id);
           waiter.reject(this.fail(frame.code, frame.message || frame.code));
         } else {
@@ -565,10 +568,16 @@ export class CallingClient extends EventTarget {
     }
   }
 
-  roomRequest(type, room) {
+  /**
+   * A `join`, `allow` or `leave` of `room` with `fields` (`allow`,
+   * `users`). With `quiet`, a refusal is only logged: an `allow` in an
+   * open room (made by an older client) is refused and harms nothing.
+   */
+  roomRequest(type, room, fields = {}, quiet = false) {
     const id = `r${this.nextFrameId++}`;
-    this.pending.set(id, { what: type, resolve: () => {}, reject: () => {} });
-    this.sendFrame({ type, id, room });
+    const reject = quiet ? (e) => this.log(`${type} of the call room refused: ${e.code}`) : () => {};
+    this.pending.set(id, { what: type, resolve: () => {}, reject, quiet });
+    this.sendFrame({ type, id, room, ...fields });
   }
 
   // ---- call layer: helpers -----------------------------------------------
@@ -636,7 +645,7 @@ export class CallingClient extends EventTarget {
 
   newCall(fields) {
     return {
-      state: 'calling', party: this.newParty(), connected: new Map(), ringing: new Map(),
+      state: 'calling', party: this.newParty(), connected: new Map(), ringing: new Map(), roomAllowed: new Set(),
       peers: new Map(), timers: new Map(), inviteId: null, inviter: null, groupId: null,
       localStream: null, joinedRoom: false, answeredAt: null, joinSecret: null, host: null,
       // user -> the invite id it was invited with (PROTOCOL "Security
@@ -1094,7 +1103,9 @@ export class CallingClient extends EventTarget {
     call.connected.set(from, { party: p.party, audio: !!p.audio, video: !!p.video });
     if (call.state !== 'connected') return; // still ringing here: just learn it
     if (call.answeredAt === null) call.answeredAt = performance.now();
-    // Everyone we know hears of the newcomer from us (PROTOCOL "Accept").
+    // Everyone we know hears of the newcomer from us (PROTOCOL "Accept"),
+    // once it may join the call's room.
+    this.allowIntoRoom(call);
     this.sendPayload(this.everyone(call), this.envelope('roster', this.rosterFields(call)));
     if (known) this.closePeer(call, from);
     this.emit('userEnter', { user: from, callId: call.callId });
@@ -1160,6 +1171,7 @@ export class CallingClient extends EventTarget {
         this.addRinging(call, r.user, { invite_id: r.invite_id, inviter: r.inviter });
       }
     }
+    if (call.state === 'connected') this.allowIntoRoom(call);
     // A member invited more users (TRTCCalling's GROUP_CALL_INVITEE_LIST_UPDATE).
     if (newInvitees && call.state === 'connected') this.emit('inviteeListUpdate', { users: [...call.ringing.keys()], callId: call.callId });
     if (call.state === 'connected' && !listsMe) {
@@ -1279,10 +1291,44 @@ export class CallingClient extends EventTarget {
     this.emit('callEnd', { callId: call.callId, reason });
   }
 
+  /**
+   * Joins the server room named by the call, through which the server
+   * tells when a member's connection dies. The sponsor makes it closed,
+   * open only to the users it invites (as the Rust SDK does), so that a
+   * stranger who knows the call id cannot sit in it.
+   */
   joinCallRoom(call) {
     if (call.joinedRoom) return;
     call.joinedRoom = true;
-    this.roomRequest('join', call.callId);
+    this.roomRequest('join', call.callId, this.sponsorAllow(call));
+  }
+
+  /**
+   * The `join` fields: the sponsor's list of everyone invited or in the
+   * call; nothing for the others, whom the sponsor's list admits.
+   */
+  sponsorAllow(call) {
+    const allow = this.members(call);
+    call.roomAllowed = new Set(allow);
+    if (call.sponsor !== this.userId) return {};
+    return allow.length > 0 ? { allow } : {};
+  }
+
+  members(call) {
+    return [...call.connected.keys(), ...call.ringing.keys()].filter((u) => u !== this.userId);
+  }
+
+  /**
+   * Lets into the call's room the parties it does not admit yet (a
+   * joiner with a ticket, an invitee another member added), before they
+   * are told of the call and join it.
+   */
+  allowIntoRoom(call) {
+    if (!call.joinedRoom) return;
+    const fresh = this.members(call).filter((u) => !call.roomAllowed.has(u));
+    if (fresh.length === 0) return;
+    for (const u of fresh) call.roomAllowed.add(u);
+    this.roomRequest('allow', call.callId, { users: fresh }, true);
   }
 
   leaveCallRoom(call) {

@@ -26,6 +26,8 @@ use std::time::Duration;
 
 use calling::{CallEvent, Calling, CallingConfig, EndReason, Event, Events, MediaKind, MediaType};
 use calling_server::{Config, DemoMode, RunningServer, Server};
+use calling_signal::protocol::ErrorCode;
+use calling_signal::{Transport, TransportError, UserId, WsConfig, WsTransport};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
@@ -652,16 +654,19 @@ async fn browser_calls_rust_and_media_flows_both_ways() {
     let (server, base) = start().await;
     let (rust, mut events) = login(&server, "rust").await;
     let mut driver = Driver::spawn("place", &base, &["user=b-web", "peer=rust"]);
-    let invite = match expect_event(&mut events, "the browser's invite", |e| {
+    let (invite, call_id) = match expect_event(&mut events, "the browser's invite", |e| {
         matches!(e, Event::Call(CallEvent::Invited { .. }))
     })
     .await
     {
         Event::Call(CallEvent::Invited {
-            invite_id, sponsor, ..
+            invite_id,
+            sponsor,
+            call_id,
+            ..
         }) => {
             assert_eq!(sponsor.as_str(), "b-web");
-            invite_id
+            (invite_id, call_id)
         }
         _ => unreachable!(),
     };
@@ -669,6 +674,17 @@ async fn browser_calls_rust_and_media_flows_both_ways() {
     let video = wait_frames(&rust, "b-web", MediaKind::Video, 10).await;
     let audio = wait_frames(&rust, "b-web", MediaKind::Audio, 10).await;
     eprintln!("rust got {video} video and {audio} audio frames from the browser");
+    // The browser made the call's room closed to its members: a stranger
+    // who knows the call id cannot sit in it.
+    let url = format!("ws://{}/ws", server.local_addr());
+    let sig = calling_usersig::generate(APP, KEY, "mallory", 3600, calling_usersig::now_unix());
+    let config = WsConfig::new(&url, APP, UserId::new("mallory").unwrap(), sig);
+    let mallory = WsTransport::connect(config).await.unwrap();
+    match mallory.join_room(call_id.as_str(), &[]).await {
+        Err(TransportError::Refused { code, .. }) => assert_eq!(code, ErrorCode::NotAllowed),
+        other => panic!("a stranger joined the browser's call room: {other:?}"),
+    }
+    mallory.close().await;
     driver.expect("MEDIA_OK").await;
     driver.poke();
     let end = expect_event(&mut events, "call end", |e| {
