@@ -389,6 +389,12 @@ const scenarios = {
     // Video flows both ways on the m-line the audio call already had.
     await waitMedia(a, 'web-b', true);
     await waitMedia(b, 'web-a', true);
+    // The refusal's banner went with the refusal.
+    const stale = await a.evaluate(() => {
+      const el = document.getElementById('error');
+      return !el.hidden && el.textContent.includes('did not agree') ? el.textContent : null;
+    });
+    if (stale) fail(`a stale banner after the switch: ${stale}`);
     await screenshot(a, 'switched-to-video.png');
     // The camera picker: another camera in the call, video still flows.
     const cameras = await b.evaluate(() => window.demo.trtc.getCameras());

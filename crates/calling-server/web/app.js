@@ -29,7 +29,7 @@ const END_REASONS = {
 
 let trtc = null;
 let sdkAppId = null;
-const demo = { trtc: null, client: null, events: [], banners: [], setups: [], errors: [], volumes: {}, loudest: {}, ringing: false };
+const demo = { trtc: null, client: null, events: [], banners: [], setups: [], errors: [], volumes: {}, loudest: {}, ringing: false, bannerFrom: null };
 window.demo = demo;
 
 function show(id, on) { $(id).hidden = !on; }
@@ -45,15 +45,19 @@ function log(text, level = 'info') {
 }
 
 /** The banner: `kind` 'error' (red), 'warn' (yellow) or 'info' (green). */
-function banner(text, kind = 'warn') {
+function banner(text, kind = 'warn', from = null) {
   demo.banners.push({ text, kind });
   if (kind === 'error') demo.errors.push(text);
+  demo.bannerFrom = from;
   $('error').textContent = text;
   $('error').className = `banner ${kind}`;
   show('error', true);
 }
 
-function clearBanner() { show('error', false); }
+function clearBanner() {
+  demo.bannerFrom = null;
+  show('error', false);
+}
 
 // ---- the ringtone: two tones, on and off, made with WebAudio ---------------
 
@@ -232,6 +236,12 @@ const BANNERS = {
   [EVENT.SWITCH_REFUSED]: 'warn', [EVENT.LOCAL_DEVICE_PROBLEM]: 'error', [EVENT.MEDIA_INTERRUPTED]: 'warn',
 };
 
+/** The banners an event makes out of date. */
+const OUTDATES = {
+  [EVENT.CALL_TYPE_CHANGED]: [EVENT.SWITCH_REFUSED],
+  [EVENT.MEDIA_RESTORED]: [EVENT.MEDIA_INTERRUPTED],
+};
+
 function onEvent(name, d) {
   if (name === EVENT.USER_VOICE_VOLUME) {
     demo.volumes[d.userID] = d.volume;
@@ -252,7 +262,10 @@ function onEvent(name, d) {
   }
   const text = words[name] && words[name](d);
   if (text) log(text);
-  if (BANNERS[name]) banner(text, BANNERS[name]);
+  if (BANNERS[name]) banner(text, BANNERS[name], name);
+  // A banner about a state that has passed would tell the user something
+  // no longer true ("did not agree to video" once the call is a video call).
+  if (OUTDATES[name] && OUTDATES[name].includes(demo.bannerFrom)) clearBanner();
   switch (name) {
     case EVENT.INVITED:
       $('incoming-text').textContent = text;
@@ -416,8 +429,14 @@ $('reject-btn').addEventListener('click', () => {
 $('hangup-btn').addEventListener('click', () => run('Hang-up failed', () => trtc.hangup()));
 $('mute-btn').addEventListener('click', () => run('Mute failed', async () => trtc.setMicMute(demo.client.media.audio)));
 $('camera-btn').addEventListener('click', () => run('Camera failed', () => (demo.client.media.video ? trtc.closeCamera() : trtc.openCamera())));
-$('switch-video-btn').addEventListener('click', () => run('Switch failed', () => trtc.switchToVideoCall()));
-$('switch-audio-btn').addEventListener('click', () => run('Switch failed', () => trtc.switchToAudioCall()));
+$('switch-video-btn').addEventListener('click', () => {
+  clearBanner();
+  run('Switch failed', () => trtc.switchToVideoCall());
+});
+$('switch-audio-btn').addEventListener('click', () => {
+  clearBanner();
+  run('Switch failed', () => trtc.switchToAudioCall());
+});
 for (const [id, accept] of [['switch-accept-btn', true], ['switch-refuse-btn', false]]) {
   $(id).addEventListener('click', () => {
     show('switch-ask', false);
