@@ -258,7 +258,7 @@ export class CallingClient extends EventTarget {
     if (again) {
       // Back in the call's room, so that the others hear of us again.
       const call = this.active;
-      if (call && call.joinedRoom) this.roomRequest('join', call.callId, this.sponsorAllow(call));
+      if (call && call.joinedRoom) this.roomRequest('join', call.callId, this.joinFields(call));
       this.flushOutbox();
       this.log(`reconnected as ${frame.user_id}`, 'info');
       this.emit('reconnected', { userId: frame.user_id });
@@ -474,13 +474,13 @@ export class CallingClient extends EventTarget {
    * accept or cancel written during a reconnect is sent once it is back,
    * not lost. Without a session (logged out) there is nothing to wait for.
    */
-  hold(frame) {
+  hold(frame, at = performance.now()) {
     const what = `${frame.payload.kind} to ${frame.to.join(',')}`;
     if (!this.session) {
       this.log(`not connected: ${what} not sent`, 'info');
       return;
     }
-    this.outbox.push({ frame, at: performance.now() });
+    this.outbox.push({ frame, at });
     if (this.outbox.length > OUTBOX_MAX) {
       const old = this.outbox.shift();
       this.log(`too much held while reconnecting: dropped ${old.frame.payload.kind} to ${old.frame.to.join(',')}`, 'info');
@@ -497,7 +497,7 @@ export class CallingClient extends EventTarget {
         this.log(`dropped ${frame.payload.kind} to ${frame.to.join(',')}: held ${Math.round(now - at)} ms while reconnecting`, 'info');
         continue;
       }
-      if (!this.sendFrame(frame)) this.hold(frame);
+      if (!this.sendFrame(frame)) this.hold(frame, at);
     }
   }
 
@@ -538,12 +538,10 @@ export class CallingClient extends EventTarget {
           }
           break;
         }
-        if (waiter && waiter.quiet) {
+        if (waiter) {
           this.pending.delete(frame.id);
-          waiter.reject(new CallingError(frame.code, frame.message || frame.code));
-        } else if (waiter) {
-          this.pending.delete(frame.id);
-          waiter.reject(this.fail(frame.code, frame.message || frame.code));
+          const message = frame.message || frame.code;
+          waiter.reject(waiter.quiet ? new CallingError(frame.code, message) : this.fail(frame.code, message));
         } else {
           this.fail(frame.code, `server: ${frame.message || frame.code}`);
         }
@@ -572,12 +570,15 @@ export class CallingClient extends EventTarget {
    * A `join`, `allow` or `leave` of `room` with `fields` (`allow`,
    * `users`). With `quiet`, a refusal is only logged: an `allow` in an
    * open room (made by an older client) is refused and harms nothing.
+   * Returns whether the frame went out (not while reconnecting: the
+   * re-login joins the room again).
    */
   roomRequest(type, room, fields = {}, quiet = false) {
     const id = `r${this.nextFrameId++}`;
+    if (!this.sendFrame({ type, id, room, ...fields })) return false;
     const reject = quiet ? (e) => this.log(`${type} of the call room refused: ${e.code}`) : () => {};
     this.pending.set(id, { what: type, resolve: () => {}, reject, quiet });
-    this.sendFrame({ type, id, room, ...fields });
+    return true;
   }
 
   // ---- call layer: helpers -----------------------------------------------
@@ -1300,14 +1301,15 @@ export class CallingClient extends EventTarget {
   joinCallRoom(call) {
     if (call.joinedRoom) return;
     call.joinedRoom = true;
-    this.roomRequest('join', call.callId, this.sponsorAllow(call));
+    this.roomRequest('join', call.callId, this.joinFields(call));
   }
 
   /**
    * The `join` fields: the sponsor's list of everyone invited or in the
-   * call; nothing for the others, whom the sponsor's list admits.
+   * call; nothing for the others, whom the sponsor's list admits. Whom
+   * the room admits from now on is noted for {@link allowIntoRoom}.
    */
-  sponsorAllow(call) {
+  joinFields(call) {
     const allow = this.members(call);
     call.roomAllowed = new Set(allow);
     if (call.sponsor !== this.userId) return {};
@@ -1327,8 +1329,9 @@ export class CallingClient extends EventTarget {
     if (!call.joinedRoom) return;
     const fresh = this.members(call).filter((u) => !call.roomAllowed.has(u));
     if (fresh.length === 0) return;
-    for (const u of fresh) call.roomAllowed.add(u);
-    this.roomRequest('allow', call.callId, { users: fresh }, true);
+    if (this.roomRequest('allow', call.callId, { users: fresh }, true)) {
+      for (const u of fresh) call.roomAllowed.add(u);
+    }
   }
 
   leaveCallRoom(call) {

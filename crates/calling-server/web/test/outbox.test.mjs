@@ -47,6 +47,20 @@ test('what waited past the reconnect grace is dropped, and said so', () => {
   assert.ok(logs.some((l) => /dropped accept to bob/.test(l)), logs.join('\n'));
 });
 
+test('a frame held again by a flush that failed keeps its age', () => {
+  const { c } = client();
+  c.ws = null;
+  c.sendPayload(['bob'], { kind: 'accept', call_id: 'c1' });
+  c.outbox[0].at -= 6_000;
+  c.flushOutbox(); // the socket is still down: held again
+  assert.equal(c.outbox.length, 1);
+  c.outbox[0].at -= 6_000; // 12 s in all, past the 10 s grace
+  const { sent, ws } = openSocket();
+  c.ws = ws;
+  c.flushOutbox();
+  assert.deepEqual(sent, [], 'a stale frame went out');
+});
+
 test('the outbox is bounded and logging out empties it', () => {
   const { c, logs } = client();
   c.ws = null;
