@@ -12,8 +12,8 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::UdpSocket;
-use std::path::PathBuf;
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -62,6 +62,30 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
+/// A port on 127.0.0.1 free for UDP and TCP both (coturn listens on both,
+/// and waits for ever on a TCP port another test's connection holds).
+fn free_turn_port() -> u16 {
+    for _ in 0..100 {
+        let port = free_udp_port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port on 127.0.0.1 was free for both UDP and TCP in 100 tries");
+}
+
+/// Times coturn is started on a new port when the one picked was taken
+/// between the pick and its bind.
+const ATTEMPTS: usize = 5;
+
+/// Why coturn did not answer.
+enum NoAnswer {
+    /// Its log says it cannot bind the port: someone took it meanwhile.
+    PortTaken,
+    /// It said nothing of the kind and did not answer within `WAIT`.
+    Silent,
+}
+
 /// A running `turnserver`, killed (and its scratch directory removed) on drop.
 struct Coturn {
     child: Child,
@@ -80,29 +104,52 @@ impl Coturn {
 
     /// coturn on 127.0.0.1 with REST API secret `secret`, from flags only.
     fn with_secret(secret: &str) -> Coturn {
-        let port = free_udp_port();
-        let dir = Self::scratch(port);
-        let args = vec![
-            "-n".to_owned(),
-            "--listening-ip=127.0.0.1".into(),
-            "--relay-ip=127.0.0.1".into(),
-            format!("--listening-port={port}"),
-            "--use-auth-secret".into(),
-            format!("--static-auth-secret={secret}"),
-            "--realm=calling".into(),
-            "--fingerprint".into(),
-            "--no-tls".into(),
-            "--no-dtls".into(),
-            "--no-cli".into(),
-        ];
-        Self::spawn(args, port, dir)
+        Self::start(|port, _| {
+            vec![
+                "-n".to_owned(),
+                "--listening-ip=127.0.0.1".into(),
+                "--relay-ip=127.0.0.1".into(),
+                format!("--listening-port={port}"),
+                "--use-auth-secret".into(),
+                format!("--static-auth-secret={secret}"),
+                "--realm=calling".into(),
+                "--fingerprint".into(),
+                "--no-tls".into(),
+                "--no-dtls".into(),
+                "--no-cli".into(),
+            ]
+        })
     }
 
-    /// coturn from the configuration file `conf`, listening on `port`.
-    fn with_config(conf: &str, port: u16, dir: PathBuf) -> Coturn {
-        let path = dir.join("turnserver.conf");
-        std::fs::write(&path, conf).unwrap();
-        Self::spawn(vec!["-c".into(), path.display().to_string()], port, dir)
+    /// coturn from the configuration file `conf(port)`, listening on `port`.
+    fn with_config(conf: impl Fn(u16) -> String) -> Coturn {
+        Self::start(|port, dir| {
+            let path = dir.join("turnserver.conf");
+            std::fs::write(&path, conf(port)).unwrap();
+            vec!["-c".into(), path.display().to_string()]
+        })
+    }
+
+    /// coturn with the flags `args(port, scratch dir)`, on a port free for
+    /// it, started again on another port if that one is taken before
+    /// coturn binds it.
+    fn start(args: impl Fn(u16, &Path) -> Vec<String>) -> Coturn {
+        let mut last = String::new();
+        for _ in 0..ATTEMPTS {
+            let port = free_turn_port();
+            let dir = Self::scratch(port);
+            let coturn = Self::spawn(args(port, &dir), port, dir);
+            match coturn.wait_until_it_answers() {
+                Ok(()) => return coturn,
+                Err(NoAnswer::PortTaken) => last = coturn.log.lock().unwrap().clone(),
+                Err(NoAnswer::Silent) => panic!(
+                    "turnserver never answered on port {}:\n{}",
+                    coturn.port,
+                    coturn.log.lock().unwrap()
+                ),
+            }
+        }
+        panic!("turnserver found its port taken {ATTEMPTS} times; the last log:\n{last}");
     }
 
     fn spawn(mut args: Vec<String>, port: u16, dir: PathBuf) -> Coturn {
@@ -131,17 +178,15 @@ impl Coturn {
                 log.push('\n');
             }
         });
-        let coturn = Coturn {
+        Coturn {
             child,
             port,
             dir,
             log,
-        };
-        coturn.wait_until_it_answers();
-        coturn
+        }
     }
 
-    fn wait_until_it_answers(&self) {
+    fn wait_until_it_answers(&self) -> Result<(), NoAnswer> {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
@@ -156,14 +201,13 @@ impl Coturn {
                 && n >= 20
                 && buf[0..2] == [0x01, 0x01]
             {
-                return;
+                return Ok(());
+            }
+            if self.log.lock().unwrap().contains("Cannot bind") {
+                return Err(NoAnswer::PortTaken);
             }
         }
-        panic!(
-            "turnserver never answered on port {}:\n{}",
-            self.port,
-            self.log.lock().unwrap()
-        );
+        Err(NoAnswer::Silent)
     }
 
     fn url(&self) -> String {
@@ -356,28 +400,30 @@ async fn the_deployment_guides_coturn_block_runs_and_accepts_our_credentials() {
     {
         return;
     }
-    let port = free_udp_port();
     let block = deployment_coturn_block();
     // Only what cannot be the same on this machine: the addresses, the
     // port and the secret. Every other line is the guide's.
-    let mut substituted = 0;
-    let conf: String = block
-        .lines()
-        .map(|line| {
-            let new = match line.split_once('=') {
-                Some(("listening-port", _)) => format!("listening-port={port}"),
-                Some(("static-auth-secret", _)) => format!("static-auth-secret={SECRET}"),
-                Some((key @ ("listening-ip" | "relay-ip" | "external-ip"), _)) => {
-                    format!("{key}=127.0.0.1")
-                }
-                _ => return format!("{line}\n"),
-            };
-            substituted += 1;
-            format!("{new}\n")
-        })
-        .collect();
-    assert_eq!(substituted, 5, "the guide's block changed shape:\n{block}");
-    let coturn = Coturn::with_config(&conf, port, Coturn::scratch(port));
+    let conf = |port: u16| {
+        let mut substituted = 0;
+        let conf: String = block
+            .lines()
+            .map(|line| {
+                let new = match line.split_once('=') {
+                    Some(("listening-port", _)) => format!("listening-port={port}"),
+                    Some(("static-auth-secret", _)) => format!("static-auth-secret={SECRET}"),
+                    Some((key @ ("listening-ip" | "relay-ip" | "external-ip"), _)) => {
+                        format!("{key}=127.0.0.1")
+                    }
+                    _ => return format!("{line}\n"),
+                };
+                substituted += 1;
+                format!("{new}\n")
+            })
+            .collect();
+        assert_eq!(substituted, 5, "the guide's block changed shape:\n{block}");
+        conf
+    };
+    let coturn = Coturn::with_config(conf);
     let results = turn_check::check(&turn(coturn.url(), SECRET), calling_usersig::now_unix()).await;
     let relayed = results[0].1.as_ref().unwrap();
     assert!(relayed.ip().is_loopback(), "{relayed}");
@@ -400,19 +446,20 @@ async fn the_deployment_guides_coturn_block_refuses_private_peers() {
     if prerequisites("the_deployment_guides_coturn_block_refuses_private_peers").is_err() {
         return;
     }
-    let port = free_udp_port();
-    let conf: String = deployment_coturn_block()
-        .lines()
-        .map(|line| match line.split_once('=') {
-            Some(("listening-port", _)) => format!("listening-port={port}\n"),
-            Some(("static-auth-secret", _)) => format!("static-auth-secret={SECRET}\n"),
-            Some((key @ ("listening-ip" | "relay-ip" | "external-ip"), _)) => {
-                format!("{key}=127.0.0.1\n")
-            }
-            _ => format!("{line}\n"),
-        })
-        .collect();
-    let coturn = Coturn::with_config(&conf, port, Coturn::scratch(port));
+    let block = deployment_coturn_block();
+    let coturn = Coturn::with_config(|port| {
+        block
+            .lines()
+            .map(|line| match line.split_once('=') {
+                Some(("listening-port", _)) => format!("listening-port={port}\n"),
+                Some(("static-auth-secret", _)) => format!("static-auth-secret={SECRET}\n"),
+                Some((key @ ("listening-ip" | "relay-ip" | "external-ip"), _)) => {
+                    format!("{key}=127.0.0.1\n")
+                }
+                _ => format!("{line}\n"),
+            })
+            .collect()
+    });
     let user = UserId::new("alice").unwrap();
     let username = turn_username(calling_usersig::now_unix() + 600, &user);
     let password = turn_password(SECRET, &username);

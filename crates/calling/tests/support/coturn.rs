@@ -2,7 +2,7 @@
 //! signaling server that announces it with TURN REST credentials.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::UdpSocket;
+use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -49,16 +49,57 @@ pub struct Coturn {
     log: Arc<Mutex<String>>,
 }
 
-impl Coturn {
-    /// Starts coturn on 127.0.0.1 with REST API secret `secret` and waits
-    /// until it answers a STUN binding request.
-    pub fn start(secret: &str) -> Coturn {
-        // A free UDP port: bind, read it, release it for coturn.
+/// Times coturn is started on a new port when the one picked was taken
+/// between the pick and its bind.
+const ATTEMPTS: usize = 5;
+
+/// Why coturn did not answer.
+enum NoAnswer {
+    /// Its log says it cannot bind the port: someone took it meanwhile.
+    PortTaken,
+    /// It said nothing of the kind and did not answer within `WAIT`.
+    Silent,
+}
+
+/// A port on 127.0.0.1 free for UDP and TCP both (coturn listens on both,
+/// and waits for ever on a TCP port another test's connection holds):
+/// bound, read, released for coturn.
+fn free_turn_port() -> u16 {
+    for _ in 0..100 {
         let port = UdpSocket::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port on 127.0.0.1 was free for both UDP and TCP in 100 tries");
+}
+
+impl Coturn {
+    /// Starts coturn on 127.0.0.1 with REST API secret `secret` and waits
+    /// until it answers a STUN binding request; on another port if the one
+    /// picked is taken before coturn binds it.
+    pub fn start(secret: &str) -> Coturn {
+        let mut last = String::new();
+        for _ in 0..ATTEMPTS {
+            let coturn = Self::spawn(secret, free_turn_port());
+            match coturn.wait_until_it_answers() {
+                Ok(()) => return coturn,
+                Err(NoAnswer::PortTaken) => last = coturn.log(),
+                Err(NoAnswer::Silent) => panic!(
+                    "turnserver never answered on port {}:\n{}",
+                    coturn.port,
+                    coturn.log()
+                ),
+            }
+        }
+        panic!("turnserver found its port taken {ATTEMPTS} times; the last log:\n{last}");
+    }
+
+    fn spawn(secret: &str, port: u16) -> Coturn {
         let dir = std::env::temp_dir().join(format!("calling-turn-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut child = Command::new(turnserver_path().unwrap())
@@ -99,17 +140,15 @@ impl Coturn {
                 log.push('\n');
             }
         });
-        let coturn = Coturn {
+        Coturn {
             child,
             port,
             dir,
             log,
-        };
-        coturn.wait_until_it_answers();
-        coturn
+        }
     }
 
-    fn wait_until_it_answers(&self) {
+    fn wait_until_it_answers(&self) -> Result<(), NoAnswer> {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
@@ -124,14 +163,13 @@ impl Coturn {
                 && n >= 20
                 && buf[0..2] == [0x01, 0x01]
             {
-                return;
+                return Ok(());
+            }
+            if self.log().contains("Cannot bind") {
+                return Err(NoAnswer::PortTaken);
             }
         }
-        panic!(
-            "turnserver never answered on port {}:\n{}",
-            self.port,
-            self.log()
-        );
+        Err(NoAnswer::Silent)
     }
 
     pub fn url(&self) -> String {
