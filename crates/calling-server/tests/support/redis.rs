@@ -39,11 +39,20 @@ impl Redis {
             port: free_port(),
             dir,
         };
-        r.spawn();
-        r
+        // The port picked can be taken before redis-server binds it; then
+        // it exits at once, and starts again on another.
+        for _ in 0..5 {
+            if r.try_spawn() {
+                return r;
+            }
+            r.port = free_port();
+        }
+        panic!("redis-server exited at start 5 times (ports taken?)");
     }
 
-    fn spawn(&mut self) {
+    /// Starts it on `self.port`: true once it answers PING, false if it
+    /// exited first (its port taken); panics when it does neither in time.
+    fn try_spawn(&mut self) -> bool {
         let bin = std::env::var("CALLING_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
         let child = Command::new(&bin)
             .args(["--port", &self.port.to_string()])
@@ -63,6 +72,12 @@ impl Redis {
         self.child = Some(child);
         let deadline = Instant::now() + START;
         loop {
+            if let Some(c) = self.child.as_mut()
+                && matches!(c.try_wait(), Ok(Some(_)))
+            {
+                self.child = None;
+                return false;
+            }
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
                 let mut buf = [0u8; 7];
@@ -70,7 +85,7 @@ impl Redis {
                     && s.read_exact(&mut buf).is_ok()
                     && &buf == b"+PONG\r\n"
                 {
-                    return;
+                    return true;
                 }
             }
             assert!(
@@ -98,7 +113,11 @@ impl Redis {
     /// Starts it again, empty, on the same port.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        assert!(
+            self.try_spawn(),
+            "redis-server did not start again on port {}",
+            self.port
+        );
     }
 }
 
