@@ -10,12 +10,9 @@
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 mod common;
+#[path = "support/coturn.rs"]
+mod coturn_support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use calling_server::TurnConfig;
@@ -23,205 +20,9 @@ use calling_server::ice::{turn_password, turn_username};
 use calling_server::turn_check::{self, TurnCheckError};
 use calling_signal::{Transport, UserId, WsConfig, WsTransport};
 use common::*;
+use coturn_support::*;
 
 const SECRET: &str = "check-test-secret";
-
-fn prerequisites(test: &str) -> Result<(), ()> {
-    if turnserver_path().is_some() {
-        return Ok(());
-    }
-    let what = "turnserver (Debian package coturn)";
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "TURN test {test} cannot run under CI: missing {what}; scripts/setup.sh installs it"
-        );
-    }
-    let banner = format!(
-        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-         !!! SKIPPED TURN test {test}: missing {what}.\n\
-         !!! Run scripts/setup.sh (as root) to install it. This test did NOT run.\n\
-         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-    );
-    let _ = std::io::stderr().write_all(banner.as_bytes());
-    Err(())
-}
-
-fn turnserver_path() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("turnserver"))
-        .find(|p| p.is_file())
-}
-
-/// A free UDP port on 127.0.0.1: bound, read, released.
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A port on 127.0.0.1 free for UDP and TCP both (coturn listens on both,
-/// and waits for ever on a TCP port another test's connection holds).
-fn free_turn_port() -> u16 {
-    for _ in 0..100 {
-        let port = free_udp_port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port on 127.0.0.1 was free for both UDP and TCP in 100 tries");
-}
-
-/// Times coturn is started on a new port when the one picked was taken
-/// between the pick and its bind.
-const ATTEMPTS: usize = 5;
-
-/// Why coturn did not answer.
-enum NoAnswer {
-    /// Its log says it cannot bind the port: someone took it meanwhile.
-    PortTaken,
-    /// It said nothing of the kind and did not answer within `WAIT`.
-    Silent,
-}
-
-/// A running `turnserver`, killed (and its scratch directory removed) on drop.
-struct Coturn {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-    log: Arc<Mutex<String>>,
-}
-
-impl Coturn {
-    fn scratch(port: u16) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("calling-turn-check-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    /// coturn on 127.0.0.1 with REST API secret `secret`, from flags only.
-    fn with_secret(secret: &str) -> Coturn {
-        Self::start(|port, _| {
-            vec![
-                "-n".to_owned(),
-                "--listening-ip=127.0.0.1".into(),
-                "--relay-ip=127.0.0.1".into(),
-                format!("--listening-port={port}"),
-                "--use-auth-secret".into(),
-                format!("--static-auth-secret={secret}"),
-                "--realm=calling".into(),
-                "--fingerprint".into(),
-                "--no-tls".into(),
-                "--no-dtls".into(),
-                "--no-cli".into(),
-            ]
-        })
-    }
-
-    /// coturn from the configuration file `conf(port)`, listening on `port`.
-    fn with_config(conf: impl Fn(u16) -> String) -> Coturn {
-        Self::start(|port, dir| {
-            let path = dir.join("turnserver.conf");
-            std::fs::write(&path, conf(port)).unwrap();
-            vec!["-c".into(), path.display().to_string()]
-        })
-    }
-
-    /// coturn with the flags `args(port, scratch dir)`, on a port free for
-    /// it, started again on another port if that one is taken before
-    /// coturn binds it.
-    fn start(args: impl Fn(u16, &Path) -> Vec<String>) -> Coturn {
-        let mut last = String::new();
-        for _ in 0..ATTEMPTS {
-            let port = free_turn_port();
-            let dir = Self::scratch(port);
-            let coturn = Self::spawn(args(port, &dir), port, dir);
-            match coturn.wait_until_it_answers() {
-                Ok(()) => return coturn,
-                Err(NoAnswer::PortTaken) => last = coturn.log.lock().unwrap().clone(),
-                Err(NoAnswer::Silent) => panic!(
-                    "turnserver never answered on port {}:\n{}",
-                    coturn.port,
-                    coturn.log.lock().unwrap()
-                ),
-            }
-        }
-        panic!("turnserver found its port taken {ATTEMPTS} times; the last log:\n{last}");
-    }
-
-    fn spawn(mut args: Vec<String>, port: u16, dir: PathBuf) -> Coturn {
-        // Where this test can write, whatever the configuration says.
-        args.extend([
-            "--log-file=stdout".into(),
-            "--simple-log".into(),
-            format!("--pidfile={}", dir.join("pid").display()),
-            format!("--db={}", dir.join("turndb").display()),
-        ]);
-        let mut child = Command::new(turnserver_path().unwrap())
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let stdout = child.stdout.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        Coturn {
-            child,
-            port,
-            dir,
-            log,
-        }
-    }
-
-    fn wait_until_it_answers(&self) -> Result<(), NoAnswer> {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        // A STUN binding request: type 0x0001, length 0, magic cookie, id.
-        let mut req = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
-        req.extend_from_slice(b"callingcheck");
-        let deadline = Instant::now() + WAIT;
-        let mut buf = [0u8; 512];
-        while Instant::now() < deadline {
-            let _ = sock.send_to(&req, ("127.0.0.1", self.port));
-            if let Ok(n) = sock.recv(&mut buf)
-                && n >= 20
-                && buf[0..2] == [0x01, 0x01]
-            {
-                return Ok(());
-            }
-            if self.log.lock().unwrap().contains("Cannot bind") {
-                return Err(NoAnswer::PortTaken);
-            }
-        }
-        Err(NoAnswer::Silent)
-    }
-
-    fn url(&self) -> String {
-        format!("turn:127.0.0.1:{}?transport=udp", self.port)
-    }
-}
-
-impl Drop for Coturn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn turn(url: String, secret: &str) -> TurnConfig {
     TurnConfig::new(vec![url], secret)
@@ -232,7 +33,7 @@ async fn the_right_secret_allocates_a_relay() {
     if prerequisites("the_right_secret_allocates_a_relay").is_err() {
         return;
     }
-    let coturn = Coturn::with_secret(SECRET);
+    let coturn = Coturn::with_secret(SECRET, &[]);
     let results = turn_check::check(&turn(coturn.url(), SECRET), calling_usersig::now_unix()).await;
     assert_eq!(results.len(), 1);
     let (url, result) = &results[0];
@@ -246,7 +47,7 @@ async fn a_wrong_secret_is_rejected_with_a_typed_error() {
     if prerequisites("a_wrong_secret_is_rejected_with_a_typed_error").is_err() {
         return;
     }
-    let coturn = Coturn::with_secret("the-turn-servers-own-secret");
+    let coturn = Coturn::with_secret("the-turn-servers-own-secret", &[]);
     let results = turn_check::check(&turn(coturn.url(), SECRET), calling_usersig::now_unix()).await;
     match &results[0].1 {
         Err(TurnCheckError::Rejected { code, .. }) => assert!([401, 441].contains(code)),
@@ -261,7 +62,7 @@ async fn an_expired_credential_is_rejected_too() {
     if prerequisites("an_expired_credential_is_rejected_too").is_err() {
         return;
     }
-    let coturn = Coturn::with_secret(SECRET);
+    let coturn = Coturn::with_secret(SECRET, &[]);
     let user = UserId::new("alice").unwrap();
     let username = turn_username(calling_usersig::now_unix() - 60, &user);
     let password = turn_password(SECRET, &username);
@@ -288,7 +89,7 @@ async fn refreshed_credentials_work_at_the_relay() {
     if prerequisites("refreshed_credentials_work_at_the_relay").is_err() {
         return;
     }
-    let coturn = Coturn::with_secret(SECRET);
+    let coturn = Coturn::with_secret(SECRET, &[]);
     let server = start_with(|c| {
         let mut t = turn(coturn.url(), SECRET);
         t.ttl = Duration::from_secs(4);
@@ -328,8 +129,8 @@ async fn the_servers_checker_counts_failing_urls_in_metrics() {
     if prerequisites("the_servers_checker_counts_failing_urls_in_metrics").is_err() {
         return;
     }
-    let good = Coturn::with_secret(SECRET);
-    let bad = Coturn::with_secret("another-secret");
+    let good = Coturn::with_secret(SECRET, &[]);
+    let bad = Coturn::with_secret("another-secret", &[]);
     let server = start_with(|c| {
         c.ice.turn = Some(TurnConfig::new(vec![good.url(), bad.url()], SECRET));
     })
