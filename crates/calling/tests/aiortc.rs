@@ -23,6 +23,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -33,15 +35,13 @@ use calling::{
     CallEvent, Calling, CallingConfig, Codec, EncodedFrame, EndReason, ErrorCode, Event, Events,
     FrameSink, MediaKind, MediaType, NoAnswer, UserId,
 };
-use calling_server::{Config, RunningServer, Server};
 use serde_json::{Value, json};
+use support::{
+    APP, Net, WAIT, expect, login, login_with, reap, root, sig, start, wait_exit, wait_frames,
+};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-const APP: u64 = 1_400_000_000;
-const KEY: &str = "aiortc-test-secret-key";
-/// Longest any single wait may take before the test fails.
-const WAIT: Duration = Duration::from_secs(40);
 const RING: Duration = Duration::from_secs(30);
 /// The Python client's user id. "a-rust" < "py" < "z-rust", byte-wise, so
 /// Rust offers as "a-rust" and the Python client offers to "z-rust".
@@ -55,10 +55,6 @@ const MIN_FRAMES: u64 = 10;
 /// One Python client at a time: the machine has two cores and aiortc
 /// encodes video in Python's process.
 static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn python() -> PathBuf {
     std::env::var_os("CALLING_AIORTC_PYTHON")
@@ -88,55 +84,7 @@ fn prerequisites(test: &str) -> Result<(), ()> {
     let Some(what) = missing else {
         return Ok(());
     };
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "aiortc test {test} cannot run under CI: missing {what}; scripts/setup.sh installs it"
-        );
-    }
-    // Straight to stderr: libtest captures eprintln! of passing tests, and
-    // this must be seen.
-    let banner = format!(
-        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-         !!! SKIPPED aiortc test {test}: missing {what}.\n\
-         !!! Run scripts/setup.sh to install it. This test did NOT run.\n\
-         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-    );
-    let _ = std::io::stderr().write_all(banner.as_bytes());
-    Err(())
-}
-
-async fn start() -> RunningServer {
-    let mut config = Config::new(APP, KEY);
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    Server::bind(config).await.unwrap()
-}
-
-fn sig(user: &str) -> String {
-    calling_usersig::generate(APP, KEY, user, 3600, calling_usersig::now_unix())
-}
-
-fn url(server: &RunningServer) -> String {
-    format!("ws://{}/ws", server.local_addr())
-}
-
-async fn login(server: &RunningServer, user: &str) -> (Calling, Events) {
-    login_with(server, user, CallingConfig::loopback()).await
-}
-
-async fn login_with(
-    server: &RunningServer,
-    user: &str,
-    config: CallingConfig,
-) -> (Calling, Events) {
-    Calling::login(calling::Login {
-        server: url(server),
-        sdk_app_id: APP,
-        user_id: user.to_string(),
-        user_sig: sig(user),
-        config,
-    })
-    .await
-    .unwrap()
+    support::missing("aiortc test", test, &what, "to install it")
 }
 
 /// The Python client; killed if dropped early.
@@ -149,10 +97,10 @@ struct Py {
 
 impl Py {
     /// Starts the client as `user` and waits until it is logged in.
-    async fn start(server: &RunningServer, user: &str, options: &[&str]) -> Py {
+    async fn start(net: &Net, user: &str, options: &[&str]) -> Py {
         let mut child = Command::new(python())
             .arg(root().join("tests/aiortc/client.py"))
-            .args(["--url", &url(server)])
+            .args(["--url", &net.url])
             .args(["--app", &APP.to_string()])
             .args(["--user", user])
             .args(["--sig", &sig(user)])
@@ -292,57 +240,27 @@ impl Py {
     async fn quit(mut self) {
         self.send(json!({"cmd": "quit"}));
         drop(self.stdin.take());
-        let status = timeout(WAIT, async {
-            loop {
-                if let Some(status) = self.child.try_wait().unwrap() {
-                    return status;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await;
+        let status = wait_exit(&mut self.child).await;
         std::thread::sleep(Duration::from_millis(100));
         if std::env::var_os("AIORTC_CLIENT_LOG").is_some() {
             eprintln!("{}", self.log());
         }
         match status {
-            Ok(s) if s.success() => {}
-            Ok(s) => {
-                panic!("the Python client failed ({s}):\n{}", self.log())
-            }
-            Err(_) => panic!("the Python client did not exit:\n{}", self.log()),
+            Some(s) if s.success() => {}
+            Some(s) => panic!("the Python client failed ({s}):\n{}", self.log()),
+            None => panic!("the Python client did not exit:\n{}", self.log()),
         }
     }
 }
 
 impl Drop for Py {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-async fn expect_event<F: Fn(&Event) -> bool>(events: &mut Events, what: &str, pred: F) -> Event {
-    let found = timeout(WAIT, async {
-        while let Some(e) = events.recv().await {
-            if pred(&e) {
-                return Some(e);
-            }
-        }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(e)) => e,
-        Ok(None) => panic!("event stream ended while waiting for {what}"),
-        Err(_) => panic!("timed out waiting for {what}"),
+        reap(&mut self.child);
     }
 }
 
 async fn invited(events: &mut Events, from: &str) -> calling::InviteId {
-    match expect_event(events, "the invite", |e| {
+    match expect(events, "the invite", |e| {
         matches!(e, Event::Call(CallEvent::Invited { .. }))
     })
     .await
@@ -358,7 +276,7 @@ async fn invited(events: &mut Events, from: &str) -> calling::InviteId {
 }
 
 async fn call_end(events: &mut Events) -> EndReason {
-    match expect_event(events, "call end", |e| {
+    match expect(events, "call end", |e| {
         matches!(e, Event::Call(CallEvent::CallEnd { .. }))
     })
     .await
@@ -381,27 +299,6 @@ fn frames(stats: &[calling::PeerStats], from: &str, kind: MediaKind, sent: bool)
         .unwrap_or(0)
 }
 
-/// Waits until `client` has received at least `min` frames of `kind` from `from`.
-async fn wait_frames(client: &Calling, from: &str, kind: MediaKind, min: u64) -> u64 {
-    let got = timeout(WAIT, async {
-        loop {
-            let n = frames(&client.stats().await.unwrap(), from, kind, false);
-            if n >= min {
-                return n;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    match got {
-        Ok(n) => n,
-        Err(_) => panic!(
-            "{} got fewer than {min} {kind:?} frames from {from}",
-            client.user()
-        ),
-    }
-}
-
 fn count(report: &Value, way: &str, kind: &str) -> u64 {
     report[way][kind].as_u64().unwrap()
 }
@@ -410,7 +307,7 @@ fn count(report: &Value, way: &str, kind: &str) -> u64 {
 /// from the RFC 6464 level aiortc writes on its audio, under the id the
 /// offer gave the extension (aiortc offers it as 2).
 async fn hears_volume(events: &mut Events) {
-    expect_event(
+    expect(
         events,
         "a voice volume of the Python client",
         |e| matches!(e, Event::UserVoiceVolume { user, volume } if user.as_str() == PY && *volume > 0),
@@ -475,7 +372,7 @@ async fn connect(
         }
     }
     py.expect_where("user_enter", |e| e["user"] == user).await;
-    expect_event(
+    expect(
         events,
         "the Python client enters",
         |e| matches!(e, Event::Call(CallEvent::UserEnter { user, .. }) if user.as_str() == PY),
@@ -501,9 +398,9 @@ async fn video_call(test: &str, user: &str, caller: Caller) {
         return;
     }
     let _one = ONE.lock().await;
-    let server = start().await;
-    let (rust, mut events) = login(&server, user).await;
-    let mut py = Py::start(&server, PY, &[]).await;
+    let net = start().await;
+    let (rust, mut events) = login(&net, user).await;
+    let mut py = Py::start(&net, PY, &[]).await;
     connect(&rust, &mut events, user, &mut py, caller, MediaType::Video).await;
 
     let video = wait_frames(&rust, PY, MediaKind::Video, MIN_FRAMES).await;
@@ -529,7 +426,7 @@ async fn video_call(test: &str, user: &str, caller: Caller) {
     };
     hang_up(&rust, &mut events, &mut py, by).await;
     py.quit().await;
-    server.shutdown().await;
+    net.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -579,9 +476,9 @@ async fn audio_call(test: &str, user: &str, caller: Caller) {
         return;
     }
     let _one = ONE.lock().await;
-    let server = start().await;
-    let (rust, mut events) = login(&server, user).await;
-    let mut py = Py::start(&server, PY, &[]).await;
+    let net = start().await;
+    let (rust, mut events) = login(&net, user).await;
+    let mut py = Py::start(&net, PY, &[]).await;
     connect(&rust, &mut events, user, &mut py, caller, MediaType::Audio).await;
 
     // Two thirds of a second of audio: video, had any been sent, would have
@@ -605,7 +502,7 @@ async fn audio_call(test: &str, user: &str, caller: Caller) {
 
     hang_up(&rust, &mut events, &mut py, caller).await;
     py.quit().await;
-    server.shutdown().await;
+    net.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -625,16 +522,16 @@ async fn reject_each_way() {
         return;
     }
     let _one = ONE.lock().await;
-    let server = start().await;
-    let (rust, mut events) = login(&server, "rust").await;
-    let mut py = Py::start(&server, PY, &[]).await;
+    let net = start().await;
+    let (rust, mut events) = login(&net, "rust").await;
+    let mut py = Py::start(&net, PY, &[]).await;
 
     rust.call(PY, MediaType::Video, RING).await.unwrap();
     py.expect("invited").await;
     py.send(json!({"cmd": "reject"}));
     let end = py.expect("call_end").await;
     assert_eq!(end["reason"], "rejected", "{end}");
-    expect_event(
+    expect(
         &mut events,
         "the Python client's reject",
         |e| matches!(e, Event::Call(CallEvent::Rejected { user, .. }) if user.as_str() == PY),
@@ -653,7 +550,7 @@ async fn reject_each_way() {
     assert_eq!(end["reason"], "rejected", "{end}");
 
     py.quit().await;
-    server.shutdown().await;
+    net.server.shutdown().await;
 }
 
 /// A second invite to a party in a call is answered busy, automatically,
@@ -664,10 +561,10 @@ async fn busy_each_way() {
         return;
     }
     let _one = ONE.lock().await;
-    let server = start().await;
-    let (rust, mut events) = login(&server, "rust").await;
-    let (two, mut two_events) = login(&server, "r-two").await;
-    let mut py = Py::start(&server, PY, &[]).await;
+    let net = start().await;
+    let (rust, mut events) = login(&net, "rust").await;
+    let (two, mut two_events) = login(&net, "r-two").await;
+    let mut py = Py::start(&net, PY, &[]).await;
 
     // The Python client is in a call with r-two when rust calls it.
     connect(
@@ -680,7 +577,7 @@ async fn busy_each_way() {
     )
     .await;
     rust.call(PY, MediaType::Video, RING).await.unwrap();
-    expect_event(
+    expect(
         &mut events,
         "line busy",
         |e| matches!(e, Event::Call(CallEvent::LineBusy { user, .. }) if user.as_str() == PY),
@@ -697,7 +594,7 @@ async fn busy_each_way() {
     rust.call("r-two", MediaType::Audio, RING).await.unwrap();
     let invite = invited(&mut two_events, "rust").await;
     two.accept(&invite).await.unwrap();
-    expect_event(
+    expect(
         &mut events,
         "r-two enters",
         |e| matches!(e, Event::Call(CallEvent::UserEnter { user, .. }) if user.as_str() == "r-two"),
@@ -715,7 +612,7 @@ async fn busy_each_way() {
     assert_eq!(call_end(&mut two_events).await, EndReason::Hangup);
 
     py.quit().await;
-    server.shutdown().await;
+    net.server.shutdown().await;
 }
 
 /// A caller that hangs up before the answer cancels the ringing invite, on
@@ -726,9 +623,9 @@ async fn cancel_each_way() {
         return;
     }
     let _one = ONE.lock().await;
-    let server = start().await;
-    let (rust, mut events) = login(&server, "rust").await;
-    let mut py = Py::start(&server, PY, &[]).await;
+    let net = start().await;
+    let (rust, mut events) = login(&net, "rust").await;
+    let mut py = Py::start(&net, PY, &[]).await;
 
     rust.call(PY, MediaType::Video, RING).await.unwrap();
     py.expect("invited").await;
@@ -742,7 +639,7 @@ async fn cancel_each_way() {
     py.send(json!({"cmd": "call", "user": "rust", "media": "video", "timeout": 30}));
     invited(&mut events, PY).await;
     py.send(json!({"cmd": "cancel"}));
-    expect_event(
+    expect(
         &mut events,
         "the Python client's cancel",
         |e| matches!(e, Event::Call(CallEvent::CallingCancel { user, .. }) if user.as_str() == PY),
@@ -752,7 +649,7 @@ async fn cancel_each_way() {
     py.expect("call_end").await;
 
     py.quit().await;
-    server.shutdown().await;
+    net.server.shutdown().await;
 }
 
 /// An invitee that does not answer stops ringing when the invite's timeout
@@ -763,9 +660,9 @@ async fn ringing_times_out_each_way() {
         return;
     }
     let _one = ONE.lock().await;
-    let server = start().await;
-    let (rust, mut events) = login(&server, "rust").await;
-    let mut py = Py::start(&server, PY, &[]).await;
+    let net = start().await;
+    let (rust, mut events) = login(&net, "rust").await;
+    let mut py = Py::start(&net, PY, &[]).await;
 
     rust.call(PY, MediaType::Audio, Duration::from_secs(1))
         .await
@@ -774,7 +671,7 @@ async fn ringing_times_out_each_way() {
     py.expect("calling_timeout").await;
     let end = py.expect("call_end").await;
     assert_eq!(end["reason"], "timeout", "{end}");
-    match expect_event(&mut events, "no response", |e| {
+    match expect(&mut events, "no response", |e| {
         matches!(e, Event::Call(CallEvent::NoResponse { .. }))
     })
     .await
@@ -789,7 +686,7 @@ async fn ringing_times_out_each_way() {
 
     py.send(json!({"cmd": "call", "user": "rust", "media": "audio", "timeout": 1}));
     invited(&mut events, PY).await;
-    expect_event(&mut events, "ringing timeout", |e| {
+    expect(&mut events, "ringing timeout", |e| {
         matches!(e, Event::Call(CallEvent::CallingTimeout { .. }))
     })
     .await;
@@ -801,7 +698,7 @@ async fn ringing_times_out_each_way() {
     assert_eq!(end["reason"], "no_answer", "{end}");
 
     py.quit().await;
-    server.shutdown().await;
+    net.server.shutdown().await;
 }
 
 /// The Python client's `alive` keeps it in a call past the keepalive
@@ -813,14 +710,14 @@ async fn python_keepalive_holds_the_call() {
         return;
     }
     let _one = ONE.lock().await;
-    let server = start().await;
+    let net = start().await;
     let mut config = CallingConfig::loopback();
     config.core.keepalive_interval = Duration::from_secs(1);
     // The client sends `alive` every 5 s: 8 s leaves it 3 s of slack.
     config.core.keepalive_timeout = Duration::from_secs(8);
     let hold = Duration::from_secs(12);
-    let (rust, mut events) = login_with(&server, "rust", config).await;
-    let mut py = Py::start(&server, PY, &[]).await;
+    let (rust, mut events) = login_with(&net, "rust", config).await;
+    let mut py = Py::start(&net, PY, &[]).await;
     connect(
         &rust,
         &mut events,
@@ -855,7 +752,7 @@ async fn python_keepalive_holds_the_call() {
 
     hang_up(&rust, &mut events, &mut py, Caller::Rust).await;
     py.quit().await;
-    server.shutdown().await;
+    net.server.shutdown().await;
 }
 
 /// The Python client joins the call's server room, so when its process dies
@@ -868,17 +765,17 @@ async fn python_vanishing_leaves_the_room() {
         return;
     }
     let _one = ONE.lock().await;
-    let server = start().await;
+    let net = start().await;
     let mut config = CallingConfig::loopback();
     config.core.keepalive_interval = WAIT * 2;
     config.core.keepalive_timeout = WAIT * 6;
     for (user, caller) in [("rust", Caller::Rust), ("rust", Caller::Python)] {
-        let (rust, mut events) = login_with(&server, user, config.clone()).await;
-        let mut py = Py::start(&server, PY, &[]).await;
+        let (rust, mut events) = login_with(&net, user, config.clone()).await;
+        let mut py = Py::start(&net, PY, &[]).await;
         connect(&rust, &mut events, user, &mut py, caller, MediaType::Audio).await;
         wait_frames(&rust, PY, MediaKind::Audio, MIN_FRAMES).await;
         py.kill();
-        expect_event(
+        expect(
             &mut events,
             "the Python client to leave",
             |e| matches!(e, Event::Call(CallEvent::UserLeave { user, .. }) if user.as_str() == PY),
@@ -887,7 +784,7 @@ async fn python_vanishing_leaves_the_room() {
         assert_eq!(call_end(&mut events).await, EndReason::Hangup);
         rust.logout().await.unwrap();
     }
-    server.shutdown().await;
+    net.server.shutdown().await;
 }
 
 /// An audio call that Rust asks to switch to video: the Python client
@@ -899,9 +796,9 @@ async fn switch_to_video(test: &str, user: &str) {
         return;
     }
     let _one = ONE.lock().await;
-    let server = start().await;
-    let (rust, mut events) = login(&server, user).await;
-    let mut py = Py::start(&server, PY, &[]).await;
+    let net = start().await;
+    let (rust, mut events) = login(&net, user).await;
+    let mut py = Py::start(&net, PY, &[]).await;
     connect(
         &rust,
         &mut events,
@@ -919,7 +816,7 @@ async fn switch_to_video(test: &str, user: &str) {
     assert_eq!(request["user"], user, "{request}");
     assert_eq!(request["media"], "video", "{request}");
     py.send(json!({"cmd": "switch_answer", "accepted": true}));
-    expect_event(&mut events, "the switch to video", |e| {
+    expect(&mut events, "the switch to video", |e| {
         matches!(
             e,
             Event::Call(CallEvent::MediaTypeChanged {
@@ -940,7 +837,7 @@ async fn switch_to_video(test: &str, user: &str) {
 
     hang_up(&rust, &mut events, &mut py, Caller::Rust).await;
     py.quit().await;
-    server.shutdown().await;
+    net.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1011,11 +908,11 @@ async fn vp8_only_peer(test: &str, user: &str) {
         return;
     }
     let _one = ONE.lock().await;
-    let server = start().await;
-    let (rust, mut events) = login(&server, user).await;
+    let net = start().await;
+    let (rust, mut events) = login(&net, user).await;
     let seen = Arc::new(VideoSeen::default());
     rust.set_frame_sink(Some(seen.clone())).await.unwrap();
-    let mut py = Py::start(&server, PY, &["--vp8-only"]).await;
+    let mut py = Py::start(&net, PY, &["--vp8-only"]).await;
     connect(
         &rust,
         &mut events,
@@ -1026,7 +923,7 @@ async fn vp8_only_peer(test: &str, user: &str) {
     )
     .await;
 
-    match expect_event(&mut events, "the no-common-codec error", |e| {
+    match expect(&mut events, "the no-common-codec error", |e| {
         matches!(e, Event::Error { .. })
     })
     .await
@@ -1049,7 +946,7 @@ async fn vp8_only_peer(test: &str, user: &str) {
 
     hang_up(&rust, &mut events, &mut py, Caller::Rust).await;
     py.quit().await;
-    server.shutdown().await;
+    net.server.shutdown().await;
 }
 
 /// Rust offers H.264 and VP8; the peer's answer keeps VP8 alone.
@@ -1098,14 +995,14 @@ async fn aiortc_setup_bench() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
     let _one = ONE.lock().await;
-    let server = start().await;
+    let net = start().await;
     let callee = "py-bench";
-    let (a, mut a_events) = login(&server, RUST_OFFERS).await;
-    let (z, mut z_events) = login(&server, PY_OFFERS).await;
+    let (a, mut a_events) = login(&net, RUST_OFFERS).await;
+    let (z, mut z_events) = login(&net, PY_OFFERS).await;
     let seen = Arc::new(VideoSeen::default());
     a.set_frame_sink(Some(seen.clone())).await.unwrap();
     z.set_frame_sink(Some(seen.clone())).await.unwrap();
-    let mut py = Py::start(&server, callee, &[]).await;
+    let mut py = Py::start(&net, callee, &[]).await;
     // Per direction: (Rust's first frame, Python's first decoded frame), ms.
     let mut rust_offers = (Vec::new(), Vec::new());
     let mut py_offers = (Vec::new(), Vec::new());
@@ -1163,5 +1060,5 @@ async fn aiortc_setup_bench() {
             row(direction, "Python: first frame decoded by aiortc", python)
         );
     }
-    server.shutdown().await;
+    net.server.shutdown().await;
 }

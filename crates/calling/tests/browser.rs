@@ -18,83 +18,23 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
+mod support;
+
 use std::time::Duration;
 
 use calling::{CallEvent, Calling, CallingConfig, EndReason, Event, Events, MediaKind, MediaType};
 use calling_server::{Config, DemoMode, RunningServer, Server};
 use calling_signal::protocol::ErrorCode;
 use calling_signal::{Transport, TransportError, UserId, WsConfig, WsTransport};
-use tokio::sync::mpsc;
-use tokio::time::timeout;
+use support::browser::{Driver, prerequisites};
+use support::{expect, root, wait_frames};
 
 const APP: u64 = 1_400_000_000;
 const KEY: &str = "browser-test-secret-key";
-/// Longest any single wait may take before the test fails.
-const WAIT: Duration = Duration::from_secs(40);
 const RING: Duration = Duration::from_secs(30);
 
 /// One Chromium at a time: the machine has two cores.
 static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn chromium() -> PathBuf {
-    std::env::var_os("CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-/// `Ok` when everything the browser tests need is installed; otherwise
-/// fails under CI and returns `Err` (after a loud banner) locally.
-fn prerequisites(test: &str) -> Result<(), ()> {
-    let mut missing = Vec::new();
-    if !chromium().exists() {
-        missing.push(format!(
-            "{} (Debian package chromium)",
-            chromium().display()
-        ));
-    }
-    let node_ok = Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !node_ok {
-        missing.push("node".to_string());
-    }
-    if !root()
-        .join("tests/browser/node_modules/playwright-core")
-        .exists()
-    {
-        missing.push("tests/browser/node_modules (npm ci)".to_string());
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let what = missing.join(", ");
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "browser test {test} cannot run under CI: missing {what}; scripts/setup.sh installs them"
-        );
-    }
-    // Straight to stderr: libtest captures eprintln! of passing tests, and
-    // this must be seen.
-    let banner = format!(
-        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-         !!! SKIPPED browser test {test}: missing {what}.\n\
-         !!! Run scripts/setup.sh (as root) to install them. This test did NOT run.\n\
-         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-    );
-    let _ = std::io::stderr().write_all(banner.as_bytes());
-    Err(())
-}
 
 async fn start() -> (RunningServer, String) {
     let server = start_at("127.0.0.1:0".parse().unwrap()).await;
@@ -122,179 +62,6 @@ async fn login(server: &RunningServer, user: &str) -> (Calling, Events) {
     })
     .await
     .unwrap()
-}
-
-/// The Node driver running one scenario; killed if dropped early.
-struct Driver {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::UnboundedReceiver<String>,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Driver {
-    fn spawn(scenario: &str, base: &str, options: &[&str]) -> Driver {
-        let dir = root().join("tests/browser");
-        let artifacts = root().join("target/browser");
-        let mut child = Command::new("node")
-            .current_dir(&dir)
-            .arg("driver.mjs")
-            .arg(scenario)
-            .arg(base)
-            .arg(format!("artifacts={}", artifacts.display()))
-            .args(options)
-            .env("CHROMIUM", chromium())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = mpsc::unbounded_channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let err = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push_str(&line);
-                sink.lock().unwrap().push('\n');
-            }
-        });
-        let stdin = child.stdin.take();
-        Driver {
-            child,
-            stdin,
-            lines,
-            stderr,
-        }
-    }
-
-    fn log(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// Waits for the driver to print `want`, returning the line.
-    async fn expect(&mut self, want: &str) -> String {
-        let got = timeout(WAIT, async {
-            while let Some(line) = self.lines.recv().await {
-                if line.starts_with(want) {
-                    return Some(line);
-                }
-            }
-            None
-        })
-        .await;
-        match got {
-            Ok(Some(line)) => line,
-            Ok(None) => {
-                // Give the stderr thread a moment to drain (bounded).
-                let _ = timeout(Duration::from_secs(2), async {
-                    while self.child.try_wait().ok().flatten().is_none() {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                })
-                .await;
-                std::thread::sleep(Duration::from_millis(100));
-                panic!("driver ended before {want}:\n{}", self.log())
-            }
-            Err(_) => panic!(
-                "timed out waiting for {want} from the driver:\n{}",
-                self.log()
-            ),
-        }
-    }
-
-    fn poke(&mut self) {
-        if let Some(stdin) = self.stdin.as_mut() {
-            let _ = stdin.write_all(b"go\n");
-            let _ = stdin.flush();
-        }
-    }
-
-    /// Waits for the driver to exit and asserts it succeeded.
-    async fn finish(mut self) {
-        let status = timeout(WAIT, async {
-            loop {
-                if let Some(status) = self.child.try_wait().unwrap() {
-                    return status;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await;
-        match status {
-            Ok(s) if s.success() => {}
-            Ok(s) => {
-                std::thread::sleep(Duration::from_millis(100));
-                panic!("driver failed ({s}):\n{}", self.log())
-            }
-            Err(_) => panic!("driver did not exit:\n{}", self.log()),
-        }
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-async fn expect_event<F: Fn(&Event) -> bool>(events: &mut Events, what: &str, pred: F) -> Event {
-    let found = timeout(WAIT, async {
-        while let Some(e) = events.recv().await {
-            if pred(&e) {
-                return Some(e);
-            }
-        }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(e)) => e,
-        Ok(None) => panic!("event stream ended while waiting for {what}"),
-        Err(_) => panic!("timed out waiting for {what}"),
-    }
-}
-
-/// Waits until `client` has received at least `min` frames of `kind` from `from`.
-async fn wait_frames(client: &Calling, from: &str, kind: MediaKind, min: u64) -> u64 {
-    let got = timeout(WAIT, async {
-        loop {
-            let stats = client.stats().await.unwrap();
-            let n = stats
-                .iter()
-                .find(|s| s.user == from)
-                .map(|s| match kind {
-                    MediaKind::Audio => s.audio_frames_received,
-                    _ => s.video_frames_received,
-                })
-                .unwrap_or(0);
-            if n >= min {
-                return n;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    match got {
-        Ok(n) => n,
-        Err(_) => panic!(
-            "{} got fewer than {min} {kind:?} frames from {from}",
-            client.user()
-        ),
-    }
 }
 
 /// Runs a browser-only driver scenario to its `MEDIA_OK` against a fresh
@@ -348,7 +115,7 @@ async fn two_browsers_and_rust_in_one_group_call() {
     let (server, base) = start().await;
     let (rust, mut events) = login(&server, "rust").await;
     let mut driver = Driver::spawn("mixed-group", &base, &["peer=rust"]);
-    let invite = match expect_event(&mut events, "the group invite", |e| {
+    let invite = match expect(&mut events, "the group invite", |e| {
         matches!(e, Event::Call(CallEvent::Invited { .. }))
     })
     .await
@@ -368,7 +135,7 @@ async fn two_browsers_and_rust_in_one_group_call() {
     driver.poke();
     driver.expect("INVITEES web-late").await;
     driver.expect("A_LEFT").await;
-    expect_event(
+    expect(
         &mut events,
         "web-a leaves",
         |e| matches!(e, Event::Call(CallEvent::UserLeave { user, .. }) if user.as_str() == "web-a"),
@@ -422,7 +189,7 @@ async fn a_call_with_rust_goes_on_through_a_server_restart() {
     let mut driver = Driver::spawn("answer-restart", &base, &["user=web-r", "peer=rust"]);
     driver.expect("READY").await;
     rust.call("web-r", MediaType::Video, RING).await.unwrap();
-    expect_event(
+    expect(
         &mut events,
         "the browser enters",
         |e| matches!(e, Event::Call(CallEvent::UserEnter { user, .. }) if user.as_str() == "web-r"),
@@ -432,7 +199,7 @@ async fn a_call_with_rust_goes_on_through_a_server_restart() {
     server.shutdown().await;
     driver.expect("LOST").await;
     let again = start_at(addr).await;
-    expect_event(&mut events, "Rust reconnects", |e| {
+    expect(&mut events, "Rust reconnects", |e| {
         matches!(e, Event::Reconnected)
     })
     .await;
@@ -537,7 +304,7 @@ async fn the_example_app_on_another_origin_calls_rust() {
         &["user=ex-web", "peer=rust", &app, &sig],
     );
     driver.expect("READY").await;
-    let invite = match expect_event(&mut events, "the example's invite", |e| {
+    let invite = match expect(&mut events, "the example's invite", |e| {
         matches!(e, Event::Call(CallEvent::Invited { .. }))
     })
     .await
@@ -555,7 +322,7 @@ async fn the_example_app_on_another_origin_calls_rust() {
     wait_frames(&rust, "ex-web", MediaKind::Audio, 10).await;
     driver.expect("MEDIA_OK").await;
     driver.poke();
-    expect_event(&mut events, "call end", |e| {
+    expect(&mut events, "call end", |e| {
         matches!(e, Event::Call(CallEvent::CallEnd { .. }))
     })
     .await;
@@ -578,7 +345,7 @@ async fn rust_asks_the_browser_to_switch_to_video() {
     let mut driver = Driver::spawn("answer-switch", &base, &["user=web-s", "peer=rust"]);
     driver.expect("READY").await;
     rust.call("web-s", MediaType::Audio, RING).await.unwrap();
-    expect_event(
+    expect(
         &mut events,
         "the browser enters",
         |e| matches!(e, Event::Call(CallEvent::UserEnter { user, .. }) if user.as_str() == "web-s"),
@@ -586,7 +353,7 @@ async fn rust_asks_the_browser_to_switch_to_video() {
     .await;
     driver.expect("IN_CALL").await;
     rust.switch_media_type(MediaType::Video).await.unwrap();
-    expect_event(&mut events, "the switch to video", |e| {
+    expect(&mut events, "the switch to video", |e| {
         matches!(
             e,
             Event::Call(CallEvent::MediaTypeChanged {
@@ -617,7 +384,7 @@ async fn rust_calls_browser_and_media_flows_both_ways() {
     let mut driver = Driver::spawn("answer", &base, &["user=web-r", "peer=rust"]);
     driver.expect("READY").await;
     rust.call("web-r", MediaType::Video, RING).await.unwrap();
-    expect_event(
+    expect(
         &mut events,
         "the browser enters",
         |e| matches!(e, Event::Call(CallEvent::UserEnter { user, .. }) if user.as_str() == "web-r"),
@@ -629,7 +396,7 @@ async fn rust_calls_browser_and_media_flows_both_ways() {
     driver.expect("MEDIA_OK").await;
     rust.hangup().await.unwrap();
     driver.expect("ENDED").await;
-    let end = expect_event(&mut events, "call end", |e| {
+    let end = expect(&mut events, "call end", |e| {
         matches!(e, Event::Call(CallEvent::CallEnd { .. }))
     })
     .await;
@@ -654,7 +421,7 @@ async fn browser_calls_rust_and_media_flows_both_ways() {
     let (server, base) = start().await;
     let (rust, mut events) = login(&server, "rust").await;
     let mut driver = Driver::spawn("place", &base, &["user=b-web", "peer=rust"]);
-    let (invite, call_id) = match expect_event(&mut events, "the browser's invite", |e| {
+    let (invite, call_id) = match expect(&mut events, "the browser's invite", |e| {
         matches!(e, Event::Call(CallEvent::Invited { .. }))
     })
     .await
@@ -687,7 +454,7 @@ async fn browser_calls_rust_and_media_flows_both_ways() {
     mallory.close().await;
     driver.expect("MEDIA_OK").await;
     driver.poke();
-    let end = expect_event(&mut events, "call end", |e| {
+    let end = expect(&mut events, "call end", |e| {
         matches!(e, Event::Call(CallEvent::CallEnd { .. }))
     })
     .await;
@@ -773,7 +540,7 @@ async fn browser_setup_bench() {
             out.1.push(frame);
         }
         caller.hangup().await.unwrap();
-        expect_event(events, "call end", |e| {
+        expect(events, "call end", |e| {
             matches!(e, Event::Call(CallEvent::CallEnd { .. }))
         })
         .await;

@@ -13,246 +13,21 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use calling::{CallEvent, Calling, CallingConfig, Event, Events, MediaKind, MediaType};
+use calling::{CallEvent, Calling, CallingConfig, Event, MediaKind, MediaType};
 use calling_server::{Config, DemoMode, RunningServer, Server, TurnConfig};
+use support::browser::{Driver, prerequisites};
 use support::coturn::{Coturn, turnserver_path};
-use tokio::sync::mpsc;
-use tokio::time::timeout;
+use support::{expect, wait_frames};
 
 const APP: u64 = 1_400_000_000;
 const KEY: &str = "browser-ice-test-secret-key";
 const TURN_SECRET: &str = "browser-ice-turn-secret";
-/// Longest any single wait may take before the test fails.
-const WAIT: Duration = Duration::from_secs(40);
 const RING: Duration = Duration::from_secs(30);
 /// Short enough that the page renews it during the test, long enough that
 /// the credential of the login is still good when the call sets up.
 const TURN_TTL: Duration = Duration::from_secs(12);
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn chromium() -> PathBuf {
-    std::env::var_os("CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-/// `Ok` when everything the browser tests need is installed; otherwise
-/// fails under CI and returns `Err` (after a loud banner) locally.
-fn prerequisites(test: &str) -> Result<(), ()> {
-    let mut missing = Vec::new();
-    if !chromium().exists() {
-        missing.push(format!(
-            "{} (Debian package chromium)",
-            chromium().display()
-        ));
-    }
-    let node_ok = Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !node_ok {
-        missing.push("node".to_string());
-    }
-    if !root()
-        .join("tests/browser/node_modules/playwright-core")
-        .exists()
-    {
-        missing.push("tests/browser/node_modules (npm ci)".to_string());
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let what = missing.join(", ");
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "browser test {test} cannot run under CI: missing {what}; scripts/setup.sh installs them"
-        );
-    }
-    // Straight to stderr: libtest captures eprintln! of passing tests, and
-    // this must be seen.
-    let banner = format!(
-        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-         !!! SKIPPED browser test {test}: missing {what}.\n\
-         !!! Run scripts/setup.sh (as root) to install them. This test did NOT run.\n\
-         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-    );
-    let _ = std::io::stderr().write_all(banner.as_bytes());
-    Err(())
-}
-
-/// The Node driver running one scenario; killed if dropped early.
-struct Driver {
-    child: Child,
-    lines: mpsc::UnboundedReceiver<String>,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Driver {
-    fn spawn(scenario: &str, base: &str, options: &[&str]) -> Driver {
-        let dir = root().join("tests/browser");
-        let artifacts = root().join("target/browser");
-        let mut child = Command::new("node")
-            .current_dir(&dir)
-            .arg("driver.mjs")
-            .arg(scenario)
-            .arg(base)
-            .arg(format!("artifacts={}", artifacts.display()))
-            .args(options)
-            .env("CHROMIUM", chromium())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = mpsc::unbounded_channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let err = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push_str(&line);
-                sink.lock().unwrap().push('\n');
-            }
-        });
-        Driver {
-            child,
-            lines,
-            stderr,
-        }
-    }
-
-    fn log(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// Waits for the driver to print `want`, returning the line.
-    async fn expect(&mut self, want: &str) -> String {
-        let got = timeout(WAIT, async {
-            while let Some(line) = self.lines.recv().await {
-                if line.starts_with(want) {
-                    return Some(line);
-                }
-            }
-            None
-        })
-        .await;
-        match got {
-            Ok(Some(line)) => line,
-            Ok(None) => {
-                // Give the stderr thread a moment to drain (bounded).
-                let _ = timeout(Duration::from_secs(2), async {
-                    while self.child.try_wait().ok().flatten().is_none() {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                })
-                .await;
-                std::thread::sleep(Duration::from_millis(100));
-                panic!("driver ended before {want}:\n{}", self.log())
-            }
-            Err(_) => panic!(
-                "timed out waiting for {want} from the driver:\n{}",
-                self.log()
-            ),
-        }
-    }
-
-    /// Waits for the driver to exit and asserts it succeeded.
-    async fn finish(mut self) {
-        let status = timeout(WAIT, async {
-            loop {
-                if let Some(status) = self.child.try_wait().unwrap() {
-                    return status;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await;
-        match status {
-            Ok(s) if s.success() => {}
-            Ok(s) => {
-                std::thread::sleep(Duration::from_millis(100));
-                panic!("driver failed ({s}):\n{}", self.log())
-            }
-            Err(_) => panic!("driver did not exit:\n{}", self.log()),
-        }
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-async fn expect_event<F: Fn(&Event) -> bool>(events: &mut Events, what: &str, pred: F) -> Event {
-    let found = timeout(WAIT, async {
-        while let Some(e) = events.recv().await {
-            if pred(&e) {
-                return Some(e);
-            }
-        }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(e)) => e,
-        Ok(None) => panic!("event stream ended while waiting for {what}"),
-        Err(_) => panic!("timed out waiting for {what}"),
-    }
-}
-
-/// Waits until `client` has received at least `min` frames of `kind` from `from`.
-async fn wait_frames(client: &Calling, from: &str, kind: MediaKind, min: u64) -> u64 {
-    let got = timeout(WAIT, async {
-        loop {
-            let stats = client.stats().await.unwrap();
-            let n = stats
-                .iter()
-                .find(|s| s.user == from)
-                .map(|s| match kind {
-                    MediaKind::Audio => s.audio_frames_received,
-                    _ => s.video_frames_received,
-                })
-                .unwrap_or(0);
-            if n >= min {
-                return n;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    match got {
-        Ok(n) => n,
-        Err(_) => panic!(
-            "{} got fewer than {min} {kind:?} frames from {from}",
-            client.user()
-        ),
-    }
-}
 
 /// Rust calls the relay-only browser; "rust" < "web-relay", so Rust offers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,11 +37,11 @@ async fn rust_calls_a_relay_only_browser_through_coturn_with_server_issued_crede
         return;
     }
     if turnserver_path().is_none() {
-        if std::env::var_os("CI").is_some() {
-            panic!("browser test {test} cannot run under CI: missing turnserver (coturn)");
-        }
-        let _ = std::io::stderr().write_all(
-            format!("\n!!! SKIPPED browser test {test}: missing turnserver (Debian package coturn). This test did NOT run.\n").as_bytes(),
+        let _ = support::missing(
+            "browser test",
+            test,
+            "turnserver (Debian package coturn)",
+            "to install it",
         );
         return;
     }
@@ -306,7 +81,7 @@ async fn rust_calls_a_relay_only_browser_through_coturn_with_server_issued_crede
     rust.call("web-relay", MediaType::Video, RING)
         .await
         .unwrap();
-    expect_event(
+    expect(
         &mut events,
         "the browser enters",
         |e| matches!(e, Event::Call(CallEvent::UserEnter { user, .. }) if user.as_str() == "web-relay"),

@@ -5,16 +5,16 @@
 
 #[path = "../../calling-server/tests/support/redis.rs"]
 mod redis_support;
+mod support;
 
 use std::time::Duration;
 
 use calling::{CallEvent, Calling, CallingConfig, Event, Events, MediaKind, MediaType};
 use redis_support::{Node, Redis};
-use tokio::time::timeout;
+use support::{expect, invited, wait_frames};
 
 const APP: u64 = 1_400_000_000;
 const KEY: &str = "cluster-calls-secret-key";
-const WAIT: Duration = Duration::from_secs(30);
 const RING: Duration = Duration::from_secs(30);
 
 /// The calling-server binary of this build (target/<profile>/): the
@@ -68,60 +68,6 @@ async fn login(node: &Node, user: &str) -> (Calling, Events) {
     })
     .await
     .unwrap()
-}
-
-async fn expect<F: Fn(&Event) -> bool>(events: &mut Events, what: &str, pred: F) -> Event {
-    let found = timeout(WAIT, async {
-        while let Some(e) = events.recv().await {
-            if pred(&e) {
-                return Some(e);
-            }
-        }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(e)) => e,
-        Ok(None) => panic!("event stream ended while waiting for {what}"),
-        Err(_) => panic!("timed out waiting for {what}"),
-    }
-}
-
-async fn invited(events: &mut Events) -> calling::InviteId {
-    match expect(events, "Invited", |e| {
-        matches!(e, Event::Call(CallEvent::Invited { .. }))
-    })
-    .await
-    {
-        Event::Call(CallEvent::Invited { invite_id, .. }) => invite_id,
-        _ => unreachable!(),
-    }
-}
-
-/// Waits until `client` has at least `min` frames of `kind` from `from`.
-async fn wait_frames(client: &Calling, from: &str, kind: MediaKind, min: u64) {
-    let ok = timeout(WAIT, async {
-        loop {
-            let stats = client.stats().await.unwrap();
-            let got = stats
-                .iter()
-                .find(|s| s.user == from)
-                .map_or(0, |s| match kind {
-                    MediaKind::Audio => s.audio_frames_received,
-                    _ => s.video_frames_received,
-                });
-            if got >= min {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(
-        ok.is_ok(),
-        "{} received fewer than {min} {kind:?} frames from {from}",
-        client.user()
-    );
 }
 
 fn is_end(e: &Event) -> bool {

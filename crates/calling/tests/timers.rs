@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::time::Duration;
 
 use calling::{
@@ -14,20 +16,7 @@ use calling::{
 
 /// The first event matching `pred`; fails after a virtual minute.
 async fn expect(events: &mut Events, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
-    let found = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(e) = events.recv().await {
-            if pred(&e) {
-                return Some(e);
-            }
-        }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(e)) => e,
-        Ok(None) => panic!("event stream ended while waiting for {what}"),
-        Err(_) => panic!("no {what} within a virtual minute"),
-    }
+    support::expect_within(events, what, Duration::from_secs(60), pred).await
 }
 
 fn audio_only() -> CallingConfig {

@@ -1,10 +1,15 @@
 //! Shared test support: an in-process signaling server on 127.0.0.1:0,
-//! logged-in clients, and bounded waits for events and media.
+//! logged-in clients, bounded waits for events and media, and the loud
+//! banner of a test whose prerequisites are missing.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod browser;
 pub mod coturn;
 
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, ExitStatus};
 use std::time::Duration;
 
 use calling::{CallEvent, Calling, CallingConfig, Event, Events, MediaKind};
@@ -15,7 +20,54 @@ pub const APP: u64 = 1_400_000_000;
 pub const KEY: &str = "test-secret-key";
 
 /// Longest any single wait may take before the test fails.
-pub const WAIT: Duration = Duration::from_secs(30);
+pub const WAIT: Duration = Duration::from_secs(40);
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Waits (at most [`WAIT`]) for `child` to exit; `None` when it did not.
+pub async fn wait_exit(child: &mut Child) -> Option<ExitStatus> {
+    timeout(WAIT, async {
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .ok()
+}
+
+/// Kills `child` unless it has exited, and reaps it (for `Drop`).
+pub fn reap(child: &mut Child) {
+    if child.try_wait().ok().flatten().is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// What a test does when something it needs is not installed: under CI
+/// (`CI` set) it fails, so CI cannot pass without having run it;
+/// elsewhere it prints a loud SKIPPED banner straight to stderr (libtest
+/// captures `eprintln!` of passing tests) and returns `Err` for the test to
+/// return early. `kind` names the family ("browser test"), `what` the
+/// missing pieces, `install` the words after "Run scripts/setup.sh".
+pub fn missing(kind: &str, test: &str, what: &str, install: &str) -> Result<(), ()> {
+    if std::env::var_os("CI").is_some() {
+        panic!("{kind} {test} cannot run under CI: missing {what}; scripts/setup.sh installs it");
+    }
+    let banner = format!(
+        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+         !!! SKIPPED {kind} {test}: missing {what}.\n\
+         !!! Run scripts/setup.sh {install}. This test did NOT run.\n\
+         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+    );
+    let _ = std::io::stderr().write_all(banner.as_bytes());
+    Err(())
+}
 
 pub struct Net {
     pub server: RunningServer,
@@ -52,7 +104,17 @@ pub async fn login_with(net: &Net, user: &str, config: CallingConfig) -> (Callin
 
 /// Waits for the first event matching `pred`, skipping others.
 pub async fn expect<F: Fn(&Event) -> bool>(events: &mut Events, what: &str, pred: F) -> Event {
-    let found = timeout(WAIT, async {
+    expect_within(events, what, WAIT, pred).await
+}
+
+/// [`expect`] with a wait of its own.
+pub async fn expect_within<F: Fn(&Event) -> bool>(
+    events: &mut Events,
+    what: &str,
+    wait: Duration,
+    pred: F,
+) -> Event {
+    let found = timeout(wait, async {
         loop {
             match events.recv().await {
                 Some(e) if pred(&e) => return Some(e),
@@ -65,7 +127,7 @@ pub async fn expect<F: Fn(&Event) -> bool>(events: &mut Events, what: &str, pred
     match found {
         Ok(Some(e)) => e,
         Ok(None) => panic!("event stream ended while waiting for {what}"),
-        Err(_) => panic!("timed out waiting for {what}"),
+        Err(_) => panic!("no {what} within {wait:?}"),
     }
 }
 
@@ -94,20 +156,24 @@ pub async fn frames_from(client: &Calling, from: &str, kind: MediaKind) -> u64 {
         .unwrap_or(0)
 }
 
-/// Waits until `client` has received at least `min` frames of `kind` from `from`.
-pub async fn wait_frames(client: &Calling, from: &str, kind: MediaKind, min: u64) {
-    let ok = timeout(WAIT, async {
+/// Waits until `client` has received at least `min` frames of `kind` from
+/// `from`, and returns how many it has.
+pub async fn wait_frames(client: &Calling, from: &str, kind: MediaKind, min: u64) -> u64 {
+    let got = timeout(WAIT, async {
         loop {
-            if frames_from(client, from, kind).await >= min {
-                return;
+            let n = frames_from(client, from, kind).await;
+            if n >= min {
+                return n;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await;
-    assert!(
-        ok.is_ok(),
-        "{} received fewer than {min} {kind:?} frames from {from}",
-        client.user()
-    );
+    match got {
+        Ok(n) => n,
+        Err(_) => panic!(
+            "{} received fewer than {min} {kind:?} frames from {from}",
+            client.user()
+        ),
+    }
 }
