@@ -25,7 +25,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -37,7 +37,8 @@ use calling::{
 };
 use serde_json::{Value, json};
 use support::{
-    APP, Net, WAIT, expect, login, login_with, reap, root, sig, start, wait_exit, wait_frames,
+    APP, Net, WAIT, expect, login, login_with, read_output, reap, root, sig, start, wait_exit,
+    wait_frames,
 };
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -110,28 +111,9 @@ impl Py {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let (tx, lines) = mpsc::unbounded_channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                let value = serde_json::from_str(&line)
-                    .unwrap_or_else(|_| json!({"event": "bad line", "line": line}));
-                if tx.send(value).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let err = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
+        let (lines, stderr) = read_output(&mut child, |line| {
+            serde_json::from_str(&line)
+                .unwrap_or_else(|_| json!({"event": "bad line", "line": line}))
         });
         let stdin = child.stdin.take();
         let mut py = Py {

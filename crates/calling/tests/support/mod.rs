@@ -7,9 +7,10 @@
 pub mod browser;
 pub mod coturn;
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use calling::{CallEvent, Calling, CallingConfig, Event, Events, MediaKind};
@@ -39,6 +40,37 @@ pub async fn wait_exit(child: &mut Child) -> Option<ExitStatus> {
     })
     .await
     .ok()
+}
+
+/// Reads a spawned child's piped stdout and stderr on two threads: each
+/// stdout line, passed through `parse`, arrives on the channel; stderr
+/// piles up in the string (for failure messages).
+pub fn read_output<T: Send + 'static>(
+    child: &mut Child,
+    parse: fn(String) -> T,
+) -> (tokio::sync::mpsc::UnboundedReceiver<T>, Arc<Mutex<String>>) {
+    let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(parse(line)).is_err() {
+                break;
+            }
+        }
+    });
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let err = child.stderr.take().unwrap();
+    let sink = stderr.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    (lines, stderr)
 }
 
 /// Kills `child` unless it has exited, and reaps it (for `Drop`).
