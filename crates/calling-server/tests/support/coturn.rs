@@ -3,7 +3,11 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Write};
+/// Shared with every crate's test support, which reaches it through here
+/// (a file is loaded as one module only).
+#[path = "common.rs"]
+pub mod common;
+
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,22 +27,12 @@ pub fn prerequisites(test: &str) -> Result<(), ()> {
     if turnserver_path().is_some() {
         return Ok(());
     }
-    let what = "turnserver (Debian package coturn)";
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "TURN test {test} cannot run under CI: missing {what}; scripts/setup.sh installs it"
-        );
-    }
-    // Straight to stderr: libtest captures eprintln! of passing tests, and
-    // this must be seen.
-    let banner = format!(
-        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-         !!! SKIPPED TURN test {test}: missing {what}.\n\
-         !!! Run scripts/setup.sh (as root) to install it. This test did NOT run.\n\
-         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-    );
-    let _ = std::io::stderr().write_all(banner.as_bytes());
-    Err(())
+    common::missing(
+        "TURN test",
+        test,
+        "turnserver (Debian package coturn)",
+        "(as root) to install it",
+    )
 }
 
 /// `turnserver` on `PATH`, if any.
@@ -157,17 +151,7 @@ impl Coturn {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let stdout = child.stdout.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
+        let log = common::collect_log(child.stdout.take().unwrap());
         Coturn {
             child,
             port,

@@ -7,7 +7,11 @@
 pub mod browser;
 pub mod coturn;
 
-use std::io::{BufRead, BufReader, Write};
+// calling-server's tests/support/common.rs, loaded once, with coturn's.
+use coturn::common;
+pub use coturn::common::missing;
+
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus};
 use std::sync::{Arc, Mutex};
@@ -59,18 +63,7 @@ pub fn read_output<T: Send + 'static>(
             }
         }
     });
-    let stderr = Arc::new(Mutex::new(String::new()));
-    let err = child.stderr.take().unwrap();
-    let sink = stderr.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines() {
-            let Ok(line) = line else { break };
-            let mut log = sink.lock().unwrap();
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
-    (lines, stderr)
+    (lines, common::collect_log(child.stderr.take().unwrap()))
 }
 
 /// Kills `child` unless it has exited, and reaps it (for `Drop`).
@@ -79,26 +72,6 @@ pub fn reap(child: &mut Child) {
         let _ = child.kill();
         let _ = child.wait();
     }
-}
-
-/// What a test does when something it needs is not installed: under CI
-/// (`CI` set) it fails, so CI cannot pass without having run it;
-/// elsewhere it prints a loud SKIPPED banner straight to stderr (libtest
-/// captures `eprintln!` of passing tests) and returns `Err` for the test to
-/// return early. `kind` names the family ("browser test"), `what` the
-/// missing pieces, `install` the words after "Run scripts/setup.sh".
-pub fn missing(kind: &str, test: &str, what: &str, install: &str) -> Result<(), ()> {
-    if std::env::var_os("CI").is_some() {
-        panic!("{kind} {test} cannot run under CI: missing {what}; scripts/setup.sh installs it");
-    }
-    let banner = format!(
-        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-         !!! SKIPPED {kind} {test}: missing {what}.\n\
-         !!! Run scripts/setup.sh {install}. This test did NOT run.\n\
-         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-    );
-    let _ = std::io::stderr().write_all(banner.as_bytes());
-    Err(())
 }
 
 pub struct Net {
